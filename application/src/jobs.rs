@@ -1,0 +1,326 @@
+//! The user-facing use cases: submit, inspect, list, control jobs and find their files.
+
+use std::sync::Arc;
+
+use ferry_domain::{
+    FileSelection, FileSelectionError, IllegalTransition, Job, JobFile, JobId, JobStatus,
+    MagnetError, MagnetLink, OwnerId, SafePathError, StorageKey, TorrentLimitError, TorrentLimits,
+    TorrentMetadata,
+};
+
+use crate::lifecycle::{Lifecycle, MoveError};
+use crate::ports::{
+    EngineError, EventKind, JobQuery, JobQueue, ObjectLocation, ObjectStore, QueueError, RepoError,
+    Stage, StoreError, TorrentEngine,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    #[error(transparent)]
+    InvalidMagnet(#[from] MagnetError),
+    #[error("{0}")]
+    InvalidTorrent(String),
+    #[error(transparent)]
+    UnsafePath(#[from] SafePathError),
+    #[error(transparent)]
+    TorrentLimit(#[from] TorrentLimitError),
+    #[error(transparent)]
+    InvalidSelection(#[from] FileSelectionError),
+    #[error("job not found")]
+    NotFound,
+    #[error("an unfinished job ({0}) already downloads this torrent")]
+    Duplicate(JobId),
+    #[error(transparent)]
+    IllegalTransition(#[from] IllegalTransition),
+    #[error("the job is {0}; its files can be fetched once it is completed")]
+    NotFinished(JobStatus),
+    #[error("the job has no file with index {0}")]
+    FileNotFound(usize),
+    #[error("file {0} was not selected for download")]
+    FileNotSelected(usize),
+    #[error("a backend is unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<RepoError> for JobsError {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::NotFound => Self::NotFound,
+            RepoError::Unavailable(m) => Self::Unavailable(m),
+            other => Self::Unexpected(other.into()),
+        }
+    }
+}
+
+impl From<QueueError> for JobsError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Unavailable(m) => Self::Unavailable(m),
+            QueueError::Unexpected(e) => Self::Unexpected(e),
+        }
+    }
+}
+
+impl From<EngineError> for JobsError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::InvalidTorrent(m) => Self::InvalidTorrent(m),
+            EngineError::UnsafePath(p) => Self::UnsafePath(p),
+            other => Self::Unexpected(other.into()),
+        }
+    }
+}
+
+impl From<StoreError> for JobsError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unreachable(m) | StoreError::AuthFailed(m) => Self::Unavailable(m),
+            other => Self::Unexpected(other.into()),
+        }
+    }
+}
+
+impl From<MoveError> for JobsError {
+    fn from(e: MoveError) -> Self {
+        match e {
+            MoveError::Illegal(i) => Self::IllegalTransition(i),
+            MoveError::Repo(r) => r.into(),
+        }
+    }
+}
+
+/// What a user submits.
+#[derive(Debug, Clone)]
+pub enum Submission {
+    Magnet(String),
+    Torrent(Vec<u8>),
+}
+
+/// A finished file and where to read it.
+#[derive(Debug, Clone)]
+pub struct FileDownload {
+    pub file: JobFile,
+    pub location: ObjectLocation,
+}
+
+pub struct Jobs {
+    pub lifecycle: Lifecycle,
+    pub queue: Arc<dyn JobQueue>,
+    pub engine: Arc<dyn TorrentEngine>,
+    pub store: Arc<dyn ObjectStore>,
+    pub limits: TorrentLimits,
+}
+
+impl Jobs {
+    /// Reads a .torrent without starting a download: name, files, sizes, hash, trackers.
+    ///
+    /// # Errors
+    /// `InvalidTorrent`, `UnsafePath` or `TorrentLimit`.
+    pub fn analyze(&self, metainfo: &[u8]) -> Result<TorrentMetadata, JobsError> {
+        let meta = self.engine.inspect(metainfo)?;
+        self.limits.check(meta.files.len(), meta.total_bytes)?;
+        Ok(meta)
+    }
+
+    /// Creates a queued job and asks a worker to download it.
+    ///
+    /// # Errors
+    /// Input errors (`InvalidMagnet`, `InvalidTorrent`, `UnsafePath`, `TorrentLimit`,
+    /// `InvalidSelection`), `Duplicate`, or `Unavailable`.
+    pub async fn submit(
+        &self,
+        owner: OwnerId,
+        submission: Submission,
+        files: Option<Vec<usize>>,
+    ) -> Result<Job, JobsError> {
+        let selection = FileSelection::from_indices(files)?;
+        let now = self.lifecycle.clock.now();
+        let job = match submission {
+            Submission::Magnet(text) => {
+                let magnet = MagnetLink::parse(&text)?;
+                Job::from_magnet(owner, magnet, selection, now)
+            }
+            Submission::Torrent(bytes) => {
+                let meta = self.analyze(&bytes)?;
+                selection.validate(&meta.files)?;
+                Job::from_torrent(owner, meta, selection, now)
+            }
+        };
+        if let Some(hash) = job.info_hash {
+            if let Some(existing) = self
+                .lifecycle
+                .repo
+                .find_unfinished_by_info_hash(&job.owner, hash)
+                .await?
+            {
+                return Err(JobsError::Duplicate(existing));
+            }
+        }
+        self.lifecycle.repo.insert(&job).await?;
+        self.queue.enqueue(Stage::Download, job.id).await?;
+        tracing::info!(job_id = %job.id, source = job.source.kind(), name = %job.name, "job submitted");
+        self.lifecycle.announce(&job, EventKind::Status).await;
+        Ok(job)
+    }
+
+    /// # Errors
+    /// `NotFound` when the job does not exist or belongs to someone else.
+    pub async fn get(&self, owner: &OwnerId, id: JobId) -> Result<Job, JobsError> {
+        let job = self.lifecycle.repo.get(id).await?;
+        if &job.owner != owner {
+            return Err(JobsError::NotFound);
+        }
+        Ok(job)
+    }
+
+    /// # Errors
+    /// `Unavailable` when the repository is.
+    pub async fn list(&self, query: &JobQuery) -> Result<Vec<Job>, JobsError> {
+        Ok(self.lifecycle.repo.list(query).await?)
+    }
+
+    /// Pauses a downloading job; its worker stops the torrent and keeps the data.
+    ///
+    /// # Errors
+    /// `NotFound`, or `IllegalTransition` unless the job is downloading.
+    pub async fn pause(&self, owner: &OwnerId, id: JobId) -> Result<Job, JobsError> {
+        let job = self.get(owner, id).await?;
+        self.advance(id, job.status, JobStatus::Paused).await
+    }
+
+    /// Resumes a paused job: a worker restarts the torrent and reuses the staged data.
+    ///
+    /// # Errors
+    /// `NotFound`, or `IllegalTransition` unless the job is paused.
+    pub async fn resume(&self, owner: &OwnerId, id: JobId) -> Result<Job, JobsError> {
+        let job = self.get(owner, id).await?;
+        let job = self.advance(id, job.status, JobStatus::Downloading).await?;
+        self.queue.enqueue(Stage::Download, id).await?;
+        Ok(job)
+    }
+
+    /// Runs a failed job again from the start (data already staged is reused).
+    ///
+    /// # Errors
+    /// `NotFound`, or `IllegalTransition` unless the job failed.
+    pub async fn retry(&self, owner: &OwnerId, id: JobId) -> Result<Job, JobsError> {
+        let job = self.get(owner, id).await?;
+        if job.status != JobStatus::Failed {
+            return Err(IllegalTransition {
+                from: job.status,
+                to: JobStatus::Queued,
+            }
+            .into());
+        }
+        let job = self
+            .advance(id, JobStatus::Failed, JobStatus::Queued)
+            .await?;
+        self.queue.enqueue(Stage::Download, id).await?;
+        Ok(job)
+    }
+
+    /// A user-requested move; a job that moved meanwhile reports the move as illegal from
+    /// where it actually is.
+    async fn advance(&self, id: JobId, from: JobStatus, to: JobStatus) -> Result<Job, JobsError> {
+        match self.lifecycle.advance(id, from, to, None).await {
+            Ok(job) => Ok(job),
+            Err(MoveError::Repo(RepoError::Conflict { actual, .. })) => {
+                Err(IllegalTransition { from: actual, to }.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Cancels an unfinished job. With `purge`, also deletes its delivered files and the job
+    /// itself (a finished job can only be purged). Returns the job as it ended, or `None`
+    /// once purged.
+    ///
+    /// # Errors
+    /// `NotFound`; `IllegalTransition` for a finished job without `purge`.
+    pub async fn cancel(
+        &self,
+        owner: &OwnerId,
+        id: JobId,
+        purge: bool,
+    ) -> Result<Option<Job>, JobsError> {
+        let mut job = self.get(owner, id).await?;
+        // The job may move while we cancel it (a worker finishing a stage): try again on
+        // a conflict, a few times.
+        for _ in 0..5 {
+            if job.status.is_terminal() {
+                break;
+            }
+            match self
+                .lifecycle
+                .advance(id, job.status, JobStatus::Cancelled, None)
+                .await
+            {
+                Ok(cancelled) => {
+                    job = cancelled;
+                    // A worker's download stage cleans the staging area of a cancelled job,
+                    // wherever that staging area is.
+                    self.queue.enqueue(Stage::Download, id).await?;
+                    break;
+                }
+                Err(MoveError::Repo(RepoError::Conflict { .. })) => {
+                    job = self.get(owner, id).await?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !purge {
+            if job.status == JobStatus::Cancelled || !job.status.is_terminal() {
+                return Ok(Some(job));
+            }
+            return Err(IllegalTransition {
+                from: job.status,
+                to: JobStatus::Cancelled,
+            }
+            .into());
+        }
+        self.store
+            .delete_prefix(&StorageKey::job_prefix(&job.owner, id))
+            .await?;
+        self.lifecycle.repo.delete(id).await?;
+        tracing::info!(job_id = %id, "job purged");
+        Ok(None)
+    }
+
+    /// Where to read file `index` of a completed job.
+    ///
+    /// # Errors
+    /// `NotFound`, `FileNotFound`, `FileNotSelected`, `NotFinished`.
+    pub async fn file(
+        &self,
+        owner: &OwnerId,
+        id: JobId,
+        index: usize,
+    ) -> Result<FileDownload, JobsError> {
+        let job = self.get(owner, id).await?;
+        let file = job
+            .files()
+            .iter()
+            .find(|f| f.index == index)
+            .cloned()
+            .ok_or(JobsError::FileNotFound(index))?;
+        if !file.selected {
+            return Err(JobsError::FileNotSelected(index));
+        }
+        if !matches!(job.status, JobStatus::Completed | JobStatus::Seeding) {
+            return Err(JobsError::NotFinished(job.status));
+        }
+        let key = StorageKey::for_file(&job.owner, id, &file.safe_path()?);
+        let location = match self.store.locate(&key).await {
+            Ok(l) => l,
+            Err(StoreError::NotFound) => {
+                return Err(
+                    anyhow::anyhow!("stored object {key} of a completed job is missing").into(),
+                );
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(FileDownload { file, location })
+    }
+}

@@ -1,0 +1,22 @@
+//! Ferry's use cases and the ports they need.
+//!
+//! The use cases are plain structs holding `Arc<dyn Port>`s; adapters live in the
+//! infrastructure crates and are chosen by the wiring. Nothing here knows which database,
+//! queue, torrent client or storage is behind a port.
+
+pub mod jobs;
+pub mod lifecycle;
+pub mod ports;
+pub mod recovery;
+pub mod stages;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use jobs::{FileDownload, Jobs, JobsError, Submission};
+pub use lifecycle::Lifecycle;
+pub use recovery::Recovery;
+pub use stages::{RetryPolicy, StageHandler, StageOutcome, StageRunner};
+
+#[cfg(test)]
+mod tests;

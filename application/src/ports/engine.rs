@@ -1,0 +1,96 @@
+//! `TorrentEngine`: the BitTorrent client that fetches torrents into staging.
+//!
+//! The engine owns the staging area: each job's data lives in a folder of its own, which
+//! the delivery stage reads from and [`TorrentEngine::discard`] removes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use ferry_domain::{JobId, MagnetLink, SafePath, SafePathError, TorrentMetadata};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The bytes are not a valid .torrent (not bencode, missing fields, bad lengths…).
+    #[error("invalid torrent: {0}")]
+    InvalidTorrent(String),
+    /// A file name in the torrent is unsafe.
+    #[error(transparent)]
+    UnsafePath(#[from] SafePathError),
+    /// The engine holds no torrent for this job.
+    #[error("the engine is not running this job")]
+    NotRunning,
+    /// Another job already downloads the same torrent in this engine.
+    #[error("another job is already downloading this torrent")]
+    Busy,
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// What to download for a job.
+#[derive(Debug, Clone)]
+pub struct TorrentSpec {
+    pub job_id: JobId,
+    pub metainfo: Vec<u8>,
+    /// `None` downloads every file.
+    pub only_files: Option<Vec<usize>>,
+    /// Peers known up front (a magnet's `x.pe`).
+    pub peers: Vec<SocketAddr>,
+}
+
+/// The engine's view of a running torrent, over the selected files only.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineStats {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub download_rate: u64,
+    pub upload_rate: u64,
+    pub uploaded_bytes: u64,
+    pub peers: u32,
+    pub finished: bool,
+    /// The engine gave up on the torrent (disk error, …).
+    pub error: Option<String>,
+}
+
+#[async_trait]
+pub trait TorrentEngine: Send + Sync + 'static {
+    /// Reads .torrent bytes without starting anything. File paths are checked.
+    ///
+    /// # Errors
+    /// `InvalidTorrent` or `UnsafePath`.
+    fn inspect(&self, metainfo: &[u8]) -> Result<TorrentMetadata, EngineError>;
+
+    /// Fetches a magnet link's metadata from peers. Waits as long as it takes; callers bound
+    /// it with a timeout.
+    ///
+    /// # Errors
+    /// `InvalidTorrent`/`UnsafePath` for bad metadata, `Unexpected` for engine failures.
+    async fn resolve(&self, magnet: &MagnetLink) -> Result<TorrentMetadata, EngineError>;
+
+    /// Starts (or keeps running) the download of `spec` into the job's staging folder.
+    /// Data already in staging is checked and reused.
+    ///
+    /// # Errors
+    /// `Busy` when another job runs the same torrent; `InvalidTorrent` for bad metainfo.
+    async fn start(&self, spec: TorrentSpec) -> Result<(), EngineError>;
+
+    /// # Errors
+    /// `NotRunning` when the job's torrent is not in the engine.
+    async fn stats(&self, job_id: JobId) -> Result<EngineStats, EngineError>;
+
+    /// Stops the job's torrent and forgets it; the staged data stays unless `delete_data`.
+    /// Stopping a job that is not running is not an error.
+    ///
+    /// # Errors
+    /// `Unexpected` when the engine fails.
+    async fn stop(&self, job_id: JobId, delete_data: bool) -> Result<(), EngineError>;
+
+    /// Where a job's file is staged.
+    fn staged_file(&self, job_id: JobId, path: &SafePath) -> PathBuf;
+
+    /// Removes a job's staging folder and everything in it. Idempotent.
+    ///
+    /// # Errors
+    /// `Unexpected` on I/O failure.
+    async fn discard(&self, job_id: JobId) -> Result<(), EngineError>;
+}

@@ -1,0 +1,120 @@
+//! `JobRepository`: where jobs live, with status changes applied conditionally.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ferry_domain::{InfoHash, Job, JobError, JobId, JobStatus, OwnerId, Progress, TorrentMetadata};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("job not found")]
+    NotFound,
+    /// The conditional update found the job in another status than expected.
+    #[error("the job is {actual}, not {expected}")]
+    Conflict {
+        expected: JobStatus,
+        actual: JobStatus,
+    },
+    #[error("a job with this id already exists")]
+    AlreadyExists,
+    /// The database cannot be reached; callers may retry later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// A status change `from → to` at `at`. Moving to `failed` records `error`; any other move
+/// clears it. Moving to a terminal status stamps `finished_at`; moving back to `queued`
+/// (a retry) resets the attempt count and clears `finished_at`.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub from: JobStatus,
+    pub to: JobStatus,
+    pub at: DateTime<Utc>,
+    pub error: Option<JobError>,
+}
+
+/// A page of one owner's jobs, newest first.
+#[derive(Debug, Clone)]
+pub struct JobQuery {
+    pub owner: OwnerId,
+    pub status: Option<JobStatus>,
+    /// Only jobs created before this one (keyset paging).
+    pub before: Option<JobId>,
+    pub limit: u32,
+}
+
+#[async_trait]
+pub trait JobRepository: Send + Sync + 'static {
+    /// # Errors
+    /// `AlreadyExists` if the id is taken.
+    async fn insert(&self, job: &Job) -> Result<(), RepoError>;
+
+    /// # Errors
+    /// `NotFound` if no such job exists.
+    async fn get(&self, id: JobId) -> Result<Job, RepoError>;
+
+    /// The status alone: cheap enough to poll while a stage runs.
+    ///
+    /// # Errors
+    /// `NotFound` if no such job exists.
+    async fn status(&self, id: JobId) -> Result<JobStatus, RepoError>;
+
+    /// # Errors
+    /// Only `Unavailable` / `Unexpected`.
+    async fn list(&self, query: &JobQuery) -> Result<Vec<Job>, RepoError>;
+
+    /// Applies `change` only if the job is still in `change.from`; returns the updated job.
+    ///
+    /// # Errors
+    /// `NotFound`, or `Conflict` with the status the job is actually in.
+    async fn transition(&self, id: JobId, change: &Transition) -> Result<Job, RepoError>;
+
+    /// Stores the torrent's metadata (files, sizes, metainfo) once it is known.
+    ///
+    /// # Errors
+    /// `NotFound` if no such job exists.
+    async fn record_metadata(&self, id: JobId, metadata: &TorrentMetadata)
+    -> Result<(), RepoError>;
+
+    /// Stores a progress snapshot.
+    ///
+    /// # Errors
+    /// `NotFound` if no such job exists.
+    async fn record_progress(&self, id: JobId, progress: &Progress) -> Result<(), RepoError>;
+
+    /// Stores the number of attempts made so far and the last error seen.
+    ///
+    /// # Errors
+    /// `NotFound` if no such job exists.
+    async fn record_attempt(
+        &self,
+        id: JobId,
+        attempts: u32,
+        error: Option<&JobError>,
+    ) -> Result<(), RepoError>;
+
+    /// An unfinished job of `owner` for the same torrent, if any.
+    ///
+    /// # Errors
+    /// Only `Unavailable` / `Unexpected`.
+    async fn find_unfinished_by_info_hash(
+        &self,
+        owner: &OwnerId,
+        info_hash: InfoHash,
+    ) -> Result<Option<JobId>, RepoError>;
+
+    /// Every job that is not finished and not paused, with its status (for recovery at start).
+    ///
+    /// # Errors
+    /// Only `Unavailable` / `Unexpected`.
+    async fn unfinished(&self) -> Result<Vec<(JobId, JobStatus)>, RepoError>;
+
+    /// # Errors
+    /// `NotFound` if no such job exists.
+    async fn delete(&self, id: JobId) -> Result<(), RepoError>;
+
+    /// # Errors
+    /// `Unavailable` when the store does not answer.
+    async fn ping(&self) -> Result<(), RepoError>;
+}

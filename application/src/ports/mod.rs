@@ -1,0 +1,18 @@
+//! The ports: what the use cases need from the outside world, as object-safe traits.
+//!
+//! Each port's error enum holds only the variants a caller branches on, plus
+//! `Unexpected`. Adapters translate their drivers' errors into these.
+
+pub mod clock;
+pub mod engine;
+pub mod jobs;
+pub mod progress;
+pub mod queue;
+pub mod storage;
+
+pub use clock::{Clock, SystemClock};
+pub use engine::{EngineError, EngineStats, TorrentEngine, TorrentSpec};
+pub use jobs::{JobQuery, JobRepository, RepoError, Transition};
+pub use progress::{BusError, EventId, EventKind, JobEvent, ProgressBus, PublishedEvent};
+pub use queue::{JobQueue, Lease, QueueError, Stage};
+pub use storage::{ObjectLocation, ObjectStore, StoreError};

@@ -1,0 +1,97 @@
+//! `JobQueue`: hands stages of jobs to workers, at least once.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferry_domain::JobId;
+
+/// A unit of work a worker can run for a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Resolve metadata and download the torrent into staging.
+    Download,
+    /// Deliver staged files to the user's storage.
+    Upload,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 2] = [Stage::Download, Stage::Upload];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Download => "download",
+            Self::Upload => "upload",
+        }
+    }
+}
+
+/// A claimed message: the worker holds it until it acks, releases or retries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub stage: Stage,
+    pub job_id: JobId,
+    /// 1 for the first delivery, counting every retry.
+    pub attempt: u32,
+    /// Adapter-specific handle for the claimed message.
+    pub receipt: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("the queue is unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// Asks for `stage` to run for `job_id` (again). Enqueueing a job whose stage is already
+    /// waiting is harmless: handlers are idempotent.
+    ///
+    /// # Errors
+    /// `Unavailable` when the queue cannot take the message now.
+    async fn enqueue(&self, stage: Stage, job_id: JobId) -> Result<(), QueueError>;
+
+    /// Waits up to `wait` for the next message of `stage`.
+    ///
+    /// # Errors
+    /// `Unavailable` when the queue cannot be read.
+    async fn claim(&self, stage: Stage, wait: Duration) -> Result<Option<Lease>, QueueError>;
+
+    /// The stage's result is committed: forget the message.
+    ///
+    /// # Errors
+    /// `Unavailable` when the queue cannot be reached.
+    async fn ack(&self, lease: &Lease) -> Result<(), QueueError>;
+
+    /// Deliver the message again after `delay`, as attempt `lease.attempt + 1`.
+    ///
+    /// # Errors
+    /// `Unavailable` when the queue cannot be reached.
+    async fn retry_later(&self, lease: &Lease, delay: Duration) -> Result<(), QueueError>;
+
+    /// Give the message back at once without counting an attempt (the worker stops).
+    ///
+    /// # Errors
+    /// `Unavailable` when the queue cannot be reached.
+    async fn release(&self, lease: &Lease) -> Result<(), QueueError>;
+
+    /// Keep holding the message while a long stage runs.
+    ///
+    /// # Errors
+    /// `Unavailable` when the queue cannot be reached.
+    async fn renew(&self, lease: &Lease) -> Result<(), QueueError>;
+
+    /// Retries are exhausted: park the message where an operator can see it.
+    ///
+    /// # Errors
+    /// `Unavailable` when the queue cannot be reached.
+    async fn dead_letter(&self, lease: &Lease, reason: &str) -> Result<(), QueueError>;
+
+    /// Messages of `stage` waiting to be claimed.
+    ///
+    /// # Errors
+    /// `Unavailable` when the queue cannot be reached.
+    async fn depth(&self, stage: Stage) -> Result<u64, QueueError>;
+}

@@ -1,0 +1,59 @@
+//! `ObjectStore`: where delivered files end up (local disk now; S3 and Drive later).
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use ferry_domain::StorageKey;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no object at that key")]
+    NotFound,
+    #[error("the storage cannot be reached: {0}")]
+    Unreachable(String),
+    #[error("the storage rejected the credentials: {0}")]
+    AuthFailed(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Where a client can read an object from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectLocation {
+    /// A file on this server's disk, streamed by the API.
+    LocalFile(PathBuf),
+    /// A URL the client is redirected to (presigned S3 URL, Drive link).
+    Url(String),
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync + 'static {
+    /// Stores the file at `source` under `key` (replacing any object there) and returns the
+    /// number of bytes stored. The source may be moved rather than copied.
+    ///
+    /// # Errors
+    /// `NotFound` if `source` does not exist; `Unreachable`/`AuthFailed` for the backend.
+    async fn put_file(&self, key: &StorageKey, source: &Path) -> Result<u64, StoreError>;
+
+    /// The stored object's size, if it exists.
+    ///
+    /// # Errors
+    /// `Unreachable`/`AuthFailed` for the backend.
+    async fn size(&self, key: &StorageKey) -> Result<Option<u64>, StoreError>;
+
+    /// # Errors
+    /// `NotFound` when there is no object at `key`.
+    async fn locate(&self, key: &StorageKey) -> Result<ObjectLocation, StoreError>;
+
+    /// Deletes every object whose key starts with `prefix/` (or equals `prefix`). Idempotent.
+    ///
+    /// # Errors
+    /// `Unreachable`/`AuthFailed` for the backend.
+    async fn delete_prefix(&self, prefix: &StorageKey) -> Result<(), StoreError>;
+
+    /// Checks that the store is usable.
+    ///
+    /// # Errors
+    /// `Unreachable`/`AuthFailed` for the backend.
+    async fn check(&self) -> Result<(), StoreError>;
+}

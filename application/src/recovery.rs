@@ -1,0 +1,46 @@
+//! Picking work up again after a restart: every unfinished job gets its stage queued.
+
+use std::sync::Arc;
+
+use ferry_domain::JobStatus;
+
+use crate::ports::{JobQueue, JobRepository, QueueError, RepoError, Stage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+pub struct Recovery {
+    pub repo: Arc<dyn JobRepository>,
+    pub queue: Arc<dyn JobQueue>,
+}
+
+impl Recovery {
+    /// Queues the stage each unfinished job is in; returns how many were queued.
+    ///
+    /// # Errors
+    /// When the repository or the queue fails.
+    pub async fn requeue_unfinished(&self) -> Result<usize, RecoveryError> {
+        let jobs = self.repo.unfinished().await?;
+        let mut queued = 0;
+        for (id, status) in jobs {
+            let stage = match status {
+                JobStatus::Queued | JobStatus::Resolving | JobStatus::Downloading => {
+                    Stage::Download
+                }
+                JobStatus::Uploading => Stage::Upload,
+                _ => continue,
+            };
+            self.queue.enqueue(stage, id).await?;
+            queued += 1;
+        }
+        if queued > 0 {
+            tracing::info!(queued, "re-queued unfinished jobs");
+        }
+        Ok(queued)
+    }
+}

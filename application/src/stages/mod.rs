@@ -1,0 +1,181 @@
+//! Stages run by workers: the contract between the generic worker loop and a stage, and the
+//! retry policy that settles a stage's outcome with the queue.
+
+mod deliver;
+mod download;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferry_domain::{JobError, JobStatus};
+use tokio_util::sync::CancellationToken;
+
+pub use deliver::DeliverStage;
+pub use download::{DownloadSettings, DownloadStage};
+
+use crate::lifecycle::{Lifecycle, MoveError};
+use crate::ports::{JobQueue, Lease, QueueError, RepoError, Stage};
+
+/// How a stage run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StageOutcome {
+    /// Nothing more to do for this message (the stage finished, or the job no longer needs it).
+    Done,
+    /// A transient failure: run again later, up to the retry policy's limit.
+    Retry(JobError),
+    /// A permanent failure: the job fails with this error.
+    Fail(JobError),
+    /// The worker is stopping: give the message back untouched.
+    Released,
+}
+
+#[async_trait]
+pub trait StageHandler: Send + Sync + 'static {
+    fn stage(&self) -> Stage;
+
+    /// Runs the stage for `lease.job_id`. Must be idempotent: the same message can be
+    /// delivered again after a crash. Returns `Released` soon after `shutdown` fires.
+    async fn run(&self, lease: &Lease, shutdown: &CancellationToken) -> StageOutcome;
+}
+
+/// Retries with exponential backoff: `base · 2^(attempt-1)`, capped at `max_delay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            base_delay: Duration::from_secs(5),
+            max_delay: Duration::from_secs(600),
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
+        self.base_delay.saturating_mul(factor).min(self.max_delay)
+    }
+}
+
+/// Applies a stage's outcome: ack, release, retry with backoff, or fail the job and
+/// dead-letter the message once retries are exhausted.
+pub struct StageRunner {
+    pub lifecycle: Lifecycle,
+    pub queue: Arc<dyn JobQueue>,
+    pub policy: RetryPolicy,
+}
+
+impl StageRunner {
+    /// # Errors
+    /// When the queue cannot be told; the message is then delivered again later.
+    pub async fn settle(&self, lease: &Lease, outcome: StageOutcome) -> Result<(), QueueError> {
+        let id = lease.job_id;
+        match outcome {
+            StageOutcome::Done => self.queue.ack(lease).await,
+            StageOutcome::Released => self.queue.release(lease).await,
+            StageOutcome::Fail(error) => {
+                tracing::warn!(job_id = %id, code = %error.code, message = %error.message, "stage failed permanently");
+                self.fail_job(lease, error).await;
+                self.queue.ack(lease).await
+            }
+            StageOutcome::Retry(error) if lease.attempt >= self.policy.max_attempts => {
+                tracing::warn!(job_id = %id, attempt = lease.attempt, code = %error.code, "retries exhausted");
+                let reason = format!("{}: {}", error.code, error.message);
+                self.fail_job(lease, error).await;
+                self.queue.dead_letter(lease, &reason).await
+            }
+            StageOutcome::Retry(error) => {
+                let delay = self.policy.delay_after(lease.attempt);
+                tracing::info!(job_id = %id, attempt = lease.attempt, ?delay, code = %error.code, message = %error.message, "stage will be retried");
+                if let Err(e) = self
+                    .lifecycle
+                    .repo
+                    .record_attempt(id, lease.attempt, Some(&error))
+                    .await
+                {
+                    tracing::warn!(job_id = %id, error = %e, "could not record the attempt");
+                }
+                self.queue.retry_later(lease, delay).await
+            }
+        }
+    }
+
+    async fn fail_job(&self, lease: &Lease, error: JobError) {
+        let id = lease.job_id;
+        for _ in 0..5 {
+            let status = match self.lifecycle.repo.status(id).await {
+                Ok(s) => s,
+                Err(RepoError::NotFound) => return,
+                Err(e) => {
+                    tracing::error!(job_id = %id, error = %e, "could not read the job to fail it");
+                    return;
+                }
+            };
+            if status.is_terminal() {
+                return;
+            }
+            if let Err(e) = self
+                .lifecycle
+                .repo
+                .record_attempt(id, lease.attempt, Some(&error))
+                .await
+            {
+                tracing::warn!(job_id = %id, error = %e, "could not record the attempt");
+            }
+            match self
+                .lifecycle
+                .advance(id, status, JobStatus::Failed, Some(error.clone()))
+                .await
+            {
+                Ok(_) => return,
+                Err(MoveError::Repo(RepoError::Conflict { .. })) => continue,
+                Err(e) => {
+                    tracing::error!(job_id = %id, error = %e, "could not mark the job failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Error codes stages report; the API shows them on failed jobs.
+pub mod codes {
+    pub const METADATA_TIMEOUT: &str = "metadata_timeout";
+    pub const ENGINE_ERROR: &str = "engine_error";
+    pub const DATABASE_ERROR: &str = "database_error";
+    pub const QUEUE_ERROR: &str = "queue_error";
+    pub const STORAGE_ERROR: &str = "storage_error";
+    pub const STORAGE_UNREACHABLE: &str = "storage_unreachable";
+    pub const STORAGE_AUTH_FAILED: &str = "storage_auth_failed";
+    pub const INVALID_TORRENT: &str = "invalid_torrent";
+    pub const UNSAFE_PATH: &str = "torrent_unsafe_path";
+    pub const TOO_MANY_FILES: &str = "torrent_too_many_files";
+    pub const TOO_LARGE: &str = "torrent_too_large";
+    pub const INVALID_SELECTION: &str = "invalid_file_selection";
+    pub const STAGING_MISSING: &str = "staged_data_missing";
+    pub const INTERNAL: &str = "internal_error";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(10),
+        };
+        let delays: Vec<u64> = (1..=6).map(|a| p.delay_after(a).as_secs()).collect();
+        assert_eq!(delays, vec![1, 2, 4, 8, 10, 10]);
+        assert_eq!(p.delay_after(u32::MAX), Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,480 @@
+//! Contract suites: what every adapter of a port must do. Each adapter crate runs the suite
+//! of its port against a real instance; this crate runs them against the fakes.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::Duration as ChronoDuration;
+use ferry_domain::{
+    FileSelection, InfoHash, Job, JobError, JobId, JobStatus, MagnetLink, OwnerId, Progress,
+    StorageKey,
+};
+
+use super::{epoch, sample_metadata};
+use crate::ports::*;
+
+fn magnet_job(owner: &OwnerId, seed: u8) -> Job {
+    let link = format!(
+        "magnet:?xt=urn:btih:{}&dn=job-{seed}&tr=http%3A%2F%2F127.0.0.1%3A6969%2Fannounce",
+        InfoHash::from_bytes([seed; 20]).to_hex()
+    );
+    Job::from_magnet(
+        owner.clone(),
+        MagnetLink::parse(&link).unwrap(),
+        FileSelection::All,
+        epoch(),
+    )
+}
+
+fn change(from: JobStatus, to: JobStatus) -> Transition {
+    Transition {
+        from,
+        to,
+        at: epoch() + ChronoDuration::seconds(5),
+        error: None,
+    }
+}
+
+/// `JobRepository`: round-trips, conditional transitions, paging, recovery queries.
+pub async fn job_repository_contract(repo: &dyn JobRepository) {
+    let alice = OwnerId::parse("alice").unwrap();
+    let bob = OwnerId::parse("bob").unwrap();
+    repo.ping().await.unwrap();
+
+    // Round trip of a magnet job and of a .torrent job with a file selection.
+    let magnet = magnet_job(&alice, 1);
+    repo.insert(&magnet).await.unwrap();
+    assert_eq!(repo.get(magnet.id).await.unwrap(), magnet);
+    assert!(matches!(
+        repo.insert(&magnet).await,
+        Err(RepoError::AlreadyExists)
+    ));
+    assert!(matches!(
+        repo.get(JobId::new()).await,
+        Err(RepoError::NotFound)
+    ));
+
+    let selection = FileSelection::from_indices(Some(vec![0, 2])).unwrap();
+    let torrent = Job::from_torrent(
+        alice.clone(),
+        sample_metadata(2, &[10, 20, 30]),
+        selection,
+        epoch(),
+    );
+    repo.insert(&torrent).await.unwrap();
+    let read = repo.get(torrent.id).await.unwrap();
+    assert_eq!(read, torrent);
+    assert_eq!(
+        read.selected_files().map(|f| f.index).collect::<Vec<_>>(),
+        vec![0, 2]
+    );
+    assert_eq!(read.progress.bytes_total, 40);
+
+    // Conditional transitions.
+    let moved = repo
+        .transition(magnet.id, &change(JobStatus::Queued, JobStatus::Resolving))
+        .await
+        .unwrap();
+    assert_eq!(moved.status, JobStatus::Resolving);
+    assert_eq!(moved.updated_at, epoch() + ChronoDuration::seconds(5));
+    assert_eq!(repo.status(magnet.id).await.unwrap(), JobStatus::Resolving);
+    match repo
+        .transition(magnet.id, &change(JobStatus::Queued, JobStatus::Resolving))
+        .await
+    {
+        Err(RepoError::Conflict { expected, actual }) => {
+            assert_eq!(
+                (expected, actual),
+                (JobStatus::Queued, JobStatus::Resolving)
+            );
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(matches!(
+        repo.transition(
+            JobId::new(),
+            &change(JobStatus::Queued, JobStatus::Resolving)
+        )
+        .await,
+        Err(RepoError::NotFound)
+    ));
+
+    // Metadata, progress, attempts.
+    let mut meta = sample_metadata(1, &[5, 7]);
+    meta.apply_selection(&FileSelection::All);
+    repo.record_metadata(magnet.id, &meta).await.unwrap();
+    let progress = Progress {
+        bytes_done: 6,
+        bytes_total: 12,
+        download_rate: 3,
+        upload_rate: 1,
+        uploaded_bytes: 2,
+        peers: 4,
+        eta_seconds: Some(2),
+    };
+    repo.record_progress(magnet.id, &progress).await.unwrap();
+    let err = JobError::new("engine_error", "disk full");
+    repo.record_attempt(magnet.id, 2, Some(&err)).await.unwrap();
+    let read = repo.get(magnet.id).await.unwrap();
+    assert_eq!(read.metadata.as_ref(), Some(&meta));
+    assert_eq!(read.name, "sample-1");
+    assert_eq!(read.progress, progress);
+    assert_eq!((read.attempts, read.error.as_ref()), (2, Some(&err)));
+
+    // Failure records the error and finish time; a retry resets both and the attempts.
+    repo.transition(
+        magnet.id,
+        &change(JobStatus::Resolving, JobStatus::Downloading),
+    )
+    .await
+    .unwrap();
+    let failed = repo
+        .transition(
+            magnet.id,
+            &Transition {
+                error: Some(err.clone()),
+                ..change(JobStatus::Downloading, JobStatus::Failed)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.error.as_ref(), Some(&err));
+    assert!(failed.finished_at.is_some());
+    let retried = repo
+        .transition(magnet.id, &change(JobStatus::Failed, JobStatus::Queued))
+        .await
+        .unwrap();
+    assert_eq!(
+        (retried.attempts, retried.error, retried.finished_at),
+        (0, None, None)
+    );
+
+    // Duplicate detection only sees unfinished jobs of the same owner.
+    let hash2 = InfoHash::from_bytes([2; 20]);
+    assert_eq!(
+        repo.find_unfinished_by_info_hash(&alice, hash2)
+            .await
+            .unwrap(),
+        Some(torrent.id)
+    );
+    assert_eq!(
+        repo.find_unfinished_by_info_hash(&bob, hash2)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Listing: newest first, by owner, by status, keyset paging.
+    let mut later = Vec::new();
+    for seed in 10..15 {
+        let job = magnet_job(&alice, seed);
+        repo.insert(&job).await.unwrap();
+        later.push(job.id);
+    }
+    repo.insert(&magnet_job(&bob, 20)).await.unwrap();
+    let query = |status, before, limit| JobQuery {
+        owner: alice.clone(),
+        status,
+        before,
+        limit,
+    };
+    let all = repo.list(&query(None, None, 100)).await.unwrap();
+    assert_eq!(all.len(), 7);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let page1 = repo.list(&query(None, None, 3)).await.unwrap();
+    let page2 = repo.list(&query(None, Some(page1[2].id), 3)).await.unwrap();
+    assert_eq!(
+        page1.iter().chain(&page2).map(|j| j.id).collect::<Vec<_>>(),
+        all.iter().take(6).map(|j| j.id).collect::<Vec<_>>()
+    );
+    let resolving = repo
+        .list(&query(Some(JobStatus::Queued), None, 100))
+        .await
+        .unwrap();
+    assert_eq!(resolving.len(), 7, "all of alice's jobs are queued");
+    assert!(
+        repo.list(&query(Some(JobStatus::Paused), None, 100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Recovery sees every unfinished, unpaused job.
+    repo.transition(torrent.id, &change(JobStatus::Queued, JobStatus::Resolving))
+        .await
+        .unwrap();
+    repo.transition(
+        torrent.id,
+        &change(JobStatus::Resolving, JobStatus::Downloading),
+    )
+    .await
+    .unwrap();
+    repo.transition(
+        torrent.id,
+        &change(JobStatus::Downloading, JobStatus::Paused),
+    )
+    .await
+    .unwrap();
+    let unfinished = repo.unfinished().await.unwrap();
+    assert!(unfinished.contains(&(magnet.id, JobStatus::Queued)));
+    assert!(
+        !unfinished.iter().any(|(id, _)| *id == torrent.id),
+        "paused jobs wait for a resume"
+    );
+    assert_eq!(unfinished.len(), 7);
+
+    repo.delete(magnet.id).await.unwrap();
+    assert!(matches!(
+        repo.get(magnet.id).await,
+        Err(RepoError::NotFound)
+    ));
+    assert!(matches!(
+        repo.delete(magnet.id).await,
+        Err(RepoError::NotFound)
+    ));
+}
+
+/// `JobQueue`: at-least-once delivery per stage, retries with attempts, dead letters.
+pub async fn job_queue_contract(queue: &dyn JobQueue) {
+    let short = Duration::from_millis(50);
+    let a = JobId::new();
+    let b = JobId::new();
+    assert_eq!(queue.claim(Stage::Download, short).await.unwrap(), None);
+
+    queue.enqueue(Stage::Download, a).await.unwrap();
+    queue.enqueue(Stage::Upload, b).await.unwrap();
+    assert!(queue.depth(Stage::Download).await.unwrap() >= 1);
+    let lease = queue
+        .claim(Stage::Download, short)
+        .await
+        .unwrap()
+        .expect("a message");
+    assert_eq!(
+        (lease.stage, lease.job_id, lease.attempt),
+        (Stage::Download, a, 1)
+    );
+    assert_eq!(
+        queue.claim(Stage::Download, short).await.unwrap(),
+        None,
+        "one consumer per message"
+    );
+    queue.renew(&lease).await.unwrap();
+    queue.ack(&lease).await.unwrap();
+    assert_eq!(
+        queue.claim(Stage::Download, short).await.unwrap(),
+        None,
+        "acked messages are gone"
+    );
+
+    // Stages are separate queues.
+    let up = queue
+        .claim(Stage::Upload, short)
+        .await
+        .unwrap()
+        .expect("upload message");
+    assert_eq!(up.job_id, b);
+
+    // Release gives the message back at once, same attempt.
+    queue.release(&up).await.unwrap();
+    let again = queue
+        .claim(Stage::Upload, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .expect("released");
+    assert_eq!((again.job_id, again.attempt), (b, 1));
+
+    // Retry redelivers after the delay, as the next attempt.
+    queue
+        .retry_later(&again, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        queue
+            .claim(Stage::Upload, Duration::from_millis(50))
+            .await
+            .unwrap(),
+        None,
+        "not before the delay"
+    );
+    let retried = queue
+        .claim(Stage::Upload, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .expect("retried");
+    assert_eq!((retried.job_id, retried.attempt), (b, 2));
+
+    // A dead-lettered message is not delivered again.
+    queue.dead_letter(&retried, "gave up").await.unwrap();
+    assert_eq!(queue.claim(Stage::Upload, short).await.unwrap(), None);
+
+    // A waiting claim wakes up when a message arrives.
+    let c = JobId::new();
+    let (claimed, ()) = tokio::join!(
+        queue.claim(Stage::Download, Duration::from_secs(5)),
+        async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            queue.enqueue(Stage::Download, c).await.unwrap();
+        }
+    );
+    let claimed = claimed.unwrap().expect("woken by the enqueue");
+    assert_eq!(claimed.job_id, c);
+    queue.ack(&claimed).await.unwrap();
+}
+
+fn event(job_id: JobId, done: u64) -> JobEvent {
+    JobEvent {
+        job_id,
+        kind: EventKind::Progress,
+        status: JobStatus::Downloading,
+        progress: Progress::measured(done, 100, 10),
+        error: None,
+        at: epoch(),
+    }
+}
+
+async fn next(rx: &mut tokio::sync::mpsc::Receiver<PublishedEvent>) -> PublishedEvent {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("an event within 5 s")
+        .expect("the subscription is open")
+}
+
+/// `ProgressBus`: per-job ordered events, replay after an id, live delivery.
+pub async fn progress_bus_contract(bus: &dyn ProgressBus) {
+    let job = JobId::new();
+    let other = JobId::new();
+    let id1 = bus.publish(&event(job, 1)).await.unwrap();
+    bus.publish(&event(other, 99)).await.unwrap();
+    let id2 = bus.publish(&event(job, 2)).await.unwrap();
+    assert_ne!(id1, id2);
+
+    // From the start: both retained events of this job, in order.
+    let mut all = bus.subscribe(job, None).await.unwrap();
+    let e1 = next(&mut all).await;
+    let e2 = next(&mut all).await;
+    assert_eq!(
+        (e1.id.clone(), e1.event.progress.bytes_done),
+        (id1.clone(), 1)
+    );
+    assert_eq!(
+        (e2.id.clone(), e2.event.progress.bytes_done),
+        (id2.clone(), 2)
+    );
+
+    // Resuming after id1 replays only what came after.
+    let mut resumed = bus.subscribe(job, Some(&id1)).await.unwrap();
+    assert_eq!(next(&mut resumed).await.id, id2);
+
+    // Live events reach every subscriber, and only of their job.
+    let id3 = bus.publish(&event(job, 3)).await.unwrap();
+    bus.publish(&event(other, 100)).await.unwrap();
+    assert_eq!(next(&mut all).await.id, id3);
+    let live = next(&mut resumed).await;
+    assert_eq!((live.id, live.event), (id3.clone(), event(job, 3)));
+
+    // Nothing is lost between a replay and live delivery, even in a burst.
+    let mut burst = bus.subscribe(job, Some(&id3)).await.unwrap();
+    for i in 0..50 {
+        bus.publish(&event(job, 10 + i)).await.unwrap();
+    }
+    for i in 0..50 {
+        assert_eq!(next(&mut burst).await.event.progress.bytes_done, 10 + i);
+    }
+
+    // A job nobody published for yields nothing yet, and does not fail.
+    let mut quiet = bus.subscribe(JobId::new(), None).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), quiet.recv())
+            .await
+            .is_err()
+    );
+
+    assert!(matches!(
+        bus.subscribe(job, Some(&EventId("not an id".into()))).await,
+        Err(BusError::BadEventId(_))
+    ));
+}
+
+/// `ObjectStore`: put from a file, size, locate, prefix delete. `scratch` is an empty folder
+/// the suite may write source files into.
+pub async fn object_store_contract(store: &dyn ObjectStore, scratch: &Path) {
+    store.check().await.unwrap();
+    let owner = OwnerId::parse("alice").unwrap();
+    let job = JobId::new();
+    let key =
+        |p: &str| StorageKey::for_file(&owner, job, &ferry_domain::SafePath::parse(p).unwrap());
+
+    let src = scratch.join("source.bin");
+    std::fs::write(&src, b"hello ferry").unwrap();
+    assert_eq!(store.put_file(&key("dir/a.bin"), &src).await.unwrap(), 11);
+    assert_eq!(store.size(&key("dir/a.bin")).await.unwrap(), Some(11));
+    assert_eq!(store.size(&key("dir/missing")).await.unwrap(), None);
+    assert!(store.locate(&key("dir/a.bin")).await.is_ok());
+    assert!(matches!(
+        store.locate(&key("nope")).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // Replacing an object.
+    let src2 = scratch.join("source2.bin");
+    std::fs::write(&src2, vec![7u8; 70_000]).unwrap();
+    assert_eq!(
+        store.put_file(&key("dir/a.bin"), &src2).await.unwrap(),
+        70_000
+    );
+    assert_eq!(store.size(&key("dir/a.bin")).await.unwrap(), Some(70_000));
+
+    let missing = scratch.join("does-not-exist");
+    assert!(matches!(
+        store.put_file(&key("b"), &missing).await,
+        Err(StoreError::NotFound)
+    ));
+
+    // A sibling job with a prefix-like id must survive a prefix delete.
+    let src3 = scratch.join("source3.bin");
+    std::fs::write(&src3, b"x").unwrap();
+    let other = StorageKey::parse(&format!("{}/{}x/file", owner.as_str(), job)).unwrap();
+    store.put_file(&other, &src3).await.unwrap();
+    store
+        .delete_prefix(&StorageKey::job_prefix(&owner, job))
+        .await
+        .unwrap();
+    assert_eq!(store.size(&key("dir/a.bin")).await.unwrap(), None);
+    assert_eq!(store.size(&other).await.unwrap(), Some(1));
+    store
+        .delete_prefix(&StorageKey::job_prefix(&owner, job))
+        .await
+        .unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+
+    #[tokio::test]
+    async fn memory_repository_passes() {
+        job_repository_contract_fake().await;
+    }
+
+    async fn job_repository_contract_fake() {
+        super::job_repository_contract(&MemoryRepository::default()).await;
+    }
+
+    #[tokio::test]
+    async fn memory_queue_passes() {
+        super::job_queue_contract(&MemoryQueue::default()).await;
+    }
+
+    #[tokio::test]
+    async fn memory_bus_passes() {
+        super::progress_bus_contract(&MemoryBus::default()).await;
+    }
+
+    #[tokio::test]
+    async fn memory_store_passes() {
+        let dir = std::env::temp_dir().join(format!("ferry-store-contract-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        super::object_store_contract(&MemoryStore::default(), &dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,513 @@
+//! Use-case tests on the in-memory fakes: the whole life of a job without any I/O but the
+//! fake engine's staging folder.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_domain::{InfoHash, JobStatus, OwnerId, TorrentLimits};
+use tokio_util::sync::CancellationToken;
+
+use crate::ports::*;
+use crate::stages::{DeliverStage, DownloadSettings, DownloadStage, codes};
+use crate::testing::{Fakes, sample_metadata};
+use crate::*;
+
+struct World {
+    f: Fakes,
+    jobs: Jobs,
+    download: DownloadStage,
+    deliver: DeliverStage,
+    runner: StageRunner,
+}
+
+fn world() -> World {
+    world_with_limits(TorrentLimits::default())
+}
+
+fn world_with_limits(limits: TorrentLimits) -> World {
+    let f = Fakes::new();
+    let jobs = Jobs {
+        lifecycle: f.lifecycle(),
+        queue: f.queue.clone(),
+        engine: f.engine.clone(),
+        store: f.store.clone(),
+        limits,
+    };
+    let download = DownloadStage {
+        lifecycle: f.lifecycle(),
+        queue: f.queue.clone(),
+        engine: f.engine.clone(),
+        limits,
+        settings: DownloadSettings {
+            tick: Duration::from_millis(5),
+            snapshot_every: Duration::from_millis(20),
+            resolve_timeout: Duration::from_millis(300),
+        },
+    };
+    let deliver = DeliverStage {
+        lifecycle: f.lifecycle(),
+        engine: f.engine.clone(),
+        store: f.store.clone(),
+    };
+    let runner = StageRunner {
+        lifecycle: f.lifecycle(),
+        queue: f.queue.clone(),
+        policy: RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(5),
+        },
+    };
+    World {
+        f,
+        jobs,
+        download,
+        deliver,
+        runner,
+    }
+}
+
+fn magnet_for(seed: u8) -> String {
+    format!(
+        "magnet:?xt=urn:btih:{}&dn=demo&x.pe=127.0.0.1:6881",
+        InfoHash::from_bytes([seed; 20]).to_hex()
+    )
+}
+
+impl World {
+    /// Claims the next message of `stage`, runs its handler, settles the outcome.
+    async fn run_stage(&self, stage: Stage) -> StageOutcome {
+        let lease = self
+            .f
+            .queue
+            .claim(stage, Duration::from_secs(2))
+            .await
+            .unwrap()
+            .expect("a queued stage");
+        let handler: &dyn StageHandler = match stage {
+            Stage::Download => &self.download,
+            Stage::Upload => &self.deliver,
+        };
+        let outcome = handler.run(&lease, &CancellationToken::new()).await;
+        self.runner.settle(&lease, outcome.clone()).await.unwrap();
+        outcome
+    }
+
+    async fn status(&self, id: ferry_domain::JobId) -> JobStatus {
+        self.f.repo.status(id).await.unwrap()
+    }
+}
+
+fn me() -> OwnerId {
+    OwnerId::local()
+}
+
+#[tokio::test]
+async fn a_magnet_goes_from_submission_to_delivered_files() {
+    let w = world();
+    w.f.engine.register(sample_metadata(1, &[100, 200, 300]));
+    let job = w
+        .jobs
+        .submit(me(), Submission::Magnet(magnet_for(1)), None)
+        .await
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(job.name, "demo");
+    assert_eq!(w.f.queue.waiting(Stage::Download), vec![job.id]);
+
+    assert_eq!(w.run_stage(Stage::Download).await, StageOutcome::Done);
+    assert_eq!(w.status(job.id).await, JobStatus::Uploading);
+    let stored = w.f.repo.get(job.id).await.unwrap();
+    assert_eq!(stored.name, "sample-1");
+    assert_eq!(stored.progress.bytes_done, 600);
+
+    assert_eq!(w.run_stage(Stage::Upload).await, StageOutcome::Done);
+    let done = w.jobs.get(&me(), job.id).await.unwrap();
+    assert_eq!(done.status, JobStatus::Completed);
+    assert!(done.finished_at.is_some());
+    assert_eq!(w.f.store.keys().len(), 3);
+    assert!(
+        !w.f.engine.staging_root().join(job.id.to_string()).exists(),
+        "staging freed"
+    );
+
+    let file = w.jobs.file(&me(), job.id, 1).await.unwrap();
+    assert_eq!(file.file.size, 200);
+    assert!(matches!(file.location, ObjectLocation::Url(_)));
+
+    // Watchers saw the status climb in order, with progress between.
+    let statuses: Vec<JobStatus> =
+        w.f.bus
+            .events_of(job.id)
+            .iter()
+            .filter(|e| e.kind == EventKind::Status)
+            .map(|e| e.status)
+            .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            JobStatus::Queued,
+            JobStatus::Resolving,
+            JobStatus::Downloading,
+            JobStatus::Uploading,
+            JobStatus::Completed
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_torrent_with_a_file_selection_delivers_only_those_files() {
+    let w = world();
+    let meta = sample_metadata(2, &[10, 20, 30]);
+    w.f.engine.register(meta.clone());
+    let job = w
+        .jobs
+        .submit(
+            me(),
+            Submission::Torrent(meta.metainfo.clone()),
+            Some(vec![0, 2]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.progress.bytes_total, 40);
+    w.run_stage(Stage::Download).await;
+    w.run_stage(Stage::Upload).await;
+    assert_eq!(w.status(job.id).await, JobStatus::Completed);
+    let keys = w.f.store.keys();
+    assert_eq!(keys.len(), 2);
+    assert!(keys.iter().all(|k| !k.ends_with("file1.bin")));
+    assert!(matches!(
+        w.jobs.file(&me(), job.id, 1).await,
+        Err(JobsError::FileNotSelected(1))
+    ));
+    assert!(matches!(
+        w.jobs.file(&me(), job.id, 9).await,
+        Err(JobsError::FileNotFound(9))
+    ));
+}
+
+#[tokio::test]
+async fn bad_submissions_are_refused_with_their_reason() {
+    let w = world_with_limits(TorrentLimits {
+        max_files: 2,
+        max_total_bytes: 1000,
+    });
+    let r = w
+        .jobs
+        .submit(
+            me(),
+            Submission::Magnet("magnet:?xt=urn:btih:zz".into()),
+            None,
+        )
+        .await;
+    assert!(matches!(r, Err(JobsError::InvalidMagnet(_))));
+    let r = w
+        .jobs
+        .submit(me(), Submission::Torrent(b"garbage".to_vec()), None)
+        .await;
+    assert!(matches!(r, Err(JobsError::InvalidTorrent(_))));
+
+    let many = sample_metadata(3, &[1, 1, 1]);
+    w.f.engine.register(many.clone());
+    let r = w
+        .jobs
+        .submit(me(), Submission::Torrent(many.metainfo.clone()), None)
+        .await;
+    assert!(matches!(r, Err(JobsError::TorrentLimit(_))));
+
+    let ok = sample_metadata(4, &[1, 1]);
+    w.f.engine.register(ok.clone());
+    let r = w
+        .jobs
+        .submit(
+            me(),
+            Submission::Torrent(ok.metainfo.clone()),
+            Some(vec![5]),
+        )
+        .await;
+    assert!(matches!(r, Err(JobsError::InvalidSelection(_))));
+    let r = w
+        .jobs
+        .submit(me(), Submission::Torrent(ok.metainfo.clone()), Some(vec![]))
+        .await;
+    assert!(matches!(r, Err(JobsError::InvalidSelection(_))));
+
+    let first = w
+        .jobs
+        .submit(me(), Submission::Torrent(ok.metainfo.clone()), None)
+        .await
+        .unwrap();
+    let dup = w
+        .jobs
+        .submit(me(), Submission::Magnet(magnet_for(4)), None)
+        .await;
+    assert!(matches!(dup, Err(JobsError::Duplicate(id)) if id == first.id));
+    assert!(
+        w.f.repo
+            .list(&JobQuery {
+                owner: me(),
+                status: None,
+                before: None,
+                limit: 10
+            })
+            .await
+            .unwrap()
+            .len()
+            == 1
+    );
+}
+
+#[tokio::test]
+async fn a_magnet_whose_metadata_breaks_the_limits_fails_the_job() {
+    let w = world_with_limits(TorrentLimits {
+        max_files: 2,
+        max_total_bytes: 1000,
+    });
+    w.f.engine.register(sample_metadata(5, &[1, 1, 1]));
+    let job = w
+        .jobs
+        .submit(me(), Submission::Magnet(magnet_for(5)), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.run_stage(Stage::Download).await,
+        StageOutcome::Fail(_)
+    ));
+    let failed = w.jobs.get(&me(), job.id).await.unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.error.unwrap().code, codes::TOO_MANY_FILES);
+}
+
+#[tokio::test]
+async fn pause_stops_the_download_and_resume_finishes_it() {
+    let w = Arc::new(world());
+    w.f.engine.register(sample_metadata(6, &[1000]));
+    w.f.engine
+        .step
+        .store(10, std::sync::atomic::Ordering::SeqCst);
+    let job = w
+        .jobs
+        .submit(me(), Submission::Magnet(magnet_for(6)), None)
+        .await
+        .unwrap();
+    let runner = {
+        let w = w.clone();
+        tokio::spawn(async move { w.run_stage(Stage::Download).await })
+    };
+    while w.status(job.id).await != JobStatus::Downloading {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let paused = w.jobs.pause(&me(), job.id).await.unwrap();
+    assert_eq!(paused.status, JobStatus::Paused);
+    assert_eq!(runner.await.unwrap(), StageOutcome::Done);
+    assert!(!w.f.engine.is_running(job.id), "the torrent stopped");
+    let snapshot = w.f.repo.get(job.id).await.unwrap().progress;
+    assert!(
+        snapshot.bytes_done > 0 && snapshot.bytes_done < 1000,
+        "{snapshot:?}"
+    );
+
+    assert!(matches!(
+        w.jobs.pause(&me(), job.id).await,
+        Err(JobsError::IllegalTransition(_))
+    ));
+    w.f.engine
+        .step
+        .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    w.jobs.resume(&me(), job.id).await.unwrap();
+    w.run_stage(Stage::Download).await;
+    w.run_stage(Stage::Upload).await;
+    assert_eq!(w.status(job.id).await, JobStatus::Completed);
+    // A completed job cannot be paused.
+    let err = w.jobs.pause(&me(), job.id).await.unwrap_err();
+    assert!(matches!(err, JobsError::IllegalTransition(t) if t.from == JobStatus::Completed));
+}
+
+#[tokio::test]
+async fn cancel_mid_download_removes_staged_data_and_purge_removes_the_job() {
+    let w = Arc::new(world());
+    w.f.engine.register(sample_metadata(7, &[1000]));
+    w.f.engine.set_stalled(true);
+    let job = w
+        .jobs
+        .submit(me(), Submission::Magnet(magnet_for(7)), None)
+        .await
+        .unwrap();
+    let runner = {
+        let w = w.clone();
+        tokio::spawn(async move { w.run_stage(Stage::Download).await })
+    };
+    while !w.f.engine.is_running(job.id) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    std::fs::create_dir_all(w.f.engine.staging_root().join(job.id.to_string())).unwrap();
+    let cancelled = w.jobs.cancel(&me(), job.id, false).await.unwrap().unwrap();
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    assert_eq!(runner.await.unwrap(), StageOutcome::Done);
+    assert!(!w.f.engine.is_running(job.id));
+    assert!(!w.f.engine.staging_root().join(job.id.to_string()).exists());
+    // The clean-up message the cancel queued is harmless.
+    assert_eq!(w.run_stage(Stage::Download).await, StageOutcome::Done);
+
+    // Cancelling again without purge is refused; purging deletes the job.
+    assert!(matches!(
+        w.jobs
+            .cancel(&me(), job.id, false)
+            .await
+            .map(|j| j.map(|j| j.status)),
+        Ok(Some(JobStatus::Cancelled))
+    ));
+    assert!(w.jobs.cancel(&me(), job.id, true).await.unwrap().is_none());
+    assert!(matches!(
+        w.jobs.get(&me(), job.id).await,
+        Err(JobsError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn a_completed_job_can_only_be_purged() {
+    let w = world();
+    w.f.engine.register(sample_metadata(8, &[5]));
+    let job = w
+        .jobs
+        .submit(me(), Submission::Magnet(magnet_for(8)), None)
+        .await
+        .unwrap();
+    w.run_stage(Stage::Download).await;
+    w.run_stage(Stage::Upload).await;
+    assert!(matches!(
+        w.jobs.cancel(&me(), job.id, false).await,
+        Err(JobsError::IllegalTransition(_))
+    ));
+    assert_eq!(w.f.store.keys().len(), 1);
+    w.jobs.cancel(&me(), job.id, true).await.unwrap();
+    assert!(w.f.store.keys().is_empty(), "delivered files deleted");
+}
+
+#[tokio::test]
+async fn engine_failures_are_retried_then_fail_the_job_into_the_dead_letters() {
+    let w = world();
+    let meta = sample_metadata(9, &[5]);
+    w.f.engine.register(meta.clone());
+    for _ in 0..3 {
+        w.f.engine
+            .fail_next_start(EngineError::Unexpected(anyhow::anyhow!("disk on fire")));
+    }
+    let job = w
+        .jobs
+        .submit(me(), Submission::Torrent(meta.metainfo.clone()), None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.run_stage(Stage::Download).await,
+        StageOutcome::Retry(_)
+    ));
+    let after_one = w.f.repo.get(job.id).await.unwrap();
+    assert_eq!(
+        (after_one.status, after_one.attempts),
+        (JobStatus::Downloading, 1)
+    );
+    assert_eq!(after_one.error.unwrap().code, codes::ENGINE_ERROR);
+    w.run_stage(Stage::Download).await;
+    w.run_stage(Stage::Download).await;
+    let failed = w.jobs.get(&me(), job.id).await.unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.attempts, 3);
+    assert_eq!(w.f.queue.dead_letters().len(), 1);
+
+    // The user retries: it starts over and completes.
+    let retried = w.jobs.retry(&me(), job.id).await.unwrap();
+    assert_eq!(
+        (retried.status, retried.attempts, retried.error),
+        (JobStatus::Queued, 0, None)
+    );
+    w.run_stage(Stage::Download).await;
+    w.run_stage(Stage::Upload).await;
+    assert_eq!(w.status(job.id).await, JobStatus::Completed);
+    assert!(matches!(
+        w.jobs.retry(&me(), job.id).await,
+        Err(JobsError::IllegalTransition(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_magnet_nobody_seeds_times_out_and_is_retried() {
+    let w = world();
+    let job = w
+        .jobs
+        .submit(me(), Submission::Magnet(magnet_for(10)), None)
+        .await
+        .unwrap();
+    match w.run_stage(Stage::Download).await {
+        StageOutcome::Retry(e) => assert_eq!(e.code, codes::METADATA_TIMEOUT),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(w.status(job.id).await, JobStatus::Resolving);
+}
+
+#[tokio::test]
+async fn shutdown_releases_the_job_and_recovery_requeues_it() {
+    let w = world();
+    w.f.engine.register(sample_metadata(11, &[1000]));
+    w.f.engine.set_stalled(true);
+    let job = w
+        .jobs
+        .submit(me(), Submission::Magnet(magnet_for(11)), None)
+        .await
+        .unwrap();
+    let lease =
+        w.f.queue
+            .claim(Stage::Download, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .unwrap();
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.cancel();
+    });
+    assert_eq!(
+        w.download.run(&lease, &shutdown).await,
+        StageOutcome::Released
+    );
+    assert_eq!(w.status(job.id).await, JobStatus::Downloading);
+    w.f.queue.ack(&lease).await.unwrap(); // as if the process died with the message lost
+
+    let recovery = Recovery {
+        repo: w.f.repo.clone(),
+        queue: w.f.queue.clone(),
+    };
+    assert_eq!(recovery.requeue_unfinished().await.unwrap(), 1);
+    w.f.engine.set_stalled(false);
+    w.run_stage(Stage::Download).await;
+    w.run_stage(Stage::Upload).await;
+    assert_eq!(w.status(job.id).await, JobStatus::Completed);
+}
+
+#[tokio::test]
+async fn other_owners_jobs_are_invisible() {
+    let w = world();
+    w.f.engine.register(sample_metadata(12, &[5]));
+    let job = w
+        .jobs
+        .submit(me(), Submission::Magnet(magnet_for(12)), None)
+        .await
+        .unwrap();
+    let eve = OwnerId::parse("eve").unwrap();
+    assert!(matches!(
+        w.jobs.get(&eve, job.id).await,
+        Err(JobsError::NotFound)
+    ));
+    assert!(matches!(
+        w.jobs.pause(&eve, job.id).await,
+        Err(JobsError::NotFound)
+    ));
+    assert!(matches!(
+        w.jobs.cancel(&eve, job.id, true).await,
+        Err(JobsError::NotFound)
+    ));
+}

@@ -1,0 +1,369 @@
+//! A job: what a user asked Ferry to fetch, and everything known about it since.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use url::Url;
+use uuid::Uuid;
+
+use crate::{InfoHash, JobStatus, MagnetLink, Progress, SafePath};
+
+/// A job's identity: a UUID v7, so ids sort by creation time.
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct JobId(Uuid);
+
+impl JobId {
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    pub const fn from_uuid(id: Uuid) -> Self {
+        Self(id)
+    }
+
+    pub const fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobId({})", self.0)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// Who owns a job. Until login exists every job belongs to [`OwnerId::local`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct OwnerId(String);
+
+impl OwnerId {
+    /// The single owner of a Ferry that has no user accounts yet.
+    pub fn local() -> Self {
+        Self("local".to_owned())
+    }
+
+    /// Owner ids become storage key segments, so they are restricted to `[A-Za-z0-9_-]`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let ok = !text.is_empty()
+            && text.len() <= 64
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Raw bytes of a .torrent file as the user sent them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TorrentFile(pub Vec<u8>);
+
+impl fmt::Debug for TorrentFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TorrentFile({} bytes)", self.0.len())
+    }
+}
+
+/// What the user handed Ferry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobSource {
+    Magnet(MagnetLink),
+    Torrent(TorrentFile),
+    Url(Url),
+}
+
+impl JobSource {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Magnet(_) => "magnet",
+            Self::Torrent(_) => "torrent",
+            Self::Url(_) => "url",
+        }
+    }
+}
+
+/// Which of a torrent's files to fetch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum FileSelection {
+    #[default]
+    All,
+    Only(BTreeSet<usize>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FileSelectionError {
+    #[error("the file selection is empty")]
+    Empty,
+    #[error("the torrent has no file with index {0}")]
+    UnknownIndex(usize),
+}
+
+impl FileSelection {
+    pub fn from_indices(indices: Option<Vec<usize>>) -> Result<Self, FileSelectionError> {
+        match indices {
+            None => Ok(Self::All),
+            Some(v) if v.is_empty() => Err(FileSelectionError::Empty),
+            Some(v) => Ok(Self::Only(v.into_iter().collect())),
+        }
+    }
+
+    pub fn includes(&self, index: usize) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(set) => set.contains(&index),
+        }
+    }
+
+    pub fn indices(&self) -> Option<Vec<usize>> {
+        match self {
+            Self::All => None,
+            Self::Only(set) => Some(set.iter().copied().collect()),
+        }
+    }
+
+    /// Checks that every chosen index names one of `files`.
+    ///
+    /// # Errors
+    /// [`FileSelectionError::UnknownIndex`] for the first index that names no file.
+    pub fn validate(&self, files: &[JobFile]) -> Result<(), FileSelectionError> {
+        if let Self::Only(set) = self {
+            if let Some(missing) = set.iter().find(|i| !files.iter().any(|f| f.index == **i)) {
+                return Err(FileSelectionError::UnknownIndex(*missing));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One file of a torrent. `index` is the file's position in the torrent's metadata;
+/// padding files (BEP 47) are left out of a job's file list but keep their indices.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobFile {
+    pub index: usize,
+    pub path: SafePathText,
+    pub size: u64,
+    pub selected: bool,
+}
+
+/// A [`SafePath`] as stored: serialised as its text, checked again when read.
+pub type SafePathText = String;
+
+impl JobFile {
+    /// # Errors
+    /// [`crate::SafePathError`] if the stored text is not (or no longer) a safe path.
+    pub fn safe_path(&self) -> Result<SafePath, crate::SafePathError> {
+        SafePath::parse(&self.path)
+    }
+}
+
+/// What the torrent's metadata says, once known (at once for a .torrent, after resolving
+/// for a magnet link).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TorrentMetadata {
+    pub info_hash: InfoHash,
+    pub name: String,
+    pub files: Vec<JobFile>,
+    pub total_bytes: u64,
+    pub piece_length: u32,
+    pub trackers: Vec<String>,
+    pub private: bool,
+    /// The bencoded .torrent, kept so a restarted download needs no peer for metadata.
+    pub metainfo: Vec<u8>,
+}
+
+impl TorrentMetadata {
+    /// Marks the files `selection` chooses.
+    pub fn apply_selection(&mut self, selection: &FileSelection) {
+        for f in &mut self.files {
+            f.selected = selection.includes(f.index);
+        }
+    }
+
+    pub fn selected_bytes(&self) -> u64 {
+        self.files
+            .iter()
+            .filter(|f| f.selected)
+            .map(|f| f.size)
+            .sum()
+    }
+}
+
+/// Why a job failed, as the API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobError {
+    /// A stable snake_case code.
+    pub code: String,
+    pub message: String,
+}
+
+impl JobError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: JobId,
+    pub owner: OwnerId,
+    pub source: JobSource,
+    pub status: JobStatus,
+    pub name: String,
+    pub info_hash: Option<InfoHash>,
+    pub selection: FileSelection,
+    pub metadata: Option<TorrentMetadata>,
+    pub progress: Progress,
+    pub error: Option<JobError>,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    /// A queued job for a magnet link.
+    pub fn from_magnet(
+        owner: OwnerId,
+        magnet: MagnetLink,
+        selection: FileSelection,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let name = magnet
+            .display_name()
+            .map_or_else(|| magnet.info_hash().to_hex(), str::to_owned);
+        Self::queued(
+            owner,
+            JobSource::Magnet(magnet.clone()),
+            name,
+            Some(magnet.info_hash()),
+            selection,
+            None,
+            now,
+        )
+    }
+
+    /// A queued job for an uploaded .torrent whose metadata was already read.
+    pub fn from_torrent(
+        owner: OwnerId,
+        mut metadata: TorrentMetadata,
+        selection: FileSelection,
+        now: DateTime<Utc>,
+    ) -> Self {
+        metadata.apply_selection(&selection);
+        let source = JobSource::Torrent(TorrentFile(metadata.metainfo.clone()));
+        let name = metadata.name.clone();
+        let hash = Some(metadata.info_hash);
+        let mut job = Self::queued(owner, source, name, hash, selection, Some(metadata), now);
+        job.progress.bytes_total = job
+            .metadata
+            .as_ref()
+            .map_or(0, TorrentMetadata::selected_bytes);
+        job
+    }
+
+    fn queued(
+        owner: OwnerId,
+        source: JobSource,
+        name: String,
+        info_hash: Option<InfoHash>,
+        selection: FileSelection,
+        metadata: Option<TorrentMetadata>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: JobId::new(),
+            owner,
+            source,
+            status: JobStatus::Queued,
+            name,
+            info_hash,
+            selection,
+            metadata,
+            progress: Progress::default(),
+            error: None,
+            attempts: 0,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+        }
+    }
+
+    /// Files of the torrent, once its metadata is known.
+    pub fn files(&self) -> &[JobFile] {
+        self.metadata.as_ref().map_or(&[], |m| m.files.as_slice())
+    }
+
+    pub fn selected_files(&self) -> impl Iterator<Item = &JobFile> {
+        self.files().iter().filter(|f| f.selected)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(index: usize) -> JobFile {
+        JobFile {
+            index,
+            path: format!("f{index}"),
+            size: 10,
+            selected: true,
+        }
+    }
+
+    #[test]
+    fn selection_is_checked_against_the_files() {
+        let files = vec![file(0), file(2)];
+        assert_eq!(
+            FileSelection::from_indices(Some(vec![])),
+            Err(FileSelectionError::Empty)
+        );
+        let sel = FileSelection::from_indices(Some(vec![2])).unwrap();
+        assert!(sel.validate(&files).is_ok());
+        assert!(sel.includes(2) && !sel.includes(0));
+        let bad = FileSelection::from_indices(Some(vec![1])).unwrap();
+        assert_eq!(
+            bad.validate(&files),
+            Err(FileSelectionError::UnknownIndex(1))
+        );
+        assert!(FileSelection::All.validate(&files).is_ok());
+    }
+
+    #[test]
+    fn owner_ids_are_key_safe() {
+        assert!(OwnerId::parse("alice_01").is_some());
+        assert!(OwnerId::parse("../x").is_none());
+        assert!(OwnerId::parse("").is_none());
+    }
+}

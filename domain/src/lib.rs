@@ -1,0 +1,23 @@
+//! Ferry's pure model: jobs, their sources and statuses, torrent identities and safe paths.
+//!
+//! Nothing here does I/O or knows about async; every value that exists is valid
+//! ("parse, don't validate"), so the layers above can trust what they hold.
+
+pub mod info_hash;
+pub mod job;
+pub mod magnet;
+pub mod progress;
+pub mod status;
+pub mod storage_key;
+pub mod torrent;
+
+pub use info_hash::{InfoHash, InfoHashError};
+pub use job::{
+    FileSelection, FileSelectionError, Job, JobError, JobFile, JobId, JobSource, OwnerId,
+    TorrentFile, TorrentMetadata,
+};
+pub use magnet::{MagnetError, MagnetLink};
+pub use progress::Progress;
+pub use status::{IllegalTransition, JobStatus};
+pub use storage_key::{StorageKey, StorageKeyError};
+pub use torrent::{SafePath, SafePathError, TorrentLimitError, TorrentLimits};
