@@ -1,1 +1,17 @@
-//! stub
+//! Ferry's schema, one set of migrations for PostgreSQL and SQLite.
+//!
+//! Structured values that are only ever read whole (file lists, progress snapshots, the
+//! selection) are stored as JSON text, which both databases handle the same way.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_jobs;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_jobs::Migration)]
+    }
+}

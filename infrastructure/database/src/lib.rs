@@ -1,1 +1,262 @@
-//! stub
+//! The relational adapters (sea-orm over PostgreSQL or SQLite): `JobRepository`.
+
+mod entity;
+mod mapping;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferry_application::ports::{JobQuery, JobRepository, RepoError, Transition};
+use ferry_domain::{InfoHash, Job, JobError, JobId, JobStatus, OwnerId, Progress, TorrentMetadata};
+use ferry_migrations::{Migrator, MigratorTrait};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, SqlErr,
+};
+
+pub use sea_orm::DatabaseConnection as Connection;
+
+use entity::{Column, Entity as Jobs};
+
+/// Opens a pool for `url` (`postgres://…` or `sqlite://…?mode=rwc`). SQLite runs in WAL
+/// mode with a busy timeout so the API and workers of one process can share it.
+///
+/// # Errors
+/// When the database cannot be reached.
+pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(10));
+    if url.starts_with("sqlite:") {
+        opts.max_connections(8).map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(15))
+                .foreign_keys(true)
+        });
+    } else {
+        opts.max_connections(16);
+    }
+    Ok(Database::connect(opts).await?)
+}
+
+/// Brings the schema up to date.
+///
+/// # Errors
+/// When a migration fails.
+pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
+    Migrator::up(db, None).await?;
+    Ok(())
+}
+
+pub struct SqlJobRepository {
+    db: DatabaseConnection,
+}
+
+impl SqlJobRepository {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+fn db_error(e: DbErr) -> RepoError {
+    match &e {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => RepoError::Unavailable(e.to_string()),
+        _ if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
+            RepoError::AlreadyExists
+        }
+        _ => RepoError::Unexpected(e.into()),
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> Result<String, RepoError> {
+    serde_json::to_string(value).map_err(|e| RepoError::Unexpected(e.into()))
+}
+
+impl SqlJobRepository {
+    async fn update_one(
+        &self,
+        id: JobId,
+        update: sea_orm::UpdateMany<Jobs>,
+    ) -> Result<(), RepoError> {
+        let result = update
+            .filter(Column::Id.eq(id.as_uuid()))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::NotFound);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl JobRepository for SqlJobRepository {
+    async fn insert(&self, job: &Job) -> Result<(), RepoError> {
+        let row = mapping::to_active(job)?;
+        Jobs::insert(row).exec_without_returning(&self.db).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn get(&self, id: JobId) -> Result<Job, RepoError> {
+        let row = Jobs::find_by_id(id.as_uuid())
+            .one(&self.db)
+            .await
+            .map_err(db_error)?
+            .ok_or(RepoError::NotFound)?;
+        Ok(mapping::from_row(row)?)
+    }
+
+    async fn status(&self, id: JobId) -> Result<JobStatus, RepoError> {
+        let status: Option<String> = Jobs::find_by_id(id.as_uuid())
+            .select_only()
+            .column(Column::Status)
+            .into_tuple()
+            .one(&self.db)
+            .await
+            .map_err(db_error)?;
+        let status = status.ok_or(RepoError::NotFound)?;
+        status.parse().map_err(|e| RepoError::Unexpected(anyhow::Error::new(e)))
+    }
+
+    async fn list(&self, q: &JobQuery) -> Result<Vec<Job>, RepoError> {
+        let mut select = Jobs::find().filter(Column::Owner.eq(q.owner.as_str()));
+        if let Some(status) = q.status {
+            select = select.filter(Column::Status.eq(status.as_str()));
+        }
+        if let Some(before) = q.before {
+            select = select.filter(Column::Id.lt(before.as_uuid()));
+        }
+        let rows = select
+            .order_by_desc(Column::Id)
+            .limit(u64::from(q.limit))
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        rows.into_iter()
+            .map(|r| mapping::from_row(r).map_err(RepoError::Unexpected))
+            .collect()
+    }
+
+    async fn transition(&self, id: JobId, c: &Transition) -> Result<Job, RepoError> {
+        let mut update = Jobs::update_many()
+            .col_expr(Column::Status, Expr::value(c.to.as_str()))
+            .col_expr(Column::UpdatedAt, Expr::value(c.at))
+            .col_expr(
+                Column::ErrorCode,
+                Expr::value(c.error.as_ref().map(|e| e.code.clone())),
+            )
+            .col_expr(
+                Column::ErrorMessage,
+                Expr::value(c.error.as_ref().map(|e| e.message.clone())),
+            )
+            .col_expr(Column::FinishedAt, Expr::value(c.to.is_terminal().then_some(c.at)))
+            .filter(Column::Id.eq(id.as_uuid()))
+            .filter(Column::Status.eq(c.from.as_str()));
+        if c.to == JobStatus::Queued {
+            update = update.col_expr(Column::Attempts, Expr::value(0));
+        }
+        let result = update.exec(&self.db).await.map_err(db_error)?;
+        if result.rows_affected == 0 {
+            let actual = self.status(id).await?;
+            return Err(RepoError::Conflict {
+                expected: c.from,
+                actual,
+            });
+        }
+        self.get(id).await
+    }
+
+    async fn record_metadata(&self, id: JobId, m: &TorrentMetadata) -> Result<(), RepoError> {
+        let progress_total = m.selected_bytes();
+        let mut job = self.get(id).await?;
+        job.progress.bytes_total = progress_total;
+        let update = Jobs::update_many()
+            .col_expr(Column::Name, Expr::value(m.name.clone()))
+            .col_expr(Column::InfoHash, Expr::value(m.info_hash.to_hex()))
+            .col_expr(Column::Metadata, Expr::value(mapping::metadata_json(m)?))
+            .col_expr(Column::Metainfo, Expr::value(m.metainfo.clone()))
+            .col_expr(Column::Progress, Expr::value(json(&job.progress)?));
+        self.update_one(id, update).await
+    }
+
+    async fn record_progress(&self, id: JobId, p: &Progress) -> Result<(), RepoError> {
+        let update = Jobs::update_many().col_expr(Column::Progress, Expr::value(json(p)?));
+        self.update_one(id, update).await
+    }
+
+    async fn record_attempt(
+        &self,
+        id: JobId,
+        attempts: u32,
+        error: Option<&JobError>,
+    ) -> Result<(), RepoError> {
+        let update = Jobs::update_many()
+            .col_expr(Column::Attempts, Expr::value(i32::try_from(attempts).unwrap_or(i32::MAX)))
+            .col_expr(Column::ErrorCode, Expr::value(error.map(|e| e.code.clone())))
+            .col_expr(Column::ErrorMessage, Expr::value(error.map(|e| e.message.clone())));
+        self.update_one(id, update).await
+    }
+
+    async fn find_unfinished_by_info_hash(
+        &self,
+        owner: &OwnerId,
+        info_hash: InfoHash,
+    ) -> Result<Option<JobId>, RepoError> {
+        let finished = [JobStatus::Completed, JobStatus::Cancelled, JobStatus::Failed]
+            .map(JobStatus::as_str);
+        let id: Option<uuid::Uuid> = Jobs::find()
+            .select_only()
+            .column(Column::Id)
+            .filter(Column::Owner.eq(owner.as_str()))
+            .filter(Column::InfoHash.eq(info_hash.to_hex()))
+            .filter(Column::Status.is_not_in(finished))
+            .into_tuple()
+            .one(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(id.map(JobId::from_uuid))
+    }
+
+    async fn unfinished(&self) -> Result<Vec<(JobId, JobStatus)>, RepoError> {
+        let skip = [JobStatus::Completed, JobStatus::Cancelled, JobStatus::Failed, JobStatus::Paused]
+            .map(JobStatus::as_str);
+        let rows: Vec<(uuid::Uuid, String)> = Jobs::find()
+            .select_only()
+            .column(Column::Id)
+            .column(Column::Status)
+            .filter(Column::Status.is_not_in(skip))
+            .order_by_asc(Column::Id)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        rows.into_iter()
+            .map(|(id, status)| {
+                let status = status.parse().map_err(|e| RepoError::Unexpected(anyhow::Error::new(e)))?;
+                Ok((JobId::from_uuid(id), status))
+            })
+            .collect()
+    }
+
+    async fn delete(&self, id: JobId) -> Result<(), RepoError> {
+        let result = Jobs::delete_by_id(id.as_uuid()).exec(&self.db).await.map_err(db_error)?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), RepoError> {
+        self.db.ping().await.map_err(|e| RepoError::Unavailable(e.to_string()))?;
+        // A query proves more than a live socket: the schema is there.
+        self.db
+            .execute_unprepared("SELECT 1")
+            .await
+            .map_err(|e| RepoError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,31 @@
+//! The `jobs` row as sea-orm sees it.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "jobs")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    pub owner: String,
+    pub source_kind: String,
+    pub source: Option<String>,
+    pub metainfo: Option<Vec<u8>>,
+    pub status: String,
+    pub name: String,
+    pub info_hash: Option<String>,
+    pub selection: Option<String>,
+    pub metadata: Option<String>,
+    pub progress: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub attempts: i32,
+    pub created_at: ChronoDateTimeUtc,
+    pub updated_at: ChronoDateTimeUtc,
+    pub finished_at: Option<ChronoDateTimeUtc>,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,123 @@
+//! Conversions between domain jobs and rows. A row that does not map back to a valid job
+//! is reported as corrupt rather than papered over.
+
+use anyhow::{Context, anyhow};
+use ferry_domain::{
+    FileSelection, InfoHash, Job, JobError, JobFile, JobId, JobSource, JobStatus, MagnetLink,
+    OwnerId, Progress, TorrentFile, TorrentMetadata,
+};
+use sea_orm::ActiveValue::Set;
+
+use crate::entity;
+
+/// The metadata columns minus the metainfo bytes, which get a column of their own.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredMetadata {
+    info_hash: InfoHash,
+    name: String,
+    files: Vec<JobFile>,
+    total_bytes: u64,
+    piece_length: u32,
+    trackers: Vec<String>,
+    private: bool,
+}
+
+pub fn to_active(job: &Job) -> anyhow::Result<entity::ActiveModel> {
+    let (source, metainfo) = match &job.source {
+        JobSource::Magnet(m) => (Some(m.to_string()), job.metadata.as_ref().map(|m| m.metainfo.clone())),
+        JobSource::Torrent(t) => (None, Some(t.0.clone())),
+        JobSource::Url(u) => (Some(u.to_string()), None),
+    };
+    Ok(entity::ActiveModel {
+        id: Set(job.id.as_uuid()),
+        owner: Set(job.owner.as_str().to_owned()),
+        source_kind: Set(job.source.kind().to_owned()),
+        source: Set(source),
+        metainfo: Set(metainfo),
+        status: Set(job.status.as_str().to_owned()),
+        name: Set(job.name.clone()),
+        info_hash: Set(job.info_hash.map(|h| h.to_hex())),
+        selection: Set(selection_json(&job.selection)?),
+        metadata: Set(job.metadata.as_ref().map(metadata_json).transpose()?),
+        progress: Set(serde_json::to_string(&job.progress)?),
+        error_code: Set(job.error.as_ref().map(|e| e.code.clone())),
+        error_message: Set(job.error.as_ref().map(|e| e.message.clone())),
+        attempts: Set(i32::try_from(job.attempts).unwrap_or(i32::MAX)),
+        created_at: Set(job.created_at),
+        updated_at: Set(job.updated_at),
+        finished_at: Set(job.finished_at),
+    })
+}
+
+fn selection_json(selection: &FileSelection) -> anyhow::Result<Option<String>> {
+    Ok(selection.indices().map(|v| serde_json::to_string(&v)).transpose()?)
+}
+
+pub fn metadata_json(meta: &TorrentMetadata) -> anyhow::Result<String> {
+    Ok(serde_json::to_string(&StoredMetadata {
+        info_hash: meta.info_hash,
+        name: meta.name.clone(),
+        files: meta.files.clone(),
+        total_bytes: meta.total_bytes,
+        piece_length: meta.piece_length,
+        trackers: meta.trackers.clone(),
+        private: meta.private,
+    })?)
+}
+
+pub fn from_row(row: entity::Model) -> anyhow::Result<Job> {
+    let id = row.id;
+    (|| {
+        let status: JobStatus = row.status.parse()?;
+        let source = match row.source_kind.as_str() {
+            "magnet" => JobSource::Magnet(MagnetLink::parse(row.source.as_deref().unwrap_or_default())?),
+            "torrent" => JobSource::Torrent(TorrentFile(
+                row.metainfo.clone().ok_or_else(|| anyhow!("torrent job without metainfo"))?,
+            )),
+            "url" => JobSource::Url(row.source.as_deref().unwrap_or_default().parse()?),
+            other => return Err(anyhow!("unknown source kind {other:?}")),
+        };
+        let selection = match &row.selection {
+            None => FileSelection::All,
+            Some(text) => FileSelection::from_indices(Some(serde_json::from_str(text)?))?,
+        };
+        let metadata = match &row.metadata {
+            None => None,
+            Some(text) => {
+                let m: StoredMetadata = serde_json::from_str(text)?;
+                Some(TorrentMetadata {
+                    info_hash: m.info_hash,
+                    name: m.name,
+                    files: m.files,
+                    total_bytes: m.total_bytes,
+                    piece_length: m.piece_length,
+                    trackers: m.trackers,
+                    private: m.private,
+                    metainfo: row.metainfo.clone().unwrap_or_default(),
+                })
+            }
+        };
+        let error = match (row.error_code, row.error_message) {
+            (Some(code), message) => Some(JobError::new(code, message.unwrap_or_default())),
+            _ => None,
+        };
+        let progress: Progress = serde_json::from_str(&row.progress)?;
+        Ok(Job {
+            id: JobId::from_uuid(row.id),
+            owner: OwnerId::parse(&row.owner).ok_or_else(|| anyhow!("invalid owner"))?,
+            source,
+            status,
+            name: row.name,
+            info_hash: row.info_hash.as_deref().map(InfoHash::parse).transpose()?,
+            selection,
+            metadata,
+            progress,
+            error,
+            attempts: u32::try_from(row.attempts).unwrap_or(0),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            finished_at: row.finished_at,
+        })
+    })()
+    .with_context(|| format!("job row {id} is corrupt"))
+}
