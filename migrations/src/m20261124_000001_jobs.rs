@@ -48,10 +48,27 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Jobs::Progress).text().not_null())
                     .col(ColumnDef::new(Jobs::ErrorCode).string_len(64).null())
                     .col(ColumnDef::new(Jobs::ErrorMessage).text().null())
-                    .col(ColumnDef::new(Jobs::Attempts).integer().not_null().default(0))
-                    .col(ColumnDef::new(Jobs::CreatedAt).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(Jobs::UpdatedAt).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(Jobs::FinishedAt).timestamp_with_time_zone().null())
+                    .col(
+                        ColumnDef::new(Jobs::Attempts)
+                            .integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .col(
+                        ColumnDef::new(Jobs::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Jobs::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Jobs::FinishedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
                     .to_owned(),
             )
             .await?;

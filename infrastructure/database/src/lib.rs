@@ -97,7 +97,10 @@ impl SqlJobRepository {
 impl JobRepository for SqlJobRepository {
     async fn insert(&self, job: &Job) -> Result<(), RepoError> {
         let row = mapping::to_active(job)?;
-        Jobs::insert(row).exec_without_returning(&self.db).await.map_err(db_error)?;
+        Jobs::insert(row)
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(db_error)?;
         Ok(())
     }
 
@@ -119,7 +122,9 @@ impl JobRepository for SqlJobRepository {
             .await
             .map_err(db_error)?;
         let status = status.ok_or(RepoError::NotFound)?;
-        status.parse().map_err(|e| RepoError::Unexpected(anyhow::Error::new(e)))
+        status
+            .parse()
+            .map_err(|e| RepoError::Unexpected(anyhow::Error::new(e)))
     }
 
     async fn list(&self, q: &JobQuery) -> Result<Vec<Job>, RepoError> {
@@ -153,7 +158,10 @@ impl JobRepository for SqlJobRepository {
                 Column::ErrorMessage,
                 Expr::value(c.error.as_ref().map(|e| e.message.clone())),
             )
-            .col_expr(Column::FinishedAt, Expr::value(c.to.is_terminal().then_some(c.at)))
+            .col_expr(
+                Column::FinishedAt,
+                Expr::value(c.to.is_terminal().then_some(c.at)),
+            )
             .filter(Column::Id.eq(id.as_uuid()))
             .filter(Column::Status.eq(c.from.as_str()));
         if c.to == JobStatus::Queued {
@@ -195,9 +203,18 @@ impl JobRepository for SqlJobRepository {
         error: Option<&JobError>,
     ) -> Result<(), RepoError> {
         let update = Jobs::update_many()
-            .col_expr(Column::Attempts, Expr::value(i32::try_from(attempts).unwrap_or(i32::MAX)))
-            .col_expr(Column::ErrorCode, Expr::value(error.map(|e| e.code.clone())))
-            .col_expr(Column::ErrorMessage, Expr::value(error.map(|e| e.message.clone())));
+            .col_expr(
+                Column::Attempts,
+                Expr::value(i32::try_from(attempts).unwrap_or(i32::MAX)),
+            )
+            .col_expr(
+                Column::ErrorCode,
+                Expr::value(error.map(|e| e.code.clone())),
+            )
+            .col_expr(
+                Column::ErrorMessage,
+                Expr::value(error.map(|e| e.message.clone())),
+            );
         self.update_one(id, update).await
     }
 
@@ -206,8 +223,12 @@ impl JobRepository for SqlJobRepository {
         owner: &OwnerId,
         info_hash: InfoHash,
     ) -> Result<Option<JobId>, RepoError> {
-        let finished = [JobStatus::Completed, JobStatus::Cancelled, JobStatus::Failed]
-            .map(JobStatus::as_str);
+        let finished = [
+            JobStatus::Completed,
+            JobStatus::Cancelled,
+            JobStatus::Failed,
+        ]
+        .map(JobStatus::as_str);
         let id: Option<uuid::Uuid> = Jobs::find()
             .select_only()
             .column(Column::Id)
@@ -222,8 +243,13 @@ impl JobRepository for SqlJobRepository {
     }
 
     async fn unfinished(&self) -> Result<Vec<(JobId, JobStatus)>, RepoError> {
-        let skip = [JobStatus::Completed, JobStatus::Cancelled, JobStatus::Failed, JobStatus::Paused]
-            .map(JobStatus::as_str);
+        let skip = [
+            JobStatus::Completed,
+            JobStatus::Cancelled,
+            JobStatus::Failed,
+            JobStatus::Paused,
+        ]
+        .map(JobStatus::as_str);
         let rows: Vec<(uuid::Uuid, String)> = Jobs::find()
             .select_only()
             .column(Column::Id)
@@ -236,14 +262,19 @@ impl JobRepository for SqlJobRepository {
             .map_err(db_error)?;
         rows.into_iter()
             .map(|(id, status)| {
-                let status = status.parse().map_err(|e| RepoError::Unexpected(anyhow::Error::new(e)))?;
+                let status = status
+                    .parse()
+                    .map_err(|e| RepoError::Unexpected(anyhow::Error::new(e)))?;
                 Ok((JobId::from_uuid(id), status))
             })
             .collect()
     }
 
     async fn delete(&self, id: JobId) -> Result<(), RepoError> {
-        let result = Jobs::delete_by_id(id.as_uuid()).exec(&self.db).await.map_err(db_error)?;
+        let result = Jobs::delete_by_id(id.as_uuid())
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
         if result.rows_affected == 0 {
             return Err(RepoError::NotFound);
         }
@@ -251,7 +282,10 @@ impl JobRepository for SqlJobRepository {
     }
 
     async fn ping(&self) -> Result<(), RepoError> {
-        self.db.ping().await.map_err(|e| RepoError::Unavailable(e.to_string()))?;
+        self.db
+            .ping()
+            .await
+            .map_err(|e| RepoError::Unavailable(e.to_string()))?;
         // A query proves more than a live socket: the schema is there.
         self.db
             .execute_unprepared("SELECT 1")

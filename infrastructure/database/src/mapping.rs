@@ -24,7 +24,10 @@ struct StoredMetadata {
 
 pub fn to_active(job: &Job) -> anyhow::Result<entity::ActiveModel> {
     let (source, metainfo) = match &job.source {
-        JobSource::Magnet(m) => (Some(m.to_string()), job.metadata.as_ref().map(|m| m.metainfo.clone())),
+        JobSource::Magnet(m) => (
+            Some(m.to_string()),
+            job.metadata.as_ref().map(|m| m.metainfo.clone()),
+        ),
         JobSource::Torrent(t) => (None, Some(t.0.clone())),
         JobSource::Url(u) => (Some(u.to_string()), None),
     };
@@ -50,7 +53,10 @@ pub fn to_active(job: &Job) -> anyhow::Result<entity::ActiveModel> {
 }
 
 fn selection_json(selection: &FileSelection) -> anyhow::Result<Option<String>> {
-    Ok(selection.indices().map(|v| serde_json::to_string(&v)).transpose()?)
+    Ok(selection
+        .indices()
+        .map(|v| serde_json::to_string(&v))
+        .transpose()?)
 }
 
 pub fn metadata_json(meta: &TorrentMetadata) -> anyhow::Result<String> {
@@ -70,9 +76,13 @@ pub fn from_row(row: entity::Model) -> anyhow::Result<Job> {
     (|| {
         let status: JobStatus = row.status.parse()?;
         let source = match row.source_kind.as_str() {
-            "magnet" => JobSource::Magnet(MagnetLink::parse(row.source.as_deref().unwrap_or_default())?),
+            "magnet" => JobSource::Magnet(MagnetLink::parse(
+                row.source.as_deref().unwrap_or_default(),
+            )?),
             "torrent" => JobSource::Torrent(TorrentFile(
-                row.metainfo.clone().ok_or_else(|| anyhow!("torrent job without metainfo"))?,
+                row.metainfo
+                    .clone()
+                    .ok_or_else(|| anyhow!("torrent job without metainfo"))?,
             )),
             "url" => JobSource::Url(row.source.as_deref().unwrap_or_default().parse()?),
             other => return Err(anyhow!("unknown source kind {other:?}")),

@@ -9,7 +9,10 @@ use sea_orm::ConnectionTrait;
 #[tokio::test]
 async fn sqlite_passes_the_contract() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("ferry.db").display());
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("ferry.db").display()
+    );
     let db = connect(&url).await.unwrap();
     migrate(&db).await.unwrap();
     migrate(&db).await.unwrap(); // idempotent
@@ -36,7 +39,10 @@ impl FreshPostgres {
             Err(e) => panic!("PostgreSQL at {base} is unreachable: {e}"),
         };
         let name = format!("ferry_test_{}", uuid::Uuid::new_v4().simple());
-        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
         let (prefix, _) = base.rsplit_once('/').unwrap();
         let url = format!("{prefix}/{name}");
         Some(Self { admin, name, url })
@@ -45,14 +51,19 @@ impl FreshPostgres {
     async fn drop_db(self) {
         let _ = self
             .admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
+            .execute_unprepared(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
             .await;
     }
 }
 
 #[tokio::test]
 async fn postgres_passes_the_contract() {
-    let Some(pg) = FreshPostgres::create().await else { return };
+    let Some(pg) = FreshPostgres::create().await else {
+        return;
+    };
     let db = connect(&pg.url).await.unwrap();
     migrate(&db).await.unwrap();
     migrate(&db).await.unwrap();

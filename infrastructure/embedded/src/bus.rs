@@ -58,7 +58,9 @@ impl EmbeddedBus {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The sequence number after which to replay, for a client's last event id.
@@ -75,7 +77,13 @@ impl EmbeddedBus {
         self.lock()
             .channels
             .get(&job_id)
-            .map(|c| c.retained.iter().filter(|(s, _)| *s > after).cloned().collect())
+            .map(|c| {
+                c.retained
+                    .iter()
+                    .filter(|(s, _)| *s > after)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -196,7 +204,10 @@ mod tests {
             at: chrono::Utc::now(),
         };
         bus.publish(&event).await.unwrap();
-        let mut rx = bus.subscribe(job, Some(&EventId("1-999".into()))).await.unwrap();
+        let mut rx = bus
+            .subscribe(job, Some(&EventId("1-999".into())))
+            .await
+            .unwrap();
         assert!(rx.recv().await.is_some());
     }
 

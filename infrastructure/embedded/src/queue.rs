@@ -42,7 +42,9 @@ impl EmbeddedQueue {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Messages parked after their retries ran out (for operators and tests).
@@ -106,7 +108,11 @@ impl EmbeddedQueue {
 impl JobQueue for EmbeddedQueue {
     async fn enqueue(&self, stage: Stage, job_id: JobId) -> Result<(), QueueError> {
         let mut st = self.lock();
-        if st.leased.values().any(|l| l.stage == stage && l.job_id == job_id) {
+        if st
+            .leased
+            .values()
+            .any(|l| l.stage == stage && l.job_id == job_id)
+        {
             st.again.insert((stage, job_id));
         } else {
             self.push(&mut st, stage, job_id, 1, Duration::ZERO);
@@ -129,7 +135,9 @@ impl JobQueue for EmbeddedQueue {
             if now >= deadline {
                 return Ok(None);
             }
-            let wake = self.next_visible(stage).map_or(deadline, |t| t.min(deadline));
+            let wake = self
+                .next_visible(stage)
+                .map_or(deadline, |t| t.min(deadline));
             let _ = tokio::time::timeout_at(wake.max(now), notified).await;
         }
     }
@@ -168,7 +176,11 @@ impl JobQueue for EmbeddedQueue {
     }
 
     async fn depth(&self, stage: Stage) -> Result<u64, QueueError> {
-        Ok(self.lock().waiting.get(&stage).map_or(0, |q| q.len() as u64))
+        Ok(self
+            .lock()
+            .waiting
+            .get(&stage)
+            .map_or(0, |q| q.len() as u64))
     }
 }
 
@@ -189,13 +201,26 @@ mod tests {
         q.enqueue(Stage::Download, job).await.unwrap();
         q.enqueue(Stage::Download, job).await.unwrap();
         assert_eq!(q.depth(Stage::Download).await.unwrap(), 1);
-        let lease = q.claim(Stage::Download, Duration::ZERO).await.unwrap().unwrap();
+        let lease = q
+            .claim(Stage::Download, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
         // Asked again while held: not handed to a second worker now…
         q.enqueue(Stage::Download, job).await.unwrap();
-        assert!(q.claim(Stage::Download, Duration::from_millis(20)).await.unwrap().is_none());
+        assert!(
+            q.claim(Stage::Download, Duration::from_millis(20))
+                .await
+                .unwrap()
+                .is_none()
+        );
         // …but once the first run is settled.
         q.ack(&lease).await.unwrap();
-        let again = q.claim(Stage::Download, Duration::from_millis(200)).await.unwrap().unwrap();
+        let again = q
+            .claim(Stage::Download, Duration::from_millis(200))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((again.job_id, again.attempt), (job, 1));
     }
 }

@@ -101,10 +101,11 @@ impl ObjectStore for LocalStore {
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        let unreachable = |e: std::io::Error| {
-            StoreError::Unreachable(format!("{}: {e}", self.root.display()))
-        };
-        tokio::fs::create_dir_all(&self.root).await.map_err(unreachable)?;
+        let unreachable =
+            |e: std::io::Error| StoreError::Unreachable(format!("{}: {e}", self.root.display()));
+        tokio::fs::create_dir_all(&self.root)
+            .await
+            .map_err(unreachable)?;
         let probe = self.root.join(".ferry-write-check");
         tokio::fs::write(&probe, b"ok").await.map_err(unreachable)?;
         tokio::fs::remove_file(&probe).await.map_err(unreachable)?;
@@ -148,6 +149,9 @@ mod tests {
     #[tokio::test]
     async fn an_unwritable_root_is_reported_unreachable() {
         let store = LocalStore::new("/proc/ferry-cannot-write-here");
-        assert!(matches!(store.check().await, Err(StoreError::Unreachable(_))));
+        assert!(matches!(
+            store.check().await,
+            Err(StoreError::Unreachable(_))
+        ));
     }
 }

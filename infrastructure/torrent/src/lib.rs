@@ -1,1 +1,246 @@
-//! stub
+//! The embedded BitTorrent engine: librqbit behind the `TorrentEngine` port.
+//!
+//! Each job downloads into `{staging}/{job id}/`, with a multi-file torrent's files under
+//! its name (`{staging}/{job}/{name}/{path}`), so the job's [`SafePath`]s are exactly the
+//! paths on disk. Torrent metadata is validated by [`inspect`] before anything is written.
+
+mod inspect;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use ferry_application::ports::{EngineError, EngineStats, TorrentEngine, TorrentSpec};
+use ferry_domain::{JobId, MagnetLink, SafePath, TorrentMetadata};
+use librqbit::api::TorrentIdOrHash;
+use librqbit::limits::LimitsConfig;
+use librqbit::{
+    AddTorrent, AddTorrentOptions, AddTorrentResponse, ListenerMode, ListenerOptions,
+    ManagedTorrent, Session, SessionOptions,
+};
+
+pub use inspect::{MAX_METAINFO_BYTES, inspect};
+
+/// How the engine joins the swarm.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where jobs' data is staged while downloading.
+    pub staging_dir: PathBuf,
+    /// Address for incoming peer connections; `None` disables listening.
+    pub listen: Option<SocketAddr>,
+    /// Distributed hash table (trackerless magnets). Off in tests on loopback.
+    pub dht: bool,
+    /// Local service discovery (multicast on the LAN).
+    pub lsd: bool,
+    /// Ask the router to forward the listening port (UPnP).
+    pub upnp: bool,
+    pub download_limit_bps: Option<NonZeroU32>,
+    pub upload_limit_bps: Option<NonZeroU32>,
+    /// Peers per torrent.
+    pub peer_limit: Option<usize>,
+}
+
+pub struct RqbitEngine {
+    session: Arc<Session>,
+    staging: PathBuf,
+    running: Mutex<HashMap<JobId, Arc<ManagedTorrent>>>,
+}
+
+impl RqbitEngine {
+    /// Starts the session (listening socket, DHT if enabled).
+    ///
+    /// # Errors
+    /// When the staging folder cannot be created or the listening port is taken.
+    pub async fn start(config: EngineConfig) -> anyhow::Result<Self> {
+        tokio::fs::create_dir_all(&config.staging_dir)
+            .await
+            .with_context(|| format!("creating staging folder {}", config.staging_dir.display()))?;
+        let opts = SessionOptions {
+            dht: if config.dht {
+                Some(Default::default())
+            } else {
+                None
+            },
+            disable_local_service_discovery: !config.lsd,
+            fastresume: false,
+            persistence: None,
+            listen: config.listen.map(|addr| ListenerOptions {
+                mode: ListenerMode::TcpOnly,
+                listen_addr: addr,
+                enable_upnp_port_forwarding: config.upnp,
+                ipv4_only: addr.is_ipv4(),
+                ..Default::default()
+            }),
+            ratelimits: LimitsConfig {
+                download_bps: config.download_limit_bps,
+                upload_bps: config.upload_limit_bps,
+            },
+            peer_limit: config.peer_limit,
+            client_name_and_version: Some(format!("Ferry {}", env!("CARGO_PKG_VERSION"))),
+            ..Default::default()
+        };
+        let session = Session::new_with_opts(config.staging_dir.clone(), opts)
+            .await
+            .context("starting the BitTorrent session")?;
+        tracing::info!(listen = ?session.listen_addr(), dht = config.dht, "torrent engine started");
+        Ok(Self {
+            session,
+            staging: config.staging_dir,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The address peers can reach this engine on, if it listens.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.session.listen_addr()
+    }
+
+    /// Stops every torrent and the session.
+    pub async fn shutdown(&self) {
+        self.session.stop().await;
+    }
+
+    fn job_dir(&self, job_id: JobId) -> PathBuf {
+        self.staging.join(job_id.to_string())
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Arc<ManagedTorrent>>> {
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn unexpected(e: anyhow::Error) -> EngineError {
+    EngineError::Unexpected(e)
+}
+
+#[async_trait]
+impl TorrentEngine for RqbitEngine {
+    fn inspect(&self, metainfo: &[u8]) -> Result<TorrentMetadata, EngineError> {
+        inspect(metainfo)
+    }
+
+    async fn resolve(&self, magnet: &MagnetLink) -> Result<TorrentMetadata, EngineError> {
+        let opts = AddTorrentOptions {
+            list_only: true,
+            initial_peers: Some(magnet.peers().to_vec()).filter(|p| !p.is_empty()),
+            ..Default::default()
+        };
+        let link = magnet.to_string();
+        let response = self
+            .session
+            .add_torrent(AddTorrent::from_url(link.as_str()), Some(opts))
+            .await
+            .map_err(|e| unexpected(e.context("resolving the magnet link")))?;
+        match response {
+            AddTorrentResponse::ListOnly(r) => inspect(&r.torrent_bytes),
+            _ => Err(unexpected(anyhow::anyhow!(
+                "the engine started a torrent it was asked to list"
+            ))),
+        }
+    }
+
+    async fn start(&self, spec: TorrentSpec) -> Result<(), EngineError> {
+        if self.running().contains_key(&spec.job_id) {
+            return Ok(());
+        }
+        let meta = inspect(&spec.metainfo)?;
+        let mut folder = self.job_dir(spec.job_id);
+        if let Some(top) = torrent_folder(&meta) {
+            folder.push(top);
+        }
+        let opts = AddTorrentOptions {
+            only_files: spec.only_files.clone(),
+            output_folder: Some(folder.to_string_lossy().into_owned()),
+            // Our own job folder: reuse what an earlier run of this job wrote.
+            overwrite: true,
+            initial_peers: Some(spec.peers.clone()).filter(|p| !p.is_empty()),
+            ..Default::default()
+        };
+        let response = self
+            .session
+            .add_torrent(AddTorrent::from_bytes(spec.metainfo.clone()), Some(opts))
+            .await
+            .map_err(|e| unexpected(e.context("adding the torrent")))?;
+        let handle = match response {
+            AddTorrentResponse::Added(_, handle) => handle,
+            AddTorrentResponse::AlreadyManaged(_, handle) => {
+                let mine = self.running().values().any(|h| Arc::ptr_eq(h, &handle));
+                if !mine {
+                    return Err(EngineError::Busy);
+                }
+                handle
+            }
+            AddTorrentResponse::ListOnly(_) => {
+                return Err(unexpected(anyhow::anyhow!(
+                    "the engine only listed the torrent"
+                )));
+            }
+        };
+        self.running().insert(spec.job_id, handle);
+        Ok(())
+    }
+
+    async fn stats(&self, job_id: JobId) -> Result<EngineStats, EngineError> {
+        let handle = self
+            .running()
+            .get(&job_id)
+            .cloned()
+            .ok_or(EngineError::NotRunning)?;
+        let s = handle.stats();
+        let to_bps = |mbps: f64| (mbps * 1024.0 * 1024.0) as u64;
+        let (download_rate, upload_rate, peers) = s.live.as_ref().map_or((0, 0, 0), |l| {
+            (
+                to_bps(l.download_speed.mbps),
+                to_bps(l.upload_speed.mbps),
+                l.snapshot.peer_stats.live,
+            )
+        });
+        Ok(EngineStats {
+            bytes_done: s.progress_bytes,
+            bytes_total: s.total_bytes,
+            download_rate,
+            upload_rate,
+            uploaded_bytes: s.uploaded_bytes,
+            peers,
+            finished: s.finished,
+            error: s.error,
+        })
+    }
+
+    async fn stop(&self, job_id: JobId, delete_data: bool) -> Result<(), EngineError> {
+        let Some(handle) = self.running().remove(&job_id) else {
+            return Ok(());
+        };
+        self.session
+            .delete(TorrentIdOrHash::Id(handle.id()), delete_data)
+            .await
+            .map_err(|e| unexpected(e.context("removing the torrent")))
+    }
+
+    fn staged_file(&self, job_id: JobId, path: &SafePath) -> PathBuf {
+        path.components()
+            .fold(self.job_dir(job_id), |p, c| p.join(c))
+    }
+
+    async fn discard(&self, job_id: JobId) -> Result<(), EngineError> {
+        match tokio::fs::remove_dir_all(self.job_dir(job_id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(unexpected(
+                anyhow::Error::new(e).context("removing staged data"),
+            )),
+        }
+    }
+}
+
+/// The folder a multi-file torrent's files live in (its name); `None` for a single file.
+fn torrent_folder(meta: &TorrentMetadata) -> Option<&str> {
+    let first = meta.files.first()?;
+    first.path.split_once('/').map(|(top, _)| top)
+}
