@@ -4,6 +4,7 @@
 //! infrastructure crates and are chosen by the wiring. Nothing here knows which database,
 //! queue, torrent client or storage is behind a port.
 
+pub mod health;
 pub mod jobs;
 pub mod lifecycle;
 pub mod ports;
@@ -13,6 +14,7 @@ pub mod stages;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use health::{ComponentHealth, HealthCheck};
 pub use jobs::{FileDownload, Jobs, JobsError, Submission};
 pub use lifecycle::Lifecycle;
 pub use recovery::Recovery;

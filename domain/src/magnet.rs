@@ -130,8 +130,11 @@ fn parse_tracker(value: &str) -> Result<Url, MagnetError> {
 impl fmt::Display for MagnetLink {
     /// The canonical form: `xt` first, then `dn`, every `tr`, every `x.pe`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut query = url::form_urlencoded::Serializer::new(String::new());
-        query.append_pair("xt", &format!("urn:btih:{}", self.info_hash.to_hex()));
+        // The hex hash needs no escaping; writing `xt` raw keeps the link readable.
+        let mut query = url::form_urlencoded::Serializer::new(format!(
+            "xt=urn:btih:{}",
+            self.info_hash.to_hex()
+        ));
         if let Some(name) = &self.display_name {
             query.append_pair("dn", name);
         }

@@ -13,6 +13,6 @@ pub mod storage;
 pub use clock::{Clock, SystemClock};
 pub use engine::{EngineError, EngineStats, TorrentEngine, TorrentSpec};
 pub use jobs::{JobQuery, JobRepository, RepoError, Transition};
-pub use progress::{BusError, EventId, EventKind, JobEvent, ProgressBus, PublishedEvent};
+pub use progress::{BusError, EventId, EventKind, JobEvent, ProgressBus, PublishedEvent, Replay};
 pub use queue::{JobQueue, Lease, QueueError, Stage};
 pub use storage::{ObjectLocation, ObjectStore, StoreError};

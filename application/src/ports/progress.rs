@@ -17,6 +17,17 @@ impl fmt::Display for EventId {
     }
 }
 
+/// Where a subscription starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// Every event the bus still retains for the job, then live ones.
+    Retained,
+    /// The retained events after this id (a client resuming), then live ones.
+    After(EventId),
+    /// Only events published from now on.
+    LiveOnly,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
@@ -58,15 +69,15 @@ pub trait ProgressBus: Send + Sync + 'static {
     /// `Unavailable` when the event cannot be published.
     async fn publish(&self, event: &JobEvent) -> Result<EventId, BusError>;
 
-    /// Events of `job_id` after `after` (all retained ones when `None`), then live ones, in
-    /// order and without gaps while the subscriber keeps up. The channel closes when the bus
-    /// shuts down; dropping the receiver unsubscribes.
+    /// Events of `job_id` from `from`, in order and without gaps. The channel closes when
+    /// the bus shuts down; dropping the receiver unsubscribes.
     ///
     /// # Errors
-    /// `BadEventId` when `after` is malformed; `Unavailable` when the bus cannot be read.
+    /// `BadEventId` when the id in `from` is malformed; `Unavailable` when the bus cannot be
+    /// read.
     async fn subscribe(
         &self,
         job_id: JobId,
-        after: Option<&EventId>,
+        from: &Replay,
     ) -> Result<mpsc::Receiver<PublishedEvent>, BusError>;
 }

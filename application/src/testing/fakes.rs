@@ -340,17 +340,15 @@ impl ProgressBus for MemoryBus {
     async fn subscribe(
         &self,
         job_id: JobId,
-        after: Option<&EventId>,
+        from: &Replay,
     ) -> Result<mpsc::Receiver<PublishedEvent>, BusError> {
-        let after: usize = match after {
-            None => 0,
-            Some(id) => {
-                id.0.parse()
-                    .map_err(|_| BusError::BadEventId(id.0.clone()))?
-            }
+        let events = lock(&self.events);
+        let after: usize = match from {
+            Replay::Retained => 0,
+            Replay::LiveOnly => events.len(),
+            Replay::After(id) => id.0.parse().map_err(|_| BusError::BadEventId(id.0.clone()))?,
         };
         let (tx, rx) = mpsc::channel(4096);
-        let events = lock(&self.events);
         for e in events
             .iter()
             .skip(after)

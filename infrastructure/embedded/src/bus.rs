@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use ferry_application::ports::{
-    BusError, EventId, EventKind, JobEvent, ProgressBus, PublishedEvent,
+    BusError, EventId, EventKind, JobEvent, ProgressBus, PublishedEvent, Replay,
 };
 use ferry_domain::JobId;
 use tokio::sync::{broadcast, mpsc};
@@ -63,9 +63,13 @@ impl EmbeddedBus {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The sequence number after which to replay, for a client's last event id.
-    fn replay_from(&self, after: Option<&EventId>) -> Result<u64, BusError> {
-        let Some(id) = after else { return Ok(0) };
+    /// The sequence number after which to replay.
+    fn replay_from(&self, from: &Replay, current: u64) -> Result<u64, BusError> {
+        let id = match from {
+            Replay::Retained => return Ok(0),
+            Replay::LiveOnly => return Ok(current),
+            Replay::After(id) => id,
+        };
         let bad = || BusError::BadEventId(id.0.clone());
         let (epoch, seq) = id.0.split_once('-').ok_or_else(bad)?;
         let epoch: u64 = epoch.parse().map_err(|_| bad())?;
@@ -134,11 +138,11 @@ impl ProgressBus for EmbeddedBus {
     async fn subscribe(
         &self,
         job_id: JobId,
-        after: Option<&EventId>,
+        from: &Replay,
     ) -> Result<mpsc::Receiver<PublishedEvent>, BusError> {
-        let mut last = self.replay_from(after)?;
-        let (backlog, mut live) = {
+        let (mut last, backlog, mut live) = {
             let mut st = self.lock();
+            let last = self.replay_from(from, st.seq)?;
             let channel = st.channels.entry(job_id).or_insert_with(|| Channel {
                 retained: VecDeque::new(),
                 live: broadcast::channel(256).0,
@@ -151,7 +155,7 @@ impl ProgressBus for EmbeddedBus {
                 .filter(|(s, _)| *s > last)
                 .cloned()
                 .collect();
-            (backlog, channel.live.subscribe())
+            (last, backlog, channel.live.subscribe())
         };
         let (tx, rx) = mpsc::channel(256);
         let bus = self.clone();
@@ -205,7 +209,7 @@ mod tests {
         };
         bus.publish(&event).await.unwrap();
         let mut rx = bus
-            .subscribe(job, Some(&EventId("1-999".into())))
+            .subscribe(job, &Replay::After(EventId("1-999".into())))
             .await
             .unwrap();
         assert!(rx.recv().await.is_some());
@@ -215,7 +219,7 @@ mod tests {
     async fn a_slow_subscriber_misses_nothing() {
         let bus = EmbeddedBus::new();
         let job = JobId::new();
-        let mut rx = bus.subscribe(job, None).await.unwrap();
+        let mut rx = bus.subscribe(job, &Replay::LiveOnly).await.unwrap();
         for i in 0..900u64 {
             let mut p = ferry_domain::Progress::default();
             p.bytes_done = i;

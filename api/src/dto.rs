@@ -1,0 +1,319 @@
+//! What the API speaks: request and response bodies, converted at the edge.
+
+use chrono::{DateTime, Utc};
+use ferry_application::ports::{EventKind, PublishedEvent};
+use ferry_domain::{Job, JobFile, JobSource, Progress, TorrentMetadata};
+use poem_openapi::{Enum, Object};
+use uuid::Uuid;
+
+/// What to download: exactly one of the fields.
+#[derive(Debug, Object)]
+pub struct SourceRequest {
+    /// A `magnet:?xt=urn:btih:…` link.
+    pub magnet: Option<String>,
+    /// An HTTP(S) URL (not available yet).
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct SubmitRequest {
+    pub source: SourceRequest,
+    /// Indices of the files to download (see `files` of the job or of `/torrents/analyze`);
+    /// all files when absent.
+    pub files: Option<Vec<u32>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum StatusDto {
+    Queued,
+    Resolving,
+    Downloading,
+    Paused,
+    Uploading,
+    Completed,
+    Seeding,
+    Cancelled,
+    Failed,
+}
+
+impl From<ferry_domain::JobStatus> for StatusDto {
+    fn from(s: ferry_domain::JobStatus) -> Self {
+        use ferry_domain::JobStatus as S;
+        match s {
+            S::Queued => Self::Queued,
+            S::Resolving => Self::Resolving,
+            S::Downloading => Self::Downloading,
+            S::Paused => Self::Paused,
+            S::Uploading => Self::Uploading,
+            S::Completed => Self::Completed,
+            S::Seeding => Self::Seeding,
+            S::Cancelled => Self::Cancelled,
+            S::Failed => Self::Failed,
+        }
+    }
+}
+
+impl From<StatusDto> for ferry_domain::JobStatus {
+    fn from(s: StatusDto) -> Self {
+        use ferry_domain::JobStatus as S;
+        match s {
+            StatusDto::Queued => S::Queued,
+            StatusDto::Resolving => S::Resolving,
+            StatusDto::Downloading => S::Downloading,
+            StatusDto::Paused => S::Paused,
+            StatusDto::Uploading => S::Uploading,
+            StatusDto::Completed => S::Completed,
+            StatusDto::Seeding => S::Seeding,
+            StatusDto::Cancelled => S::Cancelled,
+            StatusDto::Failed => S::Failed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct ProgressDto {
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// 0–100.
+    pub percent: f64,
+    /// Bytes per second.
+    pub download_rate: u64,
+    pub upload_rate: u64,
+    pub uploaded_bytes: u64,
+    pub peers: u32,
+    pub eta_seconds: Option<u64>,
+}
+
+impl From<&Progress> for ProgressDto {
+    fn from(p: &Progress) -> Self {
+        Self {
+            bytes_done: p.bytes_done,
+            bytes_total: p.bytes_total,
+            percent: (p.fraction() * 10_000.0).round() / 100.0,
+            download_rate: p.download_rate,
+            upload_rate: p.upload_rate,
+            uploaded_bytes: p.uploaded_bytes,
+            peers: p.peers,
+            eta_seconds: p.eta_seconds,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct JobErrorDto {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct SourceDto {
+    /// `magnet`, `torrent` or `url`.
+    pub kind: String,
+    /// The magnet link or URL (absent for an uploaded .torrent).
+    pub uri: Option<String>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct JobDto {
+    pub id: Uuid,
+    pub name: String,
+    pub status: StatusDto,
+    pub source: SourceDto,
+    pub info_hash: Option<String>,
+    pub progress: ProgressDto,
+    /// Files chosen at submission; absent means all.
+    pub selected_files: Option<Vec<u32>>,
+    /// Number of files, once the torrent's metadata is known.
+    pub file_count: Option<u32>,
+    pub error: Option<JobErrorDto>,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+fn u32_of(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+impl From<&Job> for JobDto {
+    fn from(job: &Job) -> Self {
+        let uri = match &job.source {
+            JobSource::Magnet(m) => Some(m.to_string()),
+            JobSource::Url(u) => Some(u.to_string()),
+            JobSource::Torrent(_) => None,
+        };
+        Self {
+            id: job.id.as_uuid(),
+            name: job.name.clone(),
+            status: job.status.into(),
+            source: SourceDto {
+                kind: job.source.kind().to_owned(),
+                uri,
+            },
+            info_hash: job.info_hash.map(|h| h.to_hex()),
+            progress: (&job.progress).into(),
+            selected_files: job
+                .selection
+                .indices()
+                .map(|v| v.into_iter().map(u32_of).collect()),
+            file_count: job.metadata.as_ref().map(|m| u32_of(m.files.len())),
+            error: job.error.as_ref().map(|e| JobErrorDto {
+                code: e.code.clone(),
+                message: e.message.clone(),
+            }),
+            attempts: job.attempts,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            finished_at: job.finished_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct JobPage {
+    pub items: Vec<JobDto>,
+    /// Pass as `before` to get the next page; absent on the last page.
+    pub next_cursor: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct FileDto {
+    /// The file's index in the torrent (use it in `files` selections and download URLs).
+    pub index: u32,
+    pub path: String,
+    pub size: u64,
+    pub selected: bool,
+    /// Where to download the file once the job is completed.
+    pub download_url: Option<String>,
+}
+
+impl FileDto {
+    pub fn of(file: &JobFile, job_id: Uuid, finished: bool) -> Self {
+        Self {
+            index: u32_of(file.index),
+            path: file.path.clone(),
+            size: file.size,
+            selected: file.selected,
+            download_url: (finished && file.selected)
+                .then(|| format!("/api/v1/jobs/{job_id}/files/{}", file.index)),
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct TorrentAnalysis {
+    pub name: String,
+    pub info_hash: String,
+    pub total_bytes: u64,
+    pub piece_length: u32,
+    pub private: bool,
+    pub trackers: Vec<String>,
+    pub files: Vec<FileDto>,
+}
+
+impl From<&TorrentMetadata> for TorrentAnalysis {
+    fn from(m: &TorrentMetadata) -> Self {
+        Self {
+            name: m.name.clone(),
+            info_hash: m.info_hash.to_hex(),
+            total_bytes: m.total_bytes,
+            piece_length: m.piece_length,
+            private: m.private,
+            trackers: m.trackers.clone(),
+            files: m
+                .files
+                .iter()
+                .map(|f| FileDto {
+                    index: u32_of(f.index),
+                    path: f.path.clone(),
+                    size: f.size,
+                    selected: true,
+                    download_url: None,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum EventType {
+    /// The job's state when the stream (re)starts; carries no event id.
+    Snapshot,
+    Status,
+    Progress,
+}
+
+/// One Server-Sent Event. The SSE `event:` field is `type`, and `id:` is `id`.
+#[derive(Debug, Clone, Object)]
+pub struct JobEventDto {
+    /// The event id to send back as `Last-Event-ID` (absent on snapshots).
+    pub id: Option<String>,
+    #[oai(rename = "type")]
+    pub kind: EventType,
+    pub job_id: Uuid,
+    pub status: StatusDto,
+    pub progress: ProgressDto,
+    pub error: Option<JobErrorDto>,
+    pub at: DateTime<Utc>,
+}
+
+impl JobEventDto {
+    pub fn snapshot(job: &Job) -> Self {
+        Self {
+            id: None,
+            kind: EventType::Snapshot,
+            job_id: job.id.as_uuid(),
+            status: job.status.into(),
+            progress: (&job.progress).into(),
+            error: job.error.as_ref().map(|e| JobErrorDto {
+                code: e.code.clone(),
+                message: e.message.clone(),
+            }),
+            at: job.updated_at,
+        }
+    }
+}
+
+impl From<PublishedEvent> for JobEventDto {
+    fn from(p: PublishedEvent) -> Self {
+        let e = p.event;
+        Self {
+            id: Some(p.id.0),
+            kind: match e.kind {
+                EventKind::Status => EventType::Status,
+                EventKind::Progress => EventType::Progress,
+            },
+            job_id: e.job_id.as_uuid(),
+            status: e.status.into(),
+            progress: (&e.progress).into(),
+            error: e.error.map(|e| JobErrorDto {
+                code: e.code,
+                message: e.message,
+            }),
+            at: e.at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct ComponentDto {
+    pub name: String,
+    pub ok: bool,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct HealthDto {
+    /// `ok` or `degraded`.
+    pub status: String,
+    pub components: Vec<ComponentDto>,
+}
+
+#[derive(Debug, Object)]
+pub struct VersionDto {
+    pub name: String,
+    pub version: String,
+}

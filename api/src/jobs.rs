@@ -1,0 +1,449 @@
+//! `/api/v1/jobs…` and `/api/v1/torrents/analyze`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_application::Submission;
+use ferry_application::ports::{EventId, JobQuery, ObjectLocation, PublishedEvent, Replay};
+use ferry_domain::{JobId, JobStatus};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use poem::Body;
+use poem::web::sse::Event;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::{Binary, EventStream, Json};
+use poem_openapi::types::ToJSON;
+use poem_openapi::types::multipart::Upload;
+use poem_openapi::{ApiResponse, Multipart, OpenApi, Tags};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use uuid::Uuid;
+
+use crate::ApiState;
+use crate::dto::*;
+use crate::error::ApiError;
+use crate::range::{RangeReply, resolve};
+
+#[derive(Tags)]
+enum Tag {
+    /// Download jobs.
+    Jobs,
+    /// Torrent tools.
+    Torrents,
+}
+
+pub struct JobsApi {
+    pub state: Arc<ApiState>,
+}
+
+#[derive(Debug, Multipart)]
+pub struct TorrentUpload {
+    /// The .torrent file.
+    pub torrent: Upload,
+    /// Indices of the files to download, as `0,2,5` or `[0,2,5]`; all files when absent.
+    pub files: Option<String>,
+}
+
+#[derive(Debug, Multipart)]
+pub struct AnalyzeUpload {
+    /// The .torrent file.
+    pub torrent: Upload,
+}
+
+#[derive(ApiResponse)]
+pub enum Created {
+    /// The job was created and queued.
+    #[oai(status = 201)]
+    Created(Json<JobDto>, #[oai(header = "Location")] String),
+}
+
+#[derive(ApiResponse)]
+pub enum Deleted {
+    /// The job was cancelled.
+    #[oai(status = 200)]
+    Cancelled(Json<JobDto>),
+    /// The job and its files were deleted.
+    #[oai(status = 204)]
+    Purged,
+}
+
+#[derive(ApiResponse)]
+pub enum FileResponse {
+    /// The whole file.
+    #[oai(status = 200)]
+    Full(
+        Binary<Body>,
+        #[oai(header = "Content-Disposition")] String,
+        #[oai(header = "Accept-Ranges")] String,
+        #[oai(header = "Content-Length")] u64,
+    ),
+    /// The requested byte range.
+    #[oai(status = 206)]
+    Partial(
+        Binary<Body>,
+        #[oai(header = "Content-Range")] String,
+        #[oai(header = "Content-Disposition")] String,
+        #[oai(header = "Content-Length")] u64,
+    ),
+    /// The file is in remote storage: follow the link.
+    #[oai(status = 302)]
+    Redirect(#[oai(header = "Location")] String),
+    /// The range lies outside the file.
+    #[oai(status = 416)]
+    RangeNotSatisfiable(#[oai(header = "Content-Range")] String),
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+fn parse_id(id: &str) -> ApiResult<JobId> {
+    id.parse()
+        .map_err(|_| ApiError::not_found("job_not_found", format!("no job {id:?}")))
+}
+
+fn parse_files(text: Option<&str>) -> ApiResult<Option<Vec<usize>>> {
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let inner = text.trim_start_matches('[').trim_end_matches(']');
+    inner
+        .split(',')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_file_selection",
+                "files must be a list of file indices, like 0,2,5",
+            )
+        })
+}
+
+fn indices(files: Option<Vec<u32>>) -> Option<Vec<usize>> {
+    files.map(|v| v.into_iter().map(|i| i as usize).collect())
+}
+
+impl JobsApi {
+    async fn read_torrent(&self, upload: Upload) -> ApiResult<Vec<u8>> {
+        let max = self.state.max_torrent_bytes;
+        if upload.size() as u64 > max {
+            return Err(ApiError::too_large(
+                "torrent_file_too_large",
+                format!("a .torrent may be at most {max} bytes"),
+            ));
+        }
+        upload
+            .into_vec()
+            .await
+            .map_err(|e| ApiError::bad_request("invalid_request", format!("reading the upload: {e}")))
+    }
+
+    fn created(job: &ferry_domain::Job) -> Created {
+        Created::Created(Json(job.into()), format!("/api/v1/jobs/{}", job.id))
+    }
+}
+
+#[OpenApi(prefix_path = "/api/v1")]
+impl JobsApi {
+    /// Submit a magnet link.
+    #[oai(path = "/jobs", method = "post", tag = "Tag::Jobs")]
+    async fn submit(&self, body: Json<SubmitRequest>) -> ApiResult<Created> {
+        let SubmitRequest { source, files } = body.0;
+        let submission = match (source.magnet, source.url) {
+            (Some(magnet), None) => Submission::Magnet(magnet),
+            (None, Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "unsupported_source",
+                    "URL downloads are not available yet; send a magnet link or a .torrent",
+                ));
+            }
+            _ => {
+                return Err(ApiError::bad_request(
+                    "invalid_source",
+                    "source must have exactly one of `magnet` or `url`",
+                ));
+            }
+        };
+        let job = self
+            .state
+            .jobs
+            .submit(self.state.owner(), submission, indices(files))
+            .await?;
+        Ok(Self::created(&job))
+    }
+
+    /// Submit a .torrent file (multipart form: `torrent`, optional `files`).
+    #[oai(path = "/jobs/torrent", method = "post", tag = "Tag::Jobs")]
+    async fn submit_torrent(&self, form: TorrentUpload) -> ApiResult<Created> {
+        let files = parse_files(form.files.as_deref())?;
+        let bytes = self.read_torrent(form.torrent).await?;
+        let job = self
+            .state
+            .jobs
+            .submit(self.state.owner(), Submission::Torrent(bytes), files)
+            .await?;
+        Ok(Self::created(&job))
+    }
+
+    /// List jobs, newest first.
+    #[oai(path = "/jobs", method = "get", tag = "Tag::Jobs")]
+    async fn list(
+        &self,
+        /// Only jobs in this status.
+        status: Query<Option<StatusDto>>,
+        /// Page size (1–200, default 50).
+        limit: Query<Option<u32>>,
+        /// The `next_cursor` of the previous page.
+        before: Query<Option<Uuid>>,
+    ) -> ApiResult<Json<JobPage>> {
+        let limit = limit.0.unwrap_or(50).clamp(1, 200);
+        let query = JobQuery {
+            owner: self.state.owner(),
+            status: status.0.map(JobStatus::from),
+            before: before.0.map(JobId::from_uuid),
+            limit,
+        };
+        let jobs = self.state.jobs.list(&query).await?;
+        let next_cursor = (jobs.len() == limit as usize)
+            .then(|| jobs.last().map(|j| j.id.as_uuid()))
+            .flatten();
+        Ok(Json(JobPage {
+            items: jobs.iter().map(JobDto::from).collect(),
+            next_cursor,
+        }))
+    }
+
+    /// One job.
+    #[oai(path = "/jobs/:id", method = "get", tag = "Tag::Jobs")]
+    async fn get(&self, id: Path<String>) -> ApiResult<Json<JobDto>> {
+        let job = self.state.jobs.get(&self.state.owner(), parse_id(&id)?).await?;
+        Ok(Json((&job).into()))
+    }
+
+    /// Cancel a job; with `purge=true` also delete its files and the job itself.
+    #[oai(path = "/jobs/:id", method = "delete", tag = "Tag::Jobs")]
+    async fn delete(&self, id: Path<String>, purge: Query<Option<bool>>) -> ApiResult<Deleted> {
+        let ended = self
+            .state
+            .jobs
+            .cancel(&self.state.owner(), parse_id(&id)?, purge.0.unwrap_or(false))
+            .await?;
+        Ok(match ended {
+            Some(job) => Deleted::Cancelled(Json((&job).into())),
+            None => Deleted::Purged,
+        })
+    }
+
+    /// Pause a downloading job (its data is kept).
+    #[oai(path = "/jobs/:id/pause", method = "post", tag = "Tag::Jobs")]
+    async fn pause(&self, id: Path<String>) -> ApiResult<Json<JobDto>> {
+        let job = self.state.jobs.pause(&self.state.owner(), parse_id(&id)?).await?;
+        Ok(Json((&job).into()))
+    }
+
+    /// Resume a paused job.
+    #[oai(path = "/jobs/:id/resume", method = "post", tag = "Tag::Jobs")]
+    async fn resume(&self, id: Path<String>) -> ApiResult<Json<JobDto>> {
+        let job = self.state.jobs.resume(&self.state.owner(), parse_id(&id)?).await?;
+        Ok(Json((&job).into()))
+    }
+
+    /// Run a failed job again.
+    #[oai(path = "/jobs/:id/retry", method = "post", tag = "Tag::Jobs")]
+    async fn retry(&self, id: Path<String>) -> ApiResult<Json<JobDto>> {
+        let job = self.state.jobs.retry(&self.state.owner(), parse_id(&id)?).await?;
+        Ok(Json((&job).into()))
+    }
+
+    /// Live progress and status as Server-Sent Events. The first event is a snapshot of the
+    /// job; send the last `id:` you saw as `Last-Event-ID` to resume without gaps. The
+    /// stream ends after the job reaches `completed`, `cancelled` or `failed`.
+    #[oai(path = "/jobs/:id/events", method = "get", tag = "Tag::Jobs")]
+    async fn events(
+        &self,
+        id: Path<String>,
+        #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<String>>,
+    ) -> ApiResult<EventStream<BoxStream<'static, JobEventDto>>> {
+        let id = parse_id(&id)?;
+        let owner = self.state.owner();
+        // Subscribe before reading the snapshot, so nothing falls between the two.
+        let from = match last_event_id.0.filter(|s| !s.is_empty()) {
+            Some(last) => Replay::After(EventId(last)),
+            None => Replay::LiveOnly,
+        };
+        let rx = self
+            .state
+            .bus
+            .subscribe(id, &from)
+            .await
+            .map_err(|e| match e {
+                ferry_application::ports::BusError::BadEventId(id) => {
+                    ApiError::bad_request("invalid_event_id", format!("Last-Event-ID {id:?} was not issued by this server"))
+                }
+                other => ApiError::from(ferry_application::JobsError::Unavailable(other.to_string())),
+            })?;
+        let job = self.state.jobs.get(&owner, id).await?;
+        let stream = job_events(JobEventDto::snapshot(&job), job.status.is_terminal(), rx);
+        Ok(EventStream::new(stream)
+            .keep_alive(Duration::from_secs(15))
+            .to_event(|e| {
+                let kind = match e.kind {
+                    EventType::Snapshot => "snapshot",
+                    EventType::Status => "status",
+                    EventType::Progress => "progress",
+                };
+                let event = Event::message(e.to_json_string()).event_type(kind);
+                match &e.id {
+                    Some(id) => event.id(id.clone()),
+                    None => event,
+                }
+            }))
+    }
+
+    /// The job's files (available once the torrent's metadata is known).
+    #[oai(path = "/jobs/:id/files", method = "get", tag = "Tag::Jobs")]
+    async fn files(&self, id: Path<String>) -> ApiResult<Json<Vec<FileDto>>> {
+        let job = self.state.jobs.get(&self.state.owner(), parse_id(&id)?).await?;
+        let finished = matches!(job.status, JobStatus::Completed | JobStatus::Seeding);
+        Ok(Json(
+            job.files()
+                .iter()
+                .map(|f| FileDto::of(f, job.id.as_uuid(), finished))
+                .collect(),
+        ))
+    }
+
+    /// Download one finished file. Supports `Range: bytes=…`.
+    #[oai(path = "/jobs/:id/files/:index", method = "get", tag = "Tag::Jobs")]
+    async fn file(
+        &self,
+        id: Path<String>,
+        index: Path<u32>,
+        #[oai(name = "Range")] range: Header<Option<String>>,
+    ) -> ApiResult<FileResponse> {
+        let download = self
+            .state
+            .jobs
+            .file(&self.state.owner(), parse_id(&id)?, index.0 as usize)
+            .await?;
+        let path = match download.location {
+            ObjectLocation::Url(url) => return Ok(FileResponse::Redirect(url)),
+            ObjectLocation::LocalFile(path) => path,
+        };
+        let name = download.file.path.rsplit('/').next().unwrap_or("file").to_owned();
+        let disposition = content_disposition(&name);
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| ApiError::internal(&format!("opening {}: {e}", path.display())))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| ApiError::internal(&format!("reading {}: {e}", path.display())))?
+            .len();
+        match resolve(range.0.as_deref(), size) {
+            RangeReply::Full => Ok(FileResponse::Full(
+                Binary(Body::from_async_read(file)),
+                disposition,
+                "bytes".to_owned(),
+                size,
+            )),
+            RangeReply::Partial { start, end } => {
+                file.seek(std::io::SeekFrom::Start(start))
+                    .await
+                    .map_err(|e| ApiError::internal(&format!("seeking {}: {e}", path.display())))?;
+                let len = end - start + 1;
+                Ok(FileResponse::Partial(
+                    Binary(Body::from_async_read(file.take(len))),
+                    format!("bytes {start}-{end}/{size}"),
+                    disposition,
+                    len,
+                ))
+            }
+            RangeReply::Unsatisfiable => Ok(FileResponse::RangeNotSatisfiable(format!("bytes */{size}"))),
+        }
+    }
+
+    /// Read a .torrent without starting it: name, files, sizes, info-hash, trackers.
+    #[oai(path = "/torrents/analyze", method = "post", tag = "Tag::Torrents")]
+    async fn analyze(&self, form: AnalyzeUpload) -> ApiResult<Json<TorrentAnalysis>> {
+        let bytes = self.read_torrent(form.torrent).await?;
+        let meta = self.state.jobs.analyze(&bytes)?;
+        Ok(Json((&meta).into()))
+    }
+}
+
+/// `attachment` with an ASCII fallback and the exact UTF-8 name (RFC 6266 / 8187).
+fn content_disposition(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
+        .collect();
+    let mut encoded = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+/// The snapshot, then bus events until a final status (or at once for a finished job,
+/// after whatever the bus still holds for a resuming client).
+fn job_events(
+    snapshot: JobEventDto,
+    finished: bool,
+    mut rx: tokio::sync::mpsc::Receiver<PublishedEvent>,
+) -> BoxStream<'static, JobEventDto> {
+    let live = async_stream(move |tx| async move {
+        loop {
+            let next = if finished {
+                match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+                    Ok(e) => e,
+                    Err(_) => None,
+                }
+            } else {
+                rx.recv().await
+            };
+            let Some(event) = next else { return };
+            let last = event.event.kind == ferry_application::ports::EventKind::Status
+                && event.event.status.is_terminal();
+            if tx.send(JobEventDto::from(event)).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    futures::stream::once(async move { snapshot }).chain(live).boxed()
+}
+
+/// A stream fed by a task through a channel (keeps the generator readable without macros).
+fn async_stream<F, Fut>(f: F) -> impl futures::Stream<Item = JobEventDto>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<JobEventDto>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(f(tx));
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn file_selections_parse_both_forms() {
+        assert_eq!(parse_files(None).ok().flatten(), None);
+        assert_eq!(parse_files(Some("0,2, 5")).ok().flatten(), Some(vec![0, 2, 5]));
+        assert_eq!(parse_files(Some("[1,3]")).ok().flatten(), Some(vec![1, 3]));
+        assert!(parse_files(Some("a,b")).is_err());
+        assert!(parse_files(Some("-1")).is_err());
+    }
+
+    #[test]
+    fn content_disposition_is_safe() {
+        let h = content_disposition("naïve \"x\".bin");
+        assert!(h.starts_with("attachment; filename=\"na_ve _x_.bin\""), "{h}");
+        assert!(h.contains("filename*=UTF-8''na%C3%AFve%20%22x%22.bin"), "{h}");
+    }
+}

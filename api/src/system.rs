@@ -1,0 +1,64 @@
+//! `/api/v1/health` and `/api/v1/version`.
+
+use std::sync::Arc;
+
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, OpenApi, Tags};
+
+use crate::ApiState;
+use crate::dto::{ComponentDto, HealthDto, VersionDto};
+
+#[derive(Tags)]
+enum Tag {
+    /// Probes for operators and load balancers.
+    System,
+}
+
+pub struct SystemApi {
+    pub state: Arc<ApiState>,
+}
+
+#[derive(ApiResponse)]
+pub enum HealthResponse {
+    /// Every component works.
+    #[oai(status = 200)]
+    Ok(Json<HealthDto>),
+    /// At least one component is failing.
+    #[oai(status = 503)]
+    Degraded(Json<HealthDto>),
+}
+
+#[OpenApi(prefix_path = "/api/v1")]
+impl SystemApi {
+    /// Component checks: database, queue, storage. Needs no token.
+    #[oai(path = "/health", method = "get", tag = "Tag::System")]
+    async fn health(&self) -> HealthResponse {
+        let components = self.state.health.check().await;
+        let ok = components.iter().all(|c| c.ok);
+        let body = HealthDto {
+            status: if ok { "ok" } else { "degraded" }.to_owned(),
+            components: components
+                .into_iter()
+                .map(|c| ComponentDto {
+                    name: c.name.to_owned(),
+                    ok: c.ok,
+                    detail: c.detail,
+                })
+                .collect(),
+        };
+        if ok {
+            HealthResponse::Ok(Json(body))
+        } else {
+            HealthResponse::Degraded(Json(body))
+        }
+    }
+
+    /// The server's name and version. Needs no token.
+    #[oai(path = "/version", method = "get", tag = "Tag::System")]
+    async fn version(&self) -> Json<VersionDto> {
+        Json(VersionDto {
+            name: "ferry".to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+    }
+}

@@ -1,0 +1,93 @@
+//! `ferry serve`: the composition root of the one-box mode.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ferry_api::ApiState;
+use ferry_wiring::Config;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::token;
+
+/// How long workers get to finish or release their jobs after a stop signal.
+const GRACE: Duration = Duration::from_secs(30);
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let token = token::ensure(config.api_token.as_ref().map(|s| s.expose()), &config.data_dir)?;
+    let app = ferry_wiring::build_embedded(&config).await?;
+    let requeued = app
+        .recovery
+        .requeue_unfinished()
+        .await
+        .context("re-queueing unfinished jobs")?;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let acceptor = poem::listener::TcpAcceptor::from_tokio(listener)?;
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), requeued, "ferry is serving");
+    eprintln!("Ferry listening on http://{addr} (API docs: http://{addr}/docs)");
+
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let state = Arc::new(ApiState {
+        jobs: app.jobs.clone(),
+        bus: app.bus.clone(),
+        health: app.health.clone(),
+        api_token: Some(token),
+        max_torrent_bytes: config.limits.max_torrent_file_bytes,
+    });
+    let api = tasks.spawn(ferry_api::serve(acceptor, state, shutdown.clone()));
+    for pool in &app.stages {
+        tasks.spawn(ferry_workers::run_pool(
+            app.queue.clone(),
+            app.runner.clone(),
+            pool.handler.clone(),
+            pool.concurrency,
+            shutdown.clone(),
+        ));
+    }
+    tasks.close();
+
+    tokio::select! {
+        () = stop_signal() => tracing::info!("stop requested; finishing or releasing jobs in hand"),
+        r = api => {
+            // The server ended on its own: that is a failure.
+            shutdown.cancel();
+            r.context("the API task panicked")?.context("the API server failed")?;
+        }
+    }
+    shutdown.cancel();
+    tokio::select! {
+        () = tasks.wait() => {}
+        () = tokio::time::sleep(GRACE) => tracing::warn!("workers did not stop within {GRACE:?}"),
+        () = stop_signal() => tracing::warn!("second stop signal: exiting at once"),
+    }
+    app.engine.shutdown().await;
+    app.database.close().await.ok();
+    tracing::info!("ferry stopped");
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

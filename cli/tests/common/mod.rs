@@ -1,0 +1,516 @@
+//! The end-to-end harness: real processes on loopback.
+//!
+//! `Ferry` is the real `ferry serve` binary; `Tracker` is opentracker; `Seeder` is aria2c.
+//! Each test gets its own ports and folders, so tests run in parallel without colliding.
+//! A missing peer program skips the test on a developer machine and fails it in CI.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod bencode;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rand::RngCore;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Installs the process-wide rustls provider (both are linked in).
+pub fn init() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// Whether the programs a test needs exist. In CI a missing one fails the test.
+pub fn require(programs: &[&str]) -> bool {
+    let missing: Vec<_> = programs
+        .iter()
+        .filter(|p| Command::new("sh").arg("-c").arg(format!("command -v {p}")).stdout(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true))
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("missing programs in CI: {missing:?} (run scripts/test-deps.sh)");
+    }
+    eprintln!("SKIPPED: missing {missing:?}; scripts/test-deps.sh installs them");
+    false
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not open port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: &'static str,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Self { child, name, log }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        let pid = self.child.id() as i32;
+        assert_eq!(unsafe_kill(pid, signal), 0, "signal {signal} to {}", self.name);
+    }
+
+    /// Waits for exit; returns the status or `None` after `timeout`.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn unsafe_kill(pid: i32, signal: i32) -> i32 {
+    // `kill` through the shell keeps this crate free of unsafe code.
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    if status.success() { 0 } else { -1 }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Random files with their SHA-256.
+pub struct Payload {
+    /// The folder that contains the torrent's top-level entry.
+    pub parent: PathBuf,
+    pub name: String,
+    /// (path relative to `parent`, sha256 hex, size) in torrent order (sorted by path).
+    pub files: Vec<(String, String, u64)>,
+}
+
+impl Payload {
+    /// Creates `parent/name/…` with files of the given relative paths and sizes.
+    pub fn create(parent: &Path, name: &str, files: &[(&str, u64)]) -> Self {
+        let mut rng = rand::rng();
+        let mut out = Vec::new();
+        for (rel, size) in files {
+            let path = parent.join(name).join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let mut f = std::fs::File::create(&path).unwrap();
+            let mut hasher = Sha256::new();
+            let mut left = *size;
+            let mut buf = vec![0u8; 1 << 20];
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                rng.fill_bytes(&mut buf[..n]);
+                hasher.update(&buf[..n]);
+                f.write_all(&buf[..n]).unwrap();
+                left -= n as u64;
+            }
+            out.push((format!("{name}/{rel}"), hex::encode(hasher.finalize()), *size));
+        }
+        out.sort();
+        Self { parent: parent.to_owned(), name: name.to_owned(), files: out }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.files.iter().map(|f| f.2).sum()
+    }
+
+    /// Makes a .torrent with mktorrent (256 KiB pieces) announcing to `tracker`.
+    pub fn make_torrent(&self, tracker: &str, out: &Path) -> Torrent {
+        let status = Command::new("mktorrent")
+            .args(["-l", "18", "-a", tracker, "-o"])
+            .arg(out)
+            .arg(self.parent.join(&self.name))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mktorrent failed");
+        let bytes = std::fs::read(out).unwrap();
+        let meta = ferry_torrent::inspect(&bytes).unwrap();
+        Torrent { path: out.to_owned(), bytes, info_hash: meta.info_hash.to_hex(), meta }
+    }
+}
+
+pub struct Torrent {
+    pub path: PathBuf,
+    pub bytes: Vec<u8>,
+    pub info_hash: String,
+    pub meta: ferry_domain::TorrentMetadata,
+}
+
+impl Torrent {
+    pub fn magnet(&self, tracker: &str) -> String {
+        format!(
+            "magnet:?xt=urn:btih:{}&dn={}&tr={}",
+            self.info_hash,
+            self.meta.name,
+            url_escape(tracker)
+        )
+    }
+}
+
+fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// opentracker on its own port, with a whitelist of the test's info-hashes.
+pub struct Tracker {
+    pub port: u16,
+    _proc: Proc,
+}
+
+impl Tracker {
+    pub fn start(dir: &Path, info_hashes: &[&str]) -> Self {
+        let root = dir.join("tracker");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("whitelist.txt"), info_hashes.join("\n") + "\n").unwrap();
+        let port = free_port();
+        let conf = root.join("opentracker.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listen.tcp_udp 127.0.0.1:{port}\naccess.whitelist /whitelist.txt\ntracker.rootdir {}\ntracker.user nobody\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new("opentracker");
+        cmd.arg("-f").arg(&conf);
+        let proc = Proc::spawn("opentracker", cmd, dir.join("opentracker.log"));
+        wait_for_port(port, "opentracker");
+        Self { port, _proc: proc }
+    }
+
+    pub fn announce(&self) -> String {
+        format!("http://127.0.0.1:{}/announce", self.port)
+    }
+
+    /// Waits until `seeders` peers with the whole torrent have announced (a leecher that
+    /// asks earlier gets an empty peer list and would wait a whole announce interval).
+    pub fn wait_for_seeders(&self, info_hash: &str, seeders: u64) {
+        let escaped: String = (0..info_hash.len())
+            .step_by(2)
+            .map(|i| format!("%{}", &info_hash[i..i + 2]))
+            .collect();
+        let url = format!("http://127.0.0.1:{}/scrape?info_hash={escaped}", self.port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = Command::new("curl").args(["-s", &url]).output().unwrap();
+            let body = String::from_utf8_lossy(&out.stdout).into_owned();
+            let complete = body
+                .split("8:completei")
+                .nth(1)
+                .and_then(|rest| rest.split('e').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+            if complete >= seeders {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no seeder announced: {body:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// aria2c seeding torrents whose content lies in `content_dir`.
+pub struct Seeder {
+    pub port: u16,
+    pub proc: Proc,
+}
+
+impl Seeder {
+    pub fn start(dir: &Path, content_dir: &Path, torrents: &[&Path]) -> Self {
+        let port = free_port();
+        let mut cmd = Command::new("aria2c");
+        cmd.arg("--interface=127.0.0.1")
+            .arg(format!("--dir={}", content_dir.display()))
+            .args([
+                "--bt-seed-unverified=true",
+                "--seed-ratio=0.0",
+                "--enable-dht=false",
+                "--enable-dht6=false",
+                "--bt-enable-lpd=false",
+                "--enable-peer-exchange=false",
+                "--disable-ipv6=true",
+                "--summary-interval=0",
+                "--console-log-level=warn",
+                "--check-integrity=false",
+                "--bt-max-peers=0",
+            ])
+            .arg(format!("--listen-port={port}"))
+            .args(torrents);
+        let proc = Proc::spawn("aria2c", cmd, dir.join(format!("aria2c-{port}.log")));
+        wait_for_port(port, "aria2c");
+        Self { port, proc }
+    }
+}
+
+/// The real `ferry serve`.
+pub struct Ferry {
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub token: String,
+    pub proc: Proc,
+    port: u16,
+    env: Vec<(String, String)>,
+    http: reqwest::Client,
+}
+
+impl Ferry {
+    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Self::launch(data_dir, free_port(), env)
+    }
+
+    fn launch(data_dir: &Path, port: u16, env: Vec<(String, String)>) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("FERRY_API_TOKEN")
+            .env_remove("FERRY_TEST_KEEP")
+            .env("FERRY_TORRENT__DHT", "false")
+            .env("FERRY_TORRENT__LISTEN", "127.0.0.1:0")
+            .env("FERRY_LOG__FORMAT", "pretty")
+            .env("FERRY_WORKERS__RETRY_BASE_DELAY", "1s")
+            .env("RUST_LOG", "info,librqbit=info,ferry=debug");
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let n = std::fs::read_dir(data_dir).map(|d| d.count()).unwrap_or(0);
+        let log = data_dir.with_extension(format!("log{n}"));
+        let proc = Proc::spawn("ferry", cmd, log);
+        let mut ferry = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_owned(),
+            token: String::new(),
+            proc,
+            port,
+            env,
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = ferry.proc.child.try_wait().unwrap() {
+                panic!("ferry exited with {status}:\n{}", ferry.proc.log_text());
+            }
+            assert!(Instant::now() < deadline, "ferry did not start:\n{}", ferry.proc.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ferry.token = std::fs::read_to_string(data_dir.join("api-token")).unwrap().trim().to_owned();
+        ferry
+    }
+
+    /// Stops with SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> (PathBuf, u16, Vec<(String, String)>) {
+        self.proc.signal(15);
+        let status = self.proc.wait_timeout(Duration::from_secs(40));
+        let status = status.unwrap_or_else(|| panic!("ferry did not stop on SIGTERM:\n{}", self.proc.log_text()));
+        assert!(status.success(), "ferry exited with {status}:\n{}", self.proc.log_text());
+        (self.data_dir.clone(), self.port, std::mem::take(&mut self.env))
+    }
+
+    /// Kills with SIGKILL (a crash).
+    pub fn crash(mut self) -> (PathBuf, u16, Vec<(String, String)>) {
+        self.proc.signal(9);
+        self.proc.wait_timeout(Duration::from_secs(10)).unwrap();
+        (self.data_dir.clone(), self.port, std::mem::take(&mut self.env))
+    }
+
+    pub fn restart(parts: (PathBuf, u16, Vec<(String, String)>)) -> Self {
+        Self::launch(&parts.0, parts.1, parts.2)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.base)
+    }
+
+    pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path)).bearer_auth(&self.token)
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let r = self.req(reqwest::Method::GET, path).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.req(reqwest::Method::POST, path).json(&body).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn submit_magnet(&self, magnet: &str) -> Value {
+        let (status, job) = self.post_json("/jobs", serde_json::json!({"source": {"magnet": magnet}})).await;
+        assert_eq!(status, 201, "{job}");
+        job
+    }
+
+    pub async fn submit_torrent(&self, bytes: &[u8], files: Option<&str>) -> (u16, Value) {
+        let mut form = reqwest::multipart::Form::new().part(
+            "torrent",
+            reqwest::multipart::Part::bytes(bytes.to_vec()).file_name("x.torrent"),
+        );
+        if let Some(files) = files {
+            form = form.text("files", files.to_owned());
+        }
+        let r = self.req(reqwest::Method::POST, "/jobs/torrent").multipart(form).send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn job(&self, id: &str) -> Value {
+        let (status, job) = self.get_json(&format!("/jobs/{id}")).await;
+        assert_eq!(status, 200, "{job}");
+        job
+    }
+
+    /// Polls until the job's status is `want` (fails fast on `failed`).
+    pub async fn wait_status(&self, id: &str, want: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await;
+            let status = job["status"].as_str().unwrap_or_default().to_owned();
+            if status == want {
+                return job;
+            }
+            if status == "failed" && want != "failed" {
+                panic!("job failed: {job}\n{}", self.proc.log_text());
+            }
+            if Instant::now() > deadline {
+                panic!("job stayed {status}, wanted {want}: {job}\n{}", self.proc.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until at least `bytes` are downloaded.
+    pub async fn wait_bytes(&self, id: &str, bytes: u64, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await;
+            if job["progress"]["bytes_done"].as_u64().unwrap_or(0) >= bytes {
+                return job;
+            }
+            assert!(Instant::now() < deadline, "no progress: {job}\n{}", self.proc.log_text());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn file_bytes(&self, id: &str, index: u64) -> Vec<u8> {
+        let r = self.req(reqwest::Method::GET, &format!("/jobs/{id}/files/{index}")).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "file {index}");
+        r.bytes().await.unwrap().to_vec()
+    }
+
+    /// Checks every listed file of a completed job against the payload's hashes.
+    pub async fn assert_files_match(&self, id: &str, payload: &Payload, selected: Option<&[u64]>) {
+        let (status, files) = self.get_json(&format!("/jobs/{id}/files")).await;
+        assert_eq!(status, 200);
+        let files = files.as_array().unwrap().clone();
+        assert_eq!(files.len(), payload.files.len());
+        for f in files {
+            let index = f["index"].as_u64().unwrap();
+            let path = f["path"].as_str().unwrap();
+            let expected = payload.files.iter().find(|p| p.0 == path).unwrap_or_else(|| panic!("unknown path {path}"));
+            let wanted = selected.is_none_or(|s| s.contains(&index));
+            assert_eq!(f["selected"].as_bool(), Some(wanted), "{f}");
+            if wanted {
+                let bytes = self.file_bytes(id, index).await;
+                assert_eq!(bytes.len() as u64, expected.2, "{path} size");
+                assert_eq!(sha256_hex(&bytes), expected.1, "{path} sha256");
+            } else {
+                let (status, body) = self.get_json(&format!("/jobs/{id}/files/{index}")).await;
+                assert_eq!((status, body["code"].as_str()), (404, Some("file_not_selected")));
+            }
+        }
+    }
+}
+
+/// One parsed Server-Sent Event.
+#[derive(Debug, Clone)]
+pub struct Sse {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: Value,
+}
+
+/// Reads SSE events from a response until the stream ends or `until` says stop.
+pub async fn read_sse(resp: reqwest::Response, timeout: Duration, mut until: impl FnMut(&Sse) -> bool) -> Vec<Sse> {
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, stream.next()).await {
+            Err(_) => panic!("SSE timed out after {} events: {:?}", out.len(), out.last()),
+            Ok(None) => return out,
+            Ok(Some(c)) => c.unwrap(),
+        };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let mut ev = Sse { id: None, event: "message".into(), data: Value::Null };
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    ev.id = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    ev.event = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if data.is_empty() {
+                continue; // keep-alive comment
+            }
+            ev.data = serde_json::from_str(&data).unwrap();
+            let stop = until(&ev);
+            out.push(ev);
+            if stop {
+                return out;
+            }
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! Ferry's configuration: defaults → optional TOML file → `FERRY_…` environment variables
+//! (`__` separates nesting: `FERRY_TORRENT__DHT=false`). Secrets can also be read from a
+//! file named by `…_FILE` (`FERRY_API_TOKEN_FILE=/run/secrets/token`), and never print.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// A secret value: `Debug`/`Display` print `***`.
+#[derive(Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+/// Accepts any scalar: an all-digit token set in the environment arrives as a number.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a secret string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_owned()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where the HTTP API listens.
+    pub listen: SocketAddr,
+    /// Database, staging, storage and the generated API token live here.
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…`; default: `sqlite://{data_dir}/ferry.db`.
+    pub database_url: Option<String>,
+    /// Bearer token every `/api/v1` call must carry. `ferry serve` generates one into the
+    /// data dir when none is configured.
+    pub api_token: Option<Secret>,
+    pub api_token_file: Option<PathBuf>,
+    pub torrent: TorrentConfig,
+    pub limits: LimitsConfig,
+    pub workers: WorkersConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("ferry-data"),
+            database_url: None,
+            api_token: None,
+            api_token_file: None,
+            torrent: TorrentConfig::default(),
+            limits: LimitsConfig::default(),
+            workers: WorkersConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TorrentConfig {
+    /// Address for incoming peer connections (`off` disables listening).
+    #[serde(with = "optional_addr")]
+    pub listen: Option<SocketAddr>,
+    /// The DHT finds peers for trackerless magnets.
+    pub dht: bool,
+    /// Local service discovery (LAN multicast).
+    pub lsd: bool,
+    /// Ask the router to forward the listening port.
+    pub upnp: bool,
+    /// Bytes per second across all torrents; unset means unlimited.
+    pub download_limit: Option<NonZeroU32>,
+    pub upload_limit: Option<NonZeroU32>,
+    /// Connected peers per torrent.
+    pub peer_limit: Option<usize>,
+    /// How long to wait for a magnet's metadata before the attempt counts as failed.
+    #[serde(with = "humantime_serde")]
+    pub resolve_timeout: Duration,
+}
+
+impl Default for TorrentConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(SocketAddr::from(([0, 0, 0, 0], 6881))),
+            dht: true,
+            lsd: false,
+            upnp: false,
+            download_limit: None,
+            upload_limit: None,
+            peer_limit: None,
+            resolve_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+mod optional_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) => s.serialize_str(&a.to_string()),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "off" {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LimitsConfig {
+    /// Largest .torrent upload, in bytes.
+    pub max_torrent_file_bytes: u64,
+    /// Most files one torrent may have.
+    pub max_files: usize,
+    /// Largest torrent content, in bytes.
+    pub max_total_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_torrent_file_bytes: 10 << 20,
+            max_files: 20_000,
+            max_total_bytes: 4 << 40,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkersConfig {
+    /// Torrents downloading at once.
+    pub downloads: usize,
+    /// Deliveries running at once.
+    pub uploads: usize,
+    /// Attempts per stage before a job fails.
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub retry_base_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+    /// How often progress is published to watchers.
+    #[serde(with = "humantime_serde")]
+    pub progress_interval: Duration,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            downloads: 4,
+            uploads: 2,
+            max_attempts: 5,
+            retry_base_delay: Duration::from_secs(5),
+            retry_max_delay: Duration::from_secs(600),
+            progress_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `ferry=debug,librqbit=warn`); `RUST_LOG` overrides it.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info,librqbit=warn,librqbit_dht=warn,sqlx=warn".to_owned(),
+        }
+    }
+}
+
+/// A loaded configuration and the keys it did not recognise.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub unknown_keys: Vec<String>,
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if given and present), then the `FERRY_` environment.
+    ///
+    /// # Errors
+    /// When the file is unreadable or a value has the wrong type; the message names the key.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Loaded> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(
+            Env::prefixed("FERRY_")
+                .split("__")
+                .ignore(&["config"])
+                .map(|k| k.as_str().to_ascii_lowercase().into()),
+        );
+        let mut config: Config = figment.extract().context("invalid configuration")?;
+        let unknown_keys = unknown_keys(&figment)?;
+        config.read_secret_files()?;
+        Ok(Loaded {
+            config,
+            unknown_keys,
+        })
+    }
+
+    fn read_secret_files(&mut self) -> anyhow::Result<()> {
+        if self.api_token.is_none() {
+            if let Some(path) = &self.api_token_file {
+                let token = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading api_token_file {}", path.display()))?;
+                self.api_token = Some(Secret::new(token.trim()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}?mode=rwc", self.data_dir.join("ferry.db").display())
+        })
+    }
+
+    pub fn staging_dir(&self) -> PathBuf {
+        self.data_dir.join("staging")
+    }
+
+    pub fn storage_dir(&self) -> PathBuf {
+        self.data_dir.join("storage")
+    }
+}
+
+/// Dotted paths present in the merged configuration but not in [`Config`].
+fn unknown_keys(figment: &Figment) -> anyhow::Result<Vec<String>> {
+    let known = serde_json::to_value(Config::default())?;
+    let given: serde_json::Value = figment.extract().unwrap_or(serde_json::Value::Null);
+    let mut out = BTreeSet::new();
+    walk(&given, &known, String::new(), &mut out);
+    Ok(out.into_iter().collect())
+}
+
+fn walk(given: &serde_json::Value, known: &serde_json::Value, prefix: String, out: &mut BTreeSet<String>) {
+    let (Some(given), Some(known)) = (given.as_object(), known.as_object()) else {
+        return;
+    };
+    for (key, value) in given {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        match known.get(key) {
+            None => {
+                out.insert(path);
+            }
+            Some(k) => walk(value, k, path, out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn file_then_environment_override_defaults_and_unknown_keys_are_reported() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "ferry.toml",
+                r#"
+                listen = "127.0.0.1:9999"
+                data_dir = "/srv/ferry"
+                colour = "blue"
+                [torrent]
+                dht = false
+                resolve_timeout = "2m"
+                listen = "off"
+                [workers]
+                downloads = 7
+                "#,
+            )?;
+            jail.set_env("FERRY_WORKERS__DOWNLOADS", "9");
+            jail.set_env("FERRY_API_TOKEN", "12345");
+            jail.set_env("FERRY_TORRENT__NONSENSE", "1");
+            let loaded = Config::load(Some(Path::new("ferry.toml"))).unwrap();
+            let c = loaded.config;
+            assert_eq!(c.listen.port(), 9999);
+            assert_eq!(c.data_dir, PathBuf::from("/srv/ferry"));
+            assert!(!c.torrent.dht);
+            assert_eq!(c.torrent.listen, None);
+            assert_eq!(c.torrent.resolve_timeout, Duration::from_secs(120));
+            assert_eq!(c.workers.downloads, 9);
+            assert_eq!(c.api_token.as_ref().unwrap().expose(), "12345");
+            assert_eq!(format!("{:?}", c.api_token), "Some(***)");
+            assert_eq!(c.database_url(), "sqlite:///srv/ferry/ferry.db?mode=rwc");
+            assert_eq!(loaded.unknown_keys, vec!["colour", "torrent.nonsense"]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_secret_can_come_from_a_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("token.txt", "s3cret\n")?;
+            jail.set_env("FERRY_API_TOKEN_FILE", "token.txt");
+            let c = Config::load(None).unwrap().config;
+            assert_eq!(c.api_token.unwrap().expose(), "s3cret");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FERRY_WORKERS__DOWNLOADS", "many");
+            let err = format!("{:#}", Config::load(None).unwrap_err());
+            assert!(err.to_lowercase().contains("downloads"), "{err}");
+            Ok(())
+        });
+    }
+}
