@@ -22,11 +22,18 @@ pub fn authorized(req: &Request, token: &str) -> bool {
     req.headers()
         .get(poem::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes()))
 }
 
-pub async fn guard<E: Endpoint>(next: E, req: Request, token: Option<String>) -> poem::Result<Response> {
+pub async fn guard<E: Endpoint>(
+    next: E,
+    req: Request,
+    token: Option<String>,
+) -> poem::Result<Response> {
     if let Some(token) = &token {
         if !authorized(&req, token) {
             let body = serde_json::json!({

@@ -69,14 +69,20 @@ impl ApiError {
 
     pub fn unauthorized() -> Self {
         Self::Unauthorized(
-            body("unauthorized", "send the API token as `Authorization: Bearer <token>`"),
+            body(
+                "unauthorized",
+                "send the API token as `Authorization: Bearer <token>`",
+            ),
             "Bearer".to_owned(),
         )
     }
 
     pub fn internal(error: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %error, "request failed");
-        Self::Internal(body("internal_error", "an unexpected error occurred; see the server log"))
+        Self::Internal(body(
+            "internal_error",
+            "an unexpected error occurred; see the server log",
+        ))
     }
 }
 
@@ -102,7 +108,10 @@ impl From<JobsError> for ApiError {
             JobsError::NotFinished(_) => Self::conflict("job_not_finished", message),
             JobsError::Unavailable(_) => {
                 tracing::warn!(error = %message, "backend unavailable");
-                Self::Unavailable(body("service_unavailable", "a backend is unavailable; try again shortly"))
+                Self::Unavailable(body(
+                    "service_unavailable",
+                    "a backend is unavailable; try again shortly",
+                ))
             }
             JobsError::Unexpected(e) => Self::internal(&format!("{e:#}")),
         }

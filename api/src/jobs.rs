@@ -130,10 +130,9 @@ impl JobsApi {
                 format!("a .torrent may be at most {max} bytes"),
             ));
         }
-        upload
-            .into_vec()
-            .await
-            .map_err(|e| ApiError::bad_request("invalid_request", format!("reading the upload: {e}")))
+        upload.into_vec().await.map_err(|e| {
+            ApiError::bad_request("invalid_request", format!("reading the upload: {e}"))
+        })
     }
 
     fn created(job: &ferry_domain::Job) -> Created {
@@ -214,7 +213,11 @@ impl JobsApi {
     /// One job.
     #[oai(path = "/jobs/:id", method = "get", tag = "Tag::Jobs")]
     async fn get(&self, id: Path<String>) -> ApiResult<Json<JobDto>> {
-        let job = self.state.jobs.get(&self.state.owner(), parse_id(&id)?).await?;
+        let job = self
+            .state
+            .jobs
+            .get(&self.state.owner(), parse_id(&id)?)
+            .await?;
         Ok(Json((&job).into()))
     }
 
@@ -224,7 +227,11 @@ impl JobsApi {
         let ended = self
             .state
             .jobs
-            .cancel(&self.state.owner(), parse_id(&id)?, purge.0.unwrap_or(false))
+            .cancel(
+                &self.state.owner(),
+                parse_id(&id)?,
+                purge.0.unwrap_or(false),
+            )
             .await?;
         Ok(match ended {
             Some(job) => Deleted::Cancelled(Json((&job).into())),
@@ -235,21 +242,33 @@ impl JobsApi {
     /// Pause a downloading job (its data is kept).
     #[oai(path = "/jobs/:id/pause", method = "post", tag = "Tag::Jobs")]
     async fn pause(&self, id: Path<String>) -> ApiResult<Json<JobDto>> {
-        let job = self.state.jobs.pause(&self.state.owner(), parse_id(&id)?).await?;
+        let job = self
+            .state
+            .jobs
+            .pause(&self.state.owner(), parse_id(&id)?)
+            .await?;
         Ok(Json((&job).into()))
     }
 
     /// Resume a paused job.
     #[oai(path = "/jobs/:id/resume", method = "post", tag = "Tag::Jobs")]
     async fn resume(&self, id: Path<String>) -> ApiResult<Json<JobDto>> {
-        let job = self.state.jobs.resume(&self.state.owner(), parse_id(&id)?).await?;
+        let job = self
+            .state
+            .jobs
+            .resume(&self.state.owner(), parse_id(&id)?)
+            .await?;
         Ok(Json((&job).into()))
     }
 
     /// Run a failed job again.
     #[oai(path = "/jobs/:id/retry", method = "post", tag = "Tag::Jobs")]
     async fn retry(&self, id: Path<String>) -> ApiResult<Json<JobDto>> {
-        let job = self.state.jobs.retry(&self.state.owner(), parse_id(&id)?).await?;
+        let job = self
+            .state
+            .jobs
+            .retry(&self.state.owner(), parse_id(&id)?)
+            .await?;
         Ok(Json((&job).into()))
     }
 
@@ -275,10 +294,13 @@ impl JobsApi {
             .subscribe(id, &from)
             .await
             .map_err(|e| match e {
-                ferry_application::ports::BusError::BadEventId(id) => {
-                    ApiError::bad_request("invalid_event_id", format!("Last-Event-ID {id:?} was not issued by this server"))
+                ferry_application::ports::BusError::BadEventId(id) => ApiError::bad_request(
+                    "invalid_event_id",
+                    format!("Last-Event-ID {id:?} was not issued by this server"),
+                ),
+                other => {
+                    ApiError::from(ferry_application::JobsError::Unavailable(other.to_string()))
                 }
-                other => ApiError::from(ferry_application::JobsError::Unavailable(other.to_string())),
             })?;
         let job = self.state.jobs.get(&owner, id).await?;
         let stream = job_events(JobEventDto::snapshot(&job), job.status.is_terminal(), rx);
@@ -301,7 +323,11 @@ impl JobsApi {
     /// The job's files (available once the torrent's metadata is known).
     #[oai(path = "/jobs/:id/files", method = "get", tag = "Tag::Jobs")]
     async fn files(&self, id: Path<String>) -> ApiResult<Json<Vec<FileDto>>> {
-        let job = self.state.jobs.get(&self.state.owner(), parse_id(&id)?).await?;
+        let job = self
+            .state
+            .jobs
+            .get(&self.state.owner(), parse_id(&id)?)
+            .await?;
         let finished = matches!(job.status, JobStatus::Completed | JobStatus::Seeding);
         Ok(Json(
             job.files()
@@ -328,7 +354,13 @@ impl JobsApi {
             ObjectLocation::Url(url) => return Ok(FileResponse::Redirect(url)),
             ObjectLocation::LocalFile(path) => path,
         };
-        let name = download.file.path.rsplit('/').next().unwrap_or("file").to_owned();
+        let name = download
+            .file
+            .path
+            .rsplit('/')
+            .next()
+            .unwrap_or("file")
+            .to_owned();
         let disposition = content_disposition(&name);
         let mut file = tokio::fs::File::open(&path)
             .await
@@ -357,7 +389,9 @@ impl JobsApi {
                     len,
                 ))
             }
-            RangeReply::Unsatisfiable => Ok(FileResponse::RangeNotSatisfiable(format!("bytes */{size}"))),
+            RangeReply::Unsatisfiable => {
+                Ok(FileResponse::RangeNotSatisfiable(format!("bytes */{size}")))
+            }
         }
     }
 
@@ -374,7 +408,13 @@ impl JobsApi {
 fn content_disposition(name: &str) -> String {
     let ascii: String = name
         .chars()
-        .map(|c| if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let mut encoded = String::new();
     for b in name.bytes() {
@@ -412,7 +452,9 @@ fn job_events(
             }
         }
     });
-    futures::stream::once(async move { snapshot }).chain(live).boxed()
+    futures::stream::once(async move { snapshot })
+        .chain(live)
+        .boxed()
 }
 
 /// A stream fed by a task through a channel (keeps the generator readable without macros).
@@ -434,7 +476,10 @@ mod tests {
     #[test]
     fn file_selections_parse_both_forms() {
         assert_eq!(parse_files(None).ok().flatten(), None);
-        assert_eq!(parse_files(Some("0,2, 5")).ok().flatten(), Some(vec![0, 2, 5]));
+        assert_eq!(
+            parse_files(Some("0,2, 5")).ok().flatten(),
+            Some(vec![0, 2, 5])
+        );
         assert_eq!(parse_files(Some("[1,3]")).ok().flatten(), Some(vec![1, 3]));
         assert!(parse_files(Some("a,b")).is_err());
         assert!(parse_files(Some("-1")).is_err());
@@ -443,7 +488,13 @@ mod tests {
     #[test]
     fn content_disposition_is_safe() {
         let h = content_disposition("naïve \"x\".bin");
-        assert!(h.starts_with("attachment; filename=\"na_ve _x_.bin\""), "{h}");
-        assert!(h.contains("filename*=UTF-8''na%C3%AFve%20%22x%22.bin"), "{h}");
+        assert!(
+            h.starts_with("attachment; filename=\"na_ve _x_.bin\""),
+            "{h}"
+        );
+        assert!(
+            h.contains("filename*=UTF-8''na%C3%AFve%20%22x%22.bin"),
+            "{h}"
+        );
     }
 }

@@ -43,8 +43,12 @@ impl ApiState {
 pub fn app(state: Arc<ApiState>) -> impl poem::Endpoint {
     let api = OpenApiService::new(
         (
-            jobs::JobsApi { state: state.clone() },
-            system::SystemApi { state: state.clone() },
+            jobs::JobsApi {
+                state: state.clone(),
+            },
+            system::SystemApi {
+                state: state.clone(),
+            },
         ),
         "Ferry",
         env!("CARGO_PKG_VERSION"),
@@ -114,7 +118,11 @@ fn json_error(err: poem::Error) -> Response {
     };
     if status.is_server_error() {
         tracing::error!(error = %message, "request failed");
-        return error_response(status, code, "an unexpected error occurred; see the server log");
+        return error_response(
+            status,
+            code,
+            "an unexpected error occurred; see the server log",
+        );
     }
     error_response(status, code, &message)
 }

@@ -6,7 +6,10 @@
 pub enum RangeReply {
     Full,
     /// Inclusive byte positions.
-    Partial { start: u64, end: u64 },
+    Partial {
+        start: u64,
+        end: u64,
+    },
     Unsatisfiable,
 }
 
@@ -56,11 +59,26 @@ mod tests {
     #[test]
     fn single_ranges() {
         assert_eq!(resolve(None, 100), Full);
-        assert_eq!(resolve(Some("bytes=0-9"), 100), Partial { start: 0, end: 9 });
-        assert_eq!(resolve(Some("bytes=90-"), 100), Partial { start: 90, end: 99 });
-        assert_eq!(resolve(Some("bytes=-10"), 100), Partial { start: 90, end: 99 });
-        assert_eq!(resolve(Some("bytes=-500"), 100), Partial { start: 0, end: 99 });
-        assert_eq!(resolve(Some("bytes=50-5000"), 100), Partial { start: 50, end: 99 });
+        assert_eq!(
+            resolve(Some("bytes=0-9"), 100),
+            Partial { start: 0, end: 9 }
+        );
+        assert_eq!(
+            resolve(Some("bytes=90-"), 100),
+            Partial { start: 90, end: 99 }
+        );
+        assert_eq!(
+            resolve(Some("bytes=-10"), 100),
+            Partial { start: 90, end: 99 }
+        );
+        assert_eq!(
+            resolve(Some("bytes=-500"), 100),
+            Partial { start: 0, end: 99 }
+        );
+        assert_eq!(
+            resolve(Some("bytes=50-5000"), 100),
+            Partial { start: 50, end: 99 }
+        );
     }
 
     #[test]

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use ferry_wiring::{Config, LogFormat};
 
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about = "Ferry: a self-hosted remote download manager")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Ferry: a self-hosted remote download manager"
+)]
 struct Cli {
     /// A TOML configuration file (also FERRY_CONFIG). Environment variables FERRY_… override it.
     #[arg(long, global = true, env = "FERRY_CONFIG")]

@@ -15,7 +15,10 @@ use crate::token;
 const GRACE: Duration = Duration::from_secs(30);
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let token = token::ensure(config.api_token.as_ref().map(|s| s.expose()), &config.data_dir)?;
+    let token = token::ensure(
+        config.api_token.as_ref().map(|s| s.expose()),
+        &config.data_dir,
+    )?;
     let app = ferry_wiring::build_embedded(&config).await?;
     let requeued = app
         .recovery
@@ -77,7 +80,10 @@ async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
             let _ = tokio::signal::ctrl_c().await;
             return;
         };

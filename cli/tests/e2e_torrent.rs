@@ -42,7 +42,14 @@ fn swarm(name: &str, files: &[(&str, u64)]) -> Swarm {
     assert_eq!(torrent.info_hash, probe.info_hash);
     let seeder = Seeder::start(&root, &content, &[&torrent.path]);
     tracker.wait_for_seeders(&torrent.info_hash, 1);
-    Swarm { _dir: dir, root, payload, torrent, tracker, _seeder: seeder }
+    Swarm {
+        _dir: dir,
+        root,
+        payload,
+        torrent,
+        tracker,
+        _seeder: seeder,
+    }
 }
 
 fn standard_files() -> Vec<(&'static str, u64)> {
@@ -65,32 +72,63 @@ async fn a_magnet_downloads_with_live_progress_and_every_file_matches() {
     }
     let s = swarm("payload", &standard_files());
     let ferry = Ferry::start(&s.root.join("ferry"), &[]);
-    let job = ferry.submit_magnet(&s.torrent.magnet(&s.tracker.announce())).await;
+    let job = ferry
+        .submit_magnet(&s.torrent.magnet(&s.tracker.announce()))
+        .await;
     let id = id_of(&job);
     assert_eq!(job["status"], "queued");
     assert_eq!(job["info_hash"], s.torrent.info_hash.as_str());
 
     // Watch the whole life of the job over SSE.
-    let resp = ferry.req(Method::GET, &format!("/jobs/{id}/events")).send().await.unwrap();
+    let resp = ferry
+        .req(Method::GET, &format!("/jobs/{id}/events"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let events = read_sse(resp, LONG, |_| false).await;
     assert_eq!(events[0].event, "snapshot");
     let last = events.last().unwrap();
-    assert_eq!((last.event.as_str(), last.data["status"].as_str()), ("status", Some("completed")), "{events:?}");
+    assert_eq!(
+        (last.event.as_str(), last.data["status"].as_str()),
+        ("status", Some("completed")),
+        "{events:?}"
+    );
     let done: Vec<u64> = events
         .iter()
         .filter(|e| e.event == "progress" && e.data["status"] == "downloading")
         .map(|e| e.data["progress"]["bytes_done"].as_u64().unwrap())
         .collect();
     assert!(!done.is_empty(), "progress events: {events:?}");
-    assert!(done.windows(2).all(|w| w[0] <= w[1]), "progress climbs: {done:?}");
-    assert_eq!(*done.last().unwrap(), s.payload.total(), "progress reaches the total");
-    let statuses: Vec<&str> = events.iter().filter(|e| e.event == "status").filter_map(|e| e.data["status"].as_str()).collect();
+    assert!(
+        done.windows(2).all(|w| w[0] <= w[1]),
+        "progress climbs: {done:?}"
+    );
+    assert_eq!(
+        *done.last().unwrap(),
+        s.payload.total(),
+        "progress reaches the total"
+    );
+    let statuses: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event == "status")
+        .filter_map(|e| e.data["status"].as_str())
+        .collect();
     for want in ["resolving", "downloading", "uploading", "completed"] {
         assert!(statuses.contains(&want), "{want} in {statuses:?}");
     }
-    assert!(events.iter().filter(|e| e.event != "snapshot").all(|e| e.id.is_some()));
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.event != "snapshot")
+            .all(|e| e.id.is_some())
+    );
 
     // The finished job and its files.
     let job = ferry.job(&id).await;
@@ -101,16 +139,43 @@ async fn a_magnet_downloads_with_live_progress_and_every_file_matches() {
 
     // Range requests on the big file.
     let (_, files) = ferry.get_json(&format!("/jobs/{id}/files")).await;
-    let big = files.as_array().unwrap().iter().find(|f| f["path"] == "payload/big/movie.bin").unwrap().clone();
+    let big = files
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "payload/big/movie.bin")
+        .unwrap()
+        .clone();
     let whole = ferry.file_bytes(&id, big["index"].as_u64().unwrap()).await;
     let url = format!("/jobs/{id}/files/{}", big["index"]);
-    let r = ferry.req(Method::GET, &url).header("Range", "bytes=1000-1999").send().await.unwrap();
+    let r = ferry
+        .req(Method::GET, &url)
+        .header("Range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 206);
-    assert_eq!(r.headers()["content-range"], format!("bytes 1000-1999/{}", whole.len()).as_str());
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 1000-1999/{}", whole.len()).as_str()
+    );
     assert_eq!(r.bytes().await.unwrap().as_ref(), &whole[1000..2000]);
-    let r = ferry.req(Method::GET, &url).header("Range", "bytes=-10").send().await.unwrap();
-    assert_eq!(r.bytes().await.unwrap().as_ref(), &whole[whole.len() - 10..]);
-    let r = ferry.req(Method::GET, &url).header("Range", format!("bytes={}-", whole.len() + 5)).send().await.unwrap();
+    let r = ferry
+        .req(Method::GET, &url)
+        .header("Range", "bytes=-10")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.bytes().await.unwrap().as_ref(),
+        &whole[whole.len() - 10..]
+    );
+    let r = ferry
+        .req(Method::GET, &url)
+        .header("Range", format!("bytes={}-", whole.len() + 5))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 416);
 
     // Resuming the event stream from an early id replays what came after it.
@@ -123,12 +188,26 @@ async fn a_magnet_downloads_with_live_progress_and_every_file_matches() {
         .unwrap();
     let replay = read_sse(resp, Duration::from_secs(20), |_| false).await;
     assert_eq!(replay[0].event, "snapshot");
-    assert_eq!(replay[1].id, events.iter().skip_while(|e| e.id != early.id).nth(1).unwrap().id);
+    assert_eq!(
+        replay[1].id,
+        events
+            .iter()
+            .skip_while(|e| e.id != early.id)
+            .nth(1)
+            .unwrap()
+            .id
+    );
     assert_eq!(replay.last().unwrap().data["status"], "completed");
 
     // A completed job cannot be paused; a second submission of the same magnet is fine now.
-    let (status, body) = ferry.post_json(&format!("/jobs/{id}/pause"), serde_json::json!({})).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("illegal_transition")), "{body}");
+    let (status, body) = ferry
+        .post_json(&format!("/jobs/{id}/pause"), serde_json::json!({}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("illegal_transition")),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,35 +219,69 @@ async fn a_torrent_upload_downloads_only_the_selected_files() {
     let ferry = Ferry::start(&s.root.join("ferry"), &[]);
 
     // Analysis without starting anything.
-    let form = reqwest::multipart::Form::new()
-        .part("torrent", reqwest::multipart::Part::bytes(s.torrent.bytes.clone()).file_name("s.torrent"));
-    let r = ferry.req(Method::POST, "/torrents/analyze").multipart(form).send().await.unwrap();
+    let form = reqwest::multipart::Form::new().part(
+        "torrent",
+        reqwest::multipart::Part::bytes(s.torrent.bytes.clone()).file_name("s.torrent"),
+    );
+    let r = ferry
+        .req(Method::POST, "/torrents/analyze")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let analysis: serde_json::Value = r.json().await.unwrap();
     assert_eq!(analysis["info_hash"], s.torrent.info_hash.as_str());
     assert_eq!(analysis["files"].as_array().unwrap().len(), 4);
     assert_eq!(analysis["trackers"][0], s.tracker.announce().as_str());
     let (_, list) = ferry.get_json("/jobs").await;
-    assert!(list["items"].as_array().unwrap().is_empty(), "analysis creates no job");
+    assert!(
+        list["items"].as_array().unwrap().is_empty(),
+        "analysis creates no job"
+    );
 
     // Choose the two small extras only (indices follow the torrent's order).
     let index_of = |path: &str| {
-        analysis["files"].as_array().unwrap().iter().find(|f| f["path"] == path).unwrap()["index"].as_u64().unwrap()
+        analysis["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == path)
+            .unwrap()["index"]
+            .as_u64()
+            .unwrap()
     };
-    let chosen = [index_of("subset/extras/one.bin"), index_of("subset/notes.txt")];
-    let (status, job) = ferry.submit_torrent(&s.torrent.bytes, Some(&format!("{},{}", chosen[0], chosen[1]))).await;
+    let chosen = [
+        index_of("subset/extras/one.bin"),
+        index_of("subset/notes.txt"),
+    ];
+    let (status, job) = ferry
+        .submit_torrent(
+            &s.torrent.bytes,
+            Some(&format!("{},{}", chosen[0], chosen[1])),
+        )
+        .await;
     assert_eq!(status, 201, "{job}");
     let id = id_of(&job);
     assert_eq!(job["progress"]["bytes_total"], 3 * MIB + 70_000);
     let job = ferry.wait_status(&id, "completed", LONG).await;
     assert_eq!(job["progress"]["bytes_done"], 3 * MIB + 70_000);
-    ferry.assert_files_match(&id, &s.payload, Some(&chosen)).await;
+    ferry
+        .assert_files_match(&id, &s.payload, Some(&chosen))
+        .await;
 
     // Nothing of the big unselected file was delivered.
-    let stored = ferry.data_dir.join("storage/local").join(&id).join("subset");
+    let stored = ferry
+        .data_dir
+        .join("storage/local")
+        .join(&id)
+        .join("subset");
     assert!(!stored.join("big/movie.bin").exists());
     assert!(stored.join("extras/one.bin").exists());
-    assert!(!ferry.data_dir.join("staging").join(&id).exists(), "staging freed");
+    assert!(
+        !ferry.data_dir.join("staging").join(&id).exists(),
+        "staging freed"
+    );
 }
 
 /// Limits Ferry's download rate so there is time to act mid-download.
@@ -185,18 +298,36 @@ async fn pause_resume_and_cancel_mid_download() {
     let id = id_of(&ferry.submit_magnet(&magnet).await);
     ferry.wait_bytes(&id, 2 * MIB, LONG).await;
 
-    let (status, job) = ferry.post_json(&format!("/jobs/{id}/pause"), serde_json::json!({})).await;
-    assert_eq!((status, job["status"].as_str()), (200, Some("paused")), "{job}");
+    let (status, job) = ferry
+        .post_json(&format!("/jobs/{id}/pause"), serde_json::json!({}))
+        .await;
+    assert_eq!(
+        (status, job["status"].as_str()),
+        (200, Some("paused")),
+        "{job}"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let at_pause = ferry.job(&id).await["progress"]["bytes_done"].as_u64().unwrap();
+    let at_pause = ferry.job(&id).await["progress"]["bytes_done"]
+        .as_u64()
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let later = ferry.job(&id).await;
     assert_eq!(later["status"], "paused");
-    assert_eq!(later["progress"]["bytes_done"].as_u64().unwrap(), at_pause, "no progress while paused");
+    assert_eq!(
+        later["progress"]["bytes_done"].as_u64().unwrap(),
+        at_pause,
+        "no progress while paused"
+    );
     assert!(at_pause < s.payload.total());
 
-    let (status, job) = ferry.post_json(&format!("/jobs/{id}/resume"), serde_json::json!({})).await;
-    assert_eq!((status, job["status"].as_str()), (200, Some("downloading")), "{job}");
+    let (status, job) = ferry
+        .post_json(&format!("/jobs/{id}/resume"), serde_json::json!({}))
+        .await;
+    assert_eq!(
+        (status, job["status"].as_str()),
+        (200, Some("downloading")),
+        "{job}"
+    );
     ferry.wait_status(&id, "completed", LONG).await;
     ferry.assert_files_match(&id, &s.payload, None).await;
 
@@ -204,7 +335,11 @@ async fn pause_resume_and_cancel_mid_download() {
     // data is removed, and purge removes the job.
     let id2 = id_of(&ferry.submit_magnet(&magnet).await);
     ferry.wait_bytes(&id2, 2 * MIB, LONG).await;
-    let r = ferry.req(Method::DELETE, &format!("/jobs/{id2}")).send().await.unwrap();
+    let r = ferry
+        .req(Method::DELETE, &format!("/jobs/{id2}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let cancelled: serde_json::Value = r.json().await.unwrap();
     assert_eq!(cancelled["status"], "cancelled");
@@ -215,10 +350,20 @@ async fn pause_resume_and_cancel_mid_download() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!staging.exists(), "the cancelled job's staged data is removed");
+    assert!(
+        !staging.exists(),
+        "the cancelled job's staged data is removed"
+    );
     let (status, body) = ferry.get_json(&format!("/jobs/{id2}/files/0")).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("job_not_finished")));
-    let r = ferry.req(Method::DELETE, &format!("/jobs/{id2}?purge=true")).send().await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("job_not_finished"))
+    );
+    let r = ferry
+        .req(Method::DELETE, &format!("/jobs/{id2}?purge=true"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 204);
     assert_eq!(ferry.get_json(&format!("/jobs/{id2}")).await.0, 404);
     // The first job is untouched.
@@ -231,15 +376,31 @@ async fn restarting_mid_download_loses_nothing() {
         return;
     }
     let s = swarm("restartable", &standard_files());
-    let ferry = Ferry::start(&s.root.join("ferry"), &SLOW);
-    let id = id_of(&ferry.submit_magnet(&s.torrent.magnet(&s.tracker.announce())).await);
+    let ferry = Ferry::start(
+        &s.root.join("ferry"),
+        &[("FERRY_TORRENT__DOWNLOAD_LIMIT", "2097152")],
+    );
+    let id = id_of(
+        &ferry
+            .submit_magnet(&s.torrent.magnet(&s.tracker.announce()))
+            .await,
+    );
     ferry.wait_bytes(&id, 2 * MIB, LONG).await;
 
     // A graceful stop in the middle: the job stays downloading and resumes after a start.
     let ferry = Ferry::restart(ferry.stop());
     let job = ferry.job(&id).await;
-    assert!(["queued", "resolving", "downloading"].contains(&job["status"].as_str().unwrap()), "{job}");
-    let before_crash = ferry.wait_bytes(&id, job["progress"]["bytes_done"].as_u64().unwrap() + MIB, LONG).await;
+    assert!(
+        ["queued", "resolving", "downloading"].contains(&job["status"].as_str().unwrap()),
+        "{job}"
+    );
+    let before_crash = ferry
+        .wait_bytes(
+            &id,
+            job["progress"]["bytes_done"].as_u64().unwrap() + MIB / 2,
+            LONG,
+        )
+        .await;
 
     // A crash in the middle: the same.
     let ferry = Ferry::restart(ferry.crash());

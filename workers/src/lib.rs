@@ -29,8 +29,12 @@ pub async fn run_pool(
 ) {
     let tracker = TaskTracker::new();
     for n in 0..concurrency.max(1) {
-        let (queue, runner, handler, shutdown) =
-            (queue.clone(), runner.clone(), handler.clone(), shutdown.clone());
+        let (queue, runner, handler, shutdown) = (
+            queue.clone(),
+            runner.clone(),
+            handler.clone(),
+            shutdown.clone(),
+        );
         let span = tracing::info_span!("worker", stage = handler.stage().as_str(), n);
         tracker.spawn(work(queue, runner, handler, shutdown).instrument(span));
     }
@@ -107,8 +111,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use ferry_application::ports::{JobRepository, Stage};
-    use ferry_application::testing::{Fakes, sample_metadata};
     use ferry_application::stages::{DeliverStage, DownloadSettings, DownloadStage};
+    use ferry_application::testing::{Fakes, sample_metadata};
     use ferry_application::{Jobs, RetryPolicy, Submission};
     use ferry_domain::{JobStatus, OwnerId, TorrentLimits};
 
@@ -133,15 +137,26 @@ mod tests {
             queue: f.queue.clone(),
             engine: f.engine.clone(),
             limits: TorrentLimits::default(),
-            settings: DownloadSettings { tick: Duration::from_millis(5), ..Default::default() },
+            settings: DownloadSettings {
+                tick: Duration::from_millis(5),
+                ..Default::default()
+            },
         });
-        let deliver = Arc::new(DeliverStage { lifecycle, engine: f.engine.clone(), store: f.store.clone() });
+        let deliver = Arc::new(DeliverStage {
+            lifecycle,
+            engine: f.engine.clone(),
+            store: f.store.clone(),
+        });
         let mut ids = Vec::new();
         for seed in 1..=5u8 {
             let meta = sample_metadata(seed, &[10, 20]);
             f.engine.register(meta.clone());
             let job = jobs
-                .submit(OwnerId::local(), Submission::Torrent(meta.metainfo.clone()), None)
+                .submit(
+                    OwnerId::local(),
+                    Submission::Torrent(meta.metainfo.clone()),
+                    None,
+                )
                 .await
                 .unwrap();
             ids.push(job.id);
@@ -166,7 +181,10 @@ mod tests {
         }
         assert_eq!(f.store.keys().len(), 10);
         shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), pools).await.unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(5), pools)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(f.queue.waiting(Stage::Download), vec![]);
     }
 }

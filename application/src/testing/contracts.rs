@@ -363,19 +363,29 @@ pub async fn progress_bus_contract(bus: &dyn ProgressBus) {
     );
 
     // Resuming after id1 replays only what came after.
-    let mut resumed = bus.subscribe(job, &Replay::After(id1.clone())).await.unwrap();
+    let mut resumed = bus
+        .subscribe(job, &Replay::After(id1.clone()))
+        .await
+        .unwrap();
     assert_eq!(next(&mut resumed).await.id, id2);
 
     // Live events reach every subscriber, and only of their job.
     let id3 = bus.publish(&event(job, 3)).await.unwrap();
     bus.publish(&event(other, 100)).await.unwrap();
     assert_eq!(next(&mut all).await.id, id3);
-    assert_eq!(next(&mut live_only).await.id, id3, "a live-only subscriber sees only new events");
+    assert_eq!(
+        next(&mut live_only).await.id,
+        id3,
+        "a live-only subscriber sees only new events"
+    );
     let live = next(&mut resumed).await;
     assert_eq!((live.id, live.event), (id3.clone(), event(job, 3)));
 
     // Nothing is lost between a replay and live delivery, even in a burst.
-    let mut burst = bus.subscribe(job, &Replay::After(id3.clone())).await.unwrap();
+    let mut burst = bus
+        .subscribe(job, &Replay::After(id3.clone()))
+        .await
+        .unwrap();
     for i in 0..50 {
         bus.publish(&event(job, 10 + i)).await.unwrap();
     }
@@ -384,7 +394,10 @@ pub async fn progress_bus_contract(bus: &dyn ProgressBus) {
     }
 
     // A job nobody published for yields nothing yet, and does not fail.
-    let mut quiet = bus.subscribe(JobId::new(), &Replay::Retained).await.unwrap();
+    let mut quiet = bus
+        .subscribe(JobId::new(), &Replay::Retained)
+        .await
+        .unwrap();
     assert!(
         tokio::time::timeout(Duration::from_millis(100), quiet.recv())
             .await
@@ -392,7 +405,8 @@ pub async fn progress_bus_contract(bus: &dyn ProgressBus) {
     );
 
     assert!(matches!(
-        bus.subscribe(job, &Replay::After(EventId("not an id".into()))).await,
+        bus.subscribe(job, &Replay::After(EventId("not an id".into())))
+            .await,
         Err(BusError::BadEventId(_))
     ));
 }

@@ -346,7 +346,10 @@ impl ProgressBus for MemoryBus {
         let after: usize = match from {
             Replay::Retained => 0,
             Replay::LiveOnly => events.len(),
-            Replay::After(id) => id.0.parse().map_err(|_| BusError::BadEventId(id.0.clone()))?,
+            Replay::After(id) => {
+                id.0.parse()
+                    .map_err(|_| BusError::BadEventId(id.0.clone()))?
+            }
         };
         let (tx, rx) = mpsc::channel(4096);
         for e in events

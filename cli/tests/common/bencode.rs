@@ -51,7 +51,10 @@ pub fn torrent(name: &str, files: &[(Vec<&str>, i64)]) -> Vec<u8> {
     let list = files
         .iter()
         .map(|(path, len)| {
-            B::Dict(vec![("length", B::Int(*len)), ("path", B::List(path.iter().map(|c| s(c)).collect()))])
+            B::Dict(vec![
+                ("length", B::Int(*len)),
+                ("path", B::List(path.iter().map(|c| s(c)).collect())),
+            ])
         })
         .collect();
     encode(&B::Dict(vec![

@@ -28,7 +28,15 @@ pub fn init() {
 pub fn require(programs: &[&str]) -> bool {
     let missing: Vec<_> = programs
         .iter()
-        .filter(|p| Command::new("sh").arg("-c").arg(format!("command -v {p}")).stdout(Stdio::null()).status().map(|s| !s.success()).unwrap_or(true))
+        .filter(|p| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {p}"))
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| !s.success())
+                .unwrap_or(true)
+        })
         .collect();
     if missing.is_empty() {
         return true;
@@ -41,7 +49,11 @@ pub fn require(programs: &[&str]) -> bool {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for_port(port: u16, what: &str) {
@@ -64,13 +76,20 @@ impl Proc {
         let out = std::fs::File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
         Self { child, name, log }
     }
 
     pub fn signal(&self, signal: i32) {
         let pid = self.child.id() as i32;
-        assert_eq!(unsafe_kill(pid, signal), 0, "signal {signal} to {}", self.name);
+        assert_eq!(
+            unsafe_kill(pid, signal),
+            0,
+            "signal {signal} to {}",
+            self.name
+        );
     }
 
     /// Waits for exit; returns the status or `None` after `timeout`.
@@ -137,10 +156,18 @@ impl Payload {
                 f.write_all(&buf[..n]).unwrap();
                 left -= n as u64;
             }
-            out.push((format!("{name}/{rel}"), hex::encode(hasher.finalize()), *size));
+            out.push((
+                format!("{name}/{rel}"),
+                hex::encode(hasher.finalize()),
+                *size,
+            ));
         }
         out.sort();
-        Self { parent: parent.to_owned(), name: name.to_owned(), files: out }
+        Self {
+            parent: parent.to_owned(),
+            name: name.to_owned(),
+            files: out,
+        }
     }
 
     pub fn total(&self) -> u64 {
@@ -159,7 +186,12 @@ impl Payload {
         assert!(status.success(), "mktorrent failed");
         let bytes = std::fs::read(out).unwrap();
         let meta = ferry_torrent::inspect(&bytes).unwrap();
-        Torrent { path: out.to_owned(), bytes, info_hash: meta.info_hash.to_hex(), meta }
+        Torrent {
+            path: out.to_owned(),
+            bytes,
+            info_hash: meta.info_hash.to_hex(),
+            meta,
+        }
     }
 }
 
@@ -183,7 +215,13 @@ impl Torrent {
 
 fn url_escape(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -296,7 +334,10 @@ pub struct Ferry {
 
 impl Ferry {
     pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Self {
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Self::launch(data_dir, free_port(), env)
     }
 
@@ -334,10 +375,17 @@ impl Ferry {
             if let Some(status) = ferry.proc.child.try_wait().unwrap() {
                 panic!("ferry exited with {status}:\n{}", ferry.proc.log_text());
             }
-            assert!(Instant::now() < deadline, "ferry did not start:\n{}", ferry.proc.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "ferry did not start:\n{}",
+                ferry.proc.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        ferry.token = std::fs::read_to_string(data_dir.join("api-token")).unwrap().trim().to_owned();
+        ferry.token = std::fs::read_to_string(data_dir.join("api-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
         ferry
     }
 
@@ -345,16 +393,29 @@ impl Ferry {
     pub fn stop(mut self) -> (PathBuf, u16, Vec<(String, String)>) {
         self.proc.signal(15);
         let status = self.proc.wait_timeout(Duration::from_secs(40));
-        let status = status.unwrap_or_else(|| panic!("ferry did not stop on SIGTERM:\n{}", self.proc.log_text()));
-        assert!(status.success(), "ferry exited with {status}:\n{}", self.proc.log_text());
-        (self.data_dir.clone(), self.port, std::mem::take(&mut self.env))
+        let status = status
+            .unwrap_or_else(|| panic!("ferry did not stop on SIGTERM:\n{}", self.proc.log_text()));
+        assert!(
+            status.success(),
+            "ferry exited with {status}:\n{}",
+            self.proc.log_text()
+        );
+        (
+            self.data_dir.clone(),
+            self.port,
+            std::mem::take(&mut self.env),
+        )
     }
 
     /// Kills with SIGKILL (a crash).
     pub fn crash(mut self) -> (PathBuf, u16, Vec<(String, String)>) {
         self.proc.signal(9);
         self.proc.wait_timeout(Duration::from_secs(10)).unwrap();
-        (self.data_dir.clone(), self.port, std::mem::take(&mut self.env))
+        (
+            self.data_dir.clone(),
+            self.port,
+            std::mem::take(&mut self.env),
+        )
     }
 
     pub fn restart(parts: (PathBuf, u16, Vec<(String, String)>)) -> Self {
@@ -366,7 +427,9 @@ impl Ferry {
     }
 
     pub fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, self.url(path)).bearer_auth(&self.token)
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token)
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
@@ -376,13 +439,20 @@ impl Ferry {
     }
 
     pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.req(reqwest::Method::POST, path).json(&body).send().await.unwrap();
+        let r = self
+            .req(reqwest::Method::POST, path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn submit_magnet(&self, magnet: &str) -> Value {
-        let (status, job) = self.post_json("/jobs", serde_json::json!({"source": {"magnet": magnet}})).await;
+        let (status, job) = self
+            .post_json("/jobs", serde_json::json!({"source": {"magnet": magnet}}))
+            .await;
         assert_eq!(status, 201, "{job}");
         job
     }
@@ -395,7 +465,12 @@ impl Ferry {
         if let Some(files) = files {
             form = form.text("files", files.to_owned());
         }
-        let r = self.req(reqwest::Method::POST, "/jobs/torrent").multipart(form).send().await.unwrap();
+        let r = self
+            .req(reqwest::Method::POST, "/jobs/torrent")
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
@@ -419,7 +494,10 @@ impl Ferry {
                 panic!("job failed: {job}\n{}", self.proc.log_text());
             }
             if Instant::now() > deadline {
-                panic!("job stayed {status}, wanted {want}: {job}\n{}", self.proc.log_text());
+                panic!(
+                    "job stayed {status}, wanted {want}: {job}\n{}",
+                    self.proc.log_text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -433,13 +511,21 @@ impl Ferry {
             if job["progress"]["bytes_done"].as_u64().unwrap_or(0) >= bytes {
                 return job;
             }
-            assert!(Instant::now() < deadline, "no progress: {job}\n{}", self.proc.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "no progress: {job}\n{}",
+                self.proc.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     pub async fn file_bytes(&self, id: &str, index: u64) -> Vec<u8> {
-        let r = self.req(reqwest::Method::GET, &format!("/jobs/{id}/files/{index}")).send().await.unwrap();
+        let r = self
+            .req(reqwest::Method::GET, &format!("/jobs/{id}/files/{index}"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200, "file {index}");
         r.bytes().await.unwrap().to_vec()
     }
@@ -453,7 +539,11 @@ impl Ferry {
         for f in files {
             let index = f["index"].as_u64().unwrap();
             let path = f["path"].as_str().unwrap();
-            let expected = payload.files.iter().find(|p| p.0 == path).unwrap_or_else(|| panic!("unknown path {path}"));
+            let expected = payload
+                .files
+                .iter()
+                .find(|p| p.0 == path)
+                .unwrap_or_else(|| panic!("unknown path {path}"));
             let wanted = selected.is_none_or(|s| s.contains(&index));
             assert_eq!(f["selected"].as_bool(), Some(wanted), "{f}");
             if wanted {
@@ -462,7 +552,10 @@ impl Ferry {
                 assert_eq!(sha256_hex(&bytes), expected.1, "{path} sha256");
             } else {
                 let (status, body) = self.get_json(&format!("/jobs/{id}/files/{index}")).await;
-                assert_eq!((status, body["code"].as_str()), (404, Some("file_not_selected")));
+                assert_eq!(
+                    (status, body["code"].as_str()),
+                    (404, Some("file_not_selected"))
+                );
             }
         }
     }
@@ -477,7 +570,11 @@ pub struct Sse {
 }
 
 /// Reads SSE events from a response until the stream ends or `until` says stop.
-pub async fn read_sse(resp: reqwest::Response, timeout: Duration, mut until: impl FnMut(&Sse) -> bool) -> Vec<Sse> {
+pub async fn read_sse(
+    resp: reqwest::Response,
+    timeout: Duration,
+    mut until: impl FnMut(&Sse) -> bool,
+) -> Vec<Sse> {
     let mut stream = resp.bytes_stream();
     let mut buf = String::new();
     let mut out = Vec::new();
@@ -491,7 +588,11 @@ pub async fn read_sse(resp: reqwest::Response, timeout: Duration, mut until: imp
         buf.push_str(&String::from_utf8_lossy(&chunk));
         while let Some(end) = buf.find("\n\n") {
             let block: String = buf.drain(..end + 2).collect();
-            let mut ev = Sse { id: None, event: "message".into(), data: Value::Null };
+            let mut ev = Sse {
+                id: None,
+                event: "message".into(),
+                data: Value::Null,
+            };
             let mut data = String::new();
             for line in block.lines() {
                 if let Some(v) = line.strip_prefix("id:") {

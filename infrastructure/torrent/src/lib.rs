@@ -47,7 +47,13 @@ pub struct EngineConfig {
 pub struct RqbitEngine {
     session: Arc<Session>,
     staging: PathBuf,
-    running: Mutex<HashMap<JobId, Arc<ManagedTorrent>>>,
+    running: Mutex<HashMap<JobId, Running>>,
+}
+
+struct Running {
+    handle: Arc<ManagedTorrent>,
+    /// (file index, length) of the files the job wants.
+    wanted: Vec<(usize, u64)>,
 }
 
 impl RqbitEngine {
@@ -108,7 +114,7 @@ impl RqbitEngine {
         self.staging.join(job_id.to_string())
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Arc<ManagedTorrent>>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {
         self.running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -170,7 +176,10 @@ impl TorrentEngine for RqbitEngine {
         let handle = match response {
             AddTorrentResponse::Added(_, handle) => handle,
             AddTorrentResponse::AlreadyManaged(_, handle) => {
-                let mine = self.running().values().any(|h| Arc::ptr_eq(h, &handle));
+                let mine = self
+                    .running()
+                    .values()
+                    .any(|r| Arc::ptr_eq(&r.handle, &handle));
                 if !mine {
                     return Err(EngineError::Busy);
                 }
@@ -182,17 +191,38 @@ impl TorrentEngine for RqbitEngine {
                 )));
             }
         };
-        self.running().insert(spec.job_id, handle);
+        let wanted = meta
+            .files
+            .iter()
+            .filter(|f| {
+                spec.only_files
+                    .as_ref()
+                    .is_none_or(|o| o.contains(&f.index))
+            })
+            .map(|f| (f.index, f.size))
+            .collect();
+        self.running()
+            .insert(spec.job_id, Running { handle, wanted });
         Ok(())
     }
 
     async fn stats(&self, job_id: JobId) -> Result<EngineStats, EngineError> {
-        let handle = self
-            .running()
-            .get(&job_id)
-            .cloned()
-            .ok_or(EngineError::NotRunning)?;
+        let (handle, wanted) = {
+            let running = self.running();
+            let r = running.get(&job_id).ok_or(EngineError::NotRunning)?;
+            (r.handle.clone(), r.wanted.clone())
+        };
         let s = handle.stats();
+        // librqbit counts whole pieces, including the parts of boundary pieces that belong
+        // to files the job did not select: count the selected files' bytes instead.
+        let (bytes_done, bytes_total) = if s.file_progress.is_empty() {
+            (s.progress_bytes, s.total_bytes)
+        } else {
+            wanted.iter().fold((0, 0), |(done, total), (index, len)| {
+                let have = s.file_progress.get(*index).copied().unwrap_or(0).min(*len);
+                (done + have, total + len)
+            })
+        };
         let to_bps = |mbps: f64| (mbps * 1024.0 * 1024.0) as u64;
         let (download_rate, upload_rate, peers) = s.live.as_ref().map_or((0, 0, 0), |l| {
             (
@@ -202,8 +232,8 @@ impl TorrentEngine for RqbitEngine {
             )
         });
         Ok(EngineStats {
-            bytes_done: s.progress_bytes,
-            bytes_total: s.total_bytes,
+            bytes_done,
+            bytes_total,
             download_rate,
             upload_rate,
             uploaded_bytes: s.uploaded_bytes,
@@ -214,11 +244,11 @@ impl TorrentEngine for RqbitEngine {
     }
 
     async fn stop(&self, job_id: JobId, delete_data: bool) -> Result<(), EngineError> {
-        let Some(handle) = self.running().remove(&job_id) else {
+        let Some(running) = self.running().remove(&job_id) else {
             return Ok(());
         };
         self.session
-            .delete(TorrentIdOrHash::Id(handle.id()), delete_data)
+            .delete(TorrentIdOrHash::Id(running.handle.id()), delete_data)
             .await
             .map_err(|e| unexpected(e.context("removing the torrent")))
     }

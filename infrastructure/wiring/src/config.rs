@@ -248,7 +248,11 @@ impl Config {
     pub fn load(file: Option<&Path>) -> anyhow::Result<Loaded> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
-            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            anyhow::ensure!(
+                path.exists(),
+                "config file {} does not exist",
+                path.display()
+            );
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(
@@ -280,7 +284,10 @@ impl Config {
     /// The database URL, defaulting to SQLite in the data dir.
     pub fn database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}?mode=rwc", self.data_dir.join("ferry.db").display())
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("ferry.db").display()
+            )
         })
     }
 
@@ -302,12 +309,21 @@ fn unknown_keys(figment: &Figment) -> anyhow::Result<Vec<String>> {
     Ok(out.into_iter().collect())
 }
 
-fn walk(given: &serde_json::Value, known: &serde_json::Value, prefix: String, out: &mut BTreeSet<String>) {
+fn walk(
+    given: &serde_json::Value,
+    known: &serde_json::Value,
+    prefix: String,
+    out: &mut BTreeSet<String>,
+) {
     let (Some(given), Some(known)) = (given.as_object(), known.as_object()) else {
         return;
     };
     for (key, value) in given {
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
         match known.get(key) {
             None => {
                 out.insert(path);

@@ -12,7 +12,9 @@ use ferry_application::ports::{
     Clock, JobQueue, JobRepository, ObjectStore, ProgressBus, SystemClock, TorrentEngine,
 };
 use ferry_application::stages::{DeliverStage, DownloadSettings, DownloadStage};
-use ferry_application::{HealthCheck, Jobs, Lifecycle, Recovery, RetryPolicy, StageHandler, StageRunner};
+use ferry_application::{
+    HealthCheck, Jobs, Lifecycle, Recovery, RetryPolicy, StageHandler, StageRunner,
+};
 use ferry_domain::TorrentLimits;
 use ferry_embedded::{EmbeddedBus, EmbeddedQueue};
 use ferry_local_storage::LocalStore;
@@ -53,7 +55,9 @@ pub async fn database(config: &Config) -> anyhow::Result<ferry_database::Connect
     let db = ferry_database::connect(&url)
         .await
         .with_context(|| format!("connecting to the database at {}", redact(&url)))?;
-    ferry_database::migrate(&db).await.context("migrating the database")?;
+    ferry_database::migrate(&db)
+        .await
+        .context("migrating the database")?;
     Ok(db)
 }
 
@@ -138,10 +142,20 @@ pub async fn build_embedded(config: &Config) -> anyhow::Result<Embedded> {
         queue: queue.clone(),
         runner,
         stages: vec![
-            StagePool { handler: download, concurrency: config.workers.downloads.max(1) },
-            StagePool { handler: deliver, concurrency: config.workers.uploads.max(1) },
+            StagePool {
+                handler: download,
+                concurrency: config.workers.downloads.max(1),
+            },
+            StagePool {
+                handler: deliver,
+                concurrency: config.workers.uploads.max(1),
+            },
         ],
-        health: Arc::new(HealthCheck { repo: repo.clone(), queue: queue.clone(), store }),
+        health: Arc::new(HealthCheck {
+            repo: repo.clone(),
+            queue: queue.clone(),
+            store,
+        }),
         recovery: Recovery { repo, queue },
         engine,
         database: db,
