@@ -34,8 +34,10 @@ pub async fn guard<E: Endpoint>(
     req: Request,
     token: Option<String>,
 ) -> poem::Result<Response> {
-    if let Some(token) = &token {
-        if !authorized(&req, token) {
+    if let Some(token) = &token
+        && !authorized(&req, token)
+    {
+        {
             let body = serde_json::json!({
                 "code": "unauthorized",
                 "message": "send the API token as `Authorization: Bearer <token>`",

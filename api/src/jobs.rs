@@ -57,6 +57,7 @@ pub enum Created {
 }
 
 #[derive(ApiResponse)]
+#[allow(clippy::large_enum_variant)]
 pub enum Deleted {
     /// The job was cancelled.
     #[oai(status = 200)]
@@ -437,10 +438,9 @@ fn job_events(
     let live = async_stream(move |tx| async move {
         loop {
             let next = if finished {
-                match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
-                    Ok(e) => e,
-                    Err(_) => None,
-                }
+                tokio::time::timeout(Duration::from_millis(200), rx.recv())
+                    .await
+                    .unwrap_or_default()
             } else {
                 rx.recv().await
             };

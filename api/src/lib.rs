@@ -71,8 +71,9 @@ pub fn app(state: Arc<ApiState>) -> impl poem::Endpoint {
                     .get(poem::http::header::CONTENT_LENGTH)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse::<u64>().ok())
+                    && len > max_body
                 {
-                    if len > max_body {
+                    {
                         return Ok(error_response(
                             poem::http::StatusCode::PAYLOAD_TOO_LARGE,
                             "payload_too_large",

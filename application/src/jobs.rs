@@ -148,15 +148,14 @@ impl Jobs {
                 Job::from_torrent(owner, meta, selection, now)
             }
         };
-        if let Some(hash) = job.info_hash {
-            if let Some(existing) = self
+        if let Some(hash) = job.info_hash
+            && let Some(existing) = self
                 .lifecycle
                 .repo
                 .find_unfinished_by_info_hash(&job.owner, hash)
                 .await?
-            {
-                return Err(JobsError::Duplicate(existing));
-            }
+        {
+            return Err(JobsError::Duplicate(existing));
         }
         self.lifecycle.repo.insert(&job).await?;
         self.queue.enqueue(Stage::Download, job.id).await?;
@@ -196,7 +195,11 @@ impl Jobs {
     /// `NotFound`, or `IllegalTransition` unless the job is paused.
     pub async fn resume(&self, owner: &OwnerId, id: JobId) -> Result<Job, JobsError> {
         let job = self.get(owner, id).await?;
-        let job = self.advance(id, job.status, JobStatus::Downloading).await?;
+        if job.status != JobStatus::Paused {
+            // Resolving → downloading is the stage's move, not the user's.
+            return Err(IllegalTransition { from: job.status, to: JobStatus::Downloading }.into());
+        }
+        let job = self.advance(id, JobStatus::Paused, JobStatus::Downloading).await?;
         self.queue.enqueue(Stage::Download, id).await?;
         Ok(job)
     }

@@ -154,10 +154,10 @@ impl FileSelection {
     /// # Errors
     /// [`FileSelectionError::UnknownIndex`] for the first index that names no file.
     pub fn validate(&self, files: &[JobFile]) -> Result<(), FileSelectionError> {
-        if let Self::Only(set) = self {
-            if let Some(missing) = set.iter().find(|i| !files.iter().any(|f| f.index == **i)) {
-                return Err(FileSelectionError::UnknownIndex(*missing));
-            }
+        if let Self::Only(set) = self
+            && let Some(missing) = set.iter().find(|i| !files.iter().any(|f| f.index == **i))
+        {
+            return Err(FileSelectionError::UnknownIndex(*missing));
         }
         Ok(())
     }

@@ -80,7 +80,7 @@ impl JobRepository for MemoryRepository {
             .filter(|j| q.before.is_none_or(|b| j.id < b))
             .cloned()
             .collect();
-        out.sort_by(|a, b| b.id.cmp(&a.id));
+        out.sort_by_key(|j| std::cmp::Reverse(j.id));
         out.truncate(q.limit as usize);
         Ok(out)
     }

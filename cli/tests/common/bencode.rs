@@ -47,7 +47,7 @@ fn write(b: &B, out: &mut Vec<u8>) {
 pub fn torrent(name: &str, files: &[(Vec<&str>, i64)]) -> Vec<u8> {
     let piece_length = 16384i64;
     let total: i64 = files.iter().fold(0i64, |a, (_, l)| a.saturating_add(*l));
-    let pieces = (total.saturating_add(piece_length - 1) / piece_length).clamp(1, 100_000) as usize;
+    let pieces = (total.saturating_add(piece_length - 1) / piece_length).clamp(1, 500) as usize;
     let list = files
         .iter()
         .map(|(path, len)| {

@@ -221,8 +221,10 @@ mod tests {
         let job = JobId::new();
         let mut rx = bus.subscribe(job, &Replay::LiveOnly).await.unwrap();
         for i in 0..900u64 {
-            let mut p = ferry_domain::Progress::default();
-            p.bytes_done = i;
+            let p = ferry_domain::Progress {
+                bytes_done: i,
+                ..Default::default()
+            };
             let event = JobEvent {
                 job_id: job,
                 kind: EventKind::Progress,

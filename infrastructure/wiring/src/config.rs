@@ -271,8 +271,10 @@ impl Config {
     }
 
     fn read_secret_files(&mut self) -> anyhow::Result<()> {
-        if self.api_token.is_none() {
-            if let Some(path) = &self.api_token_file {
+        if self.api_token.is_none()
+            && let Some(path) = &self.api_token_file
+        {
+            {
                 let token = std::fs::read_to_string(path)
                     .with_context(|| format!("reading api_token_file {}", path.display()))?;
                 self.api_token = Some(Secret::new(token.trim()));
@@ -335,7 +337,7 @@ fn walk(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::result_large_err)]
     use super::*;
 
     #[test]
