@@ -197,9 +197,15 @@ impl Jobs {
         let job = self.get(owner, id).await?;
         if job.status != JobStatus::Paused {
             // Resolving → downloading is the stage's move, not the user's.
-            return Err(IllegalTransition { from: job.status, to: JobStatus::Downloading }.into());
+            return Err(IllegalTransition {
+                from: job.status,
+                to: JobStatus::Downloading,
+            }
+            .into());
         }
-        let job = self.advance(id, JobStatus::Paused, JobStatus::Downloading).await?;
+        let job = self
+            .advance(id, JobStatus::Paused, JobStatus::Downloading)
+            .await?;
         self.queue.enqueue(Stage::Download, id).await?;
         Ok(job)
     }

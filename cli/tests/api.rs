@@ -19,7 +19,10 @@ async fn expect(resp: reqwest::Response, status: u16, code: &str) -> Value {
     let got = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     assert_eq!((got, body["code"].as_str()), (status, Some(code)), "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
     body
 }
 
@@ -30,27 +33,74 @@ async fn the_token_guards_the_api_but_not_the_probes() {
     let dir = tempfile::tempdir().unwrap();
     let f = ferry(&dir, &[]);
     let http = reqwest::Client::new();
-    expect(http.get(f.url("/jobs")).send().await.unwrap(), 401, "unauthorized").await;
-    let wrong = http.get(f.url("/jobs")).bearer_auth("nope").send().await.unwrap();
+    expect(
+        http.get(f.url("/jobs")).send().await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
+    let wrong = http
+        .get(f.url("/jobs"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.headers()["www-authenticate"], "Bearer");
     expect(wrong, 401, "unauthorized").await;
     let almost = format!("{}x", &f.token[..f.token.len() - 1]);
-    expect(http.get(f.url("/jobs")).bearer_auth(almost).send().await.unwrap(), 401, "unauthorized").await;
+    expect(
+        http.get(f.url("/jobs"))
+            .bearer_auth(almost)
+            .send()
+            .await
+            .unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
 
     let health = http.get(f.url("/health")).send().await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
     let health: Value = health.json().await.unwrap();
     assert_eq!(health["status"], "ok");
-    let names: Vec<_> = health["components"].as_array().unwrap().iter().map(|c| c["name"].clone()).collect();
+    let names: Vec<_> = health["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].clone())
+        .collect();
     assert_eq!(names, vec!["database", "queue", "storage"]);
-    let version: Value = http.get(f.url("/version")).send().await.unwrap().json().await.unwrap();
+    let version: Value = http
+        .get(f.url("/version"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(version["name"], "ferry");
 
-    let spec: Value = http.get(f.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
-    for path in ["/api/v1/jobs", "/api/v1/jobs/torrent", "/api/v1/jobs/{id}/events", "/api/v1/jobs/{id}/files/{index}", "/api/v1/torrents/analyze"] {
+    let spec: Value = http
+        .get(f.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/api/v1/jobs",
+        "/api/v1/jobs/torrent",
+        "/api/v1/jobs/{id}/events",
+        "/api/v1/jobs/{id}/files/{index}",
+        "/api/v1/torrents/analyze",
+    ] {
         assert!(spec["paths"][path].is_object(), "{path} documented");
     }
-    assert!(spec["paths"]["/api/v1/jobs"]["post"]["responses"]["400"].is_object(), "4xx documented");
+    assert!(
+        spec["paths"]["/api/v1/jobs"]["post"]["responses"]["400"].is_object(),
+        "4xx documented"
+    );
     let docs = http.get(format!("{}/docs", f.base)).send().await.unwrap();
     assert_eq!(docs.status().as_u16(), 200);
     assert!(docs.text().await.unwrap().contains("swagger"));
@@ -66,15 +116,33 @@ async fn malformed_requests_and_magnets_are_400s() {
     let dir = tempfile::tempdir().unwrap();
     let f = ferry(&dir, &[]);
     let post = |body: &'static str| {
-        f.req(Method::POST, "/jobs").header("content-type", "application/json").body(body).send()
+        f.req(Method::POST, "/jobs")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
     };
     expect(post("{not json").await.unwrap(), 400, "invalid_request").await;
     expect(post("{}").await.unwrap(), 400, "invalid_request").await;
-    expect(post(r#"{"source": {}}"#).await.unwrap(), 400, "invalid_source").await;
+    expect(
+        post(r#"{"source": {}}"#).await.unwrap(),
+        400,
+        "invalid_source",
+    )
+    .await;
     expect(post(r#"{"source": {"magnet": "magnet:?xt=urn:btih:6e66cd5b6d13827df56add6069693192e4e09c1b", "url": "http://x"}}"#).await.unwrap(), 400, "invalid_source").await;
-    expect(post(r#"{"source": {"url": "http://example.com/a.iso"}}"#).await.unwrap(), 400, "unsupported_source").await;
+    expect(
+        post(r#"{"source": {"url": "http://example.com/a.iso"}}"#)
+            .await
+            .unwrap(),
+        400,
+        "unsupported_source",
+    )
+    .await;
     let too_long = format!("magnet:?xt=urn:btih:{HASH}&dn={}", "a".repeat(20_000));
-    let padded = format!("magnet:?xt=urn:btih:{HASH}{}", "&tr=http://t.example/a".repeat(300));
+    let padded = format!(
+        "magnet:?xt=urn:btih:{HASH}{}",
+        "&tr=http://t.example/a".repeat(300)
+    );
     for magnet in [
         "",
         "http://example.com/file.torrent",
@@ -86,24 +154,57 @@ async fn malformed_requests_and_magnets_are_400s() {
         &too_long,
         &padded,
     ] {
-        let (status, body) = f.post_json("/jobs", json!({"source": {"magnet": magnet}})).await;
-        assert_eq!((status, body["code"].as_str()), (400, Some("invalid_magnet")), "{magnet:.60}: {body}");
+        let (status, body) = f
+            .post_json("/jobs", json!({"source": {"magnet": magnet}}))
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_magnet")),
+            "{magnet:.60}: {body}"
+        );
     }
-    let (status, body) = f.post_json("/jobs", json!({"source": {"magnet": format!("magnet:?xt=urn:btih:{HASH}")}, "files": []})).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_file_selection")), "{body}");
-    let (status, body) = f.post_json("/jobs", json!({"source": {"magnet": format!("magnet:?xt=urn:btih:{HASH}")}, "files": [-1]})).await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")), "{body}");
+    let (status, body) = f
+        .post_json(
+            "/jobs",
+            json!({"source": {"magnet": format!("magnet:?xt=urn:btih:{HASH}")}, "files": []}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_file_selection")),
+        "{body}"
+    );
+    let (status, body) = f
+        .post_json(
+            "/jobs",
+            json!({"source": {"magnet": format!("magnet:?xt=urn:btih:{HASH}")}, "files": [-1]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
     let (_, list) = f.get_json("/jobs").await;
-    assert!(list["items"].as_array().unwrap().is_empty(), "nothing was created");
+    assert!(
+        list["items"].as_array().unwrap().is_empty(),
+        "nothing was created"
+    );
 }
 
 async fn upload(f: &Ferry, path: &str, bytes: Vec<u8>, files: Option<&str>) -> reqwest::Response {
-    let mut form = reqwest::multipart::Form::new()
-        .part("torrent", reqwest::multipart::Part::bytes(bytes).file_name("t.torrent"));
+    let mut form = reqwest::multipart::Form::new().part(
+        "torrent",
+        reqwest::multipart::Part::bytes(bytes).file_name("t.torrent"),
+    );
     if let Some(files) = files {
         form = form.text("files", files.to_owned());
     }
-    f.req(Method::POST, path).multipart(form).send().await.unwrap()
+    f.req(Method::POST, path)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -118,39 +219,134 @@ async fn hostile_torrents_are_refused_with_their_reason() {
         ],
     );
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
-        ("not bencode", b"this is not a torrent".to_vec(), 400, "invalid_torrent"),
+        (
+            "not bencode",
+            b"this is not a torrent".to_vec(),
+            400,
+            "invalid_torrent",
+        ),
         ("empty", Vec::new(), 400, "invalid_torrent"),
-        ("bencode but not a torrent", encode(&B::Dict(vec![("info", B::Int(1))])), 400, "invalid_torrent"),
-        ("truncated", torrent("t", &[(vec!["a"], 10)])[..40].to_vec(), 400, "invalid_torrent"),
-        ("dot-dot path", torrent("t", &[(vec!["..", "..", "etc", "passwd"], 10)]), 400, "invalid_torrent"),
-        ("separator in a name", torrent("t", &[(vec!["a/../../b"], 10)]), 400, "invalid_torrent"),
-        ("absolute name", torrent("/etc", &[(vec!["passwd"], 10)]), 422, "torrent_unsafe_path"),
-        ("device name", torrent("t", &[(vec!["CON"], 10)]), 422, "torrent_unsafe_path"),
-        ("control character", torrent("t", &[(vec!["bell\u{7}"], 10)]), 422, "torrent_unsafe_path"),
-        ("drive letter", torrent("t", &[(vec!["C:", "x"], 10)]), 422, "torrent_unsafe_path"),
-        ("negative length", torrent("t", &[(vec!["a"], -1)]), 400, "invalid_torrent"),
-        ("overflowing lengths", torrent("t", &[(vec!["a"], i64::MAX), (vec!["b"], i64::MAX)]), 400, "invalid_torrent"),
-        ("too many files", torrent("t", &[(vec!["a"], 1), (vec!["b"], 1), (vec!["c"], 1), (vec!["d"], 1)]), 422, "torrent_too_many_files"),
-        ("too large", torrent("t", &[(vec!["a"], 2_000_000)]), 422, "torrent_too_large"),
+        (
+            "bencode but not a torrent",
+            encode(&B::Dict(vec![("info", B::Int(1))])),
+            400,
+            "invalid_torrent",
+        ),
+        (
+            "truncated",
+            torrent("t", &[(vec!["a"], 10)])[..40].to_vec(),
+            400,
+            "invalid_torrent",
+        ),
+        (
+            "dot-dot path",
+            torrent("t", &[(vec!["..", "..", "etc", "passwd"], 10)]),
+            400,
+            "invalid_torrent",
+        ),
+        (
+            "separator in a name",
+            torrent("t", &[(vec!["a/../../b"], 10)]),
+            400,
+            "invalid_torrent",
+        ),
+        (
+            "absolute name",
+            torrent("/etc", &[(vec!["passwd"], 10)]),
+            422,
+            "torrent_unsafe_path",
+        ),
+        (
+            "device name",
+            torrent("t", &[(vec!["CON"], 10)]),
+            422,
+            "torrent_unsafe_path",
+        ),
+        (
+            "control character",
+            torrent("t", &[(vec!["bell\u{7}"], 10)]),
+            422,
+            "torrent_unsafe_path",
+        ),
+        (
+            "drive letter",
+            torrent("t", &[(vec!["C:", "x"], 10)]),
+            422,
+            "torrent_unsafe_path",
+        ),
+        (
+            "negative length",
+            torrent("t", &[(vec!["a"], -1)]),
+            400,
+            "invalid_torrent",
+        ),
+        (
+            "overflowing lengths",
+            torrent("t", &[(vec!["a"], i64::MAX), (vec!["b"], i64::MAX)]),
+            400,
+            "invalid_torrent",
+        ),
+        (
+            "too many files",
+            torrent(
+                "t",
+                &[
+                    (vec!["a"], 1),
+                    (vec!["b"], 1),
+                    (vec!["c"], 1),
+                    (vec!["d"], 1),
+                ],
+            ),
+            422,
+            "torrent_too_many_files",
+        ),
+        (
+            "too large",
+            torrent("t", &[(vec!["a"], 2_000_000)]),
+            422,
+            "torrent_too_large",
+        ),
     ];
     for (what, bytes, status, code) in &cases {
         for path in ["/jobs/torrent", "/torrents/analyze"] {
             let resp = upload(&f, path, bytes.clone(), None).await;
             let got = resp.status().as_u16();
             let body: Value = resp.json().await.unwrap_or(Value::Null);
-            assert_eq!((got, body["code"].as_str()), (*status, Some(*code)), "{what} at {path}: {body}");
+            assert_eq!(
+                (got, body["code"].as_str()),
+                (*status, Some(*code)),
+                "{what} at {path}: {body}"
+            );
         }
     }
     // Larger than the configured upload limit.
     let big = vec![b'x'; 60_000];
-    expect(upload(&f, "/jobs/torrent", big, None).await, 413, "torrent_file_too_large").await;
+    expect(
+        upload(&f, "/jobs/torrent", big, None).await,
+        413,
+        "torrent_file_too_large",
+    )
+    .await;
 
     // A sound torrent with a bad selection.
     let ok = torrent("fine", &[(vec!["a"], 10), (vec!["b"], 10)]);
-    expect(upload(&f, "/jobs/torrent", ok.clone(), Some("0,7")).await, 400, "invalid_file_selection").await;
-    expect(upload(&f, "/jobs/torrent", ok.clone(), Some("zero")).await, 400, "invalid_file_selection").await;
+    expect(
+        upload(&f, "/jobs/torrent", ok.clone(), Some("0,7")).await,
+        400,
+        "invalid_file_selection",
+    )
+    .await;
+    expect(
+        upload(&f, "/jobs/torrent", ok.clone(), Some("zero")).await,
+        400,
+        "invalid_file_selection",
+    )
+    .await;
     let (_, list) = f.get_json("/jobs").await;
-    assert!(list["items"].as_array().unwrap().is_empty(), "nothing was created");
+    assert!(
+        list["items"].as_array().unwrap().is_empty(),
+        "nothing was created"
+    );
 
     // And accepted without one; a duplicate of an unfinished job is a conflict.
     let resp = upload(&f, "/jobs/torrent", ok.clone(), Some("[1]")).await;
@@ -158,23 +354,57 @@ async fn hostile_torrents_are_refused_with_their_reason() {
     let job: Value = resp.json().await.unwrap();
     assert_eq!(job["selected_files"], json!([1]));
     assert_eq!(job["file_count"], 2);
-    let (_, files) = f.get_json(&format!("/jobs/{}/files", job["id"].as_str().unwrap())).await;
+    let (_, files) = f
+        .get_json(&format!("/jobs/{}/files", job["id"].as_str().unwrap()))
+        .await;
     assert_eq!(files[0]["path"], "fine/a");
-    assert_eq!((files[0]["selected"].as_bool(), files[1]["selected"].as_bool()), (Some(false), Some(true)));
-    expect(upload(&f, "/jobs/torrent", ok, None).await, 409, "job_already_exists").await;
+    assert_eq!(
+        (
+            files[0]["selected"].as_bool(),
+            files[1]["selected"].as_bool()
+        ),
+        (Some(false), Some(true))
+    );
+    expect(
+        upload(&f, "/jobs/torrent", ok, None).await,
+        409,
+        "job_already_exists",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn unknown_jobs_and_illegal_moves_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let f = ferry(&dir, &[]);
-    for path in ["/jobs/0000", "/jobs/01a20cd5-fb9d-70ea-af77-37ba1ebf9a87", "/jobs/01a20cd5-fb9d-70ea-af77-37ba1ebf9a87/files"] {
+    for path in [
+        "/jobs/0000",
+        "/jobs/01a20cd5-fb9d-70ea-af77-37ba1ebf9a87",
+        "/jobs/01a20cd5-fb9d-70ea-af77-37ba1ebf9a87/files",
+    ] {
         let (status, body) = f.get_json(path).await;
-        assert_eq!((status, body["code"].as_str()), (404, Some("job_not_found")), "{path}: {body}");
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (404, Some("job_not_found")),
+            "{path}: {body}"
+        );
     }
-    let (status, body) = f.post_json("/jobs/01a20cd5-fb9d-70ea-af77-37ba1ebf9a87/pause", json!({})).await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("job_not_found")));
-    expect(f.req(Method::GET, "/nothing-here").send().await.unwrap(), 404, "not_found").await;
+    let (status, body) = f
+        .post_json(
+            "/jobs/01a20cd5-fb9d-70ea-af77-37ba1ebf9a87/pause",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("job_not_found"))
+    );
+    expect(
+        f.req(Method::GET, "/nothing-here").send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
 
     // A magnet nobody seeds stays queued/resolving: it cannot be paused, its files cannot
     // be fetched, the same magnet cannot be submitted twice, but it can be cancelled.
@@ -183,25 +413,60 @@ async fn unknown_jobs_and_illegal_moves_are_clear() {
     let id = job["id"].as_str().unwrap().to_owned();
     assert_eq!(job["name"], "lonely");
     let (status, body) = f.post_json(&format!("/jobs/{id}/pause"), json!({})).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("illegal_transition")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("illegal_transition")),
+        "{body}"
+    );
     let (status, body) = f.post_json(&format!("/jobs/{id}/resume"), json!({})).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("illegal_transition")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("illegal_transition")),
+        "{body}"
+    );
     let (status, body) = f.post_json(&format!("/jobs/{id}/retry"), json!({})).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("illegal_transition")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("illegal_transition")),
+        "{body}"
+    );
     let (status, body) = f.get_json(&format!("/jobs/{id}/files/0")).await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("file_not_found")), "{body}");
-    let (status, body) = f.post_json("/jobs", json!({"source": {"magnet": magnet}})).await;
-    assert_eq!((status, body["code"].as_str()), (409, Some("job_already_exists")), "{body}");
-    let resp = f.req(Method::GET, &format!("/jobs/{id}/events")).header("Last-Event-ID", "garbage").send().await.unwrap();
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("file_not_found")),
+        "{body}"
+    );
+    let (status, body) = f
+        .post_json("/jobs", json!({"source": {"magnet": magnet}}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("job_already_exists")),
+        "{body}"
+    );
+    let resp = f
+        .req(Method::GET, &format!("/jobs/{id}/events"))
+        .header("Last-Event-ID", "garbage")
+        .send()
+        .await
+        .unwrap();
     expect(resp, 400, "invalid_event_id").await;
 
     let (status, body) = f.get_json("/jobs?status=bogus").await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_request")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
     let (status, page) = f.get_json("/jobs?status=failed").await;
     assert_eq!(status, 200);
     assert!(page["items"].as_array().unwrap().is_empty());
 
-    let r = f.req(Method::DELETE, &format!("/jobs/{id}")).send().await.unwrap();
+    let r = f
+        .req(Method::DELETE, &format!("/jobs/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let cancelled: Value = r.json().await.unwrap();
     assert_eq!(cancelled["status"], "cancelled");
@@ -218,15 +483,32 @@ async fn jobs_list_pages_newest_first() {
     let mut ids = Vec::new();
     for i in 0..5u8 {
         let hash = format!("{:02x}{}", i, &HASH[2..]);
-        ids.push(f.submit_magnet(&format!("magnet:?xt=urn:btih:{hash}")).await["id"].as_str().unwrap().to_owned());
+        ids.push(
+            f.submit_magnet(&format!("magnet:?xt=urn:btih:{hash}"))
+                .await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let (_, p1) = f.get_json("/jobs?limit=2").await;
     let cursor = p1["next_cursor"].as_str().unwrap().to_owned();
     let (_, p2) = f.get_json(&format!("/jobs?limit=2&before={cursor}")).await;
-    let (_, p3) = f.get_json(&format!("/jobs?limit=2&before={}", p2["next_cursor"].as_str().unwrap())).await;
+    let (_, p3) = f
+        .get_json(&format!(
+            "/jobs?limit=2&before={}",
+            p2["next_cursor"].as_str().unwrap()
+        ))
+        .await;
     let seen: Vec<String> = [&p1, &p2, &p3]
         .iter()
-        .flat_map(|p| p["items"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_owned()))
+        .flat_map(|p| {
+            p["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|j| j["id"].as_str().unwrap().to_owned())
+        })
         .collect();
     ids.reverse();
     assert_eq!(seen, ids);
