@@ -463,6 +463,85 @@ pub async fn object_store_contract(store: &dyn ObjectStore, scratch: &Path) {
         .unwrap();
 }
 
+/// A torrent whose content is already staged, for the engine contract: `files` are the
+/// job-relative paths and contents the metainfo describes.
+pub struct EngineFixture {
+    pub metainfo: Vec<u8>,
+    pub files: Vec<(ferry_domain::SafePath, Vec<u8>)>,
+}
+
+/// `TorrentEngine`: inspection, idempotent start, stats over the selected files, stop that
+/// keeps or deletes data, discard. The fixture's data is placed in staging first, so the
+/// engine completes without any peer.
+pub async fn torrent_engine_contract(engine: &dyn TorrentEngine, fixture: &EngineFixture) {
+    assert!(matches!(
+        engine.inspect(b"not a torrent"),
+        Err(EngineError::InvalidTorrent(_))
+    ));
+    let meta = engine.inspect(&fixture.metainfo).unwrap();
+    let total: u64 = fixture.files.iter().map(|(_, d)| d.len() as u64).sum();
+    assert_eq!(meta.total_bytes, total);
+    assert_eq!(meta.files.len(), fixture.files.len());
+    for (path, _) in &fixture.files {
+        assert!(
+            meta.files.iter().any(|f| f.path == path.as_str()),
+            "{path} listed"
+        );
+    }
+
+    let job = JobId::new();
+    assert!(matches!(
+        engine.stats(job).await,
+        Err(EngineError::NotRunning)
+    ));
+    engine.stop(job, false).await.unwrap();
+    for (path, data) in &fixture.files {
+        let dest = engine.staged_file(job, path);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(&dest, data).unwrap();
+    }
+    let spec = TorrentSpec {
+        job_id: job,
+        metainfo: fixture.metainfo.clone(),
+        only_files: None,
+        peers: vec![],
+    };
+    engine.start(spec.clone()).await.unwrap();
+    engine.start(spec).await.unwrap(); // idempotent
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let stats = loop {
+        let s = engine.stats(job).await.unwrap();
+        if s.finished {
+            break s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never finished: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((stats.bytes_done, stats.bytes_total), (total, total));
+    assert!(stats.error.is_none());
+
+    // Stop keeps the data; discard removes it.
+    engine.stop(job, false).await.unwrap();
+    assert!(matches!(
+        engine.stats(job).await,
+        Err(EngineError::NotRunning)
+    ));
+    for (path, data) in &fixture.files {
+        assert_eq!(
+            std::fs::read(engine.staged_file(job, path)).unwrap().len(),
+            data.len()
+        );
+    }
+    engine.discard(job).await.unwrap();
+    engine.discard(job).await.unwrap();
+    for (path, _) in &fixture.files {
+        assert!(!engine.staged_file(job, path).exists());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::*;
@@ -484,6 +563,27 @@ mod tests {
     #[tokio::test]
     async fn memory_bus_passes() {
         super::progress_bus_contract(&MemoryBus::default()).await;
+    }
+
+    #[tokio::test]
+    async fn fake_engine_passes() {
+        let engine = FakeEngine::new();
+        let meta = crate::testing::sample_metadata(3, &[1000, 5]);
+        engine.register(meta.clone());
+        // The fake fills finished files with zeros.
+        let files = meta
+            .files
+            .iter()
+            .map(|f| (f.safe_path().unwrap(), vec![0u8; f.size as usize]))
+            .collect();
+        super::torrent_engine_contract(
+            &engine,
+            &super::EngineFixture {
+                metainfo: meta.metainfo,
+                files,
+            },
+        )
+        .await;
     }
 
     #[tokio::test]
