@@ -11,7 +11,7 @@ use ferry_domain::{
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{
     EngineError, EventKind, JobQuery, JobQueue, ObjectLocation, ObjectStore, QueueError, RepoError,
-    Stage, StoreError, TorrentEngine,
+    Stage, StoreError, TorrentInspector,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +108,7 @@ pub struct FileDownload {
 pub struct Jobs {
     pub lifecycle: Lifecycle,
     pub queue: Arc<dyn JobQueue>,
-    pub engine: Arc<dyn TorrentEngine>,
+    pub inspector: Arc<dyn TorrentInspector>,
     pub store: Arc<dyn ObjectStore>,
     pub limits: TorrentLimits,
 }
@@ -119,7 +119,7 @@ impl Jobs {
     /// # Errors
     /// `InvalidTorrent`, `UnsafePath` or `TorrentLimit`.
     pub fn analyze(&self, metainfo: &[u8]) -> Result<TorrentMetadata, JobsError> {
-        let meta = self.engine.inspect(metainfo)?;
+        let meta = self.inspector.inspect(metainfo)?;
         self.limits.check(meta.files.len(), meta.total_bytes)?;
         Ok(meta)
     }

@@ -31,7 +31,7 @@ fn world_with_limits(limits: TorrentLimits) -> World {
     let jobs = Jobs {
         lifecycle: f.lifecycle(),
         queue: f.queue.clone(),
-        engine: f.engine.clone(),
+        inspector: f.engine.clone(),
         store: f.store.clone(),
         limits,
     };
@@ -39,6 +39,7 @@ fn world_with_limits(limits: TorrentLimits) -> World {
         lifecycle: f.lifecycle(),
         queue: f.queue.clone(),
         engine: f.engine.clone(),
+        staging: f.engine.clone(),
         limits,
         settings: DownloadSettings {
             tick: Duration::from_millis(5),
@@ -48,7 +49,7 @@ fn world_with_limits(limits: TorrentLimits) -> World {
     };
     let deliver = DeliverStage {
         lifecycle: f.lifecycle(),
-        engine: f.engine.clone(),
+        staging: f.engine.clone(),
         store: f.store.clone(),
     };
     let runner = StageRunner {

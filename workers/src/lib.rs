@@ -123,7 +123,7 @@ mod tests {
         let jobs = Jobs {
             lifecycle: lifecycle.clone(),
             queue: f.queue.clone(),
-            engine: f.engine.clone(),
+            inspector: f.engine.clone(),
             store: f.store.clone(),
             limits: TorrentLimits::default(),
         };
@@ -136,6 +136,7 @@ mod tests {
             lifecycle: lifecycle.clone(),
             queue: f.queue.clone(),
             engine: f.engine.clone(),
+            staging: f.engine.clone(),
             limits: TorrentLimits::default(),
             settings: DownloadSettings {
                 tick: Duration::from_millis(5),
@@ -144,7 +145,7 @@ mod tests {
         });
         let deliver = Arc::new(DeliverStage {
             lifecycle,
-            engine: f.engine.clone(),
+            staging: f.engine.clone(),
             store: f.store.clone(),
         });
         let mut ids = Vec::new();

@@ -1,13 +1,10 @@
-//! `TorrentEngine`: the BitTorrent client that fetches torrents into staging.
-//!
-//! The engine owns the staging area: each job's data lives in a folder of its own, which
-//! the delivery stage reads from and [`TorrentEngine::discard`] removes.
+//! `TorrentEngine`: the BitTorrent client that fetches torrents into staging, and
+//! `TorrentInspector`: reading .torrent bytes without any client.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use async_trait::async_trait;
-use ferry_domain::{JobId, MagnetLink, SafePath, SafePathError, TorrentMetadata};
+use ferry_domain::{JobId, MagnetLink, SafePathError, TorrentMetadata};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -52,14 +49,18 @@ pub struct EngineStats {
     pub error: Option<String>,
 }
 
-#[async_trait]
-pub trait TorrentEngine: Send + Sync + 'static {
-    /// Reads .torrent bytes without starting anything. File paths are checked.
+/// Reads .torrent bytes: what the API needs, with no engine running.
+pub trait TorrentInspector: Send + Sync + 'static {
+    /// Parses and checks .torrent bytes; file paths are checked for safety.
     ///
     /// # Errors
     /// `InvalidTorrent` or `UnsafePath`.
     fn inspect(&self, metainfo: &[u8]) -> Result<TorrentMetadata, EngineError>;
+}
 
+/// Downloads into the staging area (see [`super::Staging`]), one folder per job.
+#[async_trait]
+pub trait TorrentEngine: Send + Sync + 'static {
     /// Fetches a magnet link's metadata from peers. Waits as long as it takes; callers bound
     /// it with a timeout.
     ///
@@ -84,13 +85,4 @@ pub trait TorrentEngine: Send + Sync + 'static {
     /// # Errors
     /// `Unexpected` when the engine fails.
     async fn stop(&self, job_id: JobId, delete_data: bool) -> Result<(), EngineError>;
-
-    /// Where a job's file is staged.
-    fn staged_file(&self, job_id: JobId, path: &SafePath) -> PathBuf;
-
-    /// Removes a job's staging folder and everything in it. Idempotent.
-    ///
-    /// # Errors
-    /// `Unexpected` on I/O failure.
-    async fn discard(&self, job_id: JobId) -> Result<(), EngineError>;
 }

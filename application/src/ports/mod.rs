@@ -8,11 +8,13 @@ pub mod engine;
 pub mod jobs;
 pub mod progress;
 pub mod queue;
+pub mod staging;
 pub mod storage;
 
 pub use clock::{Clock, SystemClock};
-pub use engine::{EngineError, EngineStats, TorrentEngine, TorrentSpec};
+pub use engine::{EngineError, EngineStats, TorrentEngine, TorrentInspector, TorrentSpec};
 pub use jobs::{JobQuery, JobRepository, RepoError, Transition};
 pub use progress::{BusError, EventId, EventKind, JobEvent, ProgressBus, PublishedEvent, Replay};
 pub use queue::{JobQueue, Lease, QueueError, Stage};
+pub use staging::Staging;
 pub use storage::{ObjectLocation, ObjectStore, StoreError};

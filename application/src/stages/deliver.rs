@@ -10,12 +10,12 @@ use tokio_util::sync::CancellationToken;
 use super::{StageHandler, StageOutcome, codes};
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{
-    EventKind, JobEvent, Lease, ObjectStore, RepoError, Stage, StoreError, TorrentEngine,
+    EventKind, JobEvent, Lease, ObjectStore, RepoError, Stage, Staging, StoreError,
 };
 
 pub struct DeliverStage {
     pub lifecycle: Lifecycle,
-    pub engine: Arc<dyn TorrentEngine>,
+    pub staging: Arc<dyn Staging>,
     pub store: Arc<dyn ObjectStore>,
 }
 
@@ -67,7 +67,7 @@ impl StageHandler for DeliverStage {
                 Ok(_) => {}
                 Err(e) => return store_outcome(e),
             }
-            let source = self.engine.staged_file(job.id, &path);
+            let source = self.staging.file(job.id, &path);
             match self.store.put_file(&key, &source).await {
                 Ok(size) if size == file.size => done += size,
                 Ok(size) => {
@@ -112,7 +112,7 @@ impl DeliverStage {
                 return StageOutcome::Retry(JobError::new(codes::DATABASE_ERROR, e.to_string()));
             }
         }
-        if let Err(e) = self.engine.discard(job.id).await {
+        if let Err(e) = self.staging.discard(job.id).await {
             tracing::warn!(job_id = %job.id, error = %e, "could not free the staging area");
         }
         tracing::info!(job_id = %job.id, "job delivered");

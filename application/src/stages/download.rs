@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::{StageHandler, StageOutcome, codes};
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{
-    EngineError, EngineStats, EventKind, JobEvent, JobQueue, Lease, RepoError, Stage,
+    EngineError, EngineStats, EventKind, JobEvent, JobQueue, Lease, RepoError, Stage, Staging,
     TorrentEngine, TorrentSpec,
 };
 
@@ -42,6 +42,7 @@ pub struct DownloadStage {
     pub lifecycle: Lifecycle,
     pub queue: Arc<dyn JobQueue>,
     pub engine: Arc<dyn TorrentEngine>,
+    pub staging: Arc<dyn Staging>,
     pub limits: TorrentLimits,
     pub settings: DownloadSettings,
 }
@@ -274,7 +275,7 @@ impl DownloadStage {
     /// Removes everything staged for a cancelled job.
     async fn clean_up(&self, id: JobId) -> StageOutcome {
         self.stop(id, true).await;
-        match self.engine.discard(id).await {
+        match self.staging.discard(id).await {
             Ok(()) => {
                 tracing::info!(job_id = %id, "cancelled job's staged data removed");
                 StageOutcome::Done

@@ -473,12 +473,17 @@ pub struct EngineFixture {
 /// `TorrentEngine`: inspection, idempotent start, stats over the selected files, stop that
 /// keeps or deletes data, discard. The fixture's data is placed in staging first, so the
 /// engine completes without any peer.
-pub async fn torrent_engine_contract(engine: &dyn TorrentEngine, fixture: &EngineFixture) {
+pub async fn torrent_engine_contract(
+    engine: &dyn TorrentEngine,
+    inspector: &dyn TorrentInspector,
+    staging: &dyn Staging,
+    fixture: &EngineFixture,
+) {
     assert!(matches!(
-        engine.inspect(b"not a torrent"),
+        inspector.inspect(b"not a torrent"),
         Err(EngineError::InvalidTorrent(_))
     ));
-    let meta = engine.inspect(&fixture.metainfo).unwrap();
+    let meta = inspector.inspect(&fixture.metainfo).unwrap();
     let total: u64 = fixture.files.iter().map(|(_, d)| d.len() as u64).sum();
     assert_eq!(meta.total_bytes, total);
     assert_eq!(meta.files.len(), fixture.files.len());
@@ -496,7 +501,7 @@ pub async fn torrent_engine_contract(engine: &dyn TorrentEngine, fixture: &Engin
     ));
     engine.stop(job, false).await.unwrap();
     for (path, data) in &fixture.files {
-        let dest = engine.staged_file(job, path);
+        let dest = staging.file(job, path);
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
         std::fs::write(&dest, data).unwrap();
     }
@@ -531,15 +536,16 @@ pub async fn torrent_engine_contract(engine: &dyn TorrentEngine, fixture: &Engin
     ));
     for (path, data) in &fixture.files {
         assert_eq!(
-            std::fs::read(engine.staged_file(job, path)).unwrap().len(),
+            std::fs::read(staging.file(job, path)).unwrap().len(),
             data.len()
         );
     }
-    engine.discard(job).await.unwrap();
-    engine.discard(job).await.unwrap();
+    staging.discard(job).await.unwrap();
+    staging.discard(job).await.unwrap();
     for (path, _) in &fixture.files {
-        assert!(!engine.staged_file(job, path).exists());
+        assert!(!staging.file(job, path).exists());
     }
+    assert!(!staging.job_dir(job).exists());
 }
 
 #[cfg(test)]
@@ -576,14 +582,11 @@ mod tests {
             .iter()
             .map(|f| (f.safe_path().unwrap(), vec![0u8; f.size as usize]))
             .collect();
-        super::torrent_engine_contract(
-            &engine,
-            &super::EngineFixture {
-                metainfo: meta.metainfo,
-                files,
-            },
-        )
-        .await;
+        let fixture = super::EngineFixture {
+            metainfo: meta.metainfo,
+            files,
+        };
+        super::torrent_engine_contract(&engine, &engine, &engine, &fixture).await;
     }
 
     #[tokio::test]

@@ -423,10 +423,6 @@ impl FakeEngine {
     pub fn staging_root(&self) -> &Path {
         &self.root
     }
-
-    fn job_dir(&self, job_id: JobId) -> PathBuf {
-        self.root.join(job_id.to_string())
-    }
 }
 
 impl Default for FakeEngine {
@@ -441,15 +437,36 @@ impl Drop for FakeEngine {
     }
 }
 
-#[async_trait]
-impl TorrentEngine for FakeEngine {
+impl TorrentInspector for FakeEngine {
     fn inspect(&self, metainfo: &[u8]) -> Result<TorrentMetadata, EngineError> {
         lock(&self.known)
             .get(metainfo)
             .cloned()
             .ok_or_else(|| EngineError::InvalidTorrent("not a torrent this fake knows".into()))
     }
+}
 
+#[async_trait]
+impl Staging for FakeEngine {
+    fn file(&self, job_id: JobId, path: &SafePath) -> PathBuf {
+        self.job_dir(job_id).join(path.as_str())
+    }
+
+    fn job_dir(&self, job_id: JobId) -> PathBuf {
+        self.root.join(job_id.to_string())
+    }
+
+    async fn discard(&self, job_id: JobId) -> anyhow::Result<()> {
+        match std::fs::remove_dir_all(Staging::job_dir(self, job_id)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[async_trait]
+impl TorrentEngine for FakeEngine {
     async fn resolve(&self, magnet: &MagnetLink) -> Result<TorrentMetadata, EngineError> {
         loop {
             let found = lock(&self.known)
@@ -510,7 +527,7 @@ impl TorrentEngine for FakeEngine {
         };
         for f in to_write.unwrap_or_default() {
             let path = f.safe_path().map_err(EngineError::UnsafePath)?;
-            let dest = self.staged_file(job_id, &path);
+            let dest = Staging::file(self, job_id, &path);
             if let Some(parent) = dest.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| EngineError::Unexpected(e.into()))?;
             }
@@ -524,21 +541,9 @@ impl TorrentEngine for FakeEngine {
     async fn stop(&self, job_id: JobId, delete_data: bool) -> Result<(), EngineError> {
         lock(&self.running).remove(&job_id);
         if delete_data {
-            let _ = std::fs::remove_dir_all(self.job_dir(job_id));
+            let _ = std::fs::remove_dir_all(Staging::job_dir(self, job_id));
         }
         Ok(())
-    }
-
-    fn staged_file(&self, job_id: JobId, path: &SafePath) -> PathBuf {
-        self.job_dir(job_id).join(path.as_str())
-    }
-
-    async fn discard(&self, job_id: JobId) -> Result<(), EngineError> {
-        match std::fs::remove_dir_all(self.job_dir(job_id)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(EngineError::Unexpected(e.into())),
-        }
     }
 }
 

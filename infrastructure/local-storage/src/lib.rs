@@ -4,6 +4,10 @@
 //! (instant, no extra space) and copies it otherwise, through a temporary name, so a reader
 //! never sees a half-written object.
 
+mod staging;
+
+pub use staging::LocalStaging;
+
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 

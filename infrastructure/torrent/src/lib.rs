@@ -14,8 +14,11 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use async_trait::async_trait;
-use ferry_application::ports::{EngineError, EngineStats, TorrentEngine, TorrentSpec};
-use ferry_domain::{JobId, MagnetLink, SafePath, TorrentMetadata};
+use ferry_application::ports::{
+    EngineError, EngineStats, Staging, TorrentEngine, TorrentInspector, TorrentSpec,
+};
+use ferry_domain::{JobId, MagnetLink, TorrentMetadata};
+use ferry_local_storage::LocalStaging;
 use librqbit::api::TorrentIdOrHash;
 use librqbit::limits::LimitsConfig;
 use librqbit::{
@@ -24,6 +27,16 @@ use librqbit::{
 };
 
 pub use inspect::{MAX_METAINFO_BYTES, inspect};
+
+/// The `TorrentInspector`: librqbit's parser with Ferry's checks, no session needed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Inspector;
+
+impl TorrentInspector for Inspector {
+    fn inspect(&self, metainfo: &[u8]) -> Result<TorrentMetadata, EngineError> {
+        inspect(metainfo)
+    }
+}
 
 /// How the engine joins the swarm.
 #[derive(Debug, Clone)]
@@ -46,7 +59,7 @@ pub struct EngineConfig {
 
 pub struct RqbitEngine {
     session: Arc<Session>,
-    staging: PathBuf,
+    staging: LocalStaging,
     running: Mutex<HashMap<JobId, Running>>,
 }
 
@@ -95,7 +108,7 @@ impl RqbitEngine {
         tracing::info!(listen = ?session.listen_addr(), dht = config.dht, "torrent engine started");
         Ok(Self {
             session,
-            staging: config.staging_dir,
+            staging: LocalStaging::new(config.staging_dir),
             running: Mutex::new(HashMap::new()),
         })
     }
@@ -108,10 +121,6 @@ impl RqbitEngine {
     /// Stops every torrent and the session.
     pub async fn shutdown(&self) {
         self.session.stop().await;
-    }
-
-    fn job_dir(&self, job_id: JobId) -> PathBuf {
-        self.staging.join(job_id.to_string())
     }
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {
@@ -127,10 +136,6 @@ fn unexpected(e: anyhow::Error) -> EngineError {
 
 #[async_trait]
 impl TorrentEngine for RqbitEngine {
-    fn inspect(&self, metainfo: &[u8]) -> Result<TorrentMetadata, EngineError> {
-        inspect(metainfo)
-    }
-
     async fn resolve(&self, magnet: &MagnetLink) -> Result<TorrentMetadata, EngineError> {
         let opts = AddTorrentOptions {
             list_only: true,
@@ -156,7 +161,7 @@ impl TorrentEngine for RqbitEngine {
             return Ok(());
         }
         let meta = inspect(&spec.metainfo)?;
-        let mut folder = self.job_dir(spec.job_id);
+        let mut folder = self.staging.job_dir(spec.job_id);
         if let Some(top) = torrent_folder(&meta) {
             folder.push(top);
         }
@@ -251,21 +256,6 @@ impl TorrentEngine for RqbitEngine {
             .delete(TorrentIdOrHash::Id(running.handle.id()), delete_data)
             .await
             .map_err(|e| unexpected(e.context("removing the torrent")))
-    }
-
-    fn staged_file(&self, job_id: JobId, path: &SafePath) -> PathBuf {
-        path.components()
-            .fold(self.job_dir(job_id), |p, c| p.join(c))
-    }
-
-    async fn discard(&self, job_id: JobId) -> Result<(), EngineError> {
-        match tokio::fs::remove_dir_all(self.job_dir(job_id)).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(unexpected(
-                anyhow::Error::new(e).context("removing staged data"),
-            )),
-        }
     }
 }
 

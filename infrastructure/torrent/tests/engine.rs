@@ -4,7 +4,8 @@
 
 use ferry_application::testing::contracts::{EngineFixture, torrent_engine_contract};
 use ferry_domain::SafePath;
-use ferry_torrent::{EngineConfig, RqbitEngine};
+use ferry_local_storage::LocalStaging;
+use ferry_torrent::{EngineConfig, Inspector, RqbitEngine};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn librqbit_passes_the_contract() {
@@ -48,6 +49,7 @@ async fn librqbit_passes_the_contract() {
     })
     .await
     .unwrap();
-    torrent_engine_contract(&engine, &fixture).await;
+    let staging = LocalStaging::new(dir.path().join("staging"));
+    torrent_engine_contract(&engine, &Inspector, &staging, &fixture).await;
     engine.shutdown().await;
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use ferry_application::ports::{
-    Clock, JobQueue, JobRepository, ObjectStore, ProgressBus, SystemClock, TorrentEngine,
+    Clock, JobQueue, JobRepository, ObjectStore, ProgressBus, Staging, SystemClock, TorrentEngine,
 };
 use ferry_application::stages::{DeliverStage, DownloadSettings, DownloadStage};
 use ferry_application::{
@@ -17,8 +17,8 @@ use ferry_application::{
 };
 use ferry_domain::TorrentLimits;
 use ferry_embedded::{EmbeddedBus, EmbeddedQueue};
-use ferry_local_storage::LocalStore;
-use ferry_torrent::{EngineConfig, RqbitEngine};
+use ferry_local_storage::{LocalStaging, LocalStore};
+use ferry_torrent::{EngineConfig, Inspector, RqbitEngine};
 
 pub use config::{Config, LogFormat, Secret};
 
@@ -99,6 +99,7 @@ pub async fn build_embedded(config: &Config) -> anyhow::Result<Embedded> {
         .await?,
     );
     let engine_port: Arc<dyn TorrentEngine> = engine.clone();
+    let staging: Arc<dyn Staging> = Arc::new(LocalStaging::new(config.staging_dir()));
     let limits = TorrentLimits {
         max_files: config.limits.max_files,
         max_total_bytes: config.limits.max_total_bytes,
@@ -107,14 +108,15 @@ pub async fn build_embedded(config: &Config) -> anyhow::Result<Embedded> {
     let jobs = Arc::new(Jobs {
         lifecycle: lifecycle.clone(),
         queue: queue.clone(),
-        engine: engine_port.clone(),
+        inspector: Arc::new(Inspector),
         store: store.clone(),
         limits,
     });
     let download = Arc::new(DownloadStage {
         lifecycle: lifecycle.clone(),
         queue: queue.clone(),
-        engine: engine_port.clone(),
+        engine: engine_port,
+        staging: staging.clone(),
         limits,
         settings: DownloadSettings {
             tick: config.workers.progress_interval,
@@ -124,7 +126,7 @@ pub async fn build_embedded(config: &Config) -> anyhow::Result<Embedded> {
     });
     let deliver = Arc::new(DeliverStage {
         lifecycle: lifecycle.clone(),
-        engine: engine_port,
+        staging,
         store: store.clone(),
     });
     let runner = Arc::new(StageRunner {
