@@ -22,7 +22,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let app = ferry_wiring::build_embedded(&config).await?;
     let requeued = app
         .recovery
-        .requeue_unfinished()
+        .requeue_orphans()
         .await
         .context("re-queueing unfinished jobs")?;
 

@@ -89,6 +89,13 @@ pub trait JobQueue: Send + Sync + 'static {
     /// `Unavailable` when the queue cannot be reached.
     async fn dead_letter(&self, lease: &Lease, reason: &str) -> Result<(), QueueError>;
 
+    /// Whether a message of `stage` for `job_id` is alive (waiting, delayed or held), so
+    /// recovery queues only jobs whose message was lost.
+    ///
+    /// # Errors
+    /// `Unavailable` when the queue cannot be reached.
+    async fn holds(&self, stage: Stage, job_id: JobId) -> Result<bool, QueueError>;
+
     /// Messages of `stage` waiting to be claimed.
     ///
     /// # Errors

@@ -241,8 +241,11 @@ pub async fn job_queue_contract(queue: &dyn JobQueue) {
     let b = JobId::new();
     assert_eq!(queue.claim(Stage::Download, short).await.unwrap(), None);
 
+    assert!(!queue.holds(Stage::Download, a).await.unwrap());
     queue.enqueue(Stage::Download, a).await.unwrap();
     queue.enqueue(Stage::Upload, b).await.unwrap();
+    assert!(queue.holds(Stage::Download, a).await.unwrap());
+    assert!(!queue.holds(Stage::Upload, a).await.unwrap(), "per stage");
     assert!(queue.depth(Stage::Download).await.unwrap() >= 1);
     let lease = queue
         .claim(Stage::Download, short)
@@ -259,7 +262,15 @@ pub async fn job_queue_contract(queue: &dyn JobQueue) {
         "one consumer per message"
     );
     queue.renew(&lease).await.unwrap();
+    assert!(
+        queue.holds(Stage::Download, a).await.unwrap(),
+        "held while claimed"
+    );
     queue.ack(&lease).await.unwrap();
+    assert!(
+        !queue.holds(Stage::Download, a).await.unwrap(),
+        "gone once acked"
+    );
     assert_eq!(
         queue.claim(Stage::Download, short).await.unwrap(),
         None,
@@ -305,6 +316,7 @@ pub async fn job_queue_contract(queue: &dyn JobQueue) {
 
     // A dead-lettered message is not delivered again.
     queue.dead_letter(&retried, "gave up").await.unwrap();
+    assert!(!queue.holds(Stage::Upload, b).await.unwrap());
     assert_eq!(queue.claim(Stage::Upload, short).await.unwrap(), None);
 
     // A waiting claim wakes up when a message arrives.

@@ -295,6 +295,19 @@ impl JobQueue for MemoryQueue {
         Ok(())
     }
 
+    async fn holds(&self, stage: Stage, job_id: JobId) -> Result<bool, QueueError> {
+        let st = lock(&self.state);
+        let waiting = st
+            .ready
+            .get(stage.as_str())
+            .is_some_and(|q| q.iter().any(|d| d.job_id == job_id));
+        let held = st
+            .leased
+            .values()
+            .any(|(s, j, _)| *s == stage && *j == job_id);
+        Ok(waiting || held)
+    }
+
     async fn depth(&self, stage: Stage) -> Result<u64, QueueError> {
         Ok(lock(&self.state)
             .ready

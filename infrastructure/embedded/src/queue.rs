@@ -175,6 +175,19 @@ impl JobQueue for EmbeddedQueue {
         Ok(())
     }
 
+    async fn holds(&self, stage: Stage, job_id: JobId) -> Result<bool, QueueError> {
+        let st = self.lock();
+        let waiting = st
+            .waiting
+            .get(&stage)
+            .is_some_and(|q| q.iter().any(|w| w.job_id == job_id));
+        let held = st
+            .leased
+            .values()
+            .any(|l| l.stage == stage && l.job_id == job_id);
+        Ok(waiting || held)
+    }
+
     async fn depth(&self, stage: Stage) -> Result<u64, QueueError> {
         Ok(self
             .lock()

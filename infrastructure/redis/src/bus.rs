@@ -1,0 +1,284 @@
+//! `RedisBus`: one stream per job (`XADD … MAXLEN ~ 1000`), the stream id as event id.
+//!
+//! Each process reads a job's stream with a single `XREAD BLOCK` loop (a hub) however many
+//! local subscribers watch it, and fans events out in memory; a subscriber resuming from an
+//! id first reads what it missed with `XRANGE`, then follows the hub, skipping ids it has.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferry_application::ports::{
+    BusError, EventId, EventKind, JobEvent, ProgressBus, PublishedEvent, Replay,
+};
+use ferry_domain::JobId;
+use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::{Redis, unavailable};
+
+/// Events kept per job stream (approximately).
+const RETAINED: usize = 1000;
+/// How long a finished job's events stay readable.
+const FINISHED_TTL_SECS: u64 = 24 * 3600;
+
+type Hubs = Arc<Mutex<HashMap<JobId, broadcast::Sender<PublishedEvent>>>>;
+
+#[derive(Clone)]
+pub struct RedisBus {
+    redis: Redis,
+    hubs: Hubs,
+}
+
+fn bus_error(e: redis::RedisError) -> BusError {
+    if unavailable(&e) {
+        BusError::Unavailable(e.to_string())
+    } else {
+        BusError::Unexpected(e.into())
+    }
+}
+
+/// A stream id as a comparable pair.
+fn order(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+fn decode(entry: &StreamId) -> Option<PublishedEvent> {
+    let json: String = entry.get("e")?;
+    let event: JobEvent = serde_json::from_str(&json).ok()?;
+    Some(PublishedEvent {
+        id: EventId(entry.id.clone()),
+        event,
+    })
+}
+
+impl RedisBus {
+    pub fn new(redis: Redis) -> Self {
+        Self {
+            redis,
+            hubs: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn key(&self, job: JobId) -> String {
+        self.redis.key(&format!("progress:{job}"))
+    }
+
+    fn lock_hubs(
+        hubs: &Hubs,
+    ) -> std::sync::MutexGuard<'_, HashMap<JobId, broadcast::Sender<PublishedEvent>>> {
+        hubs.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Events after `after` (exclusive), oldest first.
+    async fn range_after(
+        &self,
+        job: JobId,
+        after: Option<&str>,
+    ) -> Result<Vec<PublishedEvent>, BusError> {
+        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
+        let mut c = self.redis.commands.clone();
+        let reply: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.key(job))
+            .arg(start)
+            .arg("+")
+            .query_async(&mut c)
+            .await
+            .map_err(bus_error)?;
+        Ok(reply.ids.iter().filter_map(decode).collect())
+    }
+
+    /// The job's hub, started if this process has none.
+    async fn join(&self, job: JobId) -> Result<broadcast::Receiver<PublishedEvent>, BusError> {
+        if let Some(tx) = Self::lock_hubs(&self.hubs).get(&job) {
+            return Ok(tx.subscribe());
+        }
+        // Start reading after the newest event that exists now.
+        let mut c = self.redis.commands.clone();
+        let newest: StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(self.key(job))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut c)
+            .await
+            .map_err(bus_error)?;
+        let start = newest
+            .ids
+            .first()
+            .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
+        let mut hubs = Self::lock_hubs(&self.hubs);
+        if let Some(tx) = hubs.get(&job) {
+            return Ok(tx.subscribe());
+        }
+        let (tx, rx) = broadcast::channel(1024);
+        hubs.insert(job, tx.clone());
+        drop(hubs);
+        tokio::spawn(hub(
+            self.redis.clone(),
+            self.hubs.clone(),
+            job,
+            self.key(job),
+            start,
+            tx,
+        ));
+        Ok(rx)
+    }
+}
+
+/// Reads one job's stream for every local subscriber; ends when the last one leaves.
+async fn hub(
+    redis: Redis,
+    hubs: Hubs,
+    job: JobId,
+    key: String,
+    mut last: String,
+    tx: broadcast::Sender<PublishedEvent>,
+) {
+    let mut conn = None;
+    loop {
+        {
+            let mut map = RedisBus::lock_hubs(&hubs);
+            if tx.receiver_count() == 0 {
+                map.remove(&job);
+                return;
+            }
+        }
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match redis.blocking().await {
+                Ok(c) => conn.insert(c),
+                Err(e) => {
+                    tracing::debug!(error = %e, "progress hub cannot reach Redis");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            },
+        };
+        let reply: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(100)
+            .arg("BLOCK")
+            .arg(2000)
+            .arg("STREAMS")
+            .arg(&key)
+            .arg(&last)
+            .query_async(c)
+            .await;
+        match reply {
+            Ok(Some(r)) => {
+                for entry in r.keys.iter().flat_map(|k| k.ids.iter()) {
+                    last.clone_from(&entry.id);
+                    if let Some(event) = decode(entry) {
+                        let _ = tx.send(event);
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "progress hub read failed");
+                conn = None;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ProgressBus for RedisBus {
+    async fn publish(&self, event: &JobEvent) -> Result<EventId, BusError> {
+        let json = serde_json::to_string(event).map_err(|e| BusError::Unexpected(e.into()))?;
+        let key = self.key(event.job_id);
+        let mut c = self.redis.commands.clone();
+        let id: String = redis::cmd("XADD")
+            .arg(&key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(RETAINED)
+            .arg("*")
+            .arg("e")
+            .arg(json)
+            .query_async(&mut c)
+            .await
+            .map_err(bus_error)?;
+        if event.kind == EventKind::Status && event.status.is_terminal() {
+            let _: redis::RedisResult<i64> = redis::cmd("EXPIRE")
+                .arg(&key)
+                .arg(FINISHED_TTL_SECS)
+                .query_async(&mut c)
+                .await;
+        }
+        Ok(EventId(id))
+    }
+
+    async fn subscribe(
+        &self,
+        job_id: JobId,
+        from: &Replay,
+    ) -> Result<mpsc::Receiver<PublishedEvent>, BusError> {
+        let after = match from {
+            Replay::After(id) => {
+                order(&id.0).ok_or_else(|| BusError::BadEventId(id.0.clone()))?;
+                Some(id.0.clone())
+            }
+            _ => None,
+        };
+        // Join first, so nothing published while the backlog is read is missed.
+        let mut live = self.join(job_id).await?;
+        let backlog = match from {
+            Replay::LiveOnly => Vec::new(),
+            _ => self.range_after(job_id, after.as_deref()).await?,
+        };
+        let mut last = backlog
+            .last()
+            .map(|e| e.id.0.clone())
+            .or(after)
+            .and_then(|id| order(&id))
+            .unwrap_or((0, 0));
+        let (tx, rx) = mpsc::channel(256);
+        let bus = self.clone();
+        tokio::spawn(async move {
+            for event in backlog {
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let event = match live.recv().await {
+                    Ok(e) => e,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Fell behind: catch up from the stream itself.
+                        let id = format!("{}-{}", last.0, last.1);
+                        let Ok(missed) = bus.range_after(job_id, Some(&id)).await else {
+                            return;
+                        };
+                        for e in missed {
+                            let Some(o) = order(&e.id.0) else { continue };
+                            last = o;
+                            if tx.send(e).await.is_err() {
+                                return;
+                            }
+                        }
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                let Some(o) = order(&event.id.0) else {
+                    continue;
+                };
+                if o <= last {
+                    continue;
+                }
+                last = o;
+                if tx.send(event).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(rx)
+    }
+}

@@ -1,0 +1,446 @@
+//! `RedisQueue`: one stream and consumer group per stage, at-least-once.
+//!
+//! - claim: promote due retries, take over a dead worker's message idle for longer than the
+//!   lease (`XAUTOCLAIM`), else wait for a new one (`XREADGROUP … BLOCK`). A message is only
+//!   run while its job's stage lock is held, so one job never runs a stage twice at once; a
+//!   duplicate that finds the lock taken is put back with a short delay, never dropped.
+//! - ack / retry / release / dead-letter are one Lua script each way, so the message, the
+//!   lock and the job's message count always change together.
+//! - renew: `XCLAIM … JUSTID` resets the idle time, and the lock's expiry moves on.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use ferry_application::ports::{JobQueue, Lease, QueueError, Stage};
+use ferry_domain::JobId;
+use redis::aio::MultiplexedConnection;
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use redis::{Script, Value};
+
+use crate::{Redis, unavailable};
+
+const GROUP: &str = "workers";
+/// How long a duplicate waits before it is tried again.
+const DUPLICATE_DELAY: Duration = Duration::from_secs(2);
+
+/// Moves due retries back into their stage streams.
+const PROMOTE: &str = r"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
+for _, m in ipairs(due) do
+  redis.call('ZREM', KEYS[1], m)
+  local stage, job, attempt = string.match(m, '^([^|]+)|([^|]+)|([^|]+)')
+  redis.call('XADD', ARGV[2] .. ':q:' .. stage, '*', 'job', job, 'attempt', attempt)
+end
+return #due
+";
+
+/// Adds a message and counts it for its job.
+const ENQUEUE: &str = r"
+redis.call('XADD', KEYS[1], '*', 'job', ARGV[1], 'attempt', ARGV[2])
+redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
+return 1
+";
+
+/// Settles a held message. KEYS: stream, lock, delayed, dead, jobs.
+/// ARGV: group, id, action, stage, job, attempt, due_ms, reason.
+const SETTLE: &str = r"
+local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
+if acked == 0 then return 0 end
+local action = ARGV[3]
+if action == 'retry' then
+  redis.call('ZADD', KEYS[3], ARGV[7], ARGV[4] .. '|' .. ARGV[5] .. '|' .. ARGV[6] .. '|' .. ARGV[2])
+elseif action == 'release' then
+  redis.call('XADD', KEYS[1], '*', 'job', ARGV[5], 'attempt', ARGV[6])
+else
+  if action == 'dead' then
+    redis.call('XADD', KEYS[4], '*', 'stage', ARGV[4], 'job', ARGV[5], 'attempt', ARGV[6], 'reason', ARGV[8])
+  end
+  if redis.call('HINCRBY', KEYS[5], ARGV[5], -1) <= 0 then redis.call('HDEL', KEYS[5], ARGV[5]) end
+end
+return 1
+";
+
+/// Takes the job's stage lock for this message, or reports who holds it.
+/// KEYS: lock. ARGV: id, lease_ms. Returns 1 when held by this message now.
+const LOCK: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+";
+
+/// Extends the lock if this message holds it. KEYS: lock. ARGV: id, lease_ms.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+pub struct RedisQueue {
+    redis: Redis,
+    consumer: String,
+    lease: Duration,
+    /// Connections for blocking reads, reused across claims.
+    blocking: Mutex<Vec<MultiplexedConnection>>,
+    promote: Script,
+    enqueue: Script,
+    settle: Script,
+    lock: Script,
+    renew: Script,
+}
+
+fn queue_error(e: redis::RedisError) -> QueueError {
+    if unavailable(&e) {
+        QueueError::Unavailable(e.to_string())
+    } else {
+        QueueError::Unexpected(e.into())
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl RedisQueue {
+    /// `consumer` names this worker in the consumer groups (`hostname-pid`); `lease` is how
+    /// long a silent worker keeps its messages before others take them over.
+    pub fn new(redis: Redis, consumer: impl Into<String>, lease: Duration) -> Self {
+        Self {
+            redis,
+            consumer: consumer.into(),
+            lease,
+            blocking: Mutex::new(Vec::new()),
+            promote: Script::new(PROMOTE),
+            enqueue: Script::new(ENQUEUE),
+            settle: Script::new(SETTLE),
+            lock: Script::new(LOCK),
+            renew: Script::new(RENEW),
+        }
+    }
+
+    fn stream(&self, stage: Stage) -> String {
+        self.redis.key(&format!("q:{}", stage.as_str()))
+    }
+
+    fn jobs_key(&self, stage: Stage) -> String {
+        self.redis.key(&format!("q:jobs:{}", stage.as_str()))
+    }
+
+    fn lock_key(&self, stage: Stage, job: JobId) -> String {
+        self.redis.key(&format!("lock:{}:{job}", stage.as_str()))
+    }
+
+    fn conn(&self) -> redis::aio::ConnectionManager {
+        self.redis.commands.clone()
+    }
+
+    /// Creates the stage's stream and group if missing (after a Redis restart, too).
+    async fn ensure_group(&self, stage: Stage) -> Result<(), QueueError> {
+        let mut c = self.conn();
+        let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(self.stream(stage))
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(&mut c)
+            .await;
+        match created {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
+            Err(e) => Err(queue_error(e)),
+        }
+    }
+
+    async fn promote_due(&self) -> Result<(), QueueError> {
+        let mut c = self.conn();
+        let _: i64 = self
+            .promote
+            .key(self.redis.key("q:delayed"))
+            .arg(now_ms())
+            .arg(&self.redis.prefix)
+            .invoke_async(&mut c)
+            .await
+            .map_err(queue_error)?;
+        Ok(())
+    }
+
+    fn lease_of(stage: Stage, entry: &StreamId) -> Option<Lease> {
+        let job: String = entry.get("job")?;
+        let attempt: u32 = entry.get("attempt").unwrap_or(1);
+        Some(Lease {
+            stage,
+            job_id: job.parse().ok()?,
+            attempt,
+            receipt: entry.id.clone(),
+        })
+    }
+
+    /// A dead worker's message, idle for longer than the lease.
+    async fn take_over(&self, stage: Stage) -> Result<Option<StreamId>, QueueError> {
+        let mut c = self.conn();
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(self.stream(stage))
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(self.lease.as_millis() as u64)
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut c)
+            .await
+            .map_err(queue_error)?;
+        Ok(reply.claimed.into_iter().next())
+    }
+
+    async fn read_new(&self, stage: Stage, wait: Duration) -> Result<Option<StreamId>, QueueError> {
+        let pooled = self
+            .blocking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
+        let mut c = match pooled {
+            Some(c) => c,
+            None => self.redis.blocking().await.map_err(queue_error)?,
+        };
+        let reply: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(1)
+            .arg("BLOCK")
+            .arg(wait.as_millis().max(1) as u64)
+            .arg("STREAMS")
+            .arg(self.stream(stage))
+            .arg(">")
+            .query_async(&mut c)
+            .await;
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) if e.code() == Some("NOGROUP") => {
+                self.ensure_group(stage).await?;
+                return Ok(None);
+            }
+            Err(e) => return Err(queue_error(e)),
+        };
+        self.blocking
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(c);
+        Ok(reply
+            .and_then(|r| r.keys.into_iter().next())
+            .and_then(|k| k.ids.into_iter().next()))
+    }
+
+    async fn run_settle(
+        &self,
+        lease: &Lease,
+        action: &str,
+        attempt: u32,
+        due_ms: u64,
+        reason: &str,
+    ) -> Result<(), QueueError> {
+        let mut c = self.conn();
+        let _: i64 = self
+            .settle
+            .key(self.stream(lease.stage))
+            .key(self.lock_key(lease.stage, lease.job_id))
+            .key(self.redis.key("q:delayed"))
+            .key(self.redis.key("q:dead"))
+            .key(self.jobs_key(lease.stage))
+            .arg(GROUP)
+            .arg(&lease.receipt)
+            .arg(action)
+            .arg(lease.stage.as_str())
+            .arg(lease.job_id.to_string())
+            .arg(attempt)
+            .arg(due_ms)
+            .arg(reason)
+            .invoke_async(&mut c)
+            .await
+            .map_err(queue_error)?;
+        Ok(())
+    }
+
+    /// Messages of `stage` for `job` that are alive (waiting, delayed or held).
+    ///
+    /// # Errors
+    /// When Redis cannot be reached.
+    pub async fn pending_for(&self, stage: Stage, job: JobId) -> Result<u64, QueueError> {
+        let mut c = self.conn();
+        let n: Option<i64> = redis::cmd("HGET")
+            .arg(self.jobs_key(stage))
+            .arg(job.to_string())
+            .query_async(&mut c)
+            .await
+            .map_err(queue_error)?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
+    /// Entries held by consumers and not yet acknowledged, for operators and tests.
+    ///
+    /// # Errors
+    /// When Redis cannot be reached.
+    pub async fn unacknowledged(&self, stage: Stage) -> Result<u64, QueueError> {
+        let mut c = self.conn();
+        let reply: redis::RedisResult<Value> = redis::cmd("XPENDING")
+            .arg(self.stream(stage))
+            .arg(GROUP)
+            .query_async(&mut c)
+            .await;
+        match reply {
+            Ok(Value::Array(items)) => Ok(match items.first() {
+                Some(Value::Int(n)) => *n as u64,
+                _ => 0,
+            }),
+            Ok(_) => Ok(0),
+            Err(e) if e.code() == Some("NOGROUP") => Ok(0),
+            Err(e) => Err(queue_error(e)),
+        }
+    }
+
+    /// Entries in the dead-letter stream.
+    ///
+    /// # Errors
+    /// When Redis cannot be reached.
+    pub async fn dead_letters(&self) -> Result<u64, QueueError> {
+        let mut c = self.conn();
+        redis::cmd("XLEN")
+            .arg(self.redis.key("q:dead"))
+            .query_async(&mut c)
+            .await
+            .map_err(queue_error)
+    }
+}
+
+#[async_trait]
+impl JobQueue for RedisQueue {
+    async fn enqueue(&self, stage: Stage, job_id: JobId) -> Result<(), QueueError> {
+        let mut c = self.conn();
+        let _: i64 = self
+            .enqueue
+            .key(self.stream(stage))
+            .key(self.jobs_key(stage))
+            .arg(job_id.to_string())
+            .arg(1)
+            .invoke_async(&mut c)
+            .await
+            .map_err(queue_error)?;
+        Ok(())
+    }
+
+    async fn claim(&self, stage: Stage, wait: Duration) -> Result<Option<Lease>, QueueError> {
+        self.ensure_group(stage).await?;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            self.promote_due().await?;
+            let entry = match self.take_over(stage).await? {
+                Some(e) => Some(e),
+                None => {
+                    // Wake up at least once a second to promote due retries.
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    self.read_new(stage, left.min(Duration::from_secs(1)))
+                        .await?
+                }
+            };
+            if let Some(entry) = entry {
+                let Some(lease) = Self::lease_of(stage, &entry) else {
+                    // Not a message of ours: drop it rather than loop on it.
+                    let broken = Lease {
+                        stage,
+                        job_id: JobId::new(),
+                        attempt: 0,
+                        receipt: entry.id,
+                    };
+                    self.run_settle(&broken, "ack", 0, 0, "").await?;
+                    continue;
+                };
+                let mut c = self.conn();
+                let locked: i64 = self
+                    .lock
+                    .key(self.lock_key(stage, lease.job_id))
+                    .arg(&lease.receipt)
+                    .arg(self.lease.as_millis() as u64)
+                    .invoke_async(&mut c)
+                    .await
+                    .map_err(queue_error)?;
+                if locked == 1 {
+                    return Ok(Some(lease));
+                }
+                // Another worker runs this job's stage: try this message again later.
+                let due = now_ms() + DUPLICATE_DELAY.as_millis() as u64;
+                self.run_settle(&lease, "retry", lease.attempt, due, "")
+                    .await?;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn ack(&self, lease: &Lease) -> Result<(), QueueError> {
+        self.run_settle(lease, "ack", lease.attempt, 0, "").await
+    }
+
+    async fn retry_later(&self, lease: &Lease, delay: Duration) -> Result<(), QueueError> {
+        let due = now_ms() + delay.as_millis() as u64;
+        self.run_settle(lease, "retry", lease.attempt + 1, due, "")
+            .await
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), QueueError> {
+        self.run_settle(lease, "release", lease.attempt, 0, "")
+            .await
+    }
+
+    async fn renew(&self, lease: &Lease) -> Result<(), QueueError> {
+        let mut c = self.conn();
+        let _: Value = redis::cmd("XCLAIM")
+            .arg(self.stream(lease.stage))
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(0)
+            .arg(&lease.receipt)
+            .arg("JUSTID")
+            .query_async(&mut c)
+            .await
+            .map_err(queue_error)?;
+        let _: i64 = self
+            .renew
+            .key(self.lock_key(lease.stage, lease.job_id))
+            .arg(&lease.receipt)
+            .arg(self.lease.as_millis() as u64)
+            .invoke_async(&mut c)
+            .await
+            .map_err(queue_error)?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, lease: &Lease, reason: &str) -> Result<(), QueueError> {
+        self.run_settle(lease, "dead", lease.attempt, 0, reason)
+            .await
+    }
+
+    async fn holds(&self, stage: Stage, job_id: JobId) -> Result<bool, QueueError> {
+        Ok(self.pending_for(stage, job_id).await? > 0)
+    }
+
+    async fn depth(&self, stage: Stage) -> Result<u64, QueueError> {
+        let mut c = self.conn();
+        let len: u64 = redis::cmd("XLEN")
+            .arg(self.stream(stage))
+            .query_async(&mut c)
+            .await
+            .map_err(queue_error)?;
+        Ok(len)
+    }
+}
