@@ -37,16 +37,14 @@ pub async fn guard<E: Endpoint>(
     if let Some(token) = &token
         && !authorized(&req, token)
     {
-        {
-            let body = serde_json::json!({
-                "code": "unauthorized",
-                "message": "send the API token as `Authorization: Bearer <token>`",
-            });
-            return Ok(poem::web::Json(body)
-                .with_status(StatusCode::UNAUTHORIZED)
-                .with_header("WWW-Authenticate", "Bearer")
-                .into_response());
-        }
+        let body = serde_json::json!({
+            "code": "unauthorized",
+            "message": "send the API token as `Authorization: Bearer <token>`",
+        });
+        return Ok(poem::web::Json(body)
+            .with_status(StatusCode::UNAUTHORIZED)
+            .with_header("WWW-Authenticate", "Bearer")
+            .into_response());
     }
     next.call(req).await.map(IntoResponse::into_response)
 }

@@ -59,33 +59,73 @@ pub fn app(state: Arc<ApiState>) -> impl poem::Endpoint {
     let docs = api.swagger_ui();
     let token = state.api_token.clone();
     let max_body = state.max_torrent_bytes + 64 * 1024;
+    let requests = ferry_observability::meter()
+        .u64_counter("ferry_http_requests")
+        .with_description("HTTP requests by method and status")
+        .build();
+    let latency = ferry_observability::meter()
+        .f64_histogram("ferry_http_request_duration")
+        .with_unit("s")
+        .with_description("HTTP request latency")
+        .build();
     Route::new()
         .nest("/", api)
         .at("/api/v1/openapi.json", spec)
         .nest("/docs", docs)
+        .at(
+            "/metrics",
+            poem::endpoint::make_sync(|_| {
+                Response::builder()
+                    .content_type("text/plain; version=0.0.4")
+                    .body(ferry_observability::render_metrics())
+            }),
+        )
         .around(move |ep, req| {
             let token = token.clone();
+            let (requests, latency) = (requests.clone(), latency.clone());
             async move {
-                if let Some(len) = req
-                    .headers()
-                    .get(poem::http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-                    && len > max_body
-                {
-                    {
-                        return Ok(error_response(
-                            poem::http::StatusCode::PAYLOAD_TOO_LARGE,
-                            "payload_too_large",
-                            &format!("request bodies may be at most {max_body} bytes"),
-                        ));
-                    }
-                }
-                auth::guard(ep, req, token).await
+                let started = std::time::Instant::now();
+                let method = opentelemetry::KeyValue::new("method", req.method().to_string());
+                let response = guarded(ep, req, token, max_body).await;
+                let status = match &response {
+                    Ok(r) => r.status().as_u16(),
+                    Err(e) => e.status().as_u16(),
+                };
+                requests.add(
+                    1,
+                    &[
+                        method.clone(),
+                        opentelemetry::KeyValue::new("status", i64::from(status)),
+                    ],
+                );
+                latency.record(started.elapsed().as_secs_f64(), &[method]);
+                response
             }
         })
         .catch_all_error(|err| async move { json_error(err) })
         .with(Tracing)
+}
+
+/// Refuses oversized bodies, then checks the token.
+async fn guarded<E: poem::Endpoint>(
+    ep: E,
+    req: poem::Request,
+    token: Option<String>,
+    max_body: u64,
+) -> poem::Result<Response> {
+    let declared = req
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_body) {
+        return Ok(error_response(
+            poem::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            &format!("request bodies may be at most {max_body} bytes"),
+        ));
+    }
+    auth::guard(ep, req, token).await
 }
 
 fn error_response(status: poem::http::StatusCode, code: &str, message: &str) -> Response {

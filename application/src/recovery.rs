@@ -20,11 +20,13 @@ pub struct Recovery {
 }
 
 impl Recovery {
-    /// Queues the stage each unfinished job is in; returns how many were queued.
+    /// Queues the stage of every unfinished job that has no live message (after a restart
+    /// of the process, or of Redis without persistence); returns how many were queued.
+    /// Safe to run any time and from several processes: a duplicate message is harmless.
     ///
     /// # Errors
     /// When the repository or the queue fails.
-    pub async fn requeue_unfinished(&self) -> Result<usize, RecoveryError> {
+    pub async fn requeue_orphans(&self) -> Result<usize, RecoveryError> {
         let jobs = self.repo.unfinished().await?;
         let mut queued = 0;
         for (id, status) in jobs {
@@ -35,11 +37,14 @@ impl Recovery {
                 JobStatus::Uploading => Stage::Upload,
                 _ => continue,
             };
+            if self.queue.holds(stage, id).await? {
+                continue;
+            }
             self.queue.enqueue(stage, id).await?;
             queued += 1;
         }
         if queued > 0 {
-            tracing::info!(queued, "re-queued unfinished jobs");
+            tracing::info!(queued, "queued unfinished jobs that had lost their message");
         }
         Ok(queued)
     }

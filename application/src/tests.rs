@@ -482,7 +482,12 @@ async fn shutdown_releases_the_job_and_recovery_requeues_it() {
         repo: w.f.repo.clone(),
         queue: w.f.queue.clone(),
     };
-    assert_eq!(recovery.requeue_unfinished().await.unwrap(), 1);
+    assert_eq!(recovery.requeue_orphans().await.unwrap(), 1);
+    assert_eq!(
+        recovery.requeue_orphans().await.unwrap(),
+        0,
+        "a job with a live message is left alone"
+    );
     w.f.engine.set_stalled(false);
     w.run_stage(Stage::Download).await;
     w.run_stage(Stage::Upload).await;

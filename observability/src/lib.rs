@@ -3,6 +3,12 @@
 //! Every log line carries the span fields of where it happened (`job_id` in stages,
 //! the method and path in HTTP requests).
 
+mod metrics;
+mod probes;
+
+pub use metrics::{init_metrics, meter, render as render_metrics};
+pub use probes::{HealthFn, serve_probes};
+
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
 

@@ -7,8 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_application::ports::{JobQueue, Lease};
-use ferry_application::{StageHandler, StageRunner};
+use ferry_application::ports::{JobQueue, Lease, Stage};
+use ferry_application::{Recovery, StageHandler, StageOutcome, StageRunner};
+use opentelemetry::KeyValue;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -100,9 +101,63 @@ async fn run_one(
             }
         }
     };
-    tracing::debug!(?outcome, elapsed = ?started.elapsed(), "stage ran");
+    let elapsed = started.elapsed();
+    tracing::debug!(?outcome, ?elapsed, "stage ran");
+    record(lease, &outcome, elapsed, runner);
     if let Err(e) = runner.settle(lease, outcome).await {
         tracing::error!(error = %e, "could not settle the stage; it will be delivered again");
+    }
+}
+
+/// Stage metrics: runs by outcome, durations, retries and dead letters.
+fn record(lease: &Lease, outcome: &StageOutcome, elapsed: Duration, runner: &StageRunner) {
+    let meter = ferry_observability::meter();
+    let stage = KeyValue::new("stage", lease.stage.as_str());
+    let label = match outcome {
+        StageOutcome::Done => "done",
+        StageOutcome::Retry(_) if lease.attempt >= runner.policy.max_attempts => "dead_letter",
+        StageOutcome::Retry(_) => "retry",
+        StageOutcome::Fail(_) => "failed",
+        StageOutcome::Released => "released",
+    };
+    meter
+        .u64_counter("ferry_stage_runs")
+        .with_description("Stage runs by outcome")
+        .build()
+        .add(1, &[stage.clone(), KeyValue::new("outcome", label)]);
+    meter
+        .f64_histogram("ferry_stage_duration")
+        .with_unit("s")
+        .with_description("Time a stage run took")
+        .build()
+        .record(elapsed.as_secs_f64(), &[stage]);
+}
+
+/// Every `every`, queues unfinished jobs that lost their message and records queue depths,
+/// until `shutdown`.
+pub async fn reconcile(
+    recovery: Recovery,
+    queue: Arc<dyn JobQueue>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let depth = ferry_observability::meter()
+        .u64_gauge("ferry_queue_depth")
+        .with_description("Messages waiting per stage")
+        .build();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(e) = recovery.requeue_orphans().await {
+            tracing::warn!(error = %e, "could not reconcile unfinished jobs");
+        }
+        for stage in Stage::ALL {
+            if let Ok(n) = queue.depth(stage).await {
+                depth.record(n, &[KeyValue::new("stage", stage.as_str())]);
+            }
+        }
     }
 }
 

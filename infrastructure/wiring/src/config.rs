@@ -77,6 +77,17 @@ pub struct Config {
     /// data dir when none is configured.
     pub api_token: Option<Secret>,
     pub api_token_file: Option<PathBuf>,
+    /// `redis://host:port/db`: the queue and progress bus of the distributed mode
+    /// (`ferry-api` and the worker binaries). `ferry serve` does not use it.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    pub redis_prefix: String,
+    /// Downloads in progress; default `{data_dir}/staging`. Shared by download and upload
+    /// workers in the distributed mode.
+    pub staging_dir: Option<PathBuf>,
+    /// Delivered files (local storage); default `{data_dir}/storage`. Shared by upload
+    /// workers and the API in the distributed mode.
+    pub storage_dir: Option<PathBuf>,
     pub torrent: TorrentConfig,
     pub limits: LimitsConfig,
     pub workers: WorkersConfig,
@@ -91,6 +102,10 @@ impl Default for Config {
             database_url: None,
             api_token: None,
             api_token_file: None,
+            redis_url: None,
+            redis_prefix: "ferry".to_owned(),
+            staging_dir: None,
+            storage_dir: None,
             torrent: TorrentConfig::default(),
             limits: LimitsConfig::default(),
             workers: WorkersConfig::default(),
@@ -194,6 +209,14 @@ pub struct WorkersConfig {
     /// How often progress is published to watchers.
     #[serde(with = "humantime_serde")]
     pub progress_interval: Duration,
+    /// How long a silent worker keeps its jobs before another takes them over (Redis).
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How often workers look for unfinished jobs whose queue message was lost.
+    #[serde(with = "humantime_serde")]
+    pub reconcile_every: Duration,
+    /// Where a worker process serves `/health` and `/metrics`.
+    pub probe_listen: SocketAddr,
 }
 
 impl Default for WorkersConfig {
@@ -205,6 +228,9 @@ impl Default for WorkersConfig {
             retry_base_delay: Duration::from_secs(5),
             retry_max_delay: Duration::from_secs(600),
             progress_interval: Duration::from_millis(500),
+            lease: Duration::from_secs(60),
+            reconcile_every: Duration::from_secs(30),
+            probe_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
         }
     }
 }
@@ -274,11 +300,9 @@ impl Config {
         if self.api_token.is_none()
             && let Some(path) = &self.api_token_file
         {
-            {
-                let token = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading api_token_file {}", path.display()))?;
-                self.api_token = Some(Secret::new(token.trim()));
-            }
+            let token = std::fs::read_to_string(path)
+                .with_context(|| format!("reading api_token_file {}", path.display()))?;
+            self.api_token = Some(Secret::new(token.trim()));
         }
         Ok(())
     }
@@ -294,11 +318,15 @@ impl Config {
     }
 
     pub fn staging_dir(&self) -> PathBuf {
-        self.data_dir.join("staging")
+        self.staging_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("staging"))
     }
 
     pub fn storage_dir(&self) -> PathBuf {
-        self.data_dir.join("storage")
+        self.storage_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("storage"))
     }
 }
 

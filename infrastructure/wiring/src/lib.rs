@@ -1,11 +1,14 @@
 //! Wiring: builds the ports from [`Config`] and hands the use cases to the binaries.
 //!
 //! Only this crate knows which adapter backs which port; `api`, `workers` and `cli` see
-//! the application's use cases and port traits.
+//! the application's use cases and port traits. Two sets of ports exist: the embedded one
+//! (`ferry serve`: in-process queue and bus) and the distributed one (`ferry-api` and the
+//! worker binaries: Redis Streams); both share the database, storage and staging adapters.
 
 pub mod config;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use ferry_application::ports::{
@@ -21,6 +24,7 @@ use ferry_local_storage::{LocalStaging, LocalStore};
 use ferry_torrent::{EngineConfig, Inspector, RqbitEngine};
 
 pub use config::{Config, LogFormat, Secret};
+pub use ferry_redis::{Redis, RedisQueue};
 
 /// A stage handler and how many copies of it run at once.
 pub struct StagePool {
@@ -28,17 +32,19 @@ pub struct StagePool {
     pub concurrency: usize,
 }
 
-/// Everything one `ferry serve` process runs: the API's use cases and the workers' stages.
-pub struct Embedded {
-    pub jobs: Arc<Jobs>,
-    pub bus: Arc<dyn ProgressBus>,
+/// The ports of one process, and the use cases built on them.
+#[derive(Clone)]
+pub struct Ports {
+    pub repo: Arc<dyn JobRepository>,
     pub queue: Arc<dyn JobQueue>,
-    pub runner: Arc<StageRunner>,
-    pub stages: Vec<StagePool>,
-    pub health: Arc<HealthCheck>,
-    pub recovery: Recovery,
-    pub engine: Arc<RqbitEngine>,
+    pub bus: Arc<dyn ProgressBus>,
+    pub store: Arc<dyn ObjectStore>,
+    pub staging: Arc<dyn Staging>,
+    pub clock: Arc<dyn Clock>,
     pub database: ferry_database::Connection,
+    /// Present in the distributed mode.
+    pub redis: Option<Redis>,
+    config: Config,
 }
 
 /// Connects to the database and brings its schema up to date.
@@ -72,94 +78,187 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Builds the one-box mode: SQLite (or the configured database), the embedded queue and
-/// progress bus, local storage and the embedded torrent engine.
-///
-/// # Errors
-/// When the database, the storage folder or the torrent engine cannot be set up.
-pub async fn build_embedded(config: &Config) -> anyhow::Result<Embedded> {
+/// This process's name among a queue's consumers.
+pub fn consumer_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "ferry".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+async fn local_ports(
+    config: &Config,
+) -> anyhow::Result<(
+    Arc<dyn JobRepository>,
+    Arc<dyn ObjectStore>,
+    Arc<dyn Staging>,
+    ferry_database::Connection,
+)> {
     let db = database(config).await?;
     let repo: Arc<dyn JobRepository> = Arc::new(ferry_database::SqlJobRepository::new(db.clone()));
-    let queue: Arc<dyn JobQueue> = Arc::new(EmbeddedQueue::new());
-    let bus: Arc<dyn ProgressBus> = Arc::new(EmbeddedBus::new());
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(config.storage_dir()));
     store.check().await.context("checking the storage folder")?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let engine = Arc::new(
-        RqbitEngine::start(EngineConfig {
-            staging_dir: config.staging_dir(),
-            listen: config.torrent.listen,
-            dht: config.torrent.dht,
-            lsd: config.torrent.lsd,
-            upnp: config.torrent.upnp,
-            download_limit_bps: config.torrent.download_limit,
-            upload_limit_bps: config.torrent.upload_limit,
-            peer_limit: config.torrent.peer_limit,
-        })
-        .await?,
-    );
-    let engine_port: Arc<dyn TorrentEngine> = engine.clone();
     let staging: Arc<dyn Staging> = Arc::new(LocalStaging::new(config.staging_dir()));
-    let limits = TorrentLimits {
-        max_files: config.limits.max_files,
-        max_total_bytes: config.limits.max_total_bytes,
-    };
-    let lifecycle = Lifecycle::new(repo.clone(), bus.clone(), clock);
-    let jobs = Arc::new(Jobs {
-        lifecycle: lifecycle.clone(),
-        queue: queue.clone(),
-        inspector: Arc::new(Inspector),
-        store: store.clone(),
-        limits,
-    });
-    let download = Arc::new(DownloadStage {
-        lifecycle: lifecycle.clone(),
-        queue: queue.clone(),
-        engine: engine_port,
-        staging: staging.clone(),
-        limits,
-        settings: DownloadSettings {
-            tick: config.workers.progress_interval,
-            resolve_timeout: config.torrent.resolve_timeout,
-            ..DownloadSettings::default()
-        },
-    });
-    let deliver = Arc::new(DeliverStage {
-        lifecycle: lifecycle.clone(),
+    Ok((repo, store, staging, db))
+}
+
+/// The one-box mode: the configured database (SQLite by default), the embedded queue and
+/// progress bus, local storage and staging.
+///
+/// # Errors
+/// When the database or the storage folder cannot be set up.
+pub async fn embedded(config: &Config) -> anyhow::Result<Ports> {
+    let (repo, store, staging, database) = local_ports(config).await?;
+    Ok(Ports {
+        repo,
+        queue: Arc::new(EmbeddedQueue::new()),
+        bus: Arc::new(EmbeddedBus::new()),
+        store,
         staging,
-        store: store.clone(),
-    });
-    let runner = Arc::new(StageRunner {
-        lifecycle,
-        queue: queue.clone(),
-        policy: RetryPolicy {
-            max_attempts: config.workers.max_attempts.max(1),
-            base_delay: config.workers.retry_base_delay,
-            max_delay: config.workers.retry_max_delay,
-        },
-    });
-    Ok(Embedded {
-        jobs,
-        bus,
-        queue: queue.clone(),
-        runner,
-        stages: vec![
-            StagePool {
-                handler: download,
-                concurrency: config.workers.downloads.max(1),
-            },
-            StagePool {
-                handler: deliver,
-                concurrency: config.workers.uploads.max(1),
-            },
-        ],
-        health: Arc::new(HealthCheck {
-            repo: repo.clone(),
-            queue: queue.clone(),
-            store,
-        }),
-        recovery: Recovery { repo, queue },
-        engine,
-        database: db,
+        clock: Arc::new(SystemClock),
+        database,
+        redis: None,
+        config: config.clone(),
     })
+}
+
+/// The distributed mode: the configured database (PostgreSQL) and Redis Streams.
+///
+/// # Errors
+/// When `redis_url` is missing or Redis, the database or the storage cannot be reached.
+pub async fn distributed(config: &Config) -> anyhow::Result<Ports> {
+    let url = config
+        .redis_url
+        .as_deref()
+        .context("redis_url (FERRY_REDIS_URL) is required in the distributed mode")?;
+    let redis = Redis::connect(url, &config.redis_prefix)
+        .await
+        .with_context(|| format!("connecting to Redis at {}", redact(url)))?;
+    let (repo, store, staging, database) = local_ports(config).await?;
+    let queue = Arc::new(RedisQueue::new(
+        redis.clone(),
+        consumer_name(),
+        config.workers.lease,
+    ));
+    Ok(Ports {
+        repo,
+        queue,
+        bus: Arc::new(ferry_redis::RedisBus::new(redis.clone())),
+        store,
+        staging,
+        clock: Arc::new(SystemClock),
+        database,
+        redis: Some(redis),
+        config: config.clone(),
+    })
+}
+
+impl Ports {
+    fn limits(&self) -> TorrentLimits {
+        TorrentLimits {
+            max_files: self.config.limits.max_files,
+            max_total_bytes: self.config.limits.max_total_bytes,
+        }
+    }
+
+    pub fn lifecycle(&self) -> Lifecycle {
+        Lifecycle::new(self.repo.clone(), self.bus.clone(), self.clock.clone())
+    }
+
+    /// The API's use cases.
+    pub fn jobs(&self) -> Arc<Jobs> {
+        Arc::new(Jobs {
+            lifecycle: self.lifecycle(),
+            queue: self.queue.clone(),
+            inspector: Arc::new(Inspector),
+            store: self.store.clone(),
+            limits: self.limits(),
+        })
+    }
+
+    pub fn health(&self) -> Arc<HealthCheck> {
+        Arc::new(HealthCheck {
+            repo: self.repo.clone(),
+            queue: self.queue.clone(),
+            store: self.store.clone(),
+        })
+    }
+
+    pub fn runner(&self) -> Arc<StageRunner> {
+        let w = &self.config.workers;
+        Arc::new(StageRunner {
+            lifecycle: self.lifecycle(),
+            queue: self.queue.clone(),
+            policy: RetryPolicy {
+                max_attempts: w.max_attempts.max(1),
+                base_delay: w.retry_base_delay,
+                max_delay: w.retry_max_delay,
+            },
+        })
+    }
+
+    pub fn recovery(&self) -> Recovery {
+        Recovery {
+            repo: self.repo.clone(),
+            queue: self.queue.clone(),
+        }
+    }
+
+    /// How often to look for jobs that lost their queue message.
+    pub fn reconcile_every(&self) -> Duration {
+        self.config.workers.reconcile_every
+    }
+
+    /// The delivery stage.
+    pub fn deliver_pool(&self) -> StagePool {
+        StagePool {
+            handler: Arc::new(DeliverStage {
+                lifecycle: self.lifecycle(),
+                staging: self.staging.clone(),
+                store: self.store.clone(),
+            }),
+            concurrency: self.config.workers.uploads.max(1),
+        }
+    }
+
+    /// Starts the embedded BitTorrent engine and the download stage on it.
+    ///
+    /// # Errors
+    /// When the engine cannot start (staging folder, listening port).
+    pub async fn download_pool(&self) -> anyhow::Result<(StagePool, Arc<RqbitEngine>)> {
+        let t = &self.config.torrent;
+        let engine = Arc::new(
+            RqbitEngine::start(EngineConfig {
+                staging_dir: self.config.staging_dir(),
+                listen: t.listen,
+                dht: t.dht,
+                lsd: t.lsd,
+                upnp: t.upnp,
+                download_limit_bps: t.download_limit,
+                upload_limit_bps: t.upload_limit,
+                peer_limit: t.peer_limit,
+            })
+            .await?,
+        );
+        let port: Arc<dyn TorrentEngine> = engine.clone();
+        let pool = StagePool {
+            handler: Arc::new(DownloadStage {
+                lifecycle: self.lifecycle(),
+                queue: self.queue.clone(),
+                engine: port,
+                staging: self.staging.clone(),
+                limits: self.limits(),
+                settings: DownloadSettings {
+                    tick: self.config.workers.progress_interval,
+                    resolve_timeout: t.resolve_timeout,
+                    ..DownloadSettings::default()
+                },
+            }),
+            concurrency: self.config.workers.downloads.max(1),
+        };
+        Ok((pool, engine))
+    }
 }

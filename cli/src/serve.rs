@@ -9,7 +9,7 @@ use ferry_wiring::Config;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::token;
+use crate::{stop_signal, token};
 
 /// How long workers get to finish or release their jobs after a stop signal.
 const GRACE: Duration = Duration::from_secs(30);
@@ -19,9 +19,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.api_token.as_ref().map(|s| s.expose()),
         &config.data_dir,
     )?;
-    let app = ferry_wiring::build_embedded(&config).await?;
-    let requeued = app
-        .recovery
+    let ports = ferry_wiring::embedded(&config).await?;
+    let (download, engine) = ports.download_pool().await?;
+    let requeued = ports
+        .recovery()
         .requeue_orphans()
         .await
         .context("re-queueing unfinished jobs")?;
@@ -37,18 +38,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let state = Arc::new(ApiState {
-        jobs: app.jobs.clone(),
-        bus: app.bus.clone(),
-        health: app.health.clone(),
+        jobs: ports.jobs(),
+        bus: ports.bus.clone(),
+        health: ports.health(),
         api_token: Some(token),
         max_torrent_bytes: config.limits.max_torrent_file_bytes,
     });
     let api = tasks.spawn(ferry_api::serve(acceptor, state, shutdown.clone()));
-    for pool in &app.stages {
+    let runner = ports.runner();
+    for pool in [download, ports.deliver_pool()] {
         tasks.spawn(ferry_workers::run_pool(
-            app.queue.clone(),
-            app.runner.clone(),
-            pool.handler.clone(),
+            ports.queue.clone(),
+            runner.clone(),
+            pool.handler,
             pool.concurrency,
             shutdown.clone(),
         ));
@@ -69,31 +71,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         () = tokio::time::sleep(GRACE) => tracing::warn!("workers did not stop within {GRACE:?}"),
         () = stop_signal() => tracing::warn!("second stop signal: exiting at once"),
     }
-    app.engine.shutdown().await;
-    app.database.close().await.ok();
+    engine.shutdown().await;
+    ports.database.close().await.ok();
     tracing::info!("ferry stopped");
     Ok(())
-}
-
-/// SIGINT or SIGTERM.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
