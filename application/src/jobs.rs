@@ -158,7 +158,13 @@ impl Jobs {
             return Err(JobsError::Duplicate(existing));
         }
         self.lifecycle.repo.insert(&job).await?;
-        self.queue.enqueue(Stage::Download, job.id).await?;
+        if let Err(e) = self.queue.enqueue(Stage::Download, job.id).await {
+            // Refuse cleanly rather than leave a job the caller was told failed.
+            if let Err(undo) = self.lifecycle.repo.delete(job.id).await {
+                tracing::error!(job_id = %job.id, error = %undo, "could not remove a job that was not queued");
+            }
+            return Err(e.into());
+        }
         tracing::info!(job_id = %job.id, source = job.source.kind(), name = %job.name, "job submitted");
         self.lifecycle.announce(&job, EventKind::Status).await;
         Ok(job)

@@ -97,6 +97,7 @@ pub async fn worker(config: Config, role: Role) -> anyhow::Result<()> {
         ports.runner(),
         pool.handler,
         pool.concurrency,
+        ports.renew_every(),
         shutdown.clone(),
     ));
     tasks.close();

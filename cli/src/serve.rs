@@ -52,6 +52,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             runner.clone(),
             pool.handler,
             pool.concurrency,
+            ports.renew_every(),
             shutdown.clone(),
         ));
     }

@@ -16,16 +16,16 @@ use tracing::Instrument;
 
 /// How long one claim waits for work before checking for shutdown again.
 const CLAIM_WAIT: Duration = Duration::from_secs(1);
-/// How often a held lease is renewed.
-const RENEW_EVERY: Duration = Duration::from_secs(10);
 
 /// Runs `concurrency` workers for `handler`'s stage until `shutdown` fires; returns once
-/// every worker has settled the job it held.
+/// every worker has settled the job it held. Held leases are renewed every `renew_every`
+/// (a third of the queue's lease keeps a live worker's jobs its own).
 pub async fn run_pool(
     queue: Arc<dyn JobQueue>,
     runner: Arc<StageRunner>,
     handler: Arc<dyn StageHandler>,
     concurrency: usize,
+    renew_every: Duration,
     shutdown: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
@@ -37,7 +37,7 @@ pub async fn run_pool(
             shutdown.clone(),
         );
         let span = tracing::info_span!("worker", stage = handler.stage().as_str(), n);
-        tracker.spawn(work(queue, runner, handler, shutdown).instrument(span));
+        tracker.spawn(work(queue, runner, handler, renew_every, shutdown).instrument(span));
     }
     tracker.close();
     tracker.wait().await;
@@ -47,6 +47,7 @@ async fn work(
     queue: Arc<dyn JobQueue>,
     runner: Arc<StageRunner>,
     handler: Arc<dyn StageHandler>,
+    renew_every: Duration,
     shutdown: CancellationToken,
 ) {
     let stage = handler.stage();
@@ -71,7 +72,7 @@ async fn work(
         };
         backoff = Duration::from_millis(250);
         let span = tracing::info_span!("stage", job_id = %lease.job_id, attempt = lease.attempt);
-        run_one(&*queue, &runner, &*handler, &lease, &shutdown)
+        run_one(&*queue, &runner, &*handler, &lease, renew_every, &shutdown)
             .instrument(span)
             .await;
     }
@@ -82,13 +83,14 @@ async fn run_one(
     runner: &StageRunner,
     handler: &dyn StageHandler,
     lease: &Lease,
+    renew_every: Duration,
     shutdown: &CancellationToken,
 ) {
     let started = tokio::time::Instant::now();
     let outcome = {
         let run = handler.run(lease, shutdown);
         tokio::pin!(run);
-        let mut renew = tokio::time::interval(RENEW_EVERY);
+        let mut renew = tokio::time::interval(renew_every.max(Duration::from_millis(100)));
         renew.tick().await;
         loop {
             tokio::select! {
@@ -222,8 +224,15 @@ mod tests {
             let (q, r, s) = (f.queue.clone(), runner.clone(), shutdown.clone());
             async move {
                 tokio::join!(
-                    run_pool(q.clone(), r.clone(), download, 2, s.clone()),
-                    run_pool(q, r, deliver, 1, s),
+                    run_pool(
+                        q.clone(),
+                        r.clone(),
+                        download,
+                        2,
+                        Duration::from_secs(1),
+                        s.clone()
+                    ),
+                    run_pool(q, r, deliver, 1, Duration::from_secs(1), s),
                 );
             }
         });

@@ -7,6 +7,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod bencode;
+pub mod cluster;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -56,6 +57,10 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+pub fn wait_for_port_pub(port: u16, what: &str) {
+    wait_for_port(port, what)
+}
+
 fn wait_for_port(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -72,7 +77,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
+    pub fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
         let out = std::fs::File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
@@ -313,6 +318,10 @@ impl Seeder {
                 "--check-integrity=false",
                 "--bt-max-peers=0",
             ])
+            .arg(format!(
+                "--max-concurrent-downloads={}",
+                torrents.len().max(5)
+            ))
             .arg(format!("--listen-port={port}"))
             .args(torrents);
         let proc = Proc::spawn("aria2c", cmd, dir.join(format!("aria2c-{port}.log")));
@@ -378,6 +387,41 @@ impl Ferry {
             assert!(
                 Instant::now() < deadline,
                 "ferry did not start:\n{}",
+                ferry.proc.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ferry.token = std::fs::read_to_string(data_dir.join("api-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        ferry
+    }
+
+    /// Wraps an already started API process listening on `port`.
+    pub fn attach(proc: Proc, port: u16, data_dir: &Path) -> Self {
+        let mut ferry = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_owned(),
+            token: String::new(),
+            proc,
+            port,
+            env: Vec::new(),
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = ferry.proc.child.try_wait().unwrap() {
+                panic!(
+                    "{} exited with {status}:\n{}",
+                    ferry.proc.name,
+                    ferry.proc.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start:\n{}",
+                ferry.proc.name,
                 ferry.proc.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));

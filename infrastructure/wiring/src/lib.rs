@@ -207,6 +207,11 @@ impl Ports {
         }
     }
 
+    /// How often a worker renews the leases it holds: a third of the lease.
+    pub fn renew_every(&self) -> Duration {
+        self.config.workers.lease / 3
+    }
+
     /// How often to look for jobs that lost their queue message.
     pub fn reconcile_every(&self) -> Duration {
         self.config.workers.reconcile_every

@@ -1,0 +1,308 @@
+//! The distributed mode under faults: real `ferry-api`, worker processes, PostgreSQL, Redis,
+//! opentracker and an aria2c seeder on loopback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::cluster::*;
+use common::*;
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+fn tempdir() -> (Option<tempfile::TempDir>, std::path::PathBuf) {
+    let mut dir = Some(tempfile::tempdir().unwrap());
+    let root = dir.as_ref().unwrap().path().to_owned();
+    if std::env::var_os("FERRY_TEST_KEEP").is_some() {
+        eprintln!("keeping {}", root.display());
+        let _ = dir.take().map(tempfile::TempDir::keep);
+    }
+    (dir, root)
+}
+
+/// `count` torrents of about 3 MiB each, a tracker that knows them and one seeder.
+fn swarm(root: &std::path::Path, count: usize) -> (Vec<(Payload, Torrent)>, Tracker, Seeder) {
+    let content = root.join("seed");
+    let payloads: Vec<Payload> = (0..count)
+        .map(|i| {
+            let name = format!("t{i:02}");
+            Payload::create(
+                &content,
+                &name,
+                &[("a.bin", 3 * MIB + i as u64 * 4096), ("b.txt", 10_000)],
+            )
+        })
+        .collect();
+    let probes: Vec<Torrent> = payloads
+        .iter()
+        .map(|p| {
+            p.make_torrent(
+                "http://127.0.0.1:1/announce",
+                &root.join(format!("{}.probe.torrent", p.name)),
+            )
+        })
+        .collect();
+    let hashes: Vec<&str> = probes.iter().map(|t| t.info_hash.as_str()).collect();
+    let tracker = Tracker::start(root, &hashes);
+    let torrents: Vec<Torrent> = payloads
+        .iter()
+        .map(|p| {
+            p.make_torrent(
+                &tracker.announce(),
+                &root.join(format!("{}.torrent", p.name)),
+            )
+        })
+        .collect();
+    let paths: Vec<&std::path::Path> = torrents.iter().map(|t| t.path.as_path()).collect();
+    let seeder = Seeder::start(root, &content, &paths);
+    for t in &torrents {
+        tracker.wait_for_seeders(&t.info_hash, 1);
+    }
+    (
+        payloads.into_iter().zip(torrents).collect(),
+        tracker,
+        seeder,
+    )
+}
+
+fn needs() -> bool {
+    init();
+    require(&[
+        "opentracker",
+        "aria2c",
+        "mktorrent",
+        "psql",
+        "redis-cli",
+        "redis-server",
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_jobs_complete_exactly_once_when_a_worker_is_killed() {
+    if !needs() {
+        return;
+    }
+    let Some(db) = FreshDb::create() else { return };
+    let (_keep, root) = tempdir();
+    let (swarm, _tracker, _seeder) = swarm(&root, 20);
+    let redis =
+        std::env::var("FERRY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    // Slow enough that jobs are mid-download when the worker dies.
+    let cluster = Cluster::new(
+        &root,
+        &db.url,
+        &redis,
+        &[("FERRY_TORRENT__DOWNLOAD_LIMIT", "4194304")],
+    );
+    cluster.migrate();
+    let api = cluster.api();
+    let mut doomed = cluster.worker("torrent");
+    let _survivor = cluster.worker("torrent");
+    let _uploader = cluster.worker("upload");
+
+    // Workers answer their probes.
+    let probe = reqwest::get(format!("http://127.0.0.1:{}/health", doomed.probe))
+        .await
+        .unwrap();
+    assert_eq!(probe.status().as_u16(), 200);
+
+    let mut jobs: HashMap<String, usize> = HashMap::new();
+    for (i, (_, torrent)) in swarm.iter().enumerate() {
+        let (status, job) = api.submit_torrent(&torrent.bytes, None).await;
+        assert_eq!(status, 201, "{job}");
+        jobs.insert(job["id"].as_str().unwrap().to_owned(), i);
+    }
+
+    // Kill one torrent worker while it holds jobs mid-download (its log says which it runs).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = doomed.proc.log_text();
+        let running = log.matches("download running").count();
+        let done = log.matches("download complete").count();
+        if running > done && done >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the worker never got under way:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    doomed.proc.signal(9);
+    doomed.proc.wait_timeout(Duration::from_secs(10)).unwrap();
+
+    for id in jobs.keys() {
+        api.wait_status(id, "completed", Duration::from_secs(240))
+            .await;
+    }
+    for (id, i) in &jobs {
+        let (payload, _) = &swarm[*i];
+        api.assert_files_match(id, payload, None).await;
+        assert_eq!(
+            cluster.completions(id),
+            1,
+            "job {id} completed exactly once"
+        );
+        assert_eq!(api.job(id).await["attempts"], 0);
+    }
+    // Nothing left behind in the queues.
+    let settled = Instant::now() + Duration::from_secs(10);
+    while cluster.unacknowledged("download") + cluster.unacknowledged("upload") > 0 {
+        assert!(Instant::now() < settled, "messages left pending");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(cluster.dead_letters(), 0);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", _uploader.probe))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("ferry_stage_runs_total"), "{metrics}");
+    redis_cli(
+        &redis,
+        &[
+            "EVAL",
+            "for _,k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end",
+            "0",
+            &format!("{}:*", cluster.prefix),
+        ],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_queued_before_a_redis_restart_still_complete() {
+    if !needs() {
+        return;
+    }
+    let Some(db) = FreshDb::create() else { return };
+    let (_keep, root) = tempdir();
+    let (swarm, _tracker, _seeder) = swarm(&root, 3);
+    let mut redis = OwnRedis::start(&root);
+    let cluster = Cluster::new(&root, &db.url, &redis.url(), &[]);
+    cluster.migrate();
+    let api = cluster.api();
+    let _uploader = cluster.worker("upload");
+
+    // Queued, with no torrent worker to take them yet.
+    let mut ids = Vec::new();
+    for (_, torrent) in &swarm[..2] {
+        let (status, job) = api.submit_torrent(&torrent.bytes, None).await;
+        assert_eq!(status, 201, "{job}");
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+
+    // Redis goes away (losing every stream: it keeps nothing on disk).
+    redis.stop();
+    let (status, body) = api.submit_torrent(&swarm[2].1.bytes, None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (503, Some("service_unavailable")),
+        "{body}"
+    );
+    let health = reqwest::get(api.url("/health")).await.unwrap();
+    assert_eq!(health.status().as_u16(), 503);
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(health["status"], "degraded");
+    // Reads that need only the database keep working.
+    let (status, page) = api.get_json("/jobs").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        2,
+        "the refused submission left nothing behind"
+    );
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = api.submit_torrent(&swarm[2].1.bytes, None).await;
+        if status == 201 {
+            ids.push(body["id"].as_str().unwrap().to_owned());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the API did not recover: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _worker = cluster.worker("torrent");
+    for (i, id) in ids.iter().enumerate() {
+        api.wait_status(id, "completed", Duration::from_secs(120))
+            .await;
+        api.assert_files_match(id, &swarm[i].0, None).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_that_keeps_failing_backs_off_then_dead_letters() {
+    if !needs() {
+        return;
+    }
+    let Some(db) = FreshDb::create() else { return };
+    let (_keep, root) = tempdir();
+    let redis =
+        std::env::var("FERRY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let cluster = Cluster::new(
+        &root,
+        &db.url,
+        &redis,
+        &[
+            ("FERRY_WORKERS__MAX_ATTEMPTS", "3"),
+            ("FERRY_WORKERS__RETRY_BASE_DELAY", "1s"),
+        ],
+    );
+    cluster.migrate();
+    let api = cluster.api();
+    let _worker = cluster.worker("torrent");
+    // No tracker, no peer address and no DHT: the engine cannot even look for peers.
+    let job = api
+        .submit_magnet("magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567&dn=nowhere")
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    let failed = api
+        .wait_status(&id, "failed", Duration::from_secs(60))
+        .await;
+    let elapsed = started.elapsed();
+    assert_eq!(failed["attempts"], 3, "{failed}");
+    assert_eq!(failed["error"]["code"], "engine_error", "{failed}");
+    // Backoff between the three attempts: 1 s, then 2 s.
+    assert!(
+        elapsed >= Duration::from_secs(3),
+        "retried too fast: {elapsed:?}"
+    );
+    assert_eq!(cluster.dead_letters(), 1);
+    let dead = redis_cli(&redis, &["XRANGE", &cluster.key("q:dead"), "-", "+"]);
+    assert!(
+        dead.contains(&id) && dead.contains("engine_error"),
+        "{dead}"
+    );
+    assert_eq!(cluster.unacknowledged("download"), 0);
+    // The user retries; it fails again the same way, and is dead-lettered again.
+    let (status, retried) = api
+        .post_json(&format!("/jobs/{id}/retry"), serde_json::json!({}))
+        .await;
+    assert_eq!(
+        (status, retried["status"].as_str()),
+        (200, Some("queued")),
+        "{retried}"
+    );
+    api.wait_status(&id, "failed", Duration::from_secs(60))
+        .await;
+    assert_eq!(cluster.dead_letters(), 2);
+    redis_cli(
+        &redis,
+        &[
+            "EVAL",
+            "for _,k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end",
+            "0",
+            &format!("{}:*", cluster.prefix),
+        ],
+    );
+}
