@@ -8,6 +8,7 @@
 //!   lock and the job's message count always change together.
 //! - renew: `XCLAIM … JUSTID` resets the idle time, and the lock's expiry moves on.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,9 @@ use crate::{Redis, unavailable};
 const GROUP: &str = "workers";
 /// How long a duplicate waits before it is tried again.
 const DUPLICATE_DELAY: Duration = Duration::from_secs(2);
+/// How often a claimer promotes due retries and looks for dead workers' messages; between
+/// those, a claim is one blocking read and one lock.
+const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
 
 /// Moves due retries back into their stage streams.
 const PROMOTE: &str = r"
@@ -88,6 +92,8 @@ pub struct RedisQueue {
     lease: Duration,
     /// Connections for blocking reads, reused across claims.
     blocking: Mutex<Vec<MultiplexedConnection>>,
+    /// Per stage: whether its group is known to exist, and when maintenance last ran.
+    stages: Mutex<HashMap<Stage, (bool, Option<tokio::time::Instant>)>>,
     promote: Script,
     enqueue: Script,
     settle: Script,
@@ -118,6 +124,7 @@ impl RedisQueue {
             consumer: consumer.into(),
             lease,
             blocking: Mutex::new(Vec::new()),
+            stages: Mutex::new(HashMap::new()),
             promote: Script::new(PROMOTE),
             enqueue: Script::new(ENQUEUE),
             settle: Script::new(SETTLE),
@@ -142,8 +149,33 @@ impl RedisQueue {
         self.redis.commands.clone()
     }
 
+    fn stage_state(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Stage, (bool, Option<tokio::time::Instant>)>> {
+        self.stages
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether this claim should promote retries and look for abandoned messages.
+    fn maintenance_due(&self, stage: Stage) -> bool {
+        let mut st = self.stage_state();
+        let entry = st.entry(stage).or_insert((false, None));
+        let now = tokio::time::Instant::now();
+        match entry.1 {
+            Some(last) if now.duration_since(last) < MAINTENANCE_EVERY => false,
+            _ => {
+                entry.1 = Some(now);
+                true
+            }
+        }
+    }
+
     /// Creates the stage's stream and group if missing (after a Redis restart, too).
     async fn ensure_group(&self, stage: Stage) -> Result<(), QueueError> {
+        if self.stage_state().get(&stage).is_some_and(|s| s.0) {
+            return Ok(());
+        }
         let mut c = self.conn();
         let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
             .arg("CREATE")
@@ -154,10 +186,17 @@ impl RedisQueue {
             .query_async(&mut c)
             .await;
         match created {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(queue_error(e)),
+            Ok(_) => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) => return Err(queue_error(e)),
         }
+        self.stage_state().entry(stage).or_insert((false, None)).0 = true;
+        Ok(())
+    }
+
+    /// Forgets that the stage's group exists (Redis lost it), so the next claim recreates it.
+    fn group_lost(&self, stage: Stage) {
+        self.stage_state().entry(stage).or_insert((false, None)).0 = false;
     }
 
     async fn promote_due(&self) -> Result<(), QueueError> {
@@ -227,6 +266,7 @@ impl RedisQueue {
         let reply = match reply {
             Ok(r) => r,
             Err(e) if e.code() == Some("NOGROUP") => {
+                self.group_lost(stage);
                 self.ensure_group(stage).await?;
                 return Ok(None);
             }
@@ -342,16 +382,16 @@ impl JobQueue for RedisQueue {
         self.ensure_group(stage).await?;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            self.promote_due().await?;
-            let entry = match self.take_over(stage).await? {
-                Some(e) => Some(e),
-                None => {
-                    // Wake up at least once a second to promote due retries.
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    self.read_new(stage, left.min(Duration::from_secs(1)))
-                        .await?
-                }
-            };
+            let mut entry = None;
+            if self.maintenance_due(stage) {
+                self.promote_due().await?;
+                entry = self.take_over(stage).await?;
+            }
+            if entry.is_none() {
+                // Wake up regularly to promote due retries.
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                entry = self.read_new(stage, left.min(MAINTENANCE_EVERY)).await?;
+            }
             if let Some(entry) = entry {
                 let Some(lease) = Self::lease_of(stage, &entry) else {
                     // Not a message of ours: drop it rather than loop on it.

@@ -1,0 +1,228 @@
+//! Ferry's Rust benchmarks (driven by `bench/queue.sh`):
+//!
+//! - `queue`: jobs per second through enqueue → claim → ack on the Redis queue, with a no-op
+//!   stage, `W` producers and `W` workers.
+//! - `fanout`: latency from publishing a progress event to its arrival at each of `S`
+//!   subscribers of `ferry-api`'s Server-Sent Events stream for one job.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ferry_application::ports::{EventKind, JobEvent, JobQueue, ProgressBus, Stage};
+use ferry_domain::{JobId, JobStatus, Progress};
+use ferry_redis::{Redis, RedisBus, RedisQueue};
+use futures::StreamExt;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Queue throughput.
+    Queue {
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        #[arg(long, default_value_t = 20_000)]
+        jobs: u64,
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// SSE fan-out latency.
+    Fanout {
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        job: String,
+        #[arg(long)]
+        redis: String,
+        #[arg(long)]
+        prefix: String,
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 40)]
+        events: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Queue {
+                redis,
+                jobs,
+                workers,
+            } => queue(&redis, jobs, workers).await,
+            Command::Fanout {
+                api,
+                token,
+                job,
+                redis,
+                prefix,
+                subscribers,
+                events,
+            } => fanout(&api, &token, &job, &redis, &prefix, subscribers, events).await,
+        }
+    })
+}
+
+async fn queue(url: &str, jobs: u64, workers: usize) -> anyhow::Result<()> {
+    let prefix = format!("ferry-bench-{}", std::process::id());
+    let redis = Redis::connect(url, &prefix).await?;
+    let queue = Arc::new(RedisQueue::new(
+        redis.clone(),
+        "bench",
+        Duration::from_secs(60),
+    ));
+    // Warm up: the group exists and connections are open.
+    queue.enqueue(Stage::Download, JobId::new()).await?;
+    if let Some(l) = queue.claim(Stage::Download, Duration::from_secs(1)).await? {
+        queue.ack(&l).await?;
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let per = jobs / workers as u64;
+    for _ in 0..workers {
+        let q = queue.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..per {
+                q.enqueue(Stage::Download, JobId::new()).await?;
+            }
+            anyhow::Ok(())
+        }));
+        let (q, done) = (queue.clone(), done.clone());
+        let total = per * workers as u64;
+        tasks.push(tokio::spawn(async move {
+            while done.load(Ordering::Relaxed) < total {
+                if let Some(lease) = q.claim(Stage::Download, Duration::from_millis(200)).await? {
+                    q.ack(&lease).await?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = done.load(Ordering::Relaxed);
+    println!(
+        "queue workers={workers} jobs={n} seconds={secs:.3} jobs_per_second={:.0}",
+        n as f64 / secs
+    );
+    redis.delete_all().await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fanout(
+    api: &str,
+    token: &str,
+    job: &str,
+    url: &str,
+    prefix: &str,
+    subscribers: usize,
+    events: u64,
+) -> anyhow::Result<()> {
+    let job_id: JobId = job.parse().context("job id")?;
+    let bus = RedisBus::new(Redis::connect(url, prefix).await?);
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
+    let sent: Arc<Vec<AtomicU64>> = Arc::new((0..events).map(|_| AtomicU64::new(0)).collect());
+    let origin = Instant::now();
+    let ready = Arc::new(AtomicU64::new(0));
+    let mut subs = Vec::new();
+    for _ in 0..subscribers {
+        let (client, sent, ready) = (client.clone(), sent.clone(), ready.clone());
+        let url = format!("{api}/api/v1/jobs/{job}/events");
+        let token = token.to_owned();
+        subs.push(tokio::spawn(async move {
+            let resp = client.get(&url).bearer_auth(&token).send().await?;
+            anyhow::ensure!(resp.status().is_success(), "SSE answered {}", resp.status());
+            let mut stream = resp.bytes_stream();
+            let mut buf = String::new();
+            let mut latencies = Vec::new();
+            let mut seen_snapshot = false;
+            while latencies.len() < events as usize {
+                let Some(chunk) = stream.next().await else {
+                    break;
+                };
+                let arrived = origin.elapsed().as_micros() as u64;
+                buf.push_str(&String::from_utf8_lossy(&chunk?));
+                while let Some(end) = buf.find("\n\n") {
+                    let block: String = buf.drain(..end + 2).collect();
+                    if block.contains("event: snapshot") {
+                        if !seen_snapshot {
+                            seen_snapshot = true;
+                            ready.fetch_add(1, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
+                    let Some(data) = block.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                        continue;
+                    };
+                    let v: serde_json::Value = serde_json::from_str(data)?;
+                    let i = v["progress"]["bytes_done"].as_u64().unwrap_or(0) as usize;
+                    let at = sent[i].load(Ordering::Acquire);
+                    latencies.push(arrived.saturating_sub(at));
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (ready.load(Ordering::Relaxed) as usize) < subscribers {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {} subscribers connected",
+            ready.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 0..events {
+        let event = JobEvent {
+            job_id,
+            kind: EventKind::Progress,
+            status: JobStatus::Downloading,
+            progress: Progress {
+                bytes_done: i,
+                bytes_total: events,
+                ..Progress::default()
+            },
+            error: None,
+            at: chrono::Utc::now(),
+        };
+        sent[i as usize].store(origin.elapsed().as_micros() as u64, Ordering::Release);
+        bus.publish(&event).await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut all = Vec::new();
+    for s in subs {
+        all.extend(tokio::time::timeout(Duration::from_secs(30), s).await???);
+    }
+    all.sort_unstable();
+    let pct = |p: f64| all[((all.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0;
+    println!(
+        "fanout subscribers={subscribers} events={events} deliveries={} p50_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+        all.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    Ok(())
+}
