@@ -306,3 +306,84 @@ async fn a_stage_that_keeps_failing_backs_off_then_dead_letters() {
         ],
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_with_sigterm_hands_its_job_back_and_any_api_sees_it() {
+    if !needs() {
+        return;
+    }
+    let Some(db) = FreshDb::create() else { return };
+    let (_keep, root) = tempdir();
+    let (swarm, _tracker, _seeder) = swarm(&root, 1);
+    let redis =
+        std::env::var("FERRY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let slow = Cluster::new(
+        &root,
+        &db.url,
+        &redis,
+        &[("FERRY_TORRENT__DOWNLOAD_LIMIT", "1048576")],
+    );
+    slow.migrate();
+    // Two stateless APIs: submit through one, watch through the other.
+    let api1 = slow.api();
+    let api2 = slow.api();
+    let _uploader = slow.worker("upload");
+    let mut first = slow.worker("torrent");
+    let (status, job) = api1.submit_torrent(&swarm[0].1.bytes, None).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let watch = api2
+        .req(reqwest::Method::GET, &format!("/jobs/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(watch.status().as_u16(), 200);
+    let events = tokio::spawn(read_sse(watch, Duration::from_secs(180), |_| false));
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !first.proc.log_text().contains("download running") {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never started the job"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.proc.signal(15);
+    let status = first
+        .proc
+        .wait_timeout(Duration::from_secs(40))
+        .expect("the worker stops within its grace period");
+    assert!(status.success(), "{status}:\n{}", first.proc.log_text());
+    assert!(first.proc.log_text().contains("worker stopped"));
+    assert_eq!(
+        slow.unacknowledged("download"),
+        0,
+        "the job was handed back, not left pending"
+    );
+    assert_ne!(api1.job(&id).await["status"], "completed");
+
+    // Another worker picks it up at once (no lease to wait out) and finishes it.
+    let fast = Cluster {
+        env: slow
+            .env
+            .iter()
+            .filter(|(k, _)| k != "FERRY_TORRENT__DOWNLOAD_LIMIT")
+            .cloned()
+            .collect(),
+        ..slow
+    };
+    let _second = fast.worker("torrent");
+    let done = api2
+        .wait_status(&id, "completed", Duration::from_secs(60))
+        .await;
+    assert_eq!(done["attempts"], 0);
+    api2.assert_files_match(&id, &swarm[0].0, None).await;
+    let events = events.await.unwrap();
+    assert_eq!(
+        events.last().unwrap().data["status"],
+        "completed",
+        "api2 streamed the job to the end"
+    );
+    assert!(events.iter().any(|e| e.event == "progress"));
+}
