@@ -21,6 +21,8 @@ pub struct SubmitRequest {
     /// Indices of the files to download (see `files` of the job or of `/torrents/analyze`);
     /// all files when absent.
     pub files: Option<Vec<u32>>,
+    /// Deliver to this storage profile (absent: the server's own storage).
+    pub storage_profile: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -121,6 +123,8 @@ pub struct JobDto {
     pub status: StatusDto,
     pub source: SourceDto,
     pub info_hash: Option<String>,
+    /// The storage profile the files are delivered to (absent: the server's storage).
+    pub storage_profile: Option<Uuid>,
     pub progress: ProgressDto,
     /// Files chosen at submission; absent means all.
     pub selected_files: Option<Vec<u32>>,
@@ -153,6 +157,7 @@ impl From<&Job> for JobDto {
                 uri,
             },
             info_hash: job.info_hash.map(|h| h.to_hex()),
+            storage_profile: job.storage_profile.map(|p| p.as_uuid()),
             progress: (&job.progress).into(),
             selected_files: job
                 .selection
@@ -185,6 +190,8 @@ pub struct FileDto {
     pub path: String,
     pub size: u64,
     pub selected: bool,
+    /// Hex SHA-256, once delivered.
+    pub sha256: Option<String>,
     /// Where to download the file once the job is completed.
     pub download_url: Option<String>,
 }
@@ -196,6 +203,7 @@ impl FileDto {
             path: file.path.clone(),
             size: file.size,
             selected: file.selected,
+            sha256: file.sha256.clone(),
             download_url: (finished && file.selected)
                 .then(|| format!("/api/v1/jobs/{job_id}/files/{}", file.index)),
         }
@@ -230,6 +238,7 @@ impl From<&TorrentMetadata> for TorrentAnalysis {
                     path: f.path.clone(),
                     size: f.size,
                     selected: true,
+                    sha256: None,
                     download_url: None,
                 })
                 .collect(),

@@ -1,6 +1,6 @@
 //! The one place where errors become HTTP: a stable snake_case `code` decides the status.
 
-use ferry_application::JobsError;
+use ferry_application::{JobsError, ProfilesError};
 use ferry_domain::TorrentLimitError;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object};
@@ -35,6 +35,9 @@ pub enum ApiError {
     /// The torrent is well-formed but refused: unsafe file names, too many files, too large.
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
+    /// The user's storage did not answer.
+    #[oai(status = 502)]
+    BadGateway(Json<ErrorBody>),
     /// A backend (database, queue, storage) is unavailable; try again later.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
@@ -101,6 +104,9 @@ impl From<JobsError> for ApiError {
                 Self::Unprocessable(body("torrent_too_large", message))
             }
             JobsError::NotFound => Self::not_found("job_not_found", message),
+            JobsError::ProfileNotFound(_) => {
+                Self::Unprocessable(body("storage_profile_not_found", message))
+            }
             JobsError::FileNotFound(_) => Self::not_found("file_not_found", message),
             JobsError::FileNotSelected(_) => Self::not_found("file_not_selected", message),
             JobsError::Duplicate(_) => Self::conflict("job_already_exists", message),
@@ -114,6 +120,28 @@ impl From<JobsError> for ApiError {
                 ))
             }
             JobsError::Unexpected(e) => Self::internal(&format!("{e:#}")),
+        }
+    }
+}
+
+impl From<ProfilesError> for ApiError {
+    fn from(e: ProfilesError) -> Self {
+        let message = e.to_string();
+        match e {
+            ProfilesError::Invalid(_) => Self::bad_request("invalid_storage_profile", message),
+            ProfilesError::CredentialsMismatch => {
+                Self::bad_request("invalid_storage_profile", message)
+            }
+            ProfilesError::PrivateEndpoint(_) => {
+                Self::Unprocessable(body("storage_endpoint_not_allowed", message))
+            }
+            ProfilesError::NotFound => Self::not_found("storage_profile_not_found", message),
+            ProfilesError::Unreachable(_) => Self::BadGateway(body("storage_unreachable", message)),
+            ProfilesError::AuthFailed(_) => {
+                Self::Unprocessable(body("storage_auth_failed", message))
+            }
+            ProfilesError::Unavailable(_) => Self::from(JobsError::Unavailable(message)),
+            ProfilesError::Unexpected(e) => Self::internal(&format!("{e:#}")),
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct TorrentUpload {
     pub torrent: Upload,
     /// Indices of the files to download, as `0,2,5` or `[0,2,5]`; all files when absent.
     pub files: Option<String>,
+    /// Deliver to this storage profile (absent: the server's own storage).
+    pub storage_profile: Option<Uuid>,
 }
 
 #[derive(Debug, Multipart)]
@@ -146,7 +148,11 @@ impl JobsApi {
     /// Submit a magnet link.
     #[oai(path = "/jobs", method = "post", tag = "Tag::Jobs")]
     async fn submit(&self, body: Json<SubmitRequest>) -> ApiResult<Created> {
-        let SubmitRequest { source, files } = body.0;
+        let SubmitRequest {
+            source,
+            files,
+            storage_profile,
+        } = body.0;
         let submission = match (source.magnet, source.url) {
             (Some(magnet), None) => Submission::Magnet(magnet),
             (None, Some(_)) => {
@@ -165,7 +171,12 @@ impl JobsApi {
         let job = self
             .state
             .jobs
-            .submit(self.state.owner(), submission, indices(files))
+            .submit(
+                self.state.owner(),
+                submission,
+                indices(files),
+                storage_profile.map(ferry_domain::ProfileId::from_uuid),
+            )
             .await?;
         Ok(Self::created(&job))
     }
@@ -178,7 +189,12 @@ impl JobsApi {
         let job = self
             .state
             .jobs
-            .submit(self.state.owner(), Submission::Torrent(bytes), files)
+            .submit(
+                self.state.owner(),
+                Submission::Torrent(bytes),
+                files,
+                form.storage_profile.map(ferry_domain::ProfileId::from_uuid),
+            )
             .await?;
         Ok(Self::created(&job))
     }

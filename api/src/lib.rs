@@ -5,13 +5,14 @@ mod auth;
 mod dto;
 mod error;
 mod jobs;
+mod profiles;
 mod range;
 mod system;
 
 use std::sync::Arc;
 
 use ferry_application::ports::ProgressBus;
-use ferry_application::{HealthCheck, Jobs};
+use ferry_application::{HealthCheck, Jobs, StorageProfiles};
 use ferry_domain::OwnerId;
 use poem::listener::TcpAcceptor;
 use poem::middleware::Tracing;
@@ -24,6 +25,7 @@ pub use error::{ApiError, ErrorBody};
 /// What the API needs from the rest of Ferry.
 pub struct ApiState {
     pub jobs: Arc<Jobs>,
+    pub profiles: Arc<StorageProfiles>,
     pub bus: Arc<dyn ProgressBus>,
     pub health: Arc<HealthCheck>,
     /// `Authorization: Bearer` token required on `/api/v1` (none: open).
@@ -44,6 +46,9 @@ pub fn app(state: Arc<ApiState>) -> impl poem::Endpoint {
     let api = OpenApiService::new(
         (
             jobs::JobsApi {
+                state: state.clone(),
+            },
+            profiles::ProfilesApi {
                 state: state.clone(),
             },
             system::SystemApi {

@@ -4,14 +4,14 @@ use std::sync::Arc;
 
 use ferry_domain::{
     FileSelection, FileSelectionError, IllegalTransition, Job, JobFile, JobId, JobStatus,
-    MagnetError, MagnetLink, OwnerId, SafePathError, StorageKey, TorrentLimitError, TorrentLimits,
-    TorrentMetadata,
+    MagnetError, MagnetLink, OwnerId, ProfileId, SafePathError, StorageKey, TorrentLimitError,
+    TorrentLimits, TorrentMetadata,
 };
 
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{
-    EngineError, EventKind, JobQuery, JobQueue, ObjectLocation, ObjectStore, QueueError, RepoError,
-    Stage, StoreError, TorrentInspector,
+    EngineError, EventKind, JobQuery, JobQueue, ObjectLocation, ProfileRepository, QueueError,
+    RepoError, Stage, StoreError, StoreResolver, TorrentInspector,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +28,8 @@ pub enum JobsError {
     InvalidSelection(#[from] FileSelectionError),
     #[error("job not found")]
     NotFound,
+    #[error("storage profile {0} not found")]
+    ProfileNotFound(ProfileId),
     #[error("an unfinished job ({0}) already downloads this torrent")]
     Duplicate(JobId),
     #[error(transparent)]
@@ -109,7 +111,8 @@ pub struct Jobs {
     pub lifecycle: Lifecycle,
     pub queue: Arc<dyn JobQueue>,
     pub inspector: Arc<dyn TorrentInspector>,
-    pub store: Arc<dyn ObjectStore>,
+    pub profiles: Arc<dyn ProfileRepository>,
+    pub stores: Arc<dyn StoreResolver>,
     pub limits: TorrentLimits,
 }
 
@@ -134,8 +137,14 @@ impl Jobs {
         owner: OwnerId,
         submission: Submission,
         files: Option<Vec<usize>>,
+        storage_profile: Option<ProfileId>,
     ) -> Result<Job, JobsError> {
         let selection = FileSelection::from_indices(files)?;
+        if let Some(id) = storage_profile
+            && self.profiles.get(&owner, id).await?.is_none()
+        {
+            return Err(JobsError::ProfileNotFound(id));
+        }
         let now = self.lifecycle.clock.now();
         let job = match submission {
             Submission::Magnet(text) => {
@@ -147,6 +156,10 @@ impl Jobs {
                 selection.validate(&meta.files)?;
                 Job::from_torrent(owner, meta, selection, now)
             }
+        };
+        let job = Job {
+            storage_profile,
+            ..job
         };
         if let Some(hash) = job.info_hash
             && let Some(existing) = self
@@ -295,9 +308,17 @@ impl Jobs {
             }
             .into());
         }
-        self.store
-            .delete_prefix(&StorageKey::job_prefix(&job.owner, id))
-            .await?;
+        match self.stores.store(&job.owner, job.storage_profile).await {
+            Ok(store) => {
+                store.abort_uploads(id).await?;
+                store
+                    .delete_prefix(&StorageKey::job_prefix(&job.owner, id))
+                    .await?;
+            }
+            // The profile is gone: there is nothing we can still reach to delete.
+            Err(StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
         self.lifecycle.repo.delete(id).await?;
         tracing::info!(job_id = %id, "job purged");
         Ok(None)
@@ -327,7 +348,8 @@ impl Jobs {
             return Err(JobsError::NotFinished(job.status));
         }
         let key = StorageKey::for_file(&job.owner, id, &file.safe_path()?);
-        let location = match self.store.locate(&key).await {
+        let store = self.stores.store(&job.owner, job.storage_profile).await?;
+        let location = match store.locate(&key).await {
             Ok(l) => l,
             Err(StoreError::NotFound) => {
                 return Err(

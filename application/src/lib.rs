@@ -8,6 +8,7 @@ pub mod health;
 pub mod jobs;
 pub mod lifecycle;
 pub mod ports;
+pub mod profiles;
 pub mod recovery;
 pub mod stages;
 
@@ -17,6 +18,7 @@ pub mod testing;
 pub use health::{ComponentHealth, HealthCheck};
 pub use jobs::{FileDownload, Jobs, JobsError, Submission};
 pub use lifecycle::Lifecycle;
+pub use profiles::{ProfilesError, StorageProfiles};
 pub use recovery::Recovery;
 pub use stages::{RetryPolicy, StageHandler, StageOutcome, StageRunner};
 

@@ -32,7 +32,8 @@ fn world_with_limits(limits: TorrentLimits) -> World {
         lifecycle: f.lifecycle(),
         queue: f.queue.clone(),
         inspector: f.engine.clone(),
-        store: f.store.clone(),
+        profiles: f.profiles.clone(),
+        stores: f.resolver.clone(),
         limits,
     };
     let download = DownloadStage {
@@ -50,7 +51,8 @@ fn world_with_limits(limits: TorrentLimits) -> World {
     let deliver = DeliverStage {
         lifecycle: f.lifecycle(),
         staging: f.engine.clone(),
-        store: f.store.clone(),
+        stores: f.resolver.clone(),
+        tick: Duration::from_millis(5),
     };
     let runner = StageRunner {
         lifecycle: f.lifecycle(),
@@ -111,7 +113,7 @@ async fn a_magnet_goes_from_submission_to_delivered_files() {
     w.f.engine.register(sample_metadata(1, &[100, 200, 300]));
     let job = w
         .jobs
-        .submit(me(), Submission::Magnet(magnet_for(1)), None)
+        .submit(me(), Submission::Magnet(magnet_for(1)), None, None)
         .await
         .unwrap();
     assert_eq!(job.status, JobStatus::Queued);
@@ -169,6 +171,7 @@ async fn a_torrent_with_a_file_selection_delivers_only_those_files() {
             me(),
             Submission::Torrent(meta.metainfo.clone()),
             Some(vec![0, 2]),
+            None,
         )
         .await
         .unwrap();
@@ -201,12 +204,13 @@ async fn bad_submissions_are_refused_with_their_reason() {
             me(),
             Submission::Magnet("magnet:?xt=urn:btih:zz".into()),
             None,
+            None,
         )
         .await;
     assert!(matches!(r, Err(JobsError::InvalidMagnet(_))));
     let r = w
         .jobs
-        .submit(me(), Submission::Torrent(b"garbage".to_vec()), None)
+        .submit(me(), Submission::Torrent(b"garbage".to_vec()), None, None)
         .await;
     assert!(matches!(r, Err(JobsError::InvalidTorrent(_))));
 
@@ -214,7 +218,7 @@ async fn bad_submissions_are_refused_with_their_reason() {
     w.f.engine.register(many.clone());
     let r = w
         .jobs
-        .submit(me(), Submission::Torrent(many.metainfo.clone()), None)
+        .submit(me(), Submission::Torrent(many.metainfo.clone()), None, None)
         .await;
     assert!(matches!(r, Err(JobsError::TorrentLimit(_))));
 
@@ -226,23 +230,29 @@ async fn bad_submissions_are_refused_with_their_reason() {
             me(),
             Submission::Torrent(ok.metainfo.clone()),
             Some(vec![5]),
+            None,
         )
         .await;
     assert!(matches!(r, Err(JobsError::InvalidSelection(_))));
     let r = w
         .jobs
-        .submit(me(), Submission::Torrent(ok.metainfo.clone()), Some(vec![]))
+        .submit(
+            me(),
+            Submission::Torrent(ok.metainfo.clone()),
+            Some(vec![]),
+            None,
+        )
         .await;
     assert!(matches!(r, Err(JobsError::InvalidSelection(_))));
 
     let first = w
         .jobs
-        .submit(me(), Submission::Torrent(ok.metainfo.clone()), None)
+        .submit(me(), Submission::Torrent(ok.metainfo.clone()), None, None)
         .await
         .unwrap();
     let dup = w
         .jobs
-        .submit(me(), Submission::Magnet(magnet_for(4)), None)
+        .submit(me(), Submission::Magnet(magnet_for(4)), None, None)
         .await;
     assert!(matches!(dup, Err(JobsError::Duplicate(id)) if id == first.id));
     assert!(
@@ -269,7 +279,7 @@ async fn a_magnet_whose_metadata_breaks_the_limits_fails_the_job() {
     w.f.engine.register(sample_metadata(5, &[1, 1, 1]));
     let job = w
         .jobs
-        .submit(me(), Submission::Magnet(magnet_for(5)), None)
+        .submit(me(), Submission::Magnet(magnet_for(5)), None, None)
         .await
         .unwrap();
     assert!(matches!(
@@ -290,7 +300,7 @@ async fn pause_stops_the_download_and_resume_finishes_it() {
         .store(10, std::sync::atomic::Ordering::SeqCst);
     let job = w
         .jobs
-        .submit(me(), Submission::Magnet(magnet_for(6)), None)
+        .submit(me(), Submission::Magnet(magnet_for(6)), None, None)
         .await
         .unwrap();
     let runner = {
@@ -334,7 +344,7 @@ async fn cancel_mid_download_removes_staged_data_and_purge_removes_the_job() {
     w.f.engine.set_stalled(true);
     let job = w
         .jobs
-        .submit(me(), Submission::Magnet(magnet_for(7)), None)
+        .submit(me(), Submission::Magnet(magnet_for(7)), None, None)
         .await
         .unwrap();
     let runner = {
@@ -374,7 +384,7 @@ async fn a_completed_job_can_only_be_purged() {
     w.f.engine.register(sample_metadata(8, &[5]));
     let job = w
         .jobs
-        .submit(me(), Submission::Magnet(magnet_for(8)), None)
+        .submit(me(), Submission::Magnet(magnet_for(8)), None, None)
         .await
         .unwrap();
     w.run_stage(Stage::Download).await;
@@ -399,7 +409,7 @@ async fn engine_failures_are_retried_then_fail_the_job_into_the_dead_letters() {
     }
     let job = w
         .jobs
-        .submit(me(), Submission::Torrent(meta.metainfo.clone()), None)
+        .submit(me(), Submission::Torrent(meta.metainfo.clone()), None, None)
         .await
         .unwrap();
     assert!(matches!(
@@ -439,7 +449,7 @@ async fn a_magnet_nobody_seeds_times_out_and_is_retried() {
     let w = world();
     let job = w
         .jobs
-        .submit(me(), Submission::Magnet(magnet_for(10)), None)
+        .submit(me(), Submission::Magnet(magnet_for(10)), None, None)
         .await
         .unwrap();
     match w.run_stage(Stage::Download).await {
@@ -456,7 +466,7 @@ async fn shutdown_releases_the_job_and_recovery_requeues_it() {
     w.f.engine.set_stalled(true);
     let job = w
         .jobs
-        .submit(me(), Submission::Magnet(magnet_for(11)), None)
+        .submit(me(), Submission::Magnet(magnet_for(11)), None, None)
         .await
         .unwrap();
     let lease =
@@ -500,7 +510,7 @@ async fn other_owners_jobs_are_invisible() {
     w.f.engine.register(sample_metadata(12, &[5]));
     let job = w
         .jobs
-        .submit(me(), Submission::Magnet(magnet_for(12)), None)
+        .submit(me(), Submission::Magnet(magnet_for(12)), None, None)
         .await
         .unwrap();
     let eve = OwnerId::parse("eve").unwrap();
@@ -516,4 +526,107 @@ async fn other_owners_jobs_are_invisible() {
         w.jobs.cancel(&eve, job.id, true).await,
         Err(JobsError::NotFound)
     ));
+}
+
+#[tokio::test]
+async fn a_job_with_a_storage_profile_is_delivered_there_with_digests() {
+    use crate::profiles::StorageProfiles;
+    use ferry_domain::{Credentials, StorageBackend};
+    let w = world();
+    let profiles = StorageProfiles {
+        profiles: w.f.profiles.clone(),
+        secrets: Arc::new(crate::testing::PlainBox),
+        resolver: w.f.resolver.clone(),
+        clock: w.f.clock.clone(),
+        allow_private_endpoints: false,
+    };
+    let creds = Credentials::S3 {
+        access_key_id: "AK".into(),
+        secret_access_key: "SK".into(),
+    };
+    let private = StorageBackend::s3("http://127.0.0.1:9000", "r", "bucket", None, true).unwrap();
+    assert!(matches!(
+        profiles.create(me(), "local", private, creds.clone()).await,
+        Err(crate::ProfilesError::PrivateEndpoint(_))
+    ));
+    let drive = StorageBackend::google_drive("folder1").unwrap();
+    assert!(matches!(
+        profiles
+            .create(me(), "mismatch", drive, creds.clone())
+            .await,
+        Err(crate::ProfilesError::CredentialsMismatch)
+    ));
+    let backend = StorageBackend::s3("https://s3.example", "r", "bucket", None, true).unwrap();
+    let profile = profiles.create(me(), "S3", backend, creds).await.unwrap();
+    profiles.test(&me(), profile.id).await.unwrap();
+    assert_eq!(profiles.list(&me()).await.unwrap().len(), 1);
+    let sealed = w.f.profiles.get(&me(), profile.id).await.unwrap().unwrap();
+    assert!(
+        !String::from_utf8_lossy(&sealed.credentials).contains("SK"),
+        "sealed at rest"
+    );
+
+    let unknown = ferry_domain::ProfileId::new();
+    let r = w
+        .jobs
+        .submit(
+            me(),
+            Submission::Magnet(magnet_for(20)),
+            None,
+            Some(unknown),
+        )
+        .await;
+    assert!(matches!(r, Err(JobsError::ProfileNotFound(_))));
+
+    w.f.engine.register(sample_metadata(20, &[10, 20]));
+    let job = w
+        .jobs
+        .submit(
+            me(),
+            Submission::Magnet(magnet_for(20)),
+            None,
+            Some(profile.id),
+        )
+        .await
+        .unwrap();
+    w.run_stage(Stage::Download).await;
+    w.run_stage(Stage::Upload).await;
+    let done = w.jobs.get(&me(), job.id).await.unwrap();
+    assert_eq!(done.status, JobStatus::Completed);
+    assert!(w.f.store.keys().is_empty(), "nothing on the local store");
+    assert_eq!(w.f.resolver.remote(profile.id).keys().len(), 2);
+    assert!(
+        done.files()
+            .iter()
+            .all(|f| f.sha256.as_ref().is_some_and(|d| d.len() == 64))
+    );
+
+    // Upload progress went through the same event stream.
+    assert!(
+        w.f.bus
+            .events_of(job.id)
+            .iter()
+            .any(|e| e.kind == EventKind::Progress && e.status == JobStatus::Uploading)
+    );
+
+    // A deleted profile fails a later delivery clearly.
+    let job2 = w
+        .jobs
+        .submit(
+            me(),
+            Submission::Magnet(magnet_for(21)),
+            None,
+            Some(profile.id),
+        )
+        .await;
+    w.f.engine.register(sample_metadata(21, &[5]));
+    let job2 = job2.unwrap();
+    w.run_stage(Stage::Download).await;
+    profiles.delete(&me(), profile.id).await.unwrap();
+    assert!(matches!(
+        w.run_stage(Stage::Upload).await,
+        StageOutcome::Fail(_)
+    ));
+    let failed = w.jobs.get(&me(), job2.id).await.unwrap();
+    assert_eq!(failed.error.unwrap().code, codes::STORAGE_PROFILE_MISSING);
 }

@@ -32,6 +32,7 @@ pub async fn api(config: Config) -> anyhow::Result<()> {
     let acceptor = poem::listener::TcpAcceptor::from_tokio(listener)?;
     let state = Arc::new(ApiState {
         jobs: ports.jobs(),
+        profiles: ports.storage_profiles(),
         bus: ports.bus.clone(),
         health: ports.health(),
         api_token: Some(token),

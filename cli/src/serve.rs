@@ -39,6 +39,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let tasks = TaskTracker::new();
     let state = Arc::new(ApiState {
         jobs: ports.jobs(),
+        profiles: ports.storage_profiles(),
         bus: ports.bus.clone(),
         health: ports.health(),
         api_token: Some(token),

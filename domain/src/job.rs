@@ -171,6 +171,9 @@ pub struct JobFile {
     pub path: SafePathText,
     pub size: u64,
     pub selected: bool,
+    /// Hex SHA-256 of the delivered file, once delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// A [`SafePath`] as stored: serialised as its text, checked again when read.
@@ -242,6 +245,8 @@ pub struct Job {
     pub name: String,
     pub info_hash: Option<InfoHash>,
     pub selection: FileSelection,
+    /// Where the files are delivered; `None` is the server's local storage.
+    pub storage_profile: Option<crate::ProfileId>,
     pub metadata: Option<TorrentMetadata>,
     pub progress: Progress,
     pub error: Option<JobError>,
@@ -309,6 +314,7 @@ impl Job {
             name,
             info_hash,
             selection,
+            storage_profile: None,
             metadata,
             progress: Progress::default(),
             error: None,
@@ -339,6 +345,7 @@ mod tests {
             path: format!("f{index}"),
             size: 10,
             selected: true,
+            sha256: None,
         }
     }
 

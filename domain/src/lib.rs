@@ -6,6 +6,7 @@
 pub mod info_hash;
 pub mod job;
 pub mod magnet;
+pub mod profile;
 pub mod progress;
 pub mod status;
 pub mod storage_key;
@@ -17,6 +18,7 @@ pub use job::{
     TorrentFile, TorrentMetadata,
 };
 pub use magnet::{MagnetError, MagnetLink};
+pub use profile::{Credentials, ProfileError, ProfileId, StorageBackend, StorageProfile};
 pub use progress::Progress;
 pub use status::{IllegalTransition, JobStatus};
 pub use storage_key::{StorageKey, StorageKeyError};

@@ -6,12 +6,16 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_jobs;
+mod m20261124_000002_storage;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261124_000001_jobs::Migration)]
+        vec![
+            Box::new(m20261124_000001_jobs::Migration),
+            Box::new(m20261124_000002_storage::Migration),
+        ]
     }
 }

@@ -181,7 +181,8 @@ mod tests {
             lifecycle: lifecycle.clone(),
             queue: f.queue.clone(),
             inspector: f.engine.clone(),
-            store: f.store.clone(),
+            profiles: f.profiles.clone(),
+            stores: f.resolver.clone(),
             limits: TorrentLimits::default(),
         };
         let runner = Arc::new(StageRunner {
@@ -203,7 +204,8 @@ mod tests {
         let deliver = Arc::new(DeliverStage {
             lifecycle,
             staging: f.engine.clone(),
-            store: f.store.clone(),
+            stores: f.resolver.clone(),
+            tick: Duration::from_millis(5),
         });
         let mut ids = Vec::new();
         for seed in 1..=5u8 {
@@ -213,6 +215,7 @@ mod tests {
                 .submit(
                     OwnerId::local(),
                     Submission::Torrent(meta.metainfo.clone()),
+                    None,
                     None,
                 )
                 .await

@@ -77,6 +77,17 @@ pub trait JobRepository: Send + Sync + 'static {
     async fn record_metadata(&self, id: JobId, metadata: &TorrentMetadata)
     -> Result<(), RepoError>;
 
+    /// Records the SHA-256 of a delivered file.
+    ///
+    /// # Errors
+    /// `NotFound` if no such job exists.
+    async fn record_digest(
+        &self,
+        id: JobId,
+        file_index: usize,
+        sha256: &str,
+    ) -> Result<(), RepoError>;
+
     /// Stores a progress snapshot.
     ///
     /// # Errors

@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod engine;
 pub mod jobs;
+pub mod profiles;
 pub mod progress;
 pub mod queue;
 pub mod staging;
@@ -14,7 +15,10 @@ pub mod storage;
 pub use clock::{Clock, SystemClock};
 pub use engine::{EngineError, EngineStats, TorrentEngine, TorrentInspector, TorrentSpec};
 pub use jobs::{JobQuery, JobRepository, RepoError, Transition};
+pub use profiles::{
+    ProfileRepository, SealedProfile, SecretBox, SecretError, StoreResolver, UploadSessions,
+};
 pub use progress::{BusError, EventId, EventKind, JobEvent, ProgressBus, PublishedEvent, Replay};
 pub use queue::{JobQueue, Lease, QueueError, Stage};
 pub use staging::Staging;
-pub use storage::{ObjectLocation, ObjectStore, StoreError};
+pub use storage::{ObjectLocation, ObjectStore, PutRequest, StoreError, StoredObject};

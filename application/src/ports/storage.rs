@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use ferry_domain::StorageKey;
+use ferry_domain::{JobId, StorageKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -26,14 +26,41 @@ pub enum ObjectLocation {
     Url(String),
 }
 
+/// One file to deliver.
+pub struct PutRequest<'a> {
+    /// The job the file belongs to (resumable sessions are remembered per job).
+    pub job: JobId,
+    pub key: &'a StorageKey,
+    pub source: &'a Path,
+    /// The file's expected size.
+    pub size: u64,
+    /// Called with the bytes of this file stored so far.
+    pub progress: &'a (dyn Fn(u64) + Send + Sync),
+}
+
+/// What was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub size: u64,
+    /// Hex SHA-256 of the bytes stored.
+    pub sha256: String,
+}
+
 #[async_trait]
 pub trait ObjectStore: Send + Sync + 'static {
-    /// Stores the file at `source` under `key` (replacing any object there) and returns the
-    /// number of bytes stored. The source may be moved rather than copied.
+    /// Stores the file at `req.source` under `req.key` (replacing any object there), resuming
+    /// an upload an earlier attempt left unfinished. The source may be moved rather than
+    /// copied; a retry whose source is gone but whose object is complete succeeds.
     ///
     /// # Errors
-    /// `NotFound` if `source` does not exist; `Unreachable`/`AuthFailed` for the backend.
-    async fn put_file(&self, key: &StorageKey, source: &Path) -> Result<u64, StoreError>;
+    /// `NotFound` if the source does not exist; `Unreachable`/`AuthFailed` for the backend.
+    async fn put_file(&self, req: PutRequest<'_>) -> Result<StoredObject, StoreError>;
+
+    /// Aborts every unfinished upload a job left (multipart uploads, resumable sessions).
+    ///
+    /// # Errors
+    /// `Unreachable`/`AuthFailed` for the backend.
+    async fn abort_uploads(&self, job: JobId) -> Result<(), StoreError>;
 
     /// The stored object's size, if it exists.
     ///

@@ -1,22 +1,28 @@
-//! The delivery stage: put each downloaded file into the user's storage, free the staging
-//! area, and complete the job.
+//! The delivery stage: put each downloaded file into the storage the job names (local disk,
+//! an S3 bucket, a Drive folder), record its SHA-256, free staging, complete the job.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use ferry_domain::{Job, JobError, JobStatus, Progress, StorageKey};
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::{StageHandler, StageOutcome, codes};
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{
-    EventKind, JobEvent, Lease, ObjectStore, RepoError, Stage, Staging, StoreError,
+    EventKind, JobEvent, Lease, ObjectStore, PutRequest, RepoError, Stage, Staging, StoreError,
+    StoreResolver,
 };
 
 pub struct DeliverStage {
     pub lifecycle: Lifecycle,
     pub staging: Arc<dyn Staging>,
-    pub store: Arc<dyn ObjectStore>,
+    pub stores: Arc<dyn StoreResolver>,
+    /// How often upload progress is published.
+    pub tick: Duration,
 }
 
 fn store_outcome(e: StoreError) -> StageOutcome {
@@ -26,6 +32,10 @@ fn store_outcome(e: StoreError) -> StageOutcome {
         _ => codes::STORAGE_ERROR,
     };
     StageOutcome::Retry(JobError::new(code, e.to_string()))
+}
+
+fn retry_db(e: impl std::fmt::Display) -> StageOutcome {
+    StageOutcome::Retry(JobError::new(codes::DATABASE_ERROR, e.to_string()))
 }
 
 #[async_trait]
@@ -38,13 +48,21 @@ impl StageHandler for DeliverStage {
         let job = match self.lifecycle.repo.get(lease.job_id).await {
             Ok(job) => job,
             Err(RepoError::NotFound) => return StageOutcome::Done,
-            Err(e) => {
-                return StageOutcome::Retry(JobError::new(codes::DATABASE_ERROR, e.to_string()));
-            }
+            Err(e) => return retry_db(e),
         };
         if job.status != JobStatus::Uploading {
             return StageOutcome::Done;
         }
+        let store = match self.stores.store(&job.owner, job.storage_profile).await {
+            Ok(s) => s,
+            Err(StoreError::NotFound) => {
+                return StageOutcome::Fail(JobError::new(
+                    codes::STORAGE_PROFILE_MISSING,
+                    "the job's storage profile no longer exists",
+                ));
+            }
+            Err(e) => return store_outcome(e),
+        };
         let total: u64 = job.selected_files().map(|f| f.size).sum();
         let mut done = 0u64;
         for file in job.selected_files() {
@@ -58,40 +76,96 @@ impl StageHandler for DeliverStage {
                 }
             };
             let key = StorageKey::for_file(&job.owner, job.id, &path);
-            // Idempotent: a file delivered by an earlier, interrupted run is not sent again.
-            match self.store.size(&key).await {
-                Ok(Some(size)) if size == file.size => {
-                    done += size;
-                    continue;
+            // Idempotent: a file delivered (and recorded) by an earlier, interrupted run is
+            // not sent again.
+            if file.sha256.is_some() {
+                match store.size(&key).await {
+                    Ok(Some(size)) if size == file.size => {
+                        done += size;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => return store_outcome(e),
                 }
-                Ok(_) => {}
-                Err(e) => return store_outcome(e),
             }
             let source = self.staging.file(job.id, &path);
-            match self.store.put_file(&key, &source).await {
-                Ok(size) if size == file.size => done += size,
-                Ok(size) => {
-                    return StageOutcome::Retry(JobError::new(
-                        codes::STORAGE_ERROR,
-                        format!("stored {size} bytes of {key}, expected {}", file.size),
-                    ));
-                }
+            let stored = {
+                let sent = AtomicU64::new(0);
+                let report = |n: u64| sent.store(n, Ordering::Relaxed);
+                let put = store.put_file(PutRequest {
+                    job: job.id,
+                    key: &key,
+                    source: &source,
+                    size: file.size,
+                    progress: &report,
+                });
+                self.with_progress(&job, put, done, total, &sent).await
+            };
+            let stored = match stored {
+                Ok(s) => s,
                 Err(StoreError::NotFound) => {
                     return StageOutcome::Fail(JobError::new(
                         codes::STAGING_MISSING,
-                        format!("the downloaded file {} is missing from staging", path),
+                        format!("the downloaded file {path} is missing from staging"),
                     ));
                 }
                 Err(e) => return store_outcome(e),
+            };
+            if stored.size != file.size {
+                return StageOutcome::Retry(JobError::new(
+                    codes::STORAGE_ERROR,
+                    format!(
+                        "stored {} bytes of {key}, expected {}",
+                        stored.size, file.size
+                    ),
+                ));
             }
-            self.publish(&job, done, total).await;
+            if let Err(e) = self
+                .lifecycle
+                .repo
+                .record_digest(job.id, file.index, &stored.sha256)
+                .await
+            {
+                return retry_db(e);
+            }
+            done += stored.size;
+            self.publish(&job, done, total, 0).await;
         }
-        self.complete(job).await
+        self.complete(job, &*store).await
     }
 }
 
 impl DeliverStage {
-    async fn complete(&self, job: Job) -> StageOutcome {
+    /// Runs `put`, publishing upload progress every tick.
+    async fn with_progress<F, T>(
+        &self,
+        job: &Job,
+        put: F,
+        before: u64,
+        total: u64,
+        sent: &AtomicU64,
+    ) -> T
+    where
+        F: std::future::Future<Output = T>,
+    {
+        tokio::pin!(put);
+        let mut ticker = tokio::time::interval(self.tick.max(Duration::from_millis(50)));
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let started = Instant::now();
+        loop {
+            tokio::select! {
+                out = &mut put => return out,
+                _ = ticker.tick() => {
+                    let now = sent.load(Ordering::Relaxed);
+                    let secs = started.elapsed().as_secs_f64().max(0.001);
+                    let rate = (now as f64 / secs) as u64;
+                    self.publish(job, before + now, total, rate).await;
+                }
+            }
+        }
+    }
+
+    async fn complete(&self, job: Job, store: &dyn ObjectStore) -> StageOutcome {
         match self
             .lifecycle
             .advance(job.id, JobStatus::Uploading, JobStatus::Completed, None)
@@ -102,15 +176,13 @@ impl DeliverStage {
                 // Cancelled while we delivered: nothing we stored may stay behind.
                 if actual == JobStatus::Cancelled {
                     let prefix = StorageKey::job_prefix(&job.owner, job.id);
-                    if let Err(e) = self.store.delete_prefix(&prefix).await {
+                    if let Err(e) = store.delete_prefix(&prefix).await {
                         return store_outcome(e);
                     }
                 }
             }
             Err(MoveError::Repo(RepoError::NotFound)) => {}
-            Err(e) => {
-                return StageOutcome::Retry(JobError::new(codes::DATABASE_ERROR, e.to_string()));
-            }
+            Err(e) => return retry_db(e),
         }
         if let Err(e) = self.staging.discard(job.id).await {
             tracing::warn!(job_id = %job.id, error = %e, "could not free the staging area");
@@ -119,9 +191,10 @@ impl DeliverStage {
         StageOutcome::Done
     }
 
-    async fn publish(&self, job: &Job, done: u64, total: u64) {
-        let mut progress = Progress::measured(done, total, 0);
-        progress.eta_seconds = None;
+    async fn publish(&self, job: &Job, done: u64, total: u64, rate: u64) {
+        let mut progress = Progress::measured(done, total, rate);
+        progress.upload_rate = rate;
+        progress.download_rate = 0;
         let event = JobEvent {
             job_id: job.id,
             kind: EventKind::Progress,

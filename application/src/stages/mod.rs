@@ -160,6 +160,7 @@ pub mod codes {
     pub const TOO_LARGE: &str = "torrent_too_large";
     pub const INVALID_SELECTION: &str = "invalid_file_selection";
     pub const STAGING_MISSING: &str = "staged_data_missing";
+    pub const STORAGE_PROFILE_MISSING: &str = "storage_profile_missing";
     pub const INTERNAL: &str = "internal_error";
 }
 

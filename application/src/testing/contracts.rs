@@ -55,12 +55,13 @@ pub async fn job_repository_contract(repo: &dyn JobRepository) {
     ));
 
     let selection = FileSelection::from_indices(Some(vec![0, 2])).unwrap();
-    let torrent = Job::from_torrent(
+    let mut torrent = Job::from_torrent(
         alice.clone(),
         sample_metadata(2, &[10, 20, 30]),
         selection,
         epoch(),
     );
+    torrent.storage_profile = Some(ferry_domain::ProfileId::new());
     repo.insert(&torrent).await.unwrap();
     let read = repo.get(torrent.id).await.unwrap();
     assert_eq!(read, torrent);
@@ -69,6 +70,20 @@ pub async fn job_repository_contract(repo: &dyn JobRepository) {
         vec![0, 2]
     );
     assert_eq!(read.progress.bytes_total, 40);
+
+    repo.record_digest(torrent.id, 2, &"ab".repeat(32))
+        .await
+        .unwrap();
+    let digested = repo.get(torrent.id).await.unwrap();
+    let f2 = digested.files().iter().find(|f| f.index == 2).unwrap();
+    assert_eq!(f2.sha256.as_deref(), Some("ab".repeat(32).as_str()));
+    assert!(
+        digested
+            .files()
+            .iter()
+            .filter(|f| f.index != 2)
+            .all(|f| f.sha256.is_none())
+    );
 
     // Conditional transitions.
     let moved = repo
@@ -423,9 +438,39 @@ pub async fn progress_bus_contract(bus: &dyn ProgressBus) {
     ));
 }
 
-/// `ObjectStore`: put from a file, size, locate, prefix delete. `scratch` is an empty folder
-/// the suite may write source files into.
-pub async fn object_store_contract(store: &dyn ObjectStore, scratch: &Path) {
+/// Puts `source` under `key` for `job` and checks the progress reports reached the size.
+async fn put(
+    store: &dyn ObjectStore,
+    job: JobId,
+    key: &StorageKey,
+    source: &Path,
+) -> Result<StoredObject, StoreError> {
+    let size = std::fs::metadata(source).map(|m| m.len()).unwrap_or(0);
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    let report = |n: u64| {
+        seen.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
+    };
+    let stored = store
+        .put_file(PutRequest {
+            job,
+            key,
+            source,
+            size,
+            progress: &report,
+        })
+        .await?;
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::Relaxed),
+        stored.size,
+        "progress reached the size"
+    );
+    Ok(stored)
+}
+
+/// `ObjectStore`: put from a file (small and large), size, locate, digest, replace, prefix
+/// delete. `scratch` is an empty folder the suite may write source files into; `large` is a
+/// size the adapter stores in several parts.
+pub async fn object_store_contract(store: &dyn ObjectStore, scratch: &Path, large: usize) {
     store.check().await.unwrap();
     let owner = OwnerId::parse("alice").unwrap();
     let job = JobId::new();
@@ -434,7 +479,9 @@ pub async fn object_store_contract(store: &dyn ObjectStore, scratch: &Path) {
 
     let src = scratch.join("source.bin");
     std::fs::write(&src, b"hello ferry").unwrap();
-    assert_eq!(store.put_file(&key("dir/a.bin"), &src).await.unwrap(), 11);
+    let small = put(store, job, &key("dir/a.bin"), &src).await.unwrap();
+    assert_eq!(small.size, 11);
+    assert!(small.sha256.len() == 64 && small.sha256.bytes().all(|b| b.is_ascii_hexdigit()));
     assert_eq!(store.size(&key("dir/a.bin")).await.unwrap(), Some(11));
     assert_eq!(store.size(&key("dir/missing")).await.unwrap(), None);
     assert!(store.locate(&key("dir/a.bin")).await.is_ok());
@@ -443,36 +490,152 @@ pub async fn object_store_contract(store: &dyn ObjectStore, scratch: &Path) {
         Err(StoreError::NotFound)
     ));
 
-    // Replacing an object.
+    // Replacing an object, with content large enough to be stored in parts.
     let src2 = scratch.join("source2.bin");
-    std::fs::write(&src2, vec![7u8; 70_000]).unwrap();
+    let big: Vec<u8> = (0..large).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&src2, &big).unwrap();
+    let stored = put(store, job, &key("dir/a.bin"), &src2).await.unwrap();
+    assert_eq!(stored.size, large as u64);
+    assert_ne!(stored.sha256, small.sha256);
     assert_eq!(
-        store.put_file(&key("dir/a.bin"), &src2).await.unwrap(),
-        70_000
+        store.size(&key("dir/a.bin")).await.unwrap(),
+        Some(large as u64)
     );
-    assert_eq!(store.size(&key("dir/a.bin")).await.unwrap(), Some(70_000));
+    let again_src = scratch.join("source3.bin");
+    std::fs::write(&again_src, &big).unwrap();
+    let again = put(store, job, &key("other.bin"), &again_src)
+        .await
+        .unwrap();
+    assert_eq!(again.sha256, stored.sha256, "same bytes, same digest");
 
     let missing = scratch.join("does-not-exist");
     assert!(matches!(
-        store.put_file(&key("b"), &missing).await,
+        put(store, job, &key("b"), &missing).await,
         Err(StoreError::NotFound)
     ));
+    store.abort_uploads(job).await.unwrap();
 
     // A sibling job with a prefix-like id must survive a prefix delete.
-    let src3 = scratch.join("source3.bin");
-    std::fs::write(&src3, b"x").unwrap();
+    let src4 = scratch.join("source4.bin");
+    std::fs::write(&src4, b"x").unwrap();
     let other = StorageKey::parse(&format!("{}/{}x/file", owner.as_str(), job)).unwrap();
-    store.put_file(&other, &src3).await.unwrap();
+    put(store, JobId::new(), &other, &src4).await.unwrap();
     store
         .delete_prefix(&StorageKey::job_prefix(&owner, job))
         .await
         .unwrap();
     assert_eq!(store.size(&key("dir/a.bin")).await.unwrap(), None);
+    assert_eq!(store.size(&key("other.bin")).await.unwrap(), None);
     assert_eq!(store.size(&other).await.unwrap(), Some(1));
     store
         .delete_prefix(&StorageKey::job_prefix(&owner, job))
         .await
         .unwrap();
+    store
+        .delete_prefix(&StorageKey::parse(&format!("{}/{}x", owner.as_str(), job)).unwrap())
+        .await
+        .unwrap();
+}
+
+/// `ProfileRepository`: sealed profiles per owner.
+pub async fn profile_repository_contract(repo: &dyn ProfileRepository) {
+    let alice = OwnerId::parse("alice").unwrap();
+    let bob = OwnerId::parse("bob").unwrap();
+    let backend = ferry_domain::StorageBackend::s3(
+        "http://s3.example:9000",
+        "us-east-1",
+        "bucket-a",
+        Some("x"),
+        true,
+    )
+    .unwrap();
+    let first = SealedProfile {
+        profile: ferry_domain::StorageProfile::new(alice.clone(), "First", backend, epoch())
+            .unwrap(),
+        credentials: vec![1, 2, 3, 0, 255],
+    };
+    let drive = ferry_domain::StorageBackend::google_drive("root-folder_1").unwrap();
+    let second = SealedProfile {
+        profile: ferry_domain::StorageProfile::new(
+            alice.clone(),
+            "Drive",
+            drive,
+            epoch() + ChronoDuration::seconds(1),
+        )
+        .unwrap(),
+        credentials: vec![9; 40],
+    };
+    repo.insert(&first).await.unwrap();
+    repo.insert(&second).await.unwrap();
+    assert!(matches!(
+        repo.insert(&first).await,
+        Err(RepoError::AlreadyExists)
+    ));
+    assert_eq!(
+        repo.get(&alice, first.profile.id).await.unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        repo.get(&bob, first.profile.id).await.unwrap(),
+        None,
+        "scoped by owner"
+    );
+    let listed = repo.list(&alice).await.unwrap();
+    assert_eq!(listed, vec![first.profile.clone(), second.profile.clone()]);
+    assert!(repo.list(&bob).await.unwrap().is_empty());
+    assert!(matches!(
+        repo.delete(&bob, first.profile.id).await,
+        Err(RepoError::NotFound)
+    ));
+    repo.delete(&alice, first.profile.id).await.unwrap();
+    assert_eq!(repo.get(&alice, first.profile.id).await.unwrap(), None);
+    assert!(matches!(
+        repo.delete(&alice, first.profile.id).await,
+        Err(RepoError::NotFound)
+    ));
+}
+
+/// `UploadSessions`: remembered per job and key.
+pub async fn upload_sessions_contract(sessions: &dyn UploadSessions) {
+    let job = JobId::new();
+    let other = JobId::new();
+    assert_eq!(sessions.get(job, "a/b").await.unwrap(), None);
+    sessions.set(job, "a/b", Some("upload-1")).await.unwrap();
+    sessions.set(job, "a/c", Some("upload-2")).await.unwrap();
+    sessions.set(other, "a/b", Some("upload-3")).await.unwrap();
+    sessions.set(job, "a/b", Some("upload-4")).await.unwrap();
+    assert_eq!(
+        sessions.get(job, "a/b").await.unwrap().as_deref(),
+        Some("upload-4")
+    );
+    assert_eq!(
+        sessions.of_job(job).await.unwrap(),
+        vec![
+            ("a/b".to_owned(), "upload-4".to_owned()),
+            ("a/c".to_owned(), "upload-2".to_owned())
+        ]
+    );
+    sessions.set(job, "a/b", None).await.unwrap();
+    sessions.set(job, "a/b", None).await.unwrap();
+    assert_eq!(sessions.get(job, "a/b").await.unwrap(), None);
+    assert_eq!(sessions.of_job(other).await.unwrap().len(), 1);
+}
+
+/// `SecretBox`: round trip, no plaintext in the output, tampering detected.
+pub fn secret_box_contract(secrets: &dyn SecretBox) {
+    let plain = b"secret-access-key: abc123";
+    let sealed = secrets.seal(plain);
+    assert_eq!(secrets.open(&sealed).unwrap(), plain);
+    assert!(
+        !sealed.windows(plain.len()).any(|w| w == plain),
+        "plaintext visible"
+    );
+    let mut tampered = sealed.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert!(secrets.open(&tampered).is_err());
+    assert!(secrets.open(&[]).is_err());
+    assert!(secrets.open(&sealed[..sealed.len() / 2]).is_err());
 }
 
 /// A torrent whose content is already staged, for the engine contract: `files` are the
@@ -605,7 +768,22 @@ mod tests {
     async fn memory_store_passes() {
         let dir = std::env::temp_dir().join(format!("ferry-store-contract-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        super::object_store_contract(&MemoryStore::default(), &dir).await;
+        super::object_store_contract(&MemoryStore::default(), &dir, 70_000).await;
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn memory_profiles_pass() {
+        super::profile_repository_contract(&MemoryProfiles::default()).await;
+    }
+
+    #[tokio::test]
+    async fn memory_sessions_pass() {
+        super::upload_sessions_contract(&MemorySessions::default()).await;
+    }
+
+    #[test]
+    fn plain_box_passes() {
+        super::secret_box_contract(&PlainBox);
     }
 }

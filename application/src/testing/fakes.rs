@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ferry_domain::{
-    InfoHash, Job, JobError, JobId, JobStatus, MagnetLink, OwnerId, Progress, SafePath, StorageKey,
-    TorrentMetadata,
+    Credentials, InfoHash, Job, JobError, JobId, JobStatus, MagnetLink, OwnerId, ProfileId,
+    Progress, SafePath, StorageKey, StorageProfile, TorrentMetadata,
 };
 use tokio::sync::{Notify, mpsc};
 
@@ -111,6 +111,19 @@ impl JobRepository for MemoryRepository {
         job.info_hash = Some(m.info_hash);
         job.progress.bytes_total = m.selected_bytes();
         job.metadata = Some(m.clone());
+        Ok(())
+    }
+
+    async fn record_digest(&self, id: JobId, index: usize, sha256: &str) -> Result<(), RepoError> {
+        let mut jobs = lock(&self.jobs);
+        let job = jobs.get_mut(&id).ok_or(RepoError::NotFound)?;
+        if let Some(f) = job
+            .metadata
+            .as_mut()
+            .and_then(|m| m.files.iter_mut().find(|f| f.index == index))
+        {
+            f.sha256 = Some(sha256.to_owned());
+        }
         Ok(())
     }
 
@@ -576,15 +589,21 @@ impl MemoryStore {
 
 #[async_trait]
 impl ObjectStore for MemoryStore {
-    async fn put_file(&self, key: &StorageKey, source: &Path) -> Result<u64, StoreError> {
-        let bytes = match std::fs::read(source) {
+    async fn put_file(&self, req: PutRequest<'_>) -> Result<StoredObject, StoreError> {
+        let bytes = match std::fs::read(req.source) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound),
             Err(e) => return Err(StoreError::Unexpected(e.into())),
         };
         let n = bytes.len() as u64;
-        lock(&self.objects).insert(key.as_str().to_owned(), bytes);
-        Ok(n)
+        (req.progress)(n);
+        let sha256 = fake_digest(&bytes);
+        lock(&self.objects).insert(req.key.as_str().to_owned(), bytes);
+        Ok(StoredObject { size: n, sha256 })
+    }
+
+    async fn abort_uploads(&self, _job: JobId) -> Result<(), StoreError> {
+        Ok(())
     }
 
     async fn size(&self, key: &StorageKey) -> Result<Option<u64>, StoreError> {
@@ -609,5 +628,175 @@ impl ObjectStore for MemoryStore {
 
     async fn check(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+/// Not SHA-256: a stand-in digest for the fakes (the application does not hash).
+fn fake_digest(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}{:048x}", bytes.len())
+}
+
+#[derive(Default)]
+pub struct MemoryProfiles {
+    profiles: Mutex<Vec<SealedProfile>>,
+}
+
+#[async_trait]
+impl ProfileRepository for MemoryProfiles {
+    async fn insert(&self, profile: &SealedProfile) -> Result<(), RepoError> {
+        let mut all = lock(&self.profiles);
+        if all.iter().any(|p| p.profile.id == profile.profile.id) {
+            return Err(RepoError::AlreadyExists);
+        }
+        all.push(profile.clone());
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        owner: &OwnerId,
+        id: ProfileId,
+    ) -> Result<Option<SealedProfile>, RepoError> {
+        Ok(lock(&self.profiles)
+            .iter()
+            .find(|p| p.profile.id == id && &p.profile.owner == owner)
+            .cloned())
+    }
+
+    async fn list(&self, owner: &OwnerId) -> Result<Vec<StorageProfile>, RepoError> {
+        Ok(lock(&self.profiles)
+            .iter()
+            .filter(|p| &p.profile.owner == owner)
+            .map(|p| p.profile.clone())
+            .collect())
+    }
+
+    async fn delete(&self, owner: &OwnerId, id: ProfileId) -> Result<(), RepoError> {
+        let mut all = lock(&self.profiles);
+        let before = all.len();
+        all.retain(|p| !(p.profile.id == id && &p.profile.owner == owner));
+        if all.len() == before {
+            return Err(RepoError::NotFound);
+        }
+        Ok(())
+    }
+}
+
+/// A "secret box" for tests: reversible, with a check byte so tampering is detected. Not
+/// encryption.
+#[derive(Default)]
+pub struct PlainBox;
+
+impl SecretBox for PlainBox {
+    fn seal(&self, plain: &[u8]) -> Vec<u8> {
+        let check = plain.iter().fold(0u8, |a, b| a.wrapping_add(*b));
+        let mut out = vec![check];
+        out.extend(plain.iter().map(|b| b ^ 0x5a));
+        out
+    }
+
+    fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, SecretError> {
+        let (check, body) = sealed.split_first().ok_or(SecretError)?;
+        let plain: Vec<u8> = body.iter().map(|b| b ^ 0x5a).collect();
+        if plain.iter().fold(0u8, |a, b| a.wrapping_add(*b)) != *check {
+            return Err(SecretError);
+        }
+        Ok(plain)
+    }
+}
+
+#[derive(Default)]
+pub struct MemorySessions {
+    sessions: Mutex<HashMap<(JobId, String), String>>,
+}
+
+#[async_trait]
+impl UploadSessions for MemorySessions {
+    async fn get(&self, job: JobId, key: &str) -> Result<Option<String>, RepoError> {
+        Ok(lock(&self.sessions).get(&(job, key.to_owned())).cloned())
+    }
+
+    async fn set(&self, job: JobId, key: &str, session: Option<&str>) -> Result<(), RepoError> {
+        let mut all = lock(&self.sessions);
+        match session {
+            Some(s) => {
+                all.insert((job, key.to_owned()), s.to_owned());
+            }
+            None => {
+                all.remove(&(job, key.to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn of_job(&self, job: JobId) -> Result<Vec<(String, String)>, RepoError> {
+        let mut out: Vec<_> = lock(&self.sessions)
+            .iter()
+            .filter(|((j, _), _)| *j == job)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Resolves `None` to the local store and each profile to a memory store of its own.
+pub struct FakeResolver {
+    pub local: std::sync::Arc<MemoryStore>,
+    pub profiles: std::sync::Arc<MemoryProfiles>,
+    remote: Mutex<HashMap<ProfileId, std::sync::Arc<MemoryStore>>>,
+}
+
+impl FakeResolver {
+    pub fn new(
+        local: std::sync::Arc<MemoryStore>,
+        profiles: std::sync::Arc<MemoryProfiles>,
+    ) -> Self {
+        Self {
+            local,
+            profiles,
+            remote: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The memory store standing for a profile's remote storage.
+    pub fn remote(&self, id: ProfileId) -> std::sync::Arc<MemoryStore> {
+        lock(&self.remote).entry(id).or_default().clone()
+    }
+}
+
+#[async_trait]
+impl StoreResolver for FakeResolver {
+    async fn store(
+        &self,
+        owner: &OwnerId,
+        profile: Option<ProfileId>,
+    ) -> Result<std::sync::Arc<dyn ObjectStore>, StoreError> {
+        match profile {
+            None => Ok(self.local.clone()),
+            Some(id) => {
+                let found = self
+                    .profiles
+                    .get(owner, id)
+                    .await
+                    .map_err(|e| StoreError::Unexpected(e.into()))?;
+                if found.is_none() {
+                    return Err(StoreError::NotFound);
+                }
+                Ok(self.remote(id))
+            }
+        }
+    }
+
+    async fn build(
+        &self,
+        profile: &StorageProfile,
+        _credentials: &Credentials,
+    ) -> Result<std::sync::Arc<dyn ObjectStore>, StoreError> {
+        Ok(self.remote(profile.id))
     }
 }

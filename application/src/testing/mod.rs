@@ -7,7 +7,10 @@
 pub mod contracts;
 mod fakes;
 
-pub use fakes::{FakeEngine, FixedClock, MemoryBus, MemoryQueue, MemoryRepository, MemoryStore};
+pub use fakes::{
+    FakeEngine, FakeResolver, FixedClock, MemoryBus, MemoryProfiles, MemoryQueue, MemoryRepository,
+    MemorySessions, MemoryStore, PlainBox,
+};
 
 use std::sync::Arc;
 
@@ -31,6 +34,7 @@ pub fn sample_metadata(seed: u8, sizes: &[u64]) -> TorrentMetadata {
             path: format!("sample-{seed}/file{index}.bin"),
             size: *size,
             selected: true,
+            sha256: None,
         })
         .collect();
     TorrentMetadata {
@@ -52,17 +56,23 @@ pub struct Fakes {
     pub bus: Arc<MemoryBus>,
     pub engine: Arc<FakeEngine>,
     pub store: Arc<MemoryStore>,
+    pub profiles: Arc<MemoryProfiles>,
+    pub resolver: Arc<FakeResolver>,
     pub clock: Arc<FixedClock>,
 }
 
 impl Fakes {
     pub fn new() -> Self {
+        let store = Arc::new(MemoryStore::default());
+        let profiles = Arc::new(MemoryProfiles::default());
         Self {
             repo: Arc::new(MemoryRepository::default()),
             queue: Arc::new(MemoryQueue::default()),
             bus: Arc::new(MemoryBus::default()),
             engine: Arc::new(FakeEngine::new()),
-            store: Arc::new(MemoryStore::default()),
+            resolver: Arc::new(FakeResolver::new(store.clone(), profiles.clone())),
+            store,
+            profiles,
             clock: Arc::new(FixedClock::new(epoch())),
         }
     }

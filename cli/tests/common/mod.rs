@@ -8,6 +8,7 @@
 
 pub mod bencode;
 pub mod cluster;
+pub mod s3;
 
 use std::io::Write;
 use std::net::TcpListener;

@@ -1,4 +1,4 @@
-//! The `jobs` row as sea-orm sees it.
+//! The rows as sea-orm sees them: `jobs` here, the others in their modules.
 
 use sea_orm::entity::prelude::*;
 
@@ -15,6 +15,7 @@ pub struct Model {
     pub name: String,
     pub info_hash: Option<String>,
     pub selection: Option<String>,
+    pub storage_profile: Option<Uuid>,
     pub metadata: Option<String>,
     pub progress: String,
     pub error_code: Option<String>,
@@ -29,3 +30,44 @@ pub struct Model {
 pub enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
+
+pub mod profile {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "storage_profiles")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub owner: String,
+        pub name: String,
+        pub backend: String,
+        pub credentials: Vec<u8>,
+        pub created_at: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod session {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "upload_sessions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub job_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key: String,
+        pub session: String,
+        pub updated_at: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -2,6 +2,9 @@
 
 mod entity;
 mod mapping;
+mod profiles;
+
+pub use profiles::{SqlProfileRepository, SqlUploadSessions};
 
 use std::time::Duration;
 
@@ -61,7 +64,7 @@ impl SqlJobRepository {
     }
 }
 
-fn db_error(e: DbErr) -> RepoError {
+pub(crate) fn db_error(e: DbErr) -> RepoError {
     match &e {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => RepoError::Unavailable(e.to_string()),
         _ if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) => {
@@ -188,6 +191,24 @@ impl JobRepository for SqlJobRepository {
             .col_expr(Column::Metadata, Expr::value(mapping::metadata_json(m)?))
             .col_expr(Column::Metainfo, Expr::value(m.metainfo.clone()))
             .col_expr(Column::Progress, Expr::value(json(&job.progress)?));
+        self.update_one(id, update).await
+    }
+
+    async fn record_digest(&self, id: JobId, index: usize, sha256: &str) -> Result<(), RepoError> {
+        // Only the delivery stage writes digests, one file at a time: read-modify-write is safe.
+        let job = self.get(id).await?;
+        let Some(mut meta) = job.metadata else {
+            return Err(RepoError::Unexpected(anyhow::anyhow!(
+                "job {id} has no metadata"
+            )));
+        };
+        if let Some(f) = meta.files.iter_mut().find(|f| f.index == index) {
+            f.sha256 = Some(sha256.to_owned());
+        }
+        let update = Jobs::update_many().col_expr(
+            Column::Metadata,
+            Expr::value(mapping::metadata_json(&meta)?),
+        );
         self.update_one(id, update).await
     }
 

@@ -2,8 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ferry_application::testing::contracts::job_repository_contract;
-use ferry_database::{SqlJobRepository, connect, migrate};
+use ferry_application::testing::contracts::{
+    job_repository_contract, profile_repository_contract, upload_sessions_contract,
+};
+use ferry_database::{SqlJobRepository, SqlProfileRepository, SqlUploadSessions, connect, migrate};
 use sea_orm::ConnectionTrait;
 
 #[tokio::test]
@@ -16,7 +18,9 @@ async fn sqlite_passes_the_contract() {
     let db = connect(&url).await.unwrap();
     migrate(&db).await.unwrap();
     migrate(&db).await.unwrap(); // idempotent
-    job_repository_contract(&SqlJobRepository::new(db)).await;
+    job_repository_contract(&SqlJobRepository::new(db.clone())).await;
+    profile_repository_contract(&SqlProfileRepository::new(db.clone())).await;
+    upload_sessions_contract(&SqlUploadSessions::new(db)).await;
 }
 
 /// A fresh PostgreSQL database for one test, dropped afterwards.
@@ -68,6 +72,8 @@ async fn postgres_passes_the_contract() {
     migrate(&db).await.unwrap();
     migrate(&db).await.unwrap();
     job_repository_contract(&SqlJobRepository::new(db.clone())).await;
+    profile_repository_contract(&SqlProfileRepository::new(db.clone())).await;
+    upload_sessions_contract(&SqlUploadSessions::new(db.clone())).await;
     db.close().await.unwrap();
     pg.drop_db().await;
 }

@@ -12,8 +12,9 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use ferry_application::ports::{ObjectLocation, ObjectStore, StoreError};
-use ferry_domain::StorageKey;
+use ferry_application::ports::{ObjectLocation, ObjectStore, PutRequest, StoreError, StoredObject};
+use ferry_domain::{JobId, StorageKey};
+use sha2::{Digest, Sha256};
 
 pub struct LocalStore {
     root: PathBuf,
@@ -54,22 +55,72 @@ async fn copy_into_place(source: &Path, dest: &Path) -> std::io::Result<u64> {
     Ok(n)
 }
 
+/// SHA-256 of a file, reading it on a blocking thread, reporting bytes read.
+async fn digest(path: &Path, progress: &(dyn Fn(u64) + Send + Sync)) -> std::io::Result<String> {
+    use std::io::Read;
+    let path = path.to_owned();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::File::open(&path)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            total += n as u64;
+            let _ = tx.send(total);
+        }
+        Ok::<_, std::io::Error>(hex::encode(hasher.finalize()))
+    });
+    while let Some(n) = rx.recv().await {
+        progress(n);
+    }
+    task.await.map_err(std::io::Error::other)?
+}
+
 #[async_trait]
 impl ObjectStore for LocalStore {
-    async fn put_file(&self, key: &StorageKey, source: &Path) -> Result<u64, StoreError> {
-        let size = tokio::fs::metadata(source).await.map_err(io)?.len();
-        let dest = self.path(key);
+    async fn put_file(&self, req: PutRequest<'_>) -> Result<StoredObject, StoreError> {
+        let dest = self.path(req.key);
+        let size = match tokio::fs::metadata(req.source).await {
+            Ok(m) => m.len(),
+            // A retry after the file was moved into place but before it was recorded.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                return match tokio::fs::metadata(&dest).await {
+                    Ok(m) if m.is_file() && m.len() == req.size => {
+                        let sha256 = digest(&dest, req.progress).await.map_err(io)?;
+                        Ok(StoredObject {
+                            size: m.len(),
+                            sha256,
+                        })
+                    }
+                    _ => Err(StoreError::NotFound),
+                };
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let sha256 = digest(req.source, req.progress).await.map_err(io)?;
         if let Some(parent) = dest.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(io)?;
         }
-        match tokio::fs::rename(source, &dest).await {
-            Ok(()) => Ok(size),
+        match tokio::fs::rename(req.source, &dest).await {
+            Ok(()) => {}
             // EXDEV (18): staging is on another file system.
             Err(e) if e.raw_os_error() == Some(18) => {
-                copy_into_place(source, &dest).await.map_err(io)
+                copy_into_place(req.source, &dest).await.map_err(io)?;
             }
-            Err(e) => Err(io(e)),
+            Err(e) => return Err(io(e)),
         }
+        Ok(StoredObject { size, sha256 })
+    }
+
+    async fn abort_uploads(&self, _job: JobId) -> Result<(), StoreError> {
+        // Local delivery has no unfinished uploads to abort.
+        Ok(())
     }
 
     async fn size(&self, key: &StorageKey) -> Result<Option<u64>, StoreError> {
@@ -127,7 +178,12 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let scratch = tempfile::tempdir().unwrap();
         let store = LocalStore::new(root.path().join("storage"));
-        ferry_application::testing::contracts::object_store_contract(&store, scratch.path()).await;
+        ferry_application::testing::contracts::object_store_contract(
+            &store,
+            scratch.path(),
+            3 << 20,
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -143,7 +199,28 @@ mod tests {
         std::fs::write(&src, vec![1u8; 3 << 20]).unwrap();
         let store = LocalStore::new(root.path());
         let key = StorageKey::parse("u/j/big.bin").unwrap();
-        assert_eq!(store.put_file(&key, &src).await.unwrap(), 3 << 20);
+        let req = PutRequest {
+            job: JobId::new(),
+            key: &key,
+            source: &src,
+            size: 3 << 20,
+            progress: &|_| {},
+        };
+        let stored = store.put_file(req).await.unwrap();
+        assert_eq!(stored.size, 3 << 20);
+        assert_eq!(
+            stored.sha256,
+            hex::encode(Sha256::digest(vec![1u8; 3 << 20]))
+        );
+        // A retry after the move: the source is gone, the object is complete.
+        let req = PutRequest {
+            job: JobId::new(),
+            key: &key,
+            source: &src,
+            size: 3 << 20,
+            progress: &|_| {},
+        };
+        assert_eq!(store.put_file(req).await.unwrap(), stored);
         assert!(!src.exists(), "the staged copy is freed");
         let stored = root.path().join("u/j/big.bin");
         assert_eq!(std::fs::read(&stored).unwrap(), vec![1u8; 3 << 20]);

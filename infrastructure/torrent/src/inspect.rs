@@ -55,6 +55,7 @@ pub fn inspect(metainfo: &[u8]) -> Result<TorrentMetadata, EngineError> {
             path: path.as_str().to_owned(),
             size: fd.len,
             selected: true,
+            sha256: None,
         });
     }
     let name = name

@@ -77,6 +77,10 @@ pub struct Config {
     /// data dir when none is configured.
     pub api_token: Option<Secret>,
     pub api_token_file: Option<PathBuf>,
+    /// 64 hex digits: the key that seals stored credentials (AES-256-GCM). `ferry serve`
+    /// generates one into the data dir; the distributed processes must all be given the same.
+    pub secret_key: Option<Secret>,
+    pub secret_key_file: Option<PathBuf>,
     /// `redis://host:port/db`: the queue and progress bus of the distributed mode
     /// (`ferry-api` and the worker binaries). `ferry serve` does not use it.
     pub redis_url: Option<String>,
@@ -89,6 +93,7 @@ pub struct Config {
     /// workers and the API in the distributed mode.
     pub storage_dir: Option<PathBuf>,
     pub torrent: TorrentConfig,
+    pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub workers: WorkersConfig,
     pub log: LogConfig,
@@ -102,11 +107,14 @@ impl Default for Config {
             database_url: None,
             api_token: None,
             api_token_file: None,
+            secret_key: None,
+            secret_key_file: None,
             redis_url: None,
             redis_prefix: "ferry".to_owned(),
             staging_dir: None,
             storage_dir: None,
             torrent: TorrentConfig::default(),
+            storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
             workers: WorkersConfig::default(),
             log: LogConfig::default(),
@@ -169,6 +177,33 @@ mod optional_addr {
             return Ok(None);
         }
         text.parse().map(Some).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Delivery to users' storage (S3, Google Drive).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StorageConfig {
+    /// How long a presigned S3 download link stays valid.
+    #[serde(with = "humantime_serde")]
+    pub presign_ttl: Duration,
+    /// Bytes per multipart part (at least 5 MiB).
+    pub part_size: u64,
+    /// Parts uploaded at once per file.
+    pub upload_concurrency: usize,
+    /// Whether users may point profiles at loopback, private or link-local endpoints.
+    /// Off by default: a user could otherwise make the server talk to internal services.
+    pub allow_private_endpoints: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            presign_ttl: Duration::from_secs(3600),
+            part_size: 16 << 20,
+            upload_concurrency: 4,
+            allow_private_endpoints: false,
+        }
     }
 }
 
@@ -297,6 +332,13 @@ impl Config {
     }
 
     fn read_secret_files(&mut self) -> anyhow::Result<()> {
+        if self.secret_key.is_none()
+            && let Some(path) = &self.secret_key_file
+        {
+            let key = std::fs::read_to_string(path)
+                .with_context(|| format!("reading secret_key_file {}", path.display()))?;
+            self.secret_key = Some(Secret::new(key.trim()));
+        }
         if self.api_token.is_none()
             && let Some(path) = &self.api_token_file
         {

@@ -6,17 +6,21 @@
 //! worker binaries: Redis Streams); both share the database, storage and staging adapters.
 
 pub mod config;
+mod stores;
+
+pub use stores::ProfileStores;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use ferry_application::ports::{
-    Clock, JobQueue, JobRepository, ObjectStore, ProgressBus, Staging, SystemClock, TorrentEngine,
+    Clock, JobQueue, JobRepository, ObjectStore, ProfileRepository, ProgressBus, SecretBox,
+    Staging, StoreResolver, SystemClock, TorrentEngine, UploadSessions,
 };
 use ferry_application::stages::{DeliverStage, DownloadSettings, DownloadStage};
 use ferry_application::{
-    HealthCheck, Jobs, Lifecycle, Recovery, RetryPolicy, StageHandler, StageRunner,
+    HealthCheck, Jobs, Lifecycle, Recovery, RetryPolicy, StageHandler, StageRunner, StorageProfiles,
 };
 use ferry_domain::TorrentLimits;
 use ferry_embedded::{EmbeddedBus, EmbeddedQueue};
@@ -41,6 +45,9 @@ pub struct Ports {
     pub store: Arc<dyn ObjectStore>,
     pub staging: Arc<dyn Staging>,
     pub clock: Arc<dyn Clock>,
+    pub profiles: Arc<dyn ProfileRepository>,
+    pub secrets: Arc<dyn SecretBox>,
+    pub stores: Arc<dyn StoreResolver>,
     pub database: ferry_database::Connection,
     /// Present in the distributed mode.
     pub redis: Option<Redis>,
@@ -89,20 +96,86 @@ pub fn consumer_name() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-async fn local_ports(
-    config: &Config,
-) -> anyhow::Result<(
-    Arc<dyn JobRepository>,
-    Arc<dyn ObjectStore>,
-    Arc<dyn Staging>,
-    ferry_database::Connection,
-)> {
+/// What both modes share: the database, local storage and staging, profiles and secrets.
+struct Shared {
+    repo: Arc<dyn JobRepository>,
+    store: Arc<dyn ObjectStore>,
+    staging: Arc<dyn Staging>,
+    profiles: Arc<dyn ProfileRepository>,
+    secrets: Arc<dyn SecretBox>,
+    stores: Arc<dyn StoreResolver>,
+    db: ferry_database::Connection,
+}
+
+async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
     let db = database(config).await?;
     let repo: Arc<dyn JobRepository> = Arc::new(ferry_database::SqlJobRepository::new(db.clone()));
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(config.storage_dir()));
     store.check().await.context("checking the storage folder")?;
     let staging: Arc<dyn Staging> = Arc::new(LocalStaging::new(config.staging_dir()));
-    Ok((repo, store, staging, db))
+    let profiles: Arc<dyn ProfileRepository> =
+        Arc::new(ferry_database::SqlProfileRepository::new(db.clone()));
+    let sessions: Arc<dyn UploadSessions> =
+        Arc::new(ferry_database::SqlUploadSessions::new(db.clone()));
+    let secrets: Arc<dyn SecretBox> =
+        Arc::new(ferry_secrets::AesGcmBox::from_hex(secret_key).context("invalid secret_key")?);
+    let stores: Arc<dyn StoreResolver> = Arc::new(ProfileStores {
+        local: store.clone(),
+        profiles: profiles.clone(),
+        secrets: secrets.clone(),
+        sessions,
+        settings: config.storage.clone(),
+    });
+    Ok(Shared {
+        repo,
+        store,
+        staging,
+        profiles,
+        secrets,
+        stores,
+        db,
+    })
+}
+
+/// The key sealing stored credentials: configured, else (when `generate`) stored in or
+/// generated into `{data_dir}/secret-key`.
+///
+/// # Errors
+/// When no key is configured and `generate` is false, or the file cannot be written.
+pub fn secret_key(config: &Config, generate: bool) -> anyhow::Result<String> {
+    if let Some(key) = &config.secret_key {
+        return Ok(key.expose().to_owned());
+    }
+    let path = config.data_dir.join("secret-key");
+    if let Ok(stored) = std::fs::read_to_string(&path) {
+        return Ok(stored.trim().to_owned());
+    }
+    anyhow::ensure!(
+        generate,
+        "secret_key (FERRY_SECRET_KEY, 64 hex digits) is required: every process must seal and open credentials with the same key"
+    );
+    std::fs::create_dir_all(&config.data_dir)?;
+    let key = ferry_secrets::AesGcmBox::generate_hex();
+    write_private(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated the key that seals stored credentials; back it up");
+    Ok(key)
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)
 }
 
 /// The one-box mode: the configured database (SQLite by default), the embedded queue and
@@ -111,15 +184,18 @@ async fn local_ports(
 /// # Errors
 /// When the database or the storage folder cannot be set up.
 pub async fn embedded(config: &Config) -> anyhow::Result<Ports> {
-    let (repo, store, staging, database) = local_ports(config).await?;
+    let s = shared(config, &secret_key(config, true)?).await?;
     Ok(Ports {
-        repo,
+        repo: s.repo,
         queue: Arc::new(EmbeddedQueue::new()),
         bus: Arc::new(EmbeddedBus::new()),
-        store,
-        staging,
+        store: s.store,
+        staging: s.staging,
         clock: Arc::new(SystemClock),
-        database,
+        profiles: s.profiles,
+        secrets: s.secrets,
+        stores: s.stores,
+        database: s.db,
         redis: None,
         config: config.clone(),
     })
@@ -137,20 +213,23 @@ pub async fn distributed(config: &Config) -> anyhow::Result<Ports> {
     let redis = Redis::connect(url, &config.redis_prefix)
         .await
         .with_context(|| format!("connecting to Redis at {}", redact(url)))?;
-    let (repo, store, staging, database) = local_ports(config).await?;
+    let s = shared(config, &secret_key(config, false)?).await?;
     let queue = Arc::new(RedisQueue::new(
         redis.clone(),
         consumer_name(),
         config.workers.lease,
     ));
     Ok(Ports {
-        repo,
+        repo: s.repo,
         queue,
         bus: Arc::new(ferry_redis::RedisBus::new(redis.clone())),
-        store,
-        staging,
+        store: s.store,
+        staging: s.staging,
         clock: Arc::new(SystemClock),
-        database,
+        profiles: s.profiles,
+        secrets: s.secrets,
+        stores: s.stores,
+        database: s.db,
         redis: Some(redis),
         config: config.clone(),
     })
@@ -174,8 +253,20 @@ impl Ports {
             lifecycle: self.lifecycle(),
             queue: self.queue.clone(),
             inspector: Arc::new(Inspector),
-            store: self.store.clone(),
+            profiles: self.profiles.clone(),
+            stores: self.stores.clone(),
             limits: self.limits(),
+        })
+    }
+
+    /// The storage-profile use cases.
+    pub fn storage_profiles(&self) -> Arc<StorageProfiles> {
+        Arc::new(StorageProfiles {
+            profiles: self.profiles.clone(),
+            secrets: self.secrets.clone(),
+            resolver: self.stores.clone(),
+            clock: self.clock.clone(),
+            allow_private_endpoints: self.config.storage.allow_private_endpoints,
         })
     }
 
@@ -223,7 +314,8 @@ impl Ports {
             handler: Arc::new(DeliverStage {
                 lifecycle: self.lifecycle(),
                 staging: self.staging.clone(),
-                store: self.store.clone(),
+                stores: self.stores.clone(),
+                tick: self.config.workers.progress_interval,
             }),
             concurrency: self.config.workers.uploads.max(1),
         }

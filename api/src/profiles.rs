@@ -1,0 +1,251 @@
+//! `/api/v1/storage-profiles`: where a user's jobs can be delivered. Credentials go in, and
+//! never come back out.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ferry_domain::{Credentials, ProfileId, StorageBackend, StorageProfile};
+use poem_openapi::param::Path;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use uuid::Uuid;
+
+use crate::ApiState;
+use crate::error::ApiError;
+
+#[derive(Tags)]
+enum Tag {
+    /// Storage profiles: S3 buckets and Google Drive folders to deliver to.
+    StorageProfiles,
+}
+
+pub struct ProfilesApi {
+    pub state: Arc<ApiState>,
+}
+
+/// An S3-compatible bucket.
+#[derive(Debug, Object)]
+pub struct S3Request {
+    /// `https://s3.eu-west-1.amazonaws.com`, `http://minio:9000`, …
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    /// Keys start with `{prefix}/`.
+    pub prefix: Option<String>,
+    /// Path-style addressing (default true: what self-hosted servers need).
+    pub path_style: Option<bool>,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+/// A Google Drive folder.
+#[derive(Debug, Object)]
+pub struct DriveRequest {
+    pub folder_id: String,
+    /// An OAuth refresh token with the `drive.file` scope.
+    pub refresh_token: String,
+}
+
+/// A new profile: a name and exactly one of `s3` or `google_drive`.
+#[derive(Debug, Object)]
+pub struct ProfileRequest {
+    pub name: String,
+    pub s3: Option<S3Request>,
+    pub google_drive: Option<DriveRequest>,
+}
+
+#[derive(Debug, Object)]
+pub struct S3Dto {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub prefix: Option<String>,
+    pub path_style: bool,
+}
+
+#[derive(Debug, Object)]
+pub struct DriveDto {
+    pub folder_id: String,
+}
+
+/// A saved profile, without its credentials.
+#[derive(Debug, Object)]
+pub struct ProfileDto {
+    pub id: Uuid,
+    pub name: String,
+    /// `s3` or `google_drive`.
+    pub kind: String,
+    pub s3: Option<S3Dto>,
+    pub google_drive: Option<DriveDto>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&StorageProfile> for ProfileDto {
+    fn from(p: &StorageProfile) -> Self {
+        let (s3, google_drive) = match &p.backend {
+            StorageBackend::S3 {
+                endpoint,
+                region,
+                bucket,
+                prefix,
+                path_style,
+            } => (
+                Some(S3Dto {
+                    endpoint: endpoint.to_string(),
+                    region: region.clone(),
+                    bucket: bucket.clone(),
+                    prefix: prefix.clone(),
+                    path_style: *path_style,
+                }),
+                None,
+            ),
+            StorageBackend::GoogleDrive { folder_id } => (
+                None,
+                Some(DriveDto {
+                    folder_id: folder_id.clone(),
+                }),
+            ),
+        };
+        Self {
+            id: p.id.as_uuid(),
+            name: p.name.clone(),
+            kind: p.backend.kind().to_owned(),
+            s3,
+            google_drive,
+            created_at: p.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct TestResult {
+    pub ok: bool,
+}
+
+#[derive(ApiResponse)]
+pub enum Created {
+    /// The profile was checked (a connection to the storage succeeded) and saved.
+    #[oai(status = 201)]
+    Created(Json<ProfileDto>),
+}
+
+#[derive(ApiResponse)]
+pub enum Deleted {
+    #[oai(status = 204)]
+    Deleted,
+}
+
+fn parse_id(id: &str) -> Result<ProfileId, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::not_found(
+            "storage_profile_not_found",
+            format!("no storage profile {id:?}"),
+        )
+    })
+}
+
+#[OpenApi(prefix_path = "/api/v1")]
+impl ProfilesApi {
+    /// Save a storage profile. The connection is tested first; credentials are sealed at
+    /// rest and never returned.
+    #[oai(
+        path = "/storage-profiles",
+        method = "post",
+        tag = "Tag::StorageProfiles"
+    )]
+    async fn create(&self, body: Json<ProfileRequest>) -> Result<Created, ApiError> {
+        let ProfileRequest {
+            name,
+            s3,
+            google_drive,
+        } = body.0;
+        let invalid = |m: String| ApiError::bad_request("invalid_storage_profile", m);
+        let (backend, credentials) = match (s3, google_drive) {
+            (Some(s3), None) => (
+                StorageBackend::s3(
+                    &s3.endpoint,
+                    &s3.region,
+                    &s3.bucket,
+                    s3.prefix.as_deref(),
+                    s3.path_style.unwrap_or(true),
+                )
+                .map_err(|e| invalid(e.to_string()))?,
+                Credentials::S3 {
+                    access_key_id: s3.access_key_id,
+                    secret_access_key: s3.secret_access_key,
+                },
+            ),
+            (None, Some(d)) => (
+                StorageBackend::google_drive(&d.folder_id).map_err(|e| invalid(e.to_string()))?,
+                Credentials::GoogleDrive {
+                    refresh_token: d.refresh_token,
+                },
+            ),
+            _ => {
+                return Err(invalid(
+                    "give exactly one of `s3` or `google_drive`".to_owned(),
+                ));
+            }
+        };
+        let profile = self
+            .state
+            .profiles
+            .create(self.state.owner(), &name, backend, credentials)
+            .await?;
+        Ok(Created::Created(Json((&profile).into())))
+    }
+
+    /// The caller's storage profiles.
+    #[oai(
+        path = "/storage-profiles",
+        method = "get",
+        tag = "Tag::StorageProfiles"
+    )]
+    async fn list(&self) -> Result<Json<Vec<ProfileDto>>, ApiError> {
+        let all = self.state.profiles.list(&self.state.owner()).await?;
+        Ok(Json(all.iter().map(ProfileDto::from).collect()))
+    }
+
+    /// One storage profile.
+    #[oai(
+        path = "/storage-profiles/:id",
+        method = "get",
+        tag = "Tag::StorageProfiles"
+    )]
+    async fn get(&self, id: Path<String>) -> Result<Json<ProfileDto>, ApiError> {
+        let p = self
+            .state
+            .profiles
+            .get(&self.state.owner(), parse_id(&id)?)
+            .await?;
+        Ok(Json((&p).into()))
+    }
+
+    /// Delete a storage profile (jobs already delivered keep their files).
+    #[oai(
+        path = "/storage-profiles/:id",
+        method = "delete",
+        tag = "Tag::StorageProfiles"
+    )]
+    async fn delete(&self, id: Path<String>) -> Result<Deleted, ApiError> {
+        self.state
+            .profiles
+            .delete(&self.state.owner(), parse_id(&id)?)
+            .await?;
+        Ok(Deleted::Deleted)
+    }
+
+    /// Connect to the storage with the saved credentials.
+    #[oai(
+        path = "/storage-profiles/:id/test",
+        method = "post",
+        tag = "Tag::StorageProfiles"
+    )]
+    async fn test(&self, id: Path<String>) -> Result<Json<TestResult>, ApiError> {
+        self.state
+            .profiles
+            .test(&self.state.owner(), parse_id(&id)?)
+            .await?;
+        Ok(Json(TestResult { ok: true }))
+    }
+}

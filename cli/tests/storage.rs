@@ -1,0 +1,335 @@
+//! Delivery to users' storage: storage profiles over the API, a real S3-compatible server
+//! (s3s-fs) and the aws CLI as the independent reader.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::*;
+use common::s3::*;
+use common::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const MIB: u64 = 1 << 20;
+
+fn keep_or_temp() -> (Option<tempfile::TempDir>, std::path::PathBuf) {
+    let mut dir = Some(tempfile::tempdir().unwrap());
+    let root = dir.as_ref().unwrap().path().to_owned();
+    if std::env::var_os("FERRY_TEST_KEEP").is_some() {
+        eprintln!("keeping {}", root.display());
+        let _ = dir.take().map(tempfile::TempDir::keep);
+    }
+    (dir, root)
+}
+
+/// One payload seeded by aria2c behind opentracker.
+fn seeded(
+    root: &std::path::Path,
+    name: &str,
+    files: &[(&str, u64)],
+) -> (Payload, Torrent, Tracker, Seeder) {
+    let content = root.join("seed");
+    let payload = Payload::create(&content, name, files);
+    let probe = payload.make_torrent("http://127.0.0.1:1/announce", &root.join("probe.torrent"));
+    let tracker = Tracker::start(root, &[&probe.info_hash]);
+    let torrent = payload.make_torrent(&tracker.announce(), &root.join(format!("{name}.torrent")));
+    let seeder = Seeder::start(root, &content, &[&torrent.path]);
+    tracker.wait_for_seeders(&torrent.info_hash, 1);
+    (payload, torrent, tracker, seeder)
+}
+
+fn s3_profile(s3: &S3Server, secret: &str) -> Value {
+    json!({
+        "name": "my bucket",
+        "s3": {
+            "endpoint": s3.endpoint(),
+            "region": "us-east-1",
+            "bucket": "ferry-e2e",
+            "prefix": "incoming",
+            "access_key_id": ACCESS,
+            "secret_access_key": secret,
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_magnet_is_delivered_to_an_s3_bucket_and_read_back_independently() {
+    init();
+    if !require(&["opentracker", "aria2c", "mktorrent", "aws"]) {
+        return;
+    }
+    let (_keep, root) = keep_or_temp();
+    let Some(s3) = S3Server::start(&root) else {
+        return;
+    };
+    s3.aws(&["s3", "mb", "s3://ferry-e2e"]);
+    let (payload, torrent, tracker, _seeder) = seeded(
+        &root,
+        "bucketed",
+        &[
+            ("big.bin", 13 * MIB + 5),
+            ("small.txt", 2000),
+            ("sub/mid.bin", MIB),
+        ],
+    );
+    let ferry = Ferry::start(
+        &root.join("ferry"),
+        &[
+            ("FERRY_STORAGE__ALLOW_PRIVATE_ENDPOINTS", "true"),
+            ("FERRY_STORAGE__PART_SIZE", "5242880"),
+        ],
+    );
+
+    // Profiles: wrong keys and an unreachable endpoint are refused with their reason.
+    let (status, body) = ferry
+        .post_json("/storage-profiles", s3_profile(&s3, "wrong-secret"))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("storage_auth_failed")),
+        "{body}"
+    );
+    let mut down = s3_profile(&s3, SECRET);
+    down["s3"]["endpoint"] = json!("http://127.0.0.1:9");
+    let (status, body) = ferry.post_json("/storage-profiles", down).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (502, Some("storage_unreachable")),
+        "{body}"
+    );
+    let (status, profile) = ferry
+        .post_json("/storage-profiles", s3_profile(&s3, SECRET))
+        .await;
+    assert_eq!(status, 201, "{profile}");
+    let text = profile.to_string();
+    assert!(
+        !text.contains(SECRET) && !text.contains("secret_access_key"),
+        "credentials never come back: {text}"
+    );
+    let pid = profile["id"].as_str().unwrap().to_owned();
+    let (status, tested) = ferry
+        .post_json(&format!("/storage-profiles/{pid}/test"), json!({}))
+        .await;
+    assert_eq!((status, tested["ok"].as_bool()), (200, Some(true)));
+    let (_, listed) = ferry.get_json("/storage-profiles").await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert!(!listed.to_string().contains(SECRET));
+
+    // Sealed at rest: the secret is nowhere in the database file.
+    let db = std::fs::read(ferry.data_dir.join("ferry.db")).unwrap();
+    assert!(
+        !db.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()),
+        "secret stored in clear"
+    );
+
+    let (status, job) = ferry
+        .post_json("/jobs", json!({"source": {"magnet": torrent.magnet(&tracker.announce())}, "storage_profile": pid}))
+        .await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["storage_profile"], pid.as_str());
+    let id = job["id"].as_str().unwrap().to_owned();
+
+    let watch = ferry
+        .req(Method::GET, &format!("/jobs/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    let events = read_sse(watch, Duration::from_secs(180), |_| false).await;
+    assert_eq!(
+        events.last().unwrap().data["status"],
+        "completed",
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event == "progress" && e.data["status"] == "uploading"),
+        "upload progress is streamed"
+    );
+
+    // Every file: recorded SHA-256, the aws CLI reads the same bytes, the link redirects.
+    let (_, files) = ferry.get_json(&format!("/jobs/{id}/files")).await;
+    for f in files.as_array().unwrap() {
+        let path = f["path"].as_str().unwrap();
+        let (_, want_sha, size) = payload.files.iter().find(|p| p.0 == path).unwrap();
+        assert_eq!(f["sha256"].as_str(), Some(want_sha.as_str()), "{path}");
+        let object = format!("s3://ferry-e2e/incoming/local/{id}/{path}");
+        let bytes = s3.aws(&["s3", "cp", &object, "-"]);
+        assert_eq!(bytes.len() as u64, *size);
+        assert_eq!(sha256_hex(&bytes), *want_sha, "{object}");
+        let link = ferry
+            .req(Method::GET, &format!("/jobs/{id}/files/{}", f["index"]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            sha256_hex(&link.bytes().await.unwrap()),
+            *want_sha,
+            "the presigned redirect serves {path}"
+        );
+    }
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirect
+        .get(ferry.url(&format!("/jobs/{id}/files/0")))
+        .bearer_auth(&ferry.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("X-Amz-Signature")
+    );
+    assert!(
+        !ferry.data_dir.join("staging").join(&id).exists(),
+        "staging freed"
+    );
+    assert!(
+        !ferry.data_dir.join("storage/local").join(&id).exists(),
+        "nothing kept on the server"
+    );
+    assert!(s3.unfinished_uploads().is_empty());
+
+    // Purging deletes the objects.
+    let r = ferry
+        .req(Method::DELETE, &format!("/jobs/{id}?purge=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let listing =
+        String::from_utf8(s3.aws(&["s3", "ls", "--recursive", "s3://ferry-e2e/"])).unwrap();
+    assert!(!listing.contains(&id), "{listing}");
+
+    // Deleting the profile; an unknown profile on a job is refused.
+    let r = ferry
+        .req(Method::DELETE, &format!("/storage-profiles/{pid}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let (status, body) = ferry
+        .post_json("/jobs", json!({"source": {"magnet": torrent.magnet(&tracker.announce())}, "storage_profile": pid}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("storage_profile_not_found")),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_upload_worker_mid_multipart_upload_leaves_no_orphan() {
+    init();
+    if !require(&[
+        "opentracker",
+        "aria2c",
+        "mktorrent",
+        "aws",
+        "psql",
+        "redis-cli",
+    ]) {
+        return;
+    }
+    let Some(db) = FreshDb::create() else { return };
+    let (_keep, root) = keep_or_temp();
+    let Some(s3) = S3Server::start(&root) else {
+        return;
+    };
+    s3.aws(&["s3", "mb", "s3://ferry-e2e"]);
+    let (payload, torrent, _tracker, _seeder) =
+        seeded(&root, "huge", &[("huge.bin", 96 * MIB + 17)]);
+    let redis =
+        std::env::var("FERRY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let cluster = Cluster::new(
+        &root,
+        &db.url,
+        &redis,
+        &[
+            ("FERRY_STORAGE__ALLOW_PRIVATE_ENDPOINTS", "true"),
+            ("FERRY_STORAGE__PART_SIZE", "5242880"),
+            ("FERRY_STORAGE__UPLOAD_CONCURRENCY", "1"),
+            ("FERRY_WORKERS__PROGRESS_INTERVAL", "50ms"),
+            ("FERRY_SECRET_KEY", &"ab".repeat(32)),
+        ],
+    );
+    cluster.migrate();
+    let api = cluster.api();
+    let _torrent_worker = cluster.worker("torrent");
+    let mut doomed = cluster.worker("upload");
+    let (status, profile) = api
+        .post_json("/storage-profiles", s3_profile(&s3, SECRET))
+        .await;
+    assert_eq!(status, 201, "{profile}");
+    let mut form = reqwest::multipart::Form::new().part(
+        "torrent",
+        reqwest::multipart::Part::bytes(torrent.bytes.clone()).file_name("t.torrent"),
+    );
+    form = form.text(
+        "storage_profile",
+        profile["id"].as_str().unwrap().to_owned(),
+    );
+    let r = api
+        .req(Method::POST, "/jobs/torrent")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Kill the upload worker once a few parts are up.
+    let watch = api
+        .req(Method::GET, &format!("/jobs/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    read_sse(watch, Duration::from_secs(180), |e| {
+        e.event == "progress"
+            && e.data["status"] == "uploading"
+            && e.data["progress"]["bytes_done"].as_u64().unwrap_or(0) >= 15 * MIB
+    })
+    .await;
+    doomed.proc.signal(9);
+    doomed.proc.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        s3.unfinished_uploads().len(),
+        1,
+        "the upload was left unfinished"
+    );
+
+    // Another upload worker takes the job over after the lease and resumes the upload.
+    let _second = cluster.worker("upload");
+    let started = Instant::now();
+    let done = api
+        .wait_status(&id, "completed", Duration::from_secs(180))
+        .await;
+    eprintln!("resumed and completed in {:?}", started.elapsed());
+    assert_eq!(done["attempts"], 0);
+    let (_, files) = api.get_json(&format!("/jobs/{id}/files")).await;
+    let f = &files[0];
+    assert_eq!(f["sha256"].as_str(), Some(payload.files[0].1.as_str()));
+    let bytes = s3.aws(&[
+        "s3",
+        "cp",
+        &format!("s3://ferry-e2e/incoming/local/{id}/huge/huge.bin"),
+        "-",
+    ]);
+    assert_eq!(sha256_hex(&bytes), payload.files[0].1);
+    assert!(
+        s3.unfinished_uploads().is_empty(),
+        "no orphan multipart upload: {:?}",
+        s3.unfinished_uploads()
+    );
+}

@@ -1,0 +1,273 @@
+//! The `ObjectStore` contract against s3s-fs, an S3-compatible server that checks SigV4
+//! signatures, started by the test on its own port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_application::ports::{
+    ObjectLocation, ObjectStore, PutRequest, StoreError, UploadSessions,
+};
+use ferry_application::testing::MemorySessions;
+use ferry_application::testing::contracts::object_store_contract;
+use ferry_domain::{JobId, StorageKey};
+use ferry_s3::{S3Settings, S3Store};
+
+const ACCESS: &str = "AKIDFERRYTEST";
+const SECRET: &str = "ferry-test-secret";
+
+/// The s3s-fs binary: `FERRY_S3S_FS`, then `~/.cache/ferry-tools/bin`, then `PATH`.
+fn s3s_fs() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("FERRY_S3S_FS") {
+        return Some(PathBuf::from(p));
+    }
+    let cached = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/ferry-tools/bin/s3s-fs");
+    if cached.exists() {
+        return Some(cached);
+    }
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg("command -v s3s-fs")
+        .output()
+        .ok()?;
+    found
+        .status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&found.stdout).trim()))
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Option<Server> {
+    let Some(bin) = s3s_fs() else {
+        if std::env::var_os("CI").is_some() {
+            panic!("s3s-fs is missing (scripts/test-deps.sh installs it)");
+        }
+        eprintln!("SKIPPED: s3s-fs is missing; scripts/test-deps.sh installs it");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(bin)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            ACCESS,
+            "--secret-key",
+            SECRET,
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "s3s-fs did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(Server {
+        child,
+        port,
+        _dir: dir,
+    })
+}
+
+fn settings(port: u16, secret: &str) -> S3Settings {
+    S3Settings {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        region: "us-east-1".into(),
+        bucket: "ferry-test".into(),
+        prefix: Some("deliveries".into()),
+        path_style: true,
+        access_key_id: ACCESS.into(),
+        secret_access_key: secret.into(),
+        part_size: 5 << 20,
+        concurrency: 3,
+        presign_ttl: Duration::from_secs(600),
+    }
+}
+
+fn init() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+#[tokio::test]
+async fn s3s_fs_passes_the_contract() {
+    init();
+    let Some(server) = start() else { return };
+    let store = S3Store::new(
+        settings(server.port, SECRET),
+        Arc::new(MemorySessions::default()),
+    );
+    store.create_bucket_if_missing().await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    // 12 MiB + 7 bytes: three parts of 5 MiB.
+    object_store_contract(&store, scratch.path(), (12 << 20) + 7).await;
+}
+
+#[tokio::test]
+async fn presigned_links_download_and_wrong_keys_are_auth_failures() {
+    init();
+    let Some(server) = start() else { return };
+    let store = S3Store::new(
+        settings(server.port, SECRET),
+        Arc::new(MemorySessions::default()),
+    );
+    store.create_bucket_if_missing().await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("f");
+    std::fs::write(&src, b"presigned bytes").unwrap();
+    let key = StorageKey::parse("u/j/f.txt").unwrap();
+    store
+        .put_file(PutRequest {
+            job: JobId::new(),
+            key: &key,
+            source: &src,
+            size: 15,
+            progress: &|_| {},
+        })
+        .await
+        .unwrap();
+    let ObjectLocation::Url(url) = store.locate(&key).await.unwrap() else {
+        panic!("not a URL")
+    };
+    assert!(url.contains("X-Amz-Signature="), "{url}");
+    let body = reqwest_get(&url).await;
+    assert_eq!(body, b"presigned bytes");
+
+    let wrong = S3Store::new(
+        settings(server.port, "not-the-secret"),
+        Arc::new(MemorySessions::default()),
+    );
+    assert!(
+        matches!(wrong.check().await, Err(StoreError::AuthFailed(_))),
+        "{:?}",
+        wrong.check().await
+    );
+    let nowhere = S3Store::new(settings(1, SECRET), Arc::new(MemorySessions::default()));
+    assert!(matches!(
+        nowhere.check().await,
+        Err(StoreError::Unreachable(_))
+    ));
+    let mut missing = settings(server.port, SECRET);
+    missing.bucket = "no-such-bucket".into();
+    let missing = S3Store::new(missing, Arc::new(MemorySessions::default()));
+    assert!(
+        matches!(missing.check().await, Err(StoreError::Unreachable(_))),
+        "{:?}",
+        missing.check().await
+    );
+}
+
+#[tokio::test]
+async fn an_interrupted_multipart_upload_is_resumed_not_restarted() {
+    init();
+    let Some(server) = start() else { return };
+    let sessions = Arc::new(MemorySessions::default());
+    let store = S3Store::new(settings(server.port, SECRET), sessions.clone());
+    store.create_bucket_if_missing().await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("big.bin");
+    let data: Vec<u8> = (0..(16 << 20) + 3).map(|i: u32| (i % 251) as u8).collect();
+    std::fs::write(&src, &data).unwrap();
+    let key = StorageKey::parse("u/j/big.bin").unwrap();
+    let job = JobId::new();
+    // The first attempt dies after some parts (the future is dropped, like a killed worker).
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    let report = |n: u64| {
+        seen.store(n, std::sync::atomic::Ordering::Relaxed);
+    };
+    let mut first = Box::pin(store.put_file(PutRequest {
+        job,
+        key: &key,
+        source: &src,
+        size: data.len() as u64,
+        progress: &report,
+    }));
+    loop {
+        tokio::select! {
+            r = &mut first => panic!("finished too early: {r:?}"),
+            () = tokio::time::sleep(Duration::from_millis(5)) => {
+                if seen.load(std::sync::atomic::Ordering::Relaxed) >= 5 << 20 { break; }
+            }
+        }
+    }
+    drop(first); // like a killed worker: the upload stops mid-way
+    let upload = sessions
+        .get(job, key.as_str())
+        .await
+        .unwrap()
+        .expect("the upload id is remembered");
+    // The second attempt resumes it: its progress starts at the parts already there.
+    let starts = std::sync::atomic::AtomicU64::new(u64::MAX);
+    let report = |n: u64| {
+        let _ = starts.compare_exchange(
+            u64::MAX,
+            n,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    };
+    let stored = store
+        .put_file(PutRequest {
+            job,
+            key: &key,
+            source: &src,
+            size: data.len() as u64,
+            progress: &report,
+        })
+        .await
+        .unwrap();
+    assert!(
+        starts.load(std::sync::atomic::Ordering::Relaxed) >= 5 << 20,
+        "resumed after the parts already sent"
+    );
+    assert_eq!(stored.size, data.len() as u64);
+    {
+        use sha2::Digest;
+        assert_eq!(stored.sha256, hex::encode(sha2::Sha256::digest(&data)));
+    }
+    assert_eq!(
+        sessions.get(job, key.as_str()).await.unwrap(),
+        None,
+        "session forgotten once complete"
+    );
+    let ObjectLocation::Url(url) = store.locate(&key).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(reqwest_get(&url).await, data);
+    let _ = upload;
+}
+
+async fn reqwest_get(url: &str) -> Vec<u8> {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sf", url])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "curl {url} failed");
+    out.stdout
+}

@@ -1,0 +1,89 @@
+//! `ProfileStores`: the `StoreResolver` that opens a profile's sealed credentials and builds
+//! its object store (local disk, S3, Google Drive).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use ferry_application::ports::{
+    ObjectStore, ProfileRepository, SecretBox, StoreError, StoreResolver, UploadSessions,
+};
+use ferry_domain::{Credentials, OwnerId, ProfileId, StorageBackend, StorageProfile};
+use ferry_s3::{S3Settings, S3Store};
+
+use crate::config::StorageConfig;
+
+pub struct ProfileStores {
+    pub local: Arc<dyn ObjectStore>,
+    pub profiles: Arc<dyn ProfileRepository>,
+    pub secrets: Arc<dyn SecretBox>,
+    pub sessions: Arc<dyn UploadSessions>,
+    pub settings: StorageConfig,
+}
+
+#[async_trait]
+impl StoreResolver for ProfileStores {
+    async fn store(
+        &self,
+        owner: &OwnerId,
+        profile: Option<ProfileId>,
+    ) -> Result<Arc<dyn ObjectStore>, StoreError> {
+        let Some(id) = profile else {
+            return Ok(self.local.clone());
+        };
+        let sealed = self
+            .profiles
+            .get(owner, id)
+            .await
+            .map_err(|e| StoreError::Unexpected(e.into()))?
+            .ok_or(StoreError::NotFound)?;
+        let plain = self.secrets.open(&sealed.credentials).map_err(|e| {
+            StoreError::AuthFailed(format!("the profile's credentials cannot be opened: {e}"))
+        })?;
+        let credentials: Credentials = serde_json::from_slice(&plain).map_err(|e| {
+            StoreError::Unexpected(anyhow::Error::new(e).context("sealed credentials are corrupt"))
+        })?;
+        self.build(&sealed.profile, &credentials).await
+    }
+
+    async fn build(
+        &self,
+        profile: &StorageProfile,
+        credentials: &Credentials,
+    ) -> Result<Arc<dyn ObjectStore>, StoreError> {
+        match (&profile.backend, credentials) {
+            (
+                StorageBackend::S3 {
+                    endpoint,
+                    region,
+                    bucket,
+                    prefix,
+                    path_style,
+                },
+                Credentials::S3 {
+                    access_key_id,
+                    secret_access_key,
+                },
+            ) => Ok(Arc::new(S3Store::new(
+                S3Settings {
+                    endpoint: endpoint.to_string().trim_end_matches('/').to_owned(),
+                    region: region.clone(),
+                    bucket: bucket.clone(),
+                    prefix: prefix.clone(),
+                    path_style: *path_style,
+                    access_key_id: access_key_id.clone(),
+                    secret_access_key: secret_access_key.clone(),
+                    part_size: self.settings.part_size,
+                    concurrency: self.settings.upload_concurrency,
+                    presign_ttl: self.settings.presign_ttl,
+                },
+                self.sessions.clone(),
+            ))),
+            (StorageBackend::GoogleDrive { .. }, Credentials::GoogleDrive { .. }) => Err(
+                StoreError::Unreachable("Google Drive delivery is not available yet".to_owned()),
+            ),
+            _ => Err(StoreError::AuthFailed(
+                "the profile's credentials do not match its storage kind".to_owned(),
+            )),
+        }
+    }
+}
