@@ -49,4 +49,18 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     --dir /var/lib/redis --logfile /var/log/redis/ferry-tests.log
   for _ in $(seq 1 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
+# An S3-compatible server that checks signatures (s3s-fs; 0.14.1 is the last for Rust 1.95),
+# built once into ~/.cache/ferry-tools.
+TOOLS="$HOME/.cache/ferry-tools"
+if [ ! -x "$TOOLS/bin/s3s-fs" ] && ! command -v s3s-fs >/dev/null; then
+  echo "test-deps: building s3s-fs 0.14.1 (once, about 3 minutes)"
+  cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$TOOLS" -q
+fi
+
+# The aws CLI reads back what Ferry delivers.
+if ! command -v aws >/dev/null; then
+  echo "test-deps: installing the aws CLI"
+  python3 -m pip install -q awscli || $SUDO python3 -m pip install -q awscli
+fi
+
 echo "test-deps: ready (peers: $(command -v opentracker aria2c mktorrent | xargs -n1 basename | tr '\n' ' '))"
