@@ -33,6 +33,23 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
+    /// One file to an S3-compatible server through Ferry's S3 adapter.
+    Upload {
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long)]
+        access_key: String,
+        #[arg(long)]
+        secret_key: String,
+        #[arg(long)]
+        file: std::path::PathBuf,
+        #[arg(long, default_value_t = 16 << 20)]
+        part_size: u64,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+    },
     /// SSE fan-out latency.
     Fanout {
         #[arg(long)]
@@ -65,6 +82,26 @@ fn main() -> anyhow::Result<()> {
                 jobs,
                 workers,
             } => queue(&redis, jobs, workers).await,
+            Command::Upload {
+                endpoint,
+                bucket,
+                access_key,
+                secret_key,
+                file,
+                part_size,
+                concurrency,
+            } => {
+                upload(
+                    endpoint,
+                    bucket,
+                    access_key,
+                    secret_key,
+                    &file,
+                    part_size,
+                    concurrency,
+                )
+                .await
+            }
             Command::Fanout {
                 api,
                 token,
@@ -76,6 +113,59 @@ fn main() -> anyhow::Result<()> {
             } => fanout(&api, &token, &job, &redis, &prefix, subscribers, events).await,
         }
     })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn upload(
+    endpoint: String,
+    bucket: String,
+    access_key_id: String,
+    secret_access_key: String,
+    file: &std::path::Path,
+    part_size: u64,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    use ferry_application::ports::{ObjectStore, PutRequest};
+    let store = ferry_s3::S3Store::new(
+        ferry_s3::S3Settings {
+            endpoint,
+            region: "us-east-1".into(),
+            bucket,
+            prefix: Some("bench".into()),
+            path_style: true,
+            access_key_id,
+            secret_access_key,
+            part_size,
+            concurrency,
+            presign_ttl: Duration::from_secs(60),
+        },
+        Arc::new(ferry_application::testing::MemorySessions::default()),
+    );
+    let size = std::fs::metadata(file)?.len();
+    let key = ferry_domain::StorageKey::parse("ferry/upload.bin")?;
+    let started = Instant::now();
+    let stored = store
+        .put_file(PutRequest {
+            job: JobId::new(),
+            key: &key,
+            source: file,
+            size,
+            progress: &|_| {},
+        })
+        .await?;
+    let secs = started.elapsed().as_secs_f64();
+    let rss_kib = std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmHWM:")
+                .map(|v| v.trim().trim_end_matches(" kB").trim().to_owned())
+        })
+        .unwrap_or_default();
+    println!(
+        "upload bytes={} seconds={secs:.3} peak_rss_kib={rss_kib} sha256={}",
+        stored.size, stored.sha256
+    );
+    Ok(())
 }
 
 async fn queue(url: &str, jobs: u64, workers: usize) -> anyhow::Result<()> {

@@ -258,7 +258,6 @@ async fn killing_the_upload_worker_mid_multipart_upload_leaves_no_orphan() {
             ("FERRY_STORAGE__PART_SIZE", "5242880"),
             ("FERRY_STORAGE__UPLOAD_CONCURRENCY", "1"),
             ("FERRY_WORKERS__PROGRESS_INTERVAL", "50ms"),
-            ("FERRY_SECRET_KEY", &"ab".repeat(32)),
         ],
     );
     cluster.migrate();

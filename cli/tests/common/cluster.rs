@@ -146,6 +146,11 @@ impl Cluster {
             ("FERRY_WORKERS__RECONCILE_EVERY", "2s"),
             ("FERRY_WORKERS__RETRY_BASE_DELAY", "1s"),
             ("FERRY_LOG__FORMAT", "pretty"),
+            // Every process of a deployment seals credentials with the same key.
+            (
+                "FERRY_SECRET_KEY",
+                "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
