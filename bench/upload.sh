@@ -36,7 +36,7 @@ calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 ferry_t=(); aws_t=(); peak=0
 for i in $(seq 1 "$RUNS"); do
-  out=$("$BENCH" upload --endpoint "http://127.0.0.1:$port" --bucket bench --access-key AKIDBENCH \
+  out=$("$BENCH" upload --endpoint "http://127.0.0.1:$port" --bucket bench --access-key AKIDBENCH ${FERRY_ARGS:-} \
         --secret-key benchsecret --file "$W/file.bin")
   t=$(echo "$out" | sed -E 's/.*seconds=([0-9.]+).*/\1/'); rss=$(echo "$out" | sed -E 's/.*peak_rss_kib=([0-9]+).*/\1/')
   ferry_t+=("$t"); [ "$rss" -gt "$peak" ] && peak=$rss

@@ -45,9 +45,11 @@ enum Command {
         secret_key: String,
         #[arg(long)]
         file: std::path::PathBuf,
-        #[arg(long, default_value_t = 16 << 20)]
+        /// Ferry's default `storage.part_size`.
+        #[arg(long, default_value_t = 8 << 20)]
         part_size: u64,
-        #[arg(long, default_value_t = 4)]
+        /// Ferry's default `storage.upload_concurrency`.
+        #[arg(long, default_value_t = 8)]
         concurrency: usize,
     },
     /// SSE fan-out latency.

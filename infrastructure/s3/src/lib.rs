@@ -212,6 +212,8 @@ impl S3Store {
             .key(key)
             .content_length(size as i64)
             .body(ByteStream::from(bytes))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(store_error)?;

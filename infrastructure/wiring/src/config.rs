@@ -200,8 +200,8 @@ impl Default for StorageConfig {
     fn default() -> Self {
         Self {
             presign_ttl: Duration::from_secs(3600),
-            part_size: 16 << 20,
-            upload_concurrency: 4,
+            part_size: 8 << 20,
+            upload_concurrency: 8,
             allow_private_endpoints: false,
         }
     }
