@@ -332,3 +332,168 @@ async fn killing_the_upload_worker_mid_multipart_upload_leaves_no_orphan() {
         s3.unfinished_uploads()
     );
 }
+
+fn drive_env(drive: &ferry_gdrive::fake::FakeDrive) -> Vec<(String, String)> {
+    vec![
+        ("FERRY_GOOGLE__API_URL".into(), drive.url.clone()),
+        ("FERRY_GOOGLE__TOKEN_URL".into(), drive.token_url()),
+        ("FERRY_GOOGLE__CLIENT_ID".into(), "ferry-client".into()),
+        (
+            "FERRY_GOOGLE__CLIENT_SECRET".into(),
+            "ferry-client-secret".into(),
+        ),
+        ("FERRY_GOOGLE__CHUNK_SIZE".into(), "262144".into()),
+        ("FERRY_WORKERS__PROGRESS_INTERVAL".into(), "50ms".into()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_magnet_is_delivered_to_a_google_drive_folder() {
+    init();
+    if !require(&["opentracker", "aria2c", "mktorrent"]) {
+        return;
+    }
+    let (_keep, root) = keep_or_temp();
+    let drive = ferry_gdrive::fake::FakeDrive::start("users-refresh-token").await;
+    let (payload, torrent, tracker, _seeder) = seeded(
+        &root,
+        "drived",
+        &[("a/one.bin", 3 * MIB + 9), ("two.txt", 1234)],
+    );
+    let env = drive_env(&drive);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let ferry = Ferry::start(&root.join("ferry"), &env);
+
+    let profile = |token: &str| json!({"name": "Drive", "google_drive": {"folder_id": drive.root_folder, "refresh_token": token}});
+    let (status, body) = ferry
+        .post_json("/storage-profiles", profile("revoked"))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("storage_auth_failed")),
+        "{body}"
+    );
+    let (status, created) = ferry
+        .post_json("/storage-profiles", profile("users-refresh-token"))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["kind"], "google_drive");
+    assert!(!created.to_string().contains("users-refresh-token"));
+    let pid = created["id"].as_str().unwrap().to_owned();
+
+    let (status, job) = ferry
+        .post_json("/jobs", json!({"source": {"magnet": torrent.magnet(&tracker.announce())}, "storage_profile": pid}))
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    ferry
+        .wait_status(&id, "completed", Duration::from_secs(180))
+        .await;
+    let (_, files) = ferry.get_json(&format!("/jobs/{id}/files")).await;
+    for f in files.as_array().unwrap() {
+        let path = f["path"].as_str().unwrap();
+        let (_, want, _) = payload.files.iter().find(|p| p.0 == path).unwrap();
+        assert_eq!(f["sha256"].as_str(), Some(want.as_str()));
+        let mut tree = vec!["local", id.as_str()];
+        tree.extend(path.split('/'));
+        let content = drive
+            .content(&tree)
+            .unwrap_or_else(|| panic!("{tree:?} not in Drive"));
+        assert_eq!(sha256_hex(&content), *want, "Drive holds {path}");
+    }
+    let no_redirect = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirect
+        .get(ferry.url(&format!("/jobs/{id}/files/0")))
+        .bearer_auth(&ferry.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 302);
+    assert!(r.headers()["location"].to_str().unwrap().ends_with("/view"));
+    assert_eq!(drive.open_sessions(), 0);
+    let r = ferry
+        .req(Method::DELETE, &format!("/jobs/{id}?purge=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(drive.file_count(), 0, "purge removed the job's folder");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_upload_worker_mid_drive_upload_resumes_the_session() {
+    init();
+    if !require(&["opentracker", "aria2c", "mktorrent", "psql", "redis-cli"]) {
+        return;
+    }
+    let Some(db) = FreshDb::create() else { return };
+    let (_keep, root) = keep_or_temp();
+    let drive = ferry_gdrive::fake::FakeDrive::start("users-refresh-token").await;
+    let (payload, torrent, _tracker, _seeder) =
+        seeded(&root, "long", &[("long.bin", 40 * MIB + 3)]);
+    let redis =
+        std::env::var("FERRY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let env = drive_env(&drive);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let cluster = Cluster::new(&root, &db.url, &redis, &env);
+    cluster.migrate();
+    let api = cluster.api();
+    let _torrent_worker = cluster.worker("torrent");
+    let mut doomed = cluster.worker("upload");
+    let (status, created) = api
+        .post_json("/storage-profiles", json!({"name": "Drive", "google_drive": {"folder_id": drive.root_folder, "refresh_token": "users-refresh-token"}}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "torrent",
+            reqwest::multipart::Part::bytes(torrent.bytes.clone()).file_name("t.torrent"),
+        )
+        .text(
+            "storage_profile",
+            created["id"].as_str().unwrap().to_owned(),
+        );
+    let r = api
+        .req(Method::POST, "/jobs/torrent")
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let watch = api
+        .req(Method::GET, &format!("/jobs/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    read_sse(watch, Duration::from_secs(180), |e| {
+        e.event == "progress"
+            && e.data["status"] == "uploading"
+            && e.data["progress"]["bytes_done"].as_u64().unwrap_or(0) >= 8 * MIB
+    })
+    .await;
+    doomed.proc.signal(9);
+    doomed.proc.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(drive.open_sessions(), 1, "the upload was left unfinished");
+    let chunks_before = drive.chunks();
+
+    let _second = cluster.worker("upload");
+    api.wait_status(&id, "completed", Duration::from_secs(180))
+        .await;
+    let resent = drive.chunks() - chunks_before;
+    assert!(
+        resent < 160,
+        "the rest was sent, not all 161 chunks again ({resent})"
+    );
+    let content = drive.content(&["local", &id, "long", "long.bin"]).unwrap();
+    assert_eq!(sha256_hex(&content), payload.files[0].1);
+    assert_eq!(drive.open_sessions(), 0, "no unfinished session left");
+    assert_eq!(drive.file_count(), 1, "one file, not a duplicate");
+}

@@ -94,6 +94,7 @@ pub struct Config {
     pub storage_dir: Option<PathBuf>,
     pub torrent: TorrentConfig,
     pub storage: StorageConfig,
+    pub google: GoogleConfig,
     pub limits: LimitsConfig,
     pub workers: WorkersConfig,
     pub log: LogConfig,
@@ -115,6 +116,7 @@ impl Default for Config {
             storage_dir: None,
             torrent: TorrentConfig::default(),
             storage: StorageConfig::default(),
+            google: GoogleConfig::default(),
             limits: LimitsConfig::default(),
             workers: WorkersConfig::default(),
             log: LogConfig::default(),
@@ -203,6 +205,32 @@ impl Default for StorageConfig {
             part_size: 8 << 20,
             upload_concurrency: 8,
             allow_private_endpoints: false,
+        }
+    }
+}
+
+/// The operator's Google OAuth client, used to turn users' refresh tokens into access tokens
+/// for Drive delivery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GoogleConfig {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub token_url: String,
+    /// Drive's API root (`rootUrl`); tests point it at a local server.
+    pub api_url: String,
+    /// Bytes per resumable-upload request (a multiple of 256 KiB).
+    pub chunk_size: u64,
+}
+
+impl Default for GoogleConfig {
+    fn default() -> Self {
+        Self {
+            client_id: String::new(),
+            client_secret: Secret::default(),
+            token_url: "https://oauth2.googleapis.com/token".to_owned(),
+            api_url: "https://www.googleapis.com/".to_owned(),
+            chunk_size: 8 << 20,
         }
     }
 }

@@ -125,6 +125,7 @@ async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
         secrets: secrets.clone(),
         sessions,
         settings: config.storage.clone(),
+        google: config.google.clone(),
     });
     Ok(Shared {
         repo,

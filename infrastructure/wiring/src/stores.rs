@@ -10,7 +10,7 @@ use ferry_application::ports::{
 use ferry_domain::{Credentials, OwnerId, ProfileId, StorageBackend, StorageProfile};
 use ferry_s3::{S3Settings, S3Store};
 
-use crate::config::StorageConfig;
+use crate::config::{GoogleConfig, StorageConfig};
 
 pub struct ProfileStores {
     pub local: Arc<dyn ObjectStore>,
@@ -18,6 +18,7 @@ pub struct ProfileStores {
     pub secrets: Arc<dyn SecretBox>,
     pub sessions: Arc<dyn UploadSessions>,
     pub settings: StorageConfig,
+    pub google: GoogleConfig,
 }
 
 #[async_trait]
@@ -78,9 +79,27 @@ impl StoreResolver for ProfileStores {
                 },
                 self.sessions.clone(),
             ))),
-            (StorageBackend::GoogleDrive { .. }, Credentials::GoogleDrive { .. }) => Err(
-                StoreError::Unreachable("Google Drive delivery is not available yet".to_owned()),
-            ),
+            (
+                StorageBackend::GoogleDrive { folder_id },
+                Credentials::GoogleDrive { refresh_token },
+            ) => {
+                let g = &self.google;
+                let bad = |what: &str| {
+                    StoreError::Unreachable(format!("google.{what} is not a valid URL"))
+                };
+                Ok(Arc::new(ferry_gdrive::DriveStore::new(
+                    ferry_gdrive::DriveSettings {
+                        api_url: g.api_url.parse().map_err(|_| bad("api_url"))?,
+                        token_url: g.token_url.parse().map_err(|_| bad("token_url"))?,
+                        client_id: g.client_id.clone(),
+                        client_secret: g.client_secret.expose().to_owned(),
+                        refresh_token: refresh_token.clone(),
+                        folder_id: folder_id.clone(),
+                        chunk_size: g.chunk_size,
+                    },
+                    self.sessions.clone(),
+                )))
+            }
             _ => Err(StoreError::AuthFailed(
                 "the profile's credentials do not match its storage kind".to_owned(),
             )),
