@@ -530,3 +530,116 @@ async fn bad_configuration_is_refused_at_start() {
     assert!(err.contains("downloads"), "{err}");
     let _ = s("unused");
 }
+
+#[tokio::test]
+async fn storage_profiles_refuse_bad_input_and_private_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = ferry(&dir, &[]);
+    let s3 = |endpoint: &str, bucket: &str| {
+        json!({"name": "p", "s3": {"endpoint": endpoint, "region": "us-east-1", "bucket": bucket,
+               "access_key_id": "AK", "secret_access_key": "SK"}})
+    };
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"name": "p"}), 400, "invalid_storage_profile"),
+        (
+            json!({"name": "p", "s3": s3("http://s3.example", "bucket")["s3"], "google_drive": {"folder_id": "x", "refresh_token": "t"}}),
+            400,
+            "invalid_storage_profile",
+        ),
+        (
+            s3("ftp://s3.example", "bucket"),
+            400,
+            "invalid_storage_profile",
+        ),
+        (
+            s3("http://user:pw@s3.example", "bucket"),
+            400,
+            "invalid_storage_profile",
+        ),
+        (
+            s3("http://s3.example", "Bad_Bucket"),
+            400,
+            "invalid_storage_profile",
+        ),
+        (
+            json!({"name": "", "s3": s3("http://s3.example", "bucket")["s3"]}),
+            400,
+            "invalid_storage_profile",
+        ),
+        (
+            json!({"name": "p", "google_drive": {"folder_id": "../etc", "refresh_token": "t"}}),
+            400,
+            "invalid_storage_profile",
+        ),
+        (
+            json!({"name": "p", "s3": {"endpoint": "http://x"}}),
+            400,
+            "invalid_request",
+        ),
+        // Internal addresses are refused unless the operator allows them.
+        (
+            s3("http://127.0.0.1:9000", "bucket"),
+            422,
+            "storage_endpoint_not_allowed",
+        ),
+        (
+            s3("http://169.254.169.254", "bucket"),
+            422,
+            "storage_endpoint_not_allowed",
+        ),
+        (
+            s3("http://[::1]:9000", "bucket"),
+            422,
+            "storage_endpoint_not_allowed",
+        ),
+        (
+            s3("http://10.0.0.8", "bucket"),
+            422,
+            "storage_endpoint_not_allowed",
+        ),
+        (
+            s3("http://localhost:9000", "bucket"),
+            422,
+            "storage_endpoint_not_allowed",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let (got, resp) = f.post_json("/storage-profiles", body.clone()).await;
+        assert_eq!(
+            (got, resp["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {resp}"
+        );
+    }
+    for path in [
+        "/storage-profiles/nope",
+        "/storage-profiles/01a20cd5-fb9d-70ea-af77-37ba1ebf9a87",
+    ] {
+        let (status, body) = f.get_json(path).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (404, Some("storage_profile_not_found")),
+            "{path}"
+        );
+    }
+    let r = f
+        .req(
+            Method::DELETE,
+            "/storage-profiles/01a20cd5-fb9d-70ea-af77-37ba1ebf9a87",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let (_, list) = f.get_json("/storage-profiles").await;
+    assert!(list.as_array().unwrap().is_empty());
+    // A job naming an unknown profile is refused before anything is queued.
+    let (status, body) = f
+        .post_json("/jobs", json!({"source": {"magnet": format!("magnet:?xt=urn:btih:{HASH}")}, "storage_profile": "01a20cd5-fb9d-70ea-af77-37ba1ebf9a87"}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("storage_profile_not_found")),
+        "{body}"
+    );
+}

@@ -497,3 +497,54 @@ async fn killing_the_upload_worker_mid_drive_upload_resumes_the_session() {
     assert_eq!(drive.open_sessions(), 0, "no unfinished session left");
     assert_eq!(drive.file_count(), 1, "one file, not a duplicate");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_that_goes_down_fails_the_job_clearly_after_retries() {
+    init();
+    if !require(&["opentracker", "aria2c", "mktorrent", "aws"]) {
+        return;
+    }
+    let (_keep, root) = keep_or_temp();
+    let Some(s3) = S3Server::start(&root) else {
+        return;
+    };
+    s3.aws(&["s3", "mb", "s3://ferry-e2e"]);
+    let (_payload, torrent, tracker, _seeder) = seeded(&root, "doomed", &[("f.bin", MIB)]);
+    let ferry = Ferry::start(
+        &root.join("ferry"),
+        &[
+            ("FERRY_STORAGE__ALLOW_PRIVATE_ENDPOINTS", "true"),
+            ("FERRY_WORKERS__MAX_ATTEMPTS", "2"),
+            ("FERRY_WORKERS__RETRY_BASE_DELAY", "500ms"),
+        ],
+    );
+    let (status, profile) = ferry
+        .post_json("/storage-profiles", s3_profile(&s3, SECRET))
+        .await;
+    assert_eq!(status, 201, "{profile}");
+    let pid = profile["id"].as_str().unwrap().to_owned();
+    drop(s3); // the storage goes away
+    let (status, body) = ferry
+        .post_json(&format!("/storage-profiles/{pid}/test"), json!({}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (502, Some("storage_unreachable")),
+        "{body}"
+    );
+    let (status, job) = ferry
+        .post_json("/jobs", json!({"source": {"magnet": torrent.magnet(&tracker.announce())}, "storage_profile": pid}))
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let failed = ferry
+        .wait_status(&id, "failed", Duration::from_secs(120))
+        .await;
+    assert_eq!(failed["error"]["code"], "storage_unreachable", "{failed}");
+    assert_eq!(failed["attempts"], 2);
+    let (status, body) = ferry.get_json(&format!("/jobs/{id}/files/0")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("job_not_finished"))
+    );
+}
