@@ -23,6 +23,14 @@ pub struct SubmitRequest {
     pub files: Option<Vec<u32>>,
     /// Deliver to this storage profile (absent: the server's own storage).
     pub storage_profile: Option<Uuid>,
+    /// Seed the finished job (absent: the server's default).
+    pub seed: Option<bool>,
+    /// Stop seeding at this upload ratio (default: the server's).
+    pub seed_ratio: Option<f64>,
+    /// Stop seeding after this many seconds.
+    pub seed_time_secs: Option<u64>,
+    /// Stop seeding after this many seconds without uploading.
+    pub seed_idle_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -85,6 +93,8 @@ pub struct ProgressDto {
     pub uploaded_bytes: u64,
     pub peers: u32,
     pub eta_seconds: Option<u64>,
+    /// Uploaded bytes / content bytes (while and after seeding).
+    pub ratio: f64,
 }
 
 impl From<&Progress> for ProgressDto {
@@ -98,6 +108,11 @@ impl From<&Progress> for ProgressDto {
             uploaded_bytes: p.uploaded_bytes,
             peers: p.peers,
             eta_seconds: p.eta_seconds,
+            ratio: if p.bytes_total == 0 {
+                0.0
+            } else {
+                (p.uploaded_bytes as f64 / p.bytes_total as f64 * 1000.0).round() / 1000.0
+            },
         }
     }
 }
@@ -125,6 +140,10 @@ pub struct JobDto {
     pub info_hash: Option<String>,
     /// The storage profile the files are delivered to (absent: the server's storage).
     pub storage_profile: Option<Uuid>,
+    /// SHA-256 of a fetched URL's content.
+    pub content_sha256: Option<String>,
+    /// The seeding policy, when the job seeds.
+    pub seed: Option<SeedDto>,
     pub progress: ProgressDto,
     /// Files chosen at submission; absent means all.
     pub selected_files: Option<Vec<u32>>,
@@ -158,6 +177,12 @@ impl From<&Job> for JobDto {
             },
             info_hash: job.info_hash.map(|h| h.to_hex()),
             storage_profile: job.storage_profile.map(|p| p.as_uuid()),
+            content_sha256: job.content_sha256.clone(),
+            seed: job.seed.map(|s| SeedDto {
+                ratio: s.ratio,
+                time_secs: s.time_secs,
+                idle_secs: s.idle_secs,
+            }),
             progress: (&job.progress).into(),
             selected_files: job
                 .selection
@@ -174,6 +199,20 @@ impl From<&Job> for JobDto {
             finished_at: job.finished_at,
         }
     }
+}
+
+/// When seeding stops: the first limit reached (none: never, until deleted).
+#[derive(Debug, Clone, Object)]
+pub struct SeedDto {
+    pub ratio: Option<f64>,
+    pub time_secs: Option<u64>,
+    pub idle_secs: Option<u64>,
+}
+
+#[derive(Debug, Object)]
+pub struct MagnetDto {
+    pub magnet: String,
+    pub info_hash: String,
 }
 
 #[derive(Debug, Object)]

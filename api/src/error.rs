@@ -94,6 +94,10 @@ impl From<JobsError> for ApiError {
         let message = e.to_string();
         match e {
             JobsError::InvalidMagnet(_) => Self::bad_request("invalid_magnet", message),
+            JobsError::InvalidUrl(_) => Self::bad_request("invalid_url", message),
+            JobsError::UrlNotAllowed(_) => Self::Unprocessable(body("url_not_allowed", message)),
+            JobsError::UrlRefused(_) => Self::Unprocessable(body("url_unavailable", message)),
+            JobsError::TorrentNotReady => Self::conflict("torrent_not_ready", message),
             JobsError::InvalidTorrent(_) => Self::bad_request("invalid_torrent", message),
             JobsError::InvalidSelection(_) => Self::bad_request("invalid_file_selection", message),
             JobsError::UnsafePath(_) => Self::Unprocessable(body("torrent_unsafe_path", message)),

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_application::Submission;
 use ferry_application::ports::{EventId, JobQuery, ObjectLocation, PublishedEvent, Replay};
+use ferry_application::{Submission, SubmitOptions};
 use ferry_domain::{JobId, JobStatus};
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -43,6 +43,8 @@ pub struct TorrentUpload {
     pub files: Option<String>,
     /// Deliver to this storage profile (absent: the server's own storage).
     pub storage_profile: Option<Uuid>,
+    /// `true` to seed the finished job, `false` not to (absent: the server's default).
+    pub seed: Option<bool>,
 }
 
 #[derive(Debug, Multipart)]
@@ -67,6 +69,16 @@ pub enum Deleted {
     /// The job and its files were deleted.
     #[oai(status = 204)]
     Purged,
+}
+
+#[derive(ApiResponse)]
+pub enum TorrentFileResponse {
+    /// The .torrent file.
+    #[oai(status = 200, content_type = "application/x-bittorrent")]
+    Ok(
+        Binary<Vec<u8>>,
+        #[oai(header = "Content-Disposition")] String,
+    ),
 }
 
 #[derive(ApiResponse)]
@@ -138,6 +150,36 @@ impl JobsApi {
         })
     }
 
+    /// The job's seeding policy: its own limits over the server's, or none.
+    fn seed_policy(
+        &self,
+        seed: Option<bool>,
+        ratio: Option<f64>,
+        time_secs: Option<u64>,
+        idle_secs: Option<u64>,
+    ) -> ApiResult<Option<ferry_domain::SeedPolicy>> {
+        if ratio.is_some_and(|r| !r.is_finite() || r < 0.0) {
+            return Err(ApiError::bad_request(
+                "invalid_seed_policy",
+                "seed_ratio must be a number ≥ 0",
+            ));
+        }
+        let asked = ratio.is_some() || time_secs.is_some() || idle_secs.is_some();
+        if !seed.unwrap_or(self.state.seed_by_default || asked) {
+            return Ok(None);
+        }
+        let d = self.state.seed_limits;
+        Ok(Some(if asked {
+            ferry_domain::SeedPolicy {
+                ratio,
+                time_secs,
+                idle_secs,
+            }
+        } else {
+            d
+        }))
+    }
+
     fn created(job: &ferry_domain::Job) -> Created {
         Created::Created(Json(job.into()), format!("/api/v1/jobs/{}", job.id))
     }
@@ -152,15 +194,15 @@ impl JobsApi {
             source,
             files,
             storage_profile,
+            seed,
+            seed_ratio,
+            seed_time_secs,
+            seed_idle_secs,
         } = body.0;
+        let seed = self.seed_policy(seed, seed_ratio, seed_time_secs, seed_idle_secs)?;
         let submission = match (source.magnet, source.url) {
             (Some(magnet), None) => Submission::Magnet(magnet),
-            (None, Some(_)) => {
-                return Err(ApiError::bad_request(
-                    "unsupported_source",
-                    "URL downloads are not available yet; send a magnet link or a .torrent",
-                ));
-            }
+            (None, Some(url)) => Submission::Url(url),
             _ => {
                 return Err(ApiError::bad_request(
                     "invalid_source",
@@ -168,15 +210,15 @@ impl JobsApi {
                 ));
             }
         };
+        let options = SubmitOptions {
+            files: indices(files),
+            storage_profile: storage_profile.map(ferry_domain::ProfileId::from_uuid),
+            seed,
+        };
         let job = self
             .state
             .jobs
-            .submit(
-                self.state.owner(),
-                submission,
-                indices(files),
-                storage_profile.map(ferry_domain::ProfileId::from_uuid),
-            )
+            .submit_with(self.state.owner(), submission, options)
             .await?;
         Ok(Self::created(&job))
     }
@@ -185,16 +227,17 @@ impl JobsApi {
     #[oai(path = "/jobs/torrent", method = "post", tag = "Tag::Jobs")]
     async fn submit_torrent(&self, form: TorrentUpload) -> ApiResult<Created> {
         let files = parse_files(form.files.as_deref())?;
+        let seed = self.seed_policy(form.seed, None, None, None)?;
         let bytes = self.read_torrent(form.torrent).await?;
+        let options = SubmitOptions {
+            files,
+            storage_profile: form.storage_profile.map(ferry_domain::ProfileId::from_uuid),
+            seed,
+        };
         let job = self
             .state
             .jobs
-            .submit(
-                self.state.owner(),
-                Submission::Torrent(bytes),
-                files,
-                form.storage_profile.map(ferry_domain::ProfileId::from_uuid),
-            )
+            .submit_with(self.state.owner(), Submission::Torrent(bytes), options)
             .await?;
         Ok(Self::created(&job))
     }
@@ -410,6 +453,37 @@ impl JobsApi {
                 Ok(FileResponse::RangeNotSatisfiable(format!("bytes */{size}")))
             }
         }
+    }
+
+    /// The job's .torrent: the uploaded one, a magnet's once resolved, or the one made of a
+    /// fetched URL (private per the server's settings).
+    #[oai(path = "/jobs/:id/torrent", method = "get", tag = "Tag::Jobs")]
+    async fn torrent(&self, id: Path<String>) -> ApiResult<TorrentFileResponse> {
+        let meta = self
+            .state
+            .jobs
+            .torrent(&self.state.owner(), parse_id(&id)?)
+            .await?;
+        let name = format!("{}.torrent", meta.name);
+        Ok(TorrentFileResponse::Ok(
+            Binary(meta.metainfo),
+            content_disposition(&name),
+        ))
+    }
+
+    /// A magnet link for the job's torrent (with its trackers).
+    #[oai(path = "/jobs/:id/magnet", method = "get", tag = "Tag::Jobs")]
+    async fn magnet(&self, id: Path<String>) -> ApiResult<Json<MagnetDto>> {
+        let meta = self
+            .state
+            .jobs
+            .torrent(&self.state.owner(), parse_id(&id)?)
+            .await?;
+        let link = ferry_domain::MagnetLink::new(meta.info_hash, Some(&meta.name), &meta.trackers);
+        Ok(Json(MagnetDto {
+            magnet: link.to_string(),
+            info_hash: meta.info_hash.to_hex(),
+        }))
     }
 
     /// Read a .torrent without starting it: name, files, sizes, info-hash, trackers.

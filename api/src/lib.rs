@@ -32,6 +32,10 @@ pub struct ApiState {
     pub api_token: Option<String>,
     /// Largest .torrent upload accepted.
     pub max_torrent_bytes: u64,
+    /// Whether jobs seed unless they say otherwise.
+    pub seed_by_default: bool,
+    /// Seeding limits for jobs that set none.
+    pub seed_limits: ferry_domain::SeedPolicy,
 }
 
 impl ApiState {

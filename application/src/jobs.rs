@@ -17,6 +17,17 @@ use crate::ports::{
 #[derive(Debug, thiserror::Error)]
 pub enum JobsError {
     #[error(transparent)]
+    InvalidUrl(#[from] ferry_domain::FetchUrlError),
+    /// The URL, a redirect or an address it resolves to is internal.
+    #[error("{0}")]
+    UrlNotAllowed(String),
+    /// The server refused or the content breaks a limit (size, type).
+    #[error("{0}")]
+    UrlRefused(String),
+    /// The job has no torrent yet (metadata unknown, or not packaged yet).
+    #[error("the job's torrent is not known yet")]
+    TorrentNotReady,
+    #[error(transparent)]
     InvalidMagnet(#[from] MagnetError),
     #[error("{0}")]
     InvalidTorrent(String),
@@ -98,6 +109,17 @@ impl From<MoveError> for JobsError {
 pub enum Submission {
     Magnet(String),
     Torrent(Vec<u8>),
+    Url(String),
+}
+
+/// Choices made at submission.
+#[derive(Debug, Clone, Default)]
+pub struct SubmitOptions {
+    /// Torrent file indices to fetch (all when `None`).
+    pub files: Option<Vec<usize>>,
+    pub storage_profile: Option<ProfileId>,
+    /// Seed the finished job under this policy.
+    pub seed: Option<ferry_domain::SeedPolicy>,
 }
 
 /// A finished file and where to read it.
@@ -113,6 +135,7 @@ pub struct Jobs {
     pub inspector: Arc<dyn TorrentInspector>,
     pub profiles: Arc<dyn ProfileRepository>,
     pub stores: Arc<dyn StoreResolver>,
+    pub fetcher: Arc<dyn crate::ports::Fetcher>,
     pub limits: TorrentLimits,
 }
 
@@ -139,6 +162,29 @@ impl Jobs {
         files: Option<Vec<usize>>,
         storage_profile: Option<ProfileId>,
     ) -> Result<Job, JobsError> {
+        let options = SubmitOptions {
+            files,
+            storage_profile,
+            seed: None,
+        };
+        self.submit_with(owner, submission, options).await
+    }
+
+    /// [`Jobs::submit`] with every option.
+    ///
+    /// # Errors
+    /// As [`Jobs::submit`], plus `InvalidUrl`, `UrlNotAllowed` and `UrlRefused` for URLs.
+    pub async fn submit_with(
+        &self,
+        owner: OwnerId,
+        submission: Submission,
+        options: SubmitOptions,
+    ) -> Result<Job, JobsError> {
+        let SubmitOptions {
+            files,
+            storage_profile,
+            seed,
+        } = options;
         let selection = FileSelection::from_indices(files)?;
         if let Some(id) = storage_profile
             && self.profiles.get(&owner, id).await?.is_none()
@@ -156,9 +202,16 @@ impl Jobs {
                 selection.validate(&meta.files)?;
                 Job::from_torrent(owner, meta, selection, now)
             }
+            Submission::Url(text) => {
+                let url = ferry_domain::FetchUrl::parse(&text)?;
+                self.probe(&url).await?;
+                Job::from_url(owner, url, now)
+            }
         };
+        let stage = Self::stage_of(&job);
         let job = Job {
             storage_profile,
+            seed,
             ..job
         };
         if let Some(hash) = job.info_hash
@@ -171,7 +224,7 @@ impl Jobs {
             return Err(JobsError::Duplicate(existing));
         }
         self.lifecycle.repo.insert(&job).await?;
-        if let Err(e) = self.queue.enqueue(Stage::Download, job.id).await {
+        if let Err(e) = self.queue.enqueue(stage, job.id).await {
             // Refuse cleanly rather than leave a job the caller was told failed.
             if let Err(undo) = self.lifecycle.repo.delete(job.id).await {
                 tracing::error!(job_id = %job.id, error = %undo, "could not remove a job that was not queued");
@@ -181,6 +234,22 @@ impl Jobs {
         tracing::info!(job_id = %job.id, source = job.source.kind(), name = %job.name, "job submitted");
         self.lifecycle.announce(&job, EventKind::Status).await;
         Ok(job)
+    }
+
+    /// Asks the server for the URL's headers before accepting it, so an internal address, a
+    /// redirect to one, an error status or a content beyond the limits is refused at once.
+    /// A server that cannot be reached now is not a reason to refuse: the job retries.
+    async fn probe(&self, url: &ferry_domain::FetchUrl) -> Result<(), JobsError> {
+        use crate::ports::FetchError;
+        match self.fetcher.open(url, None).await {
+            Ok(_) => Ok(()),
+            Err(FetchError::NotAllowed(m)) => Err(JobsError::UrlNotAllowed(m)),
+            Err(e) if e.is_transient() => {
+                tracing::info!(url = %url, error = %e, "URL not reachable now; accepting the job anyway");
+                Ok(())
+            }
+            Err(e) => Err(JobsError::UrlRefused(e.to_string())),
+        }
     }
 
     /// # Errors
@@ -249,6 +318,24 @@ impl Jobs {
         Ok(job)
     }
 
+    /// The stage that downloads the job.
+    fn stage_of(job: &Job) -> Stage {
+        if matches!(job.source, ferry_domain::JobSource::Url(_)) {
+            Stage::Fetch
+        } else {
+            Stage::Download
+        }
+    }
+
+    /// The job's .torrent (a URL job's once packaged).
+    ///
+    /// # Errors
+    /// `NotFound`, `TorrentNotReady`.
+    pub async fn torrent(&self, owner: &OwnerId, id: JobId) -> Result<TorrentMetadata, JobsError> {
+        let job = self.get(owner, id).await?;
+        job.metadata.ok_or(JobsError::TorrentNotReady)
+    }
+
     /// A user-requested move; a job that moved meanwhile reports the move as illegal from
     /// where it actually is.
     async fn advance(&self, id: JobId, from: JobStatus, to: JobStatus) -> Result<Job, JobsError> {
@@ -286,10 +373,15 @@ impl Jobs {
                 .await
             {
                 Ok(cancelled) => {
+                    // The stage that ran the job cleans its staging (or seeding) data,
+                    // wherever that is.
+                    let cleanup = if job.status == JobStatus::Seeding {
+                        Stage::Seed
+                    } else {
+                        Self::stage_of(&cancelled)
+                    };
                     job = cancelled;
-                    // A worker's download stage cleans the staging area of a cancelled job,
-                    // wherever that staging area is.
-                    self.queue.enqueue(Stage::Download, id).await?;
+                    self.queue.enqueue(cleanup, id).await?;
                     break;
                 }
                 Err(MoveError::Repo(RepoError::Conflict { .. })) => {

@@ -16,7 +16,7 @@ pub mod stages;
 pub mod testing;
 
 pub use health::{ComponentHealth, HealthCheck};
-pub use jobs::{FileDownload, Jobs, JobsError, Submission};
+pub use jobs::{FileDownload, Jobs, JobsError, Submission, SubmitOptions};
 pub use lifecycle::Lifecycle;
 pub use profiles::{ProfilesError, StorageProfiles};
 pub use recovery::Recovery;

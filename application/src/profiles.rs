@@ -62,40 +62,15 @@ pub struct StorageProfiles {
 
 /// Hosts a user must not point the server at unless the operator allows it.
 fn private_host(url: &url::Url) -> Option<String> {
-    use std::net::IpAddr;
-    let host = url.host()?;
-    let ip = match host {
-        url::Host::Ipv4(v4) => IpAddr::V4(v4),
-        url::Host::Ipv6(v6) => IpAddr::V6(v6),
-        url::Host::Domain(d) => {
-            let d = d.to_ascii_lowercase();
-            let local = d == "localhost"
-                || d.ends_with(".localhost")
-                || d.ends_with(".internal")
-                || d == "metadata.google.internal";
-            return local.then_some(d);
+    match url.host()? {
+        url::Host::Ipv4(v4) => {
+            ferry_domain::net::forbidden_reason(v4.into()).map(|_| v4.to_string())
         }
-    };
-    let private = match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.octets()[0] == 100 && (64..128).contains(&v4.octets()[1])
+        url::Host::Ipv6(v6) => {
+            ferry_domain::net::forbidden_reason(v6.into()).map(|_| v6.to_string())
         }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| v4.is_loopback() || v4.is_private() || v4.is_link_local())
-        }
-    };
-    private.then(|| ip.to_string())
+        url::Host::Domain(d) => ferry_domain::net::local_name(d).then(|| d.to_owned()),
+    }
 }
 
 impl StorageProfiles {

@@ -6,6 +6,22 @@ use ferry_domain::JobStatus;
 
 use crate::ports::{JobQueue, JobRepository, QueueError, RepoError, Stage};
 
+/// The stage that moves a job on from `status`.
+pub fn stage_for(status: JobStatus, is_url: bool) -> Option<Stage> {
+    match status {
+        JobStatus::Queued | JobStatus::Resolving | JobStatus::Downloading | JobStatus::Paused => {
+            Some(if is_url {
+                Stage::Fetch
+            } else {
+                Stage::Download
+            })
+        }
+        JobStatus::Uploading => Some(Stage::Upload),
+        JobStatus::Seeding => Some(Stage::Seed),
+        _ => None,
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
     #[error(transparent)]
@@ -29,14 +45,11 @@ impl Recovery {
     pub async fn requeue_orphans(&self) -> Result<usize, RecoveryError> {
         let jobs = self.repo.unfinished().await?;
         let mut queued = 0;
-        for (id, status) in jobs {
-            let stage = match status {
-                JobStatus::Queued | JobStatus::Resolving | JobStatus::Downloading => {
-                    Stage::Download
-                }
-                JobStatus::Uploading => Stage::Upload,
-                _ => continue,
+        for job in jobs {
+            let Some(stage) = stage_for(job.status, job.is_url) else {
+                continue;
             };
+            let id = job.id;
             if self.queue.holds(stage, id).await? {
                 continue;
             }

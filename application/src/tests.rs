@@ -10,7 +10,7 @@ use ferry_domain::{InfoHash, JobStatus, OwnerId, TorrentLimits};
 use tokio_util::sync::CancellationToken;
 
 use crate::ports::*;
-use crate::stages::{DeliverStage, DownloadSettings, DownloadStage, codes};
+use crate::stages::{DeliverStage, DownloadSettings, DownloadStage, FetchStage, SeedStage, codes};
 use crate::testing::{Fakes, sample_metadata};
 use crate::*;
 
@@ -19,6 +19,8 @@ struct World {
     jobs: Jobs,
     download: DownloadStage,
     deliver: DeliverStage,
+    fetch: FetchStage,
+    seed: SeedStage,
     runner: StageRunner,
 }
 
@@ -34,6 +36,7 @@ fn world_with_limits(limits: TorrentLimits) -> World {
         inspector: f.engine.clone(),
         profiles: f.profiles.clone(),
         stores: f.resolver.clone(),
+        fetcher: f.fetcher.clone(),
         limits,
     };
     let download = DownloadStage {
@@ -48,8 +51,33 @@ fn world_with_limits(limits: TorrentLimits) -> World {
             resolve_timeout: Duration::from_millis(300),
         },
     };
+    let fetch = FetchStage {
+        lifecycle: f.lifecycle(),
+        queue: f.queue.clone(),
+        fetcher: f.fetcher.clone(),
+        packager: f.engine.clone(),
+        staging: f.engine.clone(),
+        settings: DownloadSettings {
+            tick: Duration::from_millis(5),
+            snapshot_every: Duration::from_millis(20),
+            resolve_timeout: Duration::from_millis(300),
+        },
+    };
+    let seed = SeedStage {
+        lifecycle: f.lifecycle(),
+        engine: f.engine.clone(),
+        staging: f.engine.clone(),
+        tick: Duration::from_millis(5),
+        snapshot_every: Duration::from_millis(20),
+        default_policy: ferry_domain::SeedPolicy {
+            ratio: None,
+            time_secs: Some(0),
+            idle_secs: None,
+        },
+    };
     let deliver = DeliverStage {
         lifecycle: f.lifecycle(),
+        queue: f.queue.clone(),
         staging: f.engine.clone(),
         stores: f.resolver.clone(),
         tick: Duration::from_millis(5),
@@ -68,6 +96,8 @@ fn world_with_limits(limits: TorrentLimits) -> World {
         jobs,
         download,
         deliver,
+        fetch,
+        seed,
         runner,
     }
 }
@@ -92,6 +122,8 @@ impl World {
         let handler: &dyn StageHandler = match stage {
             Stage::Download => &self.download,
             Stage::Upload => &self.deliver,
+            Stage::Fetch => &self.fetch,
+            Stage::Seed => &self.seed,
         };
         let outcome = handler.run(&lease, &CancellationToken::new()).await;
         self.runner.settle(&lease, outcome.clone()).await.unwrap();
@@ -629,4 +661,155 @@ async fn a_job_with_a_storage_profile_is_delivered_there_with_digests() {
     ));
     let failed = w.jobs.get(&me(), job2.id).await.unwrap();
     assert_eq!(failed.error.unwrap().code, codes::STORAGE_PROFILE_MISSING);
+}
+
+#[tokio::test]
+async fn a_url_is_fetched_packaged_delivered_and_seeded() {
+    let w = world();
+    let url = "https://files.example/dist/tool%201.0.tar";
+    w.f.fetcher
+        .serve("https://files.example/dist/tool%201.0.tar", vec![7u8; 5000]);
+    let options = SubmitOptions {
+        seed: Some(ferry_domain::SeedPolicy {
+            ratio: None,
+            time_secs: Some(0),
+            idle_secs: None,
+        }),
+        ..SubmitOptions::default()
+    };
+    let job = w
+        .jobs
+        .submit_with(me(), Submission::Url(url.into()), options)
+        .await
+        .unwrap();
+    assert_eq!(job.name, "tool 1.0.tar");
+    assert_eq!(w.f.queue.waiting(Stage::Fetch), vec![job.id]);
+    assert!(matches!(
+        w.jobs.torrent(&me(), job.id).await,
+        Err(JobsError::TorrentNotReady)
+    ));
+
+    assert_eq!(w.run_stage(Stage::Fetch).await, StageOutcome::Done);
+    let fetched = w.f.repo.get(job.id).await.unwrap();
+    assert_eq!(fetched.status, JobStatus::Uploading);
+    assert!(fetched.content_sha256.is_some());
+    let torrent = w.jobs.torrent(&me(), job.id).await.unwrap();
+    assert_eq!(torrent.files[0].size, 5000);
+
+    assert_eq!(w.run_stage(Stage::Upload).await, StageOutcome::Done);
+    assert_eq!(w.status(job.id).await, JobStatus::Seeding);
+    assert_eq!(w.run_stage(Stage::Seed).await, StageOutcome::Done);
+    let done = w.f.repo.get(job.id).await.unwrap();
+    assert_eq!(
+        done.status,
+        JobStatus::Completed,
+        "seeding stopped at its limit"
+    );
+    assert_eq!(w.f.store.keys().len(), 1);
+    assert!(
+        !w.f.engine
+            .staging_root()
+            .join("seeding")
+            .join(job.id.to_string())
+            .exists(),
+        "seed data freed"
+    );
+
+    // Identical content is packaged once: the second job reuses the first torrent.
+    w.f.fetcher
+        .serve("https://mirror.example/tool%201.0.tar", vec![7u8; 5000]);
+    let again = w
+        .jobs
+        .submit(
+            me(),
+            Submission::Url("https://mirror.example/tool%201.0.tar".into()),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    w.run_stage(Stage::Fetch).await;
+    let second = w.f.repo.get(again.id).await.unwrap();
+    assert_eq!(second.metadata.unwrap().info_hash, torrent.info_hash);
+}
+
+#[tokio::test]
+async fn urls_are_checked_before_a_job_exists() {
+    let w = world();
+    let r = w
+        .jobs
+        .submit(me(), Submission::Url("ftp://x/y".into()), None, None)
+        .await;
+    assert!(matches!(r, Err(JobsError::InvalidUrl(_))));
+    let r = w
+        .jobs
+        .submit(
+            me(),
+            Submission::Url("http://internal.example/secret".into()),
+            None,
+            None,
+        )
+        .await;
+    assert!(matches!(r, Err(JobsError::UrlNotAllowed(_))));
+    let r = w
+        .jobs
+        .submit(
+            me(),
+            Submission::Url("http://files.example/missing".into()),
+            None,
+            None,
+        )
+        .await;
+    assert!(matches!(r, Err(JobsError::UrlRefused(_))));
+    assert!(
+        w.f.repo
+            .list(&JobQuery {
+                owner: me(),
+                status: None,
+                before: None,
+                limit: 10
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_seeding_job_can_be_cancelled_and_its_data_goes() {
+    let w = world();
+    w.f.engine.register(sample_metadata(30, &[10]));
+    let options = SubmitOptions {
+        seed: Some(ferry_domain::SeedPolicy::default()),
+        ..SubmitOptions::default()
+    };
+    let job = w
+        .jobs
+        .submit_with(me(), Submission::Magnet(magnet_for(30)), options)
+        .await
+        .unwrap();
+    w.run_stage(Stage::Download).await;
+    w.run_stage(Stage::Upload).await;
+    assert_eq!(w.status(job.id).await, JobStatus::Seeding);
+    let seed_dir =
+        w.f.engine
+            .staging_root()
+            .join("seeding")
+            .join(job.id.to_string());
+    assert!(seed_dir.exists(), "a copy kept for seeding");
+    // Without limits it seeds until cancelled.
+    let runner = {
+        let w = Arc::new(w);
+        let handle = {
+            let w = w.clone();
+            tokio::spawn(async move { w.run_stage(Stage::Seed).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(w.status(job.id).await, JobStatus::Seeding);
+        let cancelled = w.jobs.cancel(&me(), job.id, false).await.unwrap().unwrap();
+        assert_eq!(cancelled.status, JobStatus::Cancelled);
+        handle.await.unwrap()
+    };
+    assert_eq!(runner, StageOutcome::Done);
+    assert!(!seed_dir.exists(), "seeding data freed");
 }

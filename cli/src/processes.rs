@@ -37,6 +37,8 @@ pub async fn api(config: Config) -> anyhow::Result<()> {
         health: ports.health(),
         api_token: Some(token),
         max_torrent_bytes: config.limits.max_torrent_file_bytes,
+        seed_by_default: config.seed.default,
+        seed_limits: ports.seed_policy(),
     });
     tracing::info!(%addr, "ferry-api is serving");
     let shutdown = CancellationToken::new();
@@ -55,10 +57,12 @@ pub async fn api(config: Config) -> anyhow::Result<()> {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// The download stage, with the embedded BitTorrent engine.
+    /// The download and seed stages, with the embedded BitTorrent engine.
     Torrent,
     /// The delivery stage.
     Upload,
+    /// The URL fetch stage (fetch, content-address, package).
+    Fetch,
 }
 
 /// A stage worker: claims its stage's messages until SIGTERM, then stops claiming and
@@ -69,12 +73,13 @@ pub enum Role {
 /// When a backend cannot be reached at start.
 pub async fn worker(config: Config, role: Role) -> anyhow::Result<()> {
     let ports = ferry_wiring::distributed(&config).await?;
-    let (pool, engine) = match role {
+    let (pools, engine) = match role {
         Role::Torrent => {
             let (pool, engine) = ports.download_pool().await?;
-            (pool, Some(engine))
+            (vec![pool, ports.seed_pool(engine.clone())], Some(engine))
         }
-        Role::Upload => (ports.deliver_pool(), None),
+        Role::Upload => (vec![ports.deliver_pool()], None),
+        Role::Fetch => (vec![ports.fetch_pool()], None),
     };
     let probe = tokio::net::TcpListener::bind(config.workers.probe_listen)
         .await
@@ -93,14 +98,16 @@ pub async fn worker(config: Config, role: Role) -> anyhow::Result<()> {
         ports.reconcile_every(),
         shutdown.clone(),
     ));
-    tasks.spawn(ferry_workers::run_pool(
-        ports.queue.clone(),
-        ports.runner(),
-        pool.handler,
-        pool.concurrency,
-        ports.renew_every(),
-        shutdown.clone(),
-    ));
+    for pool in pools {
+        tasks.spawn(ferry_workers::run_pool(
+            ports.queue.clone(),
+            ports.runner(),
+            pool.handler,
+            pool.concurrency,
+            ports.renew_every(),
+            shutdown.clone(),
+        ));
+    }
     tasks.close();
     tracing::info!(?role, probes = %probe_addr, consumer = %ferry_wiring::consumer_name(), "worker started");
 

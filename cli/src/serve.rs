@@ -44,10 +44,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         health: ports.health(),
         api_token: Some(token),
         max_torrent_bytes: config.limits.max_torrent_file_bytes,
+        seed_by_default: config.seed.default,
+        seed_limits: ports.seed_policy(),
     });
     let api = tasks.spawn(ferry_api::serve(acceptor, state, shutdown.clone()));
     let runner = ports.runner();
-    for pool in [download, ports.deliver_pool()] {
+    let seed = ports.seed_pool(engine.clone());
+    for pool in [download, ports.deliver_pool(), ports.fetch_pool(), seed] {
         tasks.spawn(ferry_workers::run_pool(
             ports.queue.clone(),
             runner.clone(),

@@ -130,14 +130,46 @@ async fn malformed_requests_and_magnets_are_400s() {
     )
     .await;
     expect(post(r#"{"source": {"magnet": "magnet:?xt=urn:btih:6e66cd5b6d13827df56add6069693192e4e09c1b", "url": "http://x"}}"#).await.unwrap(), 400, "invalid_source").await;
-    expect(
-        post(r#"{"source": {"url": "http://example.com/a.iso"}}"#)
-            .await
-            .unwrap(),
-        400,
-        "unsupported_source",
-    )
-    .await;
+    for url in [
+        "ftp://example.com/a.iso",
+        "file:///etc/passwd",
+        "http://user:pw@example.com/x",
+        "not a url",
+        "gopher://x/",
+    ] {
+        let (status, body) = f.post_json("/jobs", json!({"source": {"url": url}})).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("invalid_url")),
+            "{url}: {body}"
+        );
+    }
+    // Internal addresses, in any spelling, never get a job (and nothing connects to them).
+    for url in [
+        "http://127.0.0.1:1/x",
+        "http://[::1]:1/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://2130706433:1/",
+        "http://0177.0.0.1:1/",
+        "http://10.0.0.1/",
+        "http://localhost:1/",
+        "http://[fd00::1]/",
+    ] {
+        let (status, body) = f.post_json("/jobs", json!({"source": {"url": url}})).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (422, Some("url_not_allowed")),
+            "{url}: {body}"
+        );
+    }
+    let (status, body) = f
+        .post_json("/jobs", json!({"source": {"magnet": format!("magnet:?xt=urn:btih:{HASH}")}, "seed_ratio": -1.0}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_seed_policy")),
+        "{body}"
+    );
     let too_long = format!("magnet:?xt=urn:btih:{HASH}&dn={}", "a".repeat(20_000));
     let padded = format!(
         "magnet:?xt=urn:btih:{HASH}{}",

@@ -219,6 +219,32 @@ impl TorrentMetadata {
     }
 }
 
+/// When to stop seeding a finished job: whichever limit is reached first. No limit at all
+/// seeds until the job is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct SeedPolicy {
+    /// Uploaded bytes / content bytes.
+    pub ratio: Option<f64>,
+    /// Seconds of seeding.
+    pub time_secs: Option<u64>,
+    /// Seconds without uploading anything.
+    pub idle_secs: Option<u64>,
+}
+
+impl SeedPolicy {
+    /// Whether seeding should stop, given what it has done so far.
+    pub fn reached(&self, uploaded: u64, size: u64, seeded_secs: u64, idle_secs: u64) -> bool {
+        let ratio = if size == 0 {
+            0.0
+        } else {
+            uploaded as f64 / size as f64
+        };
+        self.ratio.is_some_and(|r| ratio >= r)
+            || self.time_secs.is_some_and(|t| seeded_secs >= t)
+            || self.idle_secs.is_some_and(|i| idle_secs >= i)
+    }
+}
+
 /// Why a job failed, as the API reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JobError {
@@ -247,6 +273,10 @@ pub struct Job {
     pub selection: FileSelection,
     /// Where the files are delivered; `None` is the server's local storage.
     pub storage_profile: Option<crate::ProfileId>,
+    /// Seed the finished job (as a torrent) under this policy.
+    pub seed: Option<SeedPolicy>,
+    /// SHA-256 of a fetched URL's content (its content address).
+    pub content_sha256: Option<String>,
     pub metadata: Option<TorrentMetadata>,
     pub progress: Progress,
     pub error: Option<JobError>,
@@ -257,6 +287,20 @@ pub struct Job {
 }
 
 impl Job {
+    /// A queued job for an HTTP(S) URL.
+    pub fn from_url(owner: OwnerId, url: crate::FetchUrl, now: DateTime<Utc>) -> Self {
+        let name = url.file_name();
+        Self::queued(
+            owner,
+            JobSource::Url(url.as_url().clone()),
+            name,
+            None,
+            FileSelection::All,
+            None,
+            now,
+        )
+    }
+
     /// A queued job for a magnet link.
     pub fn from_magnet(
         owner: OwnerId,
@@ -315,6 +359,8 @@ impl Job {
             info_hash,
             selection,
             storage_profile: None,
+            seed: None,
+            content_sha256: None,
             metadata,
             progress: Progress::default(),
             error: None,
@@ -365,6 +411,27 @@ mod tests {
             Err(FileSelectionError::UnknownIndex(1))
         );
         assert!(FileSelection::All.validate(&files).is_ok());
+    }
+
+    #[test]
+    fn seeding_stops_at_the_first_limit() {
+        let p = SeedPolicy {
+            ratio: Some(1.5),
+            time_secs: Some(3600),
+            idle_secs: None,
+        };
+        assert!(!p.reached(100, 100, 10, 0));
+        assert!(p.reached(150, 100, 10, 0));
+        assert!(p.reached(0, 100, 3600, 0));
+        assert!(
+            !SeedPolicy::default().reached(u64::MAX, 1, u64::MAX, u64::MAX),
+            "no limit: forever"
+        );
+        let idle = SeedPolicy {
+            idle_secs: Some(60),
+            ..SeedPolicy::default()
+        };
+        assert!(idle.reached(0, 1, 0, 60));
     }
 
     #[test]

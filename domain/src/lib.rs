@@ -6,6 +6,7 @@
 pub mod info_hash;
 pub mod job;
 pub mod magnet;
+pub mod net;
 pub mod profile;
 pub mod progress;
 pub mod status;
@@ -15,9 +16,10 @@ pub mod torrent;
 pub use info_hash::{InfoHash, InfoHashError};
 pub use job::{
     FileSelection, FileSelectionError, Job, JobError, JobFile, JobId, JobSource, OwnerId,
-    TorrentFile, TorrentMetadata,
+    SeedPolicy, TorrentFile, TorrentMetadata,
 };
 pub use magnet::{MagnetError, MagnetLink};
+pub use net::{AddressPolicy, Cidr, FetchUrl, FetchUrlError};
 pub use profile::{Credentials, ProfileError, ProfileId, StorageBackend, StorageProfile};
 pub use progress::Progress;
 pub use status::{IllegalTransition, JobStatus};

@@ -97,6 +97,21 @@ impl MagnetLink {
         })
     }
 
+    /// A magnet link for a torrent Ferry knows: its hash, name and trackers (those that are
+    /// valid tracker URLs).
+    pub fn new(info_hash: InfoHash, name: Option<&str>, trackers: &[String]) -> Self {
+        Self {
+            info_hash,
+            display_name: name.map(str::to_owned).filter(|n| !n.is_empty()),
+            trackers: trackers
+                .iter()
+                .filter_map(|t| parse_tracker(t).ok())
+                .take(MAX_MAGNET_ENTRIES)
+                .collect(),
+            peers: Vec::new(),
+        }
+    }
+
     pub fn info_hash(&self) -> InfoHash {
         self.info_hash
     }

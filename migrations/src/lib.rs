@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_jobs;
 mod m20261124_000002_storage;
+mod m20261124_000003_fetch;
 
 pub struct Migrator;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_jobs::Migration),
             Box::new(m20261124_000002_storage::Migration),
+            Box::new(m20261124_000003_fetch::Migration),
         ]
     }
 }

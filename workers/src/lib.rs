@@ -183,6 +183,7 @@ mod tests {
             inspector: f.engine.clone(),
             profiles: f.profiles.clone(),
             stores: f.resolver.clone(),
+            fetcher: f.fetcher.clone(),
             limits: TorrentLimits::default(),
         };
         let runner = Arc::new(StageRunner {
@@ -202,6 +203,7 @@ mod tests {
             },
         });
         let deliver = Arc::new(DeliverStage {
+            queue: f.queue.clone(),
             lifecycle,
             staging: f.engine.clone(),
             stores: f.resolver.clone(),

@@ -33,6 +33,9 @@ pub struct TorrentSpec {
     pub only_files: Option<Vec<usize>>,
     /// Peers known up front (a magnet's `x.pe`).
     pub peers: Vec<SocketAddr>,
+    /// Where the data is when it is not the job's staging folder (seeding from the seed
+    /// folder).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// The engine's view of a running torrent, over the selected files only.

@@ -34,6 +34,15 @@ pub struct Transition {
     pub error: Option<JobError>,
 }
 
+/// An unfinished job as recovery sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    pub id: JobId,
+    pub status: JobStatus,
+    /// The job fetches a URL (rather than a torrent).
+    pub is_url: bool,
+}
+
 /// A page of one owner's jobs, newest first.
 #[derive(Debug, Clone)]
 pub struct JobQuery {
@@ -115,11 +124,28 @@ pub trait JobRepository: Send + Sync + 'static {
         info_hash: InfoHash,
     ) -> Result<Option<JobId>, RepoError>;
 
-    /// Every job that is not finished and not paused, with its status (for recovery at start).
+    /// Every job that is not finished and not paused (for recovery), seeding ones included.
     ///
     /// # Errors
     /// Only `Unavailable` / `Unexpected`.
-    async fn unfinished(&self) -> Result<Vec<(JobId, JobStatus)>, RepoError>;
+    async fn unfinished(&self) -> Result<Vec<Unfinished>, RepoError>;
+
+    /// Records a fetched URL's content address.
+    ///
+    /// # Errors
+    /// `NotFound` if no such job exists.
+    async fn record_content(&self, id: JobId, sha256: &str) -> Result<(), RepoError>;
+
+    /// The torrent made earlier for the same content under the same name, if any (so
+    /// identical content is packaged once).
+    ///
+    /// # Errors
+    /// Only `Unavailable` / `Unexpected`.
+    async fn find_packaged(
+        &self,
+        sha256: &str,
+        name: &str,
+    ) -> Result<Option<TorrentMetadata>, RepoError>;
 
     /// # Errors
     /// `NotFound` if no such job exists.

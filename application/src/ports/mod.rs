@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod engine;
+pub mod fetch;
 pub mod jobs;
 pub mod profiles;
 pub mod progress;
@@ -14,7 +15,8 @@ pub mod storage;
 
 pub use clock::{Clock, SystemClock};
 pub use engine::{EngineError, EngineStats, TorrentEngine, TorrentInspector, TorrentSpec};
-pub use jobs::{JobQuery, JobRepository, RepoError, Transition};
+pub use fetch::{FetchBody, FetchError, FetchInfo, Fetched, Fetcher, TorrentPackager};
+pub use jobs::{JobQuery, JobRepository, RepoError, Transition, Unfinished};
 pub use profiles::{
     ProfileRepository, SealedProfile, SecretBox, SecretError, StoreResolver, UploadSessions,
 };

@@ -12,15 +12,21 @@ pub enum Stage {
     Download,
     /// Deliver staged files to the user's storage.
     Upload,
+    /// Fetch an HTTP(S) URL into staging and package it as a torrent.
+    Fetch,
+    /// Seed a finished job until its policy says stop.
+    Seed,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 2] = [Stage::Download, Stage::Upload];
+    pub const ALL: [Stage; 4] = [Stage::Download, Stage::Upload, Stage::Fetch, Stage::Seed];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Download => "download",
             Self::Upload => "upload",
+            Self::Fetch => "fetch",
+            Self::Seed => "seed",
         }
     }
 }

@@ -20,4 +20,27 @@ pub trait Staging: Send + Sync + 'static {
     /// # Errors
     /// On I/O failure other than "already gone".
     async fn discard(&self, job_id: JobId) -> anyhow::Result<()>;
+
+    /// Keeps one copy of content per SHA-256: the staged file and the content store end up
+    /// as the same file (hard links where the file system allows).
+    ///
+    /// # Errors
+    /// On I/O failure.
+    async fn adopt(&self, job_id: JobId, path: &SafePath, sha256: &str) -> anyhow::Result<()>;
+
+    /// The folder a seeding job's data lives in (it outlives delivery).
+    fn seed_dir(&self, job_id: JobId) -> PathBuf;
+
+    /// Puts the job's staged `files` into its seed folder (hard links where possible).
+    /// Idempotent.
+    ///
+    /// # Errors
+    /// On I/O failure.
+    async fn keep_for_seeding(&self, job_id: JobId, files: &[SafePath]) -> anyhow::Result<()>;
+
+    /// Removes a job's seed folder. Idempotent.
+    ///
+    /// # Errors
+    /// On I/O failure other than "already gone".
+    async fn discard_seed(&self, job_id: JobId) -> anyhow::Result<()>;
 }

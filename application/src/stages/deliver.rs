@@ -19,6 +19,7 @@ use crate::ports::{
 
 pub struct DeliverStage {
     pub lifecycle: Lifecycle,
+    pub queue: Arc<dyn crate::ports::JobQueue>,
     pub staging: Arc<dyn Staging>,
     pub stores: Arc<dyn StoreResolver>,
     /// How often upload progress is published.
@@ -63,6 +64,19 @@ impl StageHandler for DeliverStage {
             }
             Err(e) => return store_outcome(e),
         };
+        if job.seed.is_some() {
+            // Keep a copy to seed from before delivery moves the staged files.
+            let paths: Result<Vec<_>, _> = job.selected_files().map(|f| f.safe_path()).collect();
+            let paths = match paths {
+                Ok(p) => p,
+                Err(e) => {
+                    return StageOutcome::Fail(JobError::new(codes::UNSAFE_PATH, e.to_string()));
+                }
+            };
+            if let Err(e) = self.staging.keep_for_seeding(job.id, &paths).await {
+                return StageOutcome::Retry(JobError::new(codes::STORAGE_ERROR, format!("{e:#}")));
+            }
+        }
         let total: u64 = job.selected_files().map(|f| f.size).sum();
         let mut done = 0u64;
         for file in job.selected_files() {
@@ -188,6 +202,20 @@ impl DeliverStage {
             tracing::warn!(job_id = %job.id, error = %e, "could not free the staging area");
         }
         tracing::info!(job_id = %job.id, "job delivered");
+        if job.seed.is_some() {
+            match self
+                .lifecycle
+                .advance(job.id, JobStatus::Completed, JobStatus::Seeding, None)
+                .await
+            {
+                Ok(_) => {
+                    if let Err(e) = self.queue.enqueue(Stage::Seed, job.id).await {
+                        tracing::error!(job_id = %job.id, error = %e, "could not queue seeding; recovery will");
+                    }
+                }
+                Err(e) => tracing::warn!(job_id = %job.id, error = %e, "could not start seeding"),
+            }
+        }
         StageOutcome::Done
     }
 

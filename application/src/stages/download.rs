@@ -187,6 +187,7 @@ impl DownloadStage {
             metainfo: meta.metainfo.clone(),
             only_files: job.selection.indices(),
             peers,
+            data_dir: None,
         };
         if let Err(e) = self.engine.start(spec).await {
             return engine_outcome(e);

@@ -3,6 +3,8 @@
 
 mod deliver;
 mod download;
+mod fetch;
+mod seed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use deliver::DeliverStage;
 pub use download::{DownloadSettings, DownloadStage};
+pub use fetch::{FetchStage, fetch_outcome};
+pub use seed::SeedStage;
 
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{JobQueue, Lease, QueueError, RepoError, Stage};
@@ -161,6 +165,11 @@ pub mod codes {
     pub const INVALID_SELECTION: &str = "invalid_file_selection";
     pub const STAGING_MISSING: &str = "staged_data_missing";
     pub const STORAGE_PROFILE_MISSING: &str = "storage_profile_missing";
+    pub const URL_NOT_ALLOWED: &str = "url_not_allowed";
+    pub const URL_TOO_LARGE: &str = "url_too_large";
+    pub const URL_TYPE_NOT_ALLOWED: &str = "url_type_not_allowed";
+    pub const URL_UNAVAILABLE: &str = "url_unavailable";
+    pub const URL_UNREACHABLE: &str = "url_unreachable";
     pub const INTERNAL: &str = "internal_error";
 }
 

@@ -231,12 +231,62 @@ pub async fn job_repository_contract(repo: &dyn JobRepository) {
     .await
     .unwrap();
     let unfinished = repo.unfinished().await.unwrap();
-    assert!(unfinished.contains(&(magnet.id, JobStatus::Queued)));
+    assert!(unfinished.contains(&Unfinished {
+        id: magnet.id,
+        status: JobStatus::Queued,
+        is_url: false
+    }));
     assert!(
-        !unfinished.iter().any(|(id, _)| *id == torrent.id),
+        !unfinished.iter().any(|u| u.id == torrent.id),
         "paused jobs wait for a resume"
     );
     assert_eq!(unfinished.len(), 7);
+
+    // A URL job with a seeding policy; its content address and packaged torrent.
+    let mut url_job = Job::from_url(
+        alice.clone(),
+        ferry_domain::FetchUrl::parse("https://files.example/dir/Big%20File.iso").unwrap(),
+        epoch(),
+    );
+    url_job.seed = Some(ferry_domain::SeedPolicy {
+        ratio: Some(1.5),
+        time_secs: None,
+        idle_secs: Some(60),
+    });
+    repo.insert(&url_job).await.unwrap();
+    assert_eq!(repo.get(url_job.id).await.unwrap(), url_job);
+    assert_eq!(url_job.name, "Big File.iso");
+    let sha = "cd".repeat(32);
+    assert_eq!(
+        repo.find_packaged(&sha, "Big File.iso").await.unwrap(),
+        None
+    );
+    repo.record_content(url_job.id, &sha).await.unwrap();
+    let mut packaged = sample_metadata(9, &[123]);
+    packaged.name = "Big File.iso".into();
+    repo.record_metadata(url_job.id, &packaged).await.unwrap();
+    assert_eq!(
+        repo.get(url_job.id)
+            .await
+            .unwrap()
+            .content_sha256
+            .as_deref(),
+        Some(sha.as_str())
+    );
+    assert_eq!(
+        repo.find_packaged(&sha, "Big File.iso")
+            .await
+            .unwrap()
+            .map(|m| m.info_hash),
+        Some(packaged.info_hash)
+    );
+    assert_eq!(repo.find_packaged(&sha, "other name").await.unwrap(), None);
+    assert!(repo.unfinished().await.unwrap().contains(&Unfinished {
+        id: url_job.id,
+        status: JobStatus::Queued,
+        is_url: true
+    }));
+    repo.delete(url_job.id).await.unwrap();
 
     repo.delete(magnet.id).await.unwrap();
     assert!(matches!(
@@ -685,6 +735,7 @@ pub async fn torrent_engine_contract(
         metainfo: fixture.metainfo.clone(),
         only_files: None,
         peers: vec![],
+        data_dir: None,
     };
     engine.start(spec.clone()).await.unwrap();
     engine.start(spec).await.unwrap(); // idempotent

@@ -160,14 +160,37 @@ impl JobRepository for MemoryRepository {
             .map(|j| j.id))
     }
 
-    async fn unfinished(&self) -> Result<Vec<(JobId, JobStatus)>, RepoError> {
+    async fn unfinished(&self) -> Result<Vec<Unfinished>, RepoError> {
         let mut out: Vec<_> = lock(&self.jobs)
             .values()
             .filter(|j| !j.status.is_terminal() && j.status != JobStatus::Paused)
-            .map(|j| (j.id, j.status))
+            .map(|j| Unfinished {
+                id: j.id,
+                status: j.status,
+                is_url: matches!(j.source, ferry_domain::JobSource::Url(_)),
+            })
             .collect();
-        out.sort_by_key(|(id, _)| *id);
+        out.sort_by_key(|u| u.id);
         Ok(out)
+    }
+
+    async fn record_content(&self, id: JobId, sha256: &str) -> Result<(), RepoError> {
+        let mut jobs = lock(&self.jobs);
+        let job = jobs.get_mut(&id).ok_or(RepoError::NotFound)?;
+        job.content_sha256 = Some(sha256.to_owned());
+        Ok(())
+    }
+
+    async fn find_packaged(
+        &self,
+        sha256: &str,
+        name: &str,
+    ) -> Result<Option<TorrentMetadata>, RepoError> {
+        Ok(lock(&self.jobs)
+            .values()
+            .filter(|j| j.content_sha256.as_deref() == Some(sha256))
+            .filter_map(|j| j.metadata.clone())
+            .find(|m| m.name == name))
     }
 
     async fn delete(&self, id: JobId) -> Result<(), RepoError> {
@@ -483,11 +506,141 @@ impl Staging for FakeEngine {
     }
 
     async fn discard(&self, job_id: JobId) -> anyhow::Result<()> {
-        match std::fs::remove_dir_all(Staging::job_dir(self, job_id)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
+        remove_dir(&Staging::job_dir(self, job_id))
+    }
+
+    async fn adopt(&self, _job_id: JobId, _path: &SafePath, _sha256: &str) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    fn seed_dir(&self, job_id: JobId) -> PathBuf {
+        self.root.join("seeding").join(job_id.to_string())
+    }
+
+    async fn keep_for_seeding(&self, job_id: JobId, files: &[SafePath]) -> anyhow::Result<()> {
+        for f in files {
+            let to = self.seed_dir(job_id).join(f.as_str());
+            if to.exists() {
+                continue;
+            }
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::copy(Staging::file(self, job_id, f), to)?;
         }
+        Ok(())
+    }
+
+    async fn discard_seed(&self, job_id: JobId) -> anyhow::Result<()> {
+        remove_dir(&self.seed_dir(job_id))
+    }
+}
+
+fn remove_dir(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Serves registered URLs from memory; `NotAllowed` for hosts named `internal*`.
+#[derive(Default)]
+pub struct FakeFetcher {
+    pages: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+impl FakeFetcher {
+    pub fn serve(&self, url: &str, body: Vec<u8>) {
+        lock(&self.pages).insert(url.to_owned(), body);
+    }
+}
+
+struct FakeBody {
+    info: FetchInfo,
+    bytes: Vec<u8>,
+}
+
+#[async_trait]
+impl FetchBody for FakeBody {
+    fn info(&self) -> &FetchInfo {
+        &self.info
+    }
+
+    async fn save(
+        self: Box<Self>,
+        dest: &Path,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<Fetched, FetchError> {
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| FetchError::Unexpected(e.into()))?;
+        }
+        std::fs::write(dest, &self.bytes).map_err(|e| FetchError::Unexpected(e.into()))?;
+        progress(self.bytes.len() as u64);
+        Ok(Fetched {
+            size: self.bytes.len() as u64,
+            sha256: fake_digest(&self.bytes),
+        })
+    }
+}
+
+#[async_trait]
+impl Fetcher for FakeFetcher {
+    async fn open(
+        &self,
+        url: &ferry_domain::FetchUrl,
+        _partial: Option<&Path>,
+    ) -> Result<Box<dyn FetchBody>, FetchError> {
+        if url
+            .as_url()
+            .host_str()
+            .is_some_and(|h| h.starts_with("internal"))
+        {
+            return Err(FetchError::NotAllowed(format!("{url} is internal")));
+        }
+        let bytes = lock(&self.pages)
+            .get(url.as_url().as_str())
+            .cloned()
+            .ok_or(FetchError::Status(404))?;
+        Ok(Box::new(FakeBody {
+            info: FetchInfo {
+                size: Some(bytes.len() as u64),
+                mime: None,
+                final_url: url.to_string(),
+                resumed_from: 0,
+            },
+            bytes,
+        }))
+    }
+}
+
+#[async_trait]
+impl TorrentPackager for FakeEngine {
+    async fn package(&self, file: &Path, name: &str) -> Result<TorrentMetadata, EngineError> {
+        let bytes = std::fs::read(file).map_err(|e| EngineError::Unexpected(e.into()))?;
+        let digest = fake_digest(&bytes);
+        let mut hash = [0u8; 20];
+        for (i, b) in digest.bytes().take(20).enumerate() {
+            hash[i] = b;
+        }
+        let meta = TorrentMetadata {
+            info_hash: InfoHash::from_bytes(hash),
+            name: name.to_owned(),
+            files: vec![ferry_domain::JobFile {
+                index: 0,
+                path: name.to_owned(),
+                size: bytes.len() as u64,
+                selected: true,
+                sha256: None,
+            }],
+            total_bytes: bytes.len() as u64,
+            piece_length: 16384,
+            trackers: vec![],
+            private: true,
+            metainfo: format!("fake-packaged-{digest}-{name}").into_bytes(),
+        };
+        self.register(meta.clone());
+        Ok(meta)
     }
 }
 

@@ -8,8 +8,8 @@ pub mod contracts;
 mod fakes;
 
 pub use fakes::{
-    FakeEngine, FakeResolver, FixedClock, MemoryBus, MemoryProfiles, MemoryQueue, MemoryRepository,
-    MemorySessions, MemoryStore, PlainBox,
+    FakeEngine, FakeFetcher, FakeResolver, FixedClock, MemoryBus, MemoryProfiles, MemoryQueue,
+    MemoryRepository, MemorySessions, MemoryStore, PlainBox,
 };
 
 use std::sync::Arc;
@@ -58,6 +58,7 @@ pub struct Fakes {
     pub store: Arc<MemoryStore>,
     pub profiles: Arc<MemoryProfiles>,
     pub resolver: Arc<FakeResolver>,
+    pub fetcher: Arc<FakeFetcher>,
     pub clock: Arc<FixedClock>,
 }
 
@@ -73,6 +74,7 @@ impl Fakes {
             resolver: Arc::new(FakeResolver::new(store.clone(), profiles.clone())),
             store,
             profiles,
+            fetcher: Arc::new(FakeFetcher::default()),
             clock: Arc::new(FixedClock::new(epoch())),
         }
     }

@@ -16,6 +16,8 @@ pub struct Model {
     pub info_hash: Option<String>,
     pub selection: Option<String>,
     pub storage_profile: Option<Uuid>,
+    pub seed: Option<String>,
+    pub content_sha256: Option<String>,
     pub metadata: Option<String>,
     pub progress: String,
     pub error_code: Option<String>,

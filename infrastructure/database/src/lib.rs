@@ -9,7 +9,7 @@ pub use profiles::{SqlProfileRepository, SqlUploadSessions};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ferry_application::ports::{JobQuery, JobRepository, RepoError, Transition};
+use ferry_application::ports::{JobQuery, JobRepository, RepoError, Transition, Unfinished};
 use ferry_domain::{InfoHash, Job, JobError, JobId, JobStatus, OwnerId, Progress, TorrentMetadata};
 use ferry_migrations::{Migrator, MigratorTrait};
 use sea_orm::sea_query::Expr;
@@ -263,7 +263,7 @@ impl JobRepository for SqlJobRepository {
         Ok(id.map(JobId::from_uuid))
     }
 
-    async fn unfinished(&self) -> Result<Vec<(JobId, JobStatus)>, RepoError> {
+    async fn unfinished(&self) -> Result<Vec<Unfinished>, RepoError> {
         let skip = [
             JobStatus::Completed,
             JobStatus::Cancelled,
@@ -271,10 +271,11 @@ impl JobRepository for SqlJobRepository {
             JobStatus::Paused,
         ]
         .map(JobStatus::as_str);
-        let rows: Vec<(uuid::Uuid, String)> = Jobs::find()
+        let rows: Vec<(uuid::Uuid, String, String)> = Jobs::find()
             .select_only()
             .column(Column::Id)
             .column(Column::Status)
+            .column(Column::SourceKind)
             .filter(Column::Status.is_not_in(skip))
             .order_by_asc(Column::Id)
             .into_tuple()
@@ -282,13 +283,45 @@ impl JobRepository for SqlJobRepository {
             .await
             .map_err(db_error)?;
         rows.into_iter()
-            .map(|(id, status)| {
+            .map(|(id, status, kind)| {
                 let status = status
                     .parse()
                     .map_err(|e| RepoError::Unexpected(anyhow::Error::new(e)))?;
-                Ok((JobId::from_uuid(id), status))
+                Ok(Unfinished {
+                    id: JobId::from_uuid(id),
+                    status,
+                    is_url: kind == "url",
+                })
             })
             .collect()
+    }
+
+    async fn record_content(&self, id: JobId, sha256: &str) -> Result<(), RepoError> {
+        let update =
+            Jobs::update_many().col_expr(Column::ContentSha256, Expr::value(sha256.to_owned()));
+        self.update_one(id, update).await
+    }
+
+    async fn find_packaged(
+        &self,
+        sha256: &str,
+        name: &str,
+    ) -> Result<Option<TorrentMetadata>, RepoError> {
+        let rows = Jobs::find()
+            .filter(Column::ContentSha256.eq(sha256))
+            .filter(Column::Metadata.is_not_null())
+            .order_by_asc(Column::Id)
+            .limit(20)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        for row in rows {
+            let job = mapping::from_row(row).map_err(RepoError::Unexpected)?;
+            if let Some(meta) = job.metadata.filter(|m| m.name == name) {
+                return Ok(Some(meta));
+            }
+        }
+        Ok(None)
     }
 
     async fn delete(&self, id: JobId) -> Result<(), RepoError> {

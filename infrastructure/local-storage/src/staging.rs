@@ -1,6 +1,11 @@
-//! `LocalStaging`: downloads in progress under `{root}/{job id}/…`.
+//! `LocalStaging`: downloads in progress under `{root}/{job id}/…`, content-addressed copies
+//! under `{root}/.content/{sha256}`, and seeding data under `{root}/.seeding/{job id}/…`.
+//!
+//! Copies are hard links where the file system allows, so keeping content once, seeding it
+//! and delivering it to local storage all share one file on disk. A content entry goes when
+//! nothing else links to it any more.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use ferry_application::ports::Staging;
@@ -16,9 +21,53 @@ impl LocalStaging {
         Self { root: root.into() }
     }
 
-    pub fn root(&self) -> &std::path::Path {
+    pub fn root(&self) -> &Path {
         &self.root
     }
+
+    fn content_dir(&self) -> PathBuf {
+        self.root.join(".content")
+    }
+
+    /// The content-addressed copy of `sha256`.
+    pub fn content(&self, sha256: &str) -> PathBuf {
+        self.content_dir().join(sha256)
+    }
+}
+
+/// Hard-links `from` to `to` (replacing nothing), copying across file systems.
+async fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
+    if let Some(parent) = to.parent() {
+        tokio::fs::create_dir_all(parent).await?;
+    }
+    match tokio::fs::hard_link(from, to).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(_) => {
+            let tmp = to.with_extension("ferry-partial");
+            tokio::fs::copy(from, &tmp).await?;
+            tokio::fs::rename(&tmp, to).await
+        }
+    }
+}
+
+async fn remove_dir(path: &Path) -> anyhow::Result<()> {
+    match tokio::fs::remove_dir_all(path).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(unix)]
+fn links(m: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    m.nlink()
+}
+
+#[cfg(not(unix))]
+fn links(_m: &std::fs::Metadata) -> u64 {
+    2
 }
 
 #[async_trait]
@@ -33,10 +82,113 @@ impl Staging for LocalStaging {
     }
 
     async fn discard(&self, job_id: JobId) -> anyhow::Result<()> {
-        match tokio::fs::remove_dir_all(self.job_dir(job_id)).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e.into()),
+        remove_dir(&self.job_dir(job_id)).await
+    }
+
+    async fn adopt(&self, job_id: JobId, path: &SafePath, sha256: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()),
+            "not a SHA-256: {sha256:?}"
+        );
+        let staged = self.file(job_id, path);
+        let content = self.content(sha256);
+        if tokio::fs::metadata(&content).await.is_ok() {
+            // Known content: the staged copy becomes a link to it (one copy on disk).
+            tokio::fs::remove_file(&staged).await?;
+            link_or_copy(&content, &staged).await?;
+        } else {
+            link_or_copy(&staged, &content).await?;
         }
+        self.sweep(sha256).await;
+        Ok(())
+    }
+
+    fn seed_dir(&self, job_id: JobId) -> PathBuf {
+        self.root.join(".seeding").join(job_id.to_string())
+    }
+
+    async fn keep_for_seeding(&self, job_id: JobId, files: &[SafePath]) -> anyhow::Result<()> {
+        for path in files {
+            let to = path
+                .components()
+                .fold(self.seed_dir(job_id), |p, c| p.join(c));
+            if tokio::fs::metadata(&to).await.is_ok() {
+                continue;
+            }
+            link_or_copy(&self.file(job_id, path), &to).await?;
+        }
+        Ok(())
+    }
+
+    async fn discard_seed(&self, job_id: JobId) -> anyhow::Result<()> {
+        remove_dir(&self.seed_dir(job_id)).await
+    }
+}
+
+impl LocalStaging {
+    /// Drops content entries nothing links to any more (except `keep`).
+    async fn sweep(&self, keep: &str) {
+        let Ok(mut entries) = tokio::fs::read_dir(self.content_dir()).await else {
+            return;
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            if entry.file_name().to_string_lossy() == keep {
+                continue;
+            }
+            if let Ok(m) = entry.metadata().await
+                && m.is_file()
+                && links(&m) <= 1
+            {
+                let _ = tokio::fs::remove_file(entry.path()).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn identical_content_is_kept_once_and_seeding_shares_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStaging::new(dir.path());
+        let (a, b) = (JobId::new(), JobId::new());
+        let name = SafePath::parse("file.iso").unwrap();
+        let sha = "ab".repeat(32);
+        for job in [a, b] {
+            let f = s.file(job, &name);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, b"same bytes").unwrap();
+            s.adopt(job, &name, &sha).await.unwrap();
+        }
+        let ma = std::fs::metadata(s.file(a, &name)).unwrap();
+        assert_eq!(
+            links(&ma),
+            3,
+            "two jobs and the content entry share one file"
+        );
+        s.keep_for_seeding(a, std::slice::from_ref(&name))
+            .await
+            .unwrap();
+        s.keep_for_seeding(a, std::slice::from_ref(&name))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(s.seed_dir(a).join("file.iso")).unwrap(),
+            b"same bytes"
+        );
+        s.discard(a).await.unwrap();
+        s.discard(b).await.unwrap();
+        s.discard_seed(a).await.unwrap();
+        // Nothing links to it any more: the next adoption sweeps it away.
+        let c = JobId::new();
+        let f = s.file(c, &name);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, b"other").unwrap();
+        s.adopt(c, &name, &"cd".repeat(32)).await.unwrap();
+        assert!(!s.content(&sha).exists());
+        assert!(s.adopt(c, &name, "../../etc").await.is_err());
     }
 }

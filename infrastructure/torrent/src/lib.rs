@@ -5,6 +5,9 @@
 //! paths on disk. Torrent metadata is validated by [`inspect`] before anything is written.
 
 mod inspect;
+mod package;
+
+pub use package::{Packager, piece_length_for};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -161,7 +164,10 @@ impl TorrentEngine for RqbitEngine {
             return Ok(());
         }
         let meta = inspect(&spec.metainfo)?;
-        let mut folder = self.staging.job_dir(spec.job_id);
+        let mut folder = spec
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| self.staging.job_dir(spec.job_id));
         if let Some(top) = torrent_folder(&meta) {
             folder.push(top);
         }

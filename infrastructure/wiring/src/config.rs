@@ -95,6 +95,9 @@ pub struct Config {
     pub torrent: TorrentConfig,
     pub storage: StorageConfig,
     pub google: GoogleConfig,
+    pub fetch: FetchConfig,
+    pub package: PackageConfig,
+    pub seed: SeedConfig,
     pub limits: LimitsConfig,
     pub workers: WorkersConfig,
     pub log: LogConfig,
@@ -117,6 +120,9 @@ impl Default for Config {
             torrent: TorrentConfig::default(),
             storage: StorageConfig::default(),
             google: GoogleConfig::default(),
+            fetch: FetchConfig::default(),
+            package: PackageConfig::default(),
+            seed: SeedConfig::default(),
             limits: LimitsConfig::default(),
             workers: WorkersConfig::default(),
             log: LogConfig::default(),
@@ -209,6 +215,95 @@ impl Default for StorageConfig {
     }
 }
 
+/// HTTP(S) fetching: the proxy, the address policy, the limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FetchConfig {
+    /// `http://host:port`, `socks5h://host:port` (names resolved by the proxy) or
+    /// `socks5://host:port`.
+    pub proxy: Option<String>,
+    /// Refuse to fetch at all without `proxy` (fail closed).
+    pub proxy_required: bool,
+    /// With a proxy, who resolves names: `proxy` (no DNS query leaves without it; only
+    /// literal addresses and names that also resolve locally to internal ranges can be
+    /// refused, so the proxy's own egress policy matters) or `local` (names must resolve
+    /// here and are checked; the proxy may resolve them again).
+    pub proxy_dns: String,
+    /// Internal ranges users may fetch from anyway (`10.0.0.0/8`, `127.0.0.1/32`). Loopback,
+    /// private, link-local (cloud metadata), unique-local and multicast are refused otherwise.
+    pub allow: Vec<String>,
+    /// Fixed name → address mappings (like /etc/hosts), checked like any other address.
+    pub hosts: std::collections::BTreeMap<String, std::net::IpAddr>,
+    /// Largest download, in bytes.
+    pub max_bytes: u64,
+    /// Allowed content types (`video/`, `application/zip`); empty allows any.
+    pub allowed_types: Vec<String>,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            proxy: None,
+            proxy_required: false,
+            proxy_dns: "proxy".to_owned(),
+            allow: Vec::new(),
+            hosts: std::collections::BTreeMap::new(),
+            max_bytes: 50 << 30,
+            allowed_types: Vec::new(),
+            connect_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Torrents made of fetched content.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PackageConfig {
+    /// Set the private flag: peers come from the trackers only (no DHT, no PEX).
+    pub private: bool,
+    /// Announce URLs written into the torrents.
+    pub trackers: Vec<String>,
+}
+
+impl Default for PackageConfig {
+    fn default() -> Self {
+        Self {
+            private: true,
+            trackers: Vec::new(),
+        }
+    }
+}
+
+/// Seeding finished jobs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SeedConfig {
+    /// Seed every job unless it says otherwise.
+    pub default: bool,
+    /// Default limits (a job may set its own); seeding stops at the first reached.
+    pub ratio: Option<f64>,
+    #[serde(with = "humantime_serde")]
+    pub time: Option<Duration>,
+    #[serde(with = "humantime_serde")]
+    pub idle: Option<Duration>,
+}
+
+impl Default for SeedConfig {
+    fn default() -> Self {
+        Self {
+            default: false,
+            ratio: Some(2.0),
+            time: Some(Duration::from_secs(7 * 24 * 3600)),
+            idle: None,
+        }
+    }
+}
+
 /// The operator's Google OAuth client, used to turn users' refresh tokens into access tokens
 /// for Drive delivery.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -263,6 +358,10 @@ pub struct WorkersConfig {
     pub downloads: usize,
     /// Deliveries running at once.
     pub uploads: usize,
+    /// URL fetches running at once.
+    pub fetches: usize,
+    /// Jobs seeding at once (each holds a worker slot while it seeds).
+    pub seeds: usize,
     /// Attempts per stage before a job fails.
     pub max_attempts: u32,
     #[serde(with = "humantime_serde")]
@@ -287,6 +386,8 @@ impl Default for WorkersConfig {
         Self {
             downloads: 4,
             uploads: 2,
+            fetches: 4,
+            seeds: 64,
             max_attempts: 5,
             retry_base_delay: Duration::from_secs(5),
             retry_max_delay: Duration::from_secs(600),

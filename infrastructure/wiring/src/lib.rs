@@ -18,7 +18,9 @@ use ferry_application::ports::{
     Clock, JobQueue, JobRepository, ObjectStore, ProfileRepository, ProgressBus, SecretBox,
     Staging, StoreResolver, SystemClock, TorrentEngine, UploadSessions,
 };
-use ferry_application::stages::{DeliverStage, DownloadSettings, DownloadStage};
+use ferry_application::stages::{
+    DeliverStage, DownloadSettings, DownloadStage, FetchStage, SeedStage,
+};
 use ferry_application::{
     HealthCheck, Jobs, Lifecycle, Recovery, RetryPolicy, StageHandler, StageRunner, StorageProfiles,
 };
@@ -48,6 +50,7 @@ pub struct Ports {
     pub profiles: Arc<dyn ProfileRepository>,
     pub secrets: Arc<dyn SecretBox>,
     pub stores: Arc<dyn StoreResolver>,
+    pub fetcher: Arc<dyn ferry_application::ports::Fetcher>,
     pub database: ferry_database::Connection,
     /// Present in the distributed mode.
     pub redis: Option<Redis>,
@@ -98,6 +101,7 @@ pub fn consumer_name() -> String {
 
 /// What both modes share: the database, local storage and staging, profiles and secrets.
 struct Shared {
+    fetcher: Arc<dyn ferry_application::ports::Fetcher>,
     repo: Arc<dyn JobRepository>,
     store: Arc<dyn ObjectStore>,
     staging: Arc<dyn Staging>,
@@ -127,7 +131,11 @@ async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
         settings: config.storage.clone(),
         google: config.google.clone(),
     });
+    let fetcher = Arc::new(ferry_fetch::HttpFetcher::new(fetch_settings(
+        &config.fetch,
+    )?)?);
     Ok(Shared {
+        fetcher,
         repo,
         store,
         staging,
@@ -135,6 +143,40 @@ async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
         secrets,
         stores,
         db,
+    })
+}
+
+/// The fetcher's settings from the configuration.
+///
+/// # Errors
+/// An invalid range in `fetch.allow` or an unknown `fetch.proxy_dns`.
+pub fn fetch_settings(c: &config::FetchConfig) -> anyhow::Result<ferry_fetch::FetchSettings> {
+    let allow = c
+        .allow
+        .iter()
+        .map(|r| r.parse::<ferry_domain::Cidr>())
+        .collect::<Result<Vec<_>, _>>()
+        .context("fetch.allow")?;
+    let proxy_dns = match c.proxy_dns.as_str() {
+        "proxy" => ferry_fetch::ProxyDns::Proxy,
+        "local" => ferry_fetch::ProxyDns::Local,
+        other => anyhow::bail!("fetch.proxy_dns must be `proxy` or `local`, not {other:?}"),
+    };
+    Ok(ferry_fetch::FetchSettings {
+        proxy: c.proxy.clone(),
+        proxy_required: c.proxy_required,
+        proxy_dns,
+        policy: ferry_domain::AddressPolicy { allow },
+        hosts: c
+            .hosts
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), *v))
+            .collect(),
+        max_bytes: c.max_bytes,
+        allowed_types: c.allowed_types.clone(),
+        connect_timeout: c.connect_timeout,
+        read_timeout: c.read_timeout,
+        max_redirects: 10,
     })
 }
 
@@ -196,6 +238,7 @@ pub async fn embedded(config: &Config) -> anyhow::Result<Ports> {
         profiles: s.profiles,
         secrets: s.secrets,
         stores: s.stores,
+        fetcher: s.fetcher,
         database: s.db,
         redis: None,
         config: config.clone(),
@@ -230,6 +273,7 @@ pub async fn distributed(config: &Config) -> anyhow::Result<Ports> {
         profiles: s.profiles,
         secrets: s.secrets,
         stores: s.stores,
+        fetcher: s.fetcher,
         database: s.db,
         redis: Some(redis),
         config: config.clone(),
@@ -256,6 +300,7 @@ impl Ports {
             inspector: Arc::new(Inspector),
             profiles: self.profiles.clone(),
             stores: self.stores.clone(),
+            fetcher: self.fetcher.clone(),
             limits: self.limits(),
         })
     }
@@ -314,11 +359,64 @@ impl Ports {
         StagePool {
             handler: Arc::new(DeliverStage {
                 lifecycle: self.lifecycle(),
+                queue: self.queue.clone(),
                 staging: self.staging.clone(),
                 stores: self.stores.clone(),
                 tick: self.config.workers.progress_interval,
             }),
             concurrency: self.config.workers.uploads.max(1),
+        }
+    }
+
+    /// The fetch stage (URL jobs): fetcher, content store, packager.
+    pub fn fetch_pool(&self) -> StagePool {
+        let packager = ferry_torrent::Packager {
+            private: self.config.package.private,
+            trackers: self.config.package.trackers.clone(),
+            ..ferry_torrent::Packager::default()
+        };
+        StagePool {
+            handler: Arc::new(FetchStage {
+                lifecycle: self.lifecycle(),
+                queue: self.queue.clone(),
+                fetcher: self.fetcher.clone(),
+                packager: Arc::new(packager),
+                staging: self.staging.clone(),
+                settings: DownloadSettings {
+                    tick: self.config.workers.progress_interval,
+                    ..DownloadSettings::default()
+                },
+            }),
+            concurrency: self.config.workers.fetches.max(1),
+        }
+    }
+
+    /// The server's default seeding limits.
+    pub fn seed_policy(&self) -> ferry_domain::SeedPolicy {
+        let s = &self.config.seed;
+        ferry_domain::SeedPolicy {
+            ratio: s.ratio,
+            time_secs: s.time.map(|d| d.as_secs()),
+            idle_secs: s.idle.map(|d| d.as_secs()),
+        }
+    }
+
+    /// The seed stage on a running engine.
+    pub fn seed_pool(&self, engine: Arc<RqbitEngine>) -> StagePool {
+        StagePool {
+            handler: Arc::new(SeedStage {
+                lifecycle: self.lifecycle(),
+                engine,
+                staging: self.staging.clone(),
+                tick: self
+                    .config
+                    .workers
+                    .progress_interval
+                    .max(Duration::from_secs(1)),
+                snapshot_every: Duration::from_secs(10),
+                default_policy: self.seed_policy(),
+            }),
+            concurrency: self.config.workers.seeds.max(1),
         }
     }
 
