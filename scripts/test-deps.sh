@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs and starts what Ferry's tests talk to: BitTorrent peers (opentracker, aria2c,
-# mktorrent), PostgreSQL and Redis. Idempotent; safe to run before every test run.
+# mktorrent, qbittorrent-nox), proxies (microsocks, tinyproxy), PostgreSQL and Redis. Idempotent; safe to run before every test run.
 set -euo pipefail
 
 SUDO=""
@@ -10,6 +10,7 @@ fi
 
 need=()
 for pair in opentracker:opentracker aria2c:aria2 mktorrent:mktorrent curl:curl \
+            qbittorrent-nox:qbittorrent-nox microsocks:microsocks tinyproxy:tinyproxy \
             psql:postgresql redis-server:redis-server; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null || need+=("$pkg")
@@ -63,4 +64,4 @@ if ! command -v aws >/dev/null; then
   python3 -m pip install -q awscli || $SUDO python3 -m pip install -q awscli
 fi
 
-echo "test-deps: ready (peers: $(command -v opentracker aria2c mktorrent | xargs -n1 basename | tr '\n' ' '))"
+echo "test-deps: ready (peers: $(command -v opentracker aria2c mktorrent qbittorrent-nox microsocks tinyproxy | xargs -n1 basename | tr '\n' ' '))"

@@ -8,6 +8,7 @@
 
 pub mod bencode;
 pub mod cluster;
+pub mod origin;
 pub mod s3;
 
 use std::io::Write;
@@ -243,10 +244,13 @@ pub struct Tracker {
 
 impl Tracker {
     pub fn start(dir: &Path, info_hashes: &[&str]) -> Self {
+        Self::start_on(dir, free_port(), info_hashes)
+    }
+
+    pub fn start_on(dir: &Path, port: u16, info_hashes: &[&str]) -> Self {
         let root = dir.join("tracker");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("whitelist.txt"), info_hashes.join("\n") + "\n").unwrap();
-        let port = free_port();
         let conf = root.join("opentracker.conf");
         std::fs::write(
             &conf,
@@ -573,6 +577,18 @@ impl Ferry {
             .unwrap();
         assert_eq!(r.status().as_u16(), 200, "file {index}");
         r.bytes().await.unwrap().to_vec()
+    }
+
+    /// Checks the single file of a job (URL jobs).
+    pub async fn assert_files_match_one(&self, id: &str, name: &str, sha: &str) {
+        let (status, files) = self.get_json(&format!("/jobs/{id}/files")).await;
+        assert_eq!(status, 200);
+        let files = files.as_array().unwrap();
+        assert_eq!(files.len(), 1, "{files:?}");
+        assert_eq!(files[0]["path"], name);
+        assert_eq!(files[0]["sha256"], sha);
+        let bytes = self.file_bytes(id, 0).await;
+        assert_eq!(sha256_hex(&bytes), sha);
     }
 
     /// Checks every listed file of a completed job against the payload's hashes.

@@ -60,6 +60,16 @@ pub struct EngineConfig {
     pub peer_limit: Option<usize>,
 }
 
+/// Port 0 means "any free port"; pick it now so it can be announced to trackers.
+fn with_concrete_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let probe = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("finding a free port on {}", addr.ip()))?;
+    Ok(probe.local_addr()?)
+}
+
 pub struct RqbitEngine {
     session: Arc<Session>,
     staging: LocalStaging,
@@ -90,13 +100,22 @@ impl RqbitEngine {
             disable_local_service_discovery: !config.lsd,
             fastresume: false,
             persistence: None,
-            listen: config.listen.map(|addr| ListenerOptions {
-                mode: ListenerMode::TcpOnly,
-                listen_addr: addr,
-                enable_upnp_port_forwarding: config.upnp,
-                ipv4_only: addr.is_ipv4(),
-                ..Default::default()
-            }),
+            listen: match config.listen {
+                Some(addr) => {
+                    let addr = with_concrete_port(addr)?;
+                    Some(ListenerOptions {
+                        mode: ListenerMode::TcpOnly,
+                        listen_addr: addr,
+                        enable_upnp_port_forwarding: config.upnp,
+                        ipv4_only: addr.is_ipv4(),
+                        // librqbit announces no port for a loopback listener (trackers then
+                        // get its default 4240); always announce the one peers can reach.
+                        announce_port: Some(addr.port()),
+                        ..Default::default()
+                    })
+                }
+                None => None,
+            },
             ratelimits: LimitsConfig {
                 download_bps: config.download_limit_bps,
                 upload_bps: config.upload_limit_bps,

@@ -519,6 +519,10 @@ fn walk(
     let (Some(given), Some(known)) = (given.as_object(), known.as_object()) else {
         return;
     };
+    // An empty object in the defaults is a free-form map (such as `fetch.hosts`).
+    if known.is_empty() {
+        return;
+    }
     for (key, value) in given {
         let path = if prefix.is_empty() {
             key.clone()
@@ -559,6 +563,7 @@ mod tests {
             jail.set_env("FERRY_WORKERS__DOWNLOADS", "9");
             jail.set_env("FERRY_API_TOKEN", "12345");
             jail.set_env("FERRY_TORRENT__NONSENSE", "1");
+            jail.set_env("FERRY_FETCH__HOSTS", "{files-internal = \"10.0.0.7\"}");
             let loaded = Config::load(Some(Path::new("ferry.toml"))).unwrap();
             let c = loaded.config;
             assert_eq!(c.listen.port(), 9999);
@@ -570,6 +575,7 @@ mod tests {
             assert_eq!(c.api_token.as_ref().unwrap().expose(), "12345");
             assert_eq!(format!("{:?}", c.api_token), "Some(***)");
             assert_eq!(c.database_url(), "sqlite:///srv/ferry/ferry.db?mode=rwc");
+            assert_eq!(c.fetch.hosts["files-internal"].to_string(), "10.0.0.7");
             assert_eq!(loaded.unknown_keys, vec!["colour", "torrent.nonsense"]);
             Ok(())
         });

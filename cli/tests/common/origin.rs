@@ -1,0 +1,218 @@
+//! The test's own origin web server (on loopback), which records where requests came from,
+//! and the proxies a fetch goes through: microsocks (SOCKS5) and tinyproxy (HTTP), each
+//! binding its outgoing connections to an address of its own so the origin can tell.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use poem::http::StatusCode;
+use poem::web::{Data, Query, RemoteAddr};
+use poem::{EndpointExt, FromRequest, Request, Response, Route, Server, handler};
+
+use super::*;
+
+/// A request's peer address and its Via header.
+type SeenRequest = (IpAddr, Option<String>);
+
+#[derive(Clone, Default)]
+pub struct Seen {
+    /// (peer address, Via header) of every request.
+    pub requests: Arc<Mutex<Vec<SeenRequest>>>,
+}
+
+impl Seen {
+    pub fn peers(&self) -> Vec<IpAddr> {
+        self.requests.lock().unwrap().iter().map(|r| r.0).collect()
+    }
+
+    pub fn vias(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.1.clone())
+            .collect()
+    }
+}
+
+#[derive(Clone)]
+struct State {
+    file: PathBuf,
+    seen: Seen,
+}
+
+fn peer_ip(remote: &RemoteAddr) -> IpAddr {
+    remote
+        .as_socket_addr()
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+}
+
+#[handler]
+async fn serve_file(
+    req: &Request,
+    remote: &RemoteAddr,
+    Data(s): Data<&State>,
+) -> poem::Result<Response> {
+    s.seen.requests.lock().unwrap().push((
+        peer_ip(remote),
+        req.headers()
+            .get("via")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    ));
+    let static_file = poem::web::StaticFileRequest::from_request_without_body(req).await?;
+    let resp = static_file.create_response(&s.file, false, true)?;
+    Ok(poem::IntoResponse::into_response(resp))
+}
+
+#[handler]
+fn redirect(Query(q): Query<std::collections::HashMap<String, String>>) -> Response {
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header("Location", q.get("to").cloned().unwrap_or_default())
+        .finish()
+}
+
+pub struct Origin {
+    pub addr: SocketAddr,
+    pub seen: Seen,
+}
+
+impl Origin {
+    /// Serves `file` at `/{name}` on 127.0.0.1, and `/redirect?to=…`.
+    pub async fn start(file: &Path, name: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = Seen::default();
+        let app = Route::new()
+            .at(format!("/{name}"), serve_file)
+            .at("/redirect", redirect)
+            .data(State {
+                file: file.to_owned(),
+                seen: seen.clone(),
+            });
+        tokio::spawn(
+            Server::new_with_acceptor(poem::listener::TcpAcceptor::from_tokio(listener).unwrap())
+                .run(app),
+        );
+        Self { addr, seen }
+    }
+}
+
+/// A listener that only counts connections: a target no request may reach.
+pub async fn tripwire(ip: &str) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = hits.clone();
+    tokio::spawn(async move {
+        while let Ok(_conn) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (addr, hits)
+}
+
+/// microsocks on 127.0.0.1, its outgoing connections from `bind`.
+pub fn microsocks(dir: &Path, bind: &str) -> (u16, Proc) {
+    let port = free_port();
+    let mut cmd = Command::new("microsocks");
+    cmd.args(["-i", "127.0.0.1", "-p", &port.to_string(), "-b", bind]);
+    let proc = Proc::spawn("microsocks", cmd, dir.join("microsocks.log"));
+    wait_for_port_pub(port, "microsocks");
+    (port, proc)
+}
+
+/// tinyproxy on 127.0.0.1, its outgoing connections from `bind`.
+pub fn tinyproxy(dir: &Path, bind: &str) -> (u16, Proc) {
+    let port = free_port();
+    let conf = dir.join("tinyproxy.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Port {port}\nListen 127.0.0.1\nBind {bind}\nTimeout 60\nMaxClients 20\nAllow 127.0.0.1\nLogLevel Info\nLogFile \"{}\"\nViaProxyName \"tinyproxy\"\n",
+            dir.join("tinyproxy-activity.log").display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new("tinyproxy");
+    cmd.arg("-d").arg("-c").arg(&conf);
+    let proc = Proc::spawn("tinyproxy", cmd, dir.join("tinyproxy.log"));
+    wait_for_port_pub(port, "tinyproxy");
+    (port, proc)
+}
+
+/// qbittorrent-nox on loopback, driven through its Web API.
+pub struct Qbt {
+    pub url: String,
+    http: reqwest::Client,
+    _proc: Proc,
+}
+
+impl Qbt {
+    pub async fn start(dir: &Path) -> Self {
+        let profile = dir.join("qbt");
+        let config = profile.join("qBittorrent/config");
+        std::fs::create_dir_all(&config).unwrap();
+        let (web, peer) = (free_port(), free_port());
+        let save = dir.join("qbt-downloads");
+        std::fs::write(
+            config.join("qBittorrent.conf"),
+            format!(
+                "[LegalNotice]\nAccepted=true\n\n[BitTorrent]\nSession\\Port={peer}\nSession\\Interface=lo\nSession\\InterfaceName=lo\nSession\\InterfaceAddress=127.0.0.1\nSession\\DHTEnabled=false\nSession\\LSDEnabled=false\nSession\\PeXEnabled=false\nSession\\BTProtocol=TCP\nSession\\QueueingSystemEnabled=false\nSession\\MultiConnectionsPerIp=true\nSession\\DefaultSavePath={}\n\n[Network]\nPortForwardingEnabled=false\n\n[Preferences]\nConnection\\ResolvePeerCountries=false\nWebUI\\Address=127.0.0.1\nWebUI\\Port={web}\nWebUI\\LocalHostAuth=false\nGeneral\\Locale=en\n",
+                save.display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new("qbittorrent-nox");
+        cmd.arg(format!("--profile={}", profile.display()));
+        let proc = Proc::spawn("qbittorrent-nox", cmd, dir.join("qbt.log"));
+        wait_for_port_pub(web, "qbittorrent-nox");
+        Self {
+            url: format!("http://127.0.0.1:{web}"),
+            http: reqwest::Client::new(),
+            _proc: proc,
+        }
+    }
+
+    pub async fn add_magnet(&self, magnet: &str, save: &Path) {
+        let r = self
+            .http
+            .post(format!("{}/api/v2/torrents/add", self.url))
+            .form(&[("urls", magnet), ("savepath", &save.display().to_string())])
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "qbt add: {}", r.status());
+    }
+
+    /// Waits until the torrent is complete.
+    pub async fn wait_complete(&self, info_hash: &str, timeout: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let v: serde_json::Value = self
+                .http
+                .get(format!(
+                    "{}/api/v2/torrents/info?hashes={info_hash}",
+                    self.url
+                ))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap_or_default();
+            if v[0]["progress"].as_f64() == Some(1.0) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "qBittorrent did not finish: {v}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+}

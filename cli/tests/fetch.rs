@@ -1,0 +1,331 @@
+//! URL jobs end to end: Ferry fetches through a real proxy (microsocks for SOCKS5, tinyproxy
+//! for HTTP), packages the content as a private torrent, seeds it, and independent clients
+//! (aria2c from the .torrent, qbittorrent-nox from the magnet) download it from Ferry.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use common::origin::*;
+use common::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const MIB: u64 = 1 << 20;
+
+fn keep_or_temp() -> (Option<tempfile::TempDir>, std::path::PathBuf) {
+    let mut dir = Some(tempfile::tempdir().unwrap());
+    let root = dir.as_ref().unwrap().path().to_owned();
+    if std::env::var_os("FERRY_TEST_KEEP").is_some() {
+        eprintln!("keeping {}", root.display());
+        let _ = dir.take().map(tempfile::TempDir::keep);
+    }
+    (dir, root)
+}
+
+/// A random file of `size` bytes and its SHA-256.
+fn content(path: &std::path::Path, size: u64) -> String {
+    use rand::RngCore;
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rand::rng().fill_bytes(&mut buf[..n]);
+        sha2::Digest::update(&mut hasher, &buf[..n]);
+        f.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    hex::encode(sha2::Digest::finalize(hasher))
+}
+
+fn loopback(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_fetched_through_socks5_is_seeded_to_aria2c_and_qbittorrent() {
+    init();
+    if !require(&["microsocks", "opentracker", "aria2c", "qbittorrent-nox"]) {
+        return;
+    }
+    let (_keep, root) = keep_or_temp();
+    let name = "release-1.0.iso";
+    let file = root.join("origin").join(name);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let sha = content(&file, 100 * MIB);
+    let origin = Origin::start(&file, name).await;
+    let (socks, _socks_proc) = microsocks(&root, "127.0.0.3");
+
+    // The tracker must know the torrent's hash before it starts: make the same torrent Ferry
+    // will make (same bytes, name, tracker, privacy, piece size) to learn it.
+    let tracker_port = free_port();
+    let announce = format!("http://127.0.0.1:{tracker_port}/announce");
+    let expected = ferry_torrent::Packager {
+        private: true,
+        trackers: vec![announce.clone()],
+        ..Default::default()
+    }
+    .create(&file, name)
+    .unwrap();
+    let expected = ferry_torrent::inspect(&expected).unwrap();
+    let tracker = Tracker::start_on(&root, tracker_port, &[&expected.info_hash.to_hex()]);
+
+    let (tripwire_addr, tripwire_hits) = tripwire("127.0.0.2").await;
+    let trackers = format!("[\"{announce}\"]");
+    let ferry = Ferry::start(
+        &root.join("ferry"),
+        &[
+            (
+                "FERRY_FETCH__PROXY",
+                &format!("socks5h://127.0.0.1:{socks}"),
+            ),
+            ("FERRY_FETCH__PROXY_REQUIRED", "true"),
+            ("FERRY_FETCH__ALLOW", "[\"127.0.0.1/32\"]"),
+            ("FERRY_FETCH__HOSTS", "{internal-files = \"10.20.30.40\"}"),
+            ("FERRY_PACKAGE__TRACKERS", &trackers),
+            ("FERRY_PACKAGE__PRIVATE", "true"),
+        ],
+    );
+
+    // SSRF: refused at submission with a clear code, and nothing reaches the target.
+    for url in [
+        format!("http://{tripwire_addr}/secret"),
+        format!("http://2130706434:{}/", tripwire_addr.port()),
+        format!("http://0177.0.0.2:{}/", tripwire_addr.port()),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://[::1]/".to_owned(),
+        "http://internal-files/a.iso".to_owned(),
+        format!(
+            "http://{}/redirect?to=http://{tripwire_addr}/secret",
+            origin.addr
+        ),
+    ] {
+        let (status, body) = ferry
+            .post_json("/jobs", json!({"source": {"url": url}}))
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (422, Some("url_not_allowed")),
+            "{url}: {body}"
+        );
+    }
+    assert_eq!(
+        tripwire_hits.load(Ordering::SeqCst),
+        0,
+        "no connection reached the target"
+    );
+
+    let url = format!("http://{}/{name}", origin.addr);
+    let (status, job) = ferry
+        .post_json("/jobs", json!({"source": {"url": url}, "seed": true}))
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    assert_eq!(job["name"], name);
+    let seeding = ferry
+        .wait_status(&id, "seeding", Duration::from_secs(240))
+        .await;
+    assert_eq!(seeding["content_sha256"], sha.as_str());
+
+    // Everything went through the proxy: the origin only ever saw microsocks' address.
+    let peers = origin.seen.peers();
+    assert!(!peers.is_empty());
+    assert!(
+        peers.iter().all(|p| *p == loopback("127.0.0.3")),
+        "direct connection seen: {peers:?}"
+    );
+
+    // The job's file and its torrent.
+    ferry.assert_files_match_one(&id, name, &sha).await;
+    let r = ferry
+        .req(Method::GET, &format!("/jobs/{id}/torrent"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["content-type"], "application/x-bittorrent");
+    let torrent_bytes = r.bytes().await.unwrap().to_vec();
+    let made = ferry_torrent::inspect(&torrent_bytes).unwrap();
+    assert!(made.private, "the torrent is private");
+    assert_eq!(made.info_hash, expected.info_hash);
+    let (_, magnet) = ferry.get_json(&format!("/jobs/{id}/magnet")).await;
+    let magnet = magnet["magnet"].as_str().unwrap().to_owned();
+    assert!(
+        magnet.contains(&expected.info_hash.to_hex()) && magnet.contains("tr="),
+        "{magnet}"
+    );
+    tracker.wait_for_seeders(&expected.info_hash.to_hex(), 1);
+
+    // aria2c downloads it from Ferry's .torrent.
+    let torrent_path = root.join("ferry-made.torrent");
+    std::fs::write(&torrent_path, &torrent_bytes).unwrap();
+    let aria_dir = root.join("aria2-download");
+    let status = std::process::Command::new("timeout")
+        .arg("120")
+        .arg("aria2c")
+        .arg("--interface=127.0.0.1")
+        .arg(format!("--dir={}", aria_dir.display()))
+        .args([
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+        ])
+        .args([
+            "--seed-time=0",
+            "--disable-ipv6=true",
+            "--summary-interval=0",
+            "--console-log-level=warn",
+            "--file-allocation=none",
+        ])
+        .arg(format!("--listen-port={}", free_port()))
+        .arg(&torrent_path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "aria2c failed");
+    assert_eq!(
+        sha256_hex(&std::fs::read(aria_dir.join(name)).unwrap()),
+        sha
+    );
+
+    // Seeding survives a restart, and so does what it uploaded so far.
+    let ferry = Ferry::restart(ferry.stop());
+    let (_, job) = ferry.get_json(&format!("/jobs/{id}")).await;
+    assert_eq!(job["status"], "seeding", "{job}");
+    assert!(
+        job["progress"]["uploaded_bytes"].as_u64().unwrap() >= 100 * MIB,
+        "{job}"
+    );
+
+    // qBittorrent downloads it from the magnet link (from the restarted Ferry).
+    let qbt = Qbt::start(&root).await;
+    let qbt_dir = root.join("qbt-save");
+    qbt.add_magnet(&magnet, &qbt_dir).await;
+    qbt.wait_complete(&expected.info_hash.to_hex(), Duration::from_secs(180))
+        .await;
+    assert_eq!(sha256_hex(&std::fs::read(qbt_dir.join(name)).unwrap()), sha);
+
+    // Two full copies uploaded: the default ratio limit (2.0) ends seeding, and the job shows
+    // what it uploaded.
+    let done = ferry
+        .wait_status(&id, "completed", Duration::from_secs(60))
+        .await;
+    assert!(
+        done["progress"]["uploaded_bytes"].as_u64().unwrap() >= 200 * MIB,
+        "{done}"
+    );
+    assert!(done["progress"]["ratio"].as_f64().unwrap() >= 2.0, "{done}");
+    let seed_dir = ferry.data_dir.join("staging/.seeding").join(&id);
+    wait_gone(&seed_dir).await;
+    // The delivered file stays.
+    ferry.assert_files_match_one(&id, name, &sha).await;
+}
+
+async fn wait_gone(path: &std::path::Path) {
+    for _ in 0..100 {
+        if !path.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{} is still there", path.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_fetched_through_an_http_proxy() {
+    init();
+    if !require(&["tinyproxy"]) {
+        return;
+    }
+    let (_keep, root) = keep_or_temp();
+    let name = "data.bin";
+    let file = root.join("origin").join(name);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let sha = content(&file, 12 * MIB);
+    let origin = Origin::start(&file, name).await;
+    let (proxy, _proxy_proc) = tinyproxy(&root, "127.0.0.4");
+    let ferry = Ferry::start(
+        &root.join("ferry"),
+        &[
+            ("FERRY_FETCH__PROXY", &format!("http://127.0.0.1:{proxy}")),
+            ("FERRY_FETCH__PROXY_REQUIRED", "true"),
+            ("FERRY_FETCH__ALLOW", "[\"127.0.0.1/32\"]"),
+        ],
+    );
+    let (status, job) = ferry
+        .post_json(
+            "/jobs",
+            json!({"source": {"url": format!("http://{}/{name}", origin.addr)}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let done = ferry
+        .wait_status(&id, "completed", Duration::from_secs(120))
+        .await;
+    assert_eq!(done["content_sha256"], sha.as_str());
+    ferry.assert_files_match_one(&id, name, &sha).await;
+    let peers = origin.seen.peers();
+    assert!(
+        !peers.is_empty() && peers.iter().all(|p| *p == loopback("127.0.0.4")),
+        "{peers:?}"
+    );
+    assert!(
+        origin.seen.vias().iter().all(|v| v.contains("tinyproxy")),
+        "{:?}",
+        origin.seen.vias()
+    );
+
+    // Identical content from another URL is stored once and packaged once.
+    let (status, again) = ferry
+        .post_json(
+            "/jobs",
+            json!({"source": {"url": format!("http://{}/{name}?mirror=2", origin.addr)}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{again}");
+    let again_id = again["id"].as_str().unwrap().to_owned();
+    ferry
+        .wait_status(&again_id, "completed", Duration::from_secs(120))
+        .await;
+    let (_, t1) = ferry.get_json(&format!("/jobs/{id}/magnet")).await;
+    let (_, t2) = ferry.get_json(&format!("/jobs/{again_id}/magnet")).await;
+    assert_eq!(t1["info_hash"], t2["info_hash"]);
+    let contents = std::fs::read_dir(ferry.data_dir.join("staging/.content"))
+        .unwrap()
+        .count();
+    assert_eq!(contents, 1, "identical content is stored once");
+
+    // A seeding job: DELETE stops seeding and frees its data.
+    let (status, seeding) = ferry
+        .post_json("/jobs", json!({"source": {"url": format!("http://{}/{name}?seed=1", origin.addr)}, "seed": true}))
+        .await;
+    assert_eq!(status, 201, "{seeding}");
+    let seed_id = seeding["id"].as_str().unwrap().to_owned();
+    let job: Value = ferry
+        .wait_status(&seed_id, "seeding", Duration::from_secs(120))
+        .await;
+    assert_eq!(
+        job["seed"]["ratio"], 2.0,
+        "the server default applies: {job}"
+    );
+    let seed_dir = ferry.data_dir.join("staging/.seeding").join(&seed_id);
+    assert!(seed_dir.exists());
+    let r = ferry
+        .req(Method::DELETE, &format!("/jobs/{seed_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    ferry
+        .wait_status(&seed_id, "cancelled", Duration::from_secs(30))
+        .await;
+    wait_gone(&seed_dir).await;
+}
