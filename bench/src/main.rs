@@ -2,6 +2,8 @@
 //!
 //! - `queue`: jobs per second through enqueue → claim → ack on the Redis queue, with a no-op
 //!   stage, `W` producers and `W` workers.
+//! - `package`: torrent creation for one file by Ferry's packager (or librqbit's, for
+//!   reference), driven by `bench/package.sh` against mktorrent.
 //! - `fanout`: latency from publishing a progress event to its arrival at each of `S`
 //!   subscribers of `ferry-api`'s Server-Sent Events stream for one job.
 
@@ -51,6 +53,20 @@ enum Command {
         /// Ferry's default `storage.upload_concurrency`.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+    },
+    /// Torrent creation for one file.
+    Package {
+        #[arg(long)]
+        file: std::path::PathBuf,
+        /// Piece length in bytes (default: Ferry's choice for the size).
+        #[arg(long)]
+        piece_length: Option<u32>,
+        /// `ferry` (the packager Ferry uses) or `librqbit` (its `create_torrent`, for reference).
+        #[arg(long, default_value = "ferry")]
+        engine: String,
+        /// Where to write the .torrent.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
     /// SSE fan-out latency.
     Fanout {
@@ -104,6 +120,12 @@ fn main() -> anyhow::Result<()> {
                 )
                 .await
             }
+            Command::Package {
+                file,
+                piece_length,
+                engine,
+                out,
+            } => package(&file, piece_length, &engine, out.as_deref()).await,
             Command::Fanout {
                 api,
                 token,
@@ -156,16 +178,77 @@ async fn upload(
         })
         .await?;
     let secs = started.elapsed().as_secs_f64();
-    let rss_kib = std::fs::read_to_string("/proc/self/status")?
+    let rss_kib = peak_rss_kib()?;
+    println!(
+        "upload bytes={} seconds={secs:.3} peak_rss_kib={rss_kib} sha256={}",
+        stored.size, stored.sha256
+    );
+    Ok(())
+}
+
+/// This process's peak resident set size, in KiB.
+fn peak_rss_kib() -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string("/proc/self/status")?
         .lines()
         .find_map(|l| {
             l.strip_prefix("VmHWM:")
                 .map(|v| v.trim().trim_end_matches(" kB").trim().to_owned())
         })
-        .unwrap_or_default();
+        .unwrap_or_default())
+}
+
+async fn package(
+    file: &std::path::Path,
+    piece_length: Option<u32>,
+    engine: &str,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("the file needs a UTF-8 name")?
+        .to_owned();
+    let started = Instant::now();
+    let (bytes, info_hash) = match engine {
+        "ferry" => {
+            let packager = ferry_torrent::Packager {
+                private: true,
+                trackers: vec!["http://127.0.0.1:6969/announce".into()],
+                piece_length,
+                ..Default::default()
+            };
+            let path = file.to_owned();
+            let bytes =
+                tokio::task::spawn_blocking(move || packager.create(&path, &name)).await??;
+            let hash = ferry_torrent::inspect(&bytes)?.info_hash.to_hex();
+            (bytes, hash)
+        }
+        "librqbit" => {
+            let spawner = librqbit::spawn_utils::BlockingSpawner::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            );
+            let made = librqbit::create_torrent(
+                file,
+                librqbit::CreateTorrentOptions {
+                    name: Some(&name),
+                    trackers: vec!["http://127.0.0.1:6969/announce".into()],
+                    piece_length,
+                },
+                &spawner,
+            )
+            .await?;
+            let hash = made.info_hash().as_string();
+            (made.as_bytes()?.to_vec(), hash)
+        }
+        other => anyhow::bail!("unknown engine {other}: ferry or librqbit"),
+    };
+    let secs = started.elapsed().as_secs_f64();
+    if let Some(out) = out {
+        std::fs::write(out, &bytes)?;
+    }
     println!(
-        "upload bytes={} seconds={secs:.3} peak_rss_kib={rss_kib} sha256={}",
-        stored.size, stored.sha256
+        "package engine={engine} seconds={secs:.3} peak_rss_kib={} info_hash={info_hash}",
+        peak_rss_kib()?
     );
     Ok(())
 }

@@ -58,8 +58,8 @@ fn hash_pieces(file: &Path, size: u64, piece: u64, threads: usize) -> std::io::R
                     for n in first..last {
                         let len = piece.min(size - n * piece) as usize;
                         f.read_exact(&mut buf[..len])?;
-                        let digest = ring::digest::digest(
-                            &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+                        let digest = aws_lc_rs::digest::digest(
+                            &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
                             &buf[..len],
                         );
                         out.extend_from_slice(digest.as_ref());
@@ -216,7 +216,10 @@ mod tests {
         .unwrap();
         assert_eq!(one, p.create(&f, "data.bin").unwrap());
         // The first piece's hash is the SHA-1 of the first 64 KiB.
-        let sha = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &data[..1 << 16]);
+        let sha = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+            &data[..1 << 16],
+        );
         assert!(one.windows(20).any(|w| w == sha.as_ref()));
         assert!(p.package(&f, "../evil").await.is_err());
     }
