@@ -387,3 +387,120 @@ async fn a_worker_stopped_with_sigterm_hands_its_job_back_and_any_api_sees_it() 
     );
     assert!(events.iter().any(|e| e.event == "progress"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_job_is_fetched_packaged_delivered_and_seeded_by_three_workers() {
+    if !needs() {
+        return;
+    }
+    let Some(db) = FreshDb::create() else { return };
+    let (_keep, root) = tempdir();
+    let name = "dataset.tar";
+    let file = root.join("origin").join(name);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let sha = common::origin::random_file(&file, 24 * MIB);
+    let origin = common::origin::Origin::start(&file, name).await;
+
+    // The tracker must know the torrent before Ferry announces it: compute it the same way.
+    let tracker_port = free_port();
+    let announce = format!("http://127.0.0.1:{tracker_port}/announce");
+    let expected = ferry_torrent::Packager {
+        private: true,
+        trackers: vec![announce.clone()],
+        ..Default::default()
+    }
+    .create(&file, name)
+    .unwrap();
+    let info_hash = ferry_torrent::inspect(&expected)
+        .unwrap()
+        .info_hash
+        .to_hex();
+    let tracker = Tracker::start_on(&root, tracker_port, &[&info_hash]);
+
+    let redis =
+        std::env::var("FERRY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let trackers = format!("[\"{announce}\"]");
+    let cluster = Cluster::new(
+        &root,
+        &db.url,
+        &redis,
+        &[
+            ("FERRY_FETCH__ALLOW", "[\"127.0.0.1/32\"]"),
+            ("FERRY_PACKAGE__TRACKERS", &trackers),
+        ],
+    );
+    cluster.migrate();
+    let api = cluster.api();
+    let fetcher = cluster.worker("fetch");
+    let _uploader = cluster.worker("upload");
+    let seeder = cluster.worker("torrent");
+
+    let (status, job) = api
+        .post_json(
+            "/jobs",
+            serde_json::json!({"source": {"url": format!("http://{}/{name}", origin.addr)}, "seed": true, "seed_ratio": 1.0}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let seeding = api
+        .wait_status(&id, "seeding", Duration::from_secs(120))
+        .await;
+    assert_eq!(seeding["content_sha256"], sha.as_str());
+    assert_eq!(seeding["info_hash"], info_hash.as_str());
+    assert!(
+        fetcher.proc.log_text().contains(&id),
+        "the fetch worker ran it"
+    );
+    api.assert_files_match_one(&id, name, &sha).await;
+    tracker.wait_for_seeders(&info_hash, 1);
+
+    // A BitTorrent client gets it from the torrent worker; one copy ends seeding (ratio 1.0).
+    let torrent = api
+        .req(reqwest::Method::GET, &format!("/jobs/{id}/torrent"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(torrent.status().as_u16(), 200);
+    let torrent_path = root.join("got.torrent");
+    std::fs::write(&torrent_path, torrent.bytes().await.unwrap()).unwrap();
+    let out = root.join("aria2-download");
+    let ok = std::process::Command::new("timeout")
+        .arg("120")
+        .arg("aria2c")
+        .arg("--interface=127.0.0.1")
+        .arg(format!("--dir={}", out.display()))
+        .args([
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+        ])
+        .args([
+            "--enable-peer-exchange=false",
+            "--seed-time=0",
+            "--disable-ipv6=true",
+        ])
+        .args([
+            "--summary-interval=0",
+            "--console-log-level=warn",
+            "--file-allocation=none",
+        ])
+        .arg(format!("--listen-port={}", free_port()))
+        .arg(&torrent_path)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "aria2c failed:\n{}", seeder.proc.log_text());
+    assert_eq!(sha256_hex(&std::fs::read(out.join(name)).unwrap()), sha);
+    let done = api
+        .wait_status(&id, "completed", Duration::from_secs(60))
+        .await;
+    assert!(
+        done["progress"]["uploaded_bytes"].as_u64().unwrap() >= 24 * MIB,
+        "{done}"
+    );
+    assert!(
+        !cluster.dir.join("staging/.seeding").join(&id).exists(),
+        "the seeding copy is freed"
+    );
+    assert_eq!(cluster.dead_letters(), 0);
+}

@@ -27,24 +27,6 @@ fn keep_or_temp() -> (Option<tempfile::TempDir>, std::path::PathBuf) {
     (dir, root)
 }
 
-/// A random file of `size` bytes and its SHA-256.
-fn content(path: &std::path::Path, size: u64) -> String {
-    use rand::RngCore;
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).unwrap();
-    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(buf.len() as u64) as usize;
-        rand::rng().fill_bytes(&mut buf[..n]);
-        sha2::Digest::update(&mut hasher, &buf[..n]);
-        f.write_all(&buf[..n]).unwrap();
-        left -= n as u64;
-    }
-    hex::encode(sha2::Digest::finalize(hasher))
-}
-
 fn loopback(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -59,7 +41,7 @@ async fn a_url_fetched_through_socks5_is_seeded_to_aria2c_and_qbittorrent() {
     let name = "release-1.0.iso";
     let file = root.join("origin").join(name);
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    let sha = content(&file, 100 * MIB);
+    let sha = random_file(&file, 100 * MIB);
     let origin = Origin::start(&file, name).await;
     let (socks, _socks_proc) = microsocks(&root, "127.0.0.3");
 
@@ -248,7 +230,7 @@ async fn a_url_fetched_through_an_http_proxy() {
     let name = "data.bin";
     let file = root.join("origin").join(name);
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    let sha = content(&file, 12 * MIB);
+    let sha = random_file(&file, 12 * MIB);
     let origin = Origin::start(&file, name).await;
     let (proxy, _proxy_proc) = tinyproxy(&root, "127.0.0.4");
     let ferry = Ferry::start(

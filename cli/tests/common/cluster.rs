@@ -212,6 +212,7 @@ impl Cluster {
         let probe = free_port();
         let bin = match kind {
             "torrent" => env!("CARGO_BIN_EXE_ferry-torrent-worker"),
+            "fetch" => env!("CARGO_BIN_EXE_ferry-fetch-worker"),
             _ => env!("CARGO_BIN_EXE_ferry-upload-worker"),
         };
         let mut cmd = self.command(bin);

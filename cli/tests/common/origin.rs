@@ -102,6 +102,24 @@ impl Origin {
     }
 }
 
+/// Writes `size` random bytes to `path`; returns their SHA-256 (hex).
+pub fn random_file(path: &Path, size: u64) -> String {
+    use rand::RngCore;
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        rand::rng().fill_bytes(&mut buf[..n]);
+        sha2::Digest::update(&mut hasher, &buf[..n]);
+        f.write_all(&buf[..n]).unwrap();
+        left -= n as u64;
+    }
+    hex::encode(sha2::Digest::finalize(hasher))
+}
+
 /// A listener that only counts connections: a target no request may reach.
 pub async fn tripwire(ip: &str) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();

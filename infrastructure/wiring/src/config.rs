@@ -454,10 +454,36 @@ impl Config {
         let mut config: Config = figment.extract().context("invalid configuration")?;
         let unknown_keys = unknown_keys(&figment)?;
         config.read_secret_files()?;
+        config.check_values()?;
         Ok(Loaded {
             config,
             unknown_keys,
         })
+    }
+
+    /// Values that parse but make no sense, refused at start with the key's name.
+    fn check_values(&self) -> anyhow::Result<()> {
+        if let Some(r) = self.seed.ratio {
+            anyhow::ensure!(
+                r.is_finite() && r > 0.0,
+                "seed.ratio must be a positive number, not {r}"
+            );
+        }
+        for t in &self.package.trackers {
+            let ok = url::Url::parse(t).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https" | "udp") && u.host().is_some()
+            });
+            anyhow::ensure!(
+                ok,
+                "package.trackers: {t:?} is not an http(s):// or udp:// announce URL"
+            );
+        }
+        anyhow::ensure!(
+            self.workers.fetches > 0,
+            "workers.fetches must be at least 1"
+        );
+        anyhow::ensure!(self.workers.seeds > 0, "workers.seeds must be at least 1");
+        Ok(())
     }
 
     fn read_secret_files(&mut self) -> anyhow::Result<()> {
@@ -542,6 +568,32 @@ fn walk(
 mod tests {
     #![allow(clippy::result_large_err)]
     use super::*;
+
+    #[test]
+    fn nonsense_values_are_refused_with_the_key() {
+        for (key, value, says) in [
+            ("FERRY_SEED__RATIO", "-2", "seed.ratio"),
+            ("FERRY_SEED__RATIO", "0", "seed.ratio"),
+            (
+                "FERRY_PACKAGE__TRACKERS",
+                "[\"javascript:alert(1)\"]",
+                "package.trackers",
+            ),
+            (
+                "FERRY_PACKAGE__TRACKERS",
+                "[\"ftp://t.example/a\"]",
+                "package.trackers",
+            ),
+            ("FERRY_WORKERS__SEEDS", "0", "workers.seeds"),
+        ] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env(key, value);
+                let err = format!("{:#}", Config::load(None).err().unwrap());
+                assert!(err.contains(says), "{key}={value}: {err}");
+                Ok(())
+            });
+        }
+    }
 
     #[test]
     fn file_then_environment_override_defaults_and_unknown_keys_are_reported() {
