@@ -24,17 +24,13 @@ FILE="$W/release.iso"
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$FILE"
 cat "$FILE" > /dev/null   # warm the page cache for both
 
-# Ferry's piece length for this size (~1500 pieces, a power of two, 16 KiB..16 MiB).
-piece=$(python3 -c "
-s=$SIZE_MIB*1024*1024; t=max(s//1500,1); p=1
-while p<t: p*=2
-print(min(max(p,16<<10),16<<20))")
-log2=$(python3 -c "print(($piece).bit_length()-1)")
-
 now() { date +%s.%N; }
 calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 field() { echo "$1" | sed -E "s/.*$2=([^ ]+).*/\1/"; }
+# A first, untimed run learns the piece length Ferry picks for this size.
+piece=$(field "$("$BENCH" package --file "$FILE")" piece_length)
+log2=$(python3 -c "print(($piece).bit_length()-1)")
 ferry_t=(); mk_t=(); peak=0; ferry_hash=""
 for i in $(seq 1 "$RUNS"); do
   out=$("$BENCH" package --file "$FILE" --piece-length "$piece" --out "$W/ferry.torrent")

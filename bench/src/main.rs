@@ -209,7 +209,7 @@ async fn package(
         .context("the file needs a UTF-8 name")?
         .to_owned();
     let started = Instant::now();
-    let (bytes, info_hash) = match engine {
+    let (bytes, info_hash, piece_length) = match engine {
         "ferry" => {
             let packager = ferry_torrent::Packager {
                 private: true,
@@ -220,8 +220,8 @@ async fn package(
             let path = file.to_owned();
             let bytes =
                 tokio::task::spawn_blocking(move || packager.create(&path, &name)).await??;
-            let hash = ferry_torrent::inspect(&bytes)?.info_hash.to_hex();
-            (bytes, hash)
+            let meta = ferry_torrent::inspect(&bytes)?;
+            (bytes, meta.info_hash.to_hex(), meta.piece_length)
         }
         "librqbit" => {
             let spawner = librqbit::spawn_utils::BlockingSpawner::new(
@@ -238,7 +238,9 @@ async fn package(
             )
             .await?;
             let hash = made.info_hash().as_string();
-            (made.as_bytes()?.to_vec(), hash)
+            // Not inspected: for a size that is an exact multiple of the piece length,
+            // librqbit 9.1 writes one piece hash too many, which Ferry's checks refuse.
+            (made.as_bytes()?.to_vec(), hash, piece_length.unwrap_or_default())
         }
         other => anyhow::bail!("unknown engine {other}: ferry or librqbit"),
     };
@@ -247,7 +249,7 @@ async fn package(
         std::fs::write(out, &bytes)?;
     }
     println!(
-        "package engine={engine} seconds={secs:.3} peak_rss_kib={} info_hash={info_hash}",
+        "package engine={engine} seconds={secs:.3} peak_rss_kib={} info_hash={info_hash} piece_length={piece_length}",
         peak_rss_kib()?
     );
     Ok(())

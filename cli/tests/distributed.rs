@@ -14,16 +14,6 @@ use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 
-fn tempdir() -> (Option<tempfile::TempDir>, std::path::PathBuf) {
-    let mut dir = Some(tempfile::tempdir().unwrap());
-    let root = dir.as_ref().unwrap().path().to_owned();
-    if std::env::var_os("FERRY_TEST_KEEP").is_some() {
-        eprintln!("keeping {}", root.display());
-        let _ = dir.take().map(tempfile::TempDir::keep);
-    }
-    (dir, root)
-}
-
 /// `count` torrents of about 3 MiB each, a tracker that knows them and one seeder.
 fn swarm(root: &std::path::Path, count: usize) -> (Vec<(Payload, Torrent)>, Tracker, Seeder) {
     let content = root.join("seed");
@@ -87,10 +77,9 @@ async fn twenty_jobs_complete_exactly_once_when_a_worker_is_killed() {
         return;
     }
     let Some(db) = FreshDb::create() else { return };
-    let (_keep, root) = tempdir();
+    let (_keep, root) = test_dir();
     let (swarm, _tracker, _seeder) = swarm(&root, 20);
-    let redis =
-        std::env::var("FERRY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis = test_redis_url();
     // Slow enough that jobs are mid-download when the worker dies.
     let cluster = Cluster::new(
         &root,
@@ -180,7 +169,7 @@ async fn jobs_queued_before_a_redis_restart_still_complete() {
         return;
     }
     let Some(db) = FreshDb::create() else { return };
-    let (_keep, root) = tempdir();
+    let (_keep, root) = test_dir();
     let (swarm, _tracker, _seeder) = swarm(&root, 3);
     let mut redis = OwnRedis::start(&root);
     let cluster = Cluster::new(&root, &db.url, &redis.url(), &[]);
@@ -245,9 +234,8 @@ async fn a_stage_that_keeps_failing_backs_off_then_dead_letters() {
         return;
     }
     let Some(db) = FreshDb::create() else { return };
-    let (_keep, root) = tempdir();
-    let redis =
-        std::env::var("FERRY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let (_keep, root) = test_dir();
+    let redis = test_redis_url();
     let cluster = Cluster::new(
         &root,
         &db.url,
@@ -313,10 +301,9 @@ async fn a_worker_stopped_with_sigterm_hands_its_job_back_and_any_api_sees_it() 
         return;
     }
     let Some(db) = FreshDb::create() else { return };
-    let (_keep, root) = tempdir();
+    let (_keep, root) = test_dir();
     let (swarm, _tracker, _seeder) = swarm(&root, 1);
-    let redis =
-        std::env::var("FERRY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis = test_redis_url();
     let slow = Cluster::new(
         &root,
         &db.url,
@@ -394,32 +381,17 @@ async fn a_url_job_is_fetched_packaged_delivered_and_seeded_by_three_workers() {
         return;
     }
     let Some(db) = FreshDb::create() else { return };
-    let (_keep, root) = tempdir();
+    let (_keep, root) = test_dir();
     let name = "dataset.tar";
     let file = root.join("origin").join(name);
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
     let sha = common::origin::random_file(&file, 24 * MIB);
     let origin = common::origin::Origin::start(&file, name).await;
 
-    // The tracker must know the torrent before Ferry announces it: compute it the same way.
-    let tracker_port = free_port();
-    let announce = format!("http://127.0.0.1:{tracker_port}/announce");
-    let expected = ferry_torrent::Packager {
-        private: true,
-        trackers: vec![announce.clone()],
-        ..Default::default()
-    }
-    .create(&file, name)
-    .unwrap();
-    let info_hash = ferry_torrent::inspect(&expected)
-        .unwrap()
-        .info_hash
-        .to_hex();
-    let tracker = Tracker::start_on(&root, tracker_port, &[&info_hash]);
+    let (tracker, info_hash) = common::origin::tracker_for_packaged(&root, &file, name);
 
-    let redis =
-        std::env::var("FERRY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let trackers = format!("[\"{announce}\"]");
+    let redis = test_redis_url();
+    let trackers = format!("[\"{}\"]", tracker.announce());
     let cluster = Cluster::new(
         &root,
         &db.url,
@@ -465,31 +437,8 @@ async fn a_url_job_is_fetched_packaged_delivered_and_seeded_by_three_workers() {
     let torrent_path = root.join("got.torrent");
     std::fs::write(&torrent_path, torrent.bytes().await.unwrap()).unwrap();
     let out = root.join("aria2-download");
-    let ok = std::process::Command::new("timeout")
-        .arg("120")
-        .arg("aria2c")
-        .arg("--interface=127.0.0.1")
-        .arg(format!("--dir={}", out.display()))
-        .args([
-            "--enable-dht=false",
-            "--enable-dht6=false",
-            "--bt-enable-lpd=false",
-        ])
-        .args([
-            "--enable-peer-exchange=false",
-            "--seed-time=0",
-            "--disable-ipv6=true",
-        ])
-        .args([
-            "--summary-interval=0",
-            "--console-log-level=warn",
-            "--file-allocation=none",
-        ])
-        .arg(format!("--listen-port={}", free_port()))
-        .arg(&torrent_path)
-        .status()
-        .unwrap();
-    assert!(ok.success(), "aria2c failed:\n{}", seeder.proc.log_text());
+    let ok = aria2c_download(&torrent_path, &out, 120);
+    assert!(ok, "aria2c failed:\n{}", seeder.proc.log_text());
     assert_eq!(sha256_hex(&std::fs::read(out.join(name)).unwrap()), sha);
     let done = api
         .wait_status(&id, "completed", Duration::from_secs(60))

@@ -25,12 +25,7 @@ struct Swarm {
 
 fn swarm(name: &str, files: &[(&str, u64)]) -> Swarm {
     init();
-    let mut dir = Some(tempfile::tempdir().unwrap());
-    let root = dir.as_ref().unwrap().path().to_owned();
-    if std::env::var_os("FERRY_TEST_KEEP").is_some() {
-        eprintln!("keeping {}", root.display());
-        let _ = dir.take().map(tempfile::TempDir::keep);
-    }
+    let (dir, root) = test_dir();
     let content = root.join("seed");
     let payload = Payload::create(&content, name, files);
     // The tracker's port must be known before the torrent is made, and the torrent's hash

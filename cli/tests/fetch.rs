@@ -17,16 +17,6 @@ use serde_json::{Value, json};
 
 const MIB: u64 = 1 << 20;
 
-fn keep_or_temp() -> (Option<tempfile::TempDir>, std::path::PathBuf) {
-    let mut dir = Some(tempfile::tempdir().unwrap());
-    let root = dir.as_ref().unwrap().path().to_owned();
-    if std::env::var_os("FERRY_TEST_KEEP").is_some() {
-        eprintln!("keeping {}", root.display());
-        let _ = dir.take().map(tempfile::TempDir::keep);
-    }
-    (dir, root)
-}
-
 fn loopback(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
@@ -37,7 +27,7 @@ async fn a_url_fetched_through_socks5_is_seeded_to_aria2c_and_qbittorrent() {
     if !require(&["microsocks", "opentracker", "aria2c", "qbittorrent-nox"]) {
         return;
     }
-    let (_keep, root) = keep_or_temp();
+    let (_keep, root) = test_dir();
     let name = "release-1.0.iso";
     let file = root.join("origin").join(name);
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();
@@ -45,22 +35,10 @@ async fn a_url_fetched_through_socks5_is_seeded_to_aria2c_and_qbittorrent() {
     let origin = Origin::start(&file, name).await;
     let (socks, _socks_proc) = microsocks(&root, "127.0.0.3");
 
-    // The tracker must know the torrent's hash before it starts: make the same torrent Ferry
-    // will make (same bytes, name, tracker, privacy, piece size) to learn it.
-    let tracker_port = free_port();
-    let announce = format!("http://127.0.0.1:{tracker_port}/announce");
-    let expected = ferry_torrent::Packager {
-        private: true,
-        trackers: vec![announce.clone()],
-        ..Default::default()
-    }
-    .create(&file, name)
-    .unwrap();
-    let expected = ferry_torrent::inspect(&expected).unwrap();
-    let tracker = Tracker::start_on(&root, tracker_port, &[&expected.info_hash.to_hex()]);
+    let (tracker, info_hash) = tracker_for_packaged(&root, &file, name);
 
     let (tripwire_addr, tripwire_hits) = tripwire("127.0.0.2").await;
-    let trackers = format!("[\"{announce}\"]");
+    let trackers = format!("[\"{}\"]", tracker.announce());
     let ferry = Ferry::start(
         &root.join("ferry"),
         &[
@@ -136,42 +114,23 @@ async fn a_url_fetched_through_socks5_is_seeded_to_aria2c_and_qbittorrent() {
     let torrent_bytes = r.bytes().await.unwrap().to_vec();
     let made = ferry_torrent::inspect(&torrent_bytes).unwrap();
     assert!(made.private, "the torrent is private");
-    assert_eq!(made.info_hash, expected.info_hash);
+    assert_eq!(made.info_hash.to_hex(), info_hash);
     let (_, magnet) = ferry.get_json(&format!("/jobs/{id}/magnet")).await;
     let magnet = magnet["magnet"].as_str().unwrap().to_owned();
     assert!(
-        magnet.contains(&expected.info_hash.to_hex()) && magnet.contains("tr="),
+        magnet.contains(&info_hash) && magnet.contains("tr="),
         "{magnet}"
     );
-    tracker.wait_for_seeders(&expected.info_hash.to_hex(), 1);
+    tracker.wait_for_seeders(&info_hash, 1);
 
     // aria2c downloads it from Ferry's .torrent.
     let torrent_path = root.join("ferry-made.torrent");
     std::fs::write(&torrent_path, &torrent_bytes).unwrap();
     let aria_dir = root.join("aria2-download");
-    let status = std::process::Command::new("timeout")
-        .arg("120")
-        .arg("aria2c")
-        .arg("--interface=127.0.0.1")
-        .arg(format!("--dir={}", aria_dir.display()))
-        .args([
-            "--enable-dht=false",
-            "--enable-dht6=false",
-            "--bt-enable-lpd=false",
-            "--enable-peer-exchange=false",
-        ])
-        .args([
-            "--seed-time=0",
-            "--disable-ipv6=true",
-            "--summary-interval=0",
-            "--console-log-level=warn",
-            "--file-allocation=none",
-        ])
-        .arg(format!("--listen-port={}", free_port()))
-        .arg(&torrent_path)
-        .status()
-        .unwrap();
-    assert!(status.success(), "aria2c failed");
+    assert!(
+        aria2c_download(&torrent_path, &aria_dir, 120),
+        "aria2c failed"
+    );
     assert_eq!(
         sha256_hex(&std::fs::read(aria_dir.join(name)).unwrap()),
         sha
@@ -190,7 +149,7 @@ async fn a_url_fetched_through_socks5_is_seeded_to_aria2c_and_qbittorrent() {
     let qbt = Qbt::start(&root).await;
     let qbt_dir = root.join("qbt-save");
     qbt.add_magnet(&magnet, &qbt_dir).await;
-    qbt.wait_complete(&expected.info_hash.to_hex(), Duration::from_secs(180))
+    qbt.wait_complete(&info_hash, Duration::from_secs(180))
         .await;
     assert_eq!(sha256_hex(&std::fs::read(qbt_dir.join(name)).unwrap()), sha);
 
@@ -226,7 +185,7 @@ async fn a_url_fetched_through_an_http_proxy() {
     if !require(&["tinyproxy"]) {
         return;
     }
-    let (_keep, root) = keep_or_temp();
+    let (_keep, root) = test_dir();
     let name = "data.bin";
     let file = root.join("origin").join(name);
     std::fs::create_dir_all(file.parent().unwrap()).unwrap();

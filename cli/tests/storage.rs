@@ -15,16 +15,6 @@ use serde_json::{Value, json};
 
 const MIB: u64 = 1 << 20;
 
-fn keep_or_temp() -> (Option<tempfile::TempDir>, std::path::PathBuf) {
-    let mut dir = Some(tempfile::tempdir().unwrap());
-    let root = dir.as_ref().unwrap().path().to_owned();
-    if std::env::var_os("FERRY_TEST_KEEP").is_some() {
-        eprintln!("keeping {}", root.display());
-        let _ = dir.take().map(tempfile::TempDir::keep);
-    }
-    (dir, root)
-}
-
 /// One payload seeded by aria2c behind opentracker.
 fn seeded(
     root: &std::path::Path,
@@ -61,7 +51,7 @@ async fn a_magnet_is_delivered_to_an_s3_bucket_and_read_back_independently() {
     if !require(&["opentracker", "aria2c", "mktorrent", "aws"]) {
         return;
     }
-    let (_keep, root) = keep_or_temp();
+    let (_keep, root) = test_dir();
     let Some(s3) = S3Server::start(&root) else {
         return;
     };
@@ -240,15 +230,14 @@ async fn killing_the_upload_worker_mid_multipart_upload_leaves_no_orphan() {
         return;
     }
     let Some(db) = FreshDb::create() else { return };
-    let (_keep, root) = keep_or_temp();
+    let (_keep, root) = test_dir();
     let Some(s3) = S3Server::start(&root) else {
         return;
     };
     s3.aws(&["s3", "mb", "s3://ferry-e2e"]);
     let (payload, torrent, _tracker, _seeder) =
         seeded(&root, "huge", &[("huge.bin", 96 * MIB + 17)]);
-    let redis =
-        std::env::var("FERRY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis = test_redis_url();
     let cluster = Cluster::new(
         &root,
         &db.url,
@@ -353,7 +342,7 @@ async fn a_magnet_is_delivered_to_a_google_drive_folder() {
     if !require(&["opentracker", "aria2c", "mktorrent"]) {
         return;
     }
-    let (_keep, root) = keep_or_temp();
+    let (_keep, root) = test_dir();
     let drive = ferry_gdrive::fake::FakeDrive::start("users-refresh-token").await;
     let (payload, torrent, tracker, _seeder) = seeded(
         &root,
@@ -430,12 +419,11 @@ async fn killing_the_upload_worker_mid_drive_upload_resumes_the_session() {
         return;
     }
     let Some(db) = FreshDb::create() else { return };
-    let (_keep, root) = keep_or_temp();
+    let (_keep, root) = test_dir();
     let drive = ferry_gdrive::fake::FakeDrive::start("users-refresh-token").await;
     let (payload, torrent, _tracker, _seeder) =
         seeded(&root, "long", &[("long.bin", 40 * MIB + 3)]);
-    let redis =
-        std::env::var("FERRY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis = test_redis_url();
     let env = drive_env(&drive);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let cluster = Cluster::new(&root, &db.url, &redis, &env);
@@ -504,7 +492,7 @@ async fn a_storage_that_goes_down_fails_the_job_clearly_after_retries() {
     if !require(&["opentracker", "aria2c", "mktorrent", "aws"]) {
         return;
     }
-    let (_keep, root) = keep_or_temp();
+    let (_keep, root) = test_dir();
     let Some(s3) = S3Server::start(&root) else {
         return;
     };

@@ -120,6 +120,12 @@ pub fn redis_cli(url: &str, args: &[&str]) -> String {
 }
 
 /// The distributed processes sharing one database, Redis prefix, staging and storage.
+/// The Redis the distributed tests use (`FERRY_TEST_REDIS_URL`, default the local one); each
+/// cluster takes a key prefix of its own.
+pub fn test_redis_url() -> String {
+    std::env::var("FERRY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
 pub struct Cluster {
     pub dir: PathBuf,
     pub db: String,

@@ -51,6 +51,44 @@ pub fn require(programs: &[&str]) -> bool {
     false
 }
 
+/// A scratch folder for one test, and its path. With `FERRY_TEST_KEEP` set it is kept (and
+/// printed) so the logs of every process in it can be read afterwards.
+pub fn test_dir() -> (Option<tempfile::TempDir>, PathBuf) {
+    let mut dir = Some(tempfile::tempdir().unwrap());
+    let root = dir.as_ref().unwrap().path().to_owned();
+    if std::env::var_os("FERRY_TEST_KEEP").is_some() {
+        eprintln!("keeping {}", root.display());
+        let _ = dir.take().map(tempfile::TempDir::keep);
+    }
+    (dir, root)
+}
+
+/// aria2c as an independent leecher: downloads `torrent` into `dir` (peers from its tracker,
+/// no DHT/PEX/LSD), exits once done. Whether it succeeded within `timeout_secs`.
+pub fn aria2c_download(torrent: &Path, dir: &Path, timeout_secs: u32) -> bool {
+    Command::new("timeout")
+        .arg(timeout_secs.to_string())
+        .arg("aria2c")
+        .arg("--interface=127.0.0.1")
+        .arg(format!("--dir={}", dir.display()))
+        .args([
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            "--seed-time=0",
+            "--disable-ipv6=true",
+            "--summary-interval=0",
+            "--console-log-level=warn",
+            "--file-allocation=none",
+        ])
+        .arg(format!("--listen-port={}", free_port()))
+        .arg(torrent)
+        .status()
+        .unwrap()
+        .success()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

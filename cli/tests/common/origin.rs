@@ -120,6 +120,23 @@ pub fn random_file(path: &Path, size: u64) -> String {
     hex::encode(sha2::Digest::finalize(hasher))
 }
 
+/// An opentracker for the private torrent Ferry will package of `file` (named `name`): the
+/// tracker must know a hash before it starts, so the test makes the same torrent Ferry will
+/// (same bytes, name, announce URL, private flag and piece size). Returns the tracker and the
+/// torrent's info hash (hex).
+pub fn tracker_for_packaged(root: &Path, file: &Path, name: &str) -> (Tracker, String) {
+    let port = free_port();
+    let torrent = ferry_torrent::Packager {
+        private: true,
+        trackers: vec![format!("http://127.0.0.1:{port}/announce")],
+        ..Default::default()
+    }
+    .create(file, name)
+    .unwrap();
+    let info_hash = ferry_torrent::inspect(&torrent).unwrap().info_hash.to_hex();
+    (Tracker::start_on(root, port, &[&info_hash]), info_hash)
+}
+
 /// A listener that only counts connections: a target no request may reach.
 pub async fn tripwire(ip: &str) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
