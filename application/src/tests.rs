@@ -736,30 +736,15 @@ async fn a_url_is_fetched_packaged_delivered_and_seeded() {
 #[tokio::test]
 async fn urls_are_checked_before_a_job_exists() {
     let w = world();
-    let r = w
-        .jobs
-        .submit(me(), Submission::Url("ftp://x/y".into()), None, None)
-        .await;
+    let submit = |url: &str| {
+        w.jobs
+            .submit(me(), Submission::Url(url.to_owned()), None, None)
+    };
+    let r = submit("ftp://x/y").await;
     assert!(matches!(r, Err(JobsError::InvalidUrl(_))));
-    let r = w
-        .jobs
-        .submit(
-            me(),
-            Submission::Url("http://internal.example/secret".into()),
-            None,
-            None,
-        )
-        .await;
+    let r = submit("http://internal.example/secret").await;
     assert!(matches!(r, Err(JobsError::UrlNotAllowed(_))));
-    let r = w
-        .jobs
-        .submit(
-            me(),
-            Submission::Url("http://files.example/missing".into()),
-            None,
-            None,
-        )
-        .await;
+    let r = submit("http://files.example/missing").await;
     assert!(matches!(r, Err(JobsError::UrlRefused(_))));
     assert!(
         w.f.repo

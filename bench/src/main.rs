@@ -240,7 +240,11 @@ async fn package(
             let hash = made.info_hash().as_string();
             // Not inspected: for a size that is an exact multiple of the piece length,
             // librqbit 9.1 writes one piece hash too many, which Ferry's checks refuse.
-            (made.as_bytes()?.to_vec(), hash, piece_length.unwrap_or_default())
+            (
+                made.as_bytes()?.to_vec(),
+                hash,
+                piece_length.unwrap_or_default(),
+            )
         }
         other => anyhow::bail!("unknown engine {other}: ferry or librqbit"),
     };

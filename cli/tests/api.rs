@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::bencode::{B, encode, s, torrent};
 use common::*;
+use ferry_torrent::testing::{B, encode, s, torrent};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -266,75 +266,67 @@ async fn hostile_torrents_are_refused_with_their_reason() {
         ),
         (
             "truncated",
-            torrent("t", &[(vec!["a"], 10)])[..40].to_vec(),
+            torrent("t", &[(&["a"], 10)])[..40].to_vec(),
             400,
             "invalid_torrent",
         ),
         (
             "dot-dot path",
-            torrent("t", &[(vec!["..", "..", "etc", "passwd"], 10)]),
+            torrent("t", &[(&["..", "..", "etc", "passwd"], 10)]),
             400,
             "invalid_torrent",
         ),
         (
             "separator in a name",
-            torrent("t", &[(vec!["a/../../b"], 10)]),
+            torrent("t", &[(&["a/../../b"], 10)]),
             400,
             "invalid_torrent",
         ),
         (
             "absolute name",
-            torrent("/etc", &[(vec!["passwd"], 10)]),
+            torrent("/etc", &[(&["passwd"], 10)]),
             422,
             "torrent_unsafe_path",
         ),
         (
             "device name",
-            torrent("t", &[(vec!["CON"], 10)]),
+            torrent("t", &[(&["CON"], 10)]),
             422,
             "torrent_unsafe_path",
         ),
         (
             "control character",
-            torrent("t", &[(vec!["bell\u{7}"], 10)]),
+            torrent("t", &[(&["bell\u{7}"], 10)]),
             422,
             "torrent_unsafe_path",
         ),
         (
             "drive letter",
-            torrent("t", &[(vec!["C:", "x"], 10)]),
+            torrent("t", &[(&["C:", "x"], 10)]),
             422,
             "torrent_unsafe_path",
         ),
         (
             "negative length",
-            torrent("t", &[(vec!["a"], -1)]),
+            torrent("t", &[(&["a"], -1)]),
             400,
             "invalid_torrent",
         ),
         (
             "overflowing lengths",
-            torrent("t", &[(vec!["a"], i64::MAX), (vec!["b"], i64::MAX)]),
+            torrent("t", &[(&["a"], i64::MAX), (&["b"], i64::MAX)]),
             400,
             "invalid_torrent",
         ),
         (
             "too many files",
-            torrent(
-                "t",
-                &[
-                    (vec!["a"], 1),
-                    (vec!["b"], 1),
-                    (vec!["c"], 1),
-                    (vec!["d"], 1),
-                ],
-            ),
+            torrent("t", &[(&["a"], 1), (&["b"], 1), (&["c"], 1), (&["d"], 1)]),
             422,
             "torrent_too_many_files",
         ),
         (
             "too large",
-            torrent("t", &[(vec!["a"], 2_000_000)]),
+            torrent("t", &[(&["a"], 2_000_000)]),
             422,
             "torrent_too_large",
         ),
@@ -361,7 +353,7 @@ async fn hostile_torrents_are_refused_with_their_reason() {
     .await;
 
     // A sound torrent with a bad selection.
-    let ok = torrent("fine", &[(vec!["a"], 10), (vec!["b"], 10)]);
+    let ok = torrent("fine", &[(&["a"], 10), (&["b"], 10)]);
     expect(
         upload(&f, "/jobs/torrent", ok.clone(), Some("0,7")).await,
         400,

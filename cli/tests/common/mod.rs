@@ -6,7 +6,6 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-pub mod bencode;
 pub mod cluster;
 pub mod origin;
 pub mod s3;

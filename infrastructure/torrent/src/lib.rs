@@ -6,6 +6,8 @@
 
 mod inspect;
 mod package;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use package::{Packager, piece_length_for};
 

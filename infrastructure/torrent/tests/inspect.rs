@@ -4,74 +4,7 @@
 
 use ferry_application::ports::EngineError;
 use ferry_torrent::inspect;
-
-/// A minimal bencode writer for building test torrents.
-enum B {
-    Int(i64),
-    Str(Vec<u8>),
-    List(Vec<B>),
-    Dict(Vec<(&'static str, B)>),
-}
-
-fn s(text: &str) -> B {
-    B::Str(text.as_bytes().to_vec())
-}
-
-fn encode(b: &B, out: &mut Vec<u8>) {
-    match b {
-        B::Int(i) => out.extend(format!("i{i}e").bytes()),
-        B::Str(bytes) => {
-            out.extend(format!("{}:", bytes.len()).bytes());
-            out.extend(bytes);
-        }
-        B::List(items) => {
-            out.push(b'l');
-            items.iter().for_each(|i| encode(i, out));
-            out.push(b'e');
-        }
-        B::Dict(entries) => {
-            out.push(b'd');
-            let mut sorted: Vec<_> = entries.iter().collect();
-            sorted.sort_by_key(|(k, _)| *k);
-            for (k, v) in sorted {
-                encode(&s(k), out);
-                encode(v, out);
-            }
-            out.push(b'e');
-        }
-    }
-}
-
-/// A multi-file torrent named `name` with `files` (path components, length).
-fn torrent(name: &str, files: &[(&[&str], i64)]) -> Vec<u8> {
-    let piece_length = 16384i64;
-    let total: i64 = files
-        .iter()
-        .fold(0i64, |acc, (_, l)| acc.saturating_add(*l));
-    let pieces = (total.saturating_add(piece_length - 1) / piece_length).clamp(1, 1000) as usize;
-    let file_list = files
-        .iter()
-        .map(|(path, len)| {
-            B::Dict(vec![
-                ("length", B::Int(*len)),
-                ("path", B::List(path.iter().map(|c| s(c)).collect())),
-            ])
-        })
-        .collect();
-    let info = B::Dict(vec![
-        ("name", s(name)),
-        ("piece length", B::Int(piece_length)),
-        ("pieces", B::Str(vec![7u8; 20 * pieces])),
-        ("files", B::List(file_list)),
-    ]);
-    let root = B::Dict(vec![
-        ("announce", s("http://127.0.0.1:6969/announce")),
-        ("info", info),
-    ]);
-    let mut out = Vec::new();
-    encode(&root, &mut out);
-    out
-}
+use ferry_torrent::testing::torrent;
 
 #[test]
 fn lists_files_under_the_torrent_name() {

@@ -1,4 +1,5 @@
-//! A tiny bencode writer for building hostile .torrent files.
+//! A tiny bencode writer for building .torrent files (well-formed or hostile) in tests.
+//! Compiled with the `testing` feature.
 
 pub enum B {
     Int(i64),
@@ -11,6 +12,7 @@ pub fn s(text: &str) -> B {
     B::Str(text.as_bytes().to_vec())
 }
 
+/// Bencodes `b` (dictionary keys sorted, as bencode requires).
 pub fn encode(b: &B) -> Vec<u8> {
     let mut out = Vec::new();
     write(b, &mut out);
@@ -42,12 +44,12 @@ fn write(b: &B, out: &mut Vec<u8>) {
     }
 }
 
-/// A multi-file torrent `name` with `files` (path components, length); valid piece hashes
-/// count but meaningless content.
-pub fn torrent(name: &str, files: &[(Vec<&str>, i64)]) -> Vec<u8> {
+/// A multi-file torrent `name` with `files` (path components, length): as many piece hashes
+/// as the size needs (up to 1000), with meaningless content.
+pub fn torrent(name: &str, files: &[(&[&str], i64)]) -> Vec<u8> {
     let piece_length = 16384i64;
     let total: i64 = files.iter().fold(0i64, |a, (_, l)| a.saturating_add(*l));
-    let pieces = (total.saturating_add(piece_length - 1) / piece_length).clamp(1, 500) as usize;
+    let pieces = (total.saturating_add(piece_length - 1) / piece_length).clamp(1, 1000) as usize;
     let list = files
         .iter()
         .map(|(path, len)| {
@@ -64,7 +66,7 @@ pub fn torrent(name: &str, files: &[(Vec<&str>, i64)]) -> Vec<u8> {
             B::Dict(vec![
                 ("name", s(name)),
                 ("piece length", B::Int(piece_length)),
-                ("pieces", B::Str(vec![1u8; 20 * pieces])),
+                ("pieces", B::Str(vec![7u8; 20 * pieces])),
                 ("files", B::List(list)),
             ]),
         ),
