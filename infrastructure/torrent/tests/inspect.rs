@@ -23,7 +23,7 @@ fn lists_files_under_the_torrent_name() {
     );
     assert_eq!(
         meta.trackers,
-        vec!["http://127.0.0.1:6969/announce".to_owned()]
+        vec!["http://127.0.0.1:1/announce".to_owned()]
     );
     assert_eq!(meta.info_hash.to_hex().len(), 40);
     assert_eq!(meta.metainfo, bytes);
