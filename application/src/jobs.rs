@@ -72,6 +72,7 @@ impl From<QueueError> for JobsError {
         match e {
             QueueError::Unavailable(m) => Self::Unavailable(m),
             QueueError::Unexpected(e) => Self::Unexpected(e),
+            lost @ QueueError::LeaseLost => Self::Unexpected(lost.into()),
         }
     }
 }

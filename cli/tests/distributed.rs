@@ -13,6 +13,8 @@ use common::*;
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
+const SIGSTOP: i32 = 19;
+const SIGCONT: i32 = 18;
 
 /// `count` torrents of about 3 MiB each, a tracker that knows them and one seeder.
 fn swarm(root: &std::path::Path, count: usize) -> (Vec<(Payload, Torrent)>, Tracker, Seeder) {
@@ -452,4 +454,112 @@ async fn a_url_job_is_fetched_packaged_delivered_and_seeded_by_three_workers() {
         "the seeding copy is freed"
     );
     assert_eq!(cluster.dead_letters(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_paused_past_its_lease_writes_nothing_after_another_finished_the_job() {
+    if !needs() {
+        return;
+    }
+    let Some(db) = FreshDb::create() else { return };
+    let (_keep, root) = test_dir();
+    let (swarm, _tracker, _seeder) = swarm(&root, 1);
+    let redis = test_redis_url();
+    // The first worker downloads slowly, so it is mid-download when it is paused.
+    let slow = Cluster::new(
+        &root,
+        &db.url,
+        &redis,
+        &[("FERRY_TORRENT__DOWNLOAD_LIMIT", "524288")],
+    );
+    slow.migrate();
+    let api = slow.api();
+    let uploader = slow.worker("upload");
+    let first = slow.worker("torrent");
+    let (status, job) = api.submit_torrent(&swarm[0].1.bytes, None).await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !first.proc.log_text().contains("download running") {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never started the job"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Paused past its lease (3 s): the queue hands the job to a second worker, which
+    // downloads it at full speed and has it delivered.
+    first.proc.signal(SIGSTOP);
+    let fast = Cluster {
+        env: slow
+            .env
+            .iter()
+            .filter(|(k, _)| k != "FERRY_TORRENT__DOWNLOAD_LIMIT")
+            .cloned()
+            .collect(),
+        ..slow
+    };
+    let second = fast.worker("torrent");
+    let done = api
+        .wait_status(&id, "completed", Duration::from_secs(90))
+        .await;
+    assert!(
+        second.proc.log_text().contains("download complete"),
+        "the second worker finished the download"
+    );
+    let events_key = fast.key(&format!("progress:{id}"));
+    let events = || {
+        redis_cli(&redis, &["XLEN", &events_key])
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let events_before = events();
+
+    // The first worker wakes up: it finds it lost the lease and stops without a write.
+    first.proc.signal(SIGCONT);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !first.proc.log_text().contains("lost the lease") {
+        if Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Long enough for a stage that kept running to publish progress (every 0.5 s) and to
+    // store a progress snapshot (every 3 s).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = api.job(&id).await;
+    assert_eq!(
+        (&after["status"], &after["progress"]),
+        (&done["status"], &done["progress"]),
+        "the job's progress changed after it was completed:\n{}",
+        first.proc.log_text()
+    );
+    assert_eq!(after, done, "the job changed after it was completed");
+    assert_eq!(
+        events(),
+        events_before,
+        "the paused worker published events for a job it no longer held:\n{}",
+        redis_cli(&redis, &["XREVRANGE", &events_key, "+", "-", "COUNT", "3"])
+    );
+    let log = first.proc.log_text();
+    assert!(log.contains("lost the lease"), "{log}");
+    assert!(!log.contains("download complete"), "{log}");
+    assert_eq!(fast.completions(&id), 1);
+    assert_eq!(
+        uploader.proc.log_text().matches("job delivered").count(),
+        1,
+        "delivered once"
+    );
+    assert_eq!(fast.unacknowledged("download"), 0);
+    assert_eq!(fast.unacknowledged("upload"), 0);
+    assert_eq!(fast.dead_letters(), 0);
+    // The first worker is alive and well after its stage ended.
+    let probe = reqwest::get(format!("http://127.0.0.1:{}/health", first.probe))
+        .await
+        .unwrap();
+    assert_eq!(probe.status().as_u16(), 200);
+    api.assert_files_match(&id, &swarm[0].0, None).await;
 }

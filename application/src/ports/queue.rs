@@ -46,6 +46,10 @@ pub struct Lease {
 pub enum QueueError {
     #[error("the queue is unavailable: {0}")]
     Unavailable(String),
+    /// The lease is no longer this worker's (it expired, the message was settled, or another
+    /// worker took it over): stop the stage without writing anything more for the job.
+    #[error("the lease on this message was lost")]
+    LeaseLost,
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -86,7 +90,9 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Keep holding the message while a long stage runs.
     ///
     /// # Errors
-    /// `Unavailable` when the queue cannot be reached.
+    /// `LeaseLost` when this worker no longer holds the message (its lease expired and
+    /// another worker may run the stage now, or it was settled); `Unavailable` when the
+    /// queue cannot be reached.
     async fn renew(&self, lease: &Lease) -> Result<(), QueueError>;
 
     /// Retries are exhausted: park the message where an operator can see it.

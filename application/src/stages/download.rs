@@ -68,6 +68,13 @@ impl StageHandler for DownloadStage {
         Stage::Download
     }
 
+    async fn abandon(&self, lease: &Lease) {
+        // The torrent keeps its data: the worker that owns the job now may be using it.
+        if let Err(e) = self.engine.stop(lease.job_id, false).await {
+            tracing::warn!(job_id = %lease.job_id, error = %e, "could not stop the abandoned torrent");
+        }
+    }
+
     async fn run(&self, lease: &Lease, shutdown: &CancellationToken) -> StageOutcome {
         // Re-read the job until it is in a status this stage acts on; every move the stage
         // makes is conditional, so a concurrent pause or cancel simply sends us round again.

@@ -40,7 +40,15 @@ pub trait StageHandler: Send + Sync + 'static {
 
     /// Runs the stage for `lease.job_id`. Must be idempotent: the same message can be
     /// delivered again after a crash. Returns `Released` soon after `shutdown` fires.
+    ///
+    /// The worker drops the run at any await point when its lease is lost (another worker
+    /// may run the stage by then), so that nothing more is written for the job; it then
+    /// calls [`abandon`](Self::abandon).
     async fn run(&self, lease: &Lease, shutdown: &CancellationToken) -> StageOutcome;
+
+    /// A run of this lease was dropped because the lease was lost: free what this process
+    /// still holds for the job (a torrent in the engine), writing nothing about the job.
+    async fn abandon(&self, _lease: &Lease) {}
 }
 
 /// Retries with exponential backoff: `base · 2^(attempt-1)`, capped at `max_delay`.

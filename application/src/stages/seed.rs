@@ -35,6 +35,13 @@ impl StageHandler for SeedStage {
         Stage::Seed
     }
 
+    async fn abandon(&self, lease: &Lease) {
+        // The torrent keeps its data: the worker that owns the job now may be using it.
+        if let Err(e) = self.engine.stop(lease.job_id, false).await {
+            tracing::warn!(job_id = %lease.job_id, error = %e, "could not stop the abandoned torrent");
+        }
+    }
+
     async fn run(&self, lease: &Lease, shutdown: &CancellationToken) -> StageOutcome {
         let job = match self.lifecycle.repo.get(lease.job_id).await {
             Ok(job) => job,

@@ -336,6 +336,10 @@ pub async fn job_queue_contract(queue: &dyn JobQueue) {
         !queue.holds(Stage::Download, a).await.unwrap(),
         "gone once acked"
     );
+    assert!(
+        matches!(queue.renew(&lease).await, Err(QueueError::LeaseLost)),
+        "a lease no longer held cannot be renewed"
+    );
     assert_eq!(
         queue.claim(Stage::Download, short).await.unwrap(),
         None,

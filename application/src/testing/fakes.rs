@@ -318,8 +318,12 @@ impl JobQueue for MemoryQueue {
         Ok(())
     }
 
-    async fn renew(&self, _lease: &Lease) -> Result<(), QueueError> {
-        Ok(())
+    async fn renew(&self, lease: &Lease) -> Result<(), QueueError> {
+        if lock(&self.state).leased.contains_key(&lease.receipt) {
+            Ok(())
+        } else {
+            Err(QueueError::LeaseLost)
+        }
     }
 
     async fn dead_letter(&self, lease: &Lease, reason: &str) -> Result<(), QueueError> {

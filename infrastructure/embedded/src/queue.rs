@@ -163,9 +163,13 @@ impl JobQueue for EmbeddedQueue {
         Ok(())
     }
 
-    async fn renew(&self, _lease: &Lease) -> Result<(), QueueError> {
-        // One process: a lease cannot expire under a live worker.
-        Ok(())
+    async fn renew(&self, lease: &Lease) -> Result<(), QueueError> {
+        // One process: a lease cannot expire under a live worker, only be settled.
+        if self.lock().leased.contains_key(&lease.receipt) {
+            Ok(())
+        } else {
+            Err(QueueError::LeaseLost)
+        }
     }
 
     async fn dead_letter(&self, lease: &Lease, reason: &str) -> Result<(), QueueError> {

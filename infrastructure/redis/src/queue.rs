@@ -4,12 +4,20 @@
 //!   lease (`XAUTOCLAIM`), else wait for a new one (`XREADGROUP … BLOCK`). A message is only
 //!   run while its job's stage lock is held, so one job never runs a stage twice at once; a
 //!   duplicate that finds the lock taken is put back with a short delay, never dropped.
+//! - The lock holds the claim's receipt, `{message id}|{consumer}|{claim number}`: unique per
+//!   claim, so a second consumer (or a second claim in the same process) that takes a message
+//!   over while its first claimer still holds the lock leaves it alone, and a claimer whose
+//!   lock expired learns so at its next renewal (`LeaseLost`) instead of running on.
 //! - ack / retry / release / dead-letter are one Lua script each way, so the message, the
-//!   lock and the job's message count always change together.
-//! - renew: `XCLAIM … JUSTID` resets the idle time, and the lock's expiry moves on.
+//!   lock and the job's message count always change together; a claimer that lost its lease
+//!   can settle nothing.
+//! - renew: only while the lock is still this claim's: the lock's expiry moves on and
+//!   `XCLAIM … JUSTID` resets the message's idle time (taking it back from a consumer that
+//!   took it over but found the lock held).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -47,11 +55,21 @@ return 1
 ";
 
 /// Settles a held message. KEYS: stream, lock, delayed, dead, jobs.
-/// ARGV: group, id, action, stage, job, attempt, due_ms, reason.
+/// ARGV: group, id, action, stage, job, attempt, due_ms, reason, consumer, receipt.
+/// Returns -1 (and changes nothing) when the message is not this claim's: its lock names
+/// another claim of it, or, with no lock of its own, another consumer holds it.
 const SETTLE: &str = r"
+local holder = redis.call('GET', KEYS[2])
+if holder == ARGV[10] then
+  redis.call('DEL', KEYS[2])
+elseif holder and string.sub(holder, 1, #ARGV[2] + 1) == ARGV[2] .. '|' then
+  return -1
+else
+  local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1, ARGV[9])
+  if type(pending) ~= 'table' or #pending == 0 then return -1 end
+end
 local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('DEL', KEYS[2]) end
 if acked == 0 then return 0 end
 local action = ARGV[3]
 if action == 'retry' then
@@ -67,29 +85,35 @@ end
 return 1
 ";
 
-/// Takes the job's stage lock for this message, or reports who holds it.
-/// KEYS: lock. ARGV: id, lease_ms. Returns 1 when held by this message now.
+/// Takes the job's stage lock for this claim, or reports who holds it.
+/// KEYS: lock. ARGV: receipt, lease_ms, id. Returns 1 when this claim holds it now, 2 when
+/// another claim of this same message still holds it (its claimer is alive but late), 0
+/// when another message of the job holds it (a duplicate).
 const LOCK: &str = r"
 local holder = redis.call('GET', KEYS[1])
 if holder == false or holder == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 1
 end
+if string.sub(holder, 1, #ARGV[3] + 1) == ARGV[3] .. '|' then return 2 end
 return 0
 ";
 
-/// Extends the lock if this message holds it. KEYS: lock. ARGV: id, lease_ms.
+/// Extends the lock and resets the message's idle time, if this claim still holds the lock.
+/// KEYS: lock, stream. ARGV: receipt, lease_ms, group, consumer, id. Returns 0 when lost.
 const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('XCLAIM', KEYS[2], ARGV[3], ARGV[4], 0, ARGV[5], 'JUSTID')
+return 1
 ";
 
 pub struct RedisQueue {
     redis: Redis,
     consumer: String,
     lease: Duration,
+    /// Numbers this process's claims, so each claim's receipt (and lock) is its own.
+    claims: AtomicU64,
     /// Connections for blocking reads, reused across claims.
     blocking: Mutex<Vec<MultiplexedConnection>>,
     /// Per stage: whether its group is known to exist, and when maintenance last ran.
@@ -109,6 +133,11 @@ fn queue_error(e: redis::RedisError) -> QueueError {
     }
 }
 
+/// The stream entry id a receipt names.
+fn message_id(receipt: &str) -> &str {
+    receipt.split('|').next().unwrap_or(receipt)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -123,6 +152,7 @@ impl RedisQueue {
             redis,
             consumer: consumer.into(),
             lease,
+            claims: AtomicU64::new(0),
             blocking: Mutex::new(Vec::new()),
             stages: Mutex::new(HashMap::new()),
             promote: Script::new(PROMOTE),
@@ -212,14 +242,16 @@ impl RedisQueue {
         Ok(())
     }
 
-    fn lease_of(stage: Stage, entry: &StreamId) -> Option<Lease> {
+    /// A lease for a claimed entry, with a receipt naming this claim.
+    fn lease_of(&self, stage: Stage, entry: &StreamId) -> Option<Lease> {
         let job: String = entry.get("job")?;
         let attempt: u32 = entry.get("attempt").unwrap_or(1);
+        let claim = self.claims.fetch_add(1, Ordering::Relaxed);
         Some(Lease {
             stage,
             job_id: job.parse().ok()?,
             attempt,
-            receipt: entry.id.clone(),
+            receipt: format!("{}|{}|{claim}", entry.id, self.consumer),
         })
     }
 
@@ -290,7 +322,7 @@ impl RedisQueue {
         reason: &str,
     ) -> Result<(), QueueError> {
         let mut c = self.conn();
-        let _: i64 = self
+        let settled: i64 = self
             .settle
             .key(self.stream(lease.stage))
             .key(self.lock_key(lease.stage, lease.job_id))
@@ -298,16 +330,21 @@ impl RedisQueue {
             .key(self.redis.key("q:dead"))
             .key(self.jobs_key(lease.stage))
             .arg(GROUP)
-            .arg(&lease.receipt)
+            .arg(message_id(&lease.receipt))
             .arg(action)
             .arg(lease.stage.as_str())
             .arg(lease.job_id.to_string())
             .arg(attempt)
             .arg(due_ms)
             .arg(reason)
+            .arg(&self.consumer)
+            .arg(&lease.receipt)
             .invoke_async(&mut c)
             .await
             .map_err(queue_error)?;
+        if settled < 0 {
+            return Err(QueueError::LeaseLost);
+        }
         Ok(())
     }
 
@@ -393,7 +430,7 @@ impl JobQueue for RedisQueue {
                 entry = self.read_new(stage, left.min(MAINTENANCE_EVERY)).await?;
             }
             if let Some(entry) = entry {
-                let Some(lease) = Self::lease_of(stage, &entry) else {
+                let Some(lease) = self.lease_of(stage, &entry) else {
                     // Not a message of ours: drop it rather than loop on it.
                     let broken = Lease {
                         stage,
@@ -410,16 +447,23 @@ impl JobQueue for RedisQueue {
                     .key(self.lock_key(stage, lease.job_id))
                     .arg(&lease.receipt)
                     .arg(self.lease.as_millis() as u64)
+                    .arg(&entry.id)
                     .invoke_async(&mut c)
                     .await
                     .map_err(queue_error)?;
-                if locked == 1 {
-                    return Ok(Some(lease));
+                match locked {
+                    1 => return Ok(Some(lease)),
+                    // Its first claimer still holds the lock: it is alive, only late to
+                    // renew, and takes the message back when it does. If it is dead, the
+                    // lock expires and the message is taken over after another lease.
+                    2 => {}
+                    // Another message runs this job's stage: try this one again later.
+                    _ => {
+                        let due = now_ms() + DUPLICATE_DELAY.as_millis() as u64;
+                        self.run_settle(&lease, "retry", lease.attempt, due, "")
+                            .await?;
+                    }
                 }
-                // Another worker runs this job's stage: try this message again later.
-                let due = now_ms() + DUPLICATE_DELAY.as_millis() as u64;
-                self.run_settle(&lease, "retry", lease.attempt, due, "")
-                    .await?;
             }
             if tokio::time::Instant::now() >= deadline {
                 return Ok(None);
@@ -444,25 +488,23 @@ impl JobQueue for RedisQueue {
 
     async fn renew(&self, lease: &Lease) -> Result<(), QueueError> {
         let mut c = self.conn();
-        let _: Value = redis::cmd("XCLAIM")
-            .arg(self.stream(lease.stage))
-            .arg(GROUP)
-            .arg(&self.consumer)
-            .arg(0)
-            .arg(&lease.receipt)
-            .arg("JUSTID")
-            .query_async(&mut c)
-            .await
-            .map_err(queue_error)?;
-        let _: i64 = self
+        let held: i64 = self
             .renew
             .key(self.lock_key(lease.stage, lease.job_id))
+            .key(self.stream(lease.stage))
             .arg(&lease.receipt)
             .arg(self.lease.as_millis() as u64)
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(message_id(&lease.receipt))
             .invoke_async(&mut c)
             .await
             .map_err(queue_error)?;
-        Ok(())
+        if held == 1 {
+            Ok(())
+        } else {
+            Err(QueueError::LeaseLost)
+        }
     }
 
     async fn dead_letter(&self, lease: &Lease, reason: &str) -> Result<(), QueueError> {

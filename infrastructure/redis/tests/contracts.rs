@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ferry_application::ports::{JobQueue, Stage};
+use ferry_application::ports::{JobQueue, Lease, QueueError, Stage};
 use ferry_application::testing::contracts::{job_queue_contract, progress_bus_contract};
 use ferry_domain::JobId;
 use ferry_redis::{Redis, RedisBus, RedisQueue};
@@ -22,6 +22,11 @@ async fn redis() -> Option<Redis> {
         }
         Err(e) => panic!("Redis at {url} is unreachable: {e:#}"),
     }
+}
+
+/// The stream entry a lease's receipt names (`{id}|{consumer}|{claim}`).
+fn message(lease: &Lease) -> &str {
+    lease.receipt.split('|').next().unwrap()
 }
 
 #[tokio::test]
@@ -74,15 +79,15 @@ async fn a_dead_workers_message_is_taken_over_after_the_lease() {
         .await
         .unwrap()
         .expect("taken over");
-    assert_eq!(
-        (taken.job_id, taken.receipt.clone()),
-        (job, held.receipt.clone())
-    );
+    assert_eq!(taken.job_id, job);
+    assert_eq!(message(&taken), message(&held), "the same message");
+    assert_ne!(taken.receipt, held.receipt, "a claim of its own");
     b.ack(&taken).await.unwrap();
     assert_eq!(b.unacknowledged(Stage::Download).await.unwrap(), 0);
     assert_eq!(b.pending_for(Stage::Download, job).await.unwrap(), 0);
     // a's late ack of a message it lost changes nothing.
-    a.ack(&held).await.unwrap();
+    assert!(matches!(a.ack(&held).await, Err(QueueError::LeaseLost)));
+    assert_eq!(b.pending_for(Stage::Download, job).await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -134,4 +139,74 @@ async fn dead_letters_are_counted() {
     assert_eq!(q.dead_letters().await.unwrap(), 1);
     assert_eq!(q.pending_for(Stage::Upload, job).await.unwrap(), 0);
     assert_eq!(q.unacknowledged(Stage::Upload).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_second_consumer_never_runs_a_message_whose_lock_another_holds() {
+    let Some(r) = redis().await else { return };
+    // b gives up on silent workers sooner than a's lock lasts, so b's takeover finds the
+    // job's lock still a's: the same message must not run twice at once.
+    let a = RedisQueue::new(r.clone(), "worker-a", Duration::from_secs(10));
+    let b = RedisQueue::new(r, "worker-b", Duration::from_millis(300));
+    let job = JobId::new();
+    a.enqueue(Stage::Download, job).await.unwrap();
+    let held = a
+        .claim(Stage::Download, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        b.claim(Stage::Download, Duration::from_millis(1200))
+            .await
+            .unwrap(),
+        None,
+        "a still holds the job's stage lock"
+    );
+    // a is alive: its renewal keeps the job, and its ack settles the one message.
+    a.renew(&held).await.unwrap();
+    a.ack(&held).await.unwrap();
+    assert_eq!(a.pending_for(Stage::Download, job).await.unwrap(), 0);
+    assert_eq!(a.unacknowledged(Stage::Download).await.unwrap(), 0);
+    assert_eq!(a.dead_letters().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_worker_that_lost_its_lease_can_neither_renew_nor_settle_it() {
+    let Some(r) = redis().await else { return };
+    let lease = Duration::from_millis(500);
+    let a = RedisQueue::new(r.clone(), "worker-a", lease);
+    let b = RedisQueue::new(r, "worker-b", lease);
+    let job = JobId::new();
+    a.enqueue(Stage::Upload, job).await.unwrap();
+    let held = a
+        .claim(Stage::Upload, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .unwrap();
+    // a is paused past its lease; b takes the message over.
+    tokio::time::sleep(lease + Duration::from_millis(200)).await;
+    let taken = b
+        .claim(Stage::Upload, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .expect("taken over");
+    assert_eq!(message(&taken), message(&held));
+    // a wakes up: its renewal says the lease is gone and does not take the message back.
+    assert!(
+        matches!(a.renew(&held).await, Err(QueueError::LeaseLost)),
+        "a must learn it lost the lease"
+    );
+    b.renew(&taken).await.unwrap();
+    // a's late settle neither acknowledges b's message nor frees b's lock.
+    assert!(matches!(a.ack(&held).await, Err(QueueError::LeaseLost)));
+    assert!(matches!(a.release(&held).await, Err(QueueError::LeaseLost)));
+    assert_eq!(b.unacknowledged(Stage::Upload).await.unwrap(), 1);
+    assert_eq!(b.pending_for(Stage::Upload, job).await.unwrap(), 1);
+    b.renew(&taken).await.unwrap();
+    b.ack(&taken).await.unwrap();
+    assert_eq!(b.pending_for(Stage::Upload, job).await.unwrap(), 0);
+    assert_eq!(b.unacknowledged(Stage::Upload).await.unwrap(), 0);
+    // Once settled, the lease is nobody's.
+    assert!(matches!(b.renew(&taken).await, Err(QueueError::LeaseLost)));
 }
