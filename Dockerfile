@@ -1,11 +1,13 @@
-# Ferry: every binary in one image (ferry, ferry-api, ferry-torrent-worker, ferry-upload-worker).
+# Ferry: every binary in one image (ferry, ferry-api, ferry-torrent-worker, ferry-fetch-worker,
+# ferry-upload-worker). cli/tests/deploy.rs checks that every [[bin]] of the ferry package and
+# every command docker-compose.yml runs is copied here.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p ferry \
  && mkdir /out \
  && cp target/release/ferry target/release/ferry-api target/release/ferry-torrent-worker \
-       target/release/ferry-upload-worker /out/
+       target/release/ferry-fetch-worker target/release/ferry-upload-worker /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \
