@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what Ferry's tests talk to: BitTorrent peers (opentracker, aria2c,
 # mktorrent, qbittorrent-nox), proxies (microsocks, tinyproxy), PostgreSQL and Redis. Idempotent; safe to run before every test run.
+# It changes no server's configuration on a developer's machine unless asked (see PostgreSQL).
 set -euo pipefail
 
 SUDO=""
@@ -21,26 +22,62 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
 
-# PostgreSQL on 127.0.0.1:5432 with trust auth for local tests.
-if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
-  version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1)
-  if [ -n "$version" ]; then
-    $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+# PostgreSQL: the tests create and drop databases of their own through
+# FERRY_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test, the local server).
+# When the tests cannot log in, this script changes the server's authentication only in CI
+# (CI=true) or when asked (FERRY_TEST_SETUP_POSTGRES=1); otherwise it says what to do, and the
+# PostgreSQL tests fail with the same words (they read them from $PG_HELP).
+TOOLS="$HOME/.cache/ferry-tools"
+PG_HELP="$TOOLS/postgres-setup-needed"
+mkdir -p "$TOOLS"
+rm -f "$PG_HELP"
+pg_help() {
+  { echo "PostgreSQL for the tests: $1"; shift; printf '%s\n' "$@"; } | tee "$PG_HELP" >&2
+}
+if [ -n "${FERRY_TEST_POSTGRES_URL:-}" ]; then
+  # The developer's own server and role: used as given, nothing is changed.
+  if ! err=$(psql "$FERRY_TEST_POSTGRES_URL" -Atc 'select 1' 2>&1 >/dev/null); then
+    pg_help "cannot connect to FERRY_TEST_POSTGRES_URL ($err)." \
+      "Fix the URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE, a role that may CREATE DATABASE)," \
+      "or unset it to use the local server on 127.0.0.1:5432."
   fi
-  for _ in $(seq 1 50); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 0.2; done
-fi
-if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
-  # A fresh cluster asks for a password over TCP; the tests use trust auth like CI.
-  if ! psql "postgres://postgres@127.0.0.1:5432/postgres" -Atc 'select 1' >/dev/null 2>&1; then
-    hba=$($SUDO -u postgres psql -Atc 'show hba_file' 2>/dev/null || runuser -u postgres -- psql -Atc 'show hba_file')
-    echo "test-deps: enabling trust auth for 127.0.0.1 in $hba"
-    $SUDO sed -i -E 's/^(host\s+all\s+all\s+127\.0\.0\.1\/32\s+)\S+/\1trust/' "$hba"
-    $SUDO pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main reload
-  fi
-  psql "postgres://postgres@127.0.0.1:5432/postgres" -Atc "select 1 from pg_database where datname='test'" | grep -q 1 \
-    || psql "postgres://postgres@127.0.0.1:5432/postgres" -c "create database test" >/dev/null
 else
-  echo "test-deps: PostgreSQL is not running on 127.0.0.1:5432" >&2
+  local_url="postgres://postgres@127.0.0.1:5432/postgres"
+  if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+    version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1)
+    if [ -n "$version" ]; then
+      $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    fi
+    for _ in $(seq 1 50); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 0.2; done
+  fi
+  if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+    pg_help "nothing answers on 127.0.0.1:5432." \
+      "Start your PostgreSQL server, or set FERRY_TEST_POSTGRES_URL to one you have."
+  elif ! psql "$local_url" -Atc 'select 1' >/dev/null 2>&1; then
+    # A fresh cluster asks for a password over TCP; the tests log in as postgres without one.
+    hba=$($SUDO -u postgres psql -Atc 'show hba_file' 2>/dev/null || runuser -u postgres -- psql -Atc 'show hba_file' 2>/dev/null || echo "pg_hba.conf")
+    if [ "${CI:-}" = "true" ] || [ "${FERRY_TEST_SETUP_POSTGRES:-}" = "1" ]; then
+      echo "test-deps: setting trust authentication for host connections from 127.0.0.1/32 in $hba, and reloading PostgreSQL"
+      $SUDO sed -i -E 's/^(host\s+all\s+all\s+127\.0\.0\.1\/32\s+)\S+/\1trust/' "$hba"
+      $SUDO pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main reload
+      psql "$local_url" -Atc 'select 1' >/dev/null 2>&1 \
+        || pg_help "still cannot log in to $local_url after setting trust in $hba."
+    else
+      pg_help "cannot log in to $local_url without a password." \
+        "Do one of these, once:" \
+        "  - point the tests at a database of yours (a role that may CREATE DATABASE; the tests" \
+        "    create and drop databases named ferry_*):" \
+        "      export FERRY_TEST_POSTGRES_URL=postgres://USER:PASSWORD@127.0.0.1:5432/postgres" \
+        "  - or let scripts/test-deps.sh allow local connections without a password: it sets" \
+        "    'trust' for 'host all all 127.0.0.1/32' in $hba (with sudo) and reloads PostgreSQL:" \
+        "      FERRY_TEST_SETUP_POSTGRES=1 scripts/test-deps.sh" \
+        "Until then the PostgreSQL tests fail with this message."
+    fi
+  fi
+  if [ ! -e "$PG_HELP" ]; then
+    psql "$local_url" -Atc "select 1 from pg_database where datname='test'" | grep -q 1 \
+      || psql "$local_url" -c "create database test" >/dev/null
+  fi
 fi
 
 # Redis on 127.0.0.1:6379, nothing kept on disk.
@@ -52,7 +89,6 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
 fi
 # An S3-compatible server that checks signatures (s3s-fs; 0.14.1 is the last for Rust 1.95),
 # built once into ~/.cache/ferry-tools.
-TOOLS="$HOME/.cache/ferry-tools"
 if [ ! -x "$TOOLS/bin/s3s-fs" ] && ! command -v s3s-fs >/dev/null; then
   echo "test-deps: building s3s-fs 0.14.1 (once, about 3 minutes)"
   cargo install s3s-fs --version 0.14.1 --features binary --locked --root "$TOOLS" -q

@@ -7,6 +7,13 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// What `scripts/test-deps.sh` said to do when the tests could not log in to PostgreSQL
+/// (it changes no server's authentication on a developer's machine unless asked).
+pub fn postgres_setup_needed() -> Option<String> {
+    let home = std::env::var_os("HOME")?;
+    std::fs::read_to_string(Path::new(&home).join(".cache/ferry-tools/postgres-setup-needed")).ok()
+}
+
 /// A fresh database on the PostgreSQL server the tests use; dropped on drop.
 pub struct FreshDb {
     pub url: String,
@@ -26,6 +33,9 @@ impl FreshDb {
             .map(|s| s.success())
             .unwrap_or(false);
         if !ok {
+            if let Some(help) = postgres_setup_needed() {
+                panic!("{help}");
+            }
             if std::env::var_os("CI").is_some() {
                 panic!("PostgreSQL at {base} is unavailable");
             }

@@ -23,6 +23,15 @@ async fn sqlite_passes_the_contract() {
     upload_sessions_contract(&SqlUploadSessions::new(db)).await;
 }
 
+/// What `scripts/test-deps.sh` said to do when it could not set PostgreSQL up for the tests.
+fn setup_needed() -> Option<String> {
+    let home = std::env::var_os("HOME")?;
+    std::fs::read_to_string(
+        std::path::Path::new(&home).join(".cache/ferry-tools/postgres-setup-needed"),
+    )
+    .ok()
+}
+
 /// A fresh PostgreSQL database for one test, dropped afterwards.
 struct FreshPostgres {
     admin: sea_orm::DatabaseConnection,
@@ -36,6 +45,8 @@ impl FreshPostgres {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
         let admin = match connect(&base).await {
             Ok(db) => db,
+            // scripts/test-deps.sh could not set PostgreSQL up and said what to do.
+            Err(_) if setup_needed().is_some() => panic!("{}", setup_needed().unwrap()),
             Err(e) if std::env::var_os("CI").is_none() => {
                 eprintln!("SKIPPED: PostgreSQL at {base} is unreachable ({e}); CI would fail here");
                 return None;
