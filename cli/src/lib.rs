@@ -3,14 +3,16 @@
 //!
 //! They live in one package so the end-to-end tests can start every binary.
 
+mod banner;
 pub mod processes;
 pub mod serve;
 mod token;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ferry_wiring::{Config, LogFormat};
+use ferry_wiring::Config;
 
 /// Loads the configuration, installs logging, metrics and the rustls provider, and runs
 /// `main` on a multi-threaded runtime.
@@ -31,7 +33,8 @@ where
     let loaded = Config::load(config_file.as_deref())?;
     let mut config = loaded.config;
     adjust(&mut config);
-    ferry_observability::init_logging(config.log.format == LogFormat::Json, &config.log.level)?;
+    let json = config.log.format.json(std::io::stdout().is_terminal());
+    ferry_observability::init_logging(json, &config.log.level)?;
     ferry_observability::init_metrics()?;
     for key in &loaded.unknown_keys {
         tracing::warn!(key, "unknown configuration key ignored");

@@ -35,7 +35,7 @@ pub async fn api(config: Config) -> anyhow::Result<()> {
         profiles: ports.storage_profiles(),
         bus: ports.bus.clone(),
         health: ports.health(),
-        api_token: Some(token),
+        api_token: Some(token.value.clone()),
         max_torrent_bytes: config.limits.max_torrent_file_bytes,
         seed_by_default: config.seed.default,
         seed_limits: ports.seed_policy(),
@@ -43,6 +43,7 @@ pub async fn api(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, "ferry-api is serving");
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(ferry_api::serve(acceptor, state, shutdown.clone()));
+    eprintln!("{}", crate::banner::ready("ferry-api", addr, &token));
     tokio::select! {
         () = stop_signal() => tracing::info!("stop requested"),
         r = server => {

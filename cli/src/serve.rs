@@ -33,7 +33,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let acceptor = poem::listener::TcpAcceptor::from_tokio(listener)?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), requeued, "ferry is serving");
-    eprintln!("Ferry listening on http://{addr} (API docs: http://{addr}/docs)");
 
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
@@ -42,7 +41,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         profiles: ports.storage_profiles(),
         bus: ports.bus.clone(),
         health: ports.health(),
-        api_token: Some(token),
+        api_token: Some(token.value.clone()),
         max_torrent_bytes: config.limits.max_torrent_file_bytes,
         seed_by_default: config.seed.default,
         seed_limits: ports.seed_policy(),
@@ -61,6 +60,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ));
     }
     tasks.close();
+    // The last thing start-up says: where Ferry is and how to talk to it.
+    eprintln!("{}", crate::banner::ready("Ferry", addr, &token));
 
     tokio::select! {
         () = stop_signal() => tracing::info!("stop requested; finishing or releasing jobs in hand"),

@@ -1,4 +1,4 @@
-//! Telemetry setup: structured logs on stdout (JSON by default, human-readable on request).
+//! Telemetry setup: logs on stdout (JSON for collectors, human-readable lines on a terminal).
 //!
 //! Every log line carries the span fields of where it happened (`job_id` in stages,
 //! the method and path in HTTP requests).

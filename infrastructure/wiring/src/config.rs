@@ -399,11 +399,27 @@ impl Default for WorkersConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// How log lines are written to stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// Human-readable when stdout is a terminal, JSON when it is a file, pipe or collector.
+    #[default]
+    Auto,
     Json,
     Pretty,
+}
+
+impl LogFormat {
+    /// Whether to write JSON, given whether stdout is a terminal; a format set explicitly
+    /// wins over the guess.
+    pub fn json(self, stdout_is_terminal: bool) -> bool {
+        match self {
+            Self::Auto => !stdout_is_terminal,
+            Self::Json => true,
+            Self::Pretty => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -411,14 +427,16 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter (`info`, `ferry=debug,librqbit=warn`); `RUST_LOG` overrides it.
+    /// The default keeps libraries (OpenTelemetry, librqbit, sea-orm, sqlx, hyper, …) to
+    /// warnings, and Ferry's own lines and the HTTP request log at `info`.
     pub level: String,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            format: LogFormat::Json,
-            level: "info,librqbit=warn,librqbit_dht=warn,sqlx=warn".to_owned(),
+            format: LogFormat::Auto,
+            level: "warn,ferry=info,poem::middleware::tracing_mw=info".to_owned(),
         }
     }
 }
@@ -568,6 +586,29 @@ fn walk(
 mod tests {
     #![allow(clippy::result_large_err)]
     use super::*;
+
+    #[test]
+    fn logs_are_for_humans_on_a_terminal_and_json_elsewhere_unless_set() {
+        assert_eq!(LogConfig::default().format, LogFormat::Auto);
+        assert!(
+            !LogFormat::Auto.json(true),
+            "a terminal gets readable lines"
+        );
+        assert!(LogFormat::Auto.json(false), "a pipe or file gets JSON");
+        assert!(LogFormat::Json.json(true), "json set explicitly wins");
+        assert!(!LogFormat::Pretty.json(false), "pretty set explicitly wins");
+        for (value, want) in [
+            ("auto", LogFormat::Auto),
+            ("json", LogFormat::Json),
+            ("pretty", LogFormat::Pretty),
+        ] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env("FERRY_LOG__FORMAT", value);
+                assert_eq!(Config::load(None).unwrap().config.log.format, want);
+                Ok(())
+            });
+        }
+    }
 
     #[test]
     fn nonsense_values_are_refused_with_the_key() {
