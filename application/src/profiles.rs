@@ -5,9 +5,13 @@ use std::sync::Arc;
 use ferry_domain::{Credentials, OwnerId, ProfileError, ProfileId, StorageBackend, StorageProfile};
 
 use crate::ports::{
-    Clock, ProfileRepository, RepoError, SealedProfile, SecretBox, StoreError, StoreResolver,
+    AddressError, AddressGuard, Clock, ProfileRepository, RepoError, SealedProfile, SecretBox,
+    StoreError, StoreResolver,
 };
 
+/// The strings of `PrivateEndpoint`, `Unreachable` and `AuthFailed` are details for the
+/// server log; their messages are fixed sentences, so a caller learns nothing about hosts
+/// and ports beyond "it did not work" (no port scanning through the API).
 #[derive(Debug, thiserror::Error)]
 pub enum ProfilesError {
     #[error(transparent)]
@@ -15,14 +19,14 @@ pub enum ProfilesError {
     #[error("the credentials do not match the storage kind")]
     CredentialsMismatch,
     #[error(
-        "the endpoint's host {0} is private or local; an operator must allow private endpoints"
+        "the endpoint is, or resolves to, a private or local address; an operator must allow private endpoints"
     )]
     PrivateEndpoint(String),
     #[error("storage profile not found")]
     NotFound,
-    #[error("the storage cannot be reached: {0}")]
+    #[error("the storage cannot be reached, or it does not answer like the storage it should be")]
     Unreachable(String),
-    #[error("the storage rejected the credentials: {0}")]
+    #[error("the storage rejected the credentials")]
     AuthFailed(String),
     #[error("a backend is unavailable: {0}")]
     Unavailable(String),
@@ -42,10 +46,21 @@ impl From<RepoError> for ProfilesError {
 
 impl From<StoreError> for ProfilesError {
     fn from(e: StoreError) -> Self {
+        // The details stay in the server log; the caller gets the variant's sentence.
         match e {
             StoreError::NotFound => Self::NotFound,
-            StoreError::Unreachable(m) => Self::Unreachable(m),
-            StoreError::AuthFailed(m) => Self::AuthFailed(m),
+            StoreError::Unreachable(m) => {
+                tracing::info!(error = %m, "storage check: unreachable");
+                Self::Unreachable(m)
+            }
+            StoreError::AuthFailed(m) => {
+                tracing::info!(error = %m, "storage check: credentials refused");
+                Self::AuthFailed(m)
+            }
+            StoreError::NotAllowed(m) => {
+                tracing::info!(error = %m, "storage check: address not allowed");
+                Self::PrivateEndpoint(m)
+            }
             StoreError::Unexpected(e) => Self::Unexpected(e),
         }
     }
@@ -56,21 +71,9 @@ pub struct StorageProfiles {
     pub secrets: Arc<dyn SecretBox>,
     pub resolver: Arc<dyn StoreResolver>,
     pub clock: Arc<dyn Clock>,
-    /// Whether endpoints on loopback, private or link-local hosts are accepted.
-    pub allow_private_endpoints: bool,
-}
-
-/// Hosts a user must not point the server at unless the operator allows it.
-fn private_host(url: &url::Url) -> Option<String> {
-    match url.host()? {
-        url::Host::Ipv4(v4) => {
-            ferry_domain::net::forbidden_reason(v4.into()).map(|_| v4.to_string())
-        }
-        url::Host::Ipv6(v6) => {
-            ferry_domain::net::forbidden_reason(v6.into()).map(|_| v6.to_string())
-        }
-        url::Host::Domain(d) => ferry_domain::net::local_name(d).then(|| d.to_owned()),
-    }
+    /// The storage policy (`storage.allow_private_endpoints`, `storage.allow`): the same one
+    /// the storage clients resolve names with.
+    pub endpoints: Arc<dyn AddressGuard>,
 }
 
 impl StorageProfiles {
@@ -89,11 +92,14 @@ impl StorageProfiles {
         if !credentials.matches(&backend) {
             return Err(ProfilesError::CredentialsMismatch);
         }
-        if let StorageBackend::S3 { endpoint, .. } = &backend
-            && !self.allow_private_endpoints
-            && let Some(host) = private_host(endpoint)
+        if let StorageBackend::S3 {
+            endpoint,
+            bucket,
+            path_style,
+            ..
+        } = &backend
         {
-            return Err(ProfilesError::PrivateEndpoint(host));
+            self.check_endpoint(endpoint, bucket, *path_style).await?;
         }
         let profile = StorageProfile::new(owner, name, backend, self.clock.now())?;
         let store = self.resolver.build(&profile, &credentials).await?;
@@ -107,6 +113,37 @@ impl StorageProfiles {
         self.profiles.insert(&sealed).await?;
         tracing::info!(profile_id = %profile.id, kind = profile.backend.kind(), "storage profile created");
         Ok(profile)
+    }
+
+    /// Refuses an endpoint whose host (or, with virtual-hosted addressing, `{bucket}.{host}`)
+    /// is or resolves to an internal address, before anything is sent to it. The clients
+    /// resolve through the same policy when they connect, so a name that changes its answer
+    /// later is refused then.
+    async fn check_endpoint(
+        &self,
+        endpoint: &url::Url,
+        bucket: &str,
+        path_style: bool,
+    ) -> Result<(), ProfilesError> {
+        let Some(host) = endpoint.host_str() else {
+            return Err(ProfileError::Endpoint.into());
+        };
+        let mut hosts = vec![host.to_owned()];
+        if !path_style && matches!(endpoint.host(), Some(url::Host::Domain(_))) {
+            hosts.push(format!("{bucket}.{host}"));
+        }
+        for host in hosts {
+            match self.endpoints.check_host(&host).await {
+                Ok(()) => {}
+                Err(AddressError::NotAllowed(why)) => {
+                    tracing::info!(reason = %why, "storage endpoint refused");
+                    return Err(ProfilesError::PrivateEndpoint(why));
+                }
+                // Not resolvable now: the connection test decides.
+                Err(AddressError::Unresolved(_)) => {}
+            }
+        }
+        Ok(())
     }
 
     /// # Errors
@@ -143,39 +180,5 @@ impl StorageProfiles {
         let store = self.resolver.store(owner, Some(id)).await?;
         store.check().await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::private_host;
-
-    #[test]
-    fn private_hosts_are_recognised() {
-        for h in [
-            "http://127.0.0.1:9000",
-            "http://10.1.2.3",
-            "http://[::1]",
-            "http://169.254.169.254",
-            "http://localhost:9000",
-            "http://192.168.0.1",
-            "http://[fd00::1]",
-            "http://100.64.0.1",
-        ] {
-            assert!(
-                private_host(&url::Url::parse(h).unwrap_or_else(|e| panic!("{e}"))).is_some(),
-                "{h}"
-            );
-        }
-        for h in [
-            "https://s3.amazonaws.com",
-            "http://8.8.8.8",
-            "https://[2001:db8::1]",
-        ] {
-            assert!(
-                private_host(&url::Url::parse(h).unwrap_or_else(|e| panic!("{e}"))).is_none(),
-                "{h}"
-            );
-        }
     }
 }

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod engine;
 pub mod fetch;
 pub mod jobs;
+pub mod net;
 pub mod profiles;
 pub mod progress;
 pub mod queue;
@@ -17,6 +18,7 @@ pub use clock::{Clock, SystemClock};
 pub use engine::{EngineError, EngineStats, TorrentEngine, TorrentInspector, TorrentSpec};
 pub use fetch::{FetchBody, FetchError, FetchInfo, Fetched, Fetcher, TorrentPackager};
 pub use jobs::{JobQuery, JobRepository, RepoError, Transition, Unfinished};
+pub use net::{AddressError, AddressGuard};
 pub use profiles::{
     ProfileRepository, SealedProfile, SecretBox, SecretError, StoreResolver, UploadSessions,
 };

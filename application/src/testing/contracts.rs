@@ -688,6 +688,36 @@ pub fn secret_box_contract(secrets: &dyn SecretBox) {
     assert!(secrets.open(&sealed[..sealed.len() / 2]).is_err());
 }
 
+/// `AddressGuard` with the default policy, where `internal.example` resolves to a private
+/// address and `public.example` to a public one: literal and resolved internal addresses are
+/// refused, public ones pass, and an unknown name is `Unresolved`, not refused.
+pub async fn address_guard_contract(guard: &dyn AddressGuard) {
+    for host in [
+        "127.0.0.1",
+        "169.254.169.254",
+        "10.1.2.3",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "internal.example",
+        "INTERNAL.example.",
+    ] {
+        assert!(
+            matches!(
+                guard.check_host(host).await,
+                Err(AddressError::NotAllowed(_))
+            ),
+            "{host} must be refused"
+        );
+    }
+    for host in ["8.8.8.8", "[2001:4860:4860::8888]", "public.example"] {
+        assert!(guard.check_host(host).await.is_ok(), "{host} must pass");
+    }
+    assert!(matches!(
+        guard.check_host("nowhere.invalid").await,
+        Err(AddressError::Unresolved(_))
+    ));
+}
+
 /// A torrent whose content is already staged, for the engine contract: `files` are the
 /// job-relative paths and contents the metainfo describes.
 pub struct EngineFixture {
@@ -831,6 +861,14 @@ mod tests {
     #[tokio::test]
     async fn memory_sessions_pass() {
         super::upload_sessions_contract(&MemorySessions::default()).await;
+    }
+
+    #[tokio::test]
+    async fn fake_address_guard_passes() {
+        let guard = FakeAddressGuard::default();
+        guard.map("internal.example", "192.168.1.5");
+        guard.map("public.example", "93.184.216.34");
+        super::address_guard_contract(&guard).await;
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub struct ProfileStores {
     pub sessions: Arc<dyn UploadSessions>,
     pub settings: StorageConfig,
     pub google: GoogleConfig,
+    /// What storage endpoints may resolve to (`storage.allow_private_endpoints`, `storage.allow`).
+    pub guard: Arc<ferry_net::NetGuard>,
 }
 
 #[async_trait]
@@ -78,7 +80,8 @@ impl StoreResolver for ProfileStores {
                     presign_ttl: self.settings.presign_ttl,
                 },
                 self.sessions.clone(),
-            ))),
+                self.guard.clone(),
+            )?)),
             (
                 StorageBackend::GoogleDrive { folder_id },
                 Credentials::GoogleDrive { refresh_token },
@@ -98,7 +101,8 @@ impl StoreResolver for ProfileStores {
                         chunk_size: g.chunk_size,
                     },
                     self.sessions.clone(),
-                )))
+                    self.guard.clone(),
+                )?))
             }
             _ => Err(StoreError::AuthFailed(
                 "the profile's credentials do not match its storage kind".to_owned(),
