@@ -1,4 +1,5 @@
-//! The storage-profile use cases: create (with sealed credentials), list, delete, test.
+//! The storage-profile use cases: create (with sealed credentials), list, delete, test; and
+//! re-sealing every profile's credentials under the current key (`ferry keys rotate`).
 
 use std::sync::Arc;
 
@@ -6,7 +7,7 @@ use ferry_domain::{Credentials, OwnerId, ProfileError, ProfileId, StorageBackend
 
 use crate::ports::{
     AddressError, AddressGuard, Clock, ProfileRepository, RepoError, SealedProfile, SecretBox,
-    StoreError, StoreResolver,
+    StoreError, StoreResolver, credentials_context,
 };
 
 /// The strings of `PrivateEndpoint`, `Unreachable` and `AuthFailed` are details for the
@@ -108,7 +109,7 @@ impl StorageProfiles {
             serde_json::to_vec(&credentials).map_err(|e| ProfilesError::Unexpected(e.into()))?;
         let sealed = SealedProfile {
             profile: profile.clone(),
-            credentials: self.secrets.seal(&plain),
+            credentials: self.secrets.seal(&plain, &credentials_context(&profile)),
         };
         self.profiles.insert(&sealed).await?;
         tracing::info!(profile_id = %profile.id, kind = profile.backend.kind(), "storage profile created");
@@ -180,5 +181,68 @@ impl StorageProfiles {
         let store = self.resolver.store(owner, Some(id)).await?;
         store.check().await?;
         Ok(())
+    }
+}
+
+/// What a re-sealing run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resealed {
+    /// Sealed again with the current key (and bound to their profile).
+    pub resealed: usize,
+    /// Already sealed with the current key.
+    pub current: usize,
+    /// Changed by someone else meanwhile; a next run picks them up.
+    pub skipped: usize,
+    /// Could not be opened with any configured key (a missing old key, or data that was
+    /// altered or copied from another profile).
+    pub failed: Vec<ProfileId>,
+}
+
+/// Re-seals every profile's credentials with the current key, so older keys can be removed.
+pub struct KeyRotation {
+    pub profiles: Arc<dyn ProfileRepository>,
+    pub secrets: Arc<dyn SecretBox>,
+}
+
+impl KeyRotation {
+    /// Opens each profile's credentials (with whichever configured key sealed them, in any
+    /// format the box reads) and seals them again with the current key, bound to the
+    /// profile. Idempotent; a profile that cannot be opened is reported, not touched.
+    ///
+    /// # Errors
+    /// `Unavailable` when the repository is.
+    pub async fn rotate(&self) -> Result<Resealed, ProfilesError> {
+        let mut report = Resealed::default();
+        for sealed in self.profiles.all_sealed().await? {
+            let id = sealed.profile.id;
+            if self.secrets.is_current(&sealed.credentials) {
+                report.current += 1;
+                continue;
+            }
+            let context = credentials_context(&sealed.profile);
+            let Ok(plain) = self.secrets.open(&sealed.credentials, &context) else {
+                tracing::warn!(profile_id = %id, "credentials cannot be opened with any configured key; left as they are");
+                report.failed.push(id);
+                continue;
+            };
+            let again = self.secrets.seal(&plain, &context);
+            if self
+                .profiles
+                .replace_credentials(id, &sealed.credentials, &again)
+                .await?
+            {
+                report.resealed += 1;
+            } else {
+                report.skipped += 1;
+            }
+        }
+        tracing::info!(
+            resealed = report.resealed,
+            current = report.current,
+            skipped = report.skipped,
+            failed = report.failed.len(),
+            "credentials re-sealed"
+        );
+        Ok(report)
     }
 }

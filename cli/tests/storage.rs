@@ -736,3 +736,94 @@ async fn a_multipart_delivery_to_moto_completes_the_first_time() {
         "the unreadable answer was noticed and checked"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_secret_key_reseals_every_profile_and_the_old_key_can_go() {
+    init();
+    if !require(&["aws"]) {
+        return;
+    }
+    let (_keep, root) = test_dir();
+    let Some(s3) = S3Server::start(&root) else {
+        return;
+    };
+    s3.aws(&["s3", "mb", "s3://ferry-e2e"]);
+    let old_key = "1111111111111111111111111111111111111111111111111111111111111111";
+    let new_key = "2222222222222222222222222222222222222222222222222222222222222222";
+    let data = root.join("ferry");
+    let private = ("FERRY_STORAGE__ALLOW_PRIVATE_ENDPOINTS", "true");
+    let ferry = Ferry::start(&data, &[private, ("FERRY_SECRET_KEY", old_key)]);
+    let mut ids = Vec::new();
+    for name in ["first", "second"] {
+        let mut body = s3_profile(&s3, SECRET);
+        body["name"] = json!(name);
+        let (status, profile) = ferry.post_json("/storage-profiles", body).await;
+        assert_eq!(status, 201, "{profile}");
+        ids.push(profile["id"].as_str().unwrap().to_owned());
+    }
+    drop(ferry);
+    let test_all = |ferry: Ferry, want: u16| {
+        let ids = ids.clone();
+        async move {
+            for id in &ids {
+                let (status, body) = ferry
+                    .post_json(&format!("/storage-profiles/{id}/test"), json!({}))
+                    .await;
+                assert_eq!(status, want, "{id}: {body}");
+            }
+        }
+    };
+
+    // The new key alone cannot open what the old one sealed.
+    test_all(
+        Ferry::start(&data, &[private, ("FERRY_SECRET_KEY", new_key)]),
+        422,
+    )
+    .await;
+    // With the old key kept as an old key, everything still opens.
+    let both = format!("[\"{old_key}\"]");
+    let rotate_env = [
+        ("FERRY_SECRET_KEY", new_key),
+        ("FERRY_OLD_SECRET_KEYS", both.as_str()),
+    ];
+    test_all(
+        Ferry::start(&data, &[private, rotate_env[0], rotate_env[1]]),
+        200,
+    )
+    .await;
+    let rotate = |env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(["keys", "rotate", "--data-dir"])
+            .arg(&data)
+            .env("FERRY_LOG__FORMAT", "pretty");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = rotate(&rotate_env);
+    assert!(ok, "{out}");
+    assert!(out.contains("re-sealed 2, already current 0"), "{out}");
+    let (ok, out) = rotate(&rotate_env);
+    assert!(
+        ok && out.contains("re-sealed 0, already current 2"),
+        "{out}"
+    );
+    // The old key is gone from the configuration: every profile still opens.
+    test_all(
+        Ferry::start(&data, &[private, ("FERRY_SECRET_KEY", new_key)]),
+        200,
+    )
+    .await;
+    // Without the key that sealed them, rotation reports the profiles and fails.
+    let (ok, out) = rotate(&[(
+        "FERRY_SECRET_KEY",
+        "3333333333333333333333333333333333333333333333333333333333333333",
+    )]);
+    assert!(!ok && out.contains("unreadable 2"), "{out}");
+}

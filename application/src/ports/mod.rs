@@ -21,6 +21,7 @@ pub use jobs::{JobQuery, JobRepository, RepoError, Transition, Unfinished};
 pub use net::{AddressError, AddressGuard};
 pub use profiles::{
     ProfileRepository, SealedProfile, SecretBox, SecretError, StoreResolver, UploadSessions,
+    credentials_context,
 };
 pub use progress::{BusError, EventId, EventKind, JobEvent, ProgressBus, PublishedEvent, Replay};
 pub use queue::{JobQueue, Lease, QueueError, Stage};

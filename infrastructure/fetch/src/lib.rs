@@ -204,8 +204,12 @@ impl Fetcher for HttpFetcher {
                     .as_url()
                     .join(location)
                     .map_err(|_| FetchError::Status(status.as_u16()))?;
-                hop = FetchUrl::parse(next.as_str())
-                    .map_err(|e| FetchError::NotAllowed(format!("redirect to {next}: {e}")))?;
+                hop = FetchUrl::parse(next.as_str()).map_err(|e| {
+                    FetchError::NotAllowed(format!(
+                        "redirect to {}: {e}",
+                        ferry_domain::net::loggable_url(next.as_str())
+                    ))
+                })?;
                 continue;
             }
             if status == StatusCode::RANGE_NOT_SATISFIABLE && offset > 0 {
@@ -241,7 +245,7 @@ impl Fetcher for HttpFetcher {
                 info: FetchInfo {
                     size,
                     mime,
-                    final_url: hop.to_string(),
+                    final_url: hop.for_log(),
                     resumed_from,
                 },
                 resp,

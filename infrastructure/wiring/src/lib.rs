@@ -165,8 +165,7 @@ async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
         Arc::new(ferry_database::SqlProfileRepository::new(db.clone()));
     let sessions: Arc<dyn UploadSessions> =
         Arc::new(ferry_database::SqlUploadSessions::new(db.clone()));
-    let secrets: Arc<dyn SecretBox> =
-        Arc::new(ferry_secrets::AesGcmBox::from_hex(secret_key).context("invalid secret_key")?);
+    let secrets: Arc<dyn SecretBox> = Arc::new(secret_box(config, secret_key)?);
     let storage_guard = Arc::new(storage_guard(config)?);
     let torrent_guard = Arc::new(ferry_net::NetGuard::new(
         torrent_policy(config)?,
@@ -219,6 +218,32 @@ pub fn fetch_settings(config: &Config) -> anyhow::Result<ferry_fetch::FetchSetti
         connect_timeout: c.connect_timeout,
         read_timeout: c.read_timeout,
         max_redirects: 10,
+    })
+}
+
+/// The box sealing stored credentials: `secret_key` seals, `old_secret_keys` still open.
+fn secret_box(config: &Config, secret_key: &str) -> anyhow::Result<ferry_secrets::AesGcmBox> {
+    let old: Vec<&str> = config.old_secret_keys.iter().map(Secret::expose).collect();
+    ferry_secrets::AesGcmBox::from_hex_keys(secret_key, &old).context("invalid secret_key")
+}
+
+/// A fresh random key for `secret_key`, as 64 hex digits.
+pub fn new_secret_key() -> String {
+    ferry_secrets::AesGcmBox::generate_hex()
+}
+
+/// Re-sealing every storage profile's credentials with the current `secret_key`
+/// (`ferry keys rotate`): the database and the keys, nothing else.
+///
+/// # Errors
+/// When the database cannot be reached or no secret key is configured or stored.
+pub async fn key_rotation(config: &Config) -> anyhow::Result<ferry_application::KeyRotation> {
+    let db = database(config).await?;
+    let secrets = secret_box(config, &secret_key(config, false)?)?;
+    tracing::info!(key_id = %secrets.key_id(), old_keys = config.old_secret_keys.len(), "sealing with the current key");
+    Ok(ferry_application::KeyRotation {
+        profiles: Arc::new(ferry_database::SqlProfileRepository::new(db)),
+        secrets: Arc::new(secrets),
     })
 }
 
