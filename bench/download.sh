@@ -62,7 +62,9 @@ run_aria2() {
 
 run_ferry() {
   local dir="$W/ferry-$1"; local port; port=$(free_port)
+  # The seeder and tracker run on loopback, which Ferry refuses unless allowed.
   FERRY_LOG__LEVEL=warn FERRY_TORRENT__DHT=false FERRY_TORRENT__LISTEN=127.0.0.1:0 \
+  FERRY_TORRENT__ALLOW='["127.0.0.0/8"]' \
     "$FERRY" serve --listen "127.0.0.1:$port" --data-dir "$dir" > "$dir.log" 2>&1 &
   local pid=$!
   for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$port/api/v1/health" >/dev/null && break; sleep 0.05; done

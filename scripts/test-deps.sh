@@ -100,4 +100,11 @@ if ! command -v aws >/dev/null; then
   python3 -m pip install -q awscli || $SUDO python3 -m pip install -q awscli
 fi
 
+# A second S3 implementation (moto, which answers some calls unlike S3) for the storage
+# contract and an end-to-end delivery.
+if ! command -v moto_server >/dev/null; then
+  echo "test-deps: installing moto (an S3 emulator)"
+  python3 -m pip install -q 'moto[server]' || $SUDO python3 -m pip install -q 'moto[server]'
+fi
+
 echo "test-deps: ready (peers: $(command -v opentracker aria2c mktorrent qbittorrent-nox microsocks tinyproxy | xargs -n1 basename | tr '\n' ' '))"

@@ -97,6 +97,10 @@ impl From<JobsError> for ApiError {
             JobsError::InvalidUrl(_) => Self::bad_request("invalid_url", message),
             JobsError::UrlNotAllowed(_) => Self::Unprocessable(body("url_not_allowed", message)),
             JobsError::UrlRefused(_) => Self::Unprocessable(body("url_unavailable", message)),
+            JobsError::TrackerNotAllowed { .. } => {
+                Self::Unprocessable(body("tracker_not_allowed", message))
+            }
+            JobsError::PeerNotAllowed(_) => Self::Unprocessable(body("peer_not_allowed", message)),
             JobsError::TorrentNotReady => Self::conflict("torrent_not_ready", message),
             JobsError::InvalidTorrent(_) => Self::bad_request("invalid_torrent", message),
             JobsError::InvalidSelection(_) => Self::bad_request("invalid_file_selection", message),

@@ -10,9 +10,12 @@ use ferry_domain::{
 
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{
-    EngineError, EventKind, JobQuery, JobQueue, ObjectLocation, ProfileRepository, QueueError,
-    RepoError, Stage, StoreError, StoreResolver, TorrentInspector,
+    AddressError, AddressGuard, EngineError, EventKind, JobQuery, JobQueue, ObjectLocation,
+    ProfileRepository, QueueError, RepoError, Stage, StoreError, StoreResolver, TorrentInspector,
 };
+
+/// Trackers checked at once when a submission names many.
+const TRACKER_CHECKS_AT_ONCE: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobsError {
@@ -24,6 +27,12 @@ pub enum JobsError {
     /// The server refused or the content breaks a limit (size, type).
     #[error("{0}")]
     UrlRefused(String),
+    /// A tracker is, or resolves to, an internal address (the reason is for the log).
+    #[error("tracker {host} is not allowed: it is, or resolves to, an internal address")]
+    TrackerNotAllowed { host: String, reason: String },
+    /// A peer given with the magnet (`x.pe`) is at an internal address.
+    #[error("peer {0} is not allowed: it is an internal address")]
+    PeerNotAllowed(std::net::SocketAddr),
     /// The job has no torrent yet (metadata unknown, or not packaged yet).
     #[error("the job's torrent is not known yet")]
     TorrentNotReady,
@@ -90,7 +99,9 @@ impl From<EngineError> for JobsError {
 impl From<StoreError> for JobsError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unreachable(m) | StoreError::AuthFailed(m) => Self::Unavailable(m),
+            StoreError::Unreachable(m) | StoreError::AuthFailed(m) | StoreError::NotAllowed(m) => {
+                Self::Unavailable(m)
+            }
             other => Self::Unexpected(other.into()),
         }
     }
@@ -138,6 +149,9 @@ pub struct Jobs {
     pub stores: Arc<dyn StoreResolver>,
     pub fetcher: Arc<dyn crate::ports::Fetcher>,
     pub limits: TorrentLimits,
+    /// Where trackers and peers may be (`torrent.allow`): the engine must not be made to
+    /// contact internal addresses on a user's behalf.
+    pub torrent_addresses: Arc<dyn AddressGuard>,
 }
 
 impl Jobs {
@@ -196,11 +210,16 @@ impl Jobs {
         let job = match submission {
             Submission::Magnet(text) => {
                 let magnet = MagnetLink::parse(&text)?;
+                self.check_peers(magnet.peers()).await?;
+                self.check_trackers(magnet.trackers().iter().map(url::Url::as_str))
+                    .await?;
                 Job::from_magnet(owner, magnet, selection, now)
             }
             Submission::Torrent(bytes) => {
                 let meta = self.analyze(&bytes)?;
                 selection.validate(&meta.files)?;
+                self.check_trackers(meta.trackers.iter().map(String::as_str))
+                    .await?;
                 Job::from_torrent(owner, meta, selection, now)
             }
             Submission::Url(text) => {
@@ -237,6 +256,56 @@ impl Jobs {
         Ok(job)
     }
 
+    /// Refuses a tracker that is, or resolves to, an internal address. A name that does not
+    /// resolve now is accepted (trackers come and go); text that is not a URL is skipped,
+    /// as the engine skips it.
+    async fn check_trackers<'a>(
+        &self,
+        trackers: impl Iterator<Item = &'a str>,
+    ) -> Result<(), JobsError> {
+        use futures::StreamExt;
+        let mut hosts: Vec<String> = trackers
+            .filter_map(|t| url::Url::parse(t).ok())
+            .filter_map(|u| u.host_str().map(str::to_owned))
+            .collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        let mut checks = futures::stream::iter(hosts)
+            .map(|host| async move {
+                let outcome = self.torrent_addresses.check_host(&host).await;
+                (host, outcome)
+            })
+            .buffer_unordered(TRACKER_CHECKS_AT_ONCE);
+        while let Some((host, outcome)) = checks.next().await {
+            match outcome {
+                Ok(()) => {}
+                Err(AddressError::NotAllowed(reason)) => {
+                    tracing::info!(tracker = %host, reason = %reason, "tracker refused");
+                    return Err(JobsError::TrackerNotAllowed { host, reason });
+                }
+                Err(AddressError::Unresolved(why)) => {
+                    tracing::debug!(tracker = %host, reason = %why, "tracker not resolvable now; accepted");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses `x.pe` peers at internal addresses (the engine would connect to them first).
+    async fn check_peers(&self, peers: &[std::net::SocketAddr]) -> Result<(), JobsError> {
+        for peer in peers {
+            if let Err(AddressError::NotAllowed(reason)) = self
+                .torrent_addresses
+                .check_host(&peer.ip().to_string())
+                .await
+            {
+                tracing::info!(peer = %peer, reason = %reason, "peer refused");
+                return Err(JobsError::PeerNotAllowed(*peer));
+            }
+        }
+        Ok(())
+    }
+
     /// Asks the server for the URL's headers before accepting it, so an internal address, a
     /// redirect to one, an error status or a content beyond the limits is refused at once.
     /// A server that cannot be reached now is not a reason to refuse: the job retries.
@@ -246,7 +315,7 @@ impl Jobs {
             Ok(_) => Ok(()),
             Err(FetchError::NotAllowed(m)) => Err(JobsError::UrlNotAllowed(m)),
             Err(e) if e.is_transient() => {
-                tracing::info!(url = %url, error = %e, "URL not reachable now; accepting the job anyway");
+                tracing::info!(url = %url.for_log(), error = %e, "URL not reachable now; accepting the job anyway");
                 Ok(())
             }
             Err(e) => Err(JobsError::UrlRefused(e.to_string())),

@@ -18,7 +18,7 @@ pub mod testing;
 pub use health::{ComponentHealth, HealthCheck};
 pub use jobs::{FileDownload, Jobs, JobsError, Submission, SubmitOptions};
 pub use lifecycle::Lifecycle;
-pub use profiles::{ProfilesError, StorageProfiles};
+pub use profiles::{KeyRotation, ProfilesError, Resealed, StorageProfiles};
 pub use recovery::Recovery;
 pub use stages::{RetryPolicy, StageHandler, StageOutcome, StageRunner};
 

@@ -1,13 +1,18 @@
-//! The storage-profile use cases: create (with sealed credentials), list, delete, test.
+//! The storage-profile use cases: create (with sealed credentials), list, delete, test; and
+//! re-sealing every profile's credentials under the current key (`ferry keys rotate`).
 
 use std::sync::Arc;
 
 use ferry_domain::{Credentials, OwnerId, ProfileError, ProfileId, StorageBackend, StorageProfile};
 
 use crate::ports::{
-    Clock, ProfileRepository, RepoError, SealedProfile, SecretBox, StoreError, StoreResolver,
+    AddressError, AddressGuard, Clock, ProfileRepository, RepoError, SealedProfile, SecretBox,
+    StoreError, StoreResolver, credentials_context,
 };
 
+/// The strings of `PrivateEndpoint`, `Unreachable` and `AuthFailed` are details for the
+/// server log; their messages are fixed sentences, so a caller learns nothing about hosts
+/// and ports beyond "it did not work" (no port scanning through the API).
 #[derive(Debug, thiserror::Error)]
 pub enum ProfilesError {
     #[error(transparent)]
@@ -15,14 +20,14 @@ pub enum ProfilesError {
     #[error("the credentials do not match the storage kind")]
     CredentialsMismatch,
     #[error(
-        "the endpoint's host {0} is private or local; an operator must allow private endpoints"
+        "the endpoint is, or resolves to, a private or local address; an operator must allow private endpoints"
     )]
     PrivateEndpoint(String),
     #[error("storage profile not found")]
     NotFound,
-    #[error("the storage cannot be reached: {0}")]
+    #[error("the storage cannot be reached, or it does not answer like the storage it should be")]
     Unreachable(String),
-    #[error("the storage rejected the credentials: {0}")]
+    #[error("the storage rejected the credentials")]
     AuthFailed(String),
     #[error("a backend is unavailable: {0}")]
     Unavailable(String),
@@ -42,10 +47,21 @@ impl From<RepoError> for ProfilesError {
 
 impl From<StoreError> for ProfilesError {
     fn from(e: StoreError) -> Self {
+        // The details stay in the server log; the caller gets the variant's sentence.
         match e {
             StoreError::NotFound => Self::NotFound,
-            StoreError::Unreachable(m) => Self::Unreachable(m),
-            StoreError::AuthFailed(m) => Self::AuthFailed(m),
+            StoreError::Unreachable(m) => {
+                tracing::info!(error = %m, "storage check: unreachable");
+                Self::Unreachable(m)
+            }
+            StoreError::AuthFailed(m) => {
+                tracing::info!(error = %m, "storage check: credentials refused");
+                Self::AuthFailed(m)
+            }
+            StoreError::NotAllowed(m) => {
+                tracing::info!(error = %m, "storage check: address not allowed");
+                Self::PrivateEndpoint(m)
+            }
             StoreError::Unexpected(e) => Self::Unexpected(e),
         }
     }
@@ -56,21 +72,9 @@ pub struct StorageProfiles {
     pub secrets: Arc<dyn SecretBox>,
     pub resolver: Arc<dyn StoreResolver>,
     pub clock: Arc<dyn Clock>,
-    /// Whether endpoints on loopback, private or link-local hosts are accepted.
-    pub allow_private_endpoints: bool,
-}
-
-/// Hosts a user must not point the server at unless the operator allows it.
-fn private_host(url: &url::Url) -> Option<String> {
-    match url.host()? {
-        url::Host::Ipv4(v4) => {
-            ferry_domain::net::forbidden_reason(v4.into()).map(|_| v4.to_string())
-        }
-        url::Host::Ipv6(v6) => {
-            ferry_domain::net::forbidden_reason(v6.into()).map(|_| v6.to_string())
-        }
-        url::Host::Domain(d) => ferry_domain::net::local_name(d).then(|| d.to_owned()),
-    }
+    /// The storage policy (`storage.allow_private_endpoints`, `storage.allow`): the same one
+    /// the storage clients resolve names with.
+    pub endpoints: Arc<dyn AddressGuard>,
 }
 
 impl StorageProfiles {
@@ -89,11 +93,14 @@ impl StorageProfiles {
         if !credentials.matches(&backend) {
             return Err(ProfilesError::CredentialsMismatch);
         }
-        if let StorageBackend::S3 { endpoint, .. } = &backend
-            && !self.allow_private_endpoints
-            && let Some(host) = private_host(endpoint)
+        if let StorageBackend::S3 {
+            endpoint,
+            bucket,
+            path_style,
+            ..
+        } = &backend
         {
-            return Err(ProfilesError::PrivateEndpoint(host));
+            self.check_endpoint(endpoint, bucket, *path_style).await?;
         }
         let profile = StorageProfile::new(owner, name, backend, self.clock.now())?;
         let store = self.resolver.build(&profile, &credentials).await?;
@@ -102,11 +109,42 @@ impl StorageProfiles {
             serde_json::to_vec(&credentials).map_err(|e| ProfilesError::Unexpected(e.into()))?;
         let sealed = SealedProfile {
             profile: profile.clone(),
-            credentials: self.secrets.seal(&plain),
+            credentials: self.secrets.seal(&plain, &credentials_context(&profile)),
         };
         self.profiles.insert(&sealed).await?;
         tracing::info!(profile_id = %profile.id, kind = profile.backend.kind(), "storage profile created");
         Ok(profile)
+    }
+
+    /// Refuses an endpoint whose host (or, with virtual-hosted addressing, `{bucket}.{host}`)
+    /// is or resolves to an internal address, before anything is sent to it. The clients
+    /// resolve through the same policy when they connect, so a name that changes its answer
+    /// later is refused then.
+    async fn check_endpoint(
+        &self,
+        endpoint: &url::Url,
+        bucket: &str,
+        path_style: bool,
+    ) -> Result<(), ProfilesError> {
+        let Some(host) = endpoint.host_str() else {
+            return Err(ProfileError::Endpoint.into());
+        };
+        let mut hosts = vec![host.to_owned()];
+        if !path_style && matches!(endpoint.host(), Some(url::Host::Domain(_))) {
+            hosts.push(format!("{bucket}.{host}"));
+        }
+        for host in hosts {
+            match self.endpoints.check_host(&host).await {
+                Ok(()) => {}
+                Err(AddressError::NotAllowed(why)) => {
+                    tracing::info!(reason = %why, "storage endpoint refused");
+                    return Err(ProfilesError::PrivateEndpoint(why));
+                }
+                // Not resolvable now: the connection test decides.
+                Err(AddressError::Unresolved(_)) => {}
+            }
+        }
+        Ok(())
     }
 
     /// # Errors
@@ -146,36 +184,65 @@ impl StorageProfiles {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::private_host;
+/// What a re-sealing run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resealed {
+    /// Sealed again with the current key (and bound to their profile).
+    pub resealed: usize,
+    /// Already sealed with the current key.
+    pub current: usize,
+    /// Changed by someone else meanwhile; a next run picks them up.
+    pub skipped: usize,
+    /// Could not be opened with any configured key (a missing old key, or data that was
+    /// altered or copied from another profile).
+    pub failed: Vec<ProfileId>,
+}
 
-    #[test]
-    fn private_hosts_are_recognised() {
-        for h in [
-            "http://127.0.0.1:9000",
-            "http://10.1.2.3",
-            "http://[::1]",
-            "http://169.254.169.254",
-            "http://localhost:9000",
-            "http://192.168.0.1",
-            "http://[fd00::1]",
-            "http://100.64.0.1",
-        ] {
-            assert!(
-                private_host(&url::Url::parse(h).unwrap_or_else(|e| panic!("{e}"))).is_some(),
-                "{h}"
-            );
+/// Re-seals every profile's credentials with the current key, so older keys can be removed.
+pub struct KeyRotation {
+    pub profiles: Arc<dyn ProfileRepository>,
+    pub secrets: Arc<dyn SecretBox>,
+}
+
+impl KeyRotation {
+    /// Opens each profile's credentials (with whichever configured key sealed them, in any
+    /// format the box reads) and seals them again with the current key, bound to the
+    /// profile. Idempotent; a profile that cannot be opened is reported, not touched.
+    ///
+    /// # Errors
+    /// `Unavailable` when the repository is.
+    pub async fn rotate(&self) -> Result<Resealed, ProfilesError> {
+        let mut report = Resealed::default();
+        for sealed in self.profiles.all_sealed().await? {
+            let id = sealed.profile.id;
+            if self.secrets.is_current(&sealed.credentials) {
+                report.current += 1;
+                continue;
+            }
+            let context = credentials_context(&sealed.profile);
+            let Ok(plain) = self.secrets.open(&sealed.credentials, &context) else {
+                tracing::warn!(profile_id = %id, "credentials cannot be opened with any configured key; left as they are");
+                report.failed.push(id);
+                continue;
+            };
+            let again = self.secrets.seal(&plain, &context);
+            if self
+                .profiles
+                .replace_credentials(id, &sealed.credentials, &again)
+                .await?
+            {
+                report.resealed += 1;
+            } else {
+                report.skipped += 1;
+            }
         }
-        for h in [
-            "https://s3.amazonaws.com",
-            "http://8.8.8.8",
-            "https://[2001:db8::1]",
-        ] {
-            assert!(
-                private_host(&url::Url::parse(h).unwrap_or_else(|e| panic!("{e}"))).is_none(),
-                "{h}"
-            );
-        }
+        tracing::info!(
+            resealed = report.resealed,
+            current = report.current,
+            skipped = report.skipped,
+            failed = report.failed.len(),
+            "credentials re-sealed"
+        );
+        Ok(report)
     }
 }

@@ -38,6 +38,7 @@ fn world_with_limits(limits: TorrentLimits) -> World {
         stores: f.resolver.clone(),
         fetcher: f.fetcher.clone(),
         limits,
+        torrent_addresses: f.addresses.clone(),
     };
     let download = DownloadStage {
         lifecycle: f.lifecycle(),
@@ -570,17 +571,34 @@ async fn a_job_with_a_storage_profile_is_delivered_there_with_digests() {
         secrets: Arc::new(crate::testing::PlainBox),
         resolver: w.f.resolver.clone(),
         clock: w.f.clock.clone(),
-        allow_private_endpoints: false,
+        endpoints: {
+            let guard = crate::testing::FakeAddressGuard::default();
+            guard.map("s3.example", "93.184.216.34");
+            guard.map("bucket.s3.example", "10.0.0.9");
+            guard.map("s3.internal.example", "10.0.0.9");
+            Arc::new(guard)
+        },
     };
     let creds = Credentials::S3 {
         access_key_id: "AK".into(),
         secret_access_key: "SK".into(),
     };
-    let private = StorageBackend::s3("http://127.0.0.1:9000", "r", "bucket", None, true).unwrap();
-    assert!(matches!(
-        profiles.create(me(), "local", private, creds.clone()).await,
-        Err(crate::ProfilesError::PrivateEndpoint(_))
-    ));
+    // Literal internal addresses, names resolving to one, and a virtual-hosted bucket name
+    // resolving to one are all refused.
+    for (endpoint, path_style) in [
+        ("http://127.0.0.1:9000", true),
+        ("http://s3.internal.example", true),
+        ("https://s3.example", false),
+    ] {
+        let private = StorageBackend::s3(endpoint, "r", "bucket", None, path_style).unwrap();
+        assert!(
+            matches!(
+                profiles.create(me(), "local", private, creds.clone()).await,
+                Err(crate::ProfilesError::PrivateEndpoint(_))
+            ),
+            "{endpoint}"
+        );
+    }
     let drive = StorageBackend::google_drive("folder1").unwrap();
     assert!(matches!(
         profiles
@@ -797,4 +815,71 @@ async fn a_seeding_job_can_be_cancelled_and_its_data_goes() {
     };
     assert_eq!(runner, StageOutcome::Done);
     assert!(!seed_dir.exists(), "seeding data freed");
+}
+
+#[tokio::test]
+async fn internal_trackers_and_peers_are_refused_at_submission() {
+    let w = world();
+    w.f.addresses.map("tracker.public.example", "93.184.216.34");
+    w.f.addresses.map("metadata.example", "169.254.169.254");
+    let hash = InfoHash::from_bytes([40; 20]).to_hex();
+    let magnet = |extra: &str| Submission::Magnet(format!("magnet:?xt=urn:btih:{hash}{extra}"));
+    for tracker in [
+        "http%3A%2F%2F169.254.169.254%2Flatest%2Fmeta-data",
+        "udp%3A%2F%2F10.0.0.1%3A6969",
+        "http%3A%2F%2F%5B%3A%3Affff%3A192.168.1.1%5D%2Fannounce",
+        "https%3A%2F%2Fmetadata.example%2Fannounce%3Fpasskey%3Dsecret",
+    ] {
+        let r = w
+            .jobs
+            .submit(
+                me(),
+                magnet(&format!(
+                    "&tr=http%3A%2F%2Ftracker.public.example%2Fa&tr={tracker}"
+                )),
+                None,
+                None,
+            )
+            .await;
+        match r {
+            Err(e @ JobsError::TrackerNotAllowed { .. }) => {
+                assert!(!e.to_string().contains("secret"), "{e}");
+            }
+            other => panic!("{tracker}: {other:?}"),
+        }
+    }
+    let r = w
+        .jobs
+        .submit(me(), magnet("&x.pe=10.1.2.3:6379"), None, None)
+        .await;
+    assert!(matches!(r, Err(JobsError::PeerNotAllowed(_))), "{r:?}");
+    // A .torrent's announce list is checked the same way.
+    let mut meta = sample_metadata(41, &[1]);
+    meta.trackers = vec![
+        "http://tracker.public.example/a".into(),
+        "udp://[fd00::1]:6969".into(),
+    ];
+    w.f.engine.register(meta.clone());
+    let r = w
+        .jobs
+        .submit(me(), Submission::Torrent(meta.metainfo.clone()), None, None)
+        .await;
+    assert!(
+        matches!(r, Err(JobsError::TrackerNotAllowed { .. })),
+        "{r:?}"
+    );
+    assert!(
+        w.f.queue.waiting(Stage::Download).is_empty(),
+        "nothing queued"
+    );
+    // Public trackers, unresolvable names and loopback (allowed here) pass.
+    w.jobs
+        .submit(
+            me(),
+            magnet("&tr=http%3A%2F%2Ftracker.public.example%2Fa&tr=udp%3A%2F%2Fgone.example%3A1&x.pe=127.0.0.1:6881"),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
 }

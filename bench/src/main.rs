@@ -164,7 +164,9 @@ async fn upload(
             presign_ttl: Duration::from_secs(60),
         },
         Arc::new(ferry_application::testing::MemorySessions::default()),
-    );
+        // The benchmark's S3 server is the operator's own, on loopback.
+        Arc::new(ferry_net::NetGuard::allow_all()),
+    )?;
     let size = std::fs::metadata(file)?.len();
     let key = ferry_domain::StorageKey::parse("ferry/upload.bin")?;
     let started = Instant::now();

@@ -667,3 +667,68 @@ async fn storage_profiles_refuse_bad_input_and_private_endpoints() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn internal_trackers_and_peers_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = ferry(
+        &dir,
+        &[(
+            "FERRY_HOSTS",
+            "{\"tracker.internal.example\" = \"10.9.8.7\"}",
+        )],
+    );
+    let magnet =
+        |extra: &str| json!({"source": {"magnet": format!("magnet:?xt=urn:btih:{HASH}{extra}")}});
+    for (extra, code) in [
+        (
+            "&tr=http%3A%2F%2F169.254.169.254%2Flatest%2Fmeta-data%2F",
+            "tracker_not_allowed",
+        ),
+        ("&tr=udp%3A%2F%2F10.0.0.1%3A6969", "tracker_not_allowed"),
+        (
+            "&tr=http%3A%2F%2Ftracker.internal.example%2Fannounce%3Fpasskey%3Dp4ss",
+            "tracker_not_allowed",
+        ),
+        (
+            "&tr=http%3A%2F%2F%5Bfd00%3A%3A1%5D%2Fa",
+            "tracker_not_allowed",
+        ),
+        ("&x.pe=169.254.169.254:80", "peer_not_allowed"),
+        ("&x.pe=%5B%3A%3Affff%3A10.0.0.1%5D:6379", "peer_not_allowed"),
+    ] {
+        let r = f
+            .req(Method::POST, "/jobs")
+            .json(&magnet(extra))
+            .send()
+            .await
+            .unwrap();
+        let body = expect(r, 422, code).await;
+        assert!(!body.to_string().contains("p4ss"), "{body}");
+    }
+    // A .torrent whose announce list names an internal tracker.
+    let meta = encode(&B::Dict(vec![
+        ("announce", s("http://tracker.example.org/announce")),
+        (
+            "announce-list",
+            B::List(vec![B::List(vec![s("http://169.254.169.254/announce")])]),
+        ),
+        (
+            "info",
+            B::Dict(vec![
+                ("name", s("x.bin")),
+                ("piece length", B::Int(16384)),
+                ("pieces", B::Str(vec![1u8; 20])),
+                ("length", B::Int(10)),
+            ]),
+        ),
+    ]));
+    expect(
+        upload(&f, "/jobs/torrent", meta, None).await,
+        422,
+        "tracker_not_allowed",
+    )
+    .await;
+    let (_, jobs) = f.get_json("/jobs").await;
+    assert_eq!(jobs["items"].as_array().map(Vec::len), Some(0), "{jobs}");
+}

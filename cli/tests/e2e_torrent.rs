@@ -419,3 +419,153 @@ async fn restarting_mid_download_loses_nothing() {
     assert_eq!(job["attempts"], 0);
     ferry.assert_files_match(&id, &s.payload, None).await;
 }
+
+/// A TCP listener that only counts connections (a stand-in for Redis, a metadata service).
+fn tripwire(
+    ip: &str,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    let listener = std::net::TcpListener::bind((ip, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    (addr, seen)
+}
+
+/// An HTTP tracker that answers every announce with one peer, `peer`; counts announces.
+fn lying_tracker(
+    peer: std::net::SocketAddr,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/announce", listener.local_addr().unwrap());
+    let std::net::SocketAddr::V4(v4) = peer else {
+        panic!("an IPv4 peer")
+    };
+    let mut compact = v4.ip().octets().to_vec();
+    compact.extend(v4.port().to_be_bytes());
+    let mut body = b"d8:intervali5e5:peers6:".to_vec();
+    body.extend(&compact);
+    body.push(b'e');
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            if stream.read(&mut buf).unwrap_or(0) == 0 {
+                continue;
+            }
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    (url, seen)
+}
+
+/// A .torrent (one 1000-byte file) announcing to `tracker`.
+fn tiny_torrent(name: &str, tracker: &str) -> Vec<u8> {
+    use ferry_torrent::testing::{B, encode, s};
+    encode(&B::Dict(vec![
+        ("announce", s(tracker)),
+        (
+            "info",
+            B::Dict(vec![
+                ("name", s(name)),
+                ("piece length", B::Int(16384)),
+                ("pieces", B::Str(vec![7u8; 20])),
+                ("length", B::Int(1000)),
+            ]),
+        ),
+    ]))
+}
+
+fn random_hash() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 20];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_at_internal_addresses_are_never_contacted() {
+    init();
+    let (_keep, root) = test_dir();
+    // The tracker is allowed (the operator's own, 127.0.0.1), the peer it hands out is not:
+    // a "Redis" on another loopback address.
+    let (wire, touched) = tripwire("127.0.0.2");
+    let (tracker, announces) = lying_tracker(wire);
+    let ferry = Ferry::start(
+        &root.join("ferry"),
+        &[("FERRY_TORRENT__ALLOW", "[\"127.0.0.1/32\"]")],
+    );
+
+    let (status, body) = ferry
+        .post_json(
+            "/jobs",
+            serde_json::json!({"source": {"magnet": format!("magnet:?xt=urn:btih:{}&x.pe={wire}", random_hash())}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("peer_not_allowed")),
+        "{body}"
+    );
+    // A magnet resolving through the tracker, and a .torrent announcing to it.
+    let magnet = format!("magnet:?xt=urn:btih:{}&tr={tracker}", random_hash());
+    let job = ferry.submit_magnet(&magnet).await;
+    assert_eq!(job["status"], "queued");
+    let (status, body) = ferry
+        .submit_torrent(&tiny_torrent("tripwire.bin", &tracker), None)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while announces.load(std::sync::atomic::Ordering::SeqCst) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the engine never asked the tracker:\n{}",
+            ferry.proc.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The engine has had the peer for a while: it never connected.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        touched.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the engine connected to an internal peer"
+    );
+    drop(ferry);
+
+    // Control: where the operator allows the range, the same peer is contacted (so the
+    // tripwire does see the engine when it comes).
+    let open = Ferry::start(&root.join("open"), &[]);
+    open.submit_magnet(&format!(
+        "magnet:?xt=urn:btih:{}&tr={tracker}",
+        random_hash()
+    ))
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while touched.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "an allowed peer was never contacted:\n{}",
+            open.proc.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -228,7 +228,7 @@ async fn a_url_fetched_through_an_http_proxy() {
     let (status, again) = ferry
         .post_json(
             "/jobs",
-            json!({"source": {"url": format!("http://{}/{name}?mirror=2", origin.addr)}}),
+            json!({"source": {"url": format!("http://{}/{name}?mirror=2&X-Amz-Signature=QUERY-SECRET-1", origin.addr)}}),
         )
         .await;
     assert_eq!(status, 201, "{again}");
@@ -269,4 +269,28 @@ async fn a_url_fetched_through_an_http_proxy() {
         .wait_status(&seed_id, "cancelled", Duration::from_secs(30))
         .await;
     wait_gone(&seed_dir).await;
+
+    // A refused redirect: the submitted URL's query (a token) is in no answer and no log.
+    let (status, body) = ferry
+        .post_json(
+            "/jobs",
+            json!({"source": {"url": format!("http://{}/redirect?to=http://169.254.169.254/latest&token=QUERY-SECRET-2", origin.addr)}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("url_not_allowed"))
+    );
+    assert!(!body.to_string().contains("QUERY-SECRET"), "{body}");
+    // Logs name URLs without their query strings (signed links, tokens).
+    let log = ferry.proc.log_text();
+    assert!(log.contains("/data.bin"), "the fetch is logged");
+    assert!(
+        !log.contains("QUERY-SECRET"),
+        "a query string reached the log:\n{}",
+        log.lines()
+            .filter(|l| l.contains("QUERY-SECRET"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

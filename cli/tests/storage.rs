@@ -333,6 +333,8 @@ fn drive_env(drive: &ferry_gdrive::fake::FakeDrive) -> Vec<(String, String)> {
         ),
         ("FERRY_GOOGLE__CHUNK_SIZE".into(), "262144".into()),
         ("FERRY_WORKERS__PROGRESS_INTERVAL".into(), "50ms".into()),
+        // The fake Drive runs on loopback, which storage clients refuse unless allowed.
+        ("FERRY_STORAGE__ALLOW".into(), "[\"127.0.0.1/32\"]".into()),
     ]
 }
 
@@ -535,4 +537,293 @@ async fn a_storage_that_goes_down_fails_the_job_clearly_after_retries() {
         (status, body["code"].as_str()),
         (409, Some("job_not_finished"))
     );
+}
+
+/// A loopback TCP service that is not S3: answers every connection with `reply` and closes.
+/// Returns its port and how many connections it saw.
+fn not_s3(reply: &'static [u8]) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(reply);
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_endpoints_are_judged_after_dns_and_errors_do_not_scan_ports() {
+    init();
+    if !require(&["aws"]) {
+        return;
+    }
+    let (_keep, root) = test_dir();
+    let Some(s3) = S3Server::start(&root) else {
+        return;
+    };
+    s3.aws(&["s3", "mb", "s3://ferry-e2e"]);
+    let profile = |endpoint: &str, path_style: bool| {
+        json!({"name": "p", "s3": {"endpoint": endpoint, "region": "us-east-1",
+               "bucket": "ferry-e2e", "path_style": path_style,
+               "access_key_id": ACCESS, "secret_access_key": SECRET}})
+    };
+
+    // Private endpoints not allowed: names are judged by what they resolve to.
+    let ferry = Ferry::start(
+        &root.join("closed"),
+        &[(
+            "FERRY_HOSTS",
+            "{\"s3.ferry-test.example\" = \"127.0.0.1\", \"pub.ferry-test.example\" = \"192.0.2.10\", \"ferry-e2e.pub.ferry-test.example\" = \"127.0.0.1\"}",
+        )],
+    );
+    let port = s3.port;
+    let mut endpoints = vec![(format!("http://s3.ferry-test.example:{port}"), true)];
+    // The machine's own name usually resolves to a loopback or private address: the real
+    // resolver is judged too, not only the operator's mappings.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let own = tokio::net::lookup_host((host.as_str(), 0))
+        .await
+        .map(|a| a.map(|a| a.ip()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    if !host.is_empty() && !own.is_empty() && own.iter().all(|ip| ip.is_loopback()) {
+        endpoints.push((format!("http://{host}:{port}"), true));
+    } else {
+        eprintln!("the host name {host:?} does not resolve to loopback ({own:?}); not tried");
+    }
+    // Virtual-hosted style: the endpoint's name is public, `{bucket}.{name}` is not.
+    endpoints.push((format!("http://pub.ferry-test.example:{port}"), false));
+    for (endpoint, path_style) in endpoints {
+        let (status, body) = ferry
+            .post_json("/storage-profiles", profile(&endpoint, path_style))
+            .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (422, Some("storage_endpoint_not_allowed")),
+            "{endpoint} (path style {path_style}): {body}"
+        );
+    }
+    let (_, listed) = ferry.get_json("/storage-profiles").await;
+    assert_eq!(listed, json!([]), "no profile reaches the internal S3");
+    drop(ferry);
+
+    // Private endpoints allowed (as here, on loopback): a closed port and ports that answer
+    // something other than S3 look the same to the caller, with the details in the log.
+    let ferry = Ferry::start(
+        &root.join("open"),
+        &[("FERRY_STORAGE__ALLOW_PRIVATE_ENDPOINTS", "true")],
+    );
+    let closed = free_port();
+    let (web, web_seen) = not_s3(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 17\r\nConnection: close\r\n\r\n<html>hi</html>\r\n",
+    );
+    let (banner, banner_seen) = not_s3(b"-ERR unknown command 'HEAD'\r\n");
+    let (forbidden, _) =
+        not_s3(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    let mut answers = Vec::new();
+    for port in [closed, web, banner, forbidden] {
+        let (status, body) = ferry
+            .post_json(
+                "/storage-profiles",
+                profile(&format!("http://127.0.0.1:{port}"), true),
+            )
+            .await;
+        answers.push((port, status, body));
+    }
+    assert!(web_seen.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert!(banner_seen.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    let (_, status, first) = &answers[0];
+    assert_eq!(
+        (*status, first["code"].as_str()),
+        (502, Some("storage_unreachable")),
+        "{first}"
+    );
+    for (port, status, body) in &answers {
+        assert_eq!(
+            (*status, body),
+            (502, first),
+            "port {port} answers like a closed port"
+        );
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            !message.contains(&port.to_string()) && !message.contains("127.0.0.1"),
+            "{message}"
+        );
+    }
+    let log = ferry.proc.log_text();
+    assert!(
+        log.contains(&closed.to_string()) || log.to_lowercase().contains("connection refused"),
+        "the details are in the server log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_delivery_to_moto_completes_the_first_time() {
+    init();
+    if !require(&["opentracker", "aria2c", "mktorrent", "aws"]) {
+        return;
+    }
+    let (_keep, root) = test_dir();
+    let Some(moto) = S3Server::start_moto(&root) else {
+        return;
+    };
+    moto.aws(&["s3", "mb", "s3://ferry-e2e"]);
+    let (payload, torrent, tracker, _seeder) = seeded(
+        &root,
+        "emulated",
+        &[("big.bin", 13 * MIB + 5), ("small.txt", 2000)],
+    );
+    let ferry = Ferry::start(
+        &root.join("ferry"),
+        &[
+            ("FERRY_STORAGE__ALLOW_PRIVATE_ENDPOINTS", "true"),
+            ("FERRY_STORAGE__PART_SIZE", "5242880"),
+        ],
+    );
+    let (status, profile) = ferry
+        .post_json("/storage-profiles", s3_profile(&moto, SECRET))
+        .await;
+    assert_eq!(status, 201, "{profile}");
+    let pid = profile["id"].as_str().unwrap().to_owned();
+    let (status, job) = ferry
+        .post_json("/jobs", json!({"source": {"magnet": torrent.magnet(&tracker.announce())}, "storage_profile": pid}))
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    // moto answers CompleteMultipartUpload with a root element the SDK cannot read; the
+    // object is complete all the same, and the job must see that rather than start over.
+    let done = ferry
+        .wait_status(&id, "completed", Duration::from_secs(180))
+        .await;
+    assert_eq!(
+        done["attempts"], 0,
+        "delivered on the first attempt: {done}"
+    );
+    let (_, files) = ferry.get_json(&format!("/jobs/{id}/files")).await;
+    for f in files.as_array().unwrap() {
+        let path = f["path"].as_str().unwrap();
+        let (_, want_sha, size) = payload.files.iter().find(|p| p.0 == path).unwrap();
+        assert_eq!(f["sha256"].as_str(), Some(want_sha.as_str()), "{path}");
+        let bytes = moto.aws(&[
+            "s3",
+            "cp",
+            &format!("s3://ferry-e2e/incoming/local/{id}/{path}"),
+            "-",
+        ]);
+        assert_eq!(bytes.len() as u64, *size, "{path}");
+        assert_eq!(sha256_hex(&bytes), *want_sha, "{path}");
+    }
+    let uploads =
+        String::from_utf8(moto.aws(&["s3api", "list-multipart-uploads", "--bucket", "ferry-e2e"]))
+            .unwrap();
+    assert!(
+        !uploads.contains("UploadId"),
+        "no unfinished upload: {uploads}"
+    );
+    assert!(
+        ferry.proc.log_text().contains("the object is complete"),
+        "the unreadable answer was noticed and checked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_secret_key_reseals_every_profile_and_the_old_key_can_go() {
+    init();
+    if !require(&["aws"]) {
+        return;
+    }
+    let (_keep, root) = test_dir();
+    let Some(s3) = S3Server::start(&root) else {
+        return;
+    };
+    s3.aws(&["s3", "mb", "s3://ferry-e2e"]);
+    let old_key = "1111111111111111111111111111111111111111111111111111111111111111";
+    let new_key = "2222222222222222222222222222222222222222222222222222222222222222";
+    let data = root.join("ferry");
+    let private = ("FERRY_STORAGE__ALLOW_PRIVATE_ENDPOINTS", "true");
+    let ferry = Ferry::start(&data, &[private, ("FERRY_SECRET_KEY", old_key)]);
+    let mut ids = Vec::new();
+    for name in ["first", "second"] {
+        let mut body = s3_profile(&s3, SECRET);
+        body["name"] = json!(name);
+        let (status, profile) = ferry.post_json("/storage-profiles", body).await;
+        assert_eq!(status, 201, "{profile}");
+        ids.push(profile["id"].as_str().unwrap().to_owned());
+    }
+    drop(ferry);
+    let test_all = |ferry: Ferry, want: u16| {
+        let ids = ids.clone();
+        async move {
+            for id in &ids {
+                let (status, body) = ferry
+                    .post_json(&format!("/storage-profiles/{id}/test"), json!({}))
+                    .await;
+                assert_eq!(status, want, "{id}: {body}");
+            }
+        }
+    };
+
+    // The new key alone cannot open what the old one sealed.
+    test_all(
+        Ferry::start(&data, &[private, ("FERRY_SECRET_KEY", new_key)]),
+        422,
+    )
+    .await;
+    // With the old key kept as an old key, everything still opens.
+    let both = format!("[\"{old_key}\"]");
+    let rotate_env = [
+        ("FERRY_SECRET_KEY", new_key),
+        ("FERRY_OLD_SECRET_KEYS", both.as_str()),
+    ];
+    test_all(
+        Ferry::start(&data, &[private, rotate_env[0], rotate_env[1]]),
+        200,
+    )
+    .await;
+    let rotate = |env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(["keys", "rotate", "--data-dir"])
+            .arg(&data)
+            .env("FERRY_LOG__FORMAT", "pretty");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = rotate(&rotate_env);
+    assert!(ok, "{out}");
+    assert!(out.contains("re-sealed 2, already current 0"), "{out}");
+    let (ok, out) = rotate(&rotate_env);
+    assert!(
+        ok && out.contains("re-sealed 0, already current 2"),
+        "{out}"
+    );
+    // The old key is gone from the configuration: every profile still opens.
+    test_all(
+        Ferry::start(&data, &[private, ("FERRY_SECRET_KEY", new_key)]),
+        200,
+    )
+    .await;
+    // Without the key that sealed them, rotation reports the profiles and fails.
+    let (ok, out) = rotate(&[(
+        "FERRY_SECRET_KEY",
+        "3333333333333333333333333333333333333333333333333333333333333333",
+    )]);
+    assert!(!ok && out.contains("unreadable 2"), "{out}");
 }

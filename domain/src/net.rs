@@ -7,60 +7,91 @@ use std::str::FromStr;
 
 use url::Url;
 
+/// IPv4 ranges no user may make the server contact: (first, last, why).
+const INTERNAL_V4: &[(u32, u32, &str)] = &[
+    (0x0000_0000, 0x00ff_ffff, "unspecified"),
+    (0x0a00_0000, 0x0aff_ffff, "private"),
+    (0x6440_0000, 0x647f_ffff, "shared address space (CGNAT)"),
+    (0x7f00_0000, 0x7fff_ffff, "loopback"),
+    (
+        0xa9fe_0000,
+        0xa9fe_ffff,
+        "link-local (cloud metadata lives here)",
+    ),
+    (0xac10_0000, 0xac1f_ffff, "private"),
+    (0xc000_0000, 0xc000_00ff, "IETF protocol assignments"),
+    (0xc0a8_0000, 0xc0a8_ffff, "private"),
+    (0xe000_0000, 0xefff_ffff, "multicast or reserved"),
+    (0xffff_ffff, 0xffff_ffff, "broadcast"),
+    (0xf000_0000, 0xffff_fffe, "multicast or reserved"),
+];
+
+/// IPv6 ranges refused outright: (first, last, why). IPv4-mapped (`::ffff:0:0/96`) and
+/// NAT64 (`64:ff9b::/96`) addresses are judged by the IPv4 address they carry.
+const INTERNAL_V6: &[(u128, u128, &str)] = &[
+    (0, 0, "unspecified"),
+    (1, 1, "loopback"),
+    (
+        0x0064_ff9b_0001_0000_0000_0000_0000_0000,
+        0x0064_ff9b_0001_ffff_ffff_ffff_ffff_ffff,
+        "NAT64 for local use",
+    ),
+    (
+        0xfc00_0000_0000_0000_0000_0000_0000_0000,
+        0xfdff_ffff_ffff_ffff_ffff_ffff_ffff_ffff,
+        "unique-local",
+    ),
+    (
+        0xfe80_0000_0000_0000_0000_0000_0000_0000,
+        0xfebf_ffff_ffff_ffff_ffff_ffff_ffff_ffff,
+        "link-local",
+    ),
+    (
+        0xff00_0000_0000_0000_0000_0000_0000_0000,
+        u128::MAX,
+        "multicast",
+    ),
+];
+
+const MAPPED_V4: u128 = 0xffff_0000_0000;
+const NAT64: u128 = 0x0064_ff9b_0000_0000_0000_0000_0000_0000;
+
 /// Why an address is refused, or `None` when it is public.
 pub fn forbidden_reason(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            if v4.is_loopback() {
-                Some("loopback")
-            } else if v4.is_private() {
-                Some("private")
-            } else if v4.is_link_local() {
-                Some("link-local (cloud metadata lives here)")
-            } else if v4.is_unspecified() || a == 0 {
-                Some("unspecified")
-            } else if v4.is_broadcast() {
-                Some("broadcast")
-            } else if v4.is_multicast() || a >= 240 {
-                Some("multicast or reserved")
-            } else if a == 100 && (64..128).contains(&b) {
-                Some("shared address space (CGNAT)")
-            } else if a == 192 && b == 0 && v4.octets()[2] == 0 {
-                Some("IETF protocol assignments")
-            } else {
-                None
-            }
+            let a = u32::from(v4);
+            INTERNAL_V4
+                .iter()
+                .find(|(first, last, _)| (*first..=*last).contains(&a))
+                .map(|(_, _, why)| *why)
         }
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return forbidden_reason(IpAddr::V4(v4));
+            let a = u128::from(v6);
+            // IPv4-mapped, and NAT64 of an IPv4 address: judge the embedded address.
+            if a >> 32 == MAPPED_V4 >> 32 || a >> 32 == NAT64 >> 32 {
+                return forbidden_reason(IpAddr::V4(std::net::Ipv4Addr::from(a as u32)));
             }
-            let first = v6.segments()[0];
-            if v6.is_loopback() {
-                Some("loopback")
-            } else if v6.is_unspecified() {
-                Some("unspecified")
-            } else if v6.is_multicast() {
-                Some("multicast")
-            } else if (first & 0xfe00) == 0xfc00 {
-                Some("unique-local")
-            } else if (first & 0xffc0) == 0xfe80 {
-                Some("link-local")
-            } else if first == 0x64 && v6.segments()[1] == 0xff9b {
-                // NAT64 of an IPv4 address: judge the embedded address.
-                let s = v6.segments();
-                let v4 = std::net::Ipv4Addr::new(
-                    (s[6] >> 8) as u8,
-                    s[6] as u8,
-                    (s[7] >> 8) as u8,
-                    s[7] as u8,
-                );
-                forbidden_reason(IpAddr::V4(v4))
-            } else {
-                None
-            }
+            INTERNAL_V6
+                .iter()
+                .find(|(first, last, _)| (*first..=*last).contains(&a))
+                .map(|(_, _, why)| *why)
         }
+    }
+}
+
+/// A URL as it may appear in a log: without credentials, query or fragment (signed links,
+/// tokens and passkeys live there). Text that is not a URL is cut at its first `?` or `#`.
+pub fn loggable_url(text: &str) -> String {
+    match Url::parse(text) {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => text.split(['?', '#']).next().unwrap_or_default().to_owned(),
     }
 }
 
@@ -85,6 +116,22 @@ pub struct Cidr {
 pub struct CidrError(pub String);
 
 impl Cidr {
+    /// The first and last address of the range, as numbers (IPv4 in the low 32 bits).
+    fn bounds(&self) -> (u128, u128) {
+        let (bits, value) = match self.network {
+            IpAddr::V4(v4) => (32u32, u128::from(u32::from(v4))),
+            IpAddr::V6(v6) => (128u32, u128::from(v6)),
+        };
+        let host_bits = bits - u32::from(self.prefix);
+        let span = if host_bits >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << host_bits) - 1
+        };
+        let first = value & !span;
+        (first, first | span)
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
@@ -148,7 +195,77 @@ pub struct AddressPolicy {
     pub allow: Vec<Cidr>,
 }
 
+/// Inclusive ranges minus `holes` (all in one numbering), sorted, non-overlapping.
+fn subtract(ranges: &[(u128, u128)], holes: &[(u128, u128)]) -> Vec<(u128, u128)> {
+    let mut out: Vec<(u128, u128)> = ranges.to_vec();
+    for &(h0, h1) in holes {
+        let mut next = Vec::with_capacity(out.len() + 1);
+        for (r0, r1) in out {
+            if h1 < r0 || h0 > r1 {
+                next.push((r0, r1));
+                continue;
+            }
+            if h0 > r0 {
+                next.push((r0, h0 - 1));
+            }
+            if h1 < r1 {
+                next.push((h1 + 1, r1));
+            }
+        }
+        out = next;
+    }
+    out.sort_unstable();
+    out
+}
+
 impl AddressPolicy {
+    /// A policy that refuses nothing (an operator who allows every internal address).
+    pub fn allow_all() -> Self {
+        Self {
+            allow: vec![
+                Cidr {
+                    network: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    prefix: 0,
+                },
+                Cidr {
+                    network: IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                    prefix: 0,
+                },
+            ],
+        }
+    }
+
+    /// Every address [`AddressPolicy::check`] refuses, as inclusive ranges: for engines that
+    /// take a block list rather than a rule (IPv4-mapped and NAT64 forms included).
+    pub fn refused_ranges(&self) -> Vec<(IpAddr, IpAddr)> {
+        let v4: Vec<(u128, u128)> = INTERNAL_V4
+            .iter()
+            .map(|(a, b, _)| (u128::from(*a), u128::from(*b)))
+            .collect();
+        let (allow_v4, allow_v6): (Vec<&Cidr>, Vec<&Cidr>) =
+            self.allow.iter().partition(|c| c.network.is_ipv4());
+        let allow_v4: Vec<(u128, u128)> = allow_v4.iter().map(|c| c.bounds()).collect();
+        let allow_v6: Vec<(u128, u128)> = allow_v6.iter().map(|c| c.bounds()).collect();
+        let refused_v4 = subtract(&v4, &allow_v4);
+        // An allowed IPv4 range is allowed in its IPv4-mapped form too; NAT64 forms are
+        // judged as IPv6 (only an IPv6 range opens them).
+        let mut v6: Vec<(u128, u128)> = INTERNAL_V6.iter().map(|(a, b, _)| (*a, *b)).collect();
+        v6.extend(
+            refused_v4
+                .iter()
+                .map(|(a, b)| (MAPPED_V4 | a, MAPPED_V4 | b)),
+        );
+        v6.extend(v4.iter().map(|(a, b)| (NAT64 | a, NAT64 | b)));
+        let refused_v6 = subtract(&v6, &allow_v6);
+        let as_v4 = |n: u128| IpAddr::V4(std::net::Ipv4Addr::from(n as u32));
+        let as_v6 = |n: u128| IpAddr::V6(std::net::Ipv6Addr::from(n));
+        refused_v4
+            .into_iter()
+            .map(|(a, b)| (as_v4(a), as_v4(b)))
+            .chain(refused_v6.into_iter().map(|(a, b)| (as_v6(a), as_v6(b))))
+            .collect()
+    }
+
     /// `Err(reason)` when `ip` may not be contacted.
     ///
     /// # Errors
@@ -206,6 +323,11 @@ impl FetchUrl {
 
     pub fn as_url(&self) -> &Url {
         &self.0
+    }
+
+    /// The URL without its query, for logs (see [`loggable_url`]).
+    pub fn for_log(&self) -> String {
+        loggable_url(self.0.as_str())
     }
 
     /// The literal address in the URL, if its host is one.
@@ -300,6 +422,7 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
+            "64:ff9b:1::8.8.8.8",
             "ff02::1",
             "::",
         ] {
@@ -397,6 +520,92 @@ mod tests {
             FetchUrl::parse("https://x/a%2Fb").unwrap().file_name(),
             "a_b"
         );
+    }
+
+    fn in_ranges(ranges: &[(IpAddr, IpAddr)], ip: IpAddr) -> bool {
+        ranges.iter().any(|(a, b)| match (a, b, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b), IpAddr::V4(x)) => (*a..=*b).contains(&x),
+            (IpAddr::V6(a), IpAddr::V6(b), IpAddr::V6(x)) => (*a..=*b).contains(&x),
+            _ => false,
+        })
+    }
+
+    #[test]
+    fn logged_urls_carry_no_query() {
+        assert_eq!(
+            loggable_url("https://u:p@x.example/a/b?X-Amz-Signature=abc&t=1#f"),
+            "https://x.example/a/b"
+        );
+        assert_eq!(loggable_url("not a url?token=1"), "not a url");
+        assert_eq!(
+            FetchUrl::parse("http://x/f.iso?sig=s").unwrap().for_log(),
+            "http://x/f.iso"
+        );
+    }
+
+    #[test]
+    fn refused_ranges_follow_the_allow_list() {
+        let closed = AddressPolicy::default().refused_ranges();
+        for s in [
+            "127.0.0.1",
+            "::ffff:127.0.0.1",
+            "64:ff9b::7f00:1",
+            "169.254.169.254",
+            "fd00::1",
+        ] {
+            assert!(in_ranges(&closed, ip(s)), "{s}");
+        }
+        let open = AddressPolicy {
+            allow: vec!["127.0.0.1/32".parse().unwrap()],
+        }
+        .refused_ranges();
+        assert!(!in_ranges(&open, ip("127.0.0.1")));
+        assert!(!in_ranges(&open, ip("::ffff:127.0.0.1")));
+        assert!(in_ranges(&open, ip("127.0.0.2")));
+        assert!(in_ranges(&open, ip("127.0.0.0")));
+        assert!(AddressPolicy::allow_all().refused_ranges().is_empty());
+    }
+
+    /// Addresses near the edges of the internal ranges, and random ones.
+    fn interesting_ip() -> impl Strategy<Value = IpAddr> {
+        let edges: Vec<u32> = INTERNAL_V4
+            .iter()
+            .flat_map(|(a, b, _)| [*a, *b, a.wrapping_sub(1), b.wrapping_add(1)])
+            .collect();
+        let v4 = prop_oneof![
+            any::<u32>(),
+            (proptest::sample::select(edges), -3i64..3)
+                .prop_map(|(e, d)| (i64::from(e) + d).clamp(0, i64::from(u32::MAX)) as u32),
+        ]
+        .prop_map(|n| IpAddr::V4(std::net::Ipv4Addr::from(n)));
+        let v6 = prop_oneof![
+            any::<u128>(),
+            any::<u32>().prop_map(|n| MAPPED_V4 | u128::from(n)),
+            any::<u32>().prop_map(|n| NAT64 | u128::from(n)),
+            (0u128..4),
+            any::<u64>().prop_map(|n| 0xfe80_0000_0000_0000_0000_0000_0000_0000 | u128::from(n)),
+        ]
+        .prop_map(|n| IpAddr::V6(std::net::Ipv6Addr::from(n)));
+        prop_oneof![v4, v6]
+    }
+
+    proptest! {
+        #[test]
+        fn the_ranges_refuse_exactly_what_check_refuses(
+            x in interesting_ip(),
+            allow in proptest::collection::vec(
+                prop_oneof![
+                    Just("127.0.0.0/8"), Just("127.0.0.1/32"), Just("10.1.0.0/16"),
+                    Just("::1/128"), Just("fd00::/8"), Just("0.0.0.0/0"), Just("64:ff9b::/96"),
+                ],
+                0..3,
+            ),
+        ) {
+            let policy = AddressPolicy {
+                allow: allow.iter().map(|c| c.parse().unwrap()).collect(),
+            };
+            prop_assert_eq!(in_ranges(&policy.refused_ranges(), x), policy.check(x).is_err(), "{}", x);
+        }
     }
 
     proptest! {

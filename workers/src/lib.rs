@@ -449,6 +449,7 @@ mod tests {
             stores: f.resolver.clone(),
             fetcher: f.fetcher.clone(),
             limits: TorrentLimits::default(),
+            torrent_addresses: f.addresses.clone(),
         };
         let runner = Arc::new(StageRunner {
             lifecycle: lifecycle.clone(),

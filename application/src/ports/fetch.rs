@@ -44,7 +44,7 @@ pub struct FetchInfo {
     /// Total size of the content, when the server says.
     pub size: Option<u64>,
     pub mime: Option<String>,
-    /// Where the content came from after redirects.
+    /// Where the content came from after redirects, without its query (for logs).
     pub final_url: String,
     /// Bytes already held locally that the server agreed to skip (`Range`).
     pub resumed_from: u64,

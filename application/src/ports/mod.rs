@@ -7,6 +7,7 @@ pub mod clock;
 pub mod engine;
 pub mod fetch;
 pub mod jobs;
+pub mod net;
 pub mod profiles;
 pub mod progress;
 pub mod queue;
@@ -17,8 +18,10 @@ pub use clock::{Clock, SystemClock};
 pub use engine::{EngineError, EngineStats, TorrentEngine, TorrentInspector, TorrentSpec};
 pub use fetch::{FetchBody, FetchError, FetchInfo, Fetched, Fetcher, TorrentPackager};
 pub use jobs::{JobQuery, JobRepository, RepoError, Transition, Unfinished};
+pub use net::{AddressError, AddressGuard};
 pub use profiles::{
     ProfileRepository, SealedProfile, SecretBox, SecretError, StoreResolver, UploadSessions,
+    credentials_context,
 };
 pub use progress::{BusError, EventId, EventKind, JobEvent, ProgressBus, PublishedEvent, Replay};
 pub use queue::{JobQueue, Lease, QueueError, Stage};

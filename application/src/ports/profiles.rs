@@ -37,19 +37,56 @@ pub trait ProfileRepository: Send + Sync + 'static {
     /// # Errors
     /// `NotFound` when the owner has no such profile.
     async fn delete(&self, owner: &OwnerId, id: ProfileId) -> Result<(), RepoError>;
+
+    /// Every owner's profiles with their sealed credentials, oldest first (for re-sealing
+    /// them under a new key).
+    ///
+    /// # Errors
+    /// Only `Unavailable` / `Unexpected`.
+    async fn all_sealed(&self) -> Result<Vec<SealedProfile>, RepoError>;
+
+    /// Replaces profile `id`'s sealed credentials with `sealed` if they are still `expected`.
+    /// Returns `false` (and changes nothing) when they changed meanwhile or the profile is gone.
+    ///
+    /// # Errors
+    /// Only `Unavailable` / `Unexpected`.
+    async fn replace_credentials(
+        &self,
+        id: ProfileId,
+        expected: &[u8],
+        sealed: &[u8],
+    ) -> Result<bool, RepoError>;
+}
+
+/// What a profile's credentials are sealed to (associated data): they open only for the same
+/// profile id and owner, so sealed credentials copied onto another profile do not open.
+pub fn credentials_context(profile: &StorageProfile) -> Vec<u8> {
+    format!(
+        "ferry storage credentials\0{}\0{}",
+        profile.id,
+        profile.owner.as_str()
+    )
+    .into_bytes()
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("sealed data could not be opened (wrong server key or tampered data)")]
 pub struct SecretError;
 
-/// Authenticated encryption of secrets at rest with the server's key.
+/// Authenticated encryption of secrets at rest with the server's keys (the current one seals;
+/// older ones still open what they sealed until everything is re-sealed).
 pub trait SecretBox: Send + Sync + 'static {
-    fn seal(&self, plain: &[u8]) -> Vec<u8>;
+    /// Seals `plain` with the current key, bound to `context` (associated data: not stored,
+    /// required to open).
+    fn seal(&self, plain: &[u8], context: &[u8]) -> Vec<u8>;
 
     /// # Errors
-    /// [`SecretError`] when the data was not sealed with this key or was altered.
-    fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, SecretError>;
+    /// [`SecretError`] when no known key sealed the data, it was sealed for another context,
+    /// or it was altered.
+    fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, SecretError>;
+
+    /// Whether `sealed` is in the current format under the current key (nothing to re-seal).
+    fn is_current(&self, sealed: &[u8]) -> bool;
 }
 
 /// Where unfinished resumable uploads are remembered, so a restarted worker resumes them

@@ -5,14 +5,20 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use ferry_domain::{JobId, StorageKey};
 
+/// The strings are details for the server log (addresses, driver messages): callers show
+/// users a sentence of their own.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("no object at that key")]
     NotFound,
+    /// No answer, or an answer that is not the storage's protocol.
     #[error("the storage cannot be reached: {0}")]
     Unreachable(String),
     #[error("the storage rejected the credentials: {0}")]
     AuthFailed(String),
+    /// The storage's address is internal and the operator does not allow it.
+    #[error("the storage's address is not allowed: {0}")]
+    NotAllowed(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

@@ -26,13 +26,30 @@ pub struct DeliverStage {
     pub tick: Duration,
 }
 
-fn store_outcome(e: StoreError) -> StageOutcome {
-    let code = match &e {
-        StoreError::Unreachable(_) => codes::STORAGE_UNREACHABLE,
-        StoreError::AuthFailed(_) => codes::STORAGE_AUTH_FAILED,
-        _ => codes::STORAGE_ERROR,
+/// A storage failure as the user sees it: a registered code and one sentence. The driver's
+/// text (addresses, status lines, response bodies) goes to the log only.
+fn store_outcome(job: &Job, e: StoreError) -> StageOutcome {
+    tracing::warn!(job_id = %job.id, error = format!("{e:#}"), "delivery failed");
+    let (code, message) = match &e {
+        StoreError::Unreachable(_) => (
+            codes::STORAGE_UNREACHABLE,
+            "the storage could not be reached",
+        ),
+        StoreError::AuthFailed(_) => (
+            codes::STORAGE_AUTH_FAILED,
+            "the storage rejected the profile's credentials",
+        ),
+        StoreError::NotAllowed(_) => {
+            return StageOutcome::Fail(JobError::new(
+                codes::STORAGE_ENDPOINT_NOT_ALLOWED,
+                "the storage's address is not allowed on this server",
+            ));
+        }
+        StoreError::NotFound | StoreError::Unexpected(_) => {
+            (codes::STORAGE_ERROR, "the storage answered with an error")
+        }
     };
-    StageOutcome::Retry(JobError::new(code, e.to_string()))
+    StageOutcome::Retry(JobError::new(code, message))
 }
 
 fn retry_db(e: impl std::fmt::Display) -> StageOutcome {
@@ -62,7 +79,7 @@ impl StageHandler for DeliverStage {
                     "the job's storage profile no longer exists",
                 ));
             }
-            Err(e) => return store_outcome(e),
+            Err(e) => return store_outcome(&job, e),
         };
         if job.seed.is_some() {
             // Keep a copy to seed from before delivery moves the staged files.
@@ -74,7 +91,11 @@ impl StageHandler for DeliverStage {
                 }
             };
             if let Err(e) = self.staging.keep_for_seeding(job.id, &paths).await {
-                return StageOutcome::Retry(JobError::new(codes::STORAGE_ERROR, format!("{e:#}")));
+                tracing::warn!(job_id = %job.id, error = format!("{e:#}"), "could not keep a copy to seed from");
+                return StageOutcome::Retry(JobError::new(
+                    codes::STORAGE_ERROR,
+                    "the copy to seed from could not be made",
+                ));
             }
         }
         let total: u64 = job.selected_files().map(|f| f.size).sum();
@@ -99,7 +120,7 @@ impl StageHandler for DeliverStage {
                         continue;
                     }
                     Ok(_) => {}
-                    Err(e) => return store_outcome(e),
+                    Err(e) => return store_outcome(&job, e),
                 }
             }
             let source = self.staging.file(job.id, &path);
@@ -123,7 +144,7 @@ impl StageHandler for DeliverStage {
                         format!("the downloaded file {path} is missing from staging"),
                     ));
                 }
-                Err(e) => return store_outcome(e),
+                Err(e) => return store_outcome(&job, e),
             };
             if stored.size != file.size {
                 return StageOutcome::Retry(JobError::new(
@@ -191,7 +212,7 @@ impl DeliverStage {
                 if actual == JobStatus::Cancelled {
                     let prefix = StorageKey::job_prefix(&job.owner, job.id);
                     if let Err(e) = store.delete_prefix(&prefix).await {
-                        return store_outcome(e);
+                        return store_outcome(&job, e);
                     }
                 }
             }

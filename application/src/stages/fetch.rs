@@ -131,7 +131,7 @@ impl FetchStage {
             Err(e) => return Step::Done(fetch_outcome(e)),
         };
         let total = body.info().size;
-        tracing::info!(job_id = %job.id, url = %url, size = ?total, resumed_from = body.info().resumed_from, "fetching");
+        tracing::info!(job_id = %job.id, url = %url.for_log(), size = ?total, resumed_from = body.info().resumed_from, "fetching");
         let mut job = job;
         if job.status == JobStatus::Resolving {
             match self

@@ -166,6 +166,7 @@ pub mod codes {
     pub const STORAGE_ERROR: &str = "storage_error";
     pub const STORAGE_UNREACHABLE: &str = "storage_unreachable";
     pub const STORAGE_AUTH_FAILED: &str = "storage_auth_failed";
+    pub const STORAGE_ENDPOINT_NOT_ALLOWED: &str = "storage_endpoint_not_allowed";
     pub const INVALID_TORRENT: &str = "invalid_torrent";
     pub const UNSAFE_PATH: &str = "torrent_unsafe_path";
     pub const TOO_MANY_FILES: &str = "torrent_too_many_files";

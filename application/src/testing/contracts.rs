@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::Duration as ChronoDuration;
 use ferry_domain::{
-    FileSelection, InfoHash, Job, JobError, JobId, JobStatus, MagnetLink, OwnerId, Progress,
-    StorageKey,
+    FileSelection, InfoHash, Job, JobError, JobId, JobStatus, MagnetLink, OwnerId, ProfileId,
+    Progress, StorageKey,
 };
 
 use super::{epoch, sample_metadata};
@@ -641,6 +641,57 @@ pub async fn profile_repository_contract(repo: &dyn ProfileRepository) {
         repo.delete(&bob, first.profile.id).await,
         Err(RepoError::NotFound)
     ));
+    // Across owners, for re-sealing; a replacement only if nothing changed meanwhile.
+    let bobs = SealedProfile {
+        profile: ferry_domain::StorageProfile::new(
+            bob.clone(),
+            "Bob's",
+            ferry_domain::StorageBackend::google_drive("bobs-folder").unwrap(),
+            epoch(),
+        )
+        .unwrap(),
+        credentials: vec![7; 10],
+    };
+    repo.insert(&bobs).await.unwrap();
+    let mut all: Vec<_> = repo
+        .all_sealed()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.profile.id)
+        .collect();
+    all.sort();
+    let mut want = vec![first.profile.id, second.profile.id, bobs.profile.id];
+    want.sort();
+    assert_eq!(all, want);
+    assert!(
+        !repo
+            .replace_credentials(bobs.profile.id, &[1, 2], &[3])
+            .await
+            .unwrap(),
+        "stale expectation"
+    );
+    assert!(
+        repo.replace_credentials(bobs.profile.id, &[7; 10], &[8, 8])
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        repo.get(&bob, bobs.profile.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .credentials,
+        vec![8, 8]
+    );
+    assert!(
+        !repo
+            .replace_credentials(ProfileId::new(), &[], &[1])
+            .await
+            .unwrap()
+    );
+    repo.delete(&bob, bobs.profile.id).await.unwrap();
+
     repo.delete(&alice, first.profile.id).await.unwrap();
     assert_eq!(repo.get(&alice, first.profile.id).await.unwrap(), None);
     assert!(matches!(
@@ -678,18 +729,55 @@ pub async fn upload_sessions_contract(sessions: &dyn UploadSessions) {
 /// `SecretBox`: round trip, no plaintext in the output, tampering detected.
 pub fn secret_box_contract(secrets: &dyn SecretBox) {
     let plain = b"secret-access-key: abc123";
-    let sealed = secrets.seal(plain);
-    assert_eq!(secrets.open(&sealed).unwrap(), plain);
+    let context = b"profile 1 of alice";
+    let sealed = secrets.seal(plain, context);
+    assert_eq!(secrets.open(&sealed, context).unwrap(), plain);
+    assert!(secrets.is_current(&sealed), "just sealed: current");
     assert!(
         !sealed.windows(plain.len()).any(|w| w == plain),
         "plaintext visible"
     );
+    assert!(
+        secrets.open(&sealed, b"profile 2 of alice").is_err(),
+        "sealed for another context"
+    );
+    assert!(secrets.open(&sealed, b"").is_err());
     let mut tampered = sealed.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
-    assert!(secrets.open(&tampered).is_err());
-    assert!(secrets.open(&[]).is_err());
-    assert!(secrets.open(&sealed[..sealed.len() / 2]).is_err());
+    assert!(secrets.open(&tampered, context).is_err());
+    assert!(secrets.open(&[], context).is_err());
+    assert!(secrets.open(&sealed[..sealed.len() / 2], context).is_err());
+}
+
+/// `AddressGuard` with the default policy, where `internal.example` resolves to a private
+/// address and `public.example` to a public one: literal and resolved internal addresses are
+/// refused, public ones pass, and an unknown name is `Unresolved`, not refused.
+pub async fn address_guard_contract(guard: &dyn AddressGuard) {
+    for host in [
+        "127.0.0.1",
+        "169.254.169.254",
+        "10.1.2.3",
+        "[::1]",
+        "[::ffff:127.0.0.1]",
+        "internal.example",
+        "INTERNAL.example.",
+    ] {
+        assert!(
+            matches!(
+                guard.check_host(host).await,
+                Err(AddressError::NotAllowed(_))
+            ),
+            "{host} must be refused"
+        );
+    }
+    for host in ["8.8.8.8", "[2001:4860:4860::8888]", "public.example"] {
+        assert!(guard.check_host(host).await.is_ok(), "{host} must pass");
+    }
+    assert!(matches!(
+        guard.check_host("nowhere.invalid").await,
+        Err(AddressError::Unresolved(_))
+    ));
 }
 
 /// A torrent whose content is already staged, for the engine contract: `files` are the
@@ -835,6 +923,14 @@ mod tests {
     #[tokio::test]
     async fn memory_sessions_pass() {
         super::upload_sessions_contract(&MemorySessions::default()).await;
+    }
+
+    #[tokio::test]
+    async fn fake_address_guard_passes() {
+        let guard = FakeAddressGuard::default();
+        guard.map("internal.example", "192.168.1.5");
+        guard.map("public.example", "93.184.216.34");
+        super::address_guard_contract(&guard).await;
     }
 
     #[test]

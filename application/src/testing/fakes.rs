@@ -841,6 +841,31 @@ impl ProfileRepository for MemoryProfiles {
         }
         Ok(())
     }
+
+    async fn all_sealed(&self) -> Result<Vec<SealedProfile>, RepoError> {
+        let mut all = lock(&self.profiles).clone();
+        all.sort_by_key(|p| p.profile.id);
+        Ok(all)
+    }
+
+    async fn replace_credentials(
+        &self,
+        id: ProfileId,
+        expected: &[u8],
+        sealed: &[u8],
+    ) -> Result<bool, RepoError> {
+        let mut all = lock(&self.profiles);
+        match all
+            .iter_mut()
+            .find(|p| p.profile.id == id && p.credentials == expected)
+        {
+            Some(p) => {
+                p.credentials = sealed.to_vec();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
 }
 
 /// A "secret box" for tests: reversible, with a check byte so tampering is detected. Not
@@ -848,21 +873,38 @@ impl ProfileRepository for MemoryProfiles {
 #[derive(Default)]
 pub struct PlainBox;
 
+impl PlainBox {
+    /// A check over the plaintext and the context, so tampering and a wrong context show.
+    fn check(plain: &[u8], context: &[u8]) -> [u8; 8] {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in plain.iter().chain(b"\0").chain(context) {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        h.to_le_bytes()
+    }
+}
+
 impl SecretBox for PlainBox {
-    fn seal(&self, plain: &[u8]) -> Vec<u8> {
-        let check = plain.iter().fold(0u8, |a, b| a.wrapping_add(*b));
-        let mut out = vec![check];
+    fn seal(&self, plain: &[u8], context: &[u8]) -> Vec<u8> {
+        let mut out = Self::check(plain, context).to_vec();
         out.extend(plain.iter().map(|b| b ^ 0x5a));
         out
     }
 
-    fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, SecretError> {
-        let (check, body) = sealed.split_first().ok_or(SecretError)?;
+    fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, SecretError> {
+        if sealed.len() < 8 {
+            return Err(SecretError);
+        }
+        let (check, body) = sealed.split_at(8);
         let plain: Vec<u8> = body.iter().map(|b| b ^ 0x5a).collect();
-        if plain.iter().fold(0u8, |a, b| a.wrapping_add(*b)) != *check {
+        if Self::check(&plain, context) != check {
             return Err(SecretError);
         }
         Ok(plain)
+    }
+
+    fn is_current(&self, _sealed: &[u8]) -> bool {
+        true
     }
 }
 
@@ -955,5 +997,41 @@ impl StoreResolver for FakeResolver {
         _credentials: &Credentials,
     ) -> Result<std::sync::Arc<dyn ObjectStore>, StoreError> {
         Ok(self.remote(profile.id))
+    }
+}
+
+/// A guard with a fixed name table: names it does not know do not resolve.
+#[derive(Default)]
+pub struct FakeAddressGuard {
+    pub policy: ferry_domain::AddressPolicy,
+    names: Mutex<HashMap<String, std::net::IpAddr>>,
+}
+
+impl FakeAddressGuard {
+    pub fn new(policy: ferry_domain::AddressPolicy) -> Self {
+        Self {
+            policy,
+            names: Mutex::default(),
+        }
+    }
+
+    /// `name` resolves to `ip`.
+    pub fn map(&self, name: &str, ip: &str) {
+        let ip = ip.parse().unwrap();
+        lock(&self.names).insert(name.to_ascii_lowercase(), ip);
+    }
+}
+
+#[async_trait]
+impl AddressGuard for FakeAddressGuard {
+    async fn check_host(&self, host: &str) -> Result<(), AddressError> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let ip = match bare.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip,
+            Err(_) => *lock(&self.names)
+                .get(&host.trim_end_matches('.').to_ascii_lowercase())
+                .ok_or_else(|| AddressError::Unresolved(format!("{host} does not resolve")))?,
+        };
+        self.policy.check(ip).map_err(AddressError::NotAllowed)
     }
 }

@@ -8,8 +8,8 @@ pub mod contracts;
 mod fakes;
 
 pub use fakes::{
-    FakeEngine, FakeFetcher, FakeResolver, FixedClock, MemoryBus, MemoryProfiles, MemoryQueue,
-    MemoryRepository, MemorySessions, MemoryStore, PlainBox,
+    FakeAddressGuard, FakeEngine, FakeFetcher, FakeResolver, FixedClock, MemoryBus, MemoryProfiles,
+    MemoryQueue, MemoryRepository, MemorySessions, MemoryStore, PlainBox,
 };
 
 use std::sync::Arc;
@@ -60,6 +60,8 @@ pub struct Fakes {
     pub resolver: Arc<FakeResolver>,
     pub fetcher: Arc<FakeFetcher>,
     pub clock: Arc<FixedClock>,
+    /// Trackers and peers: loopback allowed (the tests' swarms run there), names unknown.
+    pub addresses: Arc<FakeAddressGuard>,
 }
 
 impl Fakes {
@@ -76,6 +78,9 @@ impl Fakes {
             profiles,
             fetcher: Arc::new(FakeFetcher::default()),
             clock: Arc::new(FixedClock::new(epoch())),
+            addresses: Arc::new(FakeAddressGuard::new(ferry_domain::AddressPolicy {
+                allow: vec!["127.0.0.0/8".parse().unwrap()],
+            })),
         }
     }
 

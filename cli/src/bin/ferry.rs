@@ -1,4 +1,5 @@
-//! `ferry`: run the server (`ferry serve`), migrate the database (`ferry migrate`).
+//! `ferry`: run the server (`ferry serve`), migrate the database (`ferry migrate`), manage the
+//! keys that seal stored credentials (`ferry keys generate|rotate`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,24 @@ enum Command {
     },
     /// Bring the database schema up to date, then exit.
     Migrate,
+    /// The keys that seal stored credentials.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Print a new random key (64 hex digits) for `secret_key`.
+    Generate,
+    /// Re-seal every storage profile's credentials with `secret_key` (opening them with it or
+    /// any of `old_secret_keys`); afterwards the old keys can be removed.
+    Rotate {
+        /// Where `ferry serve` keeps its data (and a generated key), if no key is configured.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +74,38 @@ fn main() -> std::process::ExitCode {
             |config| async move {
                 ferry_wiring::database(&config).await?;
                 tracing::info!("database is up to date");
+                Ok(())
+            },
+        ),
+        Command::Keys {
+            action: KeysAction::Generate,
+        } => {
+            println!("{}", ferry_wiring::new_secret_key());
+            Ok(())
+        }
+        Command::Keys {
+            action: KeysAction::Rotate { data_dir },
+        } => ferry::boot(
+            cli.config,
+            |c| {
+                if let Some(d) = data_dir {
+                    c.data_dir = d;
+                }
+            },
+            |config| async move {
+                let report = ferry_wiring::key_rotation(&config).await?.rotate().await?;
+                println!(
+                    "re-sealed {}, already current {}, changed meanwhile {}, unreadable {}",
+                    report.resealed,
+                    report.current,
+                    report.skipped,
+                    report.failed.len()
+                );
+                anyhow::ensure!(
+                    report.failed.is_empty() && report.skipped == 0,
+                    "not every profile is sealed with the current key yet (unreadable: {:?}); keep the old keys",
+                    report.failed
+                );
                 Ok(())
             },
         ),

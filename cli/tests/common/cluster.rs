@@ -158,6 +158,8 @@ impl Cluster {
             ("FERRY_REDIS_PREFIX", &prefix),
             ("FERRY_TORRENT__DHT", "false"),
             ("FERRY_TORRENT__LISTEN", "127.0.0.1:0"),
+            // Trackers and peers all run on loopback here.
+            ("FERRY_TORRENT__ALLOW", LOOPBACK_SWARM),
             ("FERRY_WORKERS__LEASE", "3s"),
             ("FERRY_WORKERS__RECONCILE_EVERY", "2s"),
             ("FERRY_WORKERS__RETRY_BASE_DELAY", "1s"),

@@ -21,6 +21,10 @@ use rand::RngCore;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+/// `torrent.allow` for tests whose trackers and peers run on loopback (every test swarm):
+/// without it Ferry refuses loopback trackers and peers, as it must in production.
+pub const LOOPBACK_SWARM: &str = "[\"127.0.0.0/8\"]";
+
 /// Installs the process-wide rustls provider (both are linked in).
 pub fn init() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -403,6 +407,7 @@ impl Ferry {
             .env_remove("FERRY_TEST_KEEP")
             .env("FERRY_TORRENT__DHT", "false")
             .env("FERRY_TORRENT__LISTEN", "127.0.0.1:0")
+            .env("FERRY_TORRENT__ALLOW", LOOPBACK_SWARM)
             .env("FERRY_LOG__FORMAT", "pretty")
             .env("FERRY_WORKERS__RETRY_BASE_DELAY", "1s")
             .env("RUST_LOG", "info,librqbit=info,ferry=debug");

@@ -1,5 +1,6 @@
-//! An S3-compatible server for tests (s3s-fs, which checks SigV4 signatures), and the aws CLI
-//! as the independent client that reads back what Ferry delivered.
+//! S3-compatible servers for tests (s3s-fs, which checks SigV4 signatures; moto, which answers
+//! some calls unlike S3), and the aws CLI as the independent client that reads back what Ferry
+//! delivered.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,6 +62,25 @@ impl S3Server {
         .arg(&root);
         let proc = Proc::spawn("s3s-fs", cmd, dir.join("s3s-fs.log"));
         wait_for_port_pub(port, "s3s-fs");
+        Some(Self {
+            port,
+            root,
+            _proc: proc,
+        })
+    }
+
+    /// moto's S3 server (`moto_server`, PyPI `moto[server]`); it takes any credentials.
+    pub fn start_moto(dir: &Path) -> Option<Self> {
+        if !require(&["moto_server"]) {
+            return None;
+        }
+        let root = dir.join("moto");
+        std::fs::create_dir_all(&root).unwrap();
+        let port = free_port();
+        let mut cmd = Command::new("moto_server");
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let proc = Proc::spawn("moto_server", cmd, dir.join("moto.log"));
+        wait_for_port_pub(port, "moto_server");
         Some(Self {
             port,
             root,

@@ -101,6 +101,37 @@ impl ProfileRepository for SqlProfileRepository {
         }
         Ok(())
     }
+
+    async fn all_sealed(&self) -> Result<Vec<SealedProfile>, RepoError> {
+        profile::Entity::find()
+            .order_by_asc(profile::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(to_profile)
+            .collect()
+    }
+
+    async fn replace_credentials(
+        &self,
+        id: ProfileId,
+        expected: &[u8],
+        sealed: &[u8],
+    ) -> Result<bool, RepoError> {
+        // Conditional: a concurrent change (or a deleted profile) is not overwritten.
+        let result = profile::Entity::update_many()
+            .col_expr(
+                profile::Column::Credentials,
+                sea_orm::sea_query::Expr::value(sealed.to_vec()),
+            )
+            .filter(profile::Column::Id.eq(id.as_uuid()))
+            .filter(profile::Column::Credentials.eq(expected.to_vec()))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(result.rows_affected == 1)
+    }
 }
 
 pub struct SqlUploadSessions {

@@ -10,7 +10,7 @@
 //! refuses names that do not resolve locally. Nothing bypasses a configured proxy.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +18,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ferry_application::ports::{FetchBody, FetchError, FetchInfo, Fetched, Fetcher};
 use ferry_domain::{AddressPolicy, FetchUrl};
+use ferry_net::{GuardError, NetGuard, ReqwestResolver};
 use reqwest::StatusCode;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -67,72 +67,27 @@ impl Default for FetchSettings {
     }
 }
 
-/// The resolver of direct connections: refuses internal addresses after resolution.
-struct GuardedResolver {
-    policy: AddressPolicy,
-    hosts: HashMap<String, IpAddr>,
-}
-
-#[derive(Debug)]
-struct Refused(String);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Refused {}
-
-async fn resolve(hosts: &HashMap<String, IpAddr>, name: &str) -> std::io::Result<Vec<IpAddr>> {
-    if let Some(ip) = hosts.get(&name.to_ascii_lowercase()) {
-        return Ok(vec![*ip]);
-    }
-    Ok(tokio::net::lookup_host((name, 0))
-        .await?
-        .map(|a| a.ip())
-        .collect())
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let policy = self.policy.clone();
-        let hosts = self.hosts.clone();
-        let name = name.as_str().to_owned();
-        Box::pin(async move {
-            let ips = resolve(&hosts, &name).await?;
-            for ip in &ips {
-                policy.check(*ip).map_err(|why| {
-                    Box::new(Refused(format!(
-                        "{name} resolves to an internal address: {why}"
-                    )))
-                })?;
-            }
-            let addrs: Addrs = Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
-            Ok(addrs)
-        })
-    }
-}
-
 pub struct HttpFetcher {
     client: reqwest::Client,
     settings: FetchSettings,
+    guard: Arc<NetGuard>,
 }
 
 impl HttpFetcher {
     /// # Errors
     /// When a proxy is required but not configured, or its URL is invalid.
     pub fn new(settings: FetchSettings) -> anyhow::Result<Self> {
+        let guard = Arc::new(NetGuard::new(
+            settings.policy.clone(),
+            settings.hosts.clone(),
+        ));
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.read_timeout)
             .user_agent(concat!("Ferry/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(GuardedResolver {
-                policy: settings.policy.clone(),
-                hosts: settings.hosts.clone(),
-            }));
+            .dns_resolver(Arc::new(ReqwestResolver(guard.clone())));
         match &settings.proxy {
             Some(url) => {
                 let scheme = url.split("://").next().unwrap_or_default();
@@ -150,6 +105,7 @@ impl HttpFetcher {
         Ok(Self {
             client: builder.build()?,
             settings,
+            guard,
         })
     }
 
@@ -157,33 +113,24 @@ impl HttpFetcher {
     async fn check(&self, url: &FetchUrl) -> Result<(), FetchError> {
         if let Some(ip) = url.literal_ip() {
             return self
-                .settings
-                .policy
-                .check(ip)
-                .map_err(FetchError::NotAllowed);
+                .guard
+                .check_ip(ip)
+                .map_err(|r| FetchError::NotAllowed(r.0));
         }
         let host = url.as_url().host_str().unwrap_or_default();
-        if ferry_domain::net::local_name(host) && !self.settings.hosts.contains_key(host) {
+        if ferry_domain::net::local_name(host) && !self.guard.is_mapped(host) {
             return Err(FetchError::NotAllowed(format!("{host} is a local name")));
         }
-        match resolve(&self.settings.hosts, host).await {
-            Ok(ips) => {
-                for ip in ips {
-                    self.settings.policy.check(ip).map_err(|why| {
-                        FetchError::NotAllowed(format!(
-                            "{host} resolves to an internal address: {why}"
-                        ))
-                    })?;
-                }
-                Ok(())
-            }
+        match self.guard.resolve(host).await {
+            Ok(_) => Ok(()),
+            Err(GuardError::Refused(r)) => Err(FetchError::NotAllowed(r.0)),
             // Through a proxy that resolves names, a name unknown here may be fine.
-            Err(_)
+            Err(GuardError::Lookup(_))
                 if self.settings.proxy.is_some() && self.settings.proxy_dns == ProxyDns::Proxy =>
             {
                 Ok(())
             }
-            Err(e) => Err(FetchError::Unreachable(format!(
+            Err(GuardError::Lookup(e)) => Err(FetchError::Unreachable(format!(
                 "cannot resolve {host}: {e}"
             ))),
         }
@@ -211,13 +158,11 @@ impl HttpFetcher {
 }
 
 fn request_error(e: reqwest::Error) -> FetchError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(s) = source {
-        if let Some(refused) = s.downcast_ref::<Refused>() {
-            return FetchError::NotAllowed(refused.0.clone());
-        }
-        source = s.source();
+    if let Some(refused) = ferry_net::refusal(&e) {
+        return FetchError::NotAllowed(refused.0.clone());
     }
+    // The URL (and its query: signed links, tokens) stays out of messages and logs.
+    let e = e.without_url();
     let cause = std::error::Error::source(&e)
         .map(ToString::to_string)
         .unwrap_or_default();
@@ -259,8 +204,12 @@ impl Fetcher for HttpFetcher {
                     .as_url()
                     .join(location)
                     .map_err(|_| FetchError::Status(status.as_u16()))?;
-                hop = FetchUrl::parse(next.as_str())
-                    .map_err(|e| FetchError::NotAllowed(format!("redirect to {next}: {e}")))?;
+                hop = FetchUrl::parse(next.as_str()).map_err(|e| {
+                    FetchError::NotAllowed(format!(
+                        "redirect to {}: {e}",
+                        ferry_domain::net::loggable_url(next.as_str())
+                    ))
+                })?;
                 continue;
             }
             if status == StatusCode::RANGE_NOT_SATISFIABLE && offset > 0 {
@@ -296,7 +245,7 @@ impl Fetcher for HttpFetcher {
                 info: FetchInfo {
                     size,
                     mime,
-                    final_url: hop.to_string(),
+                    final_url: hop.for_log(),
                     resumed_from,
                 },
                 resp,

@@ -6,6 +6,10 @@
 //! dies mid-upload is followed by one that asks the session how far it got and sends the
 //! rest. Access tokens come from the user's refresh token at the operator's OAuth client.
 //! See ADR 0003 for why this speaks the protocol itself rather than through google-drive3.
+//!
+//! Connections resolve names through the storage [`NetGuard`]; literal addresses (in the
+//! configured URLs and in the session URIs Drive hands out) are checked before use, and
+//! redirects are not followed, so Drive's answers cannot steer a worker to an internal host.
 
 #[cfg(feature = "fake")]
 pub mod fake;
@@ -18,6 +22,7 @@ use ferry_application::ports::{
     ObjectLocation, ObjectStore, PutRequest, StoreError, StoredObject, UploadSessions,
 };
 use ferry_domain::{JobId, StorageKey};
+use ferry_net::{NetGuard, ReqwestResolver};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -54,6 +59,7 @@ impl std::fmt::Debug for DriveSettings {
 
 pub struct DriveStore {
     http: reqwest::Client,
+    guard: Arc<NetGuard>,
     settings: DriveSettings,
     sessions: Arc<dyn UploadSessions>,
     token: Mutex<Option<(String, Instant)>>,
@@ -83,7 +89,15 @@ struct TokenResponse {
 }
 
 fn unreachable(e: reqwest::Error) -> StoreError {
-    StoreError::Unreachable(format!("Google Drive: {e}"))
+    if let Some(refused) = ferry_net::refusal(&e) {
+        return StoreError::NotAllowed(refused.0.clone());
+    }
+    // Session URIs carry the upload id in their query: keep URLs out of the message.
+    let e = e.without_url();
+    let cause = std::error::Error::source(&e)
+        .map(|c| format!(": {c}"))
+        .unwrap_or_default();
+    StoreError::Unreachable(format!("Google Drive: {e}{cause}"))
 }
 
 /// Maps an unexpected HTTP status to the port's errors.
@@ -105,26 +119,57 @@ async fn status_error(what: &str, resp: reqwest::Response) -> StoreError {
     }
 }
 
+/// Literal addresses never reach the resolver: check them against the guard.
+fn check_literal(guard: &NetGuard, url: &url::Url) -> Result<(), StoreError> {
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(v4)) => std::net::IpAddr::V4(v4),
+        Some(url::Host::Ipv6(v6)) => std::net::IpAddr::V6(v6),
+        _ => return Ok(()),
+    };
+    guard.check_ip(ip).map_err(|r| StoreError::NotAllowed(r.0))
+}
+
 /// A Drive query string literal.
 fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 impl DriveStore {
-    pub fn new(settings: DriveSettings, sessions: Arc<dyn UploadSessions>) -> Self {
+    /// A store whose connections resolve names through `guard`.
+    ///
+    /// # Errors
+    /// `NotAllowed` when the API or token URL is a literal address the guard refuses.
+    pub fn new(
+        settings: DriveSettings,
+        sessions: Arc<dyn UploadSessions>,
+        guard: Arc<NetGuard>,
+    ) -> Result<Self, StoreError> {
         let mut settings = settings;
         settings.chunk_size = (settings.chunk_size / CHUNK_UNIT).max(1) * CHUNK_UNIT;
+        check_literal(&guard, &settings.api_url)?;
+        check_literal(&guard, &settings.token_url)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(300))
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(ReqwestResolver(guard.clone())))
             .build()
-            .unwrap_or_default();
-        Self {
+            .map_err(|e| StoreError::Unexpected(e.into()))?;
+        Ok(Self {
             http,
+            guard,
             settings,
             sessions,
             token: Mutex::new(None),
-        }
+        })
+    }
+
+    /// A session URI Drive handed out (or a worker remembered), checked like the API's.
+    fn session_uri(&self, uri: &str) -> Result<url::Url, StoreError> {
+        let url = url::Url::parse(uri)
+            .map_err(|e| StoreError::Unexpected(anyhow::anyhow!("bad upload session URI: {e}")))?;
+        check_literal(&self.guard, &url)?;
+        Ok(url)
     }
 
     fn url(&self, path: &str) -> Result<url::Url, StoreError> {
@@ -286,15 +331,19 @@ impl DriveStore {
         if !resp.status().is_success() {
             return Err(status_error("an upload session", resp).await);
         }
-        resp.headers()
+        let uri = resp
+            .headers()
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
-            .ok_or_else(|| StoreError::Unexpected(anyhow::anyhow!("no upload session URI")))
+            .ok_or_else(|| StoreError::Unexpected(anyhow::anyhow!("no upload session URI")))?;
+        self.session_uri(&uri)?;
+        Ok(uri)
     }
 
     /// How many bytes the session holds; `None` when it is gone (expired or finished).
     async fn session_offset(&self, uri: &str, size: u64) -> Result<Option<u64>, StoreError> {
+        let uri = self.session_uri(uri)?;
         let resp = self
             .http
             .put(uri)
@@ -319,6 +368,7 @@ impl DriveStore {
         size: u64,
         mut offset: u64,
     ) -> Result<StoredObject, StoreError> {
+        let uri = self.session_uri(uri)?;
         let mut file = match tokio::fs::File::open(req.source).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound),
@@ -353,7 +403,7 @@ impl DriveStore {
             };
             let resp = self
                 .http
-                .put(uri)
+                .put(uri.clone())
                 .bearer_auth(self.access_token().await?)
                 .header(reqwest::header::CONTENT_RANGE, range)
                 .body(buf[..len].to_vec())
@@ -449,8 +499,8 @@ impl ObjectStore for DriveStore {
             .map_err(|e| StoreError::Unexpected(e.into()))?;
         for (key, uri) in sessions {
             // Cancelling a session is best effort: Drive expires it in a week anyway.
-            if let Ok(token) = self.access_token().await {
-                let _ = self.http.delete(&uri).bearer_auth(token).send().await;
+            if let (Ok(token), Ok(uri)) = (self.access_token().await, self.session_uri(&uri)) {
+                let _ = self.http.delete(uri).bearer_auth(token).send().await;
             }
             let _ = self.sessions.set(job, &key, None).await;
         }

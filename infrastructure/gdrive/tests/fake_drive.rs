@@ -15,6 +15,7 @@ use ferry_application::testing::contracts::object_store_contract;
 use ferry_domain::{JobId, StorageKey};
 use ferry_gdrive::fake::FakeDrive;
 use ferry_gdrive::{CHUNK_UNIT, DriveSettings, DriveStore};
+use ferry_net::NetGuard;
 
 fn settings(drive: &FakeDrive, refresh: &str, folder: &str) -> DriveSettings {
     DriveSettings {
@@ -32,6 +33,49 @@ fn init() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
+/// The fake server runs on loopback: a guard that allows it.
+fn open() -> Arc<NetGuard> {
+    Arc::new(NetGuard::allow_all())
+}
+
+#[tokio::test]
+async fn internal_addresses_are_refused_unless_allowed() {
+    init();
+    let drive = FakeDrive::start("refresh-1").await;
+    let closed = Arc::new(NetGuard::default());
+    assert!(matches!(
+        DriveStore::new(
+            settings(&drive, "refresh-1", &drive.root_folder),
+            Arc::new(MemorySessions::default()),
+            closed,
+        )
+        .err(),
+        Some(StoreError::NotAllowed(_))
+    ));
+    // A name that resolves to the loopback server is refused when it connects.
+    let mapped = Arc::new(NetGuard::new(
+        ferry_domain::AddressPolicy::default(),
+        [(
+            "drive.internal.example".to_owned(),
+            "127.0.0.1".parse().unwrap(),
+        )]
+        .into_iter()
+        .collect(),
+    ));
+    let mut named = settings(&drive, "refresh-1", &drive.root_folder);
+    named
+        .api_url
+        .set_host(Some("drive.internal.example"))
+        .unwrap();
+    named
+        .token_url
+        .set_host(Some("drive.internal.example"))
+        .unwrap();
+    let store = DriveStore::new(named, Arc::new(MemorySessions::default()), mapped).unwrap();
+    let err = store.check().await;
+    assert!(matches!(err, Err(StoreError::NotAllowed(_))), "{err:?}");
+}
+
 #[tokio::test]
 async fn the_drive_adapter_passes_the_contract() {
     init();
@@ -39,7 +83,9 @@ async fn the_drive_adapter_passes_the_contract() {
     let store = DriveStore::new(
         settings(&drive, "refresh-1", &drive.root_folder),
         Arc::new(MemorySessions::default()),
-    );
+        open(),
+    )
+    .unwrap();
     let scratch = tempfile::tempdir().unwrap();
     object_store_contract(&store, scratch.path(), 3 * CHUNK_UNIT as usize + 11).await;
     assert_eq!(drive.open_sessions(), 0);
@@ -52,7 +98,9 @@ async fn files_mirror_the_tree_and_links_point_at_drive() {
     let store = DriveStore::new(
         settings(&drive, "refresh-1", &drive.root_folder),
         Arc::new(MemorySessions::default()),
-    );
+        open(),
+    )
+    .unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let src = scratch.path().join("f");
     std::fs::write(&src, b"tree").unwrap();
@@ -102,7 +150,9 @@ async fn bad_credentials_and_missing_folders_are_reported_clearly() {
     let revoked = DriveStore::new(
         settings(&drive, "revoked", &drive.root_folder),
         Arc::new(MemorySessions::default()),
-    );
+        open(),
+    )
+    .unwrap();
     assert!(
         matches!(revoked.check().await, Err(StoreError::AuthFailed(_))),
         "{:?}",
@@ -111,14 +161,16 @@ async fn bad_credentials_and_missing_folders_are_reported_clearly() {
     let nowhere = DriveStore::new(
         settings(&drive, "refresh-1", "no-such-folder"),
         Arc::new(MemorySessions::default()),
-    );
+        open(),
+    )
+    .unwrap();
     assert!(matches!(
         nowhere.check().await,
         Err(StoreError::Unreachable(_))
     ));
     let mut down = settings(&drive, "refresh-1", &drive.root_folder);
     down.token_url = "http://127.0.0.1:9/token".parse().unwrap();
-    let down = DriveStore::new(down, Arc::new(MemorySessions::default()));
+    let down = DriveStore::new(down, Arc::new(MemorySessions::default()), open()).unwrap();
     assert!(matches!(
         down.check().await,
         Err(StoreError::Unreachable(_))
@@ -133,7 +185,9 @@ async fn an_interrupted_upload_resumes_from_the_session() {
     let store = DriveStore::new(
         settings(&drive, "refresh-1", &drive.root_folder),
         sessions.clone(),
-    );
+        open(),
+    )
+    .unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let src = scratch.path().join("big.bin");
     let data: Vec<u8> = (0..(10 * CHUNK_UNIT as usize + 123))

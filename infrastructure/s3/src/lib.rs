@@ -6,6 +6,14 @@
 //! upload id is remembered per job and key: a worker that dies mid-upload is followed by one
 //! that lists the parts already there and sends only the rest. A failed upload is aborted.
 //! Downloads are presigned `GET` URLs.
+//!
+//! Every connection resolves names through the storage [`NetGuard`] (an endpoint, or a
+//! virtual-hosted `{bucket}.{endpoint}`, that resolves to an internal address is refused when
+//! it connects) and a literal internal endpoint is refused when the store is built.
+//!
+//! S3-compatible servers differ: when the answer to `CompleteMultipartUpload` cannot be read
+//! (moto answers with another root element) or never arrives, the object is looked at
+//! (`HeadObject`: size and multipart ETag) before the upload counts as failed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,6 +34,7 @@ use ferry_application::ports::{
     ObjectLocation, ObjectStore, PutRequest, StoreError, StoredObject, UploadSessions,
 };
 use ferry_domain::{JobId, StorageKey};
+use ferry_net::{GuardError, NetGuard};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
@@ -68,40 +77,68 @@ pub struct S3Store {
     sessions: Arc<dyn UploadSessions>,
 }
 
-/// Maps an SDK error onto the port's: connection problems are "unreachable", refused
-/// credentials "auth failed", missing keys "not found".
+/// The resolver of every connection: names go through the storage guard.
+#[derive(Debug, Clone)]
+struct GuardedDns(Arc<NetGuard>);
+
+impl aws_smithy_runtime_api::client::dns::ResolveDns for GuardedDns {
+    fn resolve_dns<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> aws_smithy_runtime_api::client::dns::DnsFuture<'a> {
+        aws_smithy_runtime_api::client::dns::DnsFuture::new(async move {
+            self.0.resolve(name).await.map_err(|e| match e {
+                GuardError::Refused(r) => {
+                    aws_smithy_runtime_api::client::dns::ResolveDnsError::new(r)
+                }
+                GuardError::Lookup(e) => {
+                    aws_smithy_runtime_api::client::dns::ResolveDnsError::new(e)
+                }
+            })
+        })
+    }
+}
+
+/// Error codes that mean the credentials are wrong.
+const AUTH_CODES: &[&str] = &[
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "AccessDenied",
+    "InvalidToken",
+    "ExpiredToken",
+];
+
+/// Maps an SDK error onto the port's: connection problems are "unreachable" (or "not
+/// allowed" when the guard refused the address), refused credentials "auth failed", missing
+/// keys "not found". The strings are for the log.
 fn store_error<E, R>(e: SdkError<E, R>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
+    if let Some(refused) = ferry_net::refusal(&e) {
+        return StoreError::NotAllowed(refused.0.clone());
+    }
+    let detail = || format!("{}", aws_sdk_s3::error::DisplayErrorContext(&e));
     match &e {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
-            StoreError::Unreachable(format!("{}", aws_sdk_s3::error::DisplayErrorContext(&e)))
+            StoreError::Unreachable(detail())
         }
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or_default().to_owned();
             let message = se.err().message().unwrap_or_default().to_owned();
             match code.as_str() {
-                "InvalidAccessKeyId"
-                | "SignatureDoesNotMatch"
-                | "AccessDenied"
-                | "InvalidToken"
-                | "ExpiredToken" => StoreError::AuthFailed(format!("{code}: {message}")),
+                c if AUTH_CODES.contains(&c) => {
+                    StoreError::AuthFailed(format!("{code}: {message}"))
+                }
                 "NoSuchKey" | "NotFound" => StoreError::NotFound,
                 "NoSuchBucket" => {
                     StoreError::Unreachable(format!("the bucket does not exist: {message}"))
                 }
-                _ => StoreError::Unexpected(anyhow::anyhow!(
-                    "{code}: {message} ({})",
-                    aws_sdk_s3::error::DisplayErrorContext(&e)
-                )),
+                _ => StoreError::Unexpected(anyhow::anyhow!("{code}: {message} ({})", detail())),
             }
         }
-        _ => StoreError::Unexpected(anyhow::anyhow!(
-            "{}",
-            aws_sdk_s3::error::DisplayErrorContext(&e)
-        )),
+        _ => StoreError::Unexpected(anyhow::anyhow!("{}", detail())),
     }
 }
 
@@ -123,8 +160,52 @@ where
     store_error(e)
 }
 
+/// The ETag S3 gives an object completed from parts with these ETags: the MD5 of their
+/// binary MD5s, then `-{count}`. `None` when a part's ETag is not an MD5.
+fn multipart_etag(parts: &[(i32, String)]) -> Option<String> {
+    let mut digests = Vec::with_capacity(parts.len() * 16);
+    for (_, tag) in parts {
+        let hex = tag.trim_matches('"');
+        if hex.len() != 32 {
+            return None;
+        }
+        digests.extend(hex::decode(hex).ok()?);
+    }
+    Some(format!(
+        "{}-{}",
+        hex::encode(md5::Md5::digest(&digests)),
+        parts.len()
+    ))
+}
+
 impl S3Store {
-    pub fn new(settings: S3Settings, sessions: Arc<dyn UploadSessions>) -> Self {
+    /// A store whose connections resolve names through `guard`.
+    ///
+    /// # Errors
+    /// `NotAllowed` when the endpoint is a literal address the guard refuses (literal
+    /// addresses never reach a resolver); `Unreachable` for an endpoint that is not a URL.
+    pub fn new(
+        settings: S3Settings,
+        sessions: Arc<dyn UploadSessions>,
+        guard: Arc<NetGuard>,
+    ) -> Result<Self, StoreError> {
+        let endpoint = url::Url::parse(&settings.endpoint)
+            .map_err(|e| StoreError::Unreachable(format!("the endpoint is not a URL: {e}")))?;
+        let literal = match endpoint.host() {
+            Some(url::Host::Ipv4(v4)) => Some(std::net::IpAddr::V4(v4)),
+            Some(url::Host::Ipv6(v6)) => Some(std::net::IpAddr::V6(v6)),
+            _ => None,
+        };
+        if let Some(ip) = literal {
+            guard
+                .check_ip(ip)
+                .map_err(|r| StoreError::NotAllowed(r.0))?;
+        }
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .build_with_resolver(GuardedDns(guard));
         let credentials = Credentials::new(
             settings.access_key_id.clone(),
             settings.secret_access_key.clone(),
@@ -137,6 +218,7 @@ impl S3Store {
             .region(Region::new(settings.region.clone()))
             .endpoint_url(settings.endpoint.clone())
             .credentials_provider(credentials)
+            .http_client(http)
             .force_path_style(settings.path_style)
             // Many S3-compatible servers do not know the SDK's default CRC checksums.
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
@@ -151,11 +233,11 @@ impl S3Store {
         let mut settings = settings;
         settings.part_size = settings.part_size.max(MIN_PART);
         settings.concurrency = settings.concurrency.max(1);
-        Self {
+        Ok(Self {
             client: Client::from_conf(config),
             settings,
             sessions,
-        }
+        })
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -460,11 +542,13 @@ impl S3Store {
         };
         done.extend(derived);
         done.sort_by_key(|(n, _)| *n);
+        let etag = multipart_etag(&done);
         let parts = done
             .into_iter()
             .map(|(n, tag)| CompletedPart::builder().part_number(n).e_tag(tag).build())
             .collect();
-        self.client
+        let completed = self
+            .client
             .complete_multipart_upload()
             .bucket(&self.settings.bucket)
             .key(key)
@@ -475,12 +559,71 @@ impl S3Store {
                     .build(),
             )
             .send()
-            .await
-            .map_err(store_error)?;
+            .await;
+        if let Err(e) = completed {
+            // A clear refusal (a service error with a code) failed the upload; anything else
+            // (an answer that cannot be read, a timeout, a lost connection) may have come
+            // after the server completed it: look before calling it a failure.
+            let clear = matches!(&e, SdkError::ServiceError(se) if se.err().code().is_some());
+            let e = store_error(e);
+            if clear
+                || !self
+                    .completed_as_expected(key, total, etag.as_deref())
+                    .await
+            {
+                return Err(e);
+            }
+            tracing::warn!(
+                key,
+                error = format!("{e:#}"),
+                "the answer to CompleteMultipartUpload could not be read, but the object is complete"
+            );
+        }
         Ok(StoredObject {
             size: total,
             sha256,
         })
+    }
+
+    /// Whether the object at `key` is the one this upload completed: its size, and its
+    /// multipart ETag when the parts' ETags are MD5s.
+    async fn completed_as_expected(&self, key: &str, size: u64, etag: Option<&str>) -> bool {
+        let head = match self
+            .client
+            .head_object()
+            .bucket(&self.settings.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(head) => head,
+            Err(e) => {
+                tracing::info!(
+                    key,
+                    error = format!("{:#}", head_error(e)),
+                    "no completed object after an unclear completion"
+                );
+                return false;
+            }
+        };
+        let stored_size = head.content_length().unwrap_or(-1);
+        let stored_tag = head
+            .e_tag()
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_owned();
+        let size_ok = u64::try_from(stored_size).is_ok_and(|s| s == size);
+        let tag_ok = etag.is_none_or(|want| stored_tag == want);
+        if !(size_ok && tag_ok) {
+            tracing::info!(
+                key,
+                stored_size,
+                stored_tag,
+                expected_tag = etag,
+                "the object is not the one this upload completed"
+            );
+        }
+        size_ok && tag_ok
     }
 
     async fn delete_batch(&self, keys: &[String]) -> Result<(), StoreError> {
@@ -635,17 +778,24 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    /// Lists at most one key: only an S3 server answers that with a listing, so a port that
+    /// speaks anything else (an HTML page, another protocol, a bare 403) is "unreachable"
+    /// like a closed one, and credentials are judged by S3's own error codes.
     async fn check(&self) -> Result<(), StoreError> {
         self.client
-            .head_bucket()
+            .list_objects_v2()
             .bucket(&self.settings.bucket)
+            .max_keys(1)
             .send()
             .await
-            .map_err(|e| match head_error(e) {
+            .map_err(|e| match store_error(e) {
                 StoreError::NotFound => StoreError::Unreachable(format!(
                     "bucket {} does not exist",
                     self.settings.bucket
                 )),
+                StoreError::Unexpected(e) => {
+                    StoreError::Unreachable(format!("not an S3 answer: {e:#}"))
+                }
                 other => other,
             })?;
         Ok(())

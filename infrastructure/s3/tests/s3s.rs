@@ -1,5 +1,6 @@
-//! The `ObjectStore` contract against s3s-fs, an S3-compatible server that checks SigV4
-//! signatures, started by the test on its own port.
+//! The `ObjectStore` contract against two S3-compatible servers, each started by the test on
+//! its own port: s3s-fs (checks SigV4 signatures) and moto (answers some calls unlike S3:
+//! `CompleteMultipartUpload` with another root element).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,6 +15,7 @@ use ferry_application::ports::{
 use ferry_application::testing::MemorySessions;
 use ferry_application::testing::contracts::object_store_contract;
 use ferry_domain::{JobId, StorageKey};
+use ferry_net::NetGuard;
 use ferry_s3::{S3Settings, S3Store};
 
 const ACCESS: &str = "AKIDFERRYTEST";
@@ -53,20 +55,62 @@ impl Drop for Server {
     }
 }
 
-fn start() -> Option<Server> {
-    let Some(bin) = s3s_fs() else {
-        if std::env::var_os("CI").is_some() {
-            panic!("s3s-fs is missing (scripts/test-deps.sh installs it)");
-        }
-        eprintln!("SKIPPED: s3s-fs is missing; scripts/test-deps.sh installs it");
-        return None;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+fn missing(what: &str) -> Option<Server> {
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} is missing (scripts/test-deps.sh installs it)");
+    }
+    eprintln!("SKIPPED: {what} is missing; scripts/test-deps.sh installs it");
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
+        .port()
+}
+
+fn wait_for(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// moto's S3 server (`moto_server`, PyPI `moto[server]`), which takes any credentials.
+fn start_moto() -> Option<Server> {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg("command -v moto_server")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        return missing("moto_server");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(port, "moto_server");
+    Some(Server {
+        child,
+        port,
+        _dir: dir,
+    })
+}
+
+fn start() -> Option<Server> {
+    let Some(bin) = s3s_fs() else {
+        return missing("s3s-fs");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
     let child = Command::new(bin)
         .args([
             "--host",
@@ -83,11 +127,7 @@ fn start() -> Option<Server> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "s3s-fs did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(port, "s3s-fs");
     Some(Server {
         child,
         port,
@@ -114,11 +154,74 @@ fn init() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
+/// A store on the loopback test server: the guard must allow loopback.
+fn open_store(settings: S3Settings, sessions: Arc<dyn UploadSessions>) -> S3Store {
+    S3Store::new(settings, sessions, Arc::new(NetGuard::allow_all())).unwrap()
+}
+
+#[tokio::test]
+async fn moto_passes_the_contract() {
+    init();
+    let Some(server) = start_moto() else { return };
+    let store = open_store(
+        settings(server.port, SECRET),
+        Arc::new(MemorySessions::default()),
+    );
+    store.create_bucket_if_missing().await.unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    // Multipart (three parts): moto's answer to the completion cannot be parsed by the SDK,
+    // yet the upload must count as done, once, without aborting it.
+    object_store_contract(&store, scratch.path(), (12 << 20) + 7).await;
+}
+
+#[tokio::test]
+async fn internal_endpoints_are_refused_before_and_while_connecting() {
+    init();
+    let sessions: Arc<dyn UploadSessions> = Arc::new(MemorySessions::default());
+    let closed = Arc::new(NetGuard::default());
+    // A literal internal endpoint never reaches a resolver: refused when the store is built.
+    assert!(matches!(
+        S3Store::new(settings(9, SECRET), sessions.clone(), closed.clone()),
+        Err(StoreError::NotAllowed(_))
+    ));
+    // A name that resolves internally, path style and virtual-hosted.
+    let mapped = Arc::new(NetGuard::new(
+        ferry_domain::AddressPolicy::default(),
+        [
+            (
+                "s3.internal.example".to_owned(),
+                "127.0.0.1".parse().unwrap(),
+            ),
+            ("public.example".to_owned(), "192.0.2.10".parse().unwrap()),
+            (
+                "ferry-test.public.example".to_owned(),
+                "127.0.0.1".parse().unwrap(),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    ));
+    for (endpoint, path_style) in [
+        ("http://s3.internal.example:9", true),
+        ("http://public.example:9", false),
+    ] {
+        let mut s = settings(9, SECRET);
+        s.endpoint = endpoint.to_owned();
+        s.path_style = path_style;
+        let store = S3Store::new(s, sessions.clone(), mapped.clone()).unwrap();
+        let err = store.check().await;
+        assert!(
+            matches!(err, Err(StoreError::NotAllowed(_))),
+            "{endpoint}: {err:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn s3s_fs_passes_the_contract() {
     init();
     let Some(server) = start() else { return };
-    let store = S3Store::new(
+    let store = open_store(
         settings(server.port, SECRET),
         Arc::new(MemorySessions::default()),
     );
@@ -132,7 +235,7 @@ async fn s3s_fs_passes_the_contract() {
 async fn presigned_links_download_and_wrong_keys_are_auth_failures() {
     init();
     let Some(server) = start() else { return };
-    let store = S3Store::new(
+    let store = open_store(
         settings(server.port, SECRET),
         Arc::new(MemorySessions::default()),
     );
@@ -158,7 +261,7 @@ async fn presigned_links_download_and_wrong_keys_are_auth_failures() {
     let body = reqwest_get(&url).await;
     assert_eq!(body, b"presigned bytes");
 
-    let wrong = S3Store::new(
+    let wrong = open_store(
         settings(server.port, "not-the-secret"),
         Arc::new(MemorySessions::default()),
     );
@@ -167,14 +270,14 @@ async fn presigned_links_download_and_wrong_keys_are_auth_failures() {
         "{:?}",
         wrong.check().await
     );
-    let nowhere = S3Store::new(settings(1, SECRET), Arc::new(MemorySessions::default()));
+    let nowhere = open_store(settings(1, SECRET), Arc::new(MemorySessions::default()));
     assert!(matches!(
         nowhere.check().await,
         Err(StoreError::Unreachable(_))
     ));
     let mut missing = settings(server.port, SECRET);
     missing.bucket = "no-such-bucket".into();
-    let missing = S3Store::new(missing, Arc::new(MemorySessions::default()));
+    let missing = open_store(missing, Arc::new(MemorySessions::default()));
     assert!(
         matches!(missing.check().await, Err(StoreError::Unreachable(_))),
         "{:?}",
@@ -187,7 +290,7 @@ async fn an_interrupted_multipart_upload_is_resumed_not_restarted() {
     init();
     let Some(server) = start() else { return };
     let sessions = Arc::new(MemorySessions::default());
-    let store = S3Store::new(settings(server.port, SECRET), sessions.clone());
+    let store = open_store(settings(server.port, SECRET), sessions.clone());
     store.create_bucket_if_missing().await.unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let src = scratch.path().join("big.bin");

@@ -3,6 +3,11 @@
 //! Each job downloads into `{staging}/{job id}/`, with a multi-file torrent's files under
 //! its name (`{staging}/{job}/{name}/{path}`), so the job's [`SafePath`]s are exactly the
 //! paths on disk. Torrent metadata is validated by [`inspect`] before anything is written.
+//!
+//! Peers at internal addresses the operator has not allowed (`peer_policy`) are neither
+//! connected to nor accepted: the session gets them as its block list, which the vendored
+//! librqbit applies to every peer source (trackers, DHT, `x.pe`, PEX), also while a magnet's
+//! metadata is resolved.
 
 mod inspect;
 mod package;
@@ -22,7 +27,7 @@ use async_trait::async_trait;
 use ferry_application::ports::{
     EngineError, EngineStats, Staging, TorrentEngine, TorrentInspector, TorrentSpec,
 };
-use ferry_domain::{JobId, MagnetLink, TorrentMetadata};
+use ferry_domain::{AddressPolicy, JobId, MagnetLink, TorrentMetadata};
 use ferry_local_storage::LocalStaging;
 use librqbit::api::TorrentIdOrHash;
 use librqbit::limits::LimitsConfig;
@@ -60,6 +65,30 @@ pub struct EngineConfig {
     pub upload_limit_bps: Option<NonZeroU32>,
     /// Peers per torrent.
     pub peer_limit: Option<usize>,
+    /// Which peer addresses the engine may connect to or accept (`torrent.allow`).
+    pub peer_policy: AddressPolicy,
+}
+
+/// Writes the ranges `policy` refuses as a P2P block list (`name:first-last` lines) into
+/// `dir`; `None` when it refuses nothing. The file is only read while the session starts.
+fn block_list(
+    policy: &AddressPolicy,
+    dir: &std::path::Path,
+) -> anyhow::Result<Option<tempfile::TempPath>> {
+    use std::io::Write;
+    let ranges = policy.refused_ranges();
+    if ranges.is_empty() {
+        return Ok(None);
+    }
+    let mut file = tempfile::Builder::new()
+        .prefix(".peer-blocklist-")
+        .tempfile_in(dir)
+        .context("writing the peer block list")?;
+    for (first, last) in ranges {
+        writeln!(file, "ferry:{first}-{last}")?;
+    }
+    file.flush()?;
+    Ok(Some(file.into_temp_path()))
 }
 
 /// Port 0 means "any free port"; pick it now so it can be announced to trackers.
@@ -93,7 +122,17 @@ impl RqbitEngine {
         tokio::fs::create_dir_all(&config.staging_dir)
             .await
             .with_context(|| format!("creating staging folder {}", config.staging_dir.display()))?;
+        let blocked = block_list(&config.peer_policy, &config.staging_dir)?;
+        let blocklist_url = match &blocked {
+            Some(path) => Some(
+                url::Url::from_file_path(std::path::absolute(path)?)
+                    .map_err(|()| anyhow::anyhow!("the block list's path is not absolute"))?
+                    .to_string(),
+            ),
+            None => None,
+        };
         let opts = SessionOptions {
+            blocklist_url,
             dht: if config.dht {
                 Some(Default::default())
             } else {
@@ -129,6 +168,7 @@ impl RqbitEngine {
         let session = Session::new_with_opts(config.staging_dir.clone(), opts)
             .await
             .context("starting the BitTorrent session")?;
+        drop(blocked);
         tracing::info!(listen = ?session.listen_addr(), dht = config.dht, "torrent engine started");
         Ok(Self {
             session,

@@ -46,6 +46,7 @@ async fn librqbit_passes_the_contract() {
         download_limit_bps: None,
         upload_limit_bps: None,
         peer_limit: None,
+        peer_policy: ferry_domain::AddressPolicy::default(),
     })
     .await
     .unwrap();

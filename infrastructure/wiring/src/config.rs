@@ -81,6 +81,12 @@ pub struct Config {
     /// generates one into the data dir; the distributed processes must all be given the same.
     pub secret_key: Option<Secret>,
     pub secret_key_file: Option<PathBuf>,
+    /// Earlier secret keys (64 hex digits each), still accepted to open credentials sealed
+    /// with them until `ferry keys rotate` has re-sealed everything with `secret_key`.
+    pub old_secret_keys: Vec<Secret>,
+    /// Fixed name → address mappings (like /etc/hosts) for every connection a user's input
+    /// decides (URL jobs, storage endpoints, trackers), checked like resolved addresses.
+    pub hosts: std::collections::BTreeMap<String, std::net::IpAddr>,
     /// `redis://host:port/db`: the queue and progress bus of the distributed mode
     /// (`ferry-api` and the worker binaries). `ferry serve` does not use it.
     pub redis_url: Option<String>,
@@ -113,6 +119,8 @@ impl Default for Config {
             api_token_file: None,
             secret_key: None,
             secret_key_file: None,
+            old_secret_keys: Vec::new(),
+            hosts: std::collections::BTreeMap::new(),
             redis_url: None,
             redis_prefix: "ferry".to_owned(),
             staging_dir: None,
@@ -150,6 +158,11 @@ pub struct TorrentConfig {
     /// How long to wait for a magnet's metadata before the attempt counts as failed.
     #[serde(with = "humantime_serde")]
     pub resolve_timeout: Duration,
+    /// Internal ranges (`10.0.0.0/8`, `127.0.0.1/32`) trackers and peers may be at anyway.
+    /// Otherwise trackers at loopback, private, link-local, CGNAT, unique-local or multicast
+    /// addresses are refused at submission, and the engine neither connects to nor accepts
+    /// peers there.
+    pub allow: Vec<String>,
 }
 
 impl Default for TorrentConfig {
@@ -163,6 +176,7 @@ impl Default for TorrentConfig {
             upload_limit: None,
             peer_limit: None,
             resolve_timeout: Duration::from_secs(600),
+            allow: Vec::new(),
         }
     }
 }
@@ -202,6 +216,9 @@ pub struct StorageConfig {
     /// Whether users may point profiles at loopback, private or link-local endpoints.
     /// Off by default: a user could otherwise make the server talk to internal services.
     pub allow_private_endpoints: bool,
+    /// Internal ranges storage endpoints may be at anyway (`10.1.0.0/16`), when
+    /// `allow_private_endpoints` is off.
+    pub allow: Vec<String>,
 }
 
 impl Default for StorageConfig {
@@ -211,6 +228,7 @@ impl Default for StorageConfig {
             part_size: 8 << 20,
             upload_concurrency: 8,
             allow_private_endpoints: false,
+            allow: Vec::new(),
         }
     }
 }
@@ -496,6 +514,20 @@ impl Config {
                 "package.trackers: {t:?} is not an http(s):// or udp:// announce URL"
             );
         }
+        for (key, ranges) in [
+            ("fetch.allow", &self.fetch.allow),
+            ("storage.allow", &self.storage.allow),
+            ("torrent.allow", &self.torrent.allow),
+        ] {
+            cidrs(key, ranges)?;
+        }
+        for key in &self.old_secret_keys {
+            let k = key.expose().trim();
+            anyhow::ensure!(
+                k.len() == 64 && k.bytes().all(|b| b.is_ascii_hexdigit()),
+                "old_secret_keys: every key must be 64 hex digits"
+            );
+        }
         anyhow::ensure!(
             self.workers.fetches > 0,
             "workers.fetches must be at least 1"
@@ -543,6 +575,18 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("storage"))
     }
+}
+
+/// A list of address ranges, parsed, or an error naming the key and the bad entry.
+///
+/// # Errors
+/// The first entry that is not a range like `10.0.0.0/8`.
+pub fn cidrs(key: &str, ranges: &[String]) -> anyhow::Result<Vec<ferry_domain::Cidr>> {
+    ranges
+        .iter()
+        .map(|r| r.parse::<ferry_domain::Cidr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| key.to_owned())
 }
 
 /// Dotted paths present in the merged configuration but not in [`Config`].

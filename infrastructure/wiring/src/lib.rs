@@ -54,6 +54,9 @@ pub struct Ports {
     pub database: ferry_database::Connection,
     /// Present in the distributed mode.
     pub redis: Option<Redis>,
+    /// The address policy of storage endpoints and of trackers and peers.
+    storage_guard: Arc<ferry_net::NetGuard>,
+    torrent_guard: Arc<ferry_net::NetGuard>,
     config: Config,
 }
 
@@ -109,6 +112,47 @@ struct Shared {
     secrets: Arc<dyn SecretBox>,
     stores: Arc<dyn StoreResolver>,
     db: ferry_database::Connection,
+    storage_guard: Arc<ferry_net::NetGuard>,
+    torrent_guard: Arc<ferry_net::NetGuard>,
+}
+
+/// The guard storage clients resolve through: everything when private endpoints are
+/// allowed, else the public internet plus `storage.allow`.
+///
+/// # Errors
+/// An invalid range in `storage.allow`.
+pub fn storage_guard(config: &Config) -> anyhow::Result<ferry_net::NetGuard> {
+    let policy = if config.storage.allow_private_endpoints {
+        ferry_domain::AddressPolicy::allow_all()
+    } else {
+        ferry_domain::AddressPolicy {
+            allow: config::cidrs("storage.allow", &config.storage.allow)?,
+        }
+    };
+    Ok(ferry_net::NetGuard::new(policy, hosts(config, None)))
+}
+
+/// The policy of trackers and peers (`torrent.allow`).
+///
+/// # Errors
+/// An invalid range in `torrent.allow`.
+pub fn torrent_policy(config: &Config) -> anyhow::Result<ferry_domain::AddressPolicy> {
+    Ok(ferry_domain::AddressPolicy {
+        allow: config::cidrs("torrent.allow", &config.torrent.allow)?,
+    })
+}
+
+/// `hosts`, with a family's own mappings (`fetch.hosts`) over them.
+fn hosts(
+    config: &Config,
+    own: Option<&std::collections::BTreeMap<String, std::net::IpAddr>>,
+) -> std::collections::HashMap<String, std::net::IpAddr> {
+    config
+        .hosts
+        .iter()
+        .chain(own.into_iter().flatten())
+        .map(|(k, v)| (k.to_ascii_lowercase(), *v))
+        .collect()
 }
 
 async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
@@ -121,8 +165,12 @@ async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
         Arc::new(ferry_database::SqlProfileRepository::new(db.clone()));
     let sessions: Arc<dyn UploadSessions> =
         Arc::new(ferry_database::SqlUploadSessions::new(db.clone()));
-    let secrets: Arc<dyn SecretBox> =
-        Arc::new(ferry_secrets::AesGcmBox::from_hex(secret_key).context("invalid secret_key")?);
+    let secrets: Arc<dyn SecretBox> = Arc::new(secret_box(config, secret_key)?);
+    let storage_guard = Arc::new(storage_guard(config)?);
+    let torrent_guard = Arc::new(ferry_net::NetGuard::new(
+        torrent_policy(config)?,
+        hosts(config, None),
+    ));
     let stores: Arc<dyn StoreResolver> = Arc::new(ProfileStores {
         local: store.clone(),
         profiles: profiles.clone(),
@@ -130,10 +178,9 @@ async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
         sessions,
         settings: config.storage.clone(),
         google: config.google.clone(),
+        guard: storage_guard.clone(),
     });
-    let fetcher = Arc::new(ferry_fetch::HttpFetcher::new(fetch_settings(
-        &config.fetch,
-    )?)?);
+    let fetcher = Arc::new(ferry_fetch::HttpFetcher::new(fetch_settings(config)?)?);
     Ok(Shared {
         fetcher,
         repo,
@@ -143,6 +190,8 @@ async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
         secrets,
         stores,
         db,
+        storage_guard,
+        torrent_guard,
     })
 }
 
@@ -150,13 +199,9 @@ async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
 ///
 /// # Errors
 /// An invalid range in `fetch.allow` or an unknown `fetch.proxy_dns`.
-pub fn fetch_settings(c: &config::FetchConfig) -> anyhow::Result<ferry_fetch::FetchSettings> {
-    let allow = c
-        .allow
-        .iter()
-        .map(|r| r.parse::<ferry_domain::Cidr>())
-        .collect::<Result<Vec<_>, _>>()
-        .context("fetch.allow")?;
+pub fn fetch_settings(config: &Config) -> anyhow::Result<ferry_fetch::FetchSettings> {
+    let c = &config.fetch;
+    let allow = config::cidrs("fetch.allow", &c.allow)?;
     let proxy_dns = match c.proxy_dns.as_str() {
         "proxy" => ferry_fetch::ProxyDns::Proxy,
         "local" => ferry_fetch::ProxyDns::Local,
@@ -167,16 +212,38 @@ pub fn fetch_settings(c: &config::FetchConfig) -> anyhow::Result<ferry_fetch::Fe
         proxy_required: c.proxy_required,
         proxy_dns,
         policy: ferry_domain::AddressPolicy { allow },
-        hosts: c
-            .hosts
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), *v))
-            .collect(),
+        hosts: hosts(config, Some(&c.hosts)),
         max_bytes: c.max_bytes,
         allowed_types: c.allowed_types.clone(),
         connect_timeout: c.connect_timeout,
         read_timeout: c.read_timeout,
         max_redirects: 10,
+    })
+}
+
+/// The box sealing stored credentials: `secret_key` seals, `old_secret_keys` still open.
+fn secret_box(config: &Config, secret_key: &str) -> anyhow::Result<ferry_secrets::AesGcmBox> {
+    let old: Vec<&str> = config.old_secret_keys.iter().map(Secret::expose).collect();
+    ferry_secrets::AesGcmBox::from_hex_keys(secret_key, &old).context("invalid secret_key")
+}
+
+/// A fresh random key for `secret_key`, as 64 hex digits.
+pub fn new_secret_key() -> String {
+    ferry_secrets::AesGcmBox::generate_hex()
+}
+
+/// Re-sealing every storage profile's credentials with the current `secret_key`
+/// (`ferry keys rotate`): the database and the keys, nothing else.
+///
+/// # Errors
+/// When the database cannot be reached or no secret key is configured or stored.
+pub async fn key_rotation(config: &Config) -> anyhow::Result<ferry_application::KeyRotation> {
+    let db = database(config).await?;
+    let secrets = secret_box(config, &secret_key(config, false)?)?;
+    tracing::info!(key_id = %secrets.key_id(), old_keys = config.old_secret_keys.len(), "sealing with the current key");
+    Ok(ferry_application::KeyRotation {
+        profiles: Arc::new(ferry_database::SqlProfileRepository::new(db)),
+        secrets: Arc::new(secrets),
     })
 }
 
@@ -241,6 +308,8 @@ pub async fn embedded(config: &Config) -> anyhow::Result<Ports> {
         fetcher: s.fetcher,
         database: s.db,
         redis: None,
+        storage_guard: s.storage_guard,
+        torrent_guard: s.torrent_guard,
         config: config.clone(),
     })
 }
@@ -276,6 +345,8 @@ pub async fn distributed(config: &Config) -> anyhow::Result<Ports> {
         fetcher: s.fetcher,
         database: s.db,
         redis: Some(redis),
+        storage_guard: s.storage_guard,
+        torrent_guard: s.torrent_guard,
         config: config.clone(),
     })
 }
@@ -302,6 +373,7 @@ impl Ports {
             stores: self.stores.clone(),
             fetcher: self.fetcher.clone(),
             limits: self.limits(),
+            torrent_addresses: self.torrent_guard.clone(),
         })
     }
 
@@ -312,7 +384,7 @@ impl Ports {
             secrets: self.secrets.clone(),
             resolver: self.stores.clone(),
             clock: self.clock.clone(),
-            allow_private_endpoints: self.config.storage.allow_private_endpoints,
+            endpoints: self.storage_guard.clone(),
         })
     }
 
@@ -436,6 +508,7 @@ impl Ports {
                 download_limit_bps: t.download_limit,
                 upload_limit_bps: t.upload_limit,
                 peer_limit: t.peer_limit,
+                peer_policy: self.torrent_guard.policy().clone(),
             })
             .await?,
         );

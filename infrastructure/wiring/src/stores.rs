@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ferry_application::ports::{
     ObjectStore, ProfileRepository, SecretBox, StoreError, StoreResolver, UploadSessions,
+    credentials_context,
 };
 use ferry_domain::{Credentials, OwnerId, ProfileId, StorageBackend, StorageProfile};
 use ferry_s3::{S3Settings, S3Store};
@@ -19,6 +20,8 @@ pub struct ProfileStores {
     pub sessions: Arc<dyn UploadSessions>,
     pub settings: StorageConfig,
     pub google: GoogleConfig,
+    /// What storage endpoints may resolve to (`storage.allow_private_endpoints`, `storage.allow`).
+    pub guard: Arc<ferry_net::NetGuard>,
 }
 
 #[async_trait]
@@ -37,9 +40,13 @@ impl StoreResolver for ProfileStores {
             .await
             .map_err(|e| StoreError::Unexpected(e.into()))?
             .ok_or(StoreError::NotFound)?;
-        let plain = self.secrets.open(&sealed.credentials).map_err(|e| {
-            StoreError::AuthFailed(format!("the profile's credentials cannot be opened: {e}"))
-        })?;
+        let context = credentials_context(&sealed.profile);
+        let plain = self
+            .secrets
+            .open(&sealed.credentials, &context)
+            .map_err(|e| {
+                StoreError::AuthFailed(format!("the profile's credentials cannot be opened: {e}"))
+            })?;
         let credentials: Credentials = serde_json::from_slice(&plain).map_err(|e| {
             StoreError::Unexpected(anyhow::Error::new(e).context("sealed credentials are corrupt"))
         })?;
@@ -78,7 +85,8 @@ impl StoreResolver for ProfileStores {
                     presign_ttl: self.settings.presign_ttl,
                 },
                 self.sessions.clone(),
-            ))),
+                self.guard.clone(),
+            )?)),
             (
                 StorageBackend::GoogleDrive { folder_id },
                 Credentials::GoogleDrive { refresh_token },
@@ -98,11 +106,95 @@ impl StoreResolver for ProfileStores {
                         chunk_size: g.chunk_size,
                     },
                     self.sessions.clone(),
-                )))
+                    self.guard.clone(),
+                )?))
             }
             _ => Err(StoreError::AuthFailed(
                 "the profile's credentials do not match its storage kind".to_owned(),
             )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+    use super::*;
+    use ferry_application::ports::{SealedProfile, credentials_context};
+    use ferry_application::testing::{MemoryProfiles, MemorySessions, MemoryStore};
+    use ferry_domain::OwnerId;
+
+    fn profile(owner: &str, bucket: &str) -> StorageProfile {
+        let backend =
+            StorageBackend::s3("https://s3.example", "us-east-1", bucket, None, true).unwrap();
+        StorageProfile::new(
+            OwnerId::parse(owner).unwrap(),
+            bucket,
+            backend,
+            chrono_now(),
+        )
+        .unwrap()
+    }
+
+    fn chrono_now() -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now()
+    }
+
+    #[tokio::test]
+    async fn sealed_credentials_open_only_for_their_own_profile() {
+        let secrets: Arc<dyn SecretBox> = Arc::new(ferry_secrets::AesGcmBox::new(&[7; 32]));
+        let profiles = Arc::new(MemoryProfiles::default());
+        let (mine, theirs) = (
+            profile("alice", "alice-bucket"),
+            profile("mallory", "mallory-bucket"),
+        );
+        for (p, secret) in [(&mine, "alice-secret"), (&theirs, "mallory-secret")] {
+            let plain = serde_json::to_vec(&Credentials::S3 {
+                access_key_id: "AK".into(),
+                secret_access_key: secret.into(),
+            })
+            .unwrap();
+            profiles
+                .insert(&SealedProfile {
+                    profile: p.clone(),
+                    credentials: secrets.seal(&plain, &credentials_context(p)),
+                })
+                .await
+                .unwrap();
+        }
+        let stores = ProfileStores {
+            local: Arc::new(MemoryStore::default()),
+            profiles: profiles.clone(),
+            secrets: secrets.clone(),
+            sessions: Arc::new(MemorySessions::default()),
+            settings: StorageConfig::default(),
+            google: GoogleConfig::default(),
+            guard: Arc::new(ferry_net::NetGuard::allow_all()),
+        };
+        assert!(stores.store(&mine.owner, Some(mine.id)).await.is_ok());
+        // A database writer copies one profile's sealed credentials onto another's.
+        let stolen = profiles
+            .get(&theirs.owner, theirs.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .credentials;
+        let own = profiles
+            .get(&mine.owner, mine.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .credentials;
+        assert!(
+            profiles
+                .replace_credentials(mine.id, &own, &stolen)
+                .await
+                .unwrap()
+        );
+        match stores.store(&mine.owner, Some(mine.id)).await {
+            Err(StoreError::AuthFailed(_)) => {}
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("another profile's credentials opened"),
         }
     }
 }

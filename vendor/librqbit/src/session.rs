@@ -1598,13 +1598,31 @@ impl Session {
         } else {
             Some(futures::stream::iter(initial_peers))
         };
-        merge_two_optional_streams(
+        let peers = merge_two_optional_streams(
             merge_two_optional_streams(
                 merge_two_optional_streams(dht_rx, tracker_rx),
                 initial_peers_rx,
             ),
             lsd_rx,
-        )
+        );
+        // Ferry patch: the block and allow lists apply to every peer from this stream, also
+        // to the peers asked for a magnet's metadata (upstream checks them only when a live
+        // torrent connects). A weak reference: the stream must not keep the session alive.
+        let session = Arc::downgrade(self);
+        peers.map(|peers| {
+            peers
+                .filter(move |addr| {
+                    let allowed = session.upgrade().is_none_or(|s| {
+                        !s.blocklist.has(addr.ip())
+                            && s.allowlist.as_ref().is_none_or(|l| l.has(addr.ip()))
+                    });
+                    if !allowed {
+                        debug!(?addr, "peer skipped (block or allow list)");
+                    }
+                    std::future::ready(allowed)
+                })
+                .boxed()
+        })
     }
 
     async fn try_update_persistence_metadata(&self, handle: &ManagedTorrentHandle) {
