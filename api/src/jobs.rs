@@ -114,11 +114,19 @@ fn parse_id(id: &str) -> ApiResult<JobId> {
         .map_err(|_| ApiError::not_found("job_not_found", format!("no job {id:?}")))
 }
 
-fn parse_files(text: Option<&str>) -> ApiResult<Option<Vec<usize>>> {
+/// The multipart `files` field: at most `max_files` indices (counted before any is parsed).
+fn parse_files(text: Option<&str>, max_files: usize) -> ApiResult<Option<Vec<usize>>> {
     let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
     let inner = text.trim_start_matches('[').trim_end_matches(']');
+    if inner.split(',').nth(max_files).is_some() {
+        return Err(ApiError::from(
+            ferry_application::JobsError::InvalidSelection(
+                ferry_domain::FileSelectionError::TooMany { max: max_files },
+            ),
+        ));
+    }
     inner
         .split(',')
         .map(|p| p.trim().parse::<usize>())
@@ -226,7 +234,7 @@ impl JobsApi {
     /// Submit a .torrent file (multipart form: `torrent`, optional `files`).
     #[oai(path = "/jobs/torrent", method = "post", tag = "Tag::Jobs")]
     async fn submit_torrent(&self, form: TorrentUpload) -> ApiResult<Created> {
-        let files = parse_files(form.files.as_deref())?;
+        let files = parse_files(form.files.as_deref(), self.state.jobs.limits.max_files)?;
         let seed = self.seed_policy(form.seed, None, None, None)?;
         let bytes = self.read_torrent(form.torrent).await?;
         let options = SubmitOptions {
@@ -565,14 +573,22 @@ mod tests {
 
     #[test]
     fn file_selections_parse_both_forms() {
-        assert_eq!(parse_files(None).ok().flatten(), None);
+        assert_eq!(parse_files(None, 10).ok().flatten(), None);
         assert_eq!(
-            parse_files(Some("0,2, 5")).ok().flatten(),
+            parse_files(Some("0,2, 5"), 10).ok().flatten(),
             Some(vec![0, 2, 5])
         );
-        assert_eq!(parse_files(Some("[1,3]")).ok().flatten(), Some(vec![1, 3]));
-        assert!(parse_files(Some("a,b")).is_err());
-        assert!(parse_files(Some("-1")).is_err());
+        assert_eq!(
+            parse_files(Some("[1,3]"), 10).ok().flatten(),
+            Some(vec![1, 3])
+        );
+        assert!(parse_files(Some("a,b"), 10).is_err());
+        assert!(parse_files(Some("-1"), 10).is_err());
+        assert_eq!(
+            parse_files(Some("0,1,2"), 3).ok().flatten(),
+            Some(vec![0, 1, 2])
+        );
+        assert!(parse_files(Some("0,1,2,3"), 3).is_err());
     }
 
     #[test]

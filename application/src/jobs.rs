@@ -185,7 +185,7 @@ impl Jobs {
             storage_profile,
             seed,
         } = options;
-        let selection = FileSelection::from_indices(files)?;
+        let selection = FileSelection::chosen(files, self.limits.max_files)?;
         if let Some(id) = storage_profile
             && self.profiles.get(&owner, id).await?.is_none()
         {
