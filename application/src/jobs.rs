@@ -277,7 +277,8 @@ impl Jobs {
         self.advance(id, job.status, JobStatus::Paused).await
     }
 
-    /// Resumes a paused job: a worker restarts the torrent and reuses the staged data.
+    /// Resumes a paused job with its own stage: a worker restarts the torrent (or continues
+    /// the partial fetch of a URL) and reuses the staged data.
     ///
     /// # Errors
     /// `NotFound`, or `IllegalTransition` unless the job is paused.
@@ -294,11 +295,12 @@ impl Jobs {
         let job = self
             .advance(id, JobStatus::Paused, JobStatus::Downloading)
             .await?;
-        self.queue.enqueue(Stage::Download, id).await?;
+        self.queue.enqueue(Self::stage_of(&job), id).await?;
         Ok(job)
     }
 
-    /// Runs a failed job again from the start (data already staged is reused).
+    /// Runs a failed job again from the start with its own stage (data already staged is
+    /// reused).
     ///
     /// # Errors
     /// `NotFound`, or `IllegalTransition` unless the job failed.
@@ -314,7 +316,7 @@ impl Jobs {
         let job = self
             .advance(id, JobStatus::Failed, JobStatus::Queued)
             .await?;
-        self.queue.enqueue(Stage::Download, id).await?;
+        self.queue.enqueue(Self::stage_of(&job), id).await?;
         Ok(job)
     }
 

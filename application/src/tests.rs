@@ -798,3 +798,78 @@ async fn a_seeding_job_can_be_cancelled_and_its_data_goes() {
     assert_eq!(runner, StageOutcome::Done);
     assert!(!seed_dir.exists(), "seeding data freed");
 }
+
+#[tokio::test]
+async fn a_paused_url_job_resumes_with_the_fetch_stage() {
+    let w = Arc::new(world());
+    let url = "https://files.example/big.bin";
+    w.f.fetcher.serve(url, vec![3u8; 10_000]);
+    w.f.fetcher.hold(true);
+    let job = w
+        .jobs
+        .submit(me(), Submission::Url(url.into()), None, None)
+        .await
+        .unwrap();
+    let runner = {
+        let w = w.clone();
+        tokio::spawn(async move { w.run_stage(Stage::Fetch).await })
+    };
+    while w.status(job.id).await != JobStatus::Downloading {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let paused = w.jobs.pause(&me(), job.id).await.unwrap();
+    assert_eq!(paused.status, JobStatus::Paused);
+    assert_eq!(runner.await.unwrap(), StageOutcome::Done);
+    w.f.fetcher.hold(false);
+
+    let resumed = w.jobs.resume(&me(), job.id).await.unwrap();
+    assert_eq!(resumed.status, JobStatus::Downloading);
+    assert_eq!(
+        (
+            w.f.queue.waiting(Stage::Fetch),
+            w.f.queue.waiting(Stage::Download)
+        ),
+        (vec![job.id], vec![]),
+        "a URL job resumes with its own stage"
+    );
+    assert_eq!(w.run_stage(Stage::Fetch).await, StageOutcome::Done);
+    assert_eq!(w.run_stage(Stage::Upload).await, StageOutcome::Done);
+    assert_eq!(w.status(job.id).await, JobStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_failed_url_job_is_retried_with_the_fetch_stage() {
+    let w = world();
+    let url = "https://files.example/flaky.bin";
+    w.f.fetcher.serve(url, vec![4u8; 1000]);
+    let job = w
+        .jobs
+        .submit(me(), Submission::Url(url.into()), None, None)
+        .await
+        .unwrap();
+    w.f.fetcher.answer(url, Some(503));
+    for _ in 0..3 {
+        assert!(matches!(
+            w.run_stage(Stage::Fetch).await,
+            StageOutcome::Retry(_)
+        ));
+    }
+    let failed = w.jobs.get(&me(), job.id).await.unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.error.unwrap().code, codes::URL_UNAVAILABLE);
+
+    w.f.fetcher.answer(url, None);
+    let retried = w.jobs.retry(&me(), job.id).await.unwrap();
+    assert_eq!(retried.status, JobStatus::Queued);
+    assert_eq!(
+        (
+            w.f.queue.waiting(Stage::Fetch),
+            w.f.queue.waiting(Stage::Download)
+        ),
+        (vec![job.id], vec![]),
+        "a URL job is retried with its own stage"
+    );
+    assert_eq!(w.run_stage(Stage::Fetch).await, StageOutcome::Done);
+    assert_eq!(w.run_stage(Stage::Upload).await, StageOutcome::Done);
+    assert_eq!(w.status(job.id).await, JobStatus::Completed);
+}

@@ -548,17 +548,36 @@ fn remove_dir(path: &Path) -> anyhow::Result<()> {
 #[derive(Default)]
 pub struct FakeFetcher {
     pages: Mutex<HashMap<String, Vec<u8>>>,
+    /// URLs answering an error status instead of their page.
+    failing: Mutex<HashMap<String, u16>>,
+    /// While set, a body stops after its first half until released.
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FakeFetcher {
     pub fn serve(&self, url: &str, body: Vec<u8>) {
         lock(&self.pages).insert(url.to_owned(), body);
     }
+
+    /// `url` answers `status` (`None`: its page again).
+    pub fn answer(&self, url: &str, status: Option<u16>) {
+        let mut failing = lock(&self.failing);
+        match status {
+            Some(s) => failing.insert(url.to_owned(), s),
+            None => failing.remove(url),
+        };
+    }
+
+    /// Holds every body after its first half (a fetch stays in flight) until released.
+    pub fn hold(&self, held: bool) {
+        self.held.store(held, Ordering::SeqCst);
+    }
 }
 
 struct FakeBody {
     info: FetchInfo,
     bytes: Vec<u8>,
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[async_trait]
@@ -574,6 +593,12 @@ impl FetchBody for FakeBody {
     ) -> Result<Fetched, FetchError> {
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(|e| FetchError::Unexpected(e.into()))?;
+        }
+        let half = self.bytes.len() / 2;
+        std::fs::write(dest, &self.bytes[..half]).map_err(|e| FetchError::Unexpected(e.into()))?;
+        progress(half as u64);
+        while self.held.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         std::fs::write(dest, &self.bytes).map_err(|e| FetchError::Unexpected(e.into()))?;
         progress(self.bytes.len() as u64);
@@ -598,6 +623,9 @@ impl Fetcher for FakeFetcher {
         {
             return Err(FetchError::NotAllowed(format!("{url} is internal")));
         }
+        if let Some(status) = lock(&self.failing).get(url.as_url().as_str()) {
+            return Err(FetchError::Status(*status));
+        }
         let bytes = lock(&self.pages)
             .get(url.as_url().as_str())
             .cloned()
@@ -610,6 +638,7 @@ impl Fetcher for FakeFetcher {
                 resumed_from: 0,
             },
             bytes,
+            held: self.held.clone(),
         }))
     }
 }
