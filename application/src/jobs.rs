@@ -350,9 +350,9 @@ impl Jobs {
         }
     }
 
-    /// Cancels an unfinished job. With `purge`, also deletes its delivered files and the job
-    /// itself (a finished job can only be purged). Returns the job as it ended, or `None`
-    /// once purged.
+    /// Cancels an unfinished job; a seeding job stops seeding and stays completed, with its
+    /// files. With `purge`, also deletes its delivered files and the job itself (a finished
+    /// job can only be purged). Returns the job as it ended, or `None` once purged.
     ///
     /// # Errors
     /// `NotFound`; `IllegalTransition` for a finished job without `purge`.
@@ -363,18 +363,22 @@ impl Jobs {
         purge: bool,
     ) -> Result<Option<Job>, JobsError> {
         let mut job = self.get(owner, id).await?;
+        let mut stopped = false;
         // The job may move while we cancel it (a worker finishing a stage): try again on
         // a conflict, a few times.
         for _ in 0..5 {
             if job.status.is_terminal() {
                 break;
             }
-            match self
-                .lifecycle
-                .advance(id, job.status, JobStatus::Cancelled, None)
-                .await
-            {
+            // A seeding job has delivered its files: stopping it completes it.
+            let to = if job.status == JobStatus::Seeding {
+                JobStatus::Completed
+            } else {
+                JobStatus::Cancelled
+            };
+            match self.lifecycle.advance(id, job.status, to, None).await {
                 Ok(cancelled) => {
+                    stopped = true;
                     // The stage that ran the job cleans its staging (or seeding) data,
                     // wherever that is.
                     let cleanup = if job.status == JobStatus::Seeding {
@@ -393,7 +397,7 @@ impl Jobs {
             }
         }
         if !purge {
-            if job.status == JobStatus::Cancelled || !job.status.is_terminal() {
+            if stopped || job.status == JobStatus::Cancelled || !job.status.is_terminal() {
                 return Ok(Some(job));
             }
             return Err(IllegalTransition {

@@ -705,6 +705,10 @@ async fn a_url_is_fetched_packaged_delivered_and_seeded() {
         JobStatus::Completed,
         "seeding stopped at its limit"
     );
+    assert!(
+        w.jobs.file(&me(), job.id, 0).await.is_ok(),
+        "files reachable"
+    );
     assert_eq!(w.f.store.keys().len(), 1);
     assert!(
         !w.f.engine
@@ -791,12 +795,63 @@ async fn a_seeding_job_can_be_cancelled_and_its_data_goes() {
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(w.status(job.id).await, JobStatus::Seeding);
-        let cancelled = w.jobs.cancel(&me(), job.id, false).await.unwrap().unwrap();
-        assert_eq!(cancelled.status, JobStatus::Cancelled);
-        handle.await.unwrap()
+        // Stopping a seed ends the job as completed: its files stay reachable.
+        let stopped = w.jobs.cancel(&me(), job.id, false).await.unwrap().unwrap();
+        assert_eq!(stopped.status, JobStatus::Completed);
+        let outcome = handle.await.unwrap();
+        assert!(
+            w.jobs.file(&me(), job.id, 0).await.is_ok(),
+            "files reachable"
+        );
+        // The stop message the DELETE queued is harmless.
+        assert_eq!(w.run_stage(Stage::Seed).await, StageOutcome::Done);
+        outcome
     };
     assert_eq!(runner, StageOutcome::Done);
     assert!(!seed_dir.exists(), "seeding data freed");
+}
+
+#[tokio::test]
+async fn a_seed_whose_retries_run_out_completes_with_its_files() {
+    let w = world();
+    w.f.engine.register(sample_metadata(31, &[10, 20]));
+    let options = SubmitOptions {
+        seed: Some(ferry_domain::SeedPolicy::default()),
+        ..SubmitOptions::default()
+    };
+    let job = w
+        .jobs
+        .submit_with(me(), Submission::Magnet(magnet_for(31)), options)
+        .await
+        .unwrap();
+    w.run_stage(Stage::Download).await;
+    w.run_stage(Stage::Upload).await;
+    assert_eq!(w.status(job.id).await, JobStatus::Seeding);
+    let seed_dir =
+        w.f.engine
+            .staging_root()
+            .join("seeding")
+            .join(job.id.to_string());
+    assert!(seed_dir.exists());
+    for _ in 0..3 {
+        w.f.engine
+            .fail_next_start(EngineError::Unexpected(anyhow::anyhow!("port in use")));
+        assert!(matches!(
+            w.run_stage(Stage::Seed).await,
+            StageOutcome::Retry(_)
+        ));
+    }
+    let done = w.jobs.get(&me(), job.id).await.unwrap();
+    assert_eq!(done.status, JobStatus::Completed, "{:?}", done.error);
+    assert!(
+        w.jobs.file(&me(), job.id, 1).await.is_ok(),
+        "files reachable"
+    );
+    assert_eq!(w.f.queue.dead_letters().len(), 1);
+    // The seeding copy is freed by the seed stage, where the engine is.
+    assert_eq!(w.run_stage(Stage::Seed).await, StageOutcome::Done);
+    assert!(!seed_dir.exists(), "seeding data freed");
+    assert!(!w.f.engine.is_running(job.id));
 }
 
 #[tokio::test]

@@ -111,6 +111,8 @@ impl StageRunner {
         }
     }
 
+    /// Marks the job failed with `error`; a seeding job becomes completed instead (its files
+    /// are delivered) and its seed stage is queued once more to free the seeding copy.
     async fn fail_job(&self, lease: &Lease, error: JobError) {
         let id = lease.job_id;
         for _ in 0..5 {
@@ -124,6 +126,26 @@ impl StageRunner {
             };
             if status.is_terminal() {
                 return;
+            }
+            if status == JobStatus::Seeding {
+                match self
+                    .lifecycle
+                    .advance(id, status, JobStatus::Completed, None)
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::warn!(job_id = %id, code = %error.code, message = %error.message, "seeding stopped by a failure; the job stays completed");
+                        if let Err(e) = self.queue.enqueue(Stage::Seed, id).await {
+                            tracing::error!(job_id = %id, error = %e, "could not queue the seed stage to free the seeding copy");
+                        }
+                        return;
+                    }
+                    Err(MoveError::Repo(RepoError::Conflict { .. })) => continue,
+                    Err(e) => {
+                        tracing::error!(job_id = %id, error = %e, "could not complete the job");
+                        return;
+                    }
+                }
             }
             if let Err(e) = self
                 .lifecycle

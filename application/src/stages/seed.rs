@@ -39,20 +39,17 @@ impl StageHandler for SeedStage {
         let job = match self.lifecycle.repo.get(lease.job_id).await {
             Ok(job) => job,
             Err(RepoError::NotFound) => {
-                let _ = self.staging.discard_seed(lease.job_id).await;
+                self.stop(lease.job_id).await;
                 return StageOutcome::Done;
             }
             Err(e) => return retry(codes::DATABASE_ERROR, e),
         };
-        match job.status {
-            JobStatus::Seeding => self.seed(job, shutdown).await,
-            JobStatus::Cancelled => {
-                let _ = self.engine.stop(job.id, false).await;
-                let _ = self.staging.discard_seed(job.id).await;
-                StageOutcome::Done
-            }
-            _ => StageOutcome::Done,
+        if job.status == JobStatus::Seeding {
+            return self.seed(job, shutdown).await;
         }
+        // Seeding ended (a DELETE or a failure completed the job): stop sharing, free the copy.
+        self.stop(job.id).await;
+        StageOutcome::Done
     }
 }
 
@@ -94,7 +91,12 @@ impl SeedStage {
             }
             let stats = match self.engine.stats(job.id).await {
                 Ok(s) => s,
-                Err(e) => return retry(codes::ENGINE_ERROR, e),
+                Err(e) => {
+                    // The next attempt may run on another worker: leave no torrent behind.
+                    let _ = self.engine.stop(job.id, false).await;
+                    let _ = self.lifecycle.repo.record_progress(job.id, &progress).await;
+                    return retry(codes::ENGINE_ERROR, e);
+                }
             };
             let now_uploaded = base + stats.uploaded_bytes;
             if now_uploaded > uploaded {
@@ -118,9 +120,10 @@ impl SeedStage {
             match self.lifecycle.repo.status(job.id).await {
                 Ok(JobStatus::Seeding) => {}
                 Ok(_) | Err(RepoError::NotFound) => {
-                    // Cancelled (or deleted): stop sharing and free the data.
-                    let _ = self.engine.stop(job.id, false).await;
-                    let _ = self.staging.discard_seed(job.id).await;
+                    // Stopped by a DELETE (or the job is gone): stop sharing, free the copy.
+                    let _ = self.lifecycle.repo.record_progress(job.id, &progress).await;
+                    self.stop(job.id).await;
+                    tracing::info!(job_id = %job.id, uploaded, "seeding stopped");
                     return StageOutcome::Done;
                 }
                 Err(_) => {}
@@ -142,6 +145,16 @@ impl SeedStage {
                 tracing::info!(job_id = %job.id, uploaded, "seeding finished");
                 return StageOutcome::Done;
             }
+        }
+    }
+
+    /// Stops sharing the job's torrent and removes its seeding copy (idempotent).
+    async fn stop(&self, id: ferry_domain::JobId) {
+        if let Err(e) = self.engine.stop(id, false).await {
+            tracing::debug!(job_id = %id, error = %e, "no torrent to stop");
+        }
+        if let Err(e) = self.staging.discard_seed(id).await {
+            tracing::warn!(job_id = %id, error = %e, "could not free the seeding copy");
         }
     }
 
