@@ -63,12 +63,14 @@ pub enum Created {
 #[derive(ApiResponse)]
 #[allow(clippy::large_enum_variant)]
 pub enum Deleted {
-    /// The job was cancelled.
+    /// The job was stopped: cancelled, or completed if it was seeding (its files stay).
     #[oai(status = 200)]
     Cancelled(Json<JobDto>),
-    /// The job and its files were deleted.
-    #[oai(status = 204)]
-    Purged,
+    /// The purge was accepted (`purge_pending` is true): the job is stopped and, once the
+    /// stage that held it has let go, its files, staged data and the job itself are deleted;
+    /// `GET /jobs/{id}` answers 404 from then on.
+    #[oai(status = 202)]
+    PurgeAccepted(Json<JobDto>),
 }
 
 #[derive(ApiResponse)]
@@ -289,21 +291,22 @@ impl JobsApi {
         Ok(Json((&job).into()))
     }
 
-    /// Cancel a job; with `purge=true` also delete its files and the job itself.
+    /// Cancel a job (a seeding job stops seeding and stays completed, with its files); with
+    /// `purge=true` also delete its files and the job itself. A purge is carried out in the
+    /// background once the stage running the job has stopped (202 with the job, then 404).
     #[oai(path = "/jobs/:id", method = "delete", tag = "Tag::Jobs")]
     async fn delete(&self, id: Path<String>, purge: Query<Option<bool>>) -> ApiResult<Deleted> {
-        let ended = self
+        let purge = purge.0.unwrap_or(false);
+        let job = self
             .state
             .jobs
-            .cancel(
-                &self.state.owner(),
-                parse_id(&id)?,
-                purge.0.unwrap_or(false),
-            )
+            .cancel(&self.state.owner(), parse_id(&id)?, purge)
             .await?;
-        Ok(match ended {
-            Some(job) => Deleted::Cancelled(Json((&job).into())),
-            None => Deleted::Purged,
+        let dto = Json((&job).into());
+        Ok(if purge {
+            Deleted::PurgeAccepted(dto)
+        } else {
+            Deleted::Cancelled(dto)
         })
     }
 

@@ -309,6 +309,10 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The user asked for the job and its files to be deleted; the last stage to let go of
+    /// the job carries it out (the row goes last). Once set, the job only moves to finished
+    /// statuses.
+    pub purge_requested: bool,
 }
 
 impl Job {
@@ -393,6 +397,7 @@ impl Job {
             created_at: now,
             updated_at: now,
             finished_at: None,
+            purge_requested: false,
         }
     }
 

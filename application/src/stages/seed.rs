@@ -17,6 +17,7 @@ use crate::ports::{
 
 pub struct SeedStage {
     pub lifecycle: Lifecycle,
+    pub queue: Arc<dyn crate::ports::JobQueue>,
     pub engine: Arc<dyn TorrentEngine>,
     pub staging: Arc<dyn Staging>,
     pub tick: Duration,
@@ -44,12 +45,18 @@ impl StageHandler for SeedStage {
             }
             Err(e) => return retry(codes::DATABASE_ERROR, e),
         };
-        if job.status == JobStatus::Seeding {
+        if job.status == JobStatus::Seeding && !job.purge_requested {
             return self.seed(job, shutdown).await;
         }
-        // Seeding ended (a DELETE or a failure completed the job): stop sharing, free the copy.
+        if job.status == JobStatus::Seeding
+            && let Err(outcome) = super::stop_for_purge(&self.lifecycle, &job).await
+        {
+            return outcome;
+        }
+        // Seeding ended (a DELETE or a failure completed the job): stop sharing, free the
+        // copy, carry a pending purge on.
         self.stop(job.id).await;
-        StageOutcome::Done
+        super::hand_over_purge(&self.lifecycle, &*self.queue, job.id).await
     }
 }
 
@@ -124,7 +131,7 @@ impl SeedStage {
                     let _ = self.lifecycle.repo.record_progress(job.id, &progress).await;
                     self.stop(job.id).await;
                     tracing::info!(job_id = %job.id, uploaded, "seeding stopped");
-                    return StageOutcome::Done;
+                    return super::hand_over_purge(&self.lifecycle, &*self.queue, job.id).await;
                 }
                 Err(_) => {}
             }
@@ -143,7 +150,7 @@ impl SeedStage {
                 }
                 let _ = self.staging.discard_seed(job.id).await;
                 tracing::info!(job_id = %job.id, uploaded, "seeding finished");
-                return StageOutcome::Done;
+                return super::hand_over_purge(&self.lifecycle, &*self.queue, job.id).await;
             }
         }
     }

@@ -88,7 +88,7 @@ impl JobRepository for MemoryRepository {
     async fn transition(&self, id: JobId, c: &Transition) -> Result<Job, RepoError> {
         let mut jobs = lock(&self.jobs);
         let job = jobs.get_mut(&id).ok_or(RepoError::NotFound)?;
-        if job.status != c.from {
+        if job.status != c.from || (job.purge_requested && !c.to.is_terminal()) {
             return Err(RepoError::Conflict {
                 expected: c.from,
                 actual: job.status,
@@ -101,6 +101,13 @@ impl JobRepository for MemoryRepository {
         if c.to == JobStatus::Queued {
             job.attempts = 0;
         }
+        Ok(job.clone())
+    }
+
+    async fn request_purge(&self, id: JobId) -> Result<Job, RepoError> {
+        let mut jobs = lock(&self.jobs);
+        let job = jobs.get_mut(&id).ok_or(RepoError::NotFound)?;
+        job.purge_requested = true;
         Ok(job.clone())
     }
 
@@ -163,11 +170,14 @@ impl JobRepository for MemoryRepository {
     async fn unfinished(&self) -> Result<Vec<Unfinished>, RepoError> {
         let mut out: Vec<_> = lock(&self.jobs)
             .values()
-            .filter(|j| !j.status.is_terminal() && j.status != JobStatus::Paused)
+            .filter(|j| {
+                (!j.status.is_terminal() && j.status != JobStatus::Paused) || j.purge_requested
+            })
             .map(|j| Unfinished {
                 id: j.id,
                 status: j.status,
                 is_url: matches!(j.source, ferry_domain::JobSource::Url(_)),
+                purge: j.purge_requested,
             })
             .collect();
         out.sort_by_key(|u| u.id);
@@ -759,6 +769,19 @@ impl TorrentEngine for FakeEngine {
 #[derive(Default)]
 pub struct MemoryStore {
     objects: Mutex<HashMap<String, Vec<u8>>>,
+    /// While set, a put reports half its bytes and waits before it stores anything.
+    held: std::sync::atomic::AtomicBool,
+    /// Puts started and not yet finished (or dropped).
+    in_flight: std::sync::Arc<AtomicU64>,
+}
+
+/// Counts a put as in flight until it ends or is dropped.
+struct InFlight(std::sync::Arc<AtomicU64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl MemoryStore {
@@ -766,6 +789,16 @@ impl MemoryStore {
         let mut k: Vec<_> = lock(&self.objects).keys().cloned().collect();
         k.sort();
         k
+    }
+
+    /// Holds every put halfway (an upload stays in flight) until released.
+    pub fn hold(&self, held: bool) {
+        self.held.store(held, Ordering::SeqCst);
+    }
+
+    /// Puts running now.
+    pub fn puts_in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::SeqCst)
     }
 }
 
@@ -778,6 +811,12 @@ impl ObjectStore for MemoryStore {
             Err(e) => return Err(StoreError::Unexpected(e.into())),
         };
         let n = bytes.len() as u64;
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let _in_flight = InFlight(self.in_flight.clone());
+        (req.progress)(n / 2);
+        while self.held.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         (req.progress)(n);
         let sha256 = fake_digest(&bytes);
         lock(&self.objects).insert(req.key.as_str().to_owned(), bytes);
