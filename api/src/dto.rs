@@ -154,6 +154,9 @@ pub struct JobDto {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// `DELETE …?purge=true` was accepted: the job and its files are being deleted, and the
+    /// job answers 404 once that is done.
+    pub purge_pending: bool,
 }
 
 fn u32_of(n: usize) -> u32 {
@@ -197,6 +200,7 @@ impl From<&Job> for JobDto {
             created_at: job.created_at,
             updated_at: job.updated_at,
             finished_at: job.finished_at,
+            purge_pending: job.purge_requested,
         }
     }
 }

@@ -120,6 +120,7 @@ impl From<JobsError> for ApiError {
             JobsError::Duplicate(_) => Self::conflict("job_already_exists", message),
             JobsError::IllegalTransition(_) => Self::conflict("illegal_transition", message),
             JobsError::NotFinished(_) => Self::conflict("job_not_finished", message),
+            JobsError::Purging => Self::conflict("job_purging", message),
             JobsError::Unavailable(_) => {
                 tracing::warn!(error = %message, "backend unavailable");
                 Self::Unavailable(body(

@@ -63,12 +63,14 @@ pub enum Created {
 #[derive(ApiResponse)]
 #[allow(clippy::large_enum_variant)]
 pub enum Deleted {
-    /// The job was cancelled.
+    /// The job was stopped: cancelled, or completed if it was seeding (its files stay).
     #[oai(status = 200)]
     Cancelled(Json<JobDto>),
-    /// The job and its files were deleted.
-    #[oai(status = 204)]
-    Purged,
+    /// The purge was accepted (`purge_pending` is true): the job is stopped and, once the
+    /// stage that held it has let go, its files, staged data and the job itself are deleted;
+    /// `GET /jobs/{id}` answers 404 from then on.
+    #[oai(status = 202)]
+    PurgeAccepted(Json<JobDto>),
 }
 
 #[derive(ApiResponse)]
@@ -114,11 +116,19 @@ fn parse_id(id: &str) -> ApiResult<JobId> {
         .map_err(|_| ApiError::not_found("job_not_found", format!("no job {id:?}")))
 }
 
-fn parse_files(text: Option<&str>) -> ApiResult<Option<Vec<usize>>> {
+/// The multipart `files` field: at most `max_files` indices (counted before any is parsed).
+fn parse_files(text: Option<&str>, max_files: usize) -> ApiResult<Option<Vec<usize>>> {
     let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
     let inner = text.trim_start_matches('[').trim_end_matches(']');
+    if inner.split(',').nth(max_files).is_some() {
+        return Err(ApiError::from(
+            ferry_application::JobsError::InvalidSelection(
+                ferry_domain::FileSelectionError::TooMany { max: max_files },
+            ),
+        ));
+    }
     inner
         .split(',')
         .map(|p| p.trim().parse::<usize>())
@@ -226,7 +236,7 @@ impl JobsApi {
     /// Submit a .torrent file (multipart form: `torrent`, optional `files`).
     #[oai(path = "/jobs/torrent", method = "post", tag = "Tag::Jobs")]
     async fn submit_torrent(&self, form: TorrentUpload) -> ApiResult<Created> {
-        let files = parse_files(form.files.as_deref())?;
+        let files = parse_files(form.files.as_deref(), self.state.jobs.limits.max_files)?;
         let seed = self.seed_policy(form.seed, None, None, None)?;
         let bytes = self.read_torrent(form.torrent).await?;
         let options = SubmitOptions {
@@ -281,21 +291,22 @@ impl JobsApi {
         Ok(Json((&job).into()))
     }
 
-    /// Cancel a job; with `purge=true` also delete its files and the job itself.
+    /// Cancel a job (a seeding job stops seeding and stays completed, with its files); with
+    /// `purge=true` also delete its files and the job itself. A purge is carried out in the
+    /// background once the stage running the job has stopped (202 with the job, then 404).
     #[oai(path = "/jobs/:id", method = "delete", tag = "Tag::Jobs")]
     async fn delete(&self, id: Path<String>, purge: Query<Option<bool>>) -> ApiResult<Deleted> {
-        let ended = self
+        let purge = purge.0.unwrap_or(false);
+        let job = self
             .state
             .jobs
-            .cancel(
-                &self.state.owner(),
-                parse_id(&id)?,
-                purge.0.unwrap_or(false),
-            )
+            .cancel(&self.state.owner(), parse_id(&id)?, purge)
             .await?;
-        Ok(match ended {
-            Some(job) => Deleted::Cancelled(Json((&job).into())),
-            None => Deleted::Purged,
+        let dto = Json((&job).into());
+        Ok(if purge {
+            Deleted::PurgeAccepted(dto)
+        } else {
+            Deleted::Cancelled(dto)
         })
     }
 
@@ -565,14 +576,22 @@ mod tests {
 
     #[test]
     fn file_selections_parse_both_forms() {
-        assert_eq!(parse_files(None).ok().flatten(), None);
+        assert_eq!(parse_files(None, 10).ok().flatten(), None);
         assert_eq!(
-            parse_files(Some("0,2, 5")).ok().flatten(),
+            parse_files(Some("0,2, 5"), 10).ok().flatten(),
             Some(vec![0, 2, 5])
         );
-        assert_eq!(parse_files(Some("[1,3]")).ok().flatten(), Some(vec![1, 3]));
-        assert!(parse_files(Some("a,b")).is_err());
-        assert!(parse_files(Some("-1")).is_err());
+        assert_eq!(
+            parse_files(Some("[1,3]"), 10).ok().flatten(),
+            Some(vec![1, 3])
+        );
+        assert!(parse_files(Some("a,b"), 10).is_err());
+        assert!(parse_files(Some("-1"), 10).is_err());
+        assert_eq!(
+            parse_files(Some("0,1,2"), 3).ok().flatten(),
+            Some(vec![0, 1, 2])
+        );
+        assert!(parse_files(Some("0,1,2,3"), 3).is_err());
     }
 
     #[test]

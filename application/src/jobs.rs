@@ -60,6 +60,9 @@ pub enum JobsError {
     FileNotFound(usize),
     #[error("file {0} was not selected for download")]
     FileNotSelected(usize),
+    /// The job and its files are being deleted.
+    #[error("the job is being deleted")]
+    Purging,
     #[error("a backend is unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -200,7 +203,7 @@ impl Jobs {
             storage_profile,
             seed,
         } = options;
-        let selection = FileSelection::from_indices(files)?;
+        let selection = FileSelection::chosen(files, self.limits.max_files)?;
         if let Some(id) = storage_profile
             && self.profiles.get(&owner, id).await?.is_none()
         {
@@ -347,7 +350,8 @@ impl Jobs {
         self.advance(id, job.status, JobStatus::Paused).await
     }
 
-    /// Resumes a paused job: a worker restarts the torrent and reuses the staged data.
+    /// Resumes a paused job with its own stage: a worker restarts the torrent (or continues
+    /// the partial fetch of a URL) and reuses the staged data.
     ///
     /// # Errors
     /// `NotFound`, or `IllegalTransition` unless the job is paused.
@@ -364,11 +368,12 @@ impl Jobs {
         let job = self
             .advance(id, JobStatus::Paused, JobStatus::Downloading)
             .await?;
-        self.queue.enqueue(Stage::Download, id).await?;
+        self.queue.enqueue(Self::stage_of(&job), id).await?;
         Ok(job)
     }
 
-    /// Runs a failed job again from the start (data already staged is reused).
+    /// Runs a failed job again from the start with its own stage (data already staged is
+    /// reused).
     ///
     /// # Errors
     /// `NotFound`, or `IllegalTransition` unless the job failed.
@@ -384,7 +389,7 @@ impl Jobs {
         let job = self
             .advance(id, JobStatus::Failed, JobStatus::Queued)
             .await?;
-        self.queue.enqueue(Stage::Download, id).await?;
+        self.queue.enqueue(Self::stage_of(&job), id).await?;
         Ok(job)
     }
 
@@ -418,40 +423,43 @@ impl Jobs {
         }
     }
 
-    /// Cancels an unfinished job. With `purge`, also deletes its delivered files and the job
-    /// itself (a finished job can only be purged). Returns the job as it ended, or `None`
-    /// once purged.
+    /// Cancels an unfinished job; a seeding job stops seeding and stays completed, with its
+    /// files. Returns the job as it ended.
+    ///
+    /// With `purge`, the job and everything it left (delivered objects, unfinished uploads,
+    /// staged data, the seeding copy) are deleted — not here, but by the last stage to let go
+    /// of the job, so nothing a running stage still writes can outlive the purge. The job is
+    /// marked first (from then on it only moves to finished statuses), stopped, and the stage
+    /// that holds it is asked to stop and carry the purge on; it is returned with
+    /// `purge_requested` set, and disappears once the purge is done. A finished job can only
+    /// be purged.
     ///
     /// # Errors
-    /// `NotFound`; `IllegalTransition` for a finished job without `purge`.
-    pub async fn cancel(
-        &self,
-        owner: &OwnerId,
-        id: JobId,
-        purge: bool,
-    ) -> Result<Option<Job>, JobsError> {
+    /// `NotFound`; `IllegalTransition` for a finished job without `purge`; `Unavailable`
+    /// when the queue cannot take the message (the purge then waits for recovery).
+    pub async fn cancel(&self, owner: &OwnerId, id: JobId, purge: bool) -> Result<Job, JobsError> {
         let mut job = self.get(owner, id).await?;
+        if purge && !job.purge_requested {
+            job = self.lifecycle.repo.request_purge(id).await?;
+        }
+        let is_url = matches!(job.source, ferry_domain::JobSource::Url(_));
+        let mut stopped_from = None;
         // The job may move while we cancel it (a worker finishing a stage): try again on
         // a conflict, a few times.
         for _ in 0..5 {
             if job.status.is_terminal() {
                 break;
             }
-            match self
-                .lifecycle
-                .advance(id, job.status, JobStatus::Cancelled, None)
-                .await
-            {
-                Ok(cancelled) => {
-                    // The stage that ran the job cleans its staging (or seeding) data,
-                    // wherever that is.
-                    let cleanup = if job.status == JobStatus::Seeding {
-                        Stage::Seed
-                    } else {
-                        Self::stage_of(&cancelled)
-                    };
-                    job = cancelled;
-                    self.queue.enqueue(cleanup, id).await?;
+            // A seeding job has delivered its files: stopping it completes it.
+            let to = if job.status == JobStatus::Seeding {
+                JobStatus::Completed
+            } else {
+                JobStatus::Cancelled
+            };
+            match self.lifecycle.advance(id, job.status, to, None).await {
+                Ok(stopped) => {
+                    stopped_from = Some(job.status);
+                    job = stopped;
                     break;
                 }
                 Err(MoveError::Repo(RepoError::Conflict { .. })) => {
@@ -460,30 +468,32 @@ impl Jobs {
                 Err(e) => return Err(e.into()),
             }
         }
-        if !purge {
-            if job.status == JobStatus::Cancelled || !job.status.is_terminal() {
-                return Ok(Some(job));
+        // The stage that held the job lets go of it where it runs (the engine, a fetch, an
+        // upload), frees what it holds and carries a pending purge on. A completed job that
+        // seeded may have been stopped a moment ago: its seed stage may still be letting go.
+        let holder = match stopped_from {
+            Some(status) => Some(crate::recovery::stage_to_stop(status, is_url)),
+            None if purge && job.status == JobStatus::Completed && job.seed.is_some() => {
+                Some(Stage::Seed)
             }
-            return Err(IllegalTransition {
-                from: job.status,
-                to: JobStatus::Cancelled,
-            }
-            .into());
+            None => purge.then(|| crate::recovery::stage_to_stop(job.status, is_url)),
+        };
+        if let Some(stage) = holder {
+            self.queue.enqueue(stage, id).await?;
         }
-        match self.stores.store(&job.owner, job.storage_profile).await {
-            Ok(store) => {
-                store.abort_uploads(id).await?;
-                store
-                    .delete_prefix(&StorageKey::job_prefix(&job.owner, id))
-                    .await?;
-            }
-            // The profile is gone: there is nothing we can still reach to delete.
-            Err(StoreError::NotFound) => {}
-            Err(e) => return Err(e.into()),
+        if purge {
+            tracing::info!(job_id = %id, status = %job.status, "purge requested");
+            return Ok(job);
         }
-        self.lifecycle.repo.delete(id).await?;
-        tracing::info!(job_id = %id, "job purged");
-        Ok(None)
+        if stopped_from.is_some() || job.status == JobStatus::Cancelled || !job.status.is_terminal()
+        {
+            return Ok(job);
+        }
+        Err(IllegalTransition {
+            from: job.status,
+            to: JobStatus::Cancelled,
+        }
+        .into())
     }
 
     /// Where to read file `index` of a completed job.
@@ -497,6 +507,9 @@ impl Jobs {
         index: usize,
     ) -> Result<FileDownload, JobsError> {
         let job = self.get(owner, id).await?;
+        if job.purge_requested {
+            return Err(JobsError::Purging);
+        }
         let file = job
             .files()
             .iter()

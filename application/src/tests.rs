@@ -66,6 +66,7 @@ fn world_with_limits(limits: TorrentLimits) -> World {
     };
     let seed = SeedStage {
         lifecycle: f.lifecycle(),
+        queue: f.queue.clone(),
         engine: f.engine.clone(),
         staging: f.engine.clone(),
         tick: Duration::from_millis(5),
@@ -388,7 +389,7 @@ async fn cancel_mid_download_removes_staged_data_and_purge_removes_the_job() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     std::fs::create_dir_all(w.f.engine.staging_root().join(job.id.to_string())).unwrap();
-    let cancelled = w.jobs.cancel(&me(), job.id, false).await.unwrap().unwrap();
+    let cancelled = w.jobs.cancel(&me(), job.id, false).await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
     assert_eq!(runner.await.unwrap(), StageOutcome::Done);
     assert!(!w.f.engine.is_running(job.id));
@@ -396,15 +397,17 @@ async fn cancel_mid_download_removes_staged_data_and_purge_removes_the_job() {
     // The clean-up message the cancel queued is harmless.
     assert_eq!(w.run_stage(Stage::Download).await, StageOutcome::Done);
 
-    // Cancelling again without purge is refused; purging deletes the job.
+    // Cancelling again answers the cancelled job; purging is accepted, the download side
+    // lets go and hands the purge to delivery, which deletes the job.
     assert!(matches!(
-        w.jobs
-            .cancel(&me(), job.id, false)
-            .await
-            .map(|j| j.map(|j| j.status)),
-        Ok(Some(JobStatus::Cancelled))
+        w.jobs.cancel(&me(), job.id, false).await.map(|j| j.status),
+        Ok(JobStatus::Cancelled)
     ));
-    assert!(w.jobs.cancel(&me(), job.id, true).await.unwrap().is_none());
+    let purging = w.jobs.cancel(&me(), job.id, true).await.unwrap();
+    assert!(purging.purge_requested);
+    assert_eq!(w.jobs.get(&me(), job.id).await.unwrap().id, job.id);
+    assert_eq!(w.run_stage(Stage::Download).await, StageOutcome::Done);
+    assert_eq!(w.run_stage(Stage::Upload).await, StageOutcome::Done);
     assert!(matches!(
         w.jobs.get(&me(), job.id).await,
         Err(JobsError::NotFound)
@@ -427,8 +430,22 @@ async fn a_completed_job_can_only_be_purged() {
         Err(JobsError::IllegalTransition(_))
     ));
     assert_eq!(w.f.store.keys().len(), 1);
-    w.jobs.cancel(&me(), job.id, true).await.unwrap();
+    let purging = w.jobs.cancel(&me(), job.id, true).await.unwrap();
+    assert_eq!(
+        (purging.status, purging.purge_requested),
+        (JobStatus::Completed, true)
+    );
+    assert!(matches!(
+        w.jobs.file(&me(), job.id, 0).await,
+        Err(JobsError::Purging)
+    ));
+    // Nothing runs for a completed job: delivery purges it straight away.
+    assert_eq!(w.run_stage(Stage::Upload).await, StageOutcome::Done);
     assert!(w.f.store.keys().is_empty(), "delivered files deleted");
+    assert!(matches!(
+        w.jobs.get(&me(), job.id).await,
+        Err(JobsError::NotFound)
+    ));
 }
 
 #[tokio::test]
@@ -723,6 +740,10 @@ async fn a_url_is_fetched_packaged_delivered_and_seeded() {
         JobStatus::Completed,
         "seeding stopped at its limit"
     );
+    assert!(
+        w.jobs.file(&me(), job.id, 0).await.is_ok(),
+        "files reachable"
+    );
     assert_eq!(w.f.store.keys().len(), 1);
     assert!(
         !w.f.engine
@@ -809,9 +830,17 @@ async fn a_seeding_job_can_be_cancelled_and_its_data_goes() {
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(w.status(job.id).await, JobStatus::Seeding);
-        let cancelled = w.jobs.cancel(&me(), job.id, false).await.unwrap().unwrap();
-        assert_eq!(cancelled.status, JobStatus::Cancelled);
-        handle.await.unwrap()
+        // Stopping a seed ends the job as completed: its files stay reachable.
+        let stopped = w.jobs.cancel(&me(), job.id, false).await.unwrap();
+        assert_eq!(stopped.status, JobStatus::Completed);
+        let outcome = handle.await.unwrap();
+        assert!(
+            w.jobs.file(&me(), job.id, 0).await.is_ok(),
+            "files reachable"
+        );
+        // The stop message the DELETE queued is harmless.
+        assert_eq!(w.run_stage(Stage::Seed).await, StageOutcome::Done);
+        outcome
     };
     assert_eq!(runner, StageOutcome::Done);
     assert!(!seed_dir.exists(), "seeding data freed");
@@ -882,4 +911,279 @@ async fn internal_trackers_and_peers_are_refused_at_submission() {
         )
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_seed_whose_retries_run_out_completes_with_its_files() {
+    let w = world();
+    w.f.engine.register(sample_metadata(31, &[10, 20]));
+    let options = SubmitOptions {
+        seed: Some(ferry_domain::SeedPolicy::default()),
+        ..SubmitOptions::default()
+    };
+    let job = w
+        .jobs
+        .submit_with(me(), Submission::Magnet(magnet_for(31)), options)
+        .await
+        .unwrap();
+    w.run_stage(Stage::Download).await;
+    w.run_stage(Stage::Upload).await;
+    assert_eq!(w.status(job.id).await, JobStatus::Seeding);
+    let seed_dir =
+        w.f.engine
+            .staging_root()
+            .join("seeding")
+            .join(job.id.to_string());
+    assert!(seed_dir.exists());
+    for _ in 0..3 {
+        w.f.engine
+            .fail_next_start(EngineError::Unexpected(anyhow::anyhow!("port in use")));
+        assert!(matches!(
+            w.run_stage(Stage::Seed).await,
+            StageOutcome::Retry(_)
+        ));
+    }
+    let done = w.jobs.get(&me(), job.id).await.unwrap();
+    assert_eq!(done.status, JobStatus::Completed, "{:?}", done.error);
+    assert!(
+        w.jobs.file(&me(), job.id, 1).await.is_ok(),
+        "files reachable"
+    );
+    assert_eq!(w.f.queue.dead_letters().len(), 1);
+    // The seeding copy is freed by the seed stage, where the engine is.
+    assert_eq!(w.run_stage(Stage::Seed).await, StageOutcome::Done);
+    assert!(!seed_dir.exists(), "seeding data freed");
+    assert!(!w.f.engine.is_running(job.id));
+}
+
+#[tokio::test]
+async fn a_paused_url_job_resumes_with_the_fetch_stage() {
+    let w = Arc::new(world());
+    let url = "https://files.example/big.bin";
+    w.f.fetcher.serve(url, vec![3u8; 10_000]);
+    w.f.fetcher.hold(true);
+    let job = w
+        .jobs
+        .submit(me(), Submission::Url(url.into()), None, None)
+        .await
+        .unwrap();
+    let runner = {
+        let w = w.clone();
+        tokio::spawn(async move { w.run_stage(Stage::Fetch).await })
+    };
+    while w.status(job.id).await != JobStatus::Downloading {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let paused = w.jobs.pause(&me(), job.id).await.unwrap();
+    assert_eq!(paused.status, JobStatus::Paused);
+    assert_eq!(runner.await.unwrap(), StageOutcome::Done);
+    w.f.fetcher.hold(false);
+
+    let resumed = w.jobs.resume(&me(), job.id).await.unwrap();
+    assert_eq!(resumed.status, JobStatus::Downloading);
+    assert_eq!(
+        (
+            w.f.queue.waiting(Stage::Fetch),
+            w.f.queue.waiting(Stage::Download)
+        ),
+        (vec![job.id], vec![]),
+        "a URL job resumes with its own stage"
+    );
+    assert_eq!(w.run_stage(Stage::Fetch).await, StageOutcome::Done);
+    assert_eq!(w.run_stage(Stage::Upload).await, StageOutcome::Done);
+    assert_eq!(w.status(job.id).await, JobStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_failed_url_job_is_retried_with_the_fetch_stage() {
+    let w = world();
+    let url = "https://files.example/flaky.bin";
+    w.f.fetcher.serve(url, vec![4u8; 1000]);
+    let job = w
+        .jobs
+        .submit(me(), Submission::Url(url.into()), None, None)
+        .await
+        .unwrap();
+    w.f.fetcher.answer(url, Some(503));
+    for _ in 0..3 {
+        assert!(matches!(
+            w.run_stage(Stage::Fetch).await,
+            StageOutcome::Retry(_)
+        ));
+    }
+    let failed = w.jobs.get(&me(), job.id).await.unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.error.unwrap().code, codes::URL_UNAVAILABLE);
+
+    w.f.fetcher.answer(url, None);
+    let retried = w.jobs.retry(&me(), job.id).await.unwrap();
+    assert_eq!(retried.status, JobStatus::Queued);
+    assert_eq!(
+        (
+            w.f.queue.waiting(Stage::Fetch),
+            w.f.queue.waiting(Stage::Download)
+        ),
+        (vec![job.id], vec![]),
+        "a URL job is retried with its own stage"
+    );
+    assert_eq!(w.run_stage(Stage::Fetch).await, StageOutcome::Done);
+    assert_eq!(w.run_stage(Stage::Upload).await, StageOutcome::Done);
+    assert_eq!(w.status(job.id).await, JobStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_purge_during_delivery_stops_it_and_leaves_nothing() {
+    let w = Arc::new(world());
+    w.f.engine.register(sample_metadata(40, &[100, 200]));
+    let job = w
+        .jobs
+        .submit(me(), Submission::Magnet(magnet_for(40)), None, None)
+        .await
+        .unwrap();
+    w.run_stage(Stage::Download).await;
+    assert_eq!(w.status(job.id).await, JobStatus::Uploading);
+    let staged = w.f.engine.staging_root().join(job.id.to_string());
+    assert!(staged.exists());
+    w.f.store.hold(true);
+    let delivery = {
+        let w = w.clone();
+        tokio::spawn(async move { w.run_stage(Stage::Upload).await })
+    };
+    while w.f.store.puts_in_flight() == 0 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let purging = w.jobs.cancel(&me(), job.id, true).await.unwrap();
+    assert_eq!(
+        (purging.status, purging.purge_requested),
+        (JobStatus::Cancelled, true)
+    );
+    assert_eq!(
+        w.jobs.get(&me(), job.id).await.unwrap().id,
+        job.id,
+        "kept while the delivery runs"
+    );
+    // The delivery notices at its next tick, drops the put in hand and carries the purge out.
+    assert_eq!(delivery.await.unwrap(), StageOutcome::Done);
+    w.f.store.hold(false);
+    assert_eq!(w.f.store.puts_in_flight(), 0, "the put was dropped");
+    assert!(w.f.store.keys().is_empty(), "{:?}", w.f.store.keys());
+    assert!(!staged.exists(), "staging freed");
+    assert!(matches!(
+        w.jobs.get(&me(), job.id).await,
+        Err(JobsError::NotFound)
+    ));
+    // The message the DELETE queued finds nothing left.
+    assert_eq!(w.run_stage(Stage::Upload).await, StageOutcome::Done);
+    assert!(w.f.store.keys().is_empty());
+}
+
+#[tokio::test]
+async fn a_purge_during_seeding_waits_for_the_seed_to_stop() {
+    let w = Arc::new(world());
+    w.f.engine.register(sample_metadata(41, &[10]));
+    let options = SubmitOptions {
+        seed: Some(ferry_domain::SeedPolicy::default()),
+        ..SubmitOptions::default()
+    };
+    let job = w
+        .jobs
+        .submit_with(me(), Submission::Magnet(magnet_for(41)), options)
+        .await
+        .unwrap();
+    w.run_stage(Stage::Download).await;
+    w.run_stage(Stage::Upload).await;
+    assert_eq!(w.status(job.id).await, JobStatus::Seeding);
+    let seeding = {
+        let w = w.clone();
+        tokio::spawn(async move { w.run_stage(Stage::Seed).await })
+    };
+    while !w.f.engine.is_running(job.id) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let purging = w.jobs.cancel(&me(), job.id, true).await.unwrap();
+    assert_eq!(
+        (purging.status, purging.purge_requested),
+        (JobStatus::Completed, true)
+    );
+    assert!(
+        w.f.queue.waiting(Stage::Upload).is_empty(),
+        "nothing is deleted while the seed runs"
+    );
+    assert_eq!(seeding.await.unwrap(), StageOutcome::Done);
+    assert!(!w.f.engine.is_running(job.id));
+    // The seed let go and handed the purge to delivery.
+    assert_eq!(w.f.queue.waiting(Stage::Upload), vec![job.id]);
+    assert_eq!(w.run_stage(Stage::Upload).await, StageOutcome::Done);
+    assert!(w.f.store.keys().is_empty());
+    assert!(
+        !w.f.engine
+            .staging_root()
+            .join("seeding")
+            .join(job.id.to_string())
+            .exists()
+    );
+    assert!(matches!(
+        w.jobs.get(&me(), job.id).await,
+        Err(JobsError::NotFound)
+    ));
+    // The seed message the DELETE queued finds the job gone.
+    assert_eq!(w.run_stage(Stage::Seed).await, StageOutcome::Done);
+}
+
+#[tokio::test]
+async fn a_pending_purge_survives_a_lost_message_and_an_interrupted_request() {
+    let w = world();
+    let recovery = Recovery {
+        repo: w.f.repo.clone(),
+        queue: w.f.queue.clone(),
+    };
+    // A completed job whose purge message was lost (a crash): recovery queues delivery.
+    w.f.engine.register(sample_metadata(42, &[5]));
+    let done = w
+        .jobs
+        .submit(me(), Submission::Magnet(magnet_for(42)), None, None)
+        .await
+        .unwrap();
+    w.run_stage(Stage::Download).await;
+    w.run_stage(Stage::Upload).await;
+    w.jobs.cancel(&me(), done.id, true).await.unwrap();
+    let lost =
+        w.f.queue
+            .claim(Stage::Upload, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .unwrap();
+    w.f.queue.ack(&lost).await.unwrap();
+    assert_eq!(recovery.requeue_orphans().await.unwrap(), 1);
+    assert_eq!(w.f.queue.waiting(Stage::Upload), vec![done.id]);
+    assert_eq!(
+        recovery.requeue_orphans().await.unwrap(),
+        0,
+        "a job with a live message is left alone"
+    );
+    w.run_stage(Stage::Upload).await;
+    assert!(matches!(
+        w.jobs.get(&me(), done.id).await,
+        Err(JobsError::NotFound)
+    ));
+    assert!(w.f.store.keys().is_empty());
+
+    // A purge marked but never carried on (the request died before it stopped the job): the
+    // job's own stage stops it, frees its data and hands the purge on.
+    w.f.engine.register(sample_metadata(43, &[5]));
+    let queued = w
+        .jobs
+        .submit(me(), Submission::Magnet(magnet_for(43)), None, None)
+        .await
+        .unwrap();
+    w.f.repo.request_purge(queued.id).await.unwrap();
+    assert_eq!(w.run_stage(Stage::Download).await, StageOutcome::Done);
+    assert_eq!(w.status(queued.id).await, JobStatus::Cancelled);
+    assert!(!w.f.engine.is_running(queued.id));
+    assert_eq!(w.run_stage(Stage::Upload).await, StageOutcome::Done);
+    assert!(matches!(
+        w.f.repo.get(queued.id).await,
+        Err(RepoError::NotFound)
+    ));
+    assert_eq!(recovery.requeue_orphans().await.unwrap(), 0);
 }

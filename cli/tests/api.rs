@@ -366,6 +366,39 @@ async fn hostile_torrents_are_refused_with_their_reason() {
         "invalid_file_selection",
     )
     .await;
+    // More indices than a torrent may have files (limits.max_files = 3), in either form:
+    // refused for what it is, before any torrent or magnet is looked at.
+    let body = expect(
+        upload(&f, "/jobs/torrent", ok.clone(), Some("0,1,2,3")).await,
+        400,
+        "invalid_file_selection",
+    )
+    .await;
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3 files"),
+        "{body}"
+    );
+    let (status, body) = f
+        .post_json(
+            "/jobs",
+            json!({"source": {"magnet": format!("magnet:?xt=urn:btih:{}", "ab".repeat(20))}, "files": [0, 1, 2, 3]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_file_selection")),
+        "{body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3 files"),
+        "{body}"
+    );
     let (_, list) = f.get_json("/jobs").await;
     assert!(
         list["items"].as_array().unwrap().is_empty(),

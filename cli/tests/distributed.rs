@@ -406,7 +406,7 @@ async fn a_url_job_is_fetched_packaged_delivered_and_seeded_by_three_workers() {
     cluster.migrate();
     let api = cluster.api();
     let fetcher = cluster.worker("fetch");
-    let _uploader = cluster.worker("upload");
+    let uploader = cluster.worker("upload");
     let seeder = cluster.worker("torrent");
 
     let (status, job) = api
@@ -452,6 +452,36 @@ async fn a_url_job_is_fetched_packaged_delivered_and_seeded_by_three_workers() {
     assert!(
         !cluster.dir.join("staging/.seeding").join(&id).exists(),
         "the seeding copy is freed"
+    );
+
+    // Purged while it seeds: the API only marks and stops it; the torrent worker stops the
+    // seed and hands the purge to the upload worker, which deletes files and job last.
+    let (status, job) = api
+        .post_json(
+            "/jobs",
+            serde_json::json!({"source": {"url": format!("http://{}/{name}?again", origin.addr)}, "seed": true, "seed_ratio": 100.0}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let again = job["id"].as_str().unwrap().to_owned();
+    api.wait_status(&again, "seeding", Duration::from_secs(120))
+        .await;
+    let delivered = cluster.dir.join("storage/local").join(&again);
+    assert!(delivered.exists());
+    let accepted = api.purge(&again).await;
+    assert_eq!(accepted["status"], "completed", "{accepted}");
+    for gone in [
+        delivered,
+        cluster.dir.join("staging").join(&again),
+        cluster.dir.join("staging/.seeding").join(&again),
+    ] {
+        assert!(!gone.exists(), "{} is left", gone.display());
+    }
+    let stopped = log_time(&seeder.proc.log_text(), &again, "seeding stopped");
+    let purged = log_time(&uploader.proc.log_text(), &again, "job purged");
+    assert!(
+        stopped <= purged,
+        "the purge ({purged}) waited for the seed to stop ({stopped})"
     );
     assert_eq!(cluster.dead_letters(), 0);
 }
@@ -562,4 +592,31 @@ async fn a_worker_paused_past_its_lease_writes_nothing_after_another_finished_th
         .unwrap();
     assert_eq!(probe.status().as_u16(), 200);
     api.assert_files_match(&id, &swarm[0].0, None).await;
+}
+
+/// The timestamp of the first log line about `job` that says `what`.
+fn log_time(log: &str, job: &str, what: &str) -> String {
+    let plain: String = {
+        // Strip ANSI colours (the pretty format).
+        let mut out = String::new();
+        let mut chars = log.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    };
+    plain
+        .lines()
+        .find(|l| l.contains(job) && l.contains(what))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {what:?} for {job} in:\n{plain}"))
+        .to_owned()
 }

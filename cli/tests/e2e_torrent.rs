@@ -369,13 +369,7 @@ async fn pause_resume_and_cancel_mid_download() {
         (status, body["code"].as_str()),
         (409, Some("job_not_finished"))
     );
-    let r = ferry
-        .req(Method::DELETE, &format!("/jobs/{id2}?purge=true"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 204);
-    assert_eq!(ferry.get_json(&format!("/jobs/{id2}")).await.0, 404);
+    ferry.purge(&id2).await;
     // The first job is untouched.
     assert_eq!(ferry.job(&id).await["status"], "completed");
 }

@@ -244,7 +244,8 @@ async fn a_url_fetched_through_an_http_proxy() {
         .count();
     assert_eq!(contents, 1, "identical content is stored once");
 
-    // A seeding job: DELETE stops seeding and frees its data.
+    // A seeding job: DELETE stops seeding and frees its seeding copy; the job is completed
+    // and its file stays reachable.
     let (status, seeding) = ferry
         .post_json("/jobs", json!({"source": {"url": format!("http://{}/{name}?seed=1", origin.addr)}, "seed": true}))
         .await;
@@ -265,10 +266,11 @@ async fn a_url_fetched_through_an_http_proxy() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    ferry
-        .wait_status(&seed_id, "cancelled", Duration::from_secs(30))
-        .await;
+    let stopped: Value = r.json().await.unwrap();
+    assert_eq!(stopped["status"], "completed", "{stopped}");
     wait_gone(&seed_dir).await;
+    assert_eq!(ferry.job(&seed_id).await["status"], "completed");
+    ferry.assert_files_match_one(&seed_id, name, &sha).await;
 
     // A refused redirect: the submitted URL's query (a token) is in no answer and no log.
     let (status, body) = ferry
@@ -293,4 +295,98 @@ async fn a_url_fetched_through_an_http_proxy() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Pause and resume, fail and retry: a URL job runs its own stage (the fetch) again, and the
+/// resumed fetch continues the partial file with `Range` rather than starting over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_job_resumes_and_retries_with_its_own_stage() {
+    init();
+    let (_keep, root) = test_dir();
+    let name = "resumable.bin";
+    let file = root.join("origin").join(name);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let sha = random_file(&file, 8 * MIB);
+    let origin = Origin::start(&file, name).await;
+    let ferry = Ferry::start(
+        &root.join("ferry"),
+        &[
+            ("FERRY_FETCH__ALLOW", "[\"127.0.0.1/32\"]"),
+            ("FERRY_WORKERS__PROGRESS_INTERVAL", "50ms"),
+            ("FERRY_WORKERS__MAX_ATTEMPTS", "2"),
+            ("FERRY_WORKERS__RETRY_BASE_DELAY", "200ms"),
+        ],
+    );
+    let url = format!("http://{}/{name}", origin.addr);
+
+    // Pause mid-fetch: the origin holds the body after 3 MiB, so the fetch is in flight.
+    origin.control.hold_at(Some(3 * MIB));
+    let (status, job) = ferry
+        .post_json("/jobs", json!({"source": {"url": url}}))
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let watch = ferry
+        .req(Method::GET, &format!("/jobs/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    read_sse(watch, Duration::from_secs(60), |e| {
+        e.data["status"] == "downloading"
+            && e.data["progress"]["bytes_done"].as_u64().unwrap_or(0) >= 3 * MIB
+    })
+    .await;
+    let (status, paused) = ferry
+        .post_json(&format!("/jobs/{id}/pause"), json!({}))
+        .await;
+    assert_eq!((status, paused["status"].as_str()), (200, Some("paused")));
+    // The fetch stage noticed the pause and hung up; the partial file stays.
+    origin.control.wait_idle().await;
+    origin.control.hold_at(None);
+    let (status, resumed) = ferry
+        .post_json(&format!("/jobs/{id}/resume"), json!({}))
+        .await;
+    assert_eq!(
+        (status, resumed["status"].as_str()),
+        (200, Some("downloading")),
+        "{resumed}"
+    );
+    let done = ferry
+        .wait_status(&id, "completed", Duration::from_secs(60))
+        .await;
+    assert_eq!(done["content_sha256"], sha.as_str(), "{done}");
+    ferry.assert_files_match_one(&id, name, &sha).await;
+    let ranges = origin.seen.ranges.lock().unwrap().clone();
+    assert!(
+        ranges.iter().flatten().any(|r| r.starts_with("bytes=")
+            && r != "bytes=0-"
+            && r.trim_start_matches("bytes=")
+                .trim_end_matches('-')
+                .parse::<u64>()
+                .is_ok_and(|from| from > 0)),
+        "the resumed fetch continued the partial file: {ranges:?}"
+    );
+
+    // Fail: the origin answers 500 until the retries run out; fixed, the retry completes.
+    origin.control.fail(Some(500));
+    let again = format!("{url}?second");
+    let (status, job) = ferry
+        .post_json("/jobs", json!({"source": {"url": again}}))
+        .await;
+    assert_eq!(status, 201, "a 500 at submission is worth retrying: {job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let failed = ferry
+        .wait_status(&id, "failed", Duration::from_secs(60))
+        .await;
+    assert_eq!(failed["error"]["code"], "url_unavailable", "{failed}");
+    origin.control.fail(None);
+    let (status, retried) = ferry
+        .post_json(&format!("/jobs/{id}/retry"), json!({}))
+        .await;
+    assert_eq!((status, retried["status"].as_str()), (200, Some("queued")));
+    let done = ferry
+        .wait_status(&id, "completed", Duration::from_secs(60))
+        .await;
+    assert_eq!(done["content_sha256"], sha.as_str(), "{done}");
+    ferry.assert_files_match_one(&id, name, &sha).await;
 }

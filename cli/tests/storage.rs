@@ -189,12 +189,7 @@ async fn a_magnet_is_delivered_to_an_s3_bucket_and_read_back_independently() {
     assert!(s3.unfinished_uploads().is_empty());
 
     // Purging deletes the objects.
-    let r = ferry
-        .req(Method::DELETE, &format!("/jobs/{id}?purge=true"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 204);
+    ferry.purge(&id).await;
     let listing =
         String::from_utf8(s3.aws(&["s3", "ls", "--recursive", "s3://ferry-e2e/"])).unwrap();
     assert!(!listing.contains(&id), "{listing}");
@@ -405,12 +400,7 @@ async fn a_magnet_is_delivered_to_a_google_drive_folder() {
     assert_eq!(r.status().as_u16(), 302);
     assert!(r.headers()["location"].to_str().unwrap().ends_with("/view"));
     assert_eq!(drive.open_sessions(), 0);
-    let r = ferry
-        .req(Method::DELETE, &format!("/jobs/{id}?purge=true"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 204);
+    ferry.purge(&id).await;
     assert_eq!(drive.file_count(), 0, "purge removed the job's folder");
 }
 
@@ -826,4 +816,116 @@ async fn rotating_the_secret_key_reseals_every_profile_and_the_old_key_can_go() 
         "3333333333333333333333333333333333333333333333333333333333333333",
     )]);
     assert!(!ok && out.contains("unreadable 2"), "{out}");
+}
+
+/// A purge while delivery runs: the upload to S3 is held mid-request by a proxy (so it is
+/// provably in flight), the job is purged, then the proxy lets the upload go on. Nothing the
+/// delivery still had in hand may land: no object, no unfinished upload, no staged file, no
+/// job. Once with a single `PutObject`, once with a multipart upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_a_job_mid_upload_leaves_no_object_no_staging_and_no_job() {
+    init();
+    if !require(&["aws"]) {
+        return;
+    }
+    let (_keep, root) = test_dir();
+    let Some(s3) = S3Server::start(&root) else {
+        return;
+    };
+    s3.aws(&["s3", "mb", "s3://ferry-e2e"]);
+    let gate = common::gate::GateProxy::start(([127, 0, 0, 1], s3.port).into()).await;
+    let ferry = Ferry::start(
+        &root.join("ferry"),
+        &[
+            ("FERRY_STORAGE__ALLOW_PRIVATE_ENDPOINTS", "true"),
+            ("FERRY_STORAGE__PART_SIZE", "8388608"),
+            ("FERRY_STORAGE__UPLOAD_CONCURRENCY", "1"),
+            ("FERRY_FETCH__ALLOW", "[\"127.0.0.1/32\"]"),
+            ("FERRY_WORKERS__PROGRESS_INTERVAL", "50ms"),
+        ],
+    );
+    let mut body = s3_profile(&s3, SECRET);
+    body["s3"]["endpoint"] = json!(format!("http://127.0.0.1:{}", gate.port));
+    let (status, profile) = ferry.post_json("/storage-profiles", body).await;
+    assert_eq!(status, 201, "{profile}");
+    let pid = profile["id"].as_str().unwrap().to_owned();
+
+    // One part (a PutObject held halfway), then three parts (held in the second).
+    for (name, size, hold, multipart) in [
+        ("single.bin", 6 * MIB, 3 * MIB, false),
+        ("multi.bin", 20 * MIB, 12 * MIB, true),
+    ] {
+        let file = root.join("origin").join(name);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        common::origin::random_file(&file, size);
+        let origin = common::origin::Origin::start(&file, name).await;
+        gate.hold_after(Some(hold));
+        let (status, job) = ferry
+            .post_json(
+                "/jobs",
+                json!({"source": {"url": format!("http://{}/{name}", origin.addr)}, "storage_profile": pid}),
+            )
+            .await;
+        assert_eq!(status, 201, "{job}");
+        let id = job["id"].as_str().unwrap().to_owned();
+        gate.wait_held(Duration::from_secs(120)).await;
+        assert_eq!(ferry.job(&id).await["status"], "uploading");
+        let staged = ferry.data_dir.join("staging").join(&id);
+        assert!(staged.exists(), "{name}: the staged file is being uploaded");
+        assert_eq!(
+            s3.unfinished_uploads().len(),
+            usize::from(multipart),
+            "{name}: multipart upload open"
+        );
+
+        let r = ferry
+            .req(Method::DELETE, &format!("/jobs/{id}?purge=true"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let answer: Value = r.json().await.unwrap_or(Value::Null);
+        // The purge is done once the job is gone.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, _) = ferry.get_json(&format!("/jobs/{id}")).await;
+            if code == 404 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: the purge never finished"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Let whatever the delivery still holds go through, and wait until it has.
+        gate.hold_after(None);
+        gate.wait_quiet(Duration::from_secs(2)).await;
+
+        let listing =
+            String::from_utf8(s3.aws(&["s3", "ls", "--recursive", "s3://ferry-e2e/"])).unwrap();
+        assert!(!listing.contains(&id), "{name}: objects left: {listing}");
+        assert!(
+            s3.unfinished_uploads().is_empty(),
+            "{name}: unfinished uploads left: {:?}",
+            s3.unfinished_uploads()
+        );
+        assert!(
+            !staged.exists(),
+            "{name}: staged data left at {}",
+            staged.display()
+        );
+        let (_, list) = ferry.get_json("/jobs").await;
+        assert!(
+            !list.to_string().contains(&id),
+            "{name}: the job is gone: {list}"
+        );
+        // While the purge was pending the answer was honest: accepted, with the job.
+        assert_eq!(status, 202, "{name}: {answer}");
+        assert_eq!(
+            (answer["status"].as_str(), answer["purge_pending"].as_bool()),
+            (Some("cancelled"), Some(true)),
+            "{name}: {answer}"
+        );
+    }
 }

@@ -5,10 +5,12 @@
 //!                               │
 //!                               ▼
 //!                           uploading ──> completed ──(optional)──> seeding ──> completed
-//! any non-terminal ──> cancelled          any non-terminal ──(retries exhausted)──> failed
+//! any unfinished but seeding ──> cancelled    any unfinished but seeding ──(retries exhausted)──> failed
 //! ```
 //! Two user actions reopen a finished job, and nothing else does: *retry* moves `failed`
-//! back to `queued`, and seeding moves `completed` to `seeding` and back.
+//! back to `queued`, and seeding moves `completed` to `seeding` and back. A seeding job has
+//! delivered its files, so however seeding stops (its limit, a `DELETE`, a failure) it
+//! becomes `completed` again and its files stay reachable.
 
 use std::fmt;
 use std::str::FromStr;
@@ -62,6 +64,8 @@ impl JobStatus {
             (Downloading, Uploading) => true,
             (Uploading, Completed) => true,
             (Completed, Seeding) | (Seeding, Completed) => true,
+            // Stopping a seed, for whatever reason, never takes the delivered files away.
+            (Seeding, _) => false,
             // The user's retry of a failed job.
             (Failed, Queued) => true,
             (from, Cancelled | Failed) => !from.is_terminal(),
@@ -178,6 +182,7 @@ mod tests {
                     Cancelled => prop_assert!(false, "cancelled moved to {next}"),
                     Failed => prop_assert_eq!(next, Queued),
                     Completed => prop_assert_eq!(next, Seeding),
+                    Seeding => prop_assert_eq!(next, Completed),
                     _ => {}
                 }
                 current = next;
@@ -185,9 +190,17 @@ mod tests {
         }
 
         #[test]
-        fn every_non_terminal_status_can_be_cancelled_or_failed(st in arb_status()) {
-            prop_assert_eq!(st.can_become(Cancelled), !st.is_terminal());
-            prop_assert_eq!(st.can_become(Failed), !st.is_terminal());
+        fn every_unfinished_status_but_seeding_can_be_cancelled_or_failed(st in arb_status()) {
+            let stoppable = !st.is_terminal() && st != Seeding;
+            prop_assert_eq!(st.can_become(Cancelled), stoppable);
+            prop_assert_eq!(st.can_become(Failed), stoppable);
+        }
+
+        /// A seeding job's files are delivered: whatever is asked of it, it can only become
+        /// completed again, never cancelled or failed.
+        #[test]
+        fn a_seeding_job_only_ever_completes(to in arb_status()) {
+            prop_assert_eq!(Seeding.can_become(to), to == Completed);
         }
     }
 }

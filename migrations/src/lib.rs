@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261124_000001_jobs;
 mod m20261124_000002_storage;
 mod m20261124_000003_fetch;
+mod m20261201_000001_purge;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_jobs::Migration),
             Box::new(m20261124_000002_storage::Migration),
             Box::new(m20261124_000003_fetch::Migration),
+            Box::new(m20261201_000001_purge::Migration),
         ]
     }
 }

@@ -41,6 +41,8 @@ pub struct Unfinished {
     pub status: JobStatus,
     /// The job fetches a URL (rather than a torrent).
     pub is_url: bool,
+    /// The job's purge is pending (whatever its status).
+    pub purge: bool,
 }
 
 /// A page of one owner's jobs, newest first.
@@ -73,11 +75,21 @@ pub trait JobRepository: Send + Sync + 'static {
     /// Only `Unavailable` / `Unexpected`.
     async fn list(&self, query: &JobQuery) -> Result<Vec<Job>, RepoError>;
 
-    /// Applies `change` only if the job is still in `change.from`; returns the updated job.
+    /// Applies `change` only if the job is still in `change.from` and, when `change.to` is
+    /// not a finished status, no purge is pending (a job being purged never starts new
+    /// work); returns the updated job.
     ///
     /// # Errors
-    /// `NotFound`, or `Conflict` with the status the job is actually in.
+    /// `NotFound`, or `Conflict` with the status the job is actually in (which may be
+    /// `change.from` itself when a pending purge refused the move).
     async fn transition(&self, id: JobId, change: &Transition) -> Result<Job, RepoError>;
+
+    /// Marks the job for purging (idempotent) and returns it. The flag is never cleared:
+    /// the job is deleted once its stages have let go of it.
+    ///
+    /// # Errors
+    /// `NotFound` if no such job exists.
+    async fn request_purge(&self, id: JobId) -> Result<Job, RepoError>;
 
     /// Stores the torrent's metadata (files, sizes, metainfo) once it is known.
     ///
@@ -124,7 +136,8 @@ pub trait JobRepository: Send + Sync + 'static {
         info_hash: InfoHash,
     ) -> Result<Option<JobId>, RepoError>;
 
-    /// Every job that is not finished and not paused (for recovery), seeding ones included.
+    /// Every job that is not finished and not paused (for recovery), seeding ones included,
+    /// and every job whose purge is pending, whatever its status.
     ///
     /// # Errors
     /// Only `Unavailable` / `Unexpected`.

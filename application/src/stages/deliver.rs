@@ -13,8 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{StageHandler, StageOutcome, codes};
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{
-    EventKind, JobEvent, Lease, ObjectStore, PutRequest, RepoError, Stage, Staging, StoreError,
-    StoreResolver,
+    EventKind, JobEvent, Lease, PutRequest, RepoError, Stage, Staging, StoreError, StoreResolver,
 };
 
 pub struct DeliverStage {
@@ -65,12 +64,30 @@ impl StageHandler for DeliverStage {
     async fn run(&self, lease: &Lease, shutdown: &CancellationToken) -> StageOutcome {
         let job = match self.lifecycle.repo.get(lease.job_id).await {
             Ok(job) => job,
-            Err(RepoError::NotFound) => return StageOutcome::Done,
+            Err(RepoError::NotFound) => return self.free_staging(lease.job_id).await,
             Err(e) => return retry_db(e),
         };
-        if job.status != JobStatus::Uploading {
-            return StageOutcome::Done;
+        if job.purge_requested {
+            return self.purge_once_stopped(job).await;
         }
+        match job.status {
+            JobStatus::Uploading => self.deliver(job, shutdown).await,
+            // Cancelled during delivery: nothing delivered may stay.
+            JobStatus::Cancelled => self.remove(&job, false).await,
+            _ => StageOutcome::Done,
+        }
+    }
+}
+
+/// Why a put stopped before it finished.
+enum Interrupted {
+    /// The job left `uploading` (a cancel or purge): whatever the put still had in hand is
+    /// dropped with it.
+    Stopped,
+}
+
+impl DeliverStage {
+    async fn deliver(&self, job: Job, shutdown: &CancellationToken) -> StageOutcome {
         let store = match self.stores.store(&job.owner, job.storage_profile).await {
             Ok(s) => s,
             Err(StoreError::NotFound) => {
@@ -138,6 +155,10 @@ impl StageHandler for DeliverStage {
             };
             let stored = match stored {
                 Ok(s) => s,
+                Err(Interrupted::Stopped) => return self.stopped(job.id).await,
+            };
+            let stored = match stored {
+                Ok(s) => s,
                 Err(StoreError::NotFound) => {
                     return StageOutcome::Fail(JobError::new(
                         codes::STAGING_MISSING,
@@ -166,12 +187,12 @@ impl StageHandler for DeliverStage {
             done += stored.size;
             self.publish(&job, done, total, 0).await;
         }
-        self.complete(job, &*store).await
+        self.complete(job).await
     }
-}
 
-impl DeliverStage {
-    /// Runs `put`, publishing upload progress every tick.
+    /// Runs `put`, publishing upload progress and checking the job's status every tick; a
+    /// job that left `uploading` (cancelled, purge requested) stops the put at once, so
+    /// nothing it still had in hand is written after the job's objects are removed.
     async fn with_progress<F, T>(
         &self,
         job: &Job,
@@ -179,7 +200,7 @@ impl DeliverStage {
         before: u64,
         total: u64,
         sent: &AtomicU64,
-    ) -> T
+    ) -> Result<T, Interrupted>
     where
         F: std::future::Future<Output = T>,
     {
@@ -189,34 +210,33 @@ impl DeliverStage {
         let started = Instant::now();
         loop {
             tokio::select! {
-                out = &mut put => return out,
+                out = &mut put => return Ok(out),
                 _ = ticker.tick() => {
                     let now = sent.load(Ordering::Relaxed);
                     let secs = started.elapsed().as_secs_f64().max(0.001);
                     let rate = (now as f64 / secs) as u64;
                     self.publish(job, before + now, total, rate).await;
+                    match self.lifecycle.repo.status(job.id).await {
+                        Ok(JobStatus::Uploading) => {}
+                        Ok(_) | Err(RepoError::NotFound) => return Err(Interrupted::Stopped),
+                        Err(e) => tracing::warn!(job_id = %job.id, error = %e, "could not read the job's status"),
+                    }
                 }
             }
         }
     }
 
-    async fn complete(&self, job: Job, store: &dyn ObjectStore) -> StageOutcome {
+    async fn complete(&self, job: Job) -> StageOutcome {
         match self
             .lifecycle
             .advance(job.id, JobStatus::Uploading, JobStatus::Completed, None)
             .await
         {
             Ok(_) => {}
-            Err(MoveError::Repo(RepoError::Conflict { actual, .. })) => {
-                // Cancelled while we delivered: nothing we stored may stay behind.
-                if actual == JobStatus::Cancelled {
-                    let prefix = StorageKey::job_prefix(&job.owner, job.id);
-                    if let Err(e) = store.delete_prefix(&prefix).await {
-                        return store_outcome(&job, e);
-                    }
-                }
+            // Cancelled (or purged) while we delivered: nothing we stored may stay behind.
+            Err(MoveError::Repo(RepoError::Conflict { .. } | RepoError::NotFound)) => {
+                return self.stopped(job.id).await;
             }
-            Err(MoveError::Repo(RepoError::NotFound)) => {}
             Err(e) => return retry_db(e),
         }
         if let Err(e) = self.staging.discard(job.id).await {
@@ -234,8 +254,94 @@ impl DeliverStage {
                         tracing::error!(job_id = %job.id, error = %e, "could not queue seeding; recovery will");
                     }
                 }
-                Err(e) => tracing::warn!(job_id = %job.id, error = %e, "could not start seeding"),
+                // A purge requested meanwhile stops the job from seeding; its message
+                // carries the purge out once this run ends.
+                Err(e) => tracing::info!(job_id = %job.id, error = %e, "not seeding"),
             }
+        }
+        StageOutcome::Done
+    }
+
+    /// The job left `uploading` while this run delivered it: remove what it delivered
+    /// (and the job, if its purge is pending).
+    async fn stopped(&self, id: ferry_domain::JobId) -> StageOutcome {
+        match self.lifecycle.repo.get(id).await {
+            Ok(job) if job.purge_requested => self.purge_once_stopped(job).await,
+            Ok(job) if job.status == JobStatus::Cancelled => self.remove(&job, false).await,
+            Ok(_) => StageOutcome::Done,
+            Err(RepoError::NotFound) => self.free_staging(id).await,
+            Err(e) => retry_db(e),
+        }
+    }
+
+    /// Carries out a pending purge once no stage runs the job: delivery is the last stage a
+    /// job reaches and the one with the object stores. An uploading job is stopped here (this
+    /// is the stage that holds it); a job another stage still holds is left to that stage,
+    /// which hands the purge back here when it lets go.
+    async fn purge_once_stopped(&self, job: Job) -> StageOutcome {
+        let job = if job.status == JobStatus::Uploading {
+            if let Err(outcome) = super::stop_for_purge(&self.lifecycle, &job).await {
+                return outcome;
+            }
+            match self.lifecycle.repo.get(job.id).await {
+                Ok(job) => job,
+                Err(RepoError::NotFound) => return self.free_staging(job.id).await,
+                Err(e) => return retry_db(e),
+            }
+        } else {
+            job
+        };
+        if !job.status.is_terminal() {
+            tracing::debug!(job_id = %job.id, status = %job.status, "purge waits for the stage that holds the job");
+            return StageOutcome::Done;
+        }
+        self.remove(&job, true).await
+    }
+
+    /// Removes everything the job left: unfinished uploads, delivered objects, staged data,
+    /// the seeding copy, and with `purge` the job itself, last (so a failure here is retried
+    /// and recovery still finds the job).
+    async fn remove(&self, job: &Job, purge: bool) -> StageOutcome {
+        match self.stores.store(&job.owner, job.storage_profile).await {
+            Ok(store) => {
+                if let Err(e) = store.abort_uploads(job.id).await {
+                    return store_outcome(job, e);
+                }
+                let prefix = StorageKey::job_prefix(&job.owner, job.id);
+                if let Err(e) = store.delete_prefix(&prefix).await {
+                    return store_outcome(job, e);
+                }
+            }
+            // The profile is gone: there is nothing we can still reach to delete.
+            Err(StoreError::NotFound) => {}
+            Err(e) => return store_outcome(job, e),
+        }
+        if let Err(e) = self.staging.discard(job.id).await {
+            return StageOutcome::Retry(JobError::new(codes::STORAGE_ERROR, format!("{e:#}")));
+        }
+        if let Err(e) = self.staging.discard_seed(job.id).await {
+            return StageOutcome::Retry(JobError::new(codes::STORAGE_ERROR, format!("{e:#}")));
+        }
+        if !purge {
+            tracing::info!(job_id = %job.id, "cancelled job's delivered objects removed");
+            return StageOutcome::Done;
+        }
+        match self.lifecycle.repo.delete(job.id).await {
+            Ok(()) | Err(RepoError::NotFound) => {
+                tracing::info!(job_id = %job.id, "job purged");
+                StageOutcome::Done
+            }
+            Err(e) => retry_db(e),
+        }
+    }
+
+    /// A job that no longer exists: nothing of it may stay in staging.
+    async fn free_staging(&self, id: ferry_domain::JobId) -> StageOutcome {
+        if let Err(e) = self.staging.discard(id).await {
+            tracing::warn!(job_id = %id, error = %e, "could not free the staging area");
+        }
+        if let Err(e) = self.staging.discard_seed(id).await {
+            tracing::warn!(job_id = %id, error = %e, "could not free the seeding copy");
         }
         StageOutcome::Done
     }

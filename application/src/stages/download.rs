@@ -81,14 +81,32 @@ impl StageHandler for DownloadStage {
         for _ in 0..10 {
             let job = match self.lifecycle.repo.get(lease.job_id).await {
                 Ok(job) => job,
-                Err(RepoError::NotFound) => return StageOutcome::Done,
+                // Gone: nothing of it may stay behind.
+                Err(RepoError::NotFound) => return self.clean_up(lease.job_id).await,
                 Err(e) => return repo_retry(e),
             };
+            if job.purge_requested
+                && matches!(
+                    job.status,
+                    JobStatus::Queued
+                        | JobStatus::Resolving
+                        | JobStatus::Downloading
+                        | JobStatus::Paused
+                )
+            {
+                if let Err(outcome) = super::stop_for_purge(&self.lifecycle, &job).await {
+                    return outcome;
+                }
+                continue;
+            }
             let step = match job.status {
                 JobStatus::Queued => self.claim(job).await,
                 JobStatus::Resolving => self.resolve(job, shutdown).await,
                 JobStatus::Downloading => return self.download(job, shutdown).await,
                 JobStatus::Cancelled => return self.clean_up(job.id).await,
+                JobStatus::Completed | JobStatus::Failed if job.purge_requested => {
+                    return self.clean_up(job.id).await;
+                }
                 // Paused, or already past this stage: nothing to do.
                 _ => return StageOutcome::Done,
             };
@@ -227,16 +245,14 @@ impl DownloadStage {
 
             match self.lifecycle.repo.status(job.id).await {
                 Ok(JobStatus::Downloading) => {}
-                Ok(JobStatus::Cancelled) => return self.clean_up(job.id).await,
+                Ok(JobStatus::Cancelled) | Err(RepoError::NotFound) => {
+                    return self.clean_up(job.id).await;
+                }
                 Ok(other) => {
                     // Paused (or moved on by someone else): stop and keep the data.
                     tracing::info!(job_id = %job.id, status = %other, "download stopped");
                     self.stop(job.id, false).await;
                     self.snapshot(job.id, &last).await;
-                    return StageOutcome::Done;
-                }
-                Err(RepoError::NotFound) => {
-                    self.stop(job.id, true).await;
                     return StageOutcome::Done;
                 }
                 Err(e) => {
@@ -280,16 +296,15 @@ impl DownloadStage {
         }
     }
 
-    /// Removes everything staged for a cancelled job.
+    /// Stops the torrent and removes everything staged for a stopped (or deleted) job, then
+    /// hands a pending purge on.
     async fn clean_up(&self, id: JobId) -> StageOutcome {
         self.stop(id, true).await;
-        match self.staging.discard(id).await {
-            Ok(()) => {
-                tracing::info!(job_id = %id, "cancelled job's staged data removed");
-                StageOutcome::Done
-            }
-            Err(e) => retry(codes::ENGINE_ERROR, e),
+        if let Err(e) = self.staging.discard(id).await {
+            return retry(codes::ENGINE_ERROR, e);
         }
+        tracing::info!(job_id = %id, "stopped job's staged data removed");
+        super::hand_over_purge(&self.lifecycle, &*self.queue, id).await
     }
 
     async fn stop(&self, id: JobId, delete_data: bool) {

@@ -60,16 +60,30 @@ impl StageHandler for FetchStage {
         for _ in 0..10 {
             let job = match self.lifecycle.repo.get(lease.job_id).await {
                 Ok(job) => job,
-                Err(RepoError::NotFound) => return StageOutcome::Done,
+                // Gone: nothing of it may stay behind.
+                Err(RepoError::NotFound) => return self.clean_up(lease.job_id).await,
                 Err(e) => return retry(codes::DATABASE_ERROR, e),
             };
+            if job.purge_requested
+                && matches!(
+                    job.status,
+                    JobStatus::Queued
+                        | JobStatus::Resolving
+                        | JobStatus::Downloading
+                        | JobStatus::Paused
+                )
+            {
+                if let Err(outcome) = super::stop_for_purge(&self.lifecycle, &job).await {
+                    return outcome;
+                }
+                continue;
+            }
             let step = match job.status {
                 JobStatus::Queued => self.advance(&job, JobStatus::Resolving).await,
                 JobStatus::Resolving | JobStatus::Downloading => self.fetch(job, shutdown).await,
-                JobStatus::Cancelled => {
-                    let _ = self.staging.discard(job.id).await;
-                    let _ = self.staging.discard_seed(job.id).await;
-                    return StageOutcome::Done;
+                JobStatus::Cancelled => return self.clean_up(job.id).await,
+                JobStatus::Completed | JobStatus::Failed if job.purge_requested => {
+                    return self.clean_up(job.id).await;
                 }
                 _ => return StageOutcome::Done,
             };
@@ -175,8 +189,8 @@ impl FetchStage {
                     match self.lifecycle.repo.status(job.id).await {
                         Ok(JobStatus::Downloading) => {}
                         Ok(JobStatus::Cancelled) | Err(RepoError::NotFound) => {
-                            let _ = self.staging.discard(job.id).await;
-                            return Step::Done(StageOutcome::Done);
+                            // The save is no longer polled, so nothing writes the file now.
+                            return Step::Done(self.clean_up(job.id).await);
                         }
                         // Paused: the partial file stays for the resume.
                         Ok(_) => {
@@ -189,6 +203,18 @@ impl FetchStage {
             }
         };
         Step::Done(self.finish(job, &path, fetched).await)
+    }
+
+    /// Removes what a stopped (or deleted) job staged and its seeding copy, then hands a
+    /// pending purge on.
+    async fn clean_up(&self, id: JobId) -> StageOutcome {
+        if let Err(e) = self.staging.discard(id).await {
+            return retry(codes::STORAGE_ERROR, format!("{e:#}"));
+        }
+        if let Err(e) = self.staging.discard_seed(id).await {
+            return retry(codes::STORAGE_ERROR, format!("{e:#}"));
+        }
+        super::hand_over_purge(&self.lifecycle, &*self.queue, id).await
     }
 
     /// Content-addresses the file, packages it (once per content and name) and queues delivery.

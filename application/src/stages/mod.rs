@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ferry_domain::{JobError, JobStatus};
+use ferry_domain::{Job, JobError, JobId, JobStatus};
 use tokio_util::sync::CancellationToken;
 
 pub use deliver::DeliverStage;
@@ -119,6 +119,8 @@ impl StageRunner {
         }
     }
 
+    /// Marks the job failed with `error`; a seeding job becomes completed instead (its files
+    /// are delivered) and its seed stage is queued once more to free the seeding copy.
     async fn fail_job(&self, lease: &Lease, error: JobError) {
         let id = lease.job_id;
         for _ in 0..5 {
@@ -132,6 +134,26 @@ impl StageRunner {
             };
             if status.is_terminal() {
                 return;
+            }
+            if status == JobStatus::Seeding {
+                match self
+                    .lifecycle
+                    .advance(id, status, JobStatus::Completed, None)
+                    .await
+                {
+                    Ok(_) => {
+                        tracing::warn!(job_id = %id, code = %error.code, message = %error.message, "seeding stopped by a failure; the job stays completed");
+                        if let Err(e) = self.queue.enqueue(Stage::Seed, id).await {
+                            tracing::error!(job_id = %id, error = %e, "could not queue the seed stage to free the seeding copy");
+                        }
+                        return;
+                    }
+                    Err(MoveError::Repo(RepoError::Conflict { .. })) => continue,
+                    Err(e) => {
+                        tracing::error!(job_id = %id, error = %e, "could not complete the job");
+                        return;
+                    }
+                }
             }
             if let Err(e) = self
                 .lifecycle
@@ -154,6 +176,44 @@ impl StageRunner {
                 }
             }
         }
+    }
+}
+
+/// After a stage has let go of a stopped job: if the job's purge is pending, delivery (which
+/// has the object stores) is asked to carry it out. Every stage that holds a job ends with
+/// this, so a purge always reaches delivery after the stage that ran the job stopped, and
+/// the row is deleted last.
+pub(crate) async fn hand_over_purge(
+    lifecycle: &Lifecycle,
+    queue: &dyn JobQueue,
+    id: JobId,
+) -> StageOutcome {
+    match lifecycle.repo.get(id).await {
+        Ok(job) if job.purge_requested => match queue.enqueue(Stage::Upload, id).await {
+            Ok(()) => StageOutcome::Done,
+            Err(e) => StageOutcome::Retry(JobError::new(codes::QUEUE_ERROR, e.to_string())),
+        },
+        Ok(_) | Err(RepoError::NotFound) => StageOutcome::Done,
+        Err(e) => StageOutcome::Retry(JobError::new(codes::DATABASE_ERROR, e.to_string())),
+    }
+}
+
+/// Stops an unfinished job whose purge is pending (the request was interrupted before it
+/// stopped the job) the way the request would have: cancelled, or completed if it seeds.
+/// A conflict means someone else moved it; the caller re-reads.
+pub(crate) async fn stop_for_purge(lifecycle: &Lifecycle, job: &Job) -> Result<(), StageOutcome> {
+    let to = if job.status == JobStatus::Seeding {
+        JobStatus::Completed
+    } else {
+        JobStatus::Cancelled
+    };
+    match lifecycle.advance(job.id, job.status, to, None).await {
+        Ok(_) | Err(MoveError::Repo(RepoError::Conflict { .. })) => Ok(()),
+        Err(MoveError::Repo(RepoError::NotFound)) => Err(StageOutcome::Done),
+        Err(e) => Err(StageOutcome::Retry(JobError::new(
+            codes::DATABASE_ERROR,
+            e.to_string(),
+        ))),
     }
 }
 

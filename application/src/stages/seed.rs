@@ -17,6 +17,7 @@ use crate::ports::{
 
 pub struct SeedStage {
     pub lifecycle: Lifecycle,
+    pub queue: Arc<dyn crate::ports::JobQueue>,
     pub engine: Arc<dyn TorrentEngine>,
     pub staging: Arc<dyn Staging>,
     pub tick: Duration,
@@ -46,20 +47,23 @@ impl StageHandler for SeedStage {
         let job = match self.lifecycle.repo.get(lease.job_id).await {
             Ok(job) => job,
             Err(RepoError::NotFound) => {
-                let _ = self.staging.discard_seed(lease.job_id).await;
+                self.stop(lease.job_id).await;
                 return StageOutcome::Done;
             }
             Err(e) => return retry(codes::DATABASE_ERROR, e),
         };
-        match job.status {
-            JobStatus::Seeding => self.seed(job, shutdown).await,
-            JobStatus::Cancelled => {
-                let _ = self.engine.stop(job.id, false).await;
-                let _ = self.staging.discard_seed(job.id).await;
-                StageOutcome::Done
-            }
-            _ => StageOutcome::Done,
+        if job.status == JobStatus::Seeding && !job.purge_requested {
+            return self.seed(job, shutdown).await;
         }
+        if job.status == JobStatus::Seeding
+            && let Err(outcome) = super::stop_for_purge(&self.lifecycle, &job).await
+        {
+            return outcome;
+        }
+        // Seeding ended (a DELETE or a failure completed the job): stop sharing, free the
+        // copy, carry a pending purge on.
+        self.stop(job.id).await;
+        super::hand_over_purge(&self.lifecycle, &*self.queue, job.id).await
     }
 }
 
@@ -101,7 +105,12 @@ impl SeedStage {
             }
             let stats = match self.engine.stats(job.id).await {
                 Ok(s) => s,
-                Err(e) => return retry(codes::ENGINE_ERROR, e),
+                Err(e) => {
+                    // The next attempt may run on another worker: leave no torrent behind.
+                    let _ = self.engine.stop(job.id, false).await;
+                    let _ = self.lifecycle.repo.record_progress(job.id, &progress).await;
+                    return retry(codes::ENGINE_ERROR, e);
+                }
             };
             let now_uploaded = base + stats.uploaded_bytes;
             if now_uploaded > uploaded {
@@ -125,10 +134,11 @@ impl SeedStage {
             match self.lifecycle.repo.status(job.id).await {
                 Ok(JobStatus::Seeding) => {}
                 Ok(_) | Err(RepoError::NotFound) => {
-                    // Cancelled (or deleted): stop sharing and free the data.
-                    let _ = self.engine.stop(job.id, false).await;
-                    let _ = self.staging.discard_seed(job.id).await;
-                    return StageOutcome::Done;
+                    // Stopped by a DELETE (or the job is gone): stop sharing, free the copy.
+                    let _ = self.lifecycle.repo.record_progress(job.id, &progress).await;
+                    self.stop(job.id).await;
+                    tracing::info!(job_id = %job.id, uploaded, "seeding stopped");
+                    return super::hand_over_purge(&self.lifecycle, &*self.queue, job.id).await;
                 }
                 Err(_) => {}
             }
@@ -147,8 +157,18 @@ impl SeedStage {
                 }
                 let _ = self.staging.discard_seed(job.id).await;
                 tracing::info!(job_id = %job.id, uploaded, "seeding finished");
-                return StageOutcome::Done;
+                return super::hand_over_purge(&self.lifecycle, &*self.queue, job.id).await;
             }
+        }
+    }
+
+    /// Stops sharing the job's torrent and removes its seeding copy (idempotent).
+    async fn stop(&self, id: ferry_domain::JobId) {
+        if let Err(e) = self.engine.stop(id, false).await {
+            tracing::debug!(job_id = %id, error = %e, "no torrent to stop");
+        }
+        if let Err(e) = self.staging.discard_seed(id).await {
+            tracing::warn!(job_id = %id, error = %e, "could not free the seeding copy");
         }
     }
 

@@ -234,7 +234,8 @@ pub async fn job_repository_contract(repo: &dyn JobRepository) {
     assert!(unfinished.contains(&Unfinished {
         id: magnet.id,
         status: JobStatus::Queued,
-        is_url: false
+        is_url: false,
+        purge: false,
     }));
     assert!(
         !unfinished.iter().any(|u| u.id == torrent.id),
@@ -284,9 +285,64 @@ pub async fn job_repository_contract(repo: &dyn JobRepository) {
     assert!(repo.unfinished().await.unwrap().contains(&Unfinished {
         id: url_job.id,
         status: JobStatus::Queued,
-        is_url: true
+        is_url: true,
+        purge: false,
     }));
     repo.delete(url_job.id).await.unwrap();
+
+    // A pending purge: kept, seen by recovery whatever the status, and it blocks every
+    // move to an unfinished status (but not the moves that end the job).
+    assert!(matches!(
+        repo.request_purge(JobId::new()).await,
+        Err(RepoError::NotFound)
+    ));
+    let doomed = repo.request_purge(torrent.id).await.unwrap();
+    assert!(doomed.purge_requested);
+    assert_eq!(doomed.status, JobStatus::Paused);
+    assert!(repo.get(torrent.id).await.unwrap().purge_requested);
+    assert!(
+        repo.request_purge(torrent.id)
+            .await
+            .unwrap()
+            .purge_requested
+    );
+    assert!(
+        repo.unfinished().await.unwrap().contains(&Unfinished {
+            id: torrent.id,
+            status: JobStatus::Paused,
+            is_url: false,
+            purge: true,
+        }),
+        "recovery finds a paused job pending purge"
+    );
+    match repo
+        .transition(
+            torrent.id,
+            &change(JobStatus::Paused, JobStatus::Downloading),
+        )
+        .await
+    {
+        Err(RepoError::Conflict { expected, actual }) => {
+            assert_eq!((expected, actual), (JobStatus::Paused, JobStatus::Paused));
+        }
+        other => panic!("a purge-pending job resumed: {other:?}"),
+    }
+    let cancelled = repo
+        .transition(torrent.id, &change(JobStatus::Paused, JobStatus::Cancelled))
+        .await
+        .unwrap();
+    assert!(cancelled.purge_requested && cancelled.finished_at.is_some());
+    assert!(
+        repo.unfinished().await.unwrap().contains(&Unfinished {
+            id: torrent.id,
+            status: JobStatus::Cancelled,
+            is_url: false,
+            purge: true,
+        }),
+        "recovery finds a cancelled job pending purge"
+    );
+    repo.delete(torrent.id).await.unwrap();
+    assert!(!repo.get(magnet.id).await.unwrap().purge_requested);
 
     repo.delete(magnet.id).await.unwrap();
     assert!(matches!(

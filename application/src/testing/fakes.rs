@@ -88,7 +88,7 @@ impl JobRepository for MemoryRepository {
     async fn transition(&self, id: JobId, c: &Transition) -> Result<Job, RepoError> {
         let mut jobs = lock(&self.jobs);
         let job = jobs.get_mut(&id).ok_or(RepoError::NotFound)?;
-        if job.status != c.from {
+        if job.status != c.from || (job.purge_requested && !c.to.is_terminal()) {
             return Err(RepoError::Conflict {
                 expected: c.from,
                 actual: job.status,
@@ -101,6 +101,13 @@ impl JobRepository for MemoryRepository {
         if c.to == JobStatus::Queued {
             job.attempts = 0;
         }
+        Ok(job.clone())
+    }
+
+    async fn request_purge(&self, id: JobId) -> Result<Job, RepoError> {
+        let mut jobs = lock(&self.jobs);
+        let job = jobs.get_mut(&id).ok_or(RepoError::NotFound)?;
+        job.purge_requested = true;
         Ok(job.clone())
     }
 
@@ -163,11 +170,14 @@ impl JobRepository for MemoryRepository {
     async fn unfinished(&self) -> Result<Vec<Unfinished>, RepoError> {
         let mut out: Vec<_> = lock(&self.jobs)
             .values()
-            .filter(|j| !j.status.is_terminal() && j.status != JobStatus::Paused)
+            .filter(|j| {
+                (!j.status.is_terminal() && j.status != JobStatus::Paused) || j.purge_requested
+            })
             .map(|j| Unfinished {
                 id: j.id,
                 status: j.status,
                 is_url: matches!(j.source, ferry_domain::JobSource::Url(_)),
+                purge: j.purge_requested,
             })
             .collect();
         out.sort_by_key(|u| u.id);
@@ -552,17 +562,36 @@ fn remove_dir(path: &Path) -> anyhow::Result<()> {
 #[derive(Default)]
 pub struct FakeFetcher {
     pages: Mutex<HashMap<String, Vec<u8>>>,
+    /// URLs answering an error status instead of their page.
+    failing: Mutex<HashMap<String, u16>>,
+    /// While set, a body stops after its first half until released.
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FakeFetcher {
     pub fn serve(&self, url: &str, body: Vec<u8>) {
         lock(&self.pages).insert(url.to_owned(), body);
     }
+
+    /// `url` answers `status` (`None`: its page again).
+    pub fn answer(&self, url: &str, status: Option<u16>) {
+        let mut failing = lock(&self.failing);
+        match status {
+            Some(s) => failing.insert(url.to_owned(), s),
+            None => failing.remove(url),
+        };
+    }
+
+    /// Holds every body after its first half (a fetch stays in flight) until released.
+    pub fn hold(&self, held: bool) {
+        self.held.store(held, Ordering::SeqCst);
+    }
 }
 
 struct FakeBody {
     info: FetchInfo,
     bytes: Vec<u8>,
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[async_trait]
@@ -578,6 +607,12 @@ impl FetchBody for FakeBody {
     ) -> Result<Fetched, FetchError> {
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(|e| FetchError::Unexpected(e.into()))?;
+        }
+        let half = self.bytes.len() / 2;
+        std::fs::write(dest, &self.bytes[..half]).map_err(|e| FetchError::Unexpected(e.into()))?;
+        progress(half as u64);
+        while self.held.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         std::fs::write(dest, &self.bytes).map_err(|e| FetchError::Unexpected(e.into()))?;
         progress(self.bytes.len() as u64);
@@ -602,6 +637,9 @@ impl Fetcher for FakeFetcher {
         {
             return Err(FetchError::NotAllowed(format!("{url} is internal")));
         }
+        if let Some(status) = lock(&self.failing).get(url.as_url().as_str()) {
+            return Err(FetchError::Status(*status));
+        }
         let bytes = lock(&self.pages)
             .get(url.as_url().as_str())
             .cloned()
@@ -614,6 +652,7 @@ impl Fetcher for FakeFetcher {
                 resumed_from: 0,
             },
             bytes,
+            held: self.held.clone(),
         }))
     }
 }
@@ -734,6 +773,19 @@ impl TorrentEngine for FakeEngine {
 #[derive(Default)]
 pub struct MemoryStore {
     objects: Mutex<HashMap<String, Vec<u8>>>,
+    /// While set, a put reports half its bytes and waits before it stores anything.
+    held: std::sync::atomic::AtomicBool,
+    /// Puts started and not yet finished (or dropped).
+    in_flight: std::sync::Arc<AtomicU64>,
+}
+
+/// Counts a put as in flight until it ends or is dropped.
+struct InFlight(std::sync::Arc<AtomicU64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl MemoryStore {
@@ -741,6 +793,16 @@ impl MemoryStore {
         let mut k: Vec<_> = lock(&self.objects).keys().cloned().collect();
         k.sort();
         k
+    }
+
+    /// Holds every put halfway (an upload stays in flight) until released.
+    pub fn hold(&self, held: bool) {
+        self.held.store(held, Ordering::SeqCst);
+    }
+
+    /// Puts running now.
+    pub fn puts_in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::SeqCst)
     }
 }
 
@@ -753,6 +815,12 @@ impl ObjectStore for MemoryStore {
             Err(e) => return Err(StoreError::Unexpected(e.into())),
         };
         let n = bytes.len() as u64;
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let _in_flight = InFlight(self.in_flight.clone());
+        (req.progress)(n / 2);
+        while self.held.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
         (req.progress)(n);
         let sha256 = fake_digest(&bytes);
         lock(&self.objects).insert(req.key.as_str().to_owned(), bytes);

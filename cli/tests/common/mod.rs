@@ -7,6 +7,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cluster;
+pub mod gate;
 pub mod origin;
 pub mod s3;
 
@@ -592,6 +593,31 @@ impl Ferry {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// `DELETE …?purge=true`: accepted with the job (202, `purge_pending`), then carried out
+    /// once the job's stage has let go; waits until the job answers 404. Returns the 202's
+    /// job.
+    pub async fn purge(&self, id: &str) -> Value {
+        let r = self
+            .req(reqwest::Method::DELETE, &format!("/jobs/{id}?purge=true"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let job: Value = r.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, 202, "{job}");
+        assert_eq!(job["purge_pending"], true, "{job}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.get_json(&format!("/jobs/{id}")).await.0 != 404 {
+            assert!(
+                Instant::now() < deadline,
+                "the purge of {id} never finished:\n{}",
+                self.proc.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        job
     }
 
     /// Waits until at least `bytes` are downloaded.

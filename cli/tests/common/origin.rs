@@ -5,7 +5,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
 
 use poem::http::StatusCode;
 use poem::web::{Data, Query, RemoteAddr};
@@ -20,6 +23,8 @@ type SeenRequest = (IpAddr, Option<String>);
 pub struct Seen {
     /// (peer address, Via header) of every request.
     pub requests: Arc<Mutex<Vec<SeenRequest>>>,
+    /// The Range header of every request for the file (`None`: the whole file).
+    pub ranges: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 impl Seen {
@@ -37,10 +42,74 @@ impl Seen {
     }
 }
 
+/// How the origin misbehaves, switchable while a test runs.
+#[derive(Clone)]
+pub struct Control {
+    /// When not 0, every request for the file is answered with this status.
+    fail: Arc<AtomicU16>,
+    /// Each response stops after this many body bytes until the limit is raised.
+    hold_at: Arc<AtomicU64>,
+    /// Responses whose body is being sent (a client that hangs up ends its response).
+    sending: Arc<AtomicUsize>,
+}
+
+/// Counts a response as sending until its body is dropped.
+struct Sending(Arc<AtomicUsize>);
+
+impl Sending {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Default for Control {
+    fn default() -> Self {
+        Self {
+            fail: Arc::new(AtomicU16::new(0)),
+            hold_at: Arc::new(AtomicU64::new(u64::MAX)),
+            sending: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
+impl Control {
+    /// Answers `status` to every request for the file (`None`: serve it again).
+    pub fn fail(&self, status: Option<u16>) {
+        self.fail.store(status.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// Each response sends `bytes` of the body and then trickles (a byte every 50 ms) until
+    /// the limit is lifted (`None`), so a download stays in flight for as long as the test
+    /// wants, without a timing guess.
+    pub fn hold_at(&self, bytes: Option<u64>) {
+        self.hold_at
+            .store(bytes.unwrap_or(u64::MAX), Ordering::SeqCst);
+    }
+
+    /// Waits until no response is being sent: every client that fetched has hung up.
+    pub async fn wait_idle(&self) {
+        for _ in 0..600 {
+            if self.sending.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("a client kept its download open for 30 s");
+    }
+}
+
 #[derive(Clone)]
 struct State {
     file: PathBuf,
     seen: Seen,
+    control: Control,
 }
 
 fn peer_ip(remote: &RemoteAddr) -> IpAddr {
@@ -63,9 +132,59 @@ async fn serve_file(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     ));
+    s.seen.ranges.lock().unwrap().push(
+        req.headers()
+            .get("range")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    );
+    let fail = s.control.fail.load(Ordering::SeqCst);
+    if fail != 0 {
+        return Ok(Response::builder()
+            .status(StatusCode::from_u16(fail).unwrap())
+            .finish());
+    }
     let static_file = poem::web::StaticFileRequest::from_request_without_body(req).await?;
     let resp = static_file.create_response(&s.file, false, true)?;
-    Ok(poem::IntoResponse::into_response(resp))
+    let mut resp = poem::IntoResponse::into_response(resp);
+    let body = resp.take_body();
+    let sending = Sending::new(&s.control.sending);
+    resp.set_body(held(body, s.control.hold_at.clone(), sending));
+    Ok(resp)
+}
+
+/// The body, paused whenever it has sent `hold_at` bytes until the limit rises.
+fn held(body: poem::Body, hold_at: Arc<AtomicU64>, sending: Sending) -> poem::Body {
+    let inner = Box::pin(body.into_bytes_stream());
+    let stream = futures::stream::unfold((inner, 0u64, None), move |(mut inner, sent, pending)| {
+        let _sending = &sending;
+        let hold_at = hold_at.clone();
+        async move {
+            let chunk = match pending {
+                Some(c) => c,
+                None => match inner.next().await? {
+                    Ok(c) => c,
+                    Err(e) => return Some((Err(e), (inner, sent, None))),
+                },
+            };
+            // Held: a byte every 50 ms, so a client that hung up is noticed at the next
+            // write (an idle response would never learn it).
+            let mut room = hold_at.load(Ordering::SeqCst).saturating_sub(sent);
+            if room == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                room = hold_at.load(Ordering::SeqCst).saturating_sub(sent).max(1);
+            }
+            let room = usize::try_from(room).unwrap_or(usize::MAX);
+            let (now, later) = if room < chunk.len() {
+                (chunk.slice(..room), Some(chunk.slice(room..)))
+            } else {
+                (chunk, None)
+            };
+            let sent = sent + now.len() as u64;
+            Some((Ok::<_, std::io::Error>(now), (inner, sent, later)))
+        }
+    });
+    poem::Body::from_bytes_stream(stream)
 }
 
 #[handler]
@@ -79,6 +198,7 @@ fn redirect(Query(q): Query<std::collections::HashMap<String, String>>) -> Respo
 pub struct Origin {
     pub addr: SocketAddr,
     pub seen: Seen,
+    pub control: Control,
 }
 
 impl Origin {
@@ -87,18 +207,24 @@ impl Origin {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Seen::default();
+        let control = Control::default();
         let app = Route::new()
             .at(format!("/{name}"), serve_file)
             .at("/redirect", redirect)
             .data(State {
                 file: file.to_owned(),
                 seen: seen.clone(),
+                control: control.clone(),
             });
         tokio::spawn(
             Server::new_with_acceptor(poem::listener::TcpAcceptor::from_tokio(listener).unwrap())
                 .run(app),
         );
-        Self { addr, seen }
+        Self {
+            addr,
+            seen,
+            control,
+        }
     }
 }
 

@@ -170,6 +170,10 @@ impl JobRepository for SqlJobRepository {
         if c.to == JobStatus::Queued {
             update = update.col_expr(Column::Attempts, Expr::value(0));
         }
+        if !c.to.is_terminal() {
+            // A job being purged never starts new work.
+            update = update.filter(Column::PurgeRequested.eq(false));
+        }
         let result = update.exec(&self.db).await.map_err(db_error)?;
         if result.rows_affected == 0 {
             let actual = self.status(id).await?;
@@ -178,6 +182,12 @@ impl JobRepository for SqlJobRepository {
                 actual,
             });
         }
+        self.get(id).await
+    }
+
+    async fn request_purge(&self, id: JobId) -> Result<Job, RepoError> {
+        let update = Jobs::update_many().col_expr(Column::PurgeRequested, Expr::value(true));
+        self.update_one(id, update).await?;
         self.get(id).await
     }
 
@@ -271,19 +281,24 @@ impl JobRepository for SqlJobRepository {
             JobStatus::Paused,
         ]
         .map(JobStatus::as_str);
-        let rows: Vec<(uuid::Uuid, String, String)> = Jobs::find()
+        let rows: Vec<(uuid::Uuid, String, String, bool)> = Jobs::find()
             .select_only()
             .column(Column::Id)
             .column(Column::Status)
             .column(Column::SourceKind)
-            .filter(Column::Status.is_not_in(skip))
+            .column(Column::PurgeRequested)
+            .filter(
+                sea_orm::Condition::any()
+                    .add(Column::Status.is_not_in(skip))
+                    .add(Column::PurgeRequested.eq(true)),
+            )
             .order_by_asc(Column::Id)
             .into_tuple()
             .all(&self.db)
             .await
             .map_err(db_error)?;
         rows.into_iter()
-            .map(|(id, status, kind)| {
+            .map(|(id, status, kind, purge)| {
                 let status = status
                     .parse()
                     .map_err(|e| RepoError::Unexpected(anyhow::Error::new(e)))?;
@@ -291,6 +306,7 @@ impl JobRepository for SqlJobRepository {
                     id: JobId::from_uuid(id),
                     status,
                     is_url: kind == "url",
+                    purge,
                 })
             })
             .collect()

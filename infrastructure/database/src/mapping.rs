@@ -52,6 +52,7 @@ pub fn to_active(job: &Job) -> anyhow::Result<entity::ActiveModel> {
         created_at: Set(job.created_at),
         updated_at: Set(job.updated_at),
         finished_at: Set(job.finished_at),
+        purge_requested: Set(job.purge_requested),
     })
 }
 
@@ -133,6 +134,7 @@ pub fn from_row(row: entity::Model) -> anyhow::Result<Job> {
             created_at: row.created_at,
             updated_at: row.updated_at,
             finished_at: row.finished_at,
+            purge_requested: row.purge_requested,
         })
     })()
     .with_context(|| format!("job row {id} is corrupt"))

@@ -478,6 +478,7 @@ impl Ports {
         StagePool {
             handler: Arc::new(SeedStage {
                 lifecycle: self.lifecycle(),
+                queue: self.queue.clone(),
                 engine,
                 staging: self.staging.clone(),
                 tick: self
