@@ -45,6 +45,7 @@ statuses! {
     ListFails: 400, 401, 500, 503;
     ReadFails: 401, 404, 500, 503;
     MoveFails: 401, 404, 409, 500, 503;
+    CancelFails: 400, 401, 404, 409, 500, 503;
     EventsFails: 400, 401, 404, 429, 500, 503;
     FileFails: 400, 401, 404, 409, 500, 503;
     TorrentFails: 401, 404, 409, 500, 503;
@@ -340,7 +341,7 @@ impl JobsApi {
         caller: Caller,
         id: Path<String>,
         purge: Query<Option<bool>>,
-    ) -> Result<Deleted, Fails<MoveFails>> {
+    ) -> Result<Deleted, Fails<CancelFails>> {
         let ended = self
             .state
             .jobs
