@@ -183,8 +183,9 @@ impl JobsApi {
         idle_secs: Option<u64>,
     ) -> ApiResult<Option<ferry_domain::SeedPolicy>> {
         if ratio.is_some_and(|r| !r.is_finite() || r < 0.0) {
+            // The schema's minimum refuses these first; kept in case another caller sends one.
             return Err(ApiError::bad_request(
-                "invalid_seed_policy",
+                "invalid_request",
                 "seed_ratio must be a number ≥ 0",
             ));
         }

@@ -183,9 +183,10 @@ async fn malformed_requests_and_magnets_are_400s() {
     let (status, body) = f
         .post_json("/jobs", json!({"source": {"magnet": format!("magnet:?xt=urn:btih:{HASH}")}, "seed_ratio": -1.0}))
         .await;
+    // The schema says a ratio is at least 0.
     assert_eq!(
         (status, body["code"].as_str()),
-        (400, Some("invalid_seed_policy")),
+        (400, Some("invalid_request")),
         "{body}"
     );
     let too_long = format!("magnet:?xt=urn:btih:{HASH}&dn={}", "a".repeat(20_000));
