@@ -269,7 +269,7 @@ mod tests {
             routes[&shape("/api/v1/jobs/:param0")],
             (
                 "/api/v1/jobs/{id}".to_owned(),
-                "GET, DELETE, HEAD".to_owned()
+                "DELETE, GET, HEAD".to_owned()
             )
         );
         assert_eq!(routes["/api/v1/jobs"].1, "POST");
