@@ -12,7 +12,8 @@ fi
 need=()
 for pair in opentracker:opentracker aria2c:aria2 mktorrent:mktorrent curl:curl \
             qbittorrent-nox:qbittorrent-nox microsocks:microsocks tinyproxy:tinyproxy \
-            psql:postgresql redis-server:redis-server; do
+            psql:postgresql redis-server:redis-server unshare:util-linux nsenter:util-linux \
+            ip:iproute2; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null || need+=("$pkg")
 done
@@ -105,6 +106,13 @@ fi
 if ! command -v moto_server >/dev/null; then
   echo "test-deps: installing moto (an S3 emulator)"
   python3 -m pip install -q 'moto[server]' || $SUDO python3 -m pip install -q 'moto[server]'
+fi
+
+# schemathesis checks the OpenAPI document against the running API (cli/tests/openapi.rs).
+SCHEMATHESIS=4.32.5
+if ! schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS"; then
+  echo "test-deps: installing schemathesis $SCHEMATHESIS"
+  python3 -m pip install -q "schemathesis==$SCHEMATHESIS" || $SUDO python3 -m pip install -q "schemathesis==$SCHEMATHESIS"
 fi
 
 echo "test-deps: ready (peers: $(command -v opentracker aria2c mktorrent qbittorrent-nox microsocks tinyproxy | xargs -n1 basename | tr '\n' ' '))"

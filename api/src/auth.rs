@@ -1,10 +1,33 @@
-//! Until user accounts exist, one operator token guards the API.
+//! Who is calling: the `Authorization: Bearer` token becomes a [`Caller`] that every
+//! `/api/v1` operation takes as a parameter (so the OpenAPI document, and Swagger UI, know
+//! the scheme). Until user accounts exist, one operator token stands for the local owner;
+//! accounts will change only [`check`].
 
-use poem::http::StatusCode;
-use poem::{Endpoint, IntoResponse, Request, Response};
+use std::sync::Arc;
 
-/// Paths that answer without a token: probes and the API description carry no user data.
-const OPEN: &[&str] = &["/api/v1/health", "/api/v1/version", "/api/v1/openapi.json"];
+use ferry_domain::OwnerId;
+use poem::Request;
+use poem_openapi::SecurityScheme;
+use poem_openapi::auth::Bearer;
+
+use crate::ApiState;
+use crate::error::ApiError;
+
+/// The authenticated caller of an operation.
+#[derive(SecurityScheme)]
+#[oai(
+    rename = "token",
+    ty = "bearer",
+    checker = "check",
+    bearer_format = "opaque"
+)]
+pub struct Caller(OwnerId);
+
+impl Caller {
+    pub fn owner(&self) -> &OwnerId {
+        &self.0
+    }
+}
 
 /// Compares in time independent of where the first difference is.
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -14,37 +37,35 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-pub fn authorized(req: &Request, token: &str) -> bool {
-    let path = req.uri().path();
-    if !path.starts_with("/api/v1") || OPEN.contains(&path) {
-        return true;
+/// The owner `token` stands for, if any.
+fn owner_of(state: &ApiState, token: &str) -> Option<OwnerId> {
+    match &state.api_token {
+        Some(expected) => same(token.trim().as_bytes(), expected.as_bytes()).then(OwnerId::local),
+        None => Some(OwnerId::local()),
     }
-    req.headers()
-        .get(poem::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes()))
 }
 
-pub async fn guard<E: Endpoint>(
-    next: E,
-    req: Request,
-    token: Option<String>,
-) -> poem::Result<Response> {
-    if let Some(token) = &token
-        && !authorized(&req, token)
-    {
-        let body = serde_json::json!({
-            "code": "unauthorized",
-            "message": "send the API token as `Authorization: Bearer <token>`",
-        });
-        return Ok(poem::web::Json(body)
-            .with_status(StatusCode::UNAUTHORIZED)
-            .with_header("WWW-Authenticate", "Bearer")
-            .into_response());
+async fn check(req: &Request, bearer: Bearer) -> poem::Result<OwnerId> {
+    let state = req
+        .data::<Arc<ApiState>>()
+        .ok_or_else(|| poem::Error::from(ApiError::internal(&"the API state is missing")))?;
+    owner_of(state, &bearer.token).ok_or_else(|| ApiError::unauthorized().into())
+}
+
+/// The caller a request's token stands for, for the few open operations that show more to
+/// an authenticated caller (`/health`); `None` without a valid token.
+pub fn optional_caller(req: &Request, state: &ApiState) -> Option<Caller> {
+    if state.api_token.is_none() {
+        return Some(Caller(OwnerId::local()));
     }
-    next.call(req).await.map(IntoResponse::into_response)
+    let header = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = header.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    owner_of(state, token).map(Caller)
 }

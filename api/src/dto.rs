@@ -3,34 +3,72 @@
 use chrono::{DateTime, Utc};
 use ferry_application::ports::{EventKind, PublishedEvent};
 use ferry_domain::{Job, JobFile, JobSource, Progress, TorrentMetadata};
-use poem_openapi::{Enum, Object};
+use poem_openapi::types::Example;
+use poem_openapi::{Enum, Object, Union};
 use uuid::Uuid;
 
-/// What to download: exactly one of the fields.
-#[derive(Debug, Object)]
-pub struct SourceRequest {
-    /// A `magnet:?xt=urn:btih:…` link.
-    pub magnet: Option<String>,
-    /// An HTTP(S) URL (not available yet).
-    pub url: Option<String>,
+// Response objects leave out what they do not have (`skip_serializing_if_is_none`): the
+// document declares such fields optional, not nullable, so an absent field is exactly what
+// it promises.
+
+/// What to download: a magnet link or an HTTP(S) URL.
+#[derive(Debug, Union)]
+#[oai(one_of)]
+pub enum SourceRequest {
+    Magnet(MagnetSource),
+    Url(UrlSource),
 }
 
 #[derive(Debug, Object)]
+pub struct MagnetSource {
+    /// A `magnet:?xt=urn:btih:…` link (its trackers and peers are checked too).
+    pub magnet: String,
+}
+
+#[derive(Debug, Object)]
+pub struct UrlSource {
+    /// An `http://` or `https://` URL, fetched through the server's proxy.
+    pub url: String,
+}
+
+#[derive(Debug, Object)]
+#[oai(example)]
 pub struct SubmitRequest {
     pub source: SourceRequest,
     /// Indices of the files to download (see `files` of the job or of `/torrents/analyze`);
     /// all files when absent.
+    #[oai(validator(min_items = 1, minimum(value = "0"), maximum(value = "4294967295")))]
     pub files: Option<Vec<u32>>,
     /// Deliver to this storage profile (absent: the server's own storage).
     pub storage_profile: Option<Uuid>,
     /// Seed the finished job (absent: the server's default).
     pub seed: Option<bool>,
     /// Stop seeding at this upload ratio (default: the server's).
+    #[oai(validator(minimum(value = "0")))]
     pub seed_ratio: Option<f64>,
-    /// Stop seeding after this many seconds.
+    /// Stop seeding after this many seconds (at most about a hundred years).
+    #[oai(validator(minimum(value = "0"), maximum(value = "3155760000")))]
     pub seed_time_secs: Option<u64>,
     /// Stop seeding after this many seconds without uploading.
+    #[oai(validator(minimum(value = "0"), maximum(value = "3155760000")))]
     pub seed_idle_secs: Option<u64>,
+}
+
+impl Example for SubmitRequest {
+    fn example() -> Self {
+        Self {
+            source: SourceRequest::Magnet(MagnetSource {
+                magnet: "magnet:?xt=urn:btih:c12fe1c06bba254a9dc9f519b335aa7c1367a88a&dn=example"
+                    .to_owned(),
+            }),
+            files: None,
+            storage_profile: None,
+            seed: None,
+            seed_ratio: None,
+            seed_time_secs: None,
+            seed_idle_secs: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
@@ -82,6 +120,7 @@ impl From<StatusDto> for ferry_domain::JobStatus {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ProgressDto {
     pub bytes_done: u64,
     pub bytes_total: u64,
@@ -118,12 +157,14 @@ impl From<&Progress> for ProgressDto {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobErrorDto {
     pub code: String,
     pub message: String,
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SourceDto {
     /// `magnet`, `torrent` or `url`.
     pub kind: String,
@@ -132,6 +173,7 @@ pub struct SourceDto {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobDto {
     pub id: Uuid,
     pub name: String,
@@ -207,6 +249,7 @@ impl From<&Job> for JobDto {
 
 /// When seeding stops: the first limit reached (none: never, until deleted).
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SeedDto {
     pub ratio: Option<f64>,
     pub time_secs: Option<u64>,
@@ -214,12 +257,14 @@ pub struct SeedDto {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct MagnetDto {
     pub magnet: String,
     pub info_hash: String,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobPage {
     pub items: Vec<JobDto>,
     /// Pass as `before` to get the next page; absent on the last page.
@@ -227,6 +272,7 @@ pub struct JobPage {
 }
 
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct FileDto {
     /// The file's index in the torrent (use it in `files` selections and download URLs).
     pub index: u32,
@@ -254,6 +300,7 @@ impl FileDto {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct TorrentAnalysis {
     pub name: String,
     pub info_hash: String,
@@ -300,6 +347,7 @@ pub enum EventType {
 
 /// One Server-Sent Event. The SSE `event:` field is `type`, and `id:` is `id`.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobEventDto {
     /// The event id to send back as `Last-Event-ID` (absent on snapshots).
     pub id: Option<String>,
@@ -351,13 +399,16 @@ impl From<PublishedEvent> for JobEventDto {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ComponentDto {
     pub name: String,
     pub ok: bool,
+    /// What a failing component reported (only with a valid token).
     pub detail: Option<String>,
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct HealthDto {
     /// `ok` or `degraded`.
     pub status: String,
@@ -365,6 +416,7 @@ pub struct HealthDto {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct VersionDto {
     pub name: String,
     pub version: String,

@@ -1,8 +1,14 @@
 //! The one place where errors become HTTP: a stable snake_case `code` decides the status.
+//! Each operation answers with [`Fails`] over the statuses it can really return, so the
+//! OpenAPI document lists those and no others.
+
+use std::marker::PhantomData;
 
 use ferry_application::{JobsError, ProfilesError};
 use ferry_domain::TorrentLimitError;
+use poem::IntoResponse;
 use poem_openapi::payload::Json;
+use poem_openapi::registry::{MetaResponses, Registry};
 use poem_openapi::{ApiResponse, Object};
 
 /// The body of every error response.
@@ -29,12 +35,19 @@ pub enum ApiError {
     /// The job is not in a state that allows this (pause a completed job, fetch an unfinished file).
     #[oai(status = 409)]
     Conflict(Json<ErrorBody>),
-    /// The upload is larger than the server accepts.
+    /// The body is larger than the server accepts.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
-    /// The torrent is well-formed but refused: unsafe file names, too many files, too large.
+    /// The body is not in a media type the operation takes (or has no `Content-Type`).
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorBody>),
+    /// Well-formed but refused: an unsafe or too large torrent, a URL or storage endpoint
+    /// that may not be reached, credentials the storage refused.
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
+    /// Too many event streams are open (for this caller, or on this server).
+    #[oai(status = 429)]
+    TooManyRequests(Json<ErrorBody>),
     /// The user's storage did not answer.
     #[oai(status = 502)]
     BadGateway(Json<ErrorBody>),
@@ -70,6 +83,14 @@ impl ApiError {
         Self::PayloadTooLarge(body(code, message))
     }
 
+    pub fn too_many(code: &str, message: impl Into<String>) -> Self {
+        Self::TooManyRequests(body(code, message))
+    }
+
+    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
+        Self::UnsupportedMediaType(body("unsupported_media_type", message))
+    }
+
     pub fn unauthorized() -> Self {
         Self::Unauthorized(
             body(
@@ -86,6 +107,86 @@ impl ApiError {
             "internal_error",
             "an unexpected error occurred; see the server log",
         ))
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::BadRequest(_) => 400,
+            Self::Unauthorized(..) => 401,
+            Self::NotFound(_) => 404,
+            Self::Conflict(_) => 409,
+            Self::PayloadTooLarge(_) => 413,
+            Self::UnsupportedMediaType(_) => 415,
+            Self::Unprocessable(_) => 422,
+            Self::TooManyRequests(_) => 429,
+            Self::BadGateway(_) => 502,
+            Self::Unavailable(_) => 503,
+            Self::Internal(_) => 500,
+        }
+    }
+}
+
+/// The failure statuses one operation can answer with.
+pub trait Statuses: 'static {
+    const LIST: &'static [u16];
+}
+
+/// Declares a [`Statuses`] list: `statuses!(JobRead: 401, 404, 500, 503);`.
+macro_rules! statuses {
+    ($($(#[$meta:meta])* $name:ident: $($status:literal),+;)+) => {
+        $(
+            $(#[$meta])*
+            pub enum $name {}
+            impl $crate::error::Statuses for $name {
+                const LIST: &'static [u16] = &[$($status),+];
+            }
+        )+
+    };
+}
+pub(crate) use statuses;
+
+/// An [`ApiError`] from an operation that can fail only with the statuses of `S`: the
+/// OpenAPI document lists exactly those.
+pub struct Fails<S>(ApiError, PhantomData<fn() -> S>);
+
+impl<S: Statuses, E: Into<ApiError>> From<E> for Fails<S> {
+    fn from(e: E) -> Self {
+        let e = e.into();
+        if !S::LIST.contains(&e.status()) {
+            // The document promised otherwise: a bug to fix in the operation's list.
+            tracing::error!(
+                status = e.status(),
+                "an operation answered with a status its OpenAPI document does not list"
+            );
+        }
+        Self(e, PhantomData)
+    }
+}
+
+impl<S: Statuses> ApiResponse for Fails<S> {
+    fn meta() -> MetaResponses {
+        let mut meta = ApiError::meta();
+        meta.responses
+            .retain(|r| r.status.is_some_and(|s| S::LIST.contains(&s)));
+        meta
+    }
+
+    fn register(registry: &mut Registry) {
+        ApiError::register(registry);
+    }
+}
+
+impl<S: Statuses> IntoResponse for Fails<S> {
+    fn into_response(self) -> poem::Response {
+        self.0.into_response()
+    }
+}
+
+impl<S> From<Fails<S>> for poem::Error {
+    fn from(f: Fails<S>) -> Self {
+        f.0.into()
     }
 }
 

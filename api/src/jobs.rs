@@ -3,10 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_application::ports::{EventId, JobQuery, ObjectLocation, PublishedEvent, Replay};
+use ferry_application::ports::{EventId, JobQuery, ObjectLocation, Replay};
 use ferry_application::{Submission, SubmitOptions};
 use ferry_domain::{JobId, JobStatus};
-use futures::StreamExt;
 use futures::stream::BoxStream;
 use poem::Body;
 use poem::web::sse::Event;
@@ -19,9 +18,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use uuid::Uuid;
 
 use crate::ApiState;
+use crate::auth::Caller;
 use crate::dto::*;
-use crate::error::ApiError;
+use crate::error::{ApiError, Fails, statuses};
 use crate::range::{RangeReply, resolve};
+use crate::streams::{Refused, StreamLimits, job_events};
 
 #[derive(Tags)]
 enum Tag {
@@ -33,6 +34,22 @@ enum Tag {
 
 pub struct JobsApi {
     pub state: Arc<ApiState>,
+    pub streams: Arc<StreamLimits>,
+}
+
+// What each operation can fail with (the OpenAPI document lists exactly these). 400 covers
+// unparsable parameters and bodies, 401 a missing or wrong token, 413/415 bodies too large or
+// not of the operation's media type, 500 the unexpected, 503 a backend that is down.
+statuses! {
+    SubmitFails: 400, 401, 409, 413, 415, 422, 500, 503;
+    ListFails: 400, 401, 500, 503;
+    ReadFails: 401, 404, 500, 503;
+    MoveFails: 401, 404, 409, 500, 503;
+    CancelFails: 400, 401, 404, 409, 500, 503;
+    EventsFails: 400, 401, 404, 429, 500, 503;
+    FileFails: 400, 401, 404, 409, 500, 503;
+    TorrentFails: 401, 404, 409, 500, 503;
+    AnalyzeFails: 400, 401, 413, 415, 422, 500;
 }
 
 #[derive(Debug, Multipart)]
@@ -155,9 +172,16 @@ impl JobsApi {
                 format!("a .torrent may be at most {max} bytes"),
             ));
         }
-        upload.into_vec().await.map_err(|e| {
-            ApiError::bad_request("invalid_request", format!("reading the upload: {e}"))
-        })
+        // Exactly the upload's size (known, and under the limit): no doubling growth.
+        let mut bytes = vec![0u8; upload.size()];
+        upload
+            .into_async_read()
+            .read_exact(&mut bytes)
+            .await
+            .map_err(|e| {
+                ApiError::bad_request("invalid_request", format!("reading the upload: {e}"))
+            })?;
+        Ok(bytes)
     }
 
     /// The job's seeding policy: its own limits over the server's, or none.
@@ -169,8 +193,9 @@ impl JobsApi {
         idle_secs: Option<u64>,
     ) -> ApiResult<Option<ferry_domain::SeedPolicy>> {
         if ratio.is_some_and(|r| !r.is_finite() || r < 0.0) {
+            // The schema's minimum refuses these first; kept in case another caller sends one.
             return Err(ApiError::bad_request(
-                "invalid_seed_policy",
+                "invalid_request",
                 "seed_ratio must be a number ≥ 0",
             ));
         }
@@ -197,9 +222,18 @@ impl JobsApi {
 
 #[OpenApi(prefix_path = "/api/v1")]
 impl JobsApi {
-    /// Submit a magnet link.
-    #[oai(path = "/jobs", method = "post", tag = "Tag::Jobs")]
-    async fn submit(&self, body: Json<SubmitRequest>) -> ApiResult<Created> {
+    /// Submit a magnet link or a URL.
+    #[oai(
+        path = "/jobs",
+        method = "post",
+        tag = "Tag::Jobs",
+        operation_id = "submitJob"
+    )]
+    async fn submit(
+        &self,
+        caller: Caller,
+        body: Json<SubmitRequest>,
+    ) -> Result<Created, Fails<SubmitFails>> {
         let SubmitRequest {
             source,
             files,
@@ -210,15 +244,9 @@ impl JobsApi {
             seed_idle_secs,
         } = body.0;
         let seed = self.seed_policy(seed, seed_ratio, seed_time_secs, seed_idle_secs)?;
-        let submission = match (source.magnet, source.url) {
-            (Some(magnet), None) => Submission::Magnet(magnet),
-            (None, Some(url)) => Submission::Url(url),
-            _ => {
-                return Err(ApiError::bad_request(
-                    "invalid_source",
-                    "source must have exactly one of `magnet` or `url`",
-                ));
-            }
+        let submission = match source {
+            SourceRequest::Magnet(m) => Submission::Magnet(m.magnet),
+            SourceRequest::Url(u) => Submission::Url(u.url),
         };
         let options = SubmitOptions {
             files: indices(files),
@@ -228,14 +256,23 @@ impl JobsApi {
         let job = self
             .state
             .jobs
-            .submit_with(self.state.owner(), submission, options)
+            .submit_with(caller.owner().clone(), submission, options)
             .await?;
         Ok(Self::created(&job))
     }
 
     /// Submit a .torrent file (multipart form: `torrent`, optional `files`).
-    #[oai(path = "/jobs/torrent", method = "post", tag = "Tag::Jobs")]
-    async fn submit_torrent(&self, form: TorrentUpload) -> ApiResult<Created> {
+    #[oai(
+        path = "/jobs/torrent",
+        method = "post",
+        tag = "Tag::Jobs",
+        operation_id = "submitTorrent"
+    )]
+    async fn submit_torrent(
+        &self,
+        caller: Caller,
+        form: TorrentUpload,
+    ) -> Result<Created, Fails<SubmitFails>> {
         let files = parse_files(form.files.as_deref(), self.state.jobs.limits.max_files)?;
         let seed = self.seed_policy(form.seed, None, None, None)?;
         let bytes = self.read_torrent(form.torrent).await?;
@@ -247,25 +284,32 @@ impl JobsApi {
         let job = self
             .state
             .jobs
-            .submit_with(self.state.owner(), Submission::Torrent(bytes), options)
+            .submit_with(caller.owner().clone(), Submission::Torrent(bytes), options)
             .await?;
         Ok(Self::created(&job))
     }
 
     /// List jobs, newest first.
-    #[oai(path = "/jobs", method = "get", tag = "Tag::Jobs")]
+    #[oai(
+        path = "/jobs",
+        method = "get",
+        tag = "Tag::Jobs",
+        operation_id = "listJobs"
+    )]
     async fn list(
         &self,
+        caller: Caller,
         /// Only jobs in this status.
         status: Query<Option<StatusDto>>,
         /// Page size (1–200, default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u32>>,
         /// The `next_cursor` of the previous page.
         before: Query<Option<Uuid>>,
-    ) -> ApiResult<Json<JobPage>> {
-        let limit = limit.0.unwrap_or(50).clamp(1, 200);
+    ) -> Result<Json<JobPage>, Fails<ListFails>> {
+        let limit = limit.0.unwrap_or(50);
         let query = JobQuery {
-            owner: self.state.owner(),
+            owner: caller.owner().clone(),
             status: status.0.map(JobStatus::from),
             before: before.0.map(JobId::from_uuid),
             limit,
@@ -281,26 +325,41 @@ impl JobsApi {
     }
 
     /// One job.
-    #[oai(path = "/jobs/:id", method = "get", tag = "Tag::Jobs")]
-    async fn get(&self, id: Path<String>) -> ApiResult<Json<JobDto>> {
-        let job = self
-            .state
-            .jobs
-            .get(&self.state.owner(), parse_id(&id)?)
-            .await?;
+    #[oai(
+        path = "/jobs/:id",
+        method = "get",
+        tag = "Tag::Jobs",
+        operation_id = "getJob"
+    )]
+    async fn get(
+        &self,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<JobDto>, Fails<ReadFails>> {
+        let job = self.state.jobs.get(caller.owner(), parse_id(&id)?).await?;
         Ok(Json((&job).into()))
     }
 
     /// Cancel a job (a seeding job stops seeding and stays completed, with its files); with
     /// `purge=true` also delete its files and the job itself. A purge is carried out in the
     /// background once the stage running the job has stopped (202 with the job, then 404).
-    #[oai(path = "/jobs/:id", method = "delete", tag = "Tag::Jobs")]
-    async fn delete(&self, id: Path<String>, purge: Query<Option<bool>>) -> ApiResult<Deleted> {
+    #[oai(
+        path = "/jobs/:id",
+        method = "delete",
+        tag = "Tag::Jobs",
+        operation_id = "cancelJob"
+    )]
+    async fn delete(
+        &self,
+        caller: Caller,
+        id: Path<String>,
+        purge: Query<Option<bool>>,
+    ) -> Result<Deleted, Fails<CancelFails>> {
         let purge = purge.0.unwrap_or(false);
         let job = self
             .state
             .jobs
-            .cancel(&self.state.owner(), parse_id(&id)?, purge)
+            .cancel(caller.owner(), parse_id(&id)?, purge)
             .await?;
         let dto = Json((&job).into());
         Ok(if purge {
@@ -311,50 +370,98 @@ impl JobsApi {
     }
 
     /// Pause a downloading job (its data is kept).
-    #[oai(path = "/jobs/:id/pause", method = "post", tag = "Tag::Jobs")]
-    async fn pause(&self, id: Path<String>) -> ApiResult<Json<JobDto>> {
+    #[oai(
+        path = "/jobs/:id/pause",
+        method = "post",
+        tag = "Tag::Jobs",
+        operation_id = "pauseJob"
+    )]
+    async fn pause(
+        &self,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<JobDto>, Fails<MoveFails>> {
         let job = self
             .state
             .jobs
-            .pause(&self.state.owner(), parse_id(&id)?)
+            .pause(caller.owner(), parse_id(&id)?)
             .await?;
         Ok(Json((&job).into()))
     }
 
     /// Resume a paused job.
-    #[oai(path = "/jobs/:id/resume", method = "post", tag = "Tag::Jobs")]
-    async fn resume(&self, id: Path<String>) -> ApiResult<Json<JobDto>> {
+    #[oai(
+        path = "/jobs/:id/resume",
+        method = "post",
+        tag = "Tag::Jobs",
+        operation_id = "resumeJob"
+    )]
+    async fn resume(
+        &self,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<JobDto>, Fails<MoveFails>> {
         let job = self
             .state
             .jobs
-            .resume(&self.state.owner(), parse_id(&id)?)
+            .resume(caller.owner(), parse_id(&id)?)
             .await?;
         Ok(Json((&job).into()))
     }
 
     /// Run a failed job again.
-    #[oai(path = "/jobs/:id/retry", method = "post", tag = "Tag::Jobs")]
-    async fn retry(&self, id: Path<String>) -> ApiResult<Json<JobDto>> {
+    #[oai(
+        path = "/jobs/:id/retry",
+        method = "post",
+        tag = "Tag::Jobs",
+        operation_id = "retryJob"
+    )]
+    async fn retry(
+        &self,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<JobDto>, Fails<MoveFails>> {
         let job = self
             .state
             .jobs
-            .retry(&self.state.owner(), parse_id(&id)?)
+            .retry(caller.owner(), parse_id(&id)?)
             .await?;
         Ok(Json((&job).into()))
     }
 
     /// Live progress and status as Server-Sent Events. The first event is a snapshot of the
     /// job; send the last `id:` you saw as `Last-Event-ID` to resume without gaps. The
-    /// stream ends after the job reaches `completed`, `cancelled` or `failed`.
-    #[oai(path = "/jobs/:id/events", method = "get", tag = "Tag::Jobs")]
+    /// stream ends after the job reaches `completed`, `cancelled` or `failed`. Each caller,
+    /// and the server, may have only so many streams open (429 `too_many_streams`).
+    #[oai(
+        path = "/jobs/:id/events",
+        method = "get",
+        tag = "Tag::Jobs",
+        operation_id = "jobEvents"
+    )]
     async fn events(
         &self,
+        caller: Caller,
         id: Path<String>,
         #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<String>>,
-    ) -> ApiResult<EventStream<BoxStream<'static, JobEventDto>>> {
+    ) -> Result<EventStream<BoxStream<'static, JobEventDto>>, Fails<EventsFails>> {
         let id = parse_id(&id)?;
-        let owner = self.state.owner();
-        // Subscribe before reading the snapshot, so nothing falls between the two.
+        // Ownership first: an id that is not the caller's costs this one read, and nothing
+        // is subscribed, counted or spawned for it.
+        self.state.jobs.get(caller.owner(), id).await?;
+        let permit = self
+            .streams
+            .admit(caller.owner())
+            .map_err(|refused| match refused {
+                Refused::Owner(n) => ApiError::too_many(
+                    "too_many_streams",
+                    format!("you have {n} event streams open already; close one first"),
+                ),
+                Refused::Server(n) => ApiError::too_many(
+                    "too_many_streams",
+                    format!("the server has {n} event streams open; try again shortly"),
+                ),
+            })?;
         let from = match last_event_id.0.filter(|s| !s.is_empty()) {
             Some(last) => Replay::After(EventId(last)),
             None => Replay::LiveOnly,
@@ -373,8 +480,14 @@ impl JobsApi {
                     ApiError::from(ferry_application::JobsError::Unavailable(other.to_string()))
                 }
             })?;
-        let job = self.state.jobs.get(&owner, id).await?;
-        let stream = job_events(JobEventDto::snapshot(&job), job.status.is_terminal(), rx);
+        // The snapshot is read after subscribing, so nothing falls between the two.
+        let job = self.state.jobs.get(caller.owner(), id).await?;
+        let stream = job_events(
+            JobEventDto::snapshot(&job),
+            job.status.is_terminal(),
+            rx,
+            permit,
+        );
         Ok(EventStream::new(stream)
             .keep_alive(Duration::from_secs(15))
             .to_event(|e| {
@@ -392,13 +505,18 @@ impl JobsApi {
     }
 
     /// The job's files (available once the torrent's metadata is known).
-    #[oai(path = "/jobs/:id/files", method = "get", tag = "Tag::Jobs")]
-    async fn files(&self, id: Path<String>) -> ApiResult<Json<Vec<FileDto>>> {
-        let job = self
-            .state
-            .jobs
-            .get(&self.state.owner(), parse_id(&id)?)
-            .await?;
+    #[oai(
+        path = "/jobs/:id/files",
+        method = "get",
+        tag = "Tag::Jobs",
+        operation_id = "jobFiles"
+    )]
+    async fn files(
+        &self,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<Vec<FileDto>>, Fails<ReadFails>> {
+        let job = self.state.jobs.get(caller.owner(), parse_id(&id)?).await?;
         let finished = matches!(job.status, JobStatus::Completed | JobStatus::Seeding);
         Ok(Json(
             job.files()
@@ -409,17 +527,23 @@ impl JobsApi {
     }
 
     /// Download one finished file. Supports `Range: bytes=…`.
-    #[oai(path = "/jobs/:id/files/:index", method = "get", tag = "Tag::Jobs")]
+    #[oai(
+        path = "/jobs/:id/files/:index",
+        method = "get",
+        tag = "Tag::Jobs",
+        operation_id = "jobFile"
+    )]
     async fn file(
         &self,
+        caller: Caller,
         id: Path<String>,
-        index: Path<u32>,
+        #[oai(validator(minimum(value = "0"), maximum(value = "4294967295")))] index: Path<u32>,
         #[oai(name = "Range")] range: Header<Option<String>>,
-    ) -> ApiResult<FileResponse> {
+    ) -> Result<FileResponse, Fails<FileFails>> {
         let download = self
             .state
             .jobs
-            .file(&self.state.owner(), parse_id(&id)?, index.0 as usize)
+            .file(caller.owner(), parse_id(&id)?, index.0 as usize)
             .await?;
         let path = match download.location {
             ObjectLocation::Url(url) => return Ok(FileResponse::Redirect(url)),
@@ -468,12 +592,21 @@ impl JobsApi {
 
     /// The job's .torrent: the uploaded one, a magnet's once resolved, or the one made of a
     /// fetched URL (private per the server's settings).
-    #[oai(path = "/jobs/:id/torrent", method = "get", tag = "Tag::Jobs")]
-    async fn torrent(&self, id: Path<String>) -> ApiResult<TorrentFileResponse> {
+    #[oai(
+        path = "/jobs/:id/torrent",
+        method = "get",
+        tag = "Tag::Jobs",
+        operation_id = "jobTorrent"
+    )]
+    async fn torrent(
+        &self,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<TorrentFileResponse, Fails<TorrentFails>> {
         let meta = self
             .state
             .jobs
-            .torrent(&self.state.owner(), parse_id(&id)?)
+            .torrent(caller.owner(), parse_id(&id)?)
             .await?;
         let name = format!("{}.torrent", meta.name);
         Ok(TorrentFileResponse::Ok(
@@ -483,12 +616,21 @@ impl JobsApi {
     }
 
     /// A magnet link for the job's torrent (with its trackers).
-    #[oai(path = "/jobs/:id/magnet", method = "get", tag = "Tag::Jobs")]
-    async fn magnet(&self, id: Path<String>) -> ApiResult<Json<MagnetDto>> {
+    #[oai(
+        path = "/jobs/:id/magnet",
+        method = "get",
+        tag = "Tag::Jobs",
+        operation_id = "jobMagnet"
+    )]
+    async fn magnet(
+        &self,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<MagnetDto>, Fails<TorrentFails>> {
         let meta = self
             .state
             .jobs
-            .torrent(&self.state.owner(), parse_id(&id)?)
+            .torrent(caller.owner(), parse_id(&id)?)
             .await?;
         let link = ferry_domain::MagnetLink::new(meta.info_hash, Some(&meta.name), &meta.trackers);
         Ok(Json(MagnetDto {
@@ -498,8 +640,18 @@ impl JobsApi {
     }
 
     /// Read a .torrent without starting it: name, files, sizes, info-hash, trackers.
-    #[oai(path = "/torrents/analyze", method = "post", tag = "Tag::Torrents")]
-    async fn analyze(&self, form: AnalyzeUpload) -> ApiResult<Json<TorrentAnalysis>> {
+    #[oai(
+        path = "/torrents/analyze",
+        method = "post",
+        tag = "Tag::Torrents",
+        operation_id = "analyzeTorrent"
+    )]
+    async fn analyze(
+        &self,
+        // Any caller may analyze; who it is does not matter beyond that.
+        _caller: Caller,
+        form: AnalyzeUpload,
+    ) -> Result<Json<TorrentAnalysis>, Fails<AnalyzeFails>> {
         let bytes = self.read_torrent(form.torrent).await?;
         let meta = self.state.jobs.analyze(&bytes)?;
         Ok(Json((&meta).into()))
@@ -527,46 +679,6 @@ fn content_disposition(name: &str) -> String {
         }
     }
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
-}
-
-/// The snapshot, then bus events until a final status (or at once for a finished job,
-/// after whatever the bus still holds for a resuming client).
-fn job_events(
-    snapshot: JobEventDto,
-    finished: bool,
-    mut rx: tokio::sync::mpsc::Receiver<PublishedEvent>,
-) -> BoxStream<'static, JobEventDto> {
-    let live = async_stream(move |tx| async move {
-        loop {
-            let next = if finished {
-                tokio::time::timeout(Duration::from_millis(200), rx.recv())
-                    .await
-                    .unwrap_or_default()
-            } else {
-                rx.recv().await
-            };
-            let Some(event) = next else { return };
-            let last = event.event.kind == ferry_application::ports::EventKind::Status
-                && event.event.status.is_terminal();
-            if tx.send(JobEventDto::from(event)).await.is_err() || last {
-                return;
-            }
-        }
-    });
-    futures::stream::once(async move { snapshot })
-        .chain(live)
-        .boxed()
-}
-
-/// A stream fed by a task through a channel (keeps the generator readable without macros).
-fn async_stream<F, Fut>(f: F) -> impl futures::Stream<Item = JobEventDto>
-where
-    F: FnOnce(tokio::sync::mpsc::Sender<JobEventDto>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(f(tx));
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 #[cfg(test)]

@@ -3,24 +3,30 @@
 
 mod auth;
 mod dto;
+mod edge;
 mod error;
 mod jobs;
 mod profiles;
 mod range;
+mod server;
+mod streams;
 mod system;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use ferry_application::ports::ProgressBus;
 use ferry_application::{HealthCheck, Jobs, StorageProfiles};
-use ferry_domain::OwnerId;
 use poem::listener::TcpAcceptor;
 use poem::middleware::Tracing;
-use poem::{EndpointExt, IntoResponse, Response, Route, Server};
+use poem::{EndpointExt, Response, Route};
 use poem_openapi::OpenApiService;
 use tokio_util::sync::CancellationToken;
 
 pub use error::{ApiError, ErrorBody};
+
+/// Slack over the largest .torrent for the multipart framing and the form's other fields.
+const FORM_SLACK: u64 = 64 * 1024;
 
 /// What the API needs from the rest of Ferry.
 pub struct ApiState {
@@ -32,25 +38,25 @@ pub struct ApiState {
     pub api_token: Option<String>,
     /// Largest .torrent upload accepted.
     pub max_torrent_bytes: u64,
+    /// Largest JSON request body accepted.
+    pub max_json_bytes: u64,
+    /// Event streams open at once, in all and per owner.
+    pub max_streams: usize,
+    pub max_streams_per_owner: usize,
     /// Whether jobs seed unless they say otherwise.
     pub seed_by_default: bool,
     /// Seeding limits for jobs that set none.
     pub seed_limits: ferry_domain::SeedPolicy,
 }
 
-impl ApiState {
-    /// The caller's identity. Until user accounts exist, everyone is the local owner.
-    pub fn owner(&self) -> OwnerId {
-        OwnerId::local()
-    }
-}
-
 /// The whole HTTP application.
 pub fn app(state: Arc<ApiState>) -> impl poem::Endpoint {
+    let streams = streams::StreamLimits::new(state.max_streams_per_owner, state.max_streams);
     let api = OpenApiService::new(
         (
             jobs::JobsApi {
                 state: state.clone(),
+                streams,
             },
             profiles::ProfilesApi {
                 state: state.clone(),
@@ -64,22 +70,24 @@ pub fn app(state: Arc<ApiState>) -> impl poem::Endpoint {
     )
     .description("Ferry downloads torrents on the server and delivers the files.")
     .server("/");
-    let spec = api.spec_endpoint();
+    let document = document(&api);
+    let edge = Arc::new(edge::Edge::new(
+        state.max_json_bytes,
+        state.max_torrent_bytes + FORM_SLACK,
+        &document,
+    ));
+    let document = document.to_string();
     let docs = api.swagger_ui();
-    let token = state.api_token.clone();
-    let max_body = state.max_torrent_bytes + 64 * 1024;
-    let requests = ferry_observability::meter()
-        .u64_counter("ferry_http_requests")
-        .with_description("HTTP requests by method and status")
-        .build();
-    let latency = ferry_observability::meter()
-        .f64_histogram("ferry_http_request_duration")
-        .with_unit("s")
-        .with_description("HTTP request latency")
-        .build();
     Route::new()
         .nest("/", api)
-        .at("/api/v1/openapi.json", spec)
+        .at(
+            "/api/v1/openapi.json",
+            poem::endpoint::make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json; charset=utf-8")
+                    .body(document.clone())
+            }),
+        )
         .nest("/docs", docs)
         .at(
             "/metrics",
@@ -89,92 +97,67 @@ pub fn app(state: Arc<ApiState>) -> impl poem::Endpoint {
                     .body(ferry_observability::render_metrics())
             }),
         )
+        .data(state)
         .around(move |ep, req| {
-            let token = token.clone();
-            let (requests, latency) = (requests.clone(), latency.clone());
-            async move {
-                let started = std::time::Instant::now();
-                let method = opentelemetry::KeyValue::new("method", req.method().to_string());
-                let response = guarded(ep, req, token, max_body).await;
-                let status = match &response {
-                    Ok(r) => r.status().as_u16(),
-                    Err(e) => e.status().as_u16(),
-                };
-                requests.add(
-                    1,
-                    &[
-                        method.clone(),
-                        opentelemetry::KeyValue::new("status", i64::from(status)),
-                    ],
-                );
-                latency.record(started.elapsed().as_secs_f64(), &[method]);
-                response
-            }
+            let edge = edge.clone();
+            async move { Ok(edge.handle(&ep, req).await) }
         })
-        .catch_all_error(|err| async move { json_error(err) })
         .with(Tracing)
 }
 
-/// Refuses oversized bodies, then checks the token.
-async fn guarded<E: poem::Endpoint>(
-    ep: E,
-    req: poem::Request,
-    token: Option<String>,
-    max_body: u64,
-) -> poem::Result<Response> {
-    let declared = req
-        .headers()
-        .get(poem::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > max_body) {
-        return Ok(error_response(
-            poem::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            &format!("request bodies may be at most {max_body} bytes"),
-        ));
+/// The OpenAPI document, with the links from the operations that create a job or a storage
+/// profile to the operations that take its id (clients and test tools follow them).
+fn document<T>(api: &OpenApiService<T, ()>) -> serde_json::Value
+where
+    T: poem_openapi::OpenApi,
+{
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&api.spec()).unwrap_or(serde_json::Value::Null);
+    let job_ops = [
+        "getJob",
+        "cancelJob",
+        "pauseJob",
+        "resumeJob",
+        "retryJob",
+        "jobEvents",
+        "jobFiles",
+        "jobFile",
+        "jobTorrent",
+        "jobMagnet",
+    ];
+    let profile_ops = [
+        "getStorageProfile",
+        "deleteStorageProfile",
+        "testStorageProfile",
+    ];
+    for (path, targets) in [
+        ("/api/v1/jobs", &job_ops[..]),
+        ("/api/v1/jobs/torrent", &job_ops[..]),
+        ("/api/v1/storage-profiles", &profile_ops[..]),
+    ] {
+        let links: serde_json::Map<String, serde_json::Value> = targets
+            .iter()
+            .map(|op| {
+                (
+                    (*op).to_owned(),
+                    serde_json::json!({
+                        "operationId": op,
+                        "parameters": {"id": "$response.body#/id"},
+                    }),
+                )
+            })
+            .collect();
+        if let Some(created) = doc
+            .pointer_mut(&format!(
+                "/paths/{}/post/responses/201",
+                path.replace('/', "~1")
+            ))
+            .and_then(|r| r.as_object_mut())
+        {
+            created.insert("links".to_owned(), links.into());
+        }
     }
-    auth::guard(ep, req, token).await
-}
-
-fn error_response(status: poem::http::StatusCode, code: &str, message: &str) -> Response {
-    poem::web::Json(serde_json::json!({ "code": code, "message": message }))
-        .with_status(status)
-        .into_response()
-}
-
-/// Errors raised outside the operations (unknown route, unparsable body, bad parameter)
-/// get the same JSON shape as the operations' own errors.
-fn json_error(err: poem::Error) -> Response {
-    let status = err.status();
-    let message = err.to_string();
-    let response = err.into_response();
-    let is_json = response
-        .headers()
-        .get(poem::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
-        // One of our own `ApiError`s: already in shape.
-        return response;
-    }
-    let code = match status.as_u16() {
-        404 => "not_found",
-        405 => "method_not_allowed",
-        413 => "payload_too_large",
-        415 => "unsupported_media_type",
-        s if s >= 500 => "internal_error",
-        _ => "invalid_request",
-    };
-    if status.is_server_error() {
-        tracing::error!(error = %message, "request failed");
-        return error_response(
-            status,
-            code,
-            "an unexpected error occurred; see the server log",
-        );
-    }
-    error_response(status, code, &message)
+    doc
 }
 
 /// Serves the API on `acceptor` until `shutdown` fires, then lets requests in flight finish
@@ -187,11 +170,5 @@ pub async fn serve(
     state: Arc<ApiState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    Server::new_with_acceptor(acceptor)
-        .run_with_graceful_shutdown(
-            app(state),
-            async move { shutdown.cancelled().await },
-            Some(std::time::Duration::from_secs(10)),
-        )
-        .await
+    server::run(acceptor, app(state), shutdown, Duration::from_secs(10)).await
 }

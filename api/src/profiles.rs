@@ -7,11 +7,12 @@ use chrono::{DateTime, Utc};
 use ferry_domain::{Credentials, ProfileId, StorageBackend, StorageProfile};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags, Union};
 use uuid::Uuid;
 
 use crate::ApiState;
-use crate::error::ApiError;
+use crate::auth::Caller;
+use crate::error::{ApiError, Fails, statuses};
 
 #[derive(Tags)]
 enum Tag {
@@ -21,6 +22,14 @@ enum Tag {
 
 pub struct ProfilesApi {
     pub state: Arc<ApiState>,
+}
+
+// What each operation can fail with (see `jobs.rs`); 502 is the user's storage not answering.
+statuses! {
+    CreateFails: 400, 401, 413, 415, 422, 500, 502, 503;
+    ListFails: 401, 500, 503;
+    ReadFails: 401, 404, 500, 503;
+    TestFails: 401, 404, 422, 500, 502, 503;
 }
 
 /// An S3-compatible bucket.
@@ -47,14 +56,27 @@ pub struct DriveRequest {
 }
 
 /// A new profile: a name and exactly one of `s3` or `google_drive`.
-#[derive(Debug, Object)]
-pub struct ProfileRequest {
-    pub name: String,
-    pub s3: Option<S3Request>,
-    pub google_drive: Option<DriveRequest>,
+#[derive(Debug, Union)]
+#[oai(one_of)]
+pub enum ProfileRequest {
+    S3(S3Profile),
+    GoogleDrive(DriveProfile),
 }
 
 #[derive(Debug, Object)]
+pub struct S3Profile {
+    pub name: String,
+    pub s3: S3Request,
+}
+
+#[derive(Debug, Object)]
+pub struct DriveProfile {
+    pub name: String,
+    pub google_drive: DriveRequest,
+}
+
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct S3Dto {
     pub endpoint: String,
     pub region: String,
@@ -70,6 +92,7 @@ pub struct DriveDto {
 
 /// A saved profile, without its credentials.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ProfileDto {
     pub id: Uuid,
     pub name: String,
@@ -131,6 +154,7 @@ pub enum Created {
 
 #[derive(ApiResponse)]
 pub enum Deleted {
+    /// The profile was deleted.
     #[oai(status = 204)]
     Deleted,
 }
@@ -151,17 +175,18 @@ impl ProfilesApi {
     #[oai(
         path = "/storage-profiles",
         method = "post",
-        tag = "Tag::StorageProfiles"
+        tag = "Tag::StorageProfiles",
+        operation_id = "createStorageProfile"
     )]
-    async fn create(&self, body: Json<ProfileRequest>) -> Result<Created, ApiError> {
-        let ProfileRequest {
-            name,
-            s3,
-            google_drive,
-        } = body.0;
+    async fn create(
+        &self,
+        caller: Caller,
+        body: Json<ProfileRequest>,
+    ) -> Result<Created, Fails<CreateFails>> {
         let invalid = |m: String| ApiError::bad_request("invalid_storage_profile", m);
-        let (backend, credentials) = match (s3, google_drive) {
-            (Some(s3), None) => (
+        let (name, backend, credentials) = match body.0 {
+            ProfileRequest::S3(S3Profile { name, s3 }) => (
+                name,
                 StorageBackend::s3(
                     &s3.endpoint,
                     &s3.region,
@@ -175,22 +200,21 @@ impl ProfilesApi {
                     secret_access_key: s3.secret_access_key,
                 },
             ),
-            (None, Some(d)) => (
+            ProfileRequest::GoogleDrive(DriveProfile {
+                name,
+                google_drive: d,
+            }) => (
+                name,
                 StorageBackend::google_drive(&d.folder_id).map_err(|e| invalid(e.to_string()))?,
                 Credentials::GoogleDrive {
                     refresh_token: d.refresh_token,
                 },
             ),
-            _ => {
-                return Err(invalid(
-                    "give exactly one of `s3` or `google_drive`".to_owned(),
-                ));
-            }
         };
         let profile = self
             .state
             .profiles
-            .create(self.state.owner(), &name, backend, credentials)
+            .create(caller.owner().clone(), &name, backend, credentials)
             .await?;
         Ok(Created::Created(Json((&profile).into())))
     }
@@ -199,10 +223,11 @@ impl ProfilesApi {
     #[oai(
         path = "/storage-profiles",
         method = "get",
-        tag = "Tag::StorageProfiles"
+        tag = "Tag::StorageProfiles",
+        operation_id = "listStorageProfiles"
     )]
-    async fn list(&self) -> Result<Json<Vec<ProfileDto>>, ApiError> {
-        let all = self.state.profiles.list(&self.state.owner()).await?;
+    async fn list(&self, caller: Caller) -> Result<Json<Vec<ProfileDto>>, Fails<ListFails>> {
+        let all = self.state.profiles.list(caller.owner()).await?;
         Ok(Json(all.iter().map(ProfileDto::from).collect()))
     }
 
@@ -210,13 +235,18 @@ impl ProfilesApi {
     #[oai(
         path = "/storage-profiles/:id",
         method = "get",
-        tag = "Tag::StorageProfiles"
+        tag = "Tag::StorageProfiles",
+        operation_id = "getStorageProfile"
     )]
-    async fn get(&self, id: Path<String>) -> Result<Json<ProfileDto>, ApiError> {
+    async fn get(
+        &self,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<ProfileDto>, Fails<ReadFails>> {
         let p = self
             .state
             .profiles
-            .get(&self.state.owner(), parse_id(&id)?)
+            .get(caller.owner(), parse_id(&id)?)
             .await?;
         Ok(Json((&p).into()))
     }
@@ -225,12 +255,13 @@ impl ProfilesApi {
     #[oai(
         path = "/storage-profiles/:id",
         method = "delete",
-        tag = "Tag::StorageProfiles"
+        tag = "Tag::StorageProfiles",
+        operation_id = "deleteStorageProfile"
     )]
-    async fn delete(&self, id: Path<String>) -> Result<Deleted, ApiError> {
+    async fn delete(&self, caller: Caller, id: Path<String>) -> Result<Deleted, Fails<ReadFails>> {
         self.state
             .profiles
-            .delete(&self.state.owner(), parse_id(&id)?)
+            .delete(caller.owner(), parse_id(&id)?)
             .await?;
         Ok(Deleted::Deleted)
     }
@@ -239,12 +270,17 @@ impl ProfilesApi {
     #[oai(
         path = "/storage-profiles/:id/test",
         method = "post",
-        tag = "Tag::StorageProfiles"
+        tag = "Tag::StorageProfiles",
+        operation_id = "testStorageProfile"
     )]
-    async fn test(&self, id: Path<String>) -> Result<Json<TestResult>, ApiError> {
+    async fn test(
+        &self,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<TestResult>, Fails<TestFails>> {
         self.state
             .profiles
-            .test(&self.state.owner(), parse_id(&id)?)
+            .test(caller.owner(), parse_id(&id)?)
             .await?;
         Ok(Json(TestResult { ok: true }))
     }

@@ -2,10 +2,12 @@
 
 use std::sync::Arc;
 
+use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 
 use crate::ApiState;
+use crate::auth::optional_caller;
 use crate::dto::{ComponentDto, HealthDto, VersionDto};
 
 #[derive(Tags)]
@@ -30,10 +32,25 @@ pub enum HealthResponse {
 
 #[OpenApi(prefix_path = "/api/v1")]
 impl SystemApi {
-    /// Component checks: database, queue, storage. Needs no token.
-    #[oai(path = "/health", method = "get", tag = "Tag::System")]
-    async fn health(&self) -> HealthResponse {
+    /// Component checks: database, queue, storage. Needs no token; what a failing
+    /// component reported (`detail`) is shown only with a valid token, and always logged.
+    #[oai(
+        path = "/health",
+        method = "get",
+        tag = "Tag::System",
+        operation_id = "health"
+    )]
+    async fn health(&self, req: &Request) -> HealthResponse {
         let components = self.state.health.check().await;
+        for c in components.iter().filter(|c| !c.ok) {
+            tracing::warn!(
+                component = c.name,
+                detail = c.detail.as_deref().unwrap_or(""),
+                "health check failing"
+            );
+        }
+        // Error texts name paths, hosts and database users: not for anyone who asks.
+        let trusted = optional_caller(req, &self.state).is_some();
         let ok = components.iter().all(|c| c.ok);
         let body = HealthDto {
             status: if ok { "ok" } else { "degraded" }.to_owned(),
@@ -42,7 +59,7 @@ impl SystemApi {
                 .map(|c| ComponentDto {
                     name: c.name.to_owned(),
                     ok: c.ok,
-                    detail: c.detail,
+                    detail: c.detail.filter(|_| trusted),
                 })
                 .collect(),
         };
@@ -54,7 +71,12 @@ impl SystemApi {
     }
 
     /// The server's name and version. Needs no token.
-    #[oai(path = "/version", method = "get", tag = "Tag::System")]
+    #[oai(
+        path = "/version",
+        method = "get",
+        tag = "Tag::System",
+        operation_id = "version"
+    )]
     async fn version(&self) -> Json<VersionDto> {
         Json(VersionDto {
             name: "ferry".to_owned(),

@@ -37,6 +37,9 @@ pub async fn api(config: Config) -> anyhow::Result<()> {
         health: ports.health(),
         api_token: Some(token.value.clone()),
         max_torrent_bytes: config.limits.max_torrent_file_bytes,
+        max_json_bytes: config.limits.max_json_bytes(),
+        max_streams: config.limits.max_streams,
+        max_streams_per_owner: config.limits.max_streams_per_owner,
         seed_by_default: config.seed.default,
         seed_limits: ports.seed_policy(),
     });

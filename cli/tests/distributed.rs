@@ -620,3 +620,61 @@ fn log_time(log: &str, job: &str, what: &str) -> String {
         .unwrap_or_else(|| panic!("no {what:?} for {job} in:\n{plain}"))
         .to_owned()
 }
+
+/// Connections a Redis server has open (`CLIENT LIST`, less the asking `redis-cli`).
+fn redis_clients(url: &str) -> usize {
+    redis_cli(url, &["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| l.starts_with("id="))
+        .count()
+        .saturating_sub(1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_event_streams_leave_no_redis_connection_behind() {
+    if !needs() {
+        return;
+    }
+    let Some(db) = FreshDb::create() else { return };
+    let (_keep, root) = test_dir();
+    // A Redis of the test's own, so `CLIENT LIST` counts this cluster's connections only.
+    let redis = OwnRedis::start(&root);
+    let cluster = Cluster::new(
+        &root,
+        &db.url,
+        &redis.url(),
+        &[
+            ("FERRY_LIMITS__MAX_STREAMS", "100000"),
+            ("FERRY_LIMITS__MAX_STREAMS_PER_OWNER", "100000"),
+        ],
+    );
+    cluster.migrate();
+    let api = cluster.api();
+    let _torrents = cluster.worker("torrent");
+    let paused = api.paused_job("quiet").await;
+    churn_event_streams(&api, &paused, 40, 8).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let clients = redis_clients(&redis.url());
+    let (tasks, fds) = footprint(&api).await;
+
+    let (ok, missing) = churn_event_streams(&api, &paused, 2000, 16).await;
+    assert_eq!(
+        (ok, missing),
+        (1000, 1000),
+        "paused job: 200, unknown ids: 404"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now_clients = redis_clients(&redis.url());
+        let (now_tasks, now_fds) = footprint(&api).await;
+        if now_clients <= clients + 2 && now_tasks <= tasks + 16.0 && now_fds <= fds + 8 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 2000 dropped streams: Redis clients {clients} → {now_clients}, \
+             ferry-api tasks {tasks} → {now_tasks}, open fds {fds} → {now_fds}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -34,7 +34,23 @@ pub fn init_metrics() -> anyhow::Result<()> {
     let provider = SdkMeterProvider::builder().with_reader(exporter).build();
     global::set_meter_provider(provider);
     let _ = REGISTRY.set(registry);
+    runtime_gauges();
     Ok(())
+}
+
+/// Gauges read from the async runtime when metrics are rendered (on one of its threads): a
+/// leak of spawned work shows as `ferry_runtime_tasks` growing without coming back.
+fn runtime_gauges() {
+    // The SDK keeps the callback for the life of the meter provider; the handle is not needed.
+    let _ = meter()
+        .u64_observable_gauge("ferry_runtime_tasks")
+        .with_description("Tasks alive on the async runtime")
+        .with_callback(|observer| {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                observer.observe(runtime.metrics().num_alive_tasks() as u64, &[]);
+            }
+        })
+        .build();
 }
 
 /// The current metrics in the Prometheus text format.

@@ -744,3 +744,136 @@ pub async fn read_sse(
         }
     }
 }
+
+/// The series of metric `family` in a Prometheus scrape (one line each, comments skipped).
+pub fn series<'a>(scrape: &'a str, family: &str) -> Vec<&'a str> {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .collect()
+}
+
+/// The value of the unlabelled metric `name` in a Prometheus scrape.
+pub fn gauge(scrape: &str, name: &str) -> Option<f64> {
+    series(scrape, name)
+        .iter()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// How many file descriptors process `pid` has open.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// The peak resident set size of process `pid`, in KiB (`VmHWM`).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A well-formed .torrent that names no tracker: with DHT off nothing is ever contacted for
+/// it, and its download waits for peers for ever (a job that stays `downloading`).
+pub fn lonely_torrent(name: &str) -> Vec<u8> {
+    use ferry_torrent::testing::{B, encode, s};
+    encode(&B::Dict(vec![(
+        "info",
+        B::Dict(vec![
+            ("name", s(name)),
+            ("piece length", B::Int(16384)),
+            ("pieces", B::Str(vec![7u8; 20])),
+            ("length", B::Int(1000)),
+        ]),
+    )]))
+}
+
+impl Ferry {
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
+    /// `/metrics` (Prometheus text).
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// A job that is `paused` (it had no peer to download from): its event stream stays
+    /// open and silent until the client leaves.
+    pub async fn paused_job(&self, name: &str) -> String {
+        let (status, job) = self.submit_torrent(&lonely_torrent(name), None).await;
+        assert_eq!(status, 201, "{job}");
+        let id = job["id"].as_str().unwrap().to_owned();
+        self.wait_status(&id, "downloading", Duration::from_secs(60))
+            .await;
+        let (status, job) = self
+            .post_json(&format!("/jobs/{id}/pause"), serde_json::json!({}))
+            .await;
+        assert_eq!(
+            (status, job["status"].as_str()),
+            (200, Some("paused")),
+            "{job}"
+        );
+        id
+    }
+}
+
+/// Opens `count` event streams, alternately for an unknown job id and for `job`, `parallel`
+/// at a time, and drops each as soon as its answer's head has arrived (a client that
+/// leaves). Returns how many answered 200 and how many 404.
+pub async fn churn_event_streams(
+    f: &Ferry,
+    job: &str,
+    count: usize,
+    parallel: usize,
+) -> (usize, usize) {
+    // No idle connections are kept: a dropped stream closes its connection, as a browser
+    // tab that goes away does.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let statuses: Vec<u16> = futures::stream::iter(0..count)
+        .map(|i| {
+            let id = if i % 2 == 0 {
+                uuid::Uuid::now_v7().to_string()
+            } else {
+                job.to_owned()
+            };
+            let req = http
+                .get(f.url(&format!("/jobs/{id}/events")))
+                .bearer_auth(&f.token)
+                .send();
+            async move { req.await.unwrap().status().as_u16() }
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let missing = statuses.iter().filter(|s| **s == 404).count();
+    assert_eq!(ok + missing, count, "unexpected answers: {statuses:?}");
+    (ok, missing)
+}
+
+/// Live tasks (`ferry_runtime_tasks`) and open file descriptors of a Ferry process.
+pub async fn footprint(f: &Ferry) -> (f64, usize) {
+    let scrape = f.metrics().await;
+    let tasks = gauge(&scrape, "ferry_runtime_tasks")
+        .unwrap_or_else(|| panic!("no ferry_runtime_tasks in /metrics:\n{scrape}"));
+    (tasks, open_fds(f.pid()))
+}

@@ -171,7 +171,13 @@ impl ProgressBus for EmbeddedBus {
                     }
                     last = seq;
                 }
-                match live.recv().await {
+                let received = tokio::select! {
+                    // The subscriber left: stop following now, not at the next event (a
+                    // quiet job may never have one).
+                    () = tx.closed() => return,
+                    received = live.recv() => received,
+                };
+                match received {
                     Ok(item) => pending.push_back(item),
                     // Fell behind the broadcast: catch up from the retained events.
                     Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -213,6 +219,39 @@ mod tests {
             .await
             .unwrap();
         assert!(rx.recv().await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_leaves_a_quiet_job_is_forgotten_at_once() {
+        let bus = EmbeddedBus::new();
+        let job = JobId::new();
+        let receivers: Vec<_> = futures_join(&bus, job, 50).await;
+        let following = || {
+            bus.lock()
+                .channels
+                .get(&job)
+                .map_or(0, |c| c.live.receiver_count())
+        };
+        assert_eq!(following(), 50);
+        drop(receivers);
+        // Nothing is published: only the departure can end the forwarding tasks.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while following() > 0 {
+            assert!(Instant::now() < deadline, "{} still following", following());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn futures_join(
+        bus: &EmbeddedBus,
+        job: JobId,
+        n: usize,
+    ) -> Vec<mpsc::Receiver<PublishedEvent>> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(bus.subscribe(job, &Replay::LiveOnly).await.unwrap());
+        }
+        out
     }
 
     #[tokio::test]

@@ -3,6 +3,9 @@
 //! Each process reads a job's stream with a single `XREAD BLOCK` loop (a hub) however many
 //! local subscribers watch it, and fans events out in memory; a subscriber resuming from an
 //! id first reads what it missed with `XRANGE`, then follows the hub, skipping ids it has.
+//! A hub lives exactly as long as its subscribers: when the last one drops its receiver,
+//! its forwarding task ends, and the hub stops and closes its connection at once, even in
+//! the middle of an `XREAD BLOCK`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,6 +18,7 @@ use ferry_application::ports::{
 use ferry_domain::JobId;
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use tokio::sync::{broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::{Redis, unavailable};
 
@@ -23,7 +27,33 @@ const RETAINED: usize = 1000;
 /// How long a finished job's events stay readable.
 const FINISHED_TTL_SECS: u64 = 24 * 3600;
 
-type Hubs = Arc<Mutex<HashMap<JobId, broadcast::Sender<PublishedEvent>>>>;
+/// A job's hub: its fan-out, how many subscribers it has, and how to stop it.
+struct Hub {
+    tx: broadcast::Sender<PublishedEvent>,
+    members: usize,
+    stop: CancellationToken,
+}
+
+type Hubs = Arc<Mutex<HashMap<JobId, Hub>>>;
+
+/// One subscriber's share in a hub; the last one dropped stops the hub.
+struct Membership {
+    hubs: Hubs,
+    job: JobId,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let mut hubs = RedisBus::lock_hubs(&self.hubs);
+        if let Some(hub) = hubs.get_mut(&self.job) {
+            hub.members = hub.members.saturating_sub(1);
+            if hub.members == 0 {
+                hub.stop.cancel();
+                hubs.remove(&self.job);
+            }
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct RedisBus {
@@ -66,9 +96,7 @@ impl RedisBus {
         self.redis.key(&format!("progress:{job}"))
     }
 
-    fn lock_hubs(
-        hubs: &Hubs,
-    ) -> std::sync::MutexGuard<'_, HashMap<JobId, broadcast::Sender<PublishedEvent>>> {
+    fn lock_hubs(hubs: &Hubs) -> std::sync::MutexGuard<'_, HashMap<JobId, Hub>> {
         hubs.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -91,10 +119,18 @@ impl RedisBus {
         Ok(reply.ids.iter().filter_map(decode).collect())
     }
 
-    /// The job's hub, started if this process has none.
-    async fn join(&self, job: JobId) -> Result<broadcast::Receiver<PublishedEvent>, BusError> {
-        if let Some(tx) = Self::lock_hubs(&self.hubs).get(&job) {
-            return Ok(tx.subscribe());
+    /// A place in the job's hub (started if this process has none).
+    async fn join(
+        &self,
+        job: JobId,
+    ) -> Result<(broadcast::Receiver<PublishedEvent>, Membership), BusError> {
+        let membership = || Membership {
+            hubs: self.hubs.clone(),
+            job,
+        };
+        if let Some(hub) = Self::lock_hubs(&self.hubs).get_mut(&job) {
+            hub.members += 1;
+            return Ok((hub.tx.subscribe(), membership()));
         }
         // Start reading after the newest event that exists now.
         let mut c = self.redis.commands.clone();
@@ -112,63 +148,75 @@ impl RedisBus {
             .first()
             .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
         let mut hubs = Self::lock_hubs(&self.hubs);
-        if let Some(tx) = hubs.get(&job) {
-            return Ok(tx.subscribe());
+        if let Some(hub) = hubs.get_mut(&job) {
+            hub.members += 1;
+            return Ok((hub.tx.subscribe(), membership()));
         }
         let (tx, rx) = broadcast::channel(1024);
-        hubs.insert(job, tx.clone());
-        drop(hubs);
-        tokio::spawn(hub(
-            self.redis.clone(),
-            self.hubs.clone(),
+        let stop = CancellationToken::new();
+        hubs.insert(
             job,
-            self.key(job),
-            start,
-            tx,
-        ));
-        Ok(rx)
+            Hub {
+                tx: tx.clone(),
+                members: 1,
+                stop: stop.clone(),
+            },
+        );
+        drop(hubs);
+        tokio::spawn(hub(self.redis.clone(), self.key(job), start, tx, stop));
+        Ok((rx, membership()))
+    }
+
+    /// Hubs running in this process (one per job with local subscribers).
+    pub fn followed_jobs(&self) -> usize {
+        Self::lock_hubs(&self.hubs).len()
     }
 }
 
-/// Reads one job's stream for every local subscriber; ends when the last one leaves.
+/// Reads one job's stream for every local subscriber until `stop`; stopping drops the
+/// pending `XREAD` and the connection with it, so its socket closes at once.
 async fn hub(
     redis: Redis,
-    hubs: Hubs,
-    job: JobId,
     key: String,
     mut last: String,
     tx: broadcast::Sender<PublishedEvent>,
+    stop: CancellationToken,
 ) {
     let mut conn = None;
     loop {
-        {
-            let mut map = RedisBus::lock_hubs(&hubs);
-            if tx.receiver_count() == 0 {
-                map.remove(&job);
-                return;
-            }
-        }
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match redis.blocking().await {
-                Ok(c) => conn.insert(c),
-                Err(e) => {
-                    tracing::debug!(error = %e, "progress hub cannot reach Redis");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
+            None => {
+                let connected = tokio::select! {
+                    () = stop.cancelled() => return,
+                    c = redis.blocking() => c,
+                };
+                match connected {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "progress hub cannot reach Redis");
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                        }
+                    }
                 }
-            },
+            }
         };
-        let reply: redis::RedisResult<Option<StreamReadReply>> = redis::cmd("XREAD")
+        let mut xread = redis::cmd("XREAD");
+        xread
             .arg("COUNT")
             .arg(100)
             .arg("BLOCK")
             .arg(2000)
             .arg("STREAMS")
             .arg(&key)
-            .arg(&last)
-            .query_async(c)
-            .await;
+            .arg(&last);
+        let read = xread.query_async::<Option<StreamReadReply>>(c);
+        let reply = tokio::select! {
+            () = stop.cancelled() => return,
+            reply = read => reply,
+        };
         match reply {
             Ok(Some(r)) => {
                 for entry in r.keys.iter().flat_map(|k| k.ids.iter()) {
@@ -182,7 +230,10 @@ async fn hub(
             Err(e) => {
                 tracing::debug!(error = %e, "progress hub read failed");
                 conn = None;
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
             }
         }
     }
@@ -228,7 +279,7 @@ impl ProgressBus for RedisBus {
             _ => None,
         };
         // Join first, so nothing published while the backlog is read is missed.
-        let mut live = self.join(job_id).await?;
+        let (mut live, membership) = self.join(job_id).await?;
         let backlog = match from {
             Replay::LiveOnly => Vec::new(),
             _ => self.range_after(job_id, after.as_deref()).await?,
@@ -242,13 +293,21 @@ impl ProgressBus for RedisBus {
         let (tx, rx) = mpsc::channel(256);
         let bus = self.clone();
         tokio::spawn(async move {
+            // Held for as long as this subscriber follows the hub.
+            let _membership = membership;
             for event in backlog {
                 if tx.send(event).await.is_err() {
                     return;
                 }
             }
             loop {
-                let event = match live.recv().await {
+                let received = tokio::select! {
+                    // The subscriber left: stop now, not at the next event (a quiet job may
+                    // never have one).
+                    () = tx.closed() => return,
+                    received = live.recv() => received,
+                };
+                let event = match received {
                     Ok(e) => e,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Fell behind: catch up from the stream itself.

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use ferry_application::ports::{JobQueue, Lease, QueueError, Stage};
+use ferry_application::ports::{JobQueue, Lease, ProgressBus, QueueError, Replay, Stage};
 use ferry_application::testing::contracts::{job_queue_contract, progress_bus_contract};
 use ferry_domain::JobId;
 use ferry_redis::{Redis, RedisBus, RedisQueue};
@@ -209,4 +209,43 @@ async fn a_worker_that_lost_its_lease_can_neither_renew_nor_settle_it() {
     assert_eq!(b.unacknowledged(Stage::Upload).await.unwrap(), 0);
     // Once settled, the lease is nobody's.
     assert!(matches!(b.renew(&taken).await, Err(QueueError::LeaseLost)));
+}
+
+/// Descriptors this process has open (each Redis connection is one).
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[tokio::test]
+async fn a_hub_and_its_connection_go_when_the_last_subscriber_leaves() {
+    let Some(r) = redis().await else { return };
+    let bus = RedisBus::new(r.clone());
+    let before = open_fds();
+    // Quiet jobs: nothing is ever published, so only leaving can end the hubs.
+    let jobs: Vec<JobId> = (0..100).map(|_| JobId::new()).collect();
+    let mut receivers = Vec::new();
+    for _ in 0..2 {
+        for job in &jobs {
+            receivers.push(bus.subscribe(*job, &Replay::LiveOnly).await.unwrap());
+        }
+    }
+    assert_eq!(bus.followed_jobs(), 100);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(open_fds() >= before + 100, "a connection per followed job");
+    // Half of the subscribers leave: every hub still has one.
+    receivers.truncate(100);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(bus.followed_jobs(), 100);
+    drop(receivers);
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while bus.followed_jobs() > 0 || open_fds() > before + 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} hubs and {} more descriptors left a second after every subscriber left",
+            bus.followed_jobs(),
+            open_fds().saturating_sub(before)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    r.delete_all().await.unwrap();
 }

@@ -357,6 +357,10 @@ pub struct LimitsConfig {
     pub max_files: usize,
     /// Largest torrent content, in bytes.
     pub max_total_bytes: u64,
+    /// Event streams one owner may have open at once (more: 429).
+    pub max_streams_per_owner: usize,
+    /// Event streams the process keeps open at once, for everyone (more: 429).
+    pub max_streams: usize,
 }
 
 impl Default for LimitsConfig {
@@ -365,7 +369,17 @@ impl Default for LimitsConfig {
             max_torrent_file_bytes: 10 << 20,
             max_files: 20_000,
             max_total_bytes: 4 << 40,
+            max_streams_per_owner: 64,
+            max_streams: 1024,
         }
+    }
+}
+
+impl LimitsConfig {
+    /// Largest JSON request body: 64 KiB, plus room for a file selection naming every file
+    /// a torrent may have (up to 8 bytes an index).
+    pub fn max_json_bytes(&self) -> u64 {
+        64 * 1024 + 8 * self.max_files as u64
     }
 }
 
@@ -533,6 +547,10 @@ impl Config {
             "workers.fetches must be at least 1"
         );
         anyhow::ensure!(self.workers.seeds > 0, "workers.seeds must be at least 1");
+        anyhow::ensure!(
+            self.limits.max_streams > 0 && self.limits.max_streams_per_owner > 0,
+            "limits.max_streams and limits.max_streams_per_owner must be at least 1"
+        );
         Ok(())
     }
 
