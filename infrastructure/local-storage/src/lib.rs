@@ -161,7 +161,13 @@ impl ObjectStore for LocalStore {
         tokio::fs::create_dir_all(&self.root)
             .await
             .map_err(unreachable)?;
-        let probe = self.root.join(".ferry-write-check");
+        // A name of this check's own: processes sharing the volume start at the same time,
+        // and one's removal must not fail another's check.
+        let probe = self.root.join(format!(
+            ".ferry-write-check-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
         tokio::fs::write(&probe, b"ok").await.map_err(unreachable)?;
         tokio::fs::remove_file(&probe).await.map_err(unreachable)?;
         Ok(())
