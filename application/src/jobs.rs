@@ -246,7 +246,14 @@ impl Jobs {
         {
             return Err(JobsError::Duplicate(existing));
         }
-        self.lifecycle.repo.insert(&job).await?;
+        match self.lifecycle.repo.insert(&job).await {
+            Ok(()) => {}
+            // A concurrent submission of the same torrent won the unique index.
+            Err(RepoError::AlreadyExists) if job.info_hash.is_some() => {
+                return Err(self.duplicate_of(&job).await);
+            }
+            Err(e) => return Err(e.into()),
+        }
         if let Err(e) = self.queue.enqueue(stage, job.id).await {
             // Refuse cleanly rather than leave a job the caller was told failed.
             if let Err(undo) = self.lifecycle.repo.delete(job.id).await {
@@ -386,11 +393,57 @@ impl Jobs {
             }
             .into());
         }
-        let job = self
-            .advance(id, JobStatus::Failed, JobStatus::Queued)
-            .await?;
+        // One unfinished job per owner and torrent, on retry too: the database's unique
+        // index refuses the move if another job started meanwhile.
+        if let Some(hash) = job.info_hash
+            && Self::stage_of(&job) == Stage::Download
+            && let Some(existing) = self
+                .lifecycle
+                .repo
+                .find_unfinished_by_info_hash(&job.owner, hash)
+                .await?
+        {
+            return Err(JobsError::Duplicate(existing));
+        }
+        let job = match self
+            .lifecycle
+            .advance(id, JobStatus::Failed, JobStatus::Queued, None)
+            .await
+        {
+            Ok(moved) => moved,
+            Err(MoveError::Repo(RepoError::AlreadyExists)) => {
+                return Err(self.duplicate_of(&job).await);
+            }
+            Err(MoveError::Repo(RepoError::Conflict { actual, .. })) => {
+                return Err(IllegalTransition {
+                    from: actual,
+                    to: JobStatus::Queued,
+                }
+                .into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.queue.enqueue(Self::stage_of(&job), id).await?;
         Ok(job)
+    }
+
+    /// The error for `job` losing the one-unfinished-job-per-torrent index to another job.
+    async fn duplicate_of(&self, job: &Job) -> JobsError {
+        let existing = match job.info_hash {
+            Some(hash) => self
+                .lifecycle
+                .repo
+                .find_unfinished_by_info_hash(&job.owner, hash)
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        match existing {
+            Some(existing) if existing != job.id => JobsError::Duplicate(existing),
+            // The other job finished in between: the caller may simply try again.
+            _ => JobsError::Unavailable("another job of this torrent was changing".into()),
+        }
     }
 
     /// The stage that downloads the job.

@@ -372,6 +372,40 @@ async fn pause_stops_the_download_and_resume_finishes_it() {
 }
 
 #[tokio::test]
+async fn checking_data_on_disk_is_not_reported_as_progress() {
+    // librqbit counts the bytes it has checked as progress while it checks: progress must
+    // not jump to them and back (issue 8, defect 15).
+    let w = world();
+    w.f.engine.register(sample_metadata(16, &[1000]));
+    w.f.engine
+        .step
+        .store(100, std::sync::atomic::Ordering::SeqCst);
+    w.f.engine
+        .checking_calls
+        .store(3, std::sync::atomic::Ordering::SeqCst);
+    let job = w
+        .jobs
+        .submit(me(), Submission::Magnet(magnet_for(16)), None, None)
+        .await
+        .unwrap();
+    assert_eq!(w.run_stage(Stage::Download).await, StageOutcome::Done);
+    let done: Vec<u64> =
+        w.f.bus
+            .events_of(job.id)
+            .iter()
+            .filter(|e| e.kind == EventKind::Progress && e.status == JobStatus::Downloading)
+            .map(|e| e.progress.bytes_done)
+            .collect();
+    assert!(!done.is_empty());
+    assert!(
+        done.windows(2).all(|p| p[0] <= p[1]),
+        "progress climbs: {done:?}"
+    );
+    assert_eq!(done.first(), Some(&100), "{done:?}");
+    assert_eq!(done.last(), Some(&1000), "{done:?}");
+}
+
+#[tokio::test]
 async fn cancel_mid_download_removes_staged_data_and_purge_removes_the_job() {
     let w = Arc::new(world());
     w.f.engine.register(sample_metadata(7, &[1000]));

@@ -450,6 +450,31 @@ async fn hostile_torrents_are_refused_with_their_reason() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_uploads_of_one_torrent_make_one_job() {
+    // Issue 8, defect 2: the duplicate check alone let 3 of 8 concurrent uploads through.
+    let dir = tempfile::tempdir().unwrap();
+    let f = ferry(&dir, &[]);
+    let bytes = torrent("raced", &[(&["a"], 10), (&["b"], 10)]);
+    let answers =
+        futures::future::join_all((0..8).map(|_| upload(&f, "/jobs/torrent", bytes.clone(), None)))
+            .await;
+    let mut created = 0;
+    for resp in answers {
+        match resp.status().as_u16() {
+            201 => created += 1,
+            409 => {
+                let body: Value = resp.json().await.unwrap();
+                assert_eq!(body["code"], "job_already_exists", "{body}");
+            }
+            other => panic!("unexpected {other}: {}", resp.text().await.unwrap()),
+        }
+    }
+    assert_eq!(created, 1, "exactly one job");
+    let (_, list) = f.get_json("/jobs").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
+
 #[tokio::test]
 async fn unknown_jobs_and_illegal_moves_are_clear() {
     let dir = tempfile::tempdir().unwrap();

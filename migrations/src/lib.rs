@@ -9,6 +9,7 @@ mod m20261124_000001_jobs;
 mod m20261124_000002_storage;
 mod m20261124_000003_fetch;
 mod m20261201_000001_purge;
+mod m20261202_000001_one_unfinished_torrent;
 
 pub struct Migrator;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_storage::Migration),
             Box::new(m20261124_000003_fetch::Migration),
             Box::new(m20261201_000001_purge::Migration),
+            Box::new(m20261202_000001_one_unfinished_torrent::Migration),
         ]
     }
 }

@@ -48,6 +48,9 @@ pub struct EngineStats {
     pub uploaded_bytes: u64,
     pub peers: u32,
     pub finished: bool,
+    /// The engine is checking data already on disk: `bytes_done` and the rates mean nothing
+    /// yet (librqbit counts checked bytes, not downloaded ones).
+    pub checking: bool,
     /// The engine gave up on the torrent (disk error, …).
     pub error: Option<String>,
 }
@@ -61,7 +64,10 @@ pub trait TorrentInspector: Send + Sync + 'static {
     fn inspect(&self, metainfo: &[u8]) -> Result<TorrentMetadata, EngineError>;
 }
 
-/// Downloads into the staging area (see [`super::Staging`]), one folder per job.
+/// Downloads torrents for jobs. While a torrent downloads its data belongs to the engine:
+/// one copy per info-hash, shared by every job that wants it (jobs of different owners may
+/// want the same torrent), kept while any job holds it; a finished job's files are handed
+/// over into its staging folder (see [`super::Staging`]).
 #[async_trait]
 pub trait TorrentEngine: Send + Sync + 'static {
     /// Fetches a magnet link's metadata from peers. Waits as long as it takes; callers bound
@@ -82,10 +88,20 @@ pub trait TorrentEngine: Send + Sync + 'static {
     /// `NotRunning` when the job's torrent is not in the engine.
     async fn stats(&self, job_id: JobId) -> Result<EngineStats, EngineError>;
 
-    /// Stops the job's torrent and forgets it; the staged data stays unless `delete_data`.
-    /// Stopping a job that is not running is not an error.
+    /// Stops the job's use of its torrent (the torrent runs on while other jobs use it).
+    /// The data stays unless `delete_data`: then the job lets go of it, and the engine's
+    /// copy goes once no other job holds it. Stopping a job that is not running is not an
+    /// error, and still lets go of its data with `delete_data`.
     ///
     /// # Errors
     /// `Unexpected` when the engine fails.
     async fn stop(&self, job_id: JobId, delete_data: bool) -> Result<(), EngineError>;
+
+    /// Puts a finished job's files into its staging folder (where [`super::Staging::file`]
+    /// names them) and lets go of the torrent and of the engine's copy of its data.
+    ///
+    /// # Errors
+    /// `NotRunning` when the job's torrent is not in the engine, `Unexpected` when the
+    /// files cannot be placed.
+    async fn hand_over(&self, job_id: JobId) -> Result<(), EngineError>;
 }

@@ -236,11 +236,15 @@ impl DownloadStage {
                 Ok(s) => s,
                 Err(e) => return engine_outcome(e),
             };
-            last = progress_of(&stats);
-            self.publish_progress(&job, &last).await;
-            if last_snapshot.elapsed() >= self.settings.snapshot_every {
-                self.snapshot(job.id, &last).await;
-                last_snapshot = Instant::now();
+            // While the engine checks data already on disk its counts are not progress:
+            // the job keeps the progress it had until the check ends.
+            if !stats.checking {
+                last = progress_of(&stats);
+                self.publish_progress(&job, &last).await;
+                if last_snapshot.elapsed() >= self.settings.snapshot_every {
+                    self.snapshot(job.id, &last).await;
+                    last_snapshot = Instant::now();
+                }
             }
 
             match self.lifecycle.repo.status(job.id).await {
@@ -264,15 +268,19 @@ impl DownloadStage {
                 self.stop(job.id, false).await;
                 return retry(codes::ENGINE_ERROR, error);
             }
-            if stats.finished {
+            if stats.finished && !stats.checking {
                 return self.finish(&job, last).await;
             }
         }
     }
 
     async fn finish(&self, job: &Job, progress: Progress) -> StageOutcome {
-        // Close the torrent's files before delivery reads (and may move) them.
-        self.stop(job.id, false).await;
+        // The job's files move into its staging folder and the torrent lets go of them
+        // before delivery reads (and may move) them.
+        if let Err(e) = self.engine.hand_over(job.id).await {
+            self.stop(job.id, false).await;
+            return engine_outcome(e);
+        }
         self.snapshot(job.id, &progress).await;
         let current = Job {
             status: JobStatus::Downloading,

@@ -353,6 +353,32 @@ pub async fn job_repository_contract(repo: &dyn JobRepository) {
         repo.delete(magnet.id).await,
         Err(RepoError::NotFound)
     ));
+
+    // One unfinished job per owner and torrent, whatever raced to insert it (issue 8,
+    // defect 2); another owner's job of the same torrent is its own.
+    let first = magnet_job(&alice, 77);
+    repo.insert(&first).await.unwrap();
+    assert!(matches!(
+        repo.insert(&magnet_job(&alice, 77)).await,
+        Err(RepoError::AlreadyExists)
+    ));
+    let bobs = magnet_job(&bob, 77);
+    repo.insert(&bobs).await.unwrap();
+    // A failed job frees the place; its retry cannot take it back from a newer job.
+    repo.transition(first.id, &change(JobStatus::Queued, JobStatus::Failed))
+        .await
+        .unwrap();
+    let second = magnet_job(&alice, 77);
+    repo.insert(&second).await.unwrap();
+    assert!(matches!(
+        repo.transition(first.id, &change(JobStatus::Failed, JobStatus::Queued))
+            .await,
+        Err(RepoError::AlreadyExists)
+    ));
+    assert_eq!(repo.status(first.id).await.unwrap(), JobStatus::Failed);
+    for id in [first.id, bobs.id, second.id] {
+        repo.delete(id).await.unwrap();
+    }
 }
 
 /// `JobQueue`: at-least-once delivery per stage, retries with attempts, dead letters.
@@ -843,9 +869,26 @@ pub struct EngineFixture {
     pub files: Vec<(ferry_domain::SafePath, Vec<u8>)>,
 }
 
-/// `TorrentEngine`: inspection, idempotent start, stats over the selected files, stop that
-/// keeps or deletes data, discard. The fixture's data is placed in staging first, so the
-/// engine completes without any peer.
+/// Waits until the engine reports `job` finished.
+async fn finished(engine: &dyn TorrentEngine, job: JobId) -> crate::ports::EngineStats {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = engine.stats(job).await.unwrap();
+        if s.finished {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never finished: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `TorrentEngine`: inspection, idempotent start, stats over the selected files, one
+/// torrent shared by two jobs (one cancelled, the other unharmed), hand-over of a finished
+/// job's files, discard. The fixture's data is placed in staging first, so the engine
+/// completes without any peer.
 pub async fn torrent_engine_contract(
     engine: &dyn TorrentEngine,
     inspector: &dyn TorrentInspector,
@@ -886,34 +929,57 @@ pub async fn torrent_engine_contract(
         data_dir: None,
     };
     engine.start(spec.clone()).await.unwrap();
-    engine.start(spec).await.unwrap(); // idempotent
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let stats = loop {
-        let s = engine.stats(job).await.unwrap();
-        if s.finished {
-            break s;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never finished: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    engine.start(spec.clone()).await.unwrap(); // idempotent
+    // Another job (another owner's) wants one file of the same torrent: it shares it.
+    let other = JobId::new();
+    let (first_path, first_data) = &fixture.files[0];
+    let first = meta
+        .files
+        .iter()
+        .find(|f| f.path == first_path.as_str())
+        .unwrap()
+        .index;
+    engine
+        .start(TorrentSpec {
+            job_id: other,
+            only_files: Some(vec![first]),
+            ..spec
+        })
+        .await
+        .unwrap();
+    let stats = finished(engine, job).await;
     assert_eq!((stats.bytes_done, stats.bytes_total), (total, total));
     assert!(stats.error.is_none());
+    let theirs = finished(engine, other).await;
+    assert_eq!(theirs.bytes_total, first_data.len() as u64);
 
-    // Stop keeps the data; discard removes it.
-    engine.stop(job, false).await.unwrap();
+    // The first job is cancelled: the other's torrent and data are untouched.
+    engine.stop(job, true).await.unwrap();
     assert!(matches!(
         engine.stats(job).await,
         Err(EngineError::NotRunning)
     ));
-    for (path, data) in &fixture.files {
-        assert_eq!(
-            std::fs::read(staging.file(job, path)).unwrap().len(),
-            data.len()
+    assert!(finished(engine, other).await.finished);
+    engine.hand_over(other).await.unwrap();
+    assert!(matches!(
+        engine.stats(other).await,
+        Err(EngineError::NotRunning)
+    ));
+    assert!(matches!(
+        engine.hand_over(other).await,
+        Err(EngineError::NotRunning)
+    ));
+    assert_eq!(
+        &std::fs::read(staging.file(other, first_path)).unwrap(),
+        first_data
+    );
+    for (path, _) in &fixture.files[1..] {
+        assert!(
+            !staging.file(other, path).exists(),
+            "{path} was not selected"
         );
     }
+    staging.discard(other).await.unwrap();
     staging.discard(job).await.unwrap();
     staging.discard(job).await.unwrap();
     for (path, _) in &fixture.files {

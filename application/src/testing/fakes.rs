@@ -41,6 +41,28 @@ impl Clock for FixedClock {
     }
 }
 
+/// Whether `job` in `status` would be a second unfinished torrent job of its owner for its
+/// info-hash (the SQL repositories' unique index `jobs_one_unfinished_torrent`).
+fn holds_torrent_place(jobs: &HashMap<JobId, Job>, job: &Job, status: JobStatus) -> bool {
+    let unfinished = |s: JobStatus| {
+        !matches!(
+            s,
+            JobStatus::Completed | JobStatus::Cancelled | JobStatus::Failed
+        )
+    };
+    let is_torrent = |j: &Job| !matches!(j.source, ferry_domain::JobSource::Url(_));
+    job.info_hash.is_some()
+        && is_torrent(job)
+        && unfinished(status)
+        && jobs.values().any(|o| {
+            o.id != job.id
+                && o.owner == job.owner
+                && o.info_hash == job.info_hash
+                && is_torrent(o)
+                && unfinished(o.status)
+        })
+}
+
 #[derive(Default)]
 pub struct MemoryRepository {
     jobs: Mutex<HashMap<JobId, Job>>,
@@ -50,7 +72,7 @@ pub struct MemoryRepository {
 impl JobRepository for MemoryRepository {
     async fn insert(&self, job: &Job) -> Result<(), RepoError> {
         let mut jobs = lock(&self.jobs);
-        if jobs.contains_key(&job.id) {
+        if jobs.contains_key(&job.id) || holds_torrent_place(&jobs, job, job.status) {
             return Err(RepoError::AlreadyExists);
         }
         jobs.insert(job.id, job.clone());
@@ -87,6 +109,13 @@ impl JobRepository for MemoryRepository {
 
     async fn transition(&self, id: JobId, c: &Transition) -> Result<Job, RepoError> {
         let mut jobs = lock(&self.jobs);
+        let current = jobs.get(&id).ok_or(RepoError::NotFound)?;
+        if current.status == c.from
+            && (!current.purge_requested || c.to.is_terminal())
+            && holds_torrent_place(&jobs, current, c.to)
+        {
+            return Err(RepoError::AlreadyExists);
+        }
         let job = jobs.get_mut(&id).ok_or(RepoError::NotFound)?;
         if job.status != c.from || (job.purge_requested && !c.to.is_terminal()) {
             return Err(RepoError::Conflict {
@@ -436,6 +465,9 @@ pub struct FakeEngine {
     running: Mutex<HashMap<JobId, FakeTorrent>>,
     /// Bytes each `stats` call adds.
     pub step: AtomicU64,
+    /// How many `stats` calls of each newly started torrent report a check of data on disk
+    /// (with librqbit's habit of counting checked bytes as done).
+    pub checking_calls: AtomicU64,
     stalled: std::sync::atomic::AtomicBool,
     failures: Mutex<VecDeque<EngineError>>,
 }
@@ -444,6 +476,7 @@ struct FakeTorrent {
     meta: TorrentMetadata,
     only: Option<Vec<usize>>,
     done: u64,
+    checks_left: u64,
 }
 
 impl FakeEngine {
@@ -459,6 +492,7 @@ impl FakeEngine {
             known: Mutex::new(HashMap::new()),
             running: Mutex::new(HashMap::new()),
             step: AtomicU64::new(u64::MAX),
+            checking_calls: AtomicU64::new(0),
             stalled: std::sync::atomic::AtomicBool::new(false),
             failures: Mutex::new(VecDeque::new()),
         }
@@ -714,6 +748,7 @@ impl TorrentEngine for FakeEngine {
                 meta,
                 only: spec.only_files,
                 done: 0,
+                checks_left: self.checking_calls.load(Ordering::SeqCst),
             });
         Ok(())
     }
@@ -730,6 +765,17 @@ impl TorrentEngine for FakeEngine {
                 .cloned()
                 .collect();
             let total: u64 = wanted.iter().map(|f| f.size).sum();
+            if t.checks_left > 0 {
+                t.checks_left -= 1;
+                let stats = EngineStats {
+                    bytes_done: total,
+                    bytes_total: total,
+                    finished: true,
+                    checking: true,
+                    ..EngineStats::default()
+                };
+                return Ok(stats);
+            }
             if !self.stalled.load(Ordering::SeqCst) {
                 t.done = t
                     .done
@@ -758,6 +804,14 @@ impl TorrentEngine for FakeEngine {
                 .map_err(|e| EngineError::Unexpected(e.into()))?;
         }
         Ok(stats)
+    }
+
+    async fn hand_over(&self, job_id: JobId) -> Result<(), EngineError> {
+        // The fake writes a finished job's files into its staging folder already.
+        if lock(&self.running).remove(&job_id).is_none() {
+            return Err(EngineError::NotRunning);
+        }
+        Ok(())
     }
 
     async fn stop(&self, job_id: JobId, delete_data: bool) -> Result<(), EngineError> {

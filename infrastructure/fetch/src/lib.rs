@@ -278,6 +278,9 @@ impl FetchBody for Body {
         }
         let mut hasher = Sha256::new();
         let mut size = self.info.resumed_from;
+        // The file may have other names (a finished fetch is linked into the content store
+        // and delivered from there): never write through them.
+        own_file(dest, size > 0).await.map_err(io)?;
         let mut file = if size > 0 {
             // Hash what the earlier attempt saved, then continue after it.
             let mut prefix = tokio::fs::File::open(dest).await.map_err(io)?;
@@ -335,4 +338,33 @@ impl FetchBody for Body {
             sha256: hex::encode(hasher.finalize()),
         })
     }
+}
+
+/// Makes `dest` a file with no other names before it is written: a linked file is
+/// replaced by a private copy (`keep`: its bytes are continued) or dropped.
+async fn own_file(dest: &Path, keep: bool) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let linked = match tokio::fs::metadata(dest).await {
+            Ok(m) => m.nlink() > 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        if linked {
+            if keep {
+                let mut tmp = dest.as_os_str().to_owned();
+                tmp.push(".ferry-private");
+                let tmp = std::path::PathBuf::from(tmp);
+                tokio::fs::copy(dest, &tmp).await?;
+                tokio::fs::File::open(&tmp).await?.sync_all().await?;
+                tokio::fs::rename(&tmp, dest).await?;
+            } else {
+                tokio::fs::remove_file(dest).await?;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dest, keep);
+    Ok(())
 }

@@ -152,6 +152,42 @@ async fn downloads_hash_and_resume() {
     assert_eq!(std::fs::read(&dest).unwrap(), data);
 }
 
+#[cfg(unix)]
+#[tokio::test]
+async fn a_fetch_never_writes_through_a_file_with_other_names() {
+    // A finished fetch is linked into the content store and delivered from there; a fetch
+    // that runs again (a retry after packaging failed) must leave those names alone
+    // (issue 8, defect 1).
+    init();
+    let data: Vec<u8> = (0..500_000u32).map(|i| (i % 251) as u8).collect();
+    let o = origin(data.clone()).await;
+    let f = fetcher(true, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    let url = FetchUrl::parse(&format!("http://{}/file.bin", o.addr)).unwrap();
+    let other_bytes = b"another job's delivered file".to_vec();
+
+    // Started over: the staged name gets a new file.
+    let dest = dir.path().join("fresh.bin");
+    let other = dir.path().join("content-a");
+    std::fs::write(&dest, &other_bytes).unwrap();
+    std::fs::hard_link(&dest, &other).unwrap();
+    let body = f.open(&url, None).await.unwrap();
+    body.save(&dest, &|_| {}).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    assert_eq!(std::fs::read(&other).unwrap(), other_bytes);
+
+    // Continued: the staged name gets a private copy of what it had, then the rest.
+    let dest = dir.path().join("partial.bin");
+    let other = dir.path().join("content-b");
+    std::fs::write(&dest, &data[..100_000]).unwrap();
+    std::fs::hard_link(&dest, &other).unwrap();
+    let body = f.open(&url, Some(&dest)).await.unwrap();
+    assert_eq!(body.info().resumed_from, 100_000);
+    body.save(&dest, &|_| {}).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    assert_eq!(std::fs::read(&other).unwrap(), &data[..100_000]);
+}
+
 #[tokio::test]
 async fn internal_addresses_are_refused_before_any_connection() {
     init();

@@ -56,7 +56,10 @@ async fn copy_into_place(source: &Path, dest: &Path) -> std::io::Result<u64> {
 }
 
 /// SHA-256 of a file, reading it on a blocking thread, reporting bytes read.
-async fn digest(path: &Path, progress: &(dyn Fn(u64) + Send + Sync)) -> std::io::Result<String> {
+pub(crate) async fn digest(
+    path: &Path,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> std::io::Result<String> {
     use std::io::Read;
     let path = path.to_owned();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

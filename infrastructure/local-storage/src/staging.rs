@@ -92,12 +92,28 @@ impl Staging for LocalStaging {
         );
         let staged = self.file(job_id, path);
         let content = self.content(sha256);
-        if tokio::fs::metadata(&content).await.is_ok() {
+        let known = match tokio::fs::metadata(&content).await {
+            Ok(_) => {
+                // An entry is only trusted once its bytes are checked against its name.
+                let actual = crate::digest(&content, &|_| {}).await?;
+                if actual != sha256 {
+                    tracing::warn!(%sha256, %actual, "a content entry no longer matches its hash: replaced");
+                }
+                actual == sha256
+            }
+            Err(_) => false,
+        };
+        if known {
             // Known content: the staged copy becomes a link to it (one copy on disk).
             tokio::fs::remove_file(&staged).await?;
             link_or_copy(&content, &staged).await?;
         } else {
-            link_or_copy(&staged, &content).await?;
+            // New (or broken) entry: it becomes a name of the staged file, swapped in whole.
+            let tmp = self
+                .content_dir()
+                .join(format!(".{sha256}.{}", uuid::Uuid::new_v4()));
+            link_or_copy(&staged, &tmp).await?;
+            tokio::fs::rename(&tmp, &content).await?;
         }
         self.sweep(sha256).await;
         Ok(())
@@ -156,7 +172,7 @@ mod tests {
         let s = LocalStaging::new(dir.path());
         let (a, b) = (JobId::new(), JobId::new());
         let name = SafePath::parse("file.iso").unwrap();
-        let sha = "ab".repeat(32);
+        let sha = sha256_hex(b"same bytes");
         for job in [a, b] {
             let f = s.file(job, &name);
             std::fs::create_dir_all(f.parent().unwrap()).unwrap();
@@ -187,8 +203,36 @@ mod tests {
         let f = s.file(c, &name);
         std::fs::create_dir_all(f.parent().unwrap()).unwrap();
         std::fs::write(&f, b"other").unwrap();
-        s.adopt(c, &name, &"cd".repeat(32)).await.unwrap();
+        s.adopt(c, &name, &sha256_hex(b"other")).await.unwrap();
         assert!(!s.content(&sha).exists());
         assert!(s.adopt(c, &name, "../../etc").await.is_err());
+    }
+
+    fn sha256_hex(bytes: &[u8]) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(bytes))
+    }
+
+    #[tokio::test]
+    async fn a_content_entry_that_no_longer_matches_its_hash_is_never_linked() {
+        // Issue 8, defect 1: a later job linked to a damaged entry would deliver its damage.
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStaging::new(dir.path());
+        let name = SafePath::parse("file.iso").unwrap();
+        let sha = sha256_hex(b"the real bytes");
+        std::fs::create_dir_all(dir.path().join(".content")).unwrap();
+        std::fs::write(s.content(&sha), b"damaged bytes!").unwrap();
+        let job = JobId::new();
+        let f = s.file(job, &name);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, b"the real bytes").unwrap();
+        s.adopt(job, &name, &sha).await.unwrap();
+        assert_eq!(std::fs::read(&f).unwrap(), b"the real bytes");
+        assert_eq!(std::fs::read(s.content(&sha)).unwrap(), b"the real bytes");
+        assert_eq!(
+            links(&std::fs::metadata(&f).unwrap()),
+            2,
+            "one copy on disk"
+        );
     }
 }

@@ -1,8 +1,14 @@
 //! The embedded BitTorrent engine: librqbit behind the `TorrentEngine` port.
 //!
-//! Each job downloads into `{staging}/{job id}/`, with a multi-file torrent's files under
-//! its name (`{staging}/{job}/{name}/{path}`), so the job's [`SafePath`]s are exactly the
-//! paths on disk. Torrent metadata is validated by [`inspect`] before anything is written.
+//! A torrent's data belongs to the engine while it downloads: one copy per info-hash under
+//! `{staging}/.torrents/{info hash}/data/`, shared by every job that wants it (one librqbit
+//! session runs a torrent once; jobs of different owners may want the same one). Each job
+//! that holds the data has a marker `{staging}/.torrents/{info hash}/jobs/{job id}`, so a
+//! paused job keeps its share across restarts, and the copy goes when the last job lets go.
+//! A finished job's files are handed over into `{staging}/{job id}/` as hard links (a file
+//! librqbit has finished is never written again, and the vendored librqbit never writes
+//! through a file with other names), where the job's [`SafePath`]s are exactly the paths
+//! on disk. Torrent metadata is validated by [`inspect`] before anything is written.
 //!
 //! Peers at internal addresses the operator has not allowed (`peer_policy`) are neither
 //! connected to nor accepted: the session gets them as its block list, which the vendored
@@ -16,10 +22,10 @@ pub mod testing;
 
 pub use package::{Packager, piece_length_for};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
@@ -105,12 +111,55 @@ pub struct RqbitEngine {
     session: Arc<Session>,
     staging: LocalStaging,
     running: Mutex<HashMap<JobId, Running>>,
+    /// Starting and letting go of torrents one at a time: whether a torrent is shared, and
+    /// whether its data may go, depends on every job's share.
+    turns: tokio::sync::Mutex<()>,
 }
 
 struct Running {
     handle: Arc<ManagedTorrent>,
-    /// (file index, length) of the files the job wants.
-    wanted: Vec<(usize, u64)>,
+    /// The folder the torrent's paths (its files' [`SafePath`]s) start from.
+    base: PathBuf,
+    /// The engine's data folder, `{staging}/.torrents/{info hash}`, unless the job brought
+    /// its own data (seeding).
+    shared: Option<PathBuf>,
+    /// The job's selection (`None`: every file).
+    only: Option<Vec<usize>>,
+    /// (file index, length, path) of the files the job wants.
+    wanted: Vec<(usize, u64, ferry_domain::SafePath)>,
+}
+
+/// The folder of `info_hash`'s shared data and its holders.
+fn torrent_dir(staging: &Path, info_hash: &str) -> PathBuf {
+    staging.join(".torrents").join(info_hash)
+}
+
+fn marker(shared: &Path, job_id: JobId) -> PathBuf {
+    shared.join("jobs").join(job_id.to_string())
+}
+
+/// Whether a job still holds `shared`'s data.
+fn has_holders(shared: &Path) -> bool {
+    std::fs::read_dir(shared.join("jobs")).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// Hard-links `from` to `to` (copying across file systems), replacing what `to` was.
+fn place(from: &Path, to: &Path) -> std::io::Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::remove_file(to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if std::fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    let tmp = to.with_extension("ferry-partial");
+    std::fs::copy(from, &tmp)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, to)
 }
 
 impl RqbitEngine {
@@ -174,6 +223,7 @@ impl RqbitEngine {
             session,
             staging: LocalStaging::new(config.staging_dir),
             running: Mutex::new(HashMap::new()),
+            turns: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -221,21 +271,30 @@ impl TorrentEngine for RqbitEngine {
     }
 
     async fn start(&self, spec: TorrentSpec) -> Result<(), EngineError> {
+        let _turn = self.turns.lock().await;
         if self.running().contains_key(&spec.job_id) {
             return Ok(());
         }
         let meta = inspect(&spec.metainfo)?;
-        let mut folder = spec
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| self.staging.job_dir(spec.job_id));
+        let (base, shared) = match spec.data_dir.clone() {
+            Some(dir) => (dir, None),
+            None => {
+                let shared = torrent_dir(self.staging.root(), &meta.info_hash.to_hex());
+                let base = shared.join("data");
+                self.take_share(spec.job_id, &shared, &base)
+                    .await
+                    .map_err(|e| unexpected(e.context("preparing the torrent's data folder")))?;
+                (base, Some(shared))
+            }
+        };
+        let mut folder = base.clone();
         if let Some(top) = torrent_folder(&meta) {
             folder.push(top);
         }
         let opts = AddTorrentOptions {
             only_files: spec.only_files.clone(),
             output_folder: Some(folder.to_string_lossy().into_owned()),
-            // Our own job folder: reuse what an earlier run of this job wrote.
+            // The engine's own folder: reuse what an earlier run wrote.
             overwrite: true,
             initial_peers: Some(spec.peers.clone()).filter(|p| !p.is_empty()),
             ..Default::default()
@@ -245,36 +304,48 @@ impl TorrentEngine for RqbitEngine {
             .add_torrent(AddTorrent::from_bytes(spec.metainfo.clone()), Some(opts))
             .await
             .map_err(|e| unexpected(e.context("adding the torrent")))?;
-        let handle = match response {
-            AddTorrentResponse::Added(_, handle) => handle,
-            AddTorrentResponse::AlreadyManaged(_, handle) => {
-                let mine = self
-                    .running()
-                    .values()
-                    .any(|r| Arc::ptr_eq(&r.handle, &handle));
-                if !mine {
-                    return Err(EngineError::Busy);
+        let mut wanted = Vec::new();
+        for f in &meta.files {
+            if spec
+                .only_files
+                .as_ref()
+                .is_none_or(|o| o.contains(&f.index))
+            {
+                wanted.push((f.index, f.size, f.safe_path()?));
+            }
+        }
+        let mut running = Running {
+            handle: match &response {
+                AddTorrentResponse::Added(_, handle)
+                | AddTorrentResponse::AlreadyManaged(_, handle) => handle.clone(),
+                AddTorrentResponse::ListOnly(_) => {
+                    return Err(unexpected(anyhow::anyhow!(
+                        "the engine only listed the torrent"
+                    )));
                 }
-                handle
-            }
-            AddTorrentResponse::ListOnly(_) => {
-                return Err(unexpected(anyhow::anyhow!(
-                    "the engine only listed the torrent"
-                )));
-            }
+            },
+            base,
+            shared,
+            only: spec.only_files.clone(),
+            wanted,
         };
-        let wanted = meta
-            .files
-            .iter()
-            .filter(|f| {
-                spec.only_files
-                    .as_ref()
-                    .is_none_or(|o| o.contains(&f.index))
-            })
-            .map(|f| (f.index, f.size))
-            .collect();
-        self.running()
-            .insert(spec.job_id, Running { handle, wanted });
+        if let AddTorrentResponse::AlreadyManaged(_, handle) = response {
+            // Another job runs this torrent: share it, with its data where it is.
+            let Some(base) = self
+                .running()
+                .values()
+                .find(|r| Arc::ptr_eq(&r.handle, &handle))
+                .map(|r| r.base.clone())
+            else {
+                return Err(EngineError::Busy);
+            };
+            running.base = base;
+            self.running().insert(spec.job_id, running);
+            self.select_for_holders(&handle).await?;
+            tracing::info!(job_id = %spec.job_id, info_hash = %meta.info_hash, "sharing a torrent another job runs");
+            return Ok(());
+        }
+        self.running().insert(spec.job_id, running);
         Ok(())
     }
 
@@ -285,15 +356,32 @@ impl TorrentEngine for RqbitEngine {
             (r.handle.clone(), r.wanted.clone())
         };
         let s = handle.stats();
+        // While it checks the data already on disk librqbit reports the bytes it has checked
+        // as progress; those are not downloaded bytes, and reporting them made progress jump
+        // up then back to zero (issue 8, defect 15).
+        let checking = matches!(s.state, librqbit::TorrentStatsState::Initializing { .. });
         // librqbit counts whole pieces, including the parts of boundary pieces that belong
         // to files the job did not select: count the selected files' bytes instead.
-        let (bytes_done, bytes_total) = if s.file_progress.is_empty() {
+        let (bytes_done, bytes_total) = if checking {
+            (0, s.total_bytes)
+        } else if s.file_progress.is_empty() {
             (s.progress_bytes, s.total_bytes)
         } else {
-            wanted.iter().fold((0, 0), |(done, total), (index, len)| {
-                let have = s.file_progress.get(*index).copied().unwrap_or(0).min(*len);
-                (done + have, total + len)
-            })
+            wanted
+                .iter()
+                .fold((0, 0), |(done, total), (index, len, _)| {
+                    let have = s.file_progress.get(*index).copied().unwrap_or(0).min(*len);
+                    (done + have, total + len)
+                })
+        };
+        // A shared torrent may still fetch files other jobs want: this job is finished when
+        // its own files are.
+        let finished = if s.file_progress.is_empty() {
+            s.finished
+        } else {
+            wanted
+                .iter()
+                .all(|(index, len, _)| s.file_progress.get(*index).is_some_and(|have| have >= len))
         };
         let to_bps = |mbps: f64| (mbps * 1024.0 * 1024.0) as u64;
         let (download_rate, upload_rate, peers) = s.live.as_ref().map_or((0, 0, 0), |l| {
@@ -310,19 +398,147 @@ impl TorrentEngine for RqbitEngine {
             upload_rate,
             uploaded_bytes: s.uploaded_bytes,
             peers,
-            finished: s.finished,
+            finished: finished && !checking,
+            checking,
             error: s.error,
         })
     }
 
     async fn stop(&self, job_id: JobId, delete_data: bool) -> Result<(), EngineError> {
+        let _turn = self.turns.lock().await;
+        let running = self.running().remove(&job_id);
+        if let Some(r) = &running {
+            self.let_go(r).await?;
+        }
+        if delete_data {
+            self.drop_share(job_id, running.as_ref().and_then(|r| r.shared.clone()))
+                .await
+                .map_err(|e| unexpected(e.context("removing the torrent's data")))?;
+        }
+        Ok(())
+    }
+
+    async fn hand_over(&self, job_id: JobId) -> Result<(), EngineError> {
+        let _turn = self.turns.lock().await;
+        let (base, wanted) = {
+            let running = self.running();
+            let r = running.get(&job_id).ok_or(EngineError::NotRunning)?;
+            (r.base.clone(), r.wanted.clone())
+        };
+        let job_dir = self.staging.job_dir(job_id);
+        let placed = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            for (_, _, path) in &wanted {
+                let from = path.components().fold(base.clone(), |p, c| p.join(c));
+                let to = path.components().fold(job_dir.clone(), |p, c| p.join(c));
+                place(&from, &to)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| unexpected(e.into()))?;
+        placed.map_err(|e| unexpected(anyhow::Error::new(e).context("handing the files over")))?;
         let Some(running) = self.running().remove(&job_id) else {
             return Ok(());
         };
+        self.let_go(&running).await?;
+        self.drop_share(job_id, running.shared.clone())
+            .await
+            .map_err(|e| unexpected(e.context("removing the torrent's data")))
+    }
+}
+
+impl RqbitEngine {
+    /// Records `job_id` as a holder of `shared`'s data. A job staged before data was shared
+    /// (its data in its own folder) brings that data along.
+    async fn take_share(&self, job_id: JobId, shared: &Path, base: &Path) -> anyhow::Result<()> {
+        let mark = marker(shared, job_id);
+        tokio::fs::create_dir_all(mark.parent().context("a marker has a folder")?).await?;
+        let own = self.staging.job_dir(job_id);
+        if tokio::fs::metadata(base).await.is_err() && tokio::fs::metadata(&own).await.is_ok() {
+            tokio::fs::rename(&own, base).await?;
+        }
+        tokio::fs::create_dir_all(base).await?;
+        tokio::fs::write(&mark, b"").await?;
+        Ok(())
+    }
+
+    /// `job_id` no longer holds its share of a torrent's data; the data goes once no job
+    /// holds it and no running job uses it. Finds the share when the job is not running.
+    async fn drop_share(&self, job_id: JobId, shared: Option<PathBuf>) -> anyhow::Result<()> {
+        let torrents = self.staging.root().join(".torrents");
+        let shares: Vec<PathBuf> = match shared {
+            Some(s) => vec![s],
+            None => match std::fs::read_dir(&torrents) {
+                Ok(dir) => dir
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| marker(p, job_id).exists())
+                    .collect(),
+                Err(_) => Vec::new(),
+            },
+        };
+        for shared in shares {
+            match tokio::fs::remove_file(marker(&shared, job_id)).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            let in_use = self.running().values().any(|r| {
+                r.shared.as_deref() == Some(shared.as_path()) || r.base.starts_with(&shared)
+            });
+            if !in_use && !has_holders(&shared) {
+                match tokio::fs::remove_dir_all(&shared).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+                tracing::debug!(folder = %shared.display(), "torrent data removed");
+            }
+        }
+        Ok(())
+    }
+
+    /// After a job left `r.handle`: the torrent stops when no job uses it, or fetches only
+    /// what the remaining jobs want.
+    async fn let_go(&self, r: &Running) -> Result<(), EngineError> {
+        let others = self
+            .running()
+            .values()
+            .any(|o| Arc::ptr_eq(&o.handle, &r.handle));
+        if others {
+            return self.select_for_holders(&r.handle).await;
+        }
         self.session
-            .delete(TorrentIdOrHash::Id(running.handle.id()), delete_data)
+            .delete(TorrentIdOrHash::Id(r.handle.id()), false)
             .await
             .map_err(|e| unexpected(e.context("removing the torrent")))
+    }
+
+    /// Makes a shared torrent fetch the union of what its jobs want.
+    async fn select_for_holders(&self, handle: &Arc<ManagedTorrent>) -> Result<(), EngineError> {
+        let wanted: Option<HashSet<usize>> = {
+            let running = self.running();
+            let mut union = HashSet::new();
+            let mut all = false;
+            for r in running.values().filter(|r| Arc::ptr_eq(&r.handle, handle)) {
+                match &r.only {
+                    None => all = true,
+                    Some(only) => union.extend(only.iter().copied()),
+                }
+            }
+            (!all).then_some(union)
+        };
+        let wanted = match wanted {
+            Some(w) => w,
+            None => match handle.metadata.load().as_ref() {
+                Some(m) => (0..m.file_infos.len()).collect(),
+                None => return Ok(()),
+            },
+        };
+        self.session
+            .update_only_files(handle, &wanted)
+            .await
+            .map_err(|e| unexpected(e.context("choosing the shared torrent's files")))
     }
 }
 

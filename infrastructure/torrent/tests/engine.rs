@@ -52,5 +52,119 @@ async fn librqbit_passes_the_contract() {
     .unwrap();
     let staging = LocalStaging::new(dir.path().join("staging"));
     torrent_engine_contract(&engine, &Inspector, &staging, &fixture).await;
+    // Every job let go of the torrent: the engine's copy of its data is gone.
+    let torrents = dir.path().join("staging/.torrents");
+    let left: Vec<_> = std::fs::read_dir(&torrents)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "torrent data left behind: {left:?}");
     engine.shutdown().await;
+}
+
+fn engine_config(staging: std::path::PathBuf, listen: bool) -> EngineConfig {
+    EngineConfig {
+        staging_dir: staging,
+        listen: listen.then(|| "127.0.0.1:0".parse().unwrap()),
+        dht: false,
+        lsd: false,
+        upnp: false,
+        download_limit_bps: None,
+        upload_limit_bps: None,
+        peer_limit: None,
+        peer_policy: ferry_domain::AddressPolicy {
+            allow: vec!["127.0.0.1/32".parse().unwrap()],
+        },
+    }
+}
+
+/// Issue 8, defect 1: a staged file with another name (a delivered copy, a content entry)
+/// is repaired from peers without the other name changing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repairing_a_file_never_writes_through_its_other_names() {
+    use ferry_application::ports::{Staging, TorrentEngine, TorrentSpec};
+    use std::time::Duration;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("seed");
+    std::fs::create_dir_all(&content).unwrap();
+    let data: Vec<u8> = (0..400_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(content.join("movie.bin"), &data).unwrap();
+    let created = librqbit::create_torrent(
+        &content.join("movie.bin"),
+        librqbit::CreateTorrentOptions {
+            name: None,
+            trackers: vec![],
+            piece_length: Some(65536),
+        },
+        &librqbit::spawn_utils::BlockingSpawner::new(2),
+    )
+    .await
+    .unwrap();
+    let metainfo = created.as_bytes().unwrap().to_vec();
+
+    let seeder = RqbitEngine::start(engine_config(dir.path().join("s-staging"), true))
+        .await
+        .unwrap();
+    let seed_job = ferry_domain::JobId::new();
+    seeder
+        .start(TorrentSpec {
+            job_id: seed_job,
+            metainfo: metainfo.clone(),
+            only_files: None,
+            peers: vec![],
+            data_dir: Some(content.clone()),
+        })
+        .await
+        .unwrap();
+
+    // The downloader has the file with its first piece damaged, and the same file has
+    // another name (as a delivered copy would).
+    let leecher = RqbitEngine::start(engine_config(dir.path().join("l-staging"), true))
+        .await
+        .unwrap();
+    let staging = LocalStaging::new(dir.path().join("l-staging"));
+    let job = ferry_domain::JobId::new();
+    let name = SafePath::parse("movie.bin").unwrap();
+    let staged = staging.file(job, &name);
+    std::fs::create_dir_all(staged.parent().unwrap()).unwrap();
+    let mut damaged = data.clone();
+    damaged[..1000].fill(0xAA);
+    std::fs::write(&staged, &damaged).unwrap();
+    let delivered = dir.path().join("delivered-movie.bin");
+    std::fs::hard_link(&staged, &delivered).unwrap();
+
+    leecher
+        .start(TorrentSpec {
+            job_id: job,
+            metainfo,
+            only_files: None,
+            peers: vec![seeder.listen_addr().unwrap()],
+            data_dir: None,
+        })
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = leecher.stats(job).await.unwrap();
+        if s.finished {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never repaired: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    leecher.hand_over(job).await.unwrap();
+    assert!(
+        std::fs::read(staging.file(job, &name)).unwrap() == data,
+        "repaired"
+    );
+    assert!(
+        std::fs::read(&delivered).unwrap() == damaged,
+        "the other name was written through"
+    );
+    leecher.shutdown().await;
+    seeder.stop(seed_job, false).await.unwrap();
+    seeder.shutdown().await;
 }

@@ -156,6 +156,8 @@ impl DerefMut for OpenedFileLocked {
 #[derive(Debug)]
 pub(crate) struct OpenedFile {
     file: RwLock<OpenedFileLocked>,
+    /// Ferry: the file has been checked to have no other names (see `ensure_private`).
+    private: std::sync::atomic::AtomicBool,
 }
 
 impl OpenedFile {
@@ -167,12 +169,14 @@ impl OpenedFile {
                 #[cfg(windows)]
                 tried_marking_sparse: false,
             }),
+            private: Default::default(),
         }
     }
 
     pub fn new_dummy() -> Self {
         Self {
             file: RwLock::new(Default::default()),
+            private: Default::default(),
         }
     }
 
@@ -180,7 +184,44 @@ impl OpenedFile {
         let f = std::mem::take(&mut *self.file.write());
         Ok(Self {
             file: RwLock::new(f),
+            private: Default::default(),
         })
+    }
+
+    /// Ferry: called before the first write. A file with other names (hard links: a copy
+    /// already delivered, a content-store entry, another job's staged file) is first
+    /// replaced by a private copy under its own name, so writing never changes what the
+    /// other names show.
+    pub fn ensure_private(&self) -> anyhow::Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.private.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut g = self.file.write();
+        if self.private.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        #[cfg(unix)]
+        if let Some(fd) = g.fd.as_ref() {
+            use std::os::unix::fs::MetadataExt;
+            if fd.metadata()?.nlink() > 1 {
+                let mut tmp = g.path.clone().into_os_string();
+                tmp.push(".ferry-private");
+                let tmp = PathBuf::from(tmp);
+                std::fs::copy(&g.path, &tmp)
+                    .with_context(|| format!("copying {:?} before writing to it", g.path))?;
+                std::fs::File::open(&tmp)?.sync_all()?;
+                std::fs::rename(&tmp, &g.path)?;
+                let fresh = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&g.path)?;
+                tracing::debug!(path = ?g.path, "file had other names: writing to a private copy");
+                g.fd = Some(fresh);
+            }
+        }
+        self.private.store(true, Ordering::Release);
+        Ok(())
     }
 
     pub fn lock_read(&self) -> crate::Result<impl Deref<Target = File>> {
@@ -264,6 +305,28 @@ mod tests {
                 assert_eq!(&tmp_buf[..bufsize], buf);
             }
         }
+    }
+
+    // Ferry: a file with another name is copied before the first write; the other name keeps
+    // its bytes.
+    #[cfg(unix)]
+    #[test]
+    fn writes_never_go_through_a_file_with_other_names() {
+        let td = TempDir::with_prefix("ferry_private").unwrap();
+        let path = td.path().join("f");
+        let other = td.path().join("delivered");
+        std::fs::write(&path, b"aaaa").unwrap();
+        std::fs::hard_link(&path, &other).unwrap();
+        let fd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let of = super::OpenedFile::new(path.clone(), fd);
+        of.ensure_private().unwrap();
+        of.lock_read().unwrap().pwrite_all(0, b"bb").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"bbaa");
+        assert_eq!(std::fs::read(&other).unwrap(), b"aaaa");
     }
 
     #[test]
