@@ -39,7 +39,7 @@ use librqbit::api::TorrentIdOrHash;
 use librqbit::limits::LimitsConfig;
 use librqbit::{
     AddTorrent, AddTorrentOptions, AddTorrentResponse, ListenerMode, ListenerOptions,
-    ManagedTorrent, Session, SessionOptions,
+    ManagedTorrent, ManagedTorrentState, Session, SessionOptions,
 };
 
 pub use inspect::{MAX_METAINFO_BYTES, inspect};
@@ -350,11 +350,19 @@ impl TorrentEngine for RqbitEngine {
     }
 
     async fn stats(&self, job_id: JobId) -> Result<EngineStats, EngineError> {
-        let (handle, wanted) = {
+        let (handle, wanted, shared) = {
             let running = self.running();
             let r = running.get(&job_id).ok_or(EngineError::NotRunning)?;
-            (r.handle.clone(), r.wanted.clone())
+            let holders = running
+                .values()
+                .filter(|o| Arc::ptr_eq(&o.handle, &r.handle))
+                .count();
+            (r.handle.clone(), r.wanted.clone(), holders > 1)
         };
+        if shared {
+            // Its files may not have changed yet if it was checking its data when they did.
+            self.select_for_holders(&handle).await?;
+        }
         let s = handle.stats();
         // While it checks the data already on disk librqbit reports the bytes it has checked
         // as progress; those are not downloaded bytes, and reporting them made progress jump
@@ -514,7 +522,9 @@ impl RqbitEngine {
             .map_err(|e| unexpected(e.context("removing the torrent")))
     }
 
-    /// Makes a shared torrent fetch the union of what its jobs want.
+    /// Makes a shared torrent fetch the union of what its jobs want. librqbit cannot change
+    /// a torrent's files while it checks its data: then the change waits for a later call
+    /// (`stats` makes one every tick).
     async fn select_for_holders(&self, handle: &Arc<ManagedTorrent>) -> Result<(), EngineError> {
         let wanted: Option<HashSet<usize>> = {
             let running = self.running();
@@ -528,17 +538,23 @@ impl RqbitEngine {
             }
             (!all).then_some(union)
         };
-        let wanted = match wanted {
-            Some(w) => w,
-            None => match handle.metadata.load().as_ref() {
-                Some(m) => (0..m.file_infos.len()).collect(),
-                None => return Ok(()),
-            },
+        let Some(count) = handle.metadata.load().as_ref().map(|m| m.file_infos.len()) else {
+            return Ok(());
         };
-        self.session
-            .update_only_files(handle, &wanted)
-            .await
-            .map_err(|e| unexpected(e.context("choosing the shared torrent's files")))
+        let wanted = wanted.unwrap_or_else(|| (0..count).collect());
+        let current: HashSet<usize> = handle
+            .only_files()
+            .map_or_else(|| (0..count).collect(), |o| o.into_iter().collect());
+        let checking = || handle.with_state(|s| matches!(s, ManagedTorrentState::Initializing(_)));
+        if current == wanted || checking() {
+            return Ok(());
+        }
+        match self.session.update_only_files(handle, &wanted).await {
+            Ok(()) => Ok(()),
+            // It started checking in between: the next call applies the change.
+            Err(_) if checking() => Ok(()),
+            Err(e) => Err(unexpected(e.context("choosing the shared torrent's files"))),
+        }
     }
 }
 
