@@ -5,6 +5,8 @@
 //! session runs a torrent once; jobs of different owners may want the same one). Each job
 //! that holds the data has a marker `{staging}/.torrents/{info hash}/jobs/{job id}`, so a
 //! paused job keeps its share across restarts, and the copy goes when the last job lets go.
+//! An engine locks every share it runs (workers may share one staging volume); a job whose
+//! torrent another process runs gets a share of its own, `.torrents/{info hash}.{job id}`.
 //! A finished job's files are handed over into `{staging}/{job id}/` as hard links (a file
 //! librqbit has finished is never written again, and the vendored librqbit never writes
 //! through a file with other names), where the job's [`SafePath`]s are exactly the paths
@@ -114,6 +116,10 @@ pub struct RqbitEngine {
     /// Starting and letting go of torrents one at a time: whether a torrent is shared, and
     /// whether its data may go, depends on every job's share.
     turns: tokio::sync::Mutex<()>,
+    /// Locks (`{share}/lock`, `flock`) on the data folders this engine runs torrents in:
+    /// torrent workers may share one staging volume, and two processes must never write one
+    /// folder.
+    locks: Mutex<HashMap<PathBuf, std::fs::File>>,
 }
 
 struct Running {
@@ -136,6 +142,18 @@ fn torrent_dir(staging: &Path, info_hash: &str) -> PathBuf {
 
 fn marker(shared: &Path, job_id: JobId) -> PathBuf {
     shared.join("jobs").join(job_id.to_string())
+}
+
+/// The shares under `torrents` that `job_id` holds.
+fn shares_of(torrents: &Path, job_id: JobId) -> Vec<PathBuf> {
+    std::fs::read_dir(torrents)
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| marker(p, job_id).exists())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Whether a job still holds `shared`'s data.
@@ -224,6 +242,7 @@ impl RqbitEngine {
             staging: LocalStaging::new(config.staging_dir),
             running: Mutex::new(HashMap::new()),
             turns: tokio::sync::Mutex::new(()),
+            locks: Mutex::new(HashMap::new()),
         })
     }
 
@@ -279,12 +298,12 @@ impl TorrentEngine for RqbitEngine {
         let (base, shared) = match spec.data_dir.clone() {
             Some(dir) => (dir, None),
             None => {
-                let shared = torrent_dir(self.staging.root(), &meta.info_hash.to_hex());
-                let base = shared.join("data");
-                self.take_share(spec.job_id, &shared, &base)
+                let shared = self
+                    .take_share(spec.job_id, &meta.info_hash.to_hex())
                     .await
-                    .map_err(|e| unexpected(e.context("preparing the torrent's data folder")))?;
-                (base, Some(shared))
+                    .map_err(|e| unexpected(e.context("preparing the torrent's data folder")))?
+                    .ok_or(EngineError::Busy)?;
+                (shared.join("data"), Some(shared))
             }
         };
         let mut folder = base.clone();
@@ -419,7 +438,7 @@ impl TorrentEngine for RqbitEngine {
             self.let_go(r).await?;
         }
         if delete_data {
-            self.drop_share(job_id, running.as_ref().and_then(|r| r.shared.clone()))
+            self.drop_share(job_id, running.as_ref().map(|r| self.shares_used(r)))
                 .await
                 .map_err(|e| unexpected(e.context("removing the torrent's data")))?;
         }
@@ -449,52 +468,126 @@ impl TorrentEngine for RqbitEngine {
             return Ok(());
         };
         self.let_go(&running).await?;
-        self.drop_share(job_id, running.shared.clone())
+        self.drop_share(job_id, Some(self.shares_used(&running)))
             .await
             .map_err(|e| unexpected(e.context("removing the torrent's data")))
     }
 }
 
 impl RqbitEngine {
-    /// Records `job_id` as a holder of `shared`'s data. A job staged before data was shared
-    /// (its data in its own folder) brings that data along.
-    async fn take_share(&self, job_id: JobId, shared: &Path, base: &Path) -> anyhow::Result<()> {
-        let mark = marker(shared, job_id);
-        tokio::fs::create_dir_all(mark.parent().context("a marker has a folder")?).await?;
-        let own = self.staging.job_dir(job_id);
-        if tokio::fs::metadata(base).await.is_err() && tokio::fs::metadata(&own).await.is_ok() {
-            tokio::fs::rename(&own, base).await?;
+    /// Chooses where `job_id`'s torrent data lives and records the job as a holder: the
+    /// share the job already holds, else the torrent's common share, else — another process
+    /// (a second torrent worker on the same staging volume) runs that one — a share of the
+    /// job's own. `None` when another process runs this very job's share. A job staged before
+    /// data was shared (its data in its own folder) brings that data along.
+    async fn take_share(&self, job_id: JobId, info_hash: &str) -> anyhow::Result<Option<PathBuf>> {
+        let torrents = self.staging.root().join(".torrents");
+        let held = shares_of(&torrents, job_id);
+        let mut candidates = held.clone();
+        candidates.push(torrent_dir(self.staging.root(), info_hash));
+        candidates.push(torrents.join(format!("{info_hash}.{job_id}")));
+        for shared in candidates {
+            let mark = marker(&shared, job_id);
+            tokio::fs::create_dir_all(mark.parent().context("a marker has a folder")?).await?;
+            tokio::fs::write(&mark, b"").await?;
+            if !self.lock_share(&shared)? {
+                if !held.contains(&shared) {
+                    let _ = tokio::fs::remove_file(&mark).await;
+                }
+                continue;
+            }
+            for other in held.iter().filter(|h| **h != shared) {
+                // The job moved: its share there is another process's to clean up.
+                let _ = tokio::fs::remove_file(marker(other, job_id)).await;
+            }
+            let base = shared.join("data");
+            let own = self.staging.job_dir(job_id);
+            if tokio::fs::metadata(&base).await.is_err() && tokio::fs::metadata(&own).await.is_ok()
+            {
+                tokio::fs::rename(&own, &base).await?;
+            }
+            tokio::fs::create_dir_all(&base).await?;
+            return Ok(Some(shared));
         }
-        tokio::fs::create_dir_all(base).await?;
-        tokio::fs::write(&mark, b"").await?;
-        Ok(())
+        Ok(None)
+    }
+
+    /// Takes (or already holds) the lock on `shared`; `false` when another process has it.
+    fn lock_share(&self, shared: &Path) -> anyhow::Result<bool> {
+        let mut locks = self
+            .locks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if locks.contains_key(shared) {
+            return Ok(true);
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(shared.join("lock"))?;
+        match file.try_lock() {
+            Ok(()) => {
+                locks.insert(shared.to_owned(), file);
+                Ok(true)
+            }
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+        }
+    }
+
+    /// Releases the lock on `shared` when no running job of this engine uses it.
+    fn release_if_unused(&self, shared: &Path) {
+        if !self.in_use(shared) {
+            self.locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(shared);
+        }
+    }
+
+    /// The shares a running job used: its own, and the one its (shared) torrent runs in.
+    fn shares_used(&self, r: &Running) -> Vec<PathBuf> {
+        let torrents = self.staging.root().join(".torrents");
+        let mut shares: Vec<PathBuf> = r.shared.iter().cloned().collect();
+        if let Some(share) = r
+            .base
+            .parent()
+            .filter(|p| p.parent() == Some(torrents.as_path()))
+            && !shares.iter().any(|s| s == share)
+        {
+            shares.push(share.to_owned());
+        }
+        shares
+    }
+
+    fn in_use(&self, shared: &Path) -> bool {
+        self.running()
+            .values()
+            .any(|r| r.shared.as_deref() == Some(shared) || r.base.starts_with(shared))
     }
 
     /// `job_id` no longer holds its share of a torrent's data; the data goes once no job
-    /// holds it and no running job uses it. Finds the share when the job is not running.
-    async fn drop_share(&self, job_id: JobId, shared: Option<PathBuf>) -> anyhow::Result<()> {
-        let torrents = self.staging.root().join(".torrents");
-        let shares: Vec<PathBuf> = match shared {
-            Some(s) => vec![s],
-            None => match std::fs::read_dir(&torrents) {
-                Ok(dir) => dir
-                    .filter_map(Result::ok)
-                    .map(|e| e.path())
-                    .filter(|p| marker(p, job_id).exists())
-                    .collect(),
-                Err(_) => Vec::new(),
-            },
-        };
+    /// holds it and no process runs it. Finds the share when the job is not running.
+    async fn drop_share(&self, job_id: JobId, shares: Option<Vec<PathBuf>>) -> anyhow::Result<()> {
+        let shares =
+            shares.unwrap_or_else(|| shares_of(&self.staging.root().join(".torrents"), job_id));
         for shared in shares {
             match tokio::fs::remove_file(marker(&shared, job_id)).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e.into()),
             }
-            let in_use = self.running().values().any(|r| {
-                r.shared.as_deref() == Some(shared.as_path()) || r.base.starts_with(&shared)
-            });
-            if !in_use && !has_holders(&shared) {
+            if self.in_use(&shared) || has_holders(&shared) {
+                continue;
+            }
+            // Nobody here uses it; the lock tells whether another process does.
+            let free = match self.lock_share(&shared) {
+                Ok(free) => free,
+                Err(e) if shared.exists() => return Err(e),
+                Err(_) => continue,
+            };
+            if free && !has_holders(&shared) {
                 match tokio::fs::remove_dir_all(&shared).await {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -502,6 +595,7 @@ impl RqbitEngine {
                 }
                 tracing::debug!(folder = %shared.display(), "torrent data removed");
             }
+            self.release_if_unused(&shared);
         }
         Ok(())
     }
@@ -519,7 +613,11 @@ impl RqbitEngine {
         self.session
             .delete(TorrentIdOrHash::Id(r.handle.id()), false)
             .await
-            .map_err(|e| unexpected(e.context("removing the torrent")))
+            .map_err(|e| unexpected(e.context("removing the torrent")))?;
+        if let Some(shared) = &r.shared {
+            self.release_if_unused(shared);
+        }
+        Ok(())
     }
 
     /// Makes a shared torrent fetch the union of what its jobs want. librqbit cannot change

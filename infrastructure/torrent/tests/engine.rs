@@ -168,3 +168,79 @@ async fn repairing_a_file_never_writes_through_its_other_names() {
     seeder.stop(seed_job, false).await.unwrap();
     seeder.shutdown().await;
 }
+
+/// Torrent workers may share one staging volume: two engines never run a torrent in one
+/// folder, and each cleans up its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_on_one_staging_volume_never_share_a_folder() {
+    use ferry_application::ports::{TorrentEngine, TorrentSpec};
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("content");
+    std::fs::create_dir_all(&content).unwrap();
+    std::fs::write(content.join("f.bin"), vec![7u8; 100_000]).unwrap();
+    let created = librqbit::create_torrent(
+        &content.join("f.bin"),
+        librqbit::CreateTorrentOptions {
+            name: None,
+            trackers: vec![],
+            piece_length: Some(65536),
+        },
+        &librqbit::spawn_utils::BlockingSpawner::new(2),
+    )
+    .await
+    .unwrap();
+    let metainfo = created.as_bytes().unwrap().to_vec();
+    let hash = ferry_torrent::inspect(&metainfo)
+        .unwrap()
+        .info_hash
+        .to_hex();
+    let staging = dir.path().join("staging");
+    let one = RqbitEngine::start(engine_config(staging.clone(), false))
+        .await
+        .unwrap();
+    let two = RqbitEngine::start(engine_config(staging.clone(), false))
+        .await
+        .unwrap();
+    let (a, b) = (ferry_domain::JobId::new(), ferry_domain::JobId::new());
+    let spec = |job| TorrentSpec {
+        job_id: job,
+        metainfo: metainfo.clone(),
+        only_files: None,
+        peers: vec![],
+        data_dir: None,
+    };
+    one.start(spec(a)).await.unwrap();
+    two.start(spec(b)).await.unwrap();
+    let torrents = staging.join(".torrents");
+    assert!(
+        torrents
+            .join(&hash)
+            .join("jobs")
+            .join(a.to_string())
+            .exists()
+    );
+    assert!(
+        torrents
+            .join(format!("{hash}.{b}"))
+            .join("jobs")
+            .join(b.to_string())
+            .exists(),
+        "the second engine runs its job in a folder of its own"
+    );
+    assert!(
+        !torrents
+            .join(&hash)
+            .join("jobs")
+            .join(b.to_string())
+            .exists()
+    );
+    one.stop(a, true).await.unwrap();
+    two.stop(b, true).await.unwrap();
+    let left: Vec<_> = std::fs::read_dir(&torrents)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "torrent data left behind: {left:?}");
+    one.shutdown().await;
+    two.shutdown().await;
+}
