@@ -40,7 +40,7 @@ async fn a_first_start_logs_json_to_a_pipe_keeps_libraries_quiet_and_says_how_to
         .stderr(std::fs::File::create(&err).unwrap());
     let mut ferry = Proc {
         child: cmd.spawn().unwrap(),
-        name: "ferry",
+        name: "ferry".into(),
         log: err.clone(),
     };
 

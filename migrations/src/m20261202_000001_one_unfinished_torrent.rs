@@ -1,5 +1,8 @@
-//! One unfinished torrent job per owner and info-hash, enforced by the database: the
-//! duplicate check before an insert (or a retry) cannot see a concurrent one, the index can.
+//! One torrent job per owner and info-hash that is still downloading (queued, resolving,
+//! downloading or paused), enforced by the database: the duplicate check before an insert
+//! (or a retry) cannot see a concurrent one, the index can. (The check also refuses a new
+//! job while one uploads or seeds; the index leaves those out, so that finishing a download
+//! never trips over it.)
 //!
 //! An older database may already hold duplicates (the check raced): all but the oldest of
 //! each set are failed with `duplicate_job` first, keeping their rows and files.
@@ -10,7 +13,7 @@ use sea_orm_migration::prelude::*;
 pub struct Migration;
 
 const UNFINISHED: &str = "info_hash IS NOT NULL AND source_kind IN ('magnet', 'torrent') \
-     AND status NOT IN ('completed', 'cancelled', 'failed')";
+     AND status IN ('queued', 'resolving', 'downloading', 'paused')";
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
@@ -18,11 +21,12 @@ impl MigrationTrait for Migration {
         let db = manager.get_connection();
         let duplicates = format!(
             "UPDATE jobs SET status = 'failed', error_code = 'duplicate_job', \
-             error_message = 'an older unfinished job of this owner downloads the same torrent' \
+             error_message = 'an older job of this owner downloads the same torrent', \
+             finished_at = updated_at \
              WHERE {UNFINISHED} AND EXISTS (SELECT 1 FROM jobs older \
                WHERE older.owner = jobs.owner AND older.info_hash = jobs.info_hash \
                AND older.source_kind IN ('magnet', 'torrent') \
-               AND older.status NOT IN ('completed', 'cancelled', 'failed') \
+               AND older.status IN ('queued', 'resolving', 'downloading', 'paused') \
                AND (older.created_at < jobs.created_at \
                     OR (older.created_at = jobs.created_at AND older.id < jobs.id)))"
         );

@@ -125,7 +125,7 @@ async fn run_one(
             handler.abandon(lease).await;
             record(lease, "released", elapsed);
             // The queue refuses this if the lease is gone; otherwise the job runs again soon.
-            if let Err(e) = queue.release(lease).await {
+            if let Err(e) = queue.release(lease, Duration::ZERO).await {
                 tracing::warn!(error = %e, "could not release the message; it is delivered again after the lease");
             }
             return;
@@ -210,6 +210,7 @@ fn label(lease: &Lease, outcome: &StageOutcome, runner: &StageRunner) -> &'stati
         StageOutcome::Retry(_) => "retry",
         StageOutcome::Fail(_) => "failed",
         StageOutcome::Released => "released",
+        StageOutcome::Wait(_) => "waiting",
     }
 }
 
@@ -325,8 +326,8 @@ mod tests {
         async fn retry_later(&self, lease: &Lease, delay: Duration) -> Result<(), QueueError> {
             self.inner.retry_later(lease, delay).await
         }
-        async fn release(&self, lease: &Lease) -> Result<(), QueueError> {
-            self.inner.release(lease).await
+        async fn release(&self, lease: &Lease, after: Duration) -> Result<(), QueueError> {
+            self.inner.release(lease, after).await
         }
         async fn renew(&self, lease: &Lease) -> Result<(), QueueError> {
             if self.down.load(std::sync::atomic::Ordering::SeqCst) {

@@ -81,11 +81,13 @@ pub trait JobQueue: Send + Sync + 'static {
     /// `Unavailable` when the queue cannot be reached.
     async fn retry_later(&self, lease: &Lease, delay: Duration) -> Result<(), QueueError>;
 
-    /// Give the message back at once without counting an attempt (the worker stops).
+    /// Give the message back after `after` without counting an attempt: at once when the
+    /// worker stops (`Duration::ZERO`), later when the stage waits for something another
+    /// job holds.
     ///
     /// # Errors
     /// `Unavailable` when the queue cannot be reached.
-    async fn release(&self, lease: &Lease) -> Result<(), QueueError>;
+    async fn release(&self, lease: &Lease, after: Duration) -> Result<(), QueueError>;
 
     /// Keep holding the message while a long stage runs.
     ///

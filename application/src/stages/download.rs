@@ -370,6 +370,10 @@ fn engine_outcome(e: EngineError) -> StageOutcome {
         EngineError::UnsafePath(p) => {
             StageOutcome::Fail(JobError::new(codes::UNSAFE_PATH, p.to_string()))
         }
+        // Another job's run of the torrent stands in the way: wait for it, costing no attempt.
+        busy @ EngineError::Busy => {
+            StageOutcome::Wait(JobError::new(codes::ENGINE_ERROR, busy.to_string()))
+        }
         other => retry(codes::ENGINE_ERROR, other),
     }
 }

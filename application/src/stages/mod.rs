@@ -32,6 +32,9 @@ pub enum StageOutcome {
     Fail(JobError),
     /// The worker is stopping: give the message back untouched.
     Released,
+    /// Something another job holds stands in the way (its run of the same torrent): run
+    /// again after a while, without counting an attempt.
+    Wait(JobError),
 }
 
 #[async_trait]
@@ -91,7 +94,12 @@ impl StageRunner {
         let id = lease.job_id;
         match outcome {
             StageOutcome::Done => self.queue.ack(lease).await,
-            StageOutcome::Released => self.queue.release(lease).await,
+            StageOutcome::Released => self.queue.release(lease, Duration::ZERO).await,
+            StageOutcome::Wait(reason) => {
+                let after = self.policy.max_delay;
+                tracing::info!(job_id = %id, ?after, code = %reason.code, message = %reason.message, "stage waits for another job");
+                self.queue.release(lease, after).await
+            }
             StageOutcome::Fail(error) => {
                 tracing::warn!(job_id = %id, code = %error.code, message = %error.message, "stage failed permanently");
                 self.fail_job(lease, error).await;

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{StageHandler, StageOutcome, codes};
 use crate::lifecycle::Lifecycle;
 use crate::ports::{
-    EventKind, JobEvent, Lease, RepoError, Stage, Staging, TorrentEngine, TorrentSpec,
+    EngineError, EventKind, JobEvent, Lease, RepoError, Stage, Staging, TorrentEngine, TorrentSpec,
 };
 
 pub struct SeedStage {
@@ -81,8 +81,13 @@ impl SeedStage {
             peers: vec![],
             data_dir: Some(self.staging.seed_dir(job.id)),
         };
-        if let Err(e) = self.engine.start(spec).await {
-            return retry(codes::ENGINE_ERROR, e);
+        match self.engine.start(spec).await {
+            Ok(()) => {}
+            // Another job of this engine downloads the torrent: seed once it has finished.
+            Err(e @ EngineError::Busy) => {
+                return StageOutcome::Wait(JobError::new(codes::ENGINE_ERROR, e.to_string()));
+            }
+            Err(e) => return retry(codes::ENGINE_ERROR, e),
         }
         tracing::info!(job_id = %job.id, info_hash = %meta.info_hash, ?policy, "seeding");
         // Counters restart with the engine; what earlier runs uploaded is in the snapshot.

@@ -437,12 +437,31 @@ pub async fn job_queue_contract(queue: &dyn JobQueue) {
     assert_eq!(up.job_id, b);
 
     // Release gives the message back at once, same attempt.
-    queue.release(&up).await.unwrap();
+    queue.release(&up, Duration::ZERO).await.unwrap();
     let again = queue
         .claim(Stage::Upload, Duration::from_secs(2))
         .await
         .unwrap()
         .expect("released");
+    assert_eq!((again.job_id, again.attempt), (b, 1));
+    // Or after a while (the stage waits for another job), still the same attempt.
+    queue
+        .release(&again, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(
+        queue
+            .claim(Stage::Upload, Duration::from_millis(50))
+            .await
+            .unwrap(),
+        None,
+        "not before the delay"
+    );
+    let again = queue
+        .claim(Stage::Upload, Duration::from_secs(3))
+        .await
+        .unwrap()
+        .expect("released later");
     assert_eq!((again.job_id, again.attempt), (b, 1));
 
     // Retry redelivers after the delay, as the next attempt.

@@ -41,13 +41,13 @@ impl Clock for FixedClock {
     }
 }
 
-/// Whether `job` in `status` would be a second unfinished torrent job of its owner for its
-/// info-hash (the SQL repositories' unique index `jobs_one_unfinished_torrent`).
+/// Whether `job` in `status` would be a second torrent job of its owner still downloading
+/// its info-hash (the SQL repositories' unique index `jobs_one_unfinished_torrent`).
 fn holds_torrent_place(jobs: &HashMap<JobId, Job>, job: &Job, status: JobStatus) -> bool {
     let unfinished = |s: JobStatus| {
-        !matches!(
+        matches!(
             s,
-            JobStatus::Completed | JobStatus::Cancelled | JobStatus::Failed
+            JobStatus::Queued | JobStatus::Resolving | JobStatus::Downloading | JobStatus::Paused
         )
     };
     let is_torrent = |j: &Job| !matches!(j.source, ferry_domain::JobSource::Url(_));
@@ -350,9 +350,9 @@ impl JobQueue for MemoryQueue {
         Ok(())
     }
 
-    async fn release(&self, lease: &Lease) -> Result<(), QueueError> {
+    async fn release(&self, lease: &Lease, after: Duration) -> Result<(), QueueError> {
         if self.settle(lease).is_some() {
-            self.push(lease.stage, lease.job_id, lease.attempt, Duration::ZERO);
+            self.push(lease.stage, lease.job_id, lease.attempt, after);
         }
         Ok(())
     }

@@ -7,62 +7,10 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
-/// What `scripts/test-deps.sh` said to do when the tests could not log in to PostgreSQL
-/// (it changes no server's authentication on a developer's machine unless asked).
-pub fn postgres_setup_needed() -> Option<String> {
-    let home = std::env::var_os("HOME")?;
-    std::fs::read_to_string(Path::new(&home).join(".cache/ferry-tools/postgres-setup-needed")).ok()
-}
-
-/// A fresh database on the PostgreSQL server the tests use; dropped on drop.
-pub struct FreshDb {
-    pub url: String,
-    admin: String,
-    name: String,
-}
-
-impl FreshDb {
-    pub fn create() -> Option<Self> {
-        let base = std::env::var("FERRY_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-        let name = format!("ferry_e2e_{}", uuid::Uuid::new_v4().simple());
-        let ok = Command::new("psql")
-            .arg(&base)
-            .args(["-q", "-c", &format!("CREATE DATABASE {name}")])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            if let Some(help) = postgres_setup_needed() {
-                panic!("{help}");
-            }
-            if std::env::var_os("CI").is_some() {
-                panic!("PostgreSQL at {base} is unavailable");
-            }
-            eprintln!("SKIPPED: PostgreSQL at {base} is unavailable");
-            return None;
-        }
-        let (prefix, _) = base.rsplit_once('/').unwrap();
-        Some(Self {
-            url: format!("{prefix}/{name}"),
-            admin: base,
-            name,
-        })
-    }
-}
-
-impl Drop for FreshDb {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .arg(&self.admin)
-            .args([
-                "-q",
-                "-c",
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-            ])
-            .status();
-    }
-}
+#[allow(unused_imports)]
+pub use ferry_testkit::postgres::{
+    FreshDatabase as FreshDb, setup_needed as postgres_setup_needed,
+};
 
 /// A redis-server of the test's own (so the test may stop and restart it).
 pub struct OwnRedis {
@@ -133,7 +81,7 @@ pub fn redis_cli(url: &str, args: &[&str]) -> String {
 /// The Redis the distributed tests use (`FERRY_TEST_REDIS_URL`, default the local one); each
 /// cluster takes a key prefix of its own.
 pub fn test_redis_url() -> String {
-    std::env::var("FERRY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    ferry_testkit::redis::server_url()
 }
 
 pub struct Cluster {

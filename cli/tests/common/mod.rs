@@ -12,9 +12,8 @@ pub mod origin;
 pub mod s3;
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -31,40 +30,13 @@ pub fn init() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-/// Whether the programs a test needs exist. In CI a missing one fails the test.
-pub fn require(programs: &[&str]) -> bool {
-    let missing: Vec<_> = programs
-        .iter()
-        .filter(|p| {
-            Command::new("sh")
-                .arg("-c")
-                .arg(format!("command -v {p}"))
-                .stdout(Stdio::null())
-                .status()
-                .map(|s| !s.success())
-                .unwrap_or(true)
-        })
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("missing programs in CI: {missing:?} (run scripts/test-deps.sh)");
-    }
-    eprintln!("SKIPPED: missing {missing:?}; scripts/test-deps.sh installs them");
-    false
-}
+#[allow(unused_imports)]
+pub use ferry_testkit::{Proc, free_port, require};
 
 /// A scratch folder for one test, and its path. With `FERRY_TEST_KEEP` set it is kept (and
 /// printed) so the logs of every process in it can be read afterwards.
 pub fn test_dir() -> (Option<tempfile::TempDir>, PathBuf) {
-    let mut dir = Some(tempfile::tempdir().unwrap());
-    let root = dir.as_ref().unwrap().path().to_owned();
-    if std::env::var_os("FERRY_TEST_KEEP").is_some() {
-        eprintln!("keeping {}", root.display());
-        let _ = dir.take().map(tempfile::TempDir::keep);
-    }
-    (dir, root)
+    ferry_testkit::scratch()
 }
 
 /// aria2c as an independent leecher: downloads `torrent` into `dir` (peers from its tracker,
@@ -93,88 +65,12 @@ pub fn aria2c_download(torrent: &Path, dir: &Path, timeout_secs: u32) -> bool {
         .success()
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub fn wait_for_port_pub(port: u16, what: &str) {
     wait_for_port(port, what)
 }
 
 fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not open port {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A child process killed when dropped.
-pub struct Proc {
-    pub child: Child,
-    pub name: &'static str,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    pub fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
-        let out = std::fs::File::create(&log).unwrap();
-        let err = out.try_clone().unwrap();
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        Self { child, name, log }
-    }
-
-    pub fn signal(&self, signal: i32) {
-        let pid = self.child.id() as i32;
-        assert_eq!(
-            unsafe_kill(pid, signal),
-            0,
-            "signal {signal} to {}",
-            self.name
-        );
-    }
-
-    /// Waits for exit; returns the status or `None` after `timeout`.
-    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-fn unsafe_kill(pid: i32, signal: i32) -> i32 {
-    // `kill` through the shell keeps this crate free of unsafe code.
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-    if status.success() { 0 } else { -1 }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    ferry_testkit::wait_for_port(port, what, Duration::from_secs(15));
 }
 
 /// Random files with their SHA-256.

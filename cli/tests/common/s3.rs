@@ -5,87 +5,33 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::*;
+pub use ferry_testkit::s3::{ACCESS, SECRET};
 
-pub const ACCESS: &str = "AKIDFERRYE2E";
-pub const SECRET: &str = "ferry-e2e-secret-key";
-
-pub fn s3s_fs_binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("FERRY_S3S_FS") {
-        return Some(PathBuf::from(p));
-    }
-    let cached = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/ferry-tools/bin/s3s-fs");
-    if cached.exists() {
-        return Some(cached);
-    }
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg("command -v s3s-fs")
-        .output()
-        .ok()?;
-    found
-        .status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&found.stdout).trim()))
-}
-
+/// An S3-compatible server of the test's own (see `ferry_testkit::s3`), with the aws CLI
+/// as the independent client.
 pub struct S3Server {
     pub port: u16,
     pub root: PathBuf,
-    _proc: Proc,
+    _server: ferry_testkit::s3::S3Server,
 }
 
 impl S3Server {
-    pub fn start(dir: &Path) -> Option<Self> {
-        let Some(bin) = s3s_fs_binary() else {
-            if std::env::var_os("CI").is_some() {
-                panic!("s3s-fs is missing (scripts/test-deps.sh installs it)");
-            }
-            eprintln!("SKIPPED: s3s-fs is missing; scripts/test-deps.sh installs it");
-            return None;
-        };
-        let root = dir.join("s3-data");
-        std::fs::create_dir_all(&root).unwrap();
-        let port = free_port();
-        let mut cmd = Command::new(bin);
-        cmd.args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--access-key",
-            ACCESS,
-            "--secret-key",
-            SECRET,
-        ])
-        .arg(&root);
-        let proc = Proc::spawn("s3s-fs", cmd, dir.join("s3s-fs.log"));
-        wait_for_port_pub(port, "s3s-fs");
-        Some(Self {
-            port,
-            root,
-            _proc: proc,
+    fn wrap(server: Option<ferry_testkit::s3::S3Server>) -> Option<Self> {
+        server.map(|s| Self {
+            port: s.port,
+            root: s.root.clone(),
+            _server: s,
         })
+    }
+
+    /// s3s-fs, which checks SigV4 signatures (data in `dir/s3-data`).
+    pub fn start(dir: &Path) -> Option<Self> {
+        Self::wrap(ferry_testkit::s3::S3Server::s3s_fs(dir))
     }
 
     /// moto's S3 server (`moto_server`, PyPI `moto[server]`); it takes any credentials.
     pub fn start_moto(dir: &Path) -> Option<Self> {
-        if !require(&["moto_server"]) {
-            return None;
-        }
-        let root = dir.join("moto");
-        std::fs::create_dir_all(&root).unwrap();
-        let port = free_port();
-        let mut cmd = Command::new("moto_server");
-        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        let proc = Proc::spawn("moto_server", cmd, dir.join("moto.log"));
-        wait_for_port_pub(port, "moto_server");
-        Some(Self {
-            port,
-            root,
-            _proc: proc,
-        })
+        Self::wrap(ferry_testkit::s3::S3Server::moto(dir))
     }
 
     pub fn endpoint(&self) -> String {

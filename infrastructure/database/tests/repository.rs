@@ -6,7 +6,7 @@ use ferry_application::testing::contracts::{
     job_repository_contract, profile_repository_contract, upload_sessions_contract,
 };
 use ferry_database::{SqlJobRepository, SqlProfileRepository, SqlUploadSessions, connect, migrate};
-use sea_orm::ConnectionTrait;
+use ferry_testkit::postgres::FreshDatabase;
 
 #[tokio::test]
 async fn sqlite_passes_the_contract() {
@@ -23,60 +23,9 @@ async fn sqlite_passes_the_contract() {
     upload_sessions_contract(&SqlUploadSessions::new(db)).await;
 }
 
-/// What `scripts/test-deps.sh` said to do when it could not set PostgreSQL up for the tests.
-fn setup_needed() -> Option<String> {
-    let home = std::env::var_os("HOME")?;
-    std::fs::read_to_string(
-        std::path::Path::new(&home).join(".cache/ferry-tools/postgres-setup-needed"),
-    )
-    .ok()
-}
-
-/// A fresh PostgreSQL database for one test, dropped afterwards.
-struct FreshPostgres {
-    admin: sea_orm::DatabaseConnection,
-    name: String,
-    url: String,
-}
-
-impl FreshPostgres {
-    async fn create() -> Option<Self> {
-        let base = std::env::var("FERRY_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-        let admin = match connect(&base).await {
-            Ok(db) => db,
-            // scripts/test-deps.sh could not set PostgreSQL up and said what to do.
-            Err(_) if setup_needed().is_some() => panic!("{}", setup_needed().unwrap()),
-            Err(e) if std::env::var_os("CI").is_none() => {
-                eprintln!("SKIPPED: PostgreSQL at {base} is unreachable ({e}); CI would fail here");
-                return None;
-            }
-            Err(e) => panic!("PostgreSQL at {base} is unreachable: {e}"),
-        };
-        let name = format!("ferry_test_{}", uuid::Uuid::new_v4().simple());
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let (prefix, _) = base.rsplit_once('/').unwrap();
-        let url = format!("{prefix}/{name}");
-        Some(Self { admin, name, url })
-    }
-
-    async fn drop_db(self) {
-        let _ = self
-            .admin
-            .execute_unprepared(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await;
-    }
-}
-
 #[tokio::test]
 async fn postgres_passes_the_contract() {
-    let Some(pg) = FreshPostgres::create().await else {
+    let Some(pg) = FreshDatabase::create() else {
         return;
     };
     let db = connect(&pg.url).await.unwrap();
@@ -86,5 +35,75 @@ async fn postgres_passes_the_contract() {
     profile_repository_contract(&SqlProfileRepository::new(db.clone())).await;
     upload_sessions_contract(&SqlUploadSessions::new(db.clone())).await;
     db.close().await.unwrap();
-    pg.drop_db().await;
+}
+
+/// Upgrading a database whose duplicate check raced: the older job keeps downloading, the
+/// newer fails with `duplicate_job` (stamped finished), and a job past its download stays
+/// as it was.
+async fn upgrade_with_duplicates(db: &sea_orm::DatabaseConnection) {
+    use ferry_application::ports::{JobRepository, Transition};
+    use ferry_domain::{FileSelection, InfoHash, Job, JobStatus, MagnetLink, OwnerId};
+    use ferry_migrations::{Migrator, MigratorTrait};
+    let before_index = Migrator::migrations().len() as u32 - 1;
+    Migrator::up(db, Some(before_index)).await.unwrap();
+    let repo = SqlJobRepository::new(db.clone());
+    let owner = OwnerId::parse("alice").unwrap();
+    let link = MagnetLink::parse(&format!(
+        "magnet:?xt=urn:btih:{}",
+        InfoHash::from_bytes([9; 20]).to_hex()
+    ))
+    .unwrap();
+    let at = |secs: i64| chrono::DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap();
+    let older = Job::from_magnet(owner.clone(), link.clone(), FileSelection::All, at(0));
+    let newer = Job::from_magnet(owner.clone(), link.clone(), FileSelection::All, at(10));
+    let seeding = Job::from_magnet(owner.clone(), link.clone(), FileSelection::All, at(20));
+    for job in [&older, &newer, &seeding] {
+        repo.insert(job).await.unwrap();
+    }
+    for (from, to) in [
+        (JobStatus::Queued, JobStatus::Resolving),
+        (JobStatus::Resolving, JobStatus::Downloading),
+        (JobStatus::Downloading, JobStatus::Uploading),
+        (JobStatus::Uploading, JobStatus::Completed),
+        (JobStatus::Completed, JobStatus::Seeding),
+    ] {
+        let change = Transition {
+            from,
+            to,
+            at: at(30),
+            error: None,
+        };
+        repo.transition(seeding.id, &change).await.unwrap();
+    }
+    Migrator::up(db, None).await.unwrap();
+    assert_eq!(repo.status(older.id).await.unwrap(), JobStatus::Queued);
+    let failed = repo.get(newer.id).await.unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.error.unwrap().code, "duplicate_job");
+    assert!(failed.finished_at.is_some());
+    assert_eq!(repo.status(seeding.id).await.unwrap(), JobStatus::Seeding);
+    // The index holds from now on.
+    let again = Job::from_magnet(owner, link, FileSelection::All, at(40));
+    assert!(matches!(
+        repo.insert(&again).await,
+        Err(ferry_application::ports::RepoError::AlreadyExists)
+    ));
+}
+
+#[tokio::test]
+async fn sqlite_upgrades_over_duplicate_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("up.db").display());
+    let db = connect(&url).await.unwrap();
+    upgrade_with_duplicates(&db).await;
+}
+
+#[tokio::test]
+async fn postgres_upgrades_over_duplicate_jobs() {
+    let Some(pg) = FreshDatabase::create() else {
+        return;
+    };
+    let db = connect(&pg.url).await.unwrap();
+    upgrade_with_duplicates(&db).await;
+    db.close().await.unwrap();
 }

@@ -155,10 +155,10 @@ impl JobQueue for EmbeddedQueue {
         Ok(())
     }
 
-    async fn release(&self, lease: &Lease) -> Result<(), QueueError> {
+    async fn release(&self, lease: &Lease, after: Duration) -> Result<(), QueueError> {
         let l = lease.clone();
         self.finish(lease, move |q, st| {
-            q.push(st, l.stage, l.job_id, l.attempt, Duration::ZERO);
+            q.push(st, l.stage, l.job_id, l.attempt, after);
         });
         Ok(())
     }

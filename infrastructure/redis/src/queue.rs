@@ -481,8 +481,15 @@ impl JobQueue for RedisQueue {
             .await
     }
 
-    async fn release(&self, lease: &Lease) -> Result<(), QueueError> {
-        self.run_settle(lease, "release", lease.attempt, 0, "")
+    async fn release(&self, lease: &Lease, after: Duration) -> Result<(), QueueError> {
+        if after.is_zero() {
+            return self
+                .run_settle(lease, "release", lease.attempt, 0, "")
+                .await;
+        }
+        // Delayed like a retry, as the same attempt.
+        let due = now_ms() + after.as_millis() as u64;
+        self.run_settle(lease, "retry", lease.attempt, due, "")
             .await
     }
 

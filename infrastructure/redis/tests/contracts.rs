@@ -9,18 +9,18 @@ use ferry_application::ports::{JobQueue, Lease, ProgressBus, QueueError, Replay,
 use ferry_application::testing::contracts::{job_queue_contract, progress_bus_contract};
 use ferry_domain::JobId;
 use ferry_redis::{Redis, RedisBus, RedisQueue};
+use ferry_testkit::redis::Prefix;
+use ferry_testkit::unavailable;
 
-async fn redis() -> Option<Redis> {
-    let url =
-        std::env::var("FERRY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = format!("ferry-test-{}", uuid::Uuid::new_v4().simple());
-    match Redis::connect(&url, &prefix).await {
-        Ok(r) => Some(r),
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: Redis at {url} is unreachable ({e:#}); CI would fail here");
+/// A connection under a key prefix of the test's own (its keys go when the prefix drops).
+async fn redis() -> Option<(Redis, Prefix)> {
+    let keys = Prefix::new();
+    match Redis::connect(&keys.url, &keys.prefix).await {
+        Ok(r) => Some((r, keys)),
+        Err(e) => {
+            unavailable(&format!("Redis at {}", keys.url), &format!("{e:#}"));
             None
         }
-        Err(e) => panic!("Redis at {url} is unreachable: {e:#}"),
     }
 }
 
@@ -31,7 +31,9 @@ fn message(lease: &Lease) -> &str {
 
 #[tokio::test]
 async fn queue_passes_the_contract() {
-    let Some(r) = redis().await else { return };
+    let Some((r, _keys)) = redis().await else {
+        return;
+    };
     job_queue_contract(&RedisQueue::new(
         r.clone(),
         "test-1",
@@ -43,14 +45,18 @@ async fn queue_passes_the_contract() {
 
 #[tokio::test]
 async fn bus_passes_the_contract() {
-    let Some(r) = redis().await else { return };
+    let Some((r, _keys)) = redis().await else {
+        return;
+    };
     progress_bus_contract(&RedisBus::new(r.clone())).await;
     r.delete_all().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_dead_workers_message_is_taken_over_after_the_lease() {
-    let Some(r) = redis().await else { return };
+    let Some((r, _keys)) = redis().await else {
+        return;
+    };
     let lease = Duration::from_millis(500);
     let a = RedisQueue::new(r.clone(), "worker-a", lease);
     let b = RedisQueue::new(r, "worker-b", lease);
@@ -92,7 +98,9 @@ async fn a_dead_workers_message_is_taken_over_after_the_lease() {
 
 #[tokio::test]
 async fn a_job_never_runs_a_stage_twice_at_once_and_duplicates_are_not_lost() {
-    let Some(r) = redis().await else { return };
+    let Some((r, _keys)) = redis().await else {
+        return;
+    };
     let q = RedisQueue::new(r, "w", Duration::from_secs(30));
     let job = JobId::new();
     q.enqueue(Stage::Download, job).await.unwrap();
@@ -124,7 +132,9 @@ async fn a_job_never_runs_a_stage_twice_at_once_and_duplicates_are_not_lost() {
 
 #[tokio::test]
 async fn dead_letters_are_counted() {
-    let Some(r) = redis().await else { return };
+    let Some((r, _keys)) = redis().await else {
+        return;
+    };
     let q = RedisQueue::new(r, "w", Duration::from_secs(30));
     let job = JobId::new();
     q.enqueue(Stage::Upload, job).await.unwrap();
@@ -143,7 +153,9 @@ async fn dead_letters_are_counted() {
 
 #[tokio::test]
 async fn a_second_consumer_never_runs_a_message_whose_lock_another_holds() {
-    let Some(r) = redis().await else { return };
+    let Some((r, _keys)) = redis().await else {
+        return;
+    };
     // b gives up on silent workers sooner than a's lock lasts, so b's takeover finds the
     // job's lock still a's: the same message must not run twice at once.
     let a = RedisQueue::new(r.clone(), "worker-a", Duration::from_secs(10));
@@ -173,7 +185,9 @@ async fn a_second_consumer_never_runs_a_message_whose_lock_another_holds() {
 
 #[tokio::test]
 async fn a_worker_that_lost_its_lease_can_neither_renew_nor_settle_it() {
-    let Some(r) = redis().await else { return };
+    let Some((r, _keys)) = redis().await else {
+        return;
+    };
     let lease = Duration::from_millis(500);
     let a = RedisQueue::new(r.clone(), "worker-a", lease);
     let b = RedisQueue::new(r, "worker-b", lease);
@@ -200,7 +214,10 @@ async fn a_worker_that_lost_its_lease_can_neither_renew_nor_settle_it() {
     b.renew(&taken).await.unwrap();
     // a's late settle neither acknowledges b's message nor frees b's lock.
     assert!(matches!(a.ack(&held).await, Err(QueueError::LeaseLost)));
-    assert!(matches!(a.release(&held).await, Err(QueueError::LeaseLost)));
+    assert!(matches!(
+        a.release(&held, Duration::ZERO).await,
+        Err(QueueError::LeaseLost)
+    ));
     assert_eq!(b.unacknowledged(Stage::Upload).await.unwrap(), 1);
     assert_eq!(b.pending_for(Stage::Upload, job).await.unwrap(), 1);
     b.renew(&taken).await.unwrap();
@@ -218,7 +235,9 @@ fn open_fds() -> usize {
 
 #[tokio::test]
 async fn a_hub_and_its_connection_go_when_the_last_subscriber_leaves() {
-    let Some(r) = redis().await else { return };
+    let Some((r, _keys)) = redis().await else {
+        return;
+    };
     let bus = RedisBus::new(r.clone());
     let before = open_fds();
     // Quiet jobs: nothing is ever published, so only leaving can end the hubs.

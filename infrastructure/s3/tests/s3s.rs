@@ -4,10 +4,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_application::ports::{
     ObjectLocation, ObjectStore, PutRequest, StoreError, UploadSessions,
@@ -18,121 +16,33 @@ use ferry_domain::{JobId, StorageKey};
 use ferry_net::NetGuard;
 use ferry_s3::{S3Settings, S3Store};
 
-const ACCESS: &str = "AKIDFERRYTEST";
-const SECRET: &str = "ferry-test-secret";
+use ferry_testkit::s3::{ACCESS, S3Server, SECRET};
 
-/// The s3s-fs binary: `FERRY_S3S_FS`, then `~/.cache/ferry-tools/bin`, then `PATH`.
-fn s3s_fs() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("FERRY_S3S_FS") {
-        return Some(PathBuf::from(p));
-    }
-    let cached = PathBuf::from(std::env::var("HOME").unwrap_or_default())
-        .join(".cache/ferry-tools/bin/s3s-fs");
-    if cached.exists() {
-        return Some(cached);
-    }
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg("command -v s3s-fs")
-        .output()
-        .ok()?;
-    found
-        .status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&found.stdout).trim()))
-}
-
+/// A server of the test's own and the folder it keeps its data in.
 struct Server {
-    child: Child,
+    _server: S3Server,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn missing(what: &str) -> Option<Server> {
-    if std::env::var_os("CI").is_some() {
-        panic!("{what} is missing (scripts/test-deps.sh installs it)");
-    }
-    eprintln!("SKIPPED: {what} is missing; scripts/test-deps.sh installs it");
-    None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn launch(start: fn(&std::path::Path) -> Option<S3Server>) -> Option<Server> {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path())?;
+    Some(Server {
+        port: server.port,
+        _server: server,
+        _dir: dir,
+    })
 }
 
 /// moto's S3 server (`moto_server`, PyPI `moto[server]`), which takes any credentials.
 fn start_moto() -> Option<Server> {
-    let found = Command::new("sh")
-        .arg("-c")
-        .arg("command -v moto_server")
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        return missing("moto_server");
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(port, "moto_server");
-    Some(Server {
-        child,
-        port,
-        _dir: dir,
-    })
+    launch(S3Server::moto)
 }
 
+/// s3s-fs, which checks SigV4 signatures.
 fn start() -> Option<Server> {
-    let Some(bin) = s3s_fs() else {
-        return missing("s3s-fs");
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = Command::new(bin)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--access-key",
-            ACCESS,
-            "--secret-key",
-            SECRET,
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(port, "s3s-fs");
-    Some(Server {
-        child,
-        port,
-        _dir: dir,
-    })
+    launch(S3Server::s3s_fs)
 }
 
 fn settings(port: u16, secret: &str) -> S3Settings {

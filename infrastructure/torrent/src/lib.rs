@@ -135,6 +135,26 @@ struct Running {
     wanted: Vec<(usize, u64, ferry_domain::SafePath)>,
 }
 
+/// A [`Running`] before its torrent is in the session.
+struct Pending {
+    base: PathBuf,
+    shared: Option<PathBuf>,
+    only: Option<Vec<usize>>,
+    wanted: Vec<(usize, u64, ferry_domain::SafePath)>,
+}
+
+impl Pending {
+    fn with(self, handle: Arc<ManagedTorrent>) -> Running {
+        Running {
+            handle,
+            base: self.base,
+            shared: self.shared,
+            only: self.only,
+            wanted: self.wanted,
+        }
+    }
+}
+
 /// The folder of `info_hash`'s shared data and its holders.
 fn torrent_dir(staging: &Path, info_hash: &str) -> PathBuf {
     staging.join(".torrents").join(info_hash)
@@ -237,13 +257,15 @@ impl RqbitEngine {
             .context("starting the BitTorrent session")?;
         drop(blocked);
         tracing::info!(listen = ?session.listen_addr(), dht = config.dht, "torrent engine started");
-        Ok(Self {
+        let engine = Self {
             session,
             staging: LocalStaging::new(config.staging_dir),
             running: Mutex::new(HashMap::new()),
             turns: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
-        })
+        };
+        engine.sweep_shares().await;
+        Ok(engine)
     }
 
     /// The address peers can reach this engine on, if it listens.
@@ -306,23 +328,6 @@ impl TorrentEngine for RqbitEngine {
                 (shared.join("data"), Some(shared))
             }
         };
-        let mut folder = base.clone();
-        if let Some(top) = torrent_folder(&meta) {
-            folder.push(top);
-        }
-        let opts = AddTorrentOptions {
-            only_files: spec.only_files.clone(),
-            output_folder: Some(folder.to_string_lossy().into_owned()),
-            // The engine's own folder: reuse what an earlier run wrote.
-            overwrite: true,
-            initial_peers: Some(spec.peers.clone()).filter(|p| !p.is_empty()),
-            ..Default::default()
-        };
-        let response = self
-            .session
-            .add_torrent(AddTorrent::from_bytes(spec.metainfo.clone()), Some(opts))
-            .await
-            .map_err(|e| unexpected(e.context("adding the torrent")))?;
         let mut wanted = Vec::new();
         for f in &meta.files {
             if spec
@@ -333,55 +338,37 @@ impl TorrentEngine for RqbitEngine {
                 wanted.push((f.index, f.size, f.safe_path()?));
             }
         }
-        let mut running = Running {
-            handle: match &response {
-                AddTorrentResponse::Added(_, handle)
-                | AddTorrentResponse::AlreadyManaged(_, handle) => handle.clone(),
-                AddTorrentResponse::ListOnly(_) => {
-                    return Err(unexpected(anyhow::anyhow!(
-                        "the engine only listed the torrent"
-                    )));
-                }
-            },
+        let running = Pending {
             base,
             shared,
             only: spec.only_files.clone(),
             wanted,
         };
-        if let AddTorrentResponse::AlreadyManaged(_, handle) = response {
-            // Another job runs this torrent: share it, with its data where it is.
-            let Some(base) = self
-                .running()
-                .values()
-                .find(|r| Arc::ptr_eq(&r.handle, &handle))
-                .map(|r| r.base.clone())
-            else {
-                return Err(EngineError::Busy);
-            };
-            running.base = base;
-            self.running().insert(spec.job_id, running);
-            self.select_for_holders(&handle).await?;
-            tracing::info!(job_id = %spec.job_id, info_hash = %meta.info_hash, "sharing a torrent another job runs");
-            return Ok(());
+        let result = self.add(&spec, &meta, running).await;
+        if result.is_err()
+            && let Some(shared) = spec
+                .data_dir
+                .is_none()
+                .then(|| torrent_dir(self.staging.root(), &meta.info_hash.to_hex()))
+        {
+            // Whatever share the job took stays its own (its marker), but not locked.
+            self.release_if_unused(&shared);
+            for share in shares_of(&self.staging.root().join(".torrents"), spec.job_id) {
+                self.release_if_unused(&share);
+            }
         }
-        self.running().insert(spec.job_id, running);
-        Ok(())
+        result
     }
 
     async fn stats(&self, job_id: JobId) -> Result<EngineStats, EngineError> {
-        let (handle, wanted, shared) = {
+        let (handle, wanted) = {
             let running = self.running();
             let r = running.get(&job_id).ok_or(EngineError::NotRunning)?;
-            let holders = running
-                .values()
-                .filter(|o| Arc::ptr_eq(&o.handle, &r.handle))
-                .count();
-            (r.handle.clone(), r.wanted.clone(), holders > 1)
+            (r.handle.clone(), r.wanted.clone())
         };
-        if shared {
-            // Its files may not have changed yet if it was checking its data when they did.
-            self.select_for_holders(&handle).await?;
-        }
+        // A shared torrent's files may not have changed yet if it was checking its data when
+        // a job joined or left.
+        self.select_for_holders(&handle).await?;
         let s = handle.stats();
         // While it checks the data already on disk librqbit reports the bytes it has checked
         // as progress; those are not downloaded bytes, and reporting them made progress jump
@@ -475,6 +462,149 @@ impl TorrentEngine for RqbitEngine {
 }
 
 impl RqbitEngine {
+    /// Adds the job's torrent to the session, or joins the run of it another job has.
+    async fn add(
+        &self,
+        spec: &TorrentSpec,
+        meta: &TorrentMetadata,
+        running: Pending,
+    ) -> Result<(), EngineError> {
+        let mut folder = running.base.clone();
+        if let Some(top) = torrent_folder(meta) {
+            folder.push(top);
+        }
+        for _ in 0..2 {
+            let opts = AddTorrentOptions {
+                only_files: spec.only_files.clone(),
+                output_folder: Some(folder.to_string_lossy().into_owned()),
+                // The engine's own folder: reuse what an earlier run wrote.
+                overwrite: true,
+                initial_peers: Some(spec.peers.clone()).filter(|p| !p.is_empty()),
+                ..Default::default()
+            };
+            let response = self
+                .session
+                .add_torrent(AddTorrent::from_bytes(spec.metainfo.clone()), Some(opts))
+                .await
+                .map_err(|e| unexpected(e.context("adding the torrent")))?;
+            let handle = match response {
+                AddTorrentResponse::Added(_, handle) => {
+                    self.running().insert(spec.job_id, running.with(handle));
+                    return Ok(());
+                }
+                AddTorrentResponse::AlreadyManaged(_, handle) => handle,
+                AddTorrentResponse::ListOnly(_) => {
+                    return Err(unexpected(anyhow::anyhow!(
+                        "the engine only listed the torrent"
+                    )));
+                }
+            };
+            let holder = self
+                .running()
+                .values()
+                .find(|r| Arc::ptr_eq(&r.handle, &handle))
+                .map(|r| (r.base.clone(), r.shared.is_some()));
+            let Some((base, holder_downloads)) = holder else {
+                // No job runs it (a stop that could not remove it): remove it, add again.
+                tracing::warn!(job_id = %spec.job_id, info_hash = %meta.info_hash, "removing a torrent no job runs");
+                self.session
+                    .delete(TorrentIdOrHash::Id(handle.id()), false)
+                    .await
+                    .map_err(|e| unexpected(e.context("removing an abandoned torrent")))?;
+                continue;
+            };
+            return self
+                .join(spec.job_id, running, handle, base, holder_downloads)
+                .await;
+        }
+        Err(EngineError::Busy)
+    }
+
+    /// Another job of this engine runs the torrent. Downloads share it (the job's share is
+    /// the one the data is in); a download joins a seed only when the seed already holds
+    /// every file it wants (it writes nothing into the seed's folder); a seed waits for a
+    /// download to end (`Busy`).
+    async fn join(
+        &self,
+        job_id: JobId,
+        mut running: Pending,
+        handle: Arc<ManagedTorrent>,
+        base: PathBuf,
+        holder_downloads: bool,
+    ) -> Result<(), EngineError> {
+        let own = running.shared.clone();
+        match (running.shared.is_some(), holder_downloads) {
+            (true, true) => {
+                let data_share = base.parent().map(Path::to_path_buf);
+                if data_share.is_some() && data_share != own {
+                    let data_share = data_share.unwrap_or_default();
+                    tokio::fs::write(marker(&data_share, job_id), b"")
+                        .await
+                        .map_err(|e| {
+                            unexpected(anyhow::Error::new(e).context("joining a torrent share"))
+                        })?;
+                    self.leave_share(job_id, own.clone()).await?;
+                    running.shared = Some(data_share);
+                }
+                running.base = base;
+                self.running().insert(job_id, running.with(handle.clone()));
+                self.select_for_holders(&handle).await?;
+                tracing::info!(%job_id, "sharing a torrent another job downloads");
+                Ok(())
+            }
+            (true, false) => {
+                let count = handle
+                    .metadata
+                    .load()
+                    .as_ref()
+                    .map_or(0, |m| m.file_infos.len());
+                let has: HashSet<usize> = handle
+                    .only_files()
+                    .map_or_else(|| (0..count).collect(), |o| o.into_iter().collect());
+                let covered = running.only.as_ref().map_or(has.len() == count, |want| {
+                    want.iter().all(|i| has.contains(i))
+                });
+                if !(covered && handle.stats().finished) {
+                    return Err(EngineError::Busy);
+                }
+                self.leave_share(job_id, own.clone()).await?;
+                running.shared = None;
+                running.base = base;
+                self.running().insert(job_id, running.with(handle));
+                tracing::info!(%job_id, "taking a torrent's files from a job that seeds it");
+                Ok(())
+            }
+            (false, _) => Err(EngineError::Busy),
+        }
+    }
+
+    /// Removes the shares no job holds and no process runs (left by a crash between a
+    /// job letting go and the removal).
+    async fn sweep_shares(&self) {
+        let Ok(dir) = std::fs::read_dir(self.staging.root().join(".torrents")) else {
+            return;
+        };
+        for share in dir.filter_map(Result::ok).map(|e| e.path()) {
+            if has_holders(&share) || !matches!(self.lock_share(&share), Ok(true)) {
+                continue;
+            }
+            if !has_holders(&share) && tokio::fs::remove_dir_all(&share).await.is_ok() {
+                tracing::info!(folder = %share.display(), "removed torrent data no job holds");
+            }
+            self.release_if_unused(&share);
+        }
+    }
+
+    /// The job no longer holds `own` (it joined another job's run of the torrent).
+    async fn leave_share(&self, job_id: JobId, own: Option<PathBuf>) -> Result<(), EngineError> {
+        if let Some(own) = own {
+            self.drop_share(job_id, Some(vec![own]))
+                .await
+                .map_err(|e| unexpected(e.context("leaving a torrent share")))?;
+        }
+        Ok(())
+    }
+
     /// Chooses where `job_id`'s torrent data lives and records the job as a holder: the
     /// share the job already holds, else the torrent's common share, else — another process
     /// (a second torrent worker on the same staging volume) runs that one — a share of the

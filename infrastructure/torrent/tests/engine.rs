@@ -244,3 +244,93 @@ async fn two_engines_on_one_staging_volume_never_share_a_folder() {
     one.shutdown().await;
     two.shutdown().await;
 }
+
+/// A download of a torrent this engine seeds takes the seed's files when the seed has them
+/// all; a seed of a torrent a job downloads waits (`Busy`) rather than share its folder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_and_seeds_of_one_torrent_never_write_each_others_folders() {
+    use ferry_application::ports::{EngineError, Staging, TorrentEngine, TorrentSpec};
+    use std::time::Duration;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("seed");
+    std::fs::create_dir_all(&content).unwrap();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 239) as u8).collect();
+    std::fs::write(content.join("f.bin"), &data).unwrap();
+    let created = librqbit::create_torrent(
+        &content.join("f.bin"),
+        librqbit::CreateTorrentOptions {
+            name: None,
+            trackers: vec![],
+            piece_length: Some(65536),
+        },
+        &librqbit::spawn_utils::BlockingSpawner::new(2),
+    )
+    .await
+    .unwrap();
+    let metainfo = created.as_bytes().unwrap().to_vec();
+    let staging_dir = dir.path().join("staging");
+    let engine = RqbitEngine::start(engine_config(staging_dir.clone(), false))
+        .await
+        .unwrap();
+    let staging = LocalStaging::new(&staging_dir);
+    let spec = |job, data_dir: Option<std::path::PathBuf>| TorrentSpec {
+        job_id: job,
+        metainfo: metainfo.clone(),
+        only_files: None,
+        peers: vec![],
+        data_dir,
+    };
+    let until_finished = |job| {
+        let engine = &engine;
+        async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while !engine.stats(job).await.unwrap().finished {
+                assert!(tokio::time::Instant::now() < deadline, "never finished");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    let seed = ferry_domain::JobId::new();
+    engine
+        .start(spec(seed, Some(content.clone())))
+        .await
+        .unwrap();
+    until_finished(seed).await;
+    let download = ferry_domain::JobId::new();
+    engine.start(spec(download, None)).await.unwrap();
+    until_finished(download).await;
+    engine.hand_over(download).await.unwrap();
+    let name = SafePath::parse("f.bin").unwrap();
+    assert!(std::fs::read(staging.file(download, &name)).unwrap() == data);
+    assert!(
+        engine.stats(seed).await.unwrap().finished,
+        "the seed runs on"
+    );
+    engine.stop(seed, false).await.unwrap();
+
+    // A download with nothing yet; a seed of the same torrent now waits for it.
+    let other = ferry_domain::JobId::new();
+    engine.start(spec(other, None)).await.unwrap();
+    let second_seed = ferry_domain::JobId::new();
+    assert!(matches!(
+        engine.start(spec(second_seed, Some(content.clone()))).await,
+        Err(EngineError::Busy)
+    ));
+    engine.stop(other, true).await.unwrap();
+    engine
+        .start(spec(second_seed, Some(content.clone())))
+        .await
+        .unwrap();
+    engine.stop(second_seed, false).await.unwrap();
+    let left: Vec<_> = std::fs::read_dir(staging_dir.join(".torrents"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "torrent data left behind: {left:?}");
+    assert!(
+        std::fs::read(content.join("f.bin")).unwrap() == data,
+        "the seed's file is intact"
+    );
+    engine.shutdown().await;
+}

@@ -1,0 +1,62 @@
+//! S3-compatible servers on ports of their own: s3s-fs (checks SigV4 signatures, keeps
+//! objects as files) and moto (PyPI `moto[server]`; answers some calls unlike S3).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::Proc;
+
+/// The credentials s3s-fs is started with (moto takes any).
+pub const ACCESS: &str = "AKIDFERRYTEST";
+pub const SECRET: &str = "ferry-test-secret-key";
+
+/// A running S3-compatible server; stopped on drop.
+#[derive(Debug)]
+pub struct S3Server {
+    pub port: u16,
+    /// Where the server keeps its data.
+    pub root: PathBuf,
+    pub proc: Proc,
+}
+
+impl S3Server {
+    /// s3s-fs in `dir` (data under `dir/s3-data`, log `dir/s3s-fs.log`); `None` when it is
+    /// not installed outside CI.
+    pub fn s3s_fs(dir: &Path) -> Option<Self> {
+        let Some(bin) = crate::tool("FERRY_S3S_FS", "s3s-fs") else {
+            crate::unavailable("s3s-fs", "not installed");
+            return None;
+        };
+        let root = dir.join("s3-data");
+        std::fs::create_dir_all(&root).unwrap();
+        let (proc, port) = crate::spawn_on_free_port("s3s-fs", &dir.join("s3s-fs.log"), |port| {
+            let mut cmd = Command::new(&bin);
+            cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", ACCESS, "--secret-key", SECRET])
+                .arg(&root);
+            cmd
+        });
+        Some(Self { port, root, proc })
+    }
+
+    /// moto's S3 server in `dir` (log `dir/moto.log`); `None` when it is not installed
+    /// outside CI.
+    pub fn moto(dir: &Path) -> Option<Self> {
+        if !crate::require(&["moto_server"]) {
+            return None;
+        }
+        let root = dir.join("moto");
+        std::fs::create_dir_all(&root).unwrap();
+        let (proc, port) =
+            crate::spawn_on_free_port("moto_server", &dir.join("moto.log"), |port| {
+                let mut cmd = Command::new("moto_server");
+                cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+                cmd
+            });
+        Some(Self { port, root, proc })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
