@@ -881,6 +881,79 @@ pub async fn address_guard_contract(guard: &dyn AddressGuard) {
     ));
 }
 
+/// What the fetcher contract fetches: URLs the test's origin answers.
+pub struct FetchFixture {
+    /// Serves `content` (honouring `Range` where the fetcher asks for it).
+    pub file: ferry_domain::FetchUrl,
+    pub content: Vec<u8>,
+    /// Answers 404.
+    pub missing: ferry_domain::FetchUrl,
+    /// Names an address the fetcher's policy refuses.
+    pub refused: ferry_domain::FetchUrl,
+    /// A scratch folder for saved files.
+    pub dir: std::path::PathBuf,
+}
+
+/// `Fetcher`: the declared size, a saved file with its digest and progress, a partial file
+/// continued or started over (never both), no write through a file with other names (a
+/// content-store entry, a delivered copy), a 404 as `Status(404)`, a refused address as
+/// `NotAllowed`.
+pub async fn fetcher_contract(fetcher: &dyn Fetcher, fx: &FetchFixture) {
+    let len = fx.content.len() as u64;
+    let body = fetcher.open(&fx.file, None).await.unwrap();
+    assert_eq!(body.info().size, Some(len));
+    assert_eq!(body.info().resumed_from, 0);
+    let seen = std::sync::atomic::AtomicU64::new(0);
+    let dest = fx.dir.join("whole.bin");
+    let fetched = body
+        .save(&dest, &|n| {
+            seen.store(n, std::sync::atomic::Ordering::SeqCst)
+        })
+        .await
+        .unwrap();
+    assert_eq!(fetched.size, len);
+    assert_eq!(fetched.sha256.len(), 64);
+    assert!(fetched.sha256.bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), len);
+    assert_eq!(std::fs::read(&dest).unwrap(), fx.content);
+
+    // A partial file: continued or started over, the result is the whole content.
+    let partial = fx.dir.join("partial.bin");
+    let half = fx.content.len() / 2;
+    std::fs::write(&partial, &fx.content[..half]).unwrap();
+    let body = fetcher.open(&fx.file, Some(&partial)).await.unwrap();
+    let resumed = body.info().resumed_from;
+    assert!(
+        resumed == 0 || resumed == half as u64,
+        "resumed from {resumed}"
+    );
+    let again = body.save(&partial, &|_| {}).await.unwrap();
+    assert_eq!(std::fs::read(&partial).unwrap(), fx.content);
+    assert_eq!(again.sha256, fetched.sha256, "same content, same digest");
+
+    // The staged name has another name: that one keeps its bytes.
+    #[cfg(unix)]
+    {
+        let staged = fx.dir.join("linked.bin");
+        let other = fx.dir.join("content-entry");
+        std::fs::write(&staged, b"another job's bytes").unwrap();
+        std::fs::hard_link(&staged, &other).unwrap();
+        let body = fetcher.open(&fx.file, None).await.unwrap();
+        body.save(&staged, &|_| {}).await.unwrap();
+        assert_eq!(std::fs::read(&staged).unwrap(), fx.content);
+        assert_eq!(std::fs::read(&other).unwrap(), b"another job's bytes");
+    }
+
+    assert!(matches!(
+        fetcher.open(&fx.missing, None).await.err(),
+        Some(FetchError::Status(404))
+    ));
+    assert!(matches!(
+        fetcher.open(&fx.refused, None).await.err(),
+        Some(FetchError::NotAllowed(_))
+    ));
+}
+
 /// A torrent whose content is already staged, for the engine contract: `files` are the
 /// job-relative paths and contents the metainfo describes.
 pub struct EngineFixture {
@@ -1046,6 +1119,29 @@ mod tests {
             files,
         };
         super::torrent_engine_contract(&engine, &engine, &engine, &fixture).await;
+    }
+
+    #[tokio::test]
+    async fn fake_fetcher_passes() {
+        let dir = std::env::temp_dir().join(format!(
+            "ferry-fetch-contract-{}-{}",
+            std::process::id(),
+            ferry_domain::JobId::new()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fetcher = FakeFetcher::default();
+        let content: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        fetcher.serve("https://example.com/file.bin", content.clone());
+        let url = |u: &str| ferry_domain::FetchUrl::parse(u).unwrap();
+        let fixture = super::FetchFixture {
+            file: url("https://example.com/file.bin"),
+            content,
+            missing: url("https://example.com/nope"),
+            refused: url("https://internal.example/secret"),
+            dir: dir.clone(),
+        };
+        super::fetcher_contract(&fetcher, &fixture).await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

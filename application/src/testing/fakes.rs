@@ -642,13 +642,16 @@ impl FetchBody for FakeBody {
         if let Some(parent) = dest.parent() {
             std::fs::create_dir_all(parent).map_err(|e| FetchError::Unexpected(e.into()))?;
         }
+        // A new file under the name (never a write through other names of the old one).
+        let io = |e: std::io::Error| FetchError::Unexpected(e.into());
         let half = self.bytes.len() / 2;
-        std::fs::write(dest, &self.bytes[..half]).map_err(|e| FetchError::Unexpected(e.into()))?;
+        let _ = std::fs::remove_file(dest);
+        std::fs::write(dest, &self.bytes[..half]).map_err(io)?;
         progress(half as u64);
         while self.held.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        std::fs::write(dest, &self.bytes).map_err(|e| FetchError::Unexpected(e.into()))?;
+        std::fs::write(dest, &self.bytes).map_err(io)?;
         progress(self.bytes.len() as u64);
         Ok(Fetched {
             size: self.bytes.len() as u64,

@@ -120,6 +120,23 @@ fn init() {
 }
 
 #[tokio::test]
+async fn the_http_fetcher_passes_the_contract() {
+    init();
+    let content: Vec<u8> = (0..700_000u32).map(|i| (i % 247) as u8).collect();
+    let o = origin(content.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = |path: &str| FetchUrl::parse(&format!("http://{}{path}", o.addr)).unwrap();
+    let fixture = ferry_application::testing::contracts::FetchFixture {
+        file: url("/file.bin"),
+        content,
+        missing: url("/nope"),
+        refused: FetchUrl::parse("http://169.254.169.254/latest/meta-data").unwrap(),
+        dir: dir.path().to_owned(),
+    };
+    ferry_application::testing::contracts::fetcher_contract(&fetcher(true, |_| {}), &fixture).await;
+}
+
+#[tokio::test]
 async fn downloads_hash_and_resume() {
     init();
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
