@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ferry_domain::{Job, JobError, JobStatus, Progress, StorageKey};
+use ferry_domain::{ErrorCode, Job, JobError, JobStatus, Progress, StorageKey};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{StageHandler, StageOutcome, codes};
+use super::{StageHandler, StageOutcome};
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{
     EventKind, JobEvent, Lease, PutRequest, RepoError, Stage, Staging, StoreError, StoreResolver,
@@ -31,28 +31,29 @@ fn store_outcome(job: &Job, e: StoreError) -> StageOutcome {
     tracing::warn!(job_id = %job.id, error = format!("{e:#}"), "delivery failed");
     let (code, message) = match &e {
         StoreError::Unreachable(_) => (
-            codes::STORAGE_UNREACHABLE,
+            ErrorCode::StorageUnreachable,
             "the storage could not be reached",
         ),
         StoreError::AuthFailed(_) => (
-            codes::STORAGE_AUTH_FAILED,
+            ErrorCode::StorageAuthFailed,
             "the storage rejected the profile's credentials",
         ),
         StoreError::NotAllowed(_) => {
             return StageOutcome::Fail(JobError::new(
-                codes::STORAGE_ENDPOINT_NOT_ALLOWED,
+                ErrorCode::StorageEndpointNotAllowed,
                 "the storage's address is not allowed on this server",
             ));
         }
-        StoreError::NotFound | StoreError::Unexpected(_) => {
-            (codes::STORAGE_ERROR, "the storage answered with an error")
-        }
+        StoreError::NotFound | StoreError::Unexpected(_) => (
+            ErrorCode::StorageError,
+            "the storage answered with an error",
+        ),
     };
     StageOutcome::Retry(JobError::new(code, message))
 }
 
 fn retry_db(e: impl std::fmt::Display) -> StageOutcome {
-    StageOutcome::Retry(JobError::new(codes::DATABASE_ERROR, e.to_string()))
+    StageOutcome::Retry(JobError::new(ErrorCode::DatabaseError, e.to_string()))
 }
 
 #[async_trait]
@@ -92,7 +93,7 @@ impl DeliverStage {
             Ok(s) => s,
             Err(StoreError::NotFound) => {
                 return StageOutcome::Fail(JobError::new(
-                    codes::STORAGE_PROFILE_MISSING,
+                    ErrorCode::StorageProfileMissing,
                     "the job's storage profile no longer exists",
                 ));
             }
@@ -104,13 +105,16 @@ impl DeliverStage {
             let paths = match paths {
                 Ok(p) => p,
                 Err(e) => {
-                    return StageOutcome::Fail(JobError::new(codes::UNSAFE_PATH, e.to_string()));
+                    return StageOutcome::Fail(JobError::new(
+                        ErrorCode::TorrentUnsafePath,
+                        e.to_string(),
+                    ));
                 }
             };
             if let Err(e) = self.staging.keep_for_seeding(job.id, &paths).await {
                 tracing::warn!(job_id = %job.id, error = format!("{e:#}"), "could not keep a copy to seed from");
                 return StageOutcome::Retry(JobError::new(
-                    codes::STORAGE_ERROR,
+                    ErrorCode::StorageError,
                     "the copy to seed from could not be made",
                 ));
             }
@@ -124,7 +128,10 @@ impl DeliverStage {
             let path = match file.safe_path() {
                 Ok(p) => p,
                 Err(e) => {
-                    return StageOutcome::Fail(JobError::new(codes::UNSAFE_PATH, e.to_string()));
+                    return StageOutcome::Fail(JobError::new(
+                        ErrorCode::TorrentUnsafePath,
+                        e.to_string(),
+                    ));
                 }
             };
             let key = StorageKey::for_file(&job.owner, job.id, &path);
@@ -161,7 +168,7 @@ impl DeliverStage {
                 Ok(s) => s,
                 Err(StoreError::NotFound) => {
                     return StageOutcome::Fail(JobError::new(
-                        codes::STAGING_MISSING,
+                        ErrorCode::StagedDataMissing,
                         format!("the downloaded file {path} is missing from staging"),
                     ));
                 }
@@ -169,7 +176,7 @@ impl DeliverStage {
             };
             if stored.size != file.size {
                 return StageOutcome::Retry(JobError::new(
-                    codes::STORAGE_ERROR,
+                    ErrorCode::StorageError,
                     format!(
                         "stored {} bytes of {key}, expected {}",
                         stored.size, file.size
@@ -317,10 +324,10 @@ impl DeliverStage {
             Err(e) => return store_outcome(job, e),
         }
         if let Err(e) = self.staging.discard(job.id).await {
-            return StageOutcome::Retry(JobError::new(codes::STORAGE_ERROR, format!("{e:#}")));
+            return StageOutcome::Retry(JobError::new(ErrorCode::StorageError, format!("{e:#}")));
         }
         if let Err(e) = self.staging.discard_seed(job.id).await {
-            return StageOutcome::Retry(JobError::new(codes::STORAGE_ERROR, format!("{e:#}")));
+            return StageOutcome::Retry(JobError::new(ErrorCode::StorageError, format!("{e:#}")));
         }
         if !purge {
             tracing::info!(job_id = %job.id, "cancelled job's delivered objects removed");

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ferry_domain::{
-    Job, JobError, JobId, JobSource, JobStatus, Progress, TorrentLimits, TorrentMetadata,
+    ErrorCode, Job, JobError, JobId, JobSource, JobStatus, Progress, TorrentLimits, TorrentMetadata,
 };
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{StageHandler, StageOutcome, codes};
+use super::{StageHandler, StageOutcome};
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{
     EngineError, EngineStats, EventKind, JobEvent, JobQueue, Lease, RepoError, Stage, Staging,
@@ -47,12 +47,12 @@ pub struct DownloadStage {
     pub settings: DownloadSettings,
 }
 
-fn retry(code: &str, e: impl std::fmt::Display) -> StageOutcome {
+fn retry(code: ErrorCode, e: impl std::fmt::Display) -> StageOutcome {
     StageOutcome::Retry(JobError::new(code, e.to_string()))
 }
 
 fn repo_retry(e: RepoError) -> StageOutcome {
-    retry(codes::DATABASE_ERROR, e)
+    retry(ErrorCode::DatabaseError, e)
 }
 
 /// How a move attempted by the stage turned out.
@@ -116,7 +116,7 @@ impl StageHandler for DownloadStage {
             }
         }
         retry(
-            codes::INTERNAL,
+            ErrorCode::InternalError,
             "the job kept changing status under the download stage",
         )
     }
@@ -130,7 +130,7 @@ impl DownloadStage {
             Err(MoveError::Repo(RepoError::NotFound)) => Err(StageOutcome::Done),
             Err(MoveError::Repo(e)) => Err(repo_retry(e)),
             Err(MoveError::Illegal(e)) => Err(StageOutcome::Fail(JobError::new(
-                codes::INTERNAL,
+                ErrorCode::InternalError,
                 e.to_string(),
             ))),
         }
@@ -145,7 +145,7 @@ impl DownloadStage {
         if job.metadata.is_none() {
             let JobSource::Magnet(magnet) = &job.source else {
                 return Err(StageOutcome::Fail(JobError::new(
-                    codes::INTERNAL,
+                    ErrorCode::InternalError,
                     "a non-magnet job has no metadata",
                 )));
             };
@@ -158,7 +158,7 @@ impl DownloadStage {
             let mut meta = match fetched {
                 Err(_) => {
                     return Err(retry(
-                        codes::METADATA_TIMEOUT,
+                        ErrorCode::MetadataTimeout,
                         format!(
                             "no peer sent the torrent's metadata within {:?}",
                             self.settings.resolve_timeout
@@ -181,14 +181,16 @@ impl DownloadStage {
     fn accept(&self, job: &Job, meta: &mut TorrentMetadata) -> Result<(), StageOutcome> {
         if let Err(e) = self.limits.check(meta.files.len(), meta.total_bytes) {
             let code = match e {
-                ferry_domain::TorrentLimitError::TooManyFiles { .. } => codes::TOO_MANY_FILES,
-                ferry_domain::TorrentLimitError::TooLarge { .. } => codes::TOO_LARGE,
+                ferry_domain::TorrentLimitError::TooManyFiles { .. } => {
+                    ErrorCode::TorrentTooManyFiles
+                }
+                ferry_domain::TorrentLimitError::TooLarge { .. } => ErrorCode::TorrentTooLarge,
             };
             return Err(StageOutcome::Fail(JobError::new(code, e.to_string())));
         }
         if let Err(e) = job.selection.validate(&meta.files) {
             return Err(StageOutcome::Fail(JobError::new(
-                codes::INVALID_SELECTION,
+                ErrorCode::InvalidFileSelection,
                 e.to_string(),
             )));
         }
@@ -199,7 +201,7 @@ impl DownloadStage {
     async fn download(&self, job: Job, shutdown: &CancellationToken) -> StageOutcome {
         let Some(meta) = &job.metadata else {
             return StageOutcome::Fail(JobError::new(
-                codes::INTERNAL,
+                ErrorCode::InternalError,
                 "downloading without metadata",
             ));
         };
@@ -266,7 +268,7 @@ impl DownloadStage {
 
             if let Some(error) = stats.error {
                 self.stop(job.id, false).await;
-                return retry(codes::ENGINE_ERROR, error);
+                return retry(ErrorCode::EngineError, error);
             }
             if stats.finished && !stats.checking {
                 return self.finish(&job, last).await;
@@ -309,7 +311,7 @@ impl DownloadStage {
     async fn clean_up(&self, id: JobId) -> StageOutcome {
         self.stop(id, true).await;
         if let Err(e) = self.staging.discard(id).await {
-            return retry(codes::ENGINE_ERROR, e);
+            return retry(ErrorCode::EngineError, e);
         }
         tracing::info!(job_id = %id, "stopped job's staged data removed");
         super::hand_over_purge(&self.lifecycle, &*self.queue, id).await
@@ -365,11 +367,11 @@ fn progress_of(stats: &EngineStats) -> Progress {
 fn engine_outcome(e: EngineError) -> StageOutcome {
     match e {
         EngineError::InvalidTorrent(m) => {
-            StageOutcome::Fail(JobError::new(codes::INVALID_TORRENT, m))
+            StageOutcome::Fail(JobError::new(ErrorCode::InvalidTorrent, m))
         }
         EngineError::UnsafePath(p) => {
-            StageOutcome::Fail(JobError::new(codes::UNSAFE_PATH, p.to_string()))
+            StageOutcome::Fail(JobError::new(ErrorCode::TorrentUnsafePath, p.to_string()))
         }
-        other => retry(codes::ENGINE_ERROR, other),
+        other => retry(ErrorCode::EngineError, other),
     }
 }

@@ -5,11 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use ferry_domain::{FetchUrl, Job, JobError, JobId, JobSource, JobStatus, Progress, SafePath};
+use ferry_domain::{
+    ErrorCode, FetchUrl, Job, JobError, JobId, JobSource, JobStatus, Progress, SafePath,
+};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{DownloadSettings, StageHandler, StageOutcome, codes};
+use super::{DownloadSettings, StageHandler, StageOutcome};
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{
     EventKind, FetchError, Fetched, Fetcher, JobEvent, JobQueue, Lease, RepoError, Stage, Staging,
@@ -25,18 +27,18 @@ pub struct FetchStage {
     pub settings: DownloadSettings,
 }
 
-fn retry(code: &str, e: impl std::fmt::Display) -> StageOutcome {
+fn retry(code: ErrorCode, e: impl std::fmt::Display) -> StageOutcome {
     StageOutcome::Retry(JobError::new(code, e.to_string()))
 }
 
 /// A fetch failure as a stage outcome: permanent refusals fail the job, the rest retry.
 pub fn fetch_outcome(e: FetchError) -> StageOutcome {
     let code = match &e {
-        FetchError::NotAllowed(_) => codes::URL_NOT_ALLOWED,
-        FetchError::TooLarge { .. } => codes::URL_TOO_LARGE,
-        FetchError::MimeNotAllowed(_) => codes::URL_TYPE_NOT_ALLOWED,
-        FetchError::Status(_) => codes::URL_UNAVAILABLE,
-        _ => codes::URL_UNREACHABLE,
+        FetchError::NotAllowed(_) => ErrorCode::UrlNotAllowed,
+        FetchError::TooLarge { .. } => ErrorCode::UrlTooLarge,
+        FetchError::MimeNotAllowed(_) => ErrorCode::UrlTypeNotAllowed,
+        FetchError::Status(_) => ErrorCode::UrlUnavailable,
+        _ => ErrorCode::UrlUnreachable,
     };
     if e.is_transient() {
         retry(code, e)
@@ -62,7 +64,7 @@ impl StageHandler for FetchStage {
                 Ok(job) => job,
                 // Gone: nothing of it may stay behind.
                 Err(RepoError::NotFound) => return self.clean_up(lease.job_id).await,
-                Err(e) => return retry(codes::DATABASE_ERROR, e),
+                Err(e) => return retry(ErrorCode::DatabaseError, e),
             };
             if job.purge_requested
                 && matches!(
@@ -93,7 +95,7 @@ impl StageHandler for FetchStage {
             }
         }
         retry(
-            codes::INTERNAL,
+            ErrorCode::InternalError,
             "the job kept changing status under the fetch stage",
         )
     }
@@ -104,14 +106,14 @@ impl FetchStage {
         match self.lifecycle.advance(job.id, job.status, to, None).await {
             Ok(_) | Err(MoveError::Repo(RepoError::Conflict { .. })) => Step::Again,
             Err(MoveError::Repo(RepoError::NotFound)) => Step::Done(StageOutcome::Done),
-            Err(e) => Step::Done(retry(codes::DATABASE_ERROR, e)),
+            Err(e) => Step::Done(retry(ErrorCode::DatabaseError, e)),
         }
     }
 
     async fn fetch(&self, job: Job, shutdown: &CancellationToken) -> Step {
         let JobSource::Url(url) = &job.source else {
             return Step::Done(StageOutcome::Fail(JobError::new(
-                codes::INTERNAL,
+                ErrorCode::InternalError,
                 "not a URL job",
             )));
         };
@@ -119,7 +121,7 @@ impl FetchStage {
             Ok(u) => u,
             Err(e) => {
                 return Step::Done(StageOutcome::Fail(JobError::new(
-                    codes::URL_NOT_ALLOWED,
+                    ErrorCode::UrlNotAllowed,
                     e.to_string(),
                 )));
             }
@@ -128,7 +130,7 @@ impl FetchStage {
             Ok(p) => p,
             Err(e) => {
                 return Step::Done(StageOutcome::Fail(JobError::new(
-                    codes::UNSAFE_PATH,
+                    ErrorCode::TorrentUnsafePath,
                     e.to_string(),
                 )));
             }
@@ -155,7 +157,7 @@ impl FetchStage {
             {
                 Ok(j) => job = j,
                 Err(MoveError::Repo(RepoError::Conflict { .. })) => return Step::Again,
-                Err(e) => return Step::Done(retry(codes::DATABASE_ERROR, e)),
+                Err(e) => return Step::Done(retry(ErrorCode::DatabaseError, e)),
             }
         }
 
@@ -209,10 +211,10 @@ impl FetchStage {
     /// pending purge on.
     async fn clean_up(&self, id: JobId) -> StageOutcome {
         if let Err(e) = self.staging.discard(id).await {
-            return retry(codes::STORAGE_ERROR, format!("{e:#}"));
+            return retry(ErrorCode::StorageError, format!("{e:#}"));
         }
         if let Err(e) = self.staging.discard_seed(id).await {
-            return retry(codes::STORAGE_ERROR, format!("{e:#}"));
+            return retry(ErrorCode::StorageError, format!("{e:#}"));
         }
         super::hand_over_purge(&self.lifecycle, &*self.queue, id).await
     }
@@ -221,7 +223,7 @@ impl FetchStage {
     async fn finish(&self, job: Job, path: &SafePath, fetched: Fetched) -> StageOutcome {
         tracing::info!(job_id = %job.id, bytes = fetched.size, sha256 = %fetched.sha256, "fetched");
         if let Err(e) = self.staging.adopt(job.id, path, &fetched.sha256).await {
-            return retry(codes::STORAGE_ERROR, format!("{e:#}"));
+            return retry(ErrorCode::StorageError, format!("{e:#}"));
         }
         if let Err(e) = self
             .lifecycle
@@ -229,7 +231,7 @@ impl FetchStage {
             .record_content(job.id, &fetched.sha256)
             .await
         {
-            return retry(codes::DATABASE_ERROR, e);
+            return retry(ErrorCode::DatabaseError, e);
         }
         let existing = match self
             .lifecycle
@@ -238,7 +240,7 @@ impl FetchStage {
             .await
         {
             Ok(m) => m,
-            Err(e) => return retry(codes::DATABASE_ERROR, e),
+            Err(e) => return retry(ErrorCode::DatabaseError, e),
         };
         let mut meta = match existing {
             Some(meta) => {
@@ -251,7 +253,7 @@ impl FetchStage {
                 .await
             {
                 Ok(meta) => meta,
-                Err(e) => return retry(codes::ENGINE_ERROR, e),
+                Err(e) => return retry(ErrorCode::EngineError, e),
             },
         };
         for f in &mut meta.files {
@@ -259,7 +261,7 @@ impl FetchStage {
             f.sha256 = Some(fetched.sha256.clone());
         }
         if let Err(e) = self.lifecycle.repo.record_metadata(job.id, &meta).await {
-            return retry(codes::DATABASE_ERROR, e);
+            return retry(ErrorCode::DatabaseError, e);
         }
         let progress = Progress::measured(fetched.size, fetched.size, 0);
         let _ = self.lifecycle.repo.record_progress(job.id, &progress).await;
@@ -270,7 +272,7 @@ impl FetchStage {
         {
             Ok(_) => {}
             Err(MoveError::Repo(RepoError::Conflict { .. })) => return StageOutcome::Done,
-            Err(e) => return retry(codes::DATABASE_ERROR, e),
+            Err(e) => return retry(ErrorCode::DatabaseError, e),
         }
         if let Err(e) = self.queue.enqueue(Stage::Upload, job.id).await {
             tracing::error!(job_id = %job.id, error = %e, "could not queue delivery; recovery will");

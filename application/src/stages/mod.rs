@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ferry_domain::{Job, JobError, JobId, JobStatus};
+use ferry_domain::{ErrorCode, Job, JobError, JobId, JobStatus};
 use tokio_util::sync::CancellationToken;
 
 pub use deliver::DeliverStage;
@@ -191,10 +191,10 @@ pub(crate) async fn hand_over_purge(
     match lifecycle.repo.get(id).await {
         Ok(job) if job.purge_requested => match queue.enqueue(Stage::Upload, id).await {
             Ok(()) => StageOutcome::Done,
-            Err(e) => StageOutcome::Retry(JobError::new(codes::QUEUE_ERROR, e.to_string())),
+            Err(e) => StageOutcome::Retry(JobError::new(ErrorCode::QueueError, e.to_string())),
         },
         Ok(_) | Err(RepoError::NotFound) => StageOutcome::Done,
-        Err(e) => StageOutcome::Retry(JobError::new(codes::DATABASE_ERROR, e.to_string())),
+        Err(e) => StageOutcome::Retry(JobError::new(ErrorCode::DatabaseError, e.to_string())),
     }
 }
 
@@ -211,35 +211,10 @@ pub(crate) async fn stop_for_purge(lifecycle: &Lifecycle, job: &Job) -> Result<(
         Ok(_) | Err(MoveError::Repo(RepoError::Conflict { .. })) => Ok(()),
         Err(MoveError::Repo(RepoError::NotFound)) => Err(StageOutcome::Done),
         Err(e) => Err(StageOutcome::Retry(JobError::new(
-            codes::DATABASE_ERROR,
+            ErrorCode::DatabaseError,
             e.to_string(),
         ))),
     }
-}
-
-/// Error codes stages report; the API shows them on failed jobs.
-pub mod codes {
-    pub const METADATA_TIMEOUT: &str = "metadata_timeout";
-    pub const ENGINE_ERROR: &str = "engine_error";
-    pub const DATABASE_ERROR: &str = "database_error";
-    pub const QUEUE_ERROR: &str = "queue_error";
-    pub const STORAGE_ERROR: &str = "storage_error";
-    pub const STORAGE_UNREACHABLE: &str = "storage_unreachable";
-    pub const STORAGE_AUTH_FAILED: &str = "storage_auth_failed";
-    pub const STORAGE_ENDPOINT_NOT_ALLOWED: &str = "storage_endpoint_not_allowed";
-    pub const INVALID_TORRENT: &str = "invalid_torrent";
-    pub const UNSAFE_PATH: &str = "torrent_unsafe_path";
-    pub const TOO_MANY_FILES: &str = "torrent_too_many_files";
-    pub const TOO_LARGE: &str = "torrent_too_large";
-    pub const INVALID_SELECTION: &str = "invalid_file_selection";
-    pub const STAGING_MISSING: &str = "staged_data_missing";
-    pub const STORAGE_PROFILE_MISSING: &str = "storage_profile_missing";
-    pub const URL_NOT_ALLOWED: &str = "url_not_allowed";
-    pub const URL_TOO_LARGE: &str = "url_too_large";
-    pub const URL_TYPE_NOT_ALLOWED: &str = "url_type_not_allowed";
-    pub const URL_UNAVAILABLE: &str = "url_unavailable";
-    pub const URL_UNREACHABLE: &str = "url_unreachable";
-    pub const INTERNAL: &str = "internal_error";
 }
 
 #[cfg(test)]

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ferry_domain::{Job, JobError, JobStatus, Progress, SeedPolicy};
+use ferry_domain::{ErrorCode, Job, JobError, JobStatus, Progress, SeedPolicy};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{StageHandler, StageOutcome, codes};
+use super::{StageHandler, StageOutcome};
 use crate::lifecycle::Lifecycle;
 use crate::ports::{
     EventKind, JobEvent, Lease, RepoError, Stage, Staging, TorrentEngine, TorrentSpec,
@@ -26,7 +26,7 @@ pub struct SeedStage {
     pub default_policy: SeedPolicy,
 }
 
-fn retry(code: &str, e: impl std::fmt::Display) -> StageOutcome {
+fn retry(code: ErrorCode, e: impl std::fmt::Display) -> StageOutcome {
     StageOutcome::Retry(JobError::new(code, e.to_string()))
 }
 
@@ -50,7 +50,7 @@ impl StageHandler for SeedStage {
                 self.stop(lease.job_id).await;
                 return StageOutcome::Done;
             }
-            Err(e) => return retry(codes::DATABASE_ERROR, e),
+            Err(e) => return retry(ErrorCode::DatabaseError, e),
         };
         if job.status == JobStatus::Seeding && !job.purge_requested {
             return self.seed(job, shutdown).await;
@@ -70,7 +70,10 @@ impl StageHandler for SeedStage {
 impl SeedStage {
     async fn seed(&self, job: Job, shutdown: &CancellationToken) -> StageOutcome {
         let Some(meta) = job.metadata.clone() else {
-            return StageOutcome::Fail(JobError::new(codes::INTERNAL, "seeding without metadata"));
+            return StageOutcome::Fail(JobError::new(
+                ErrorCode::InternalError,
+                "seeding without metadata",
+            ));
         };
         let policy = job.seed.unwrap_or(self.default_policy);
         let size = meta.selected_bytes();
@@ -82,7 +85,7 @@ impl SeedStage {
             data_dir: Some(self.staging.seed_dir(job.id)),
         };
         if let Err(e) = self.engine.start(spec).await {
-            return retry(codes::ENGINE_ERROR, e);
+            return retry(ErrorCode::EngineError, e);
         }
         tracing::info!(job_id = %job.id, info_hash = %meta.info_hash, ?policy, "seeding");
         // Counters restart with the engine; what earlier runs uploaded is in the snapshot.
@@ -109,7 +112,7 @@ impl SeedStage {
                     // The next attempt may run on another worker: leave no torrent behind.
                     let _ = self.engine.stop(job.id, false).await;
                     let _ = self.lifecycle.repo.record_progress(job.id, &progress).await;
-                    return retry(codes::ENGINE_ERROR, e);
+                    return retry(ErrorCode::EngineError, e);
                 }
             };
             let now_uploaded = base + stats.uploaded_bytes;
@@ -153,7 +156,7 @@ impl SeedStage {
                     .await
                 {
                     Ok(_) | Err(crate::lifecycle::MoveError::Repo(RepoError::Conflict { .. })) => {}
-                    Err(e) => return retry(codes::DATABASE_ERROR, e),
+                    Err(e) => return retry(ErrorCode::DatabaseError, e),
                 }
                 let _ = self.staging.discard_seed(job.id).await;
                 tracing::info!(job_id = %job.id, uploaded, "seeding finished");
