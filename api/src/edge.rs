@@ -8,12 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use ferry_domain::ErrorCode;
 use futures::StreamExt;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram};
 use poem::PathPattern;
 use poem::http::{Method, StatusCode, header};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
+
+use crate::error::{self, ApiError};
 
 /// Operations whose body is a multipart .torrent upload; every other body is JSON.
 const UPLOADS: &[&str] = &["/api/v1/jobs/torrent", "/api/v1/torrents/analyze"];
@@ -204,17 +207,30 @@ fn limited(body: Body, cap: u64, exceeded: Arc<AtomicBool>) -> Body {
 
 fn too_large(cap: u64) -> Response {
     error_response(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+        ErrorCode::PayloadTooLarge,
         &format!("request bodies here may be at most {cap} bytes"),
     )
 }
 
-fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+/// An error raised outside the operations, answered with its code's status.
+fn error_response(code: ErrorCode, message: &str) -> Response {
+    let status = error::status(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    answer(status, code, message)
+}
+
+fn answer(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     poem::web::Json(serde_json::json!({ "code": code, "message": message }))
         .with_status(status)
         .into_response()
 }
+
+/// The codes of the errors the router itself raises, found by their status.
+const ROUTER_CODES: [ErrorCode; 4] = [
+    ErrorCode::NotFound,
+    ErrorCode::MethodNotAllowed,
+    ErrorCode::PayloadTooLarge,
+    ErrorCode::UnsupportedMediaType,
+];
 
 /// Errors raised outside the operations (unknown route, missing token, unparsable body, bad
 /// parameter) get the same JSON shape as the operations' own errors.
@@ -231,26 +247,28 @@ pub fn json_error(err: poem::Error) -> Response {
         // One of our own `ApiError`s: already in shape.
         return response;
     }
-    let code = match status.as_u16() {
-        401 => {
-            return crate::error::ApiError::unauthorized().into_response();
-        }
-        404 => "not_found",
-        405 => "method_not_allowed",
-        413 => "payload_too_large",
-        415 => "unsupported_media_type",
-        s if s >= 500 => "internal_error",
-        _ => "invalid_request",
-    };
+    if status == StatusCode::UNAUTHORIZED {
+        return ApiError::unauthorized().into_response();
+    }
+    let code = ROUTER_CODES
+        .into_iter()
+        .find(|&c| error::status(c) == Some(status))
+        .unwrap_or(if status.is_server_error() {
+            ErrorCode::InternalError
+        } else {
+            ErrorCode::InvalidRequest
+        });
+    // The status stays poem's: it decided what went wrong (400 for whatever else it
+    // refuses, 500 for its own failures).
     if status.is_server_error() {
         tracing::error!(error = %message, "request failed");
-        return error_response(
+        return answer(
             status,
             code,
             "an unexpected error occurred; see the server log",
         );
     }
-    error_response(status, code, &message)
+    answer(status, code, &message)
 }
 
 #[cfg(test)]

@@ -1,12 +1,14 @@
-//! The one place where errors become HTTP: a stable snake_case `code` decides the status.
+//! The one place where errors become HTTP: a registered [`ErrorCode`] decides the status
+//! ([`status`]).
 //! Each operation answers with [`Fails`] over the statuses it can really return, so the
 //! OpenAPI document lists those and no others.
 
 use std::marker::PhantomData;
 
 use ferry_application::{JobsError, ProfilesError};
-use ferry_domain::TorrentLimitError;
+use ferry_domain::{ErrorCode, TorrentLimitError};
 use poem::IntoResponse;
+use poem::http::StatusCode;
 use poem_openapi::payload::Json;
 use poem_openapi::registry::{MetaResponses, Registry};
 use poem_openapi::{ApiResponse, Object};
@@ -59,54 +61,123 @@ pub enum ApiError {
     Internal(Json<ErrorBody>),
 }
 
-fn body(code: &str, message: impl Into<String>) -> Json<ErrorBody> {
+/// The HTTP status of every code an API error body can carry: the one place where codes
+/// meet HTTP (README, "API", lists the same table and a test holds the two together).
+/// `None`: the code is only ever on a failed job, never in an API answer.
+pub fn status(code: ErrorCode) -> Option<StatusCode> {
+    use ErrorCode as C;
+    let status = match code {
+        C::InvalidRequest
+        | C::InvalidMagnet
+        | C::InvalidTorrent
+        | C::InvalidFileSelection
+        | C::InvalidUrl
+        | C::InvalidEventId
+        | C::InvalidStorageProfile => StatusCode::BAD_REQUEST,
+        C::Unauthorized => StatusCode::UNAUTHORIZED,
+        C::NotFound
+        | C::JobNotFound
+        | C::FileNotFound
+        | C::FileNotSelected
+        | C::StorageProfileNotFound => StatusCode::NOT_FOUND,
+        C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        C::IllegalTransition
+        | C::JobAlreadyExists
+        | C::JobNotFinished
+        | C::JobPurging
+        | C::TorrentNotReady => StatusCode::CONFLICT,
+        C::TorrentFileTooLarge | C::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        C::TorrentUnsafePath
+        | C::TorrentTooManyFiles
+        | C::TorrentTooLarge
+        | C::StorageEndpointNotAllowed
+        | C::StorageAuthFailed
+        | C::UrlNotAllowed
+        | C::UrlUnavailable
+        | C::TrackerNotAllowed
+        | C::PeerNotAllowed => StatusCode::UNPROCESSABLE_ENTITY,
+        C::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
+        C::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+        C::StorageUnreachable => StatusCode::BAD_GATEWAY,
+        C::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        C::MetadataTimeout
+        | C::EngineError
+        | C::DatabaseError
+        | C::QueueError
+        | C::StorageError
+        | C::StagedDataMissing
+        | C::StorageProfileMissing
+        | C::UrlTooLarge
+        | C::UrlTypeNotAllowed
+        | C::UrlUnreachable
+        | C::DuplicateJob => return None,
+    };
+    Some(status)
+}
+
+/// The one code with a second status: a job submission naming a storage profile that is not
+/// there is unprocessable (422), where the profile's own URL is not found (404, [`status`]).
+/// The README lists it under both.
+pub const PROFILE_NAMED_BY_A_JOB: (ErrorCode, StatusCode) = (
+    ErrorCode::StorageProfileNotFound,
+    StatusCode::UNPROCESSABLE_ENTITY,
+);
+
+fn body(code: ErrorCode, message: impl Into<String>) -> Json<ErrorBody> {
     Json(ErrorBody {
-        code: code.to_owned(),
+        code: code.as_str().to_owned(),
         message: message.into(),
     })
 }
 
+const INTERNAL_MESSAGE: &str = "an unexpected error occurred; see the server log";
+
 impl ApiError {
-    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
-        Self::BadRequest(body(code, message))
+    /// The error with `code`, answered with the code's [`status`].
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        match status(code) {
+            Some(status) => Self::with_status(status, code, message),
+            None => {
+                // A job's code in an API answer: a bug in the caller.
+                tracing::error!(%code, "an API error was built from a code the API does not answer with");
+                Self::Internal(body(ErrorCode::InternalError, INTERNAL_MESSAGE))
+            }
+        }
     }
 
-    pub fn not_found(code: &str, message: impl Into<String>) -> Self {
-        Self::NotFound(body(code, message))
-    }
-
-    pub fn conflict(code: &str, message: impl Into<String>) -> Self {
-        Self::Conflict(body(code, message))
-    }
-
-    pub fn too_large(code: &str, message: impl Into<String>) -> Self {
-        Self::PayloadTooLarge(body(code, message))
-    }
-
-    pub fn too_many(code: &str, message: impl Into<String>) -> Self {
-        Self::TooManyRequests(body(code, message))
-    }
-
-    pub fn unsupported_media_type(message: impl Into<String>) -> Self {
-        Self::UnsupportedMediaType(body("unsupported_media_type", message))
+    fn with_status(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        let body = body(code, message);
+        match status {
+            StatusCode::BAD_REQUEST => Self::BadRequest(body),
+            StatusCode::UNAUTHORIZED => Self::Unauthorized(body, "Bearer".to_owned()),
+            StatusCode::NOT_FOUND => Self::NotFound(body),
+            StatusCode::CONFLICT => Self::Conflict(body),
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge(body),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType(body),
+            StatusCode::UNPROCESSABLE_ENTITY => Self::Unprocessable(body),
+            StatusCode::TOO_MANY_REQUESTS => Self::TooManyRequests(body),
+            StatusCode::BAD_GATEWAY => Self::BadGateway(body),
+            StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(body),
+            StatusCode::INTERNAL_SERVER_ERROR => Self::Internal(body),
+            other => {
+                // 405 comes from the router (`edge`), never from an operation.
+                tracing::error!(%code, status = %other, "no operation answers with this status");
+                Self::Internal(self::body(ErrorCode::InternalError, INTERNAL_MESSAGE))
+            }
+        }
     }
 
     pub fn unauthorized() -> Self {
-        Self::Unauthorized(
-            body(
-                "unauthorized",
-                "send the API token as `Authorization: Bearer <token>`",
-            ),
-            "Bearer".to_owned(),
+        Self::new(
+            ErrorCode::Unauthorized,
+            "send the API token as `Authorization: Bearer <token>`",
         )
     }
 
     pub fn internal(error: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %error, "request failed");
-        Self::Internal(body(
-            "internal_error",
-            "an unexpected error occurred; see the server log",
-        ))
+        Self::new(ErrorCode::InternalError, INTERNAL_MESSAGE)
     }
 }
 
@@ -192,66 +263,179 @@ impl<S> From<Fails<S>> for poem::Error {
 
 impl From<JobsError> for ApiError {
     fn from(e: JobsError) -> Self {
+        use ErrorCode as C;
         let message = e.to_string();
-        match e {
-            JobsError::InvalidMagnet(_) => Self::bad_request("invalid_magnet", message),
-            JobsError::InvalidUrl(_) => Self::bad_request("invalid_url", message),
-            JobsError::UrlNotAllowed(_) => Self::Unprocessable(body("url_not_allowed", message)),
-            JobsError::UrlRefused(_) => Self::Unprocessable(body("url_unavailable", message)),
-            JobsError::TrackerNotAllowed { .. } => {
-                Self::Unprocessable(body("tracker_not_allowed", message))
-            }
-            JobsError::PeerNotAllowed(_) => Self::Unprocessable(body("peer_not_allowed", message)),
-            JobsError::TorrentNotReady => Self::conflict("torrent_not_ready", message),
-            JobsError::InvalidTorrent(_) => Self::bad_request("invalid_torrent", message),
-            JobsError::InvalidSelection(_) => Self::bad_request("invalid_file_selection", message),
-            JobsError::UnsafePath(_) => Self::Unprocessable(body("torrent_unsafe_path", message)),
+        let code = match e {
+            JobsError::InvalidMagnet(_) => C::InvalidMagnet,
+            JobsError::InvalidUrl(_) => C::InvalidUrl,
+            JobsError::UrlNotAllowed(_) => C::UrlNotAllowed,
+            JobsError::UrlRefused(_) => C::UrlUnavailable,
+            JobsError::TrackerNotAllowed { .. } => C::TrackerNotAllowed,
+            JobsError::PeerNotAllowed(_) => C::PeerNotAllowed,
+            JobsError::TorrentNotReady => C::TorrentNotReady,
+            JobsError::InvalidTorrent(_) => C::InvalidTorrent,
+            JobsError::InvalidSelection(_) => C::InvalidFileSelection,
+            JobsError::UnsafePath(_) => C::TorrentUnsafePath,
             JobsError::TorrentLimit(TorrentLimitError::TooManyFiles { .. }) => {
-                Self::Unprocessable(body("torrent_too_many_files", message))
+                C::TorrentTooManyFiles
             }
-            JobsError::TorrentLimit(TorrentLimitError::TooLarge { .. }) => {
-                Self::Unprocessable(body("torrent_too_large", message))
-            }
-            JobsError::NotFound => Self::not_found("job_not_found", message),
+            JobsError::TorrentLimit(TorrentLimitError::TooLarge { .. }) => C::TorrentTooLarge,
+            JobsError::NotFound => C::JobNotFound,
             JobsError::ProfileNotFound(_) => {
-                Self::Unprocessable(body("storage_profile_not_found", message))
+                let (code, status) = PROFILE_NAMED_BY_A_JOB;
+                return Self::with_status(status, code, message);
             }
-            JobsError::FileNotFound(_) => Self::not_found("file_not_found", message),
-            JobsError::FileNotSelected(_) => Self::not_found("file_not_selected", message),
-            JobsError::Duplicate(_) => Self::conflict("job_already_exists", message),
-            JobsError::IllegalTransition(_) => Self::conflict("illegal_transition", message),
-            JobsError::NotFinished(_) => Self::conflict("job_not_finished", message),
-            JobsError::Purging => Self::conflict("job_purging", message),
+            JobsError::FileNotFound(_) => C::FileNotFound,
+            JobsError::FileNotSelected(_) => C::FileNotSelected,
+            JobsError::Duplicate(_) => C::JobAlreadyExists,
+            JobsError::IllegalTransition(_) => C::IllegalTransition,
+            JobsError::NotFinished(_) => C::JobNotFinished,
+            JobsError::Purging => C::JobPurging,
             JobsError::Unavailable(_) => {
                 tracing::warn!(error = %message, "backend unavailable");
-                Self::Unavailable(body(
-                    "service_unavailable",
+                return Self::new(
+                    C::ServiceUnavailable,
                     "a backend is unavailable; try again shortly",
-                ))
+                );
             }
-            JobsError::Unexpected(e) => Self::internal(&format!("{e:#}")),
-        }
+            JobsError::Unexpected(e) => return Self::internal(&format!("{e:#}")),
+        };
+        Self::new(code, message)
     }
 }
 
 impl From<ProfilesError> for ApiError {
     fn from(e: ProfilesError) -> Self {
+        use ErrorCode as C;
         let message = e.to_string();
-        match e {
-            ProfilesError::Invalid(_) => Self::bad_request("invalid_storage_profile", message),
-            ProfilesError::CredentialsMismatch => {
-                Self::bad_request("invalid_storage_profile", message)
+        let code = match e {
+            ProfilesError::Invalid(_) | ProfilesError::CredentialsMismatch => {
+                C::InvalidStorageProfile
             }
-            ProfilesError::PrivateEndpoint(_) => {
-                Self::Unprocessable(body("storage_endpoint_not_allowed", message))
+            ProfilesError::PrivateEndpoint(_) => C::StorageEndpointNotAllowed,
+            ProfilesError::NotFound => C::StorageProfileNotFound,
+            ProfilesError::Unreachable(_) => C::StorageUnreachable,
+            ProfilesError::AuthFailed(_) => C::StorageAuthFailed,
+            ProfilesError::Unavailable(_) => return Self::from(JobsError::Unavailable(message)),
+            ProfilesError::Unexpected(e) => return Self::internal(&format!("{e:#}")),
+        };
+        Self::new(code, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The README's code tables and the registry must agree, both ways: a code the README
+    //! lists that is not registered (or under another status), and a registered code the
+    //! README does not list, both fail.
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    const README: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+
+    /// The rows of the README table headed `header`: the first cell, and the codes (the
+    /// backticked snake_case words) of the second.
+    fn table(header: &str) -> Vec<(String, Vec<String>)> {
+        let mut lines = README.lines().skip_while(|l| l.trim() != header);
+        assert!(
+            lines.next().is_some(),
+            "the README has no table headed {header}"
+        );
+        lines
+            .skip(1) // |---|---|
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.trim().trim_matches('|').split('|').collect();
+                let codes = cells[1]
+                    .split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .filter(|w| {
+                        w.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !w.is_empty()
+                    })
+                    .map(str::to_owned)
+                    .collect();
+                (cells[0].trim().to_owned(), codes)
+            })
+            .collect()
+    }
+
+    fn registered(word: &str) -> ErrorCode {
+        ErrorCode::parse(word)
+            .unwrap_or_else(|| panic!("the README lists `{word}`, which ErrorCode does not have"))
+    }
+
+    #[test]
+    fn the_readme_lists_every_api_code_under_its_status() {
+        let readme: BTreeSet<(u16, ErrorCode)> = table("| status | codes |")
+            .into_iter()
+            .flat_map(|(status, codes)| {
+                let status: u16 = status.parse().unwrap_or_else(|_| panic!("status {status}"));
+                codes.into_iter().map(move |c| (status, registered(&c)))
+            })
+            .collect();
+        let mut expected: BTreeSet<(u16, ErrorCode)> = ErrorCode::ALL
+            .iter()
+            .filter_map(|&c| status(c).map(|s| (s.as_u16(), c)))
+            .collect();
+        let (code, second) = PROFILE_NAMED_BY_A_JOB;
+        expected.insert((second.as_u16(), code));
+        let missing: Vec<_> = expected.difference(&readme).collect();
+        let wrong: Vec<_> = readme.difference(&expected).collect();
+        assert!(
+            missing.is_empty(),
+            "API codes missing from the README's status table: {missing:?}"
+        );
+        assert!(
+            wrong.is_empty(),
+            "the README's status table lists codes the API does not answer with under that status: {wrong:?}"
+        );
+    }
+
+    #[test]
+    fn the_readme_lists_every_job_code() {
+        let readme: BTreeSet<ErrorCode> = table("| stage | codes |")
+            .into_iter()
+            .flat_map(|(_, codes)| codes)
+            .map(|c| registered(&c))
+            .collect();
+        let expected: BTreeSet<ErrorCode> = ErrorCode::ALL
+            .iter()
+            .copied()
+            .filter(|c| c.on_jobs())
+            .collect();
+        let missing: Vec<_> = expected.difference(&readme).collect();
+        let wrong: Vec<_> = readme.difference(&expected).collect();
+        assert!(
+            missing.is_empty(),
+            "job error codes missing from the README's job error table: {missing:?}"
+        );
+        assert!(
+            wrong.is_empty(),
+            "the README's job error table lists codes no job carries: {wrong:?}"
+        );
+    }
+
+    #[test]
+    fn every_code_is_answered_or_carried() {
+        for &code in ErrorCode::ALL {
+            assert!(
+                status(code).is_some() || code.on_jobs(),
+                "{code} is neither an API code nor a job code"
+            );
+        }
+    }
+
+    #[test]
+    fn a_code_decides_the_status() {
+        for &code in ErrorCode::ALL {
+            if let Some(s) = status(code)
+                && s != StatusCode::METHOD_NOT_ALLOWED
+            {
+                let e = ApiError::new(code, "x");
+                assert_eq!(e.status(), s.as_u16(), "{code}");
             }
-            ProfilesError::NotFound => Self::not_found("storage_profile_not_found", message),
-            ProfilesError::Unreachable(_) => Self::BadGateway(body("storage_unreachable", message)),
-            ProfilesError::AuthFailed(_) => {
-                Self::Unprocessable(body("storage_auth_failed", message))
-            }
-            ProfilesError::Unavailable(_) => Self::from(JobsError::Unavailable(message)),
-            ProfilesError::Unexpected(e) => Self::internal(&format!("{e:#}")),
         }
     }
 }

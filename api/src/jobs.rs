@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ferry_application::ports::{EventId, JobQuery, ObjectLocation, Replay};
 use ferry_application::{Submission, SubmitOptions};
-use ferry_domain::{JobId, JobStatus};
+use ferry_domain::{ErrorCode, JobId, JobStatus};
 use futures::stream::BoxStream;
 use poem::Body;
 use poem::web::sse::Event;
@@ -130,7 +130,7 @@ type ApiResult<T> = Result<T, ApiError>;
 
 fn parse_id(id: &str) -> ApiResult<JobId> {
     id.parse()
-        .map_err(|_| ApiError::not_found("job_not_found", format!("no job {id:?}")))
+        .map_err(|_| ApiError::new(ErrorCode::JobNotFound, format!("no job {id:?}")))
 }
 
 /// The multipart `files` field: at most `max_files` indices (counted before any is parsed).
@@ -152,8 +152,8 @@ fn parse_files(text: Option<&str>, max_files: usize) -> ApiResult<Option<Vec<usi
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
         .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_file_selection",
+            ApiError::new(
+                ErrorCode::InvalidFileSelection,
                 "files must be a list of file indices, like 0,2,5",
             )
         })
@@ -167,8 +167,8 @@ impl JobsApi {
     async fn read_torrent(&self, upload: Upload) -> ApiResult<Vec<u8>> {
         let max = self.state.max_torrent_bytes;
         if upload.size() as u64 > max {
-            return Err(ApiError::too_large(
-                "torrent_file_too_large",
+            return Err(ApiError::new(
+                ErrorCode::TorrentFileTooLarge,
                 format!("a .torrent may be at most {max} bytes"),
             ));
         }
@@ -179,7 +179,10 @@ impl JobsApi {
             .read_exact(&mut bytes)
             .await
             .map_err(|e| {
-                ApiError::bad_request("invalid_request", format!("reading the upload: {e}"))
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("reading the upload: {e}"),
+                )
             })?;
         Ok(bytes)
     }
@@ -194,8 +197,8 @@ impl JobsApi {
     ) -> ApiResult<Option<ferry_domain::SeedPolicy>> {
         if ratio.is_some_and(|r| !r.is_finite() || r < 0.0) {
             // The schema's minimum refuses these first; kept in case another caller sends one.
-            return Err(ApiError::bad_request(
-                "invalid_request",
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
                 "seed_ratio must be a number ≥ 0",
             ));
         }
@@ -453,12 +456,12 @@ impl JobsApi {
             .streams
             .admit(caller.owner())
             .map_err(|refused| match refused {
-                Refused::Owner(n) => ApiError::too_many(
-                    "too_many_streams",
+                Refused::Owner(n) => ApiError::new(
+                    ErrorCode::TooManyStreams,
                     format!("you have {n} event streams open already; close one first"),
                 ),
-                Refused::Server(n) => ApiError::too_many(
-                    "too_many_streams",
+                Refused::Server(n) => ApiError::new(
+                    ErrorCode::TooManyStreams,
                     format!("the server has {n} event streams open; try again shortly"),
                 ),
             })?;
@@ -472,8 +475,8 @@ impl JobsApi {
             .subscribe(id, &from)
             .await
             .map_err(|e| match e {
-                ferry_application::ports::BusError::BadEventId(id) => ApiError::bad_request(
-                    "invalid_event_id",
+                ferry_application::ports::BusError::BadEventId(id) => ApiError::new(
+                    ErrorCode::InvalidEventId,
                     format!("Last-Event-ID {id:?} was not issued by this server"),
                 ),
                 other => {

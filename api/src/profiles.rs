@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use ferry_domain::{Credentials, ProfileId, StorageBackend, StorageProfile};
+use ferry_domain::{Credentials, ErrorCode, ProfileId, StorageBackend, StorageProfile};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags, Union};
@@ -161,8 +161,8 @@ pub enum Deleted {
 
 fn parse_id(id: &str) -> Result<ProfileId, ApiError> {
     id.parse().map_err(|_| {
-        ApiError::not_found(
-            "storage_profile_not_found",
+        ApiError::new(
+            ErrorCode::StorageProfileNotFound,
             format!("no storage profile {id:?}"),
         )
     })
@@ -183,7 +183,7 @@ impl ProfilesApi {
         caller: Caller,
         body: Json<ProfileRequest>,
     ) -> Result<Created, Fails<CreateFails>> {
-        let invalid = |m: String| ApiError::bad_request("invalid_storage_profile", m);
+        let invalid = |m: String| ApiError::new(ErrorCode::InvalidStorageProfile, m);
         let (name, backend, credentials) = match body.0 {
             ProfileRequest::S3(S3Profile { name, s3 }) => (
                 name,

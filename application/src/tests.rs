@@ -6,11 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_domain::{InfoHash, JobStatus, OwnerId, TorrentLimits};
+use ferry_domain::{ErrorCode, InfoHash, JobStatus, OwnerId, TorrentLimits};
 use tokio_util::sync::CancellationToken;
 
 use crate::ports::*;
-use crate::stages::{DeliverStage, DownloadSettings, DownloadStage, FetchStage, SeedStage, codes};
+use crate::stages::{DeliverStage, DownloadSettings, DownloadStage, FetchStage, SeedStage};
 use crate::testing::{Fakes, sample_metadata};
 use crate::*;
 
@@ -322,7 +322,10 @@ async fn a_magnet_whose_metadata_breaks_the_limits_fails_the_job() {
     ));
     let failed = w.jobs.get(&me(), job.id).await.unwrap();
     assert_eq!(failed.status, JobStatus::Failed);
-    assert_eq!(failed.error.unwrap().code, codes::TOO_MANY_FILES);
+    assert_eq!(
+        failed.error.unwrap().code,
+        ErrorCode::TorrentTooManyFiles.as_str()
+    );
 }
 
 #[tokio::test]
@@ -505,7 +508,10 @@ async fn engine_failures_are_retried_then_fail_the_job_into_the_dead_letters() {
         (after_one.status, after_one.attempts),
         (JobStatus::Downloading, 1)
     );
-    assert_eq!(after_one.error.unwrap().code, codes::ENGINE_ERROR);
+    assert_eq!(
+        after_one.error.unwrap().code,
+        ErrorCode::EngineError.as_str()
+    );
     w.run_stage(Stage::Download).await;
     w.run_stage(Stage::Download).await;
     let failed = w.jobs.get(&me(), job.id).await.unwrap();
@@ -537,7 +543,7 @@ async fn a_magnet_nobody_seeds_times_out_and_is_retried() {
         .await
         .unwrap();
     match w.run_stage(Stage::Download).await {
-        StageOutcome::Retry(e) => assert_eq!(e.code, codes::METADATA_TIMEOUT),
+        StageOutcome::Retry(e) => assert_eq!(e.code, ErrorCode::MetadataTimeout.as_str()),
         other => panic!("{other:?}"),
     }
     assert_eq!(w.status(job.id).await, JobStatus::Resolving);
@@ -729,7 +735,10 @@ async fn a_job_with_a_storage_profile_is_delivered_there_with_digests() {
         StageOutcome::Fail(_)
     ));
     let failed = w.jobs.get(&me(), job2.id).await.unwrap();
-    assert_eq!(failed.error.unwrap().code, codes::STORAGE_PROFILE_MISSING);
+    assert_eq!(
+        failed.error.unwrap().code,
+        ErrorCode::StorageProfileMissing.as_str()
+    );
 }
 
 #[tokio::test]
@@ -1047,7 +1056,10 @@ async fn a_failed_url_job_is_retried_with_the_fetch_stage() {
     }
     let failed = w.jobs.get(&me(), job.id).await.unwrap();
     assert_eq!(failed.status, JobStatus::Failed);
-    assert_eq!(failed.error.unwrap().code, codes::URL_UNAVAILABLE);
+    assert_eq!(
+        failed.error.unwrap().code,
+        ErrorCode::UrlUnavailable.as_str()
+    );
 
     w.f.fetcher.answer(url, None);
     let retried = w.jobs.retry(&me(), job.id).await.unwrap();

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use url::Url;
 use uuid::Uuid;
 
-use crate::{InfoHash, JobStatus, MagnetLink, Progress, SafePath};
+use crate::{ErrorCode, InfoHash, JobStatus, MagnetLink, Progress, SafePath};
 
 /// A job's identity: a UUID v7, so ids sort by creation time.
 #[derive(
@@ -273,13 +273,22 @@ impl SeedPolicy {
 /// Why a job failed, as the API reports it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JobError {
-    /// A stable snake_case code.
+    /// A registered [`ErrorCode`]'s wire string. Kept as text, as it is stored: an error
+    /// read back may carry a code an older version wrote.
     pub code: String,
     pub message: String,
 }
 
 impl JobError {
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code: code.as_str().to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// An error as it was stored, code and all.
+    pub fn stored(code: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             code: code.into(),
             message: message.into(),

@@ -3,6 +3,7 @@
 //! Nothing here does I/O or knows about async; every value that exists is valid
 //! ("parse, don't validate"), so the layers above can trust what they hold.
 
+pub mod error_code;
 pub mod info_hash;
 pub mod job;
 pub mod magnet;
@@ -13,6 +14,7 @@ pub mod status;
 pub mod storage_key;
 pub mod torrent;
 
+pub use error_code::{ErrorCode, UnknownErrorCode};
 pub use info_hash::{InfoHash, InfoHashError};
 pub use job::{
     FileSelection, FileSelectionError, Job, JobError, JobFile, JobId, JobSource, OwnerId,

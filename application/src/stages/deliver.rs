@@ -6,19 +6,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ferry_domain::{Job, JobError, JobStatus, Progress, StorageKey};
-use tokio::time::{Instant, MissedTickBehavior};
+use ferry_domain::{ErrorCode, Job, JobId, JobStatus, Progress, StorageKey};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{StageHandler, StageOutcome, codes};
+use super::{Flow, Observed, StageHandler, StageOutcome, Ticker, found};
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{
-    EventKind, JobEvent, Lease, PutRequest, RepoError, Stage, Staging, StoreError, StoreResolver,
+    JobQueue, Lease, PutRequest, RepoError, Stage, Staging, StoreError, StoreResolver,
 };
 
 pub struct DeliverStage {
     pub lifecycle: Lifecycle,
-    pub queue: Arc<dyn crate::ports::JobQueue>,
+    pub queue: Arc<dyn JobQueue>,
     pub staging: Arc<dyn Staging>,
     pub stores: Arc<dyn StoreResolver>,
     /// How often upload progress is published.
@@ -31,28 +31,33 @@ fn store_outcome(job: &Job, e: StoreError) -> StageOutcome {
     tracing::warn!(job_id = %job.id, error = format!("{e:#}"), "delivery failed");
     let (code, message) = match &e {
         StoreError::Unreachable(_) => (
-            codes::STORAGE_UNREACHABLE,
+            ErrorCode::StorageUnreachable,
             "the storage could not be reached",
         ),
         StoreError::AuthFailed(_) => (
-            codes::STORAGE_AUTH_FAILED,
+            ErrorCode::StorageAuthFailed,
             "the storage rejected the profile's credentials",
         ),
         StoreError::NotAllowed(_) => {
-            return StageOutcome::Fail(JobError::new(
-                codes::STORAGE_ENDPOINT_NOT_ALLOWED,
+            return StageOutcome::fail(
+                ErrorCode::StorageEndpointNotAllowed,
                 "the storage's address is not allowed on this server",
-            ));
+            );
         }
-        StoreError::NotFound | StoreError::Unexpected(_) => {
-            (codes::STORAGE_ERROR, "the storage answered with an error")
-        }
+        StoreError::NotFound | StoreError::Unexpected(_) => (
+            ErrorCode::StorageError,
+            "the storage answered with an error",
+        ),
     };
-    StageOutcome::Retry(JobError::new(code, message))
+    StageOutcome::retry(code, message)
 }
 
-fn retry_db(e: impl std::fmt::Display) -> StageOutcome {
-    StageOutcome::Retry(JobError::new(codes::DATABASE_ERROR, e.to_string()))
+/// Upload progress: `done` of `total` bytes sent, at `rate`.
+fn upload_progress(done: u64, total: u64, rate: u64) -> Progress {
+    let mut progress = Progress::measured(done, total, rate);
+    progress.upload_rate = rate;
+    progress.download_rate = 0;
+    progress
 }
 
 #[async_trait]
@@ -62,20 +67,7 @@ impl StageHandler for DeliverStage {
     }
 
     async fn run(&self, lease: &Lease, shutdown: &CancellationToken) -> StageOutcome {
-        let job = match self.lifecycle.repo.get(lease.job_id).await {
-            Ok(job) => job,
-            Err(RepoError::NotFound) => return self.free_staging(lease.job_id).await,
-            Err(e) => return retry_db(e),
-        };
-        if job.purge_requested {
-            return self.purge_once_stopped(job).await;
-        }
-        match job.status {
-            JobStatus::Uploading => self.deliver(job, shutdown).await,
-            // Cancelled during delivery: nothing delivered may stay.
-            JobStatus::Cancelled => self.remove(&job, false).await,
-            _ => StageOutcome::Done,
-        }
+        super::settled(self.drive(lease.job_id, shutdown).await)
     }
 }
 
@@ -87,57 +79,70 @@ enum Interrupted {
 }
 
 impl DeliverStage {
-    async fn deliver(&self, job: Job, shutdown: &CancellationToken) -> StageOutcome {
+    async fn drive(&self, id: JobId, shutdown: &CancellationToken) -> Flow {
+        let Some(job) = found(self.lifecycle.repo.get(id).await)? else {
+            return Ok(self.free_staging(id).await);
+        };
+        if job.purge_requested {
+            return self.purge_once_stopped(job).await;
+        }
+        match job.status {
+            JobStatus::Uploading => self.deliver(job, shutdown).await,
+            // Cancelled during delivery: nothing delivered may stay.
+            JobStatus::Cancelled => self.remove(&job, false).await,
+            _ => Ok(StageOutcome::Done),
+        }
+    }
+
+    async fn deliver(&self, job: Job, shutdown: &CancellationToken) -> Flow {
         let store = match self.stores.store(&job.owner, job.storage_profile).await {
             Ok(s) => s,
             Err(StoreError::NotFound) => {
-                return StageOutcome::Fail(JobError::new(
-                    codes::STORAGE_PROFILE_MISSING,
+                return Err(StageOutcome::fail(
+                    ErrorCode::StorageProfileMissing,
                     "the job's storage profile no longer exists",
                 ));
             }
-            Err(e) => return store_outcome(&job, e),
+            Err(e) => return Err(store_outcome(&job, e)),
         };
         if job.seed.is_some() {
             // Keep a copy to seed from before delivery moves the staged files.
-            let paths: Result<Vec<_>, _> = job.selected_files().map(|f| f.safe_path()).collect();
-            let paths = match paths {
-                Ok(p) => p,
-                Err(e) => {
-                    return StageOutcome::Fail(JobError::new(codes::UNSAFE_PATH, e.to_string()));
-                }
-            };
+            let paths = job
+                .selected_files()
+                .map(|f| f.safe_path())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StageOutcome::fail(ErrorCode::TorrentUnsafePath, e))?;
             if let Err(e) = self.staging.keep_for_seeding(job.id, &paths).await {
                 tracing::warn!(job_id = %job.id, error = format!("{e:#}"), "could not keep a copy to seed from");
-                return StageOutcome::Retry(JobError::new(
-                    codes::STORAGE_ERROR,
+                return Err(StageOutcome::retry(
+                    ErrorCode::StorageError,
                     "the copy to seed from could not be made",
                 ));
             }
         }
         let total: u64 = job.selected_files().map(|f| f.size).sum();
         let mut done = 0u64;
+        let mut ticker = Ticker::new(
+            &self.lifecycle,
+            &job,
+            JobStatus::Uploading,
+            self.tick.max(Duration::from_millis(50)),
+        );
         for file in job.selected_files() {
             if shutdown.is_cancelled() {
-                return StageOutcome::Released;
+                return Err(StageOutcome::Released);
             }
-            let path = match file.safe_path() {
-                Ok(p) => p,
-                Err(e) => {
-                    return StageOutcome::Fail(JobError::new(codes::UNSAFE_PATH, e.to_string()));
-                }
-            };
+            let path = file
+                .safe_path()
+                .map_err(|e| StageOutcome::fail(ErrorCode::TorrentUnsafePath, e))?;
             let key = StorageKey::for_file(&job.owner, job.id, &path);
             // Idempotent: a file delivered (and recorded) by an earlier, interrupted run is
             // not sent again.
             if file.sha256.is_some() {
-                match store.size(&key).await {
-                    Ok(Some(size)) if size == file.size => {
-                        done += size;
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(e) => return store_outcome(&job, e),
+                let size = store.size(&key).await.map_err(|e| store_outcome(&job, e))?;
+                if size == Some(file.size) {
+                    done += file.size;
+                    continue;
                 }
             }
             let source = self.staging.file(job.id, &path);
@@ -151,41 +156,35 @@ impl DeliverStage {
                     size: file.size,
                     progress: &report,
                 });
-                self.with_progress(&job, put, done, total, &sent).await
+                self.with_progress(&mut ticker, put, done, total, &sent)
+                    .await
             };
             let stored = match stored {
-                Ok(s) => s,
+                Ok(Ok(s)) => s,
                 Err(Interrupted::Stopped) => return self.stopped(job.id).await,
-            };
-            let stored = match stored {
-                Ok(s) => s,
-                Err(StoreError::NotFound) => {
-                    return StageOutcome::Fail(JobError::new(
-                        codes::STAGING_MISSING,
+                Ok(Err(StoreError::NotFound)) => {
+                    return Err(StageOutcome::fail(
+                        ErrorCode::StagedDataMissing,
                         format!("the downloaded file {path} is missing from staging"),
                     ));
                 }
-                Err(e) => return store_outcome(&job, e),
+                Ok(Err(e)) => return Err(store_outcome(&job, e)),
             };
             if stored.size != file.size {
-                return StageOutcome::Retry(JobError::new(
-                    codes::STORAGE_ERROR,
+                return Err(StageOutcome::retry(
+                    ErrorCode::StorageError,
                     format!(
                         "stored {} bytes of {key}, expected {}",
                         stored.size, file.size
                     ),
                 ));
             }
-            if let Err(e) = self
-                .lifecycle
+            self.lifecycle
                 .repo
                 .record_digest(job.id, file.index, &stored.sha256)
-                .await
-            {
-                return retry_db(e);
-            }
+                .await?;
             done += stored.size;
-            self.publish(&job, done, total, 0).await;
+            ticker.report(upload_progress(done, total, 0)).await;
         }
         self.complete(job).await
     }
@@ -195,7 +194,7 @@ impl DeliverStage {
     /// nothing it still had in hand is written after the job's objects are removed.
     async fn with_progress<F, T>(
         &self,
-        job: &Job,
+        ticker: &mut Ticker<'_>,
         put: F,
         before: u64,
         total: u64,
@@ -205,28 +204,26 @@ impl DeliverStage {
         F: std::future::Future<Output = T>,
     {
         tokio::pin!(put);
-        let mut ticker = tokio::time::interval(self.tick.max(Duration::from_millis(50)));
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        ticker.restart();
         let started = Instant::now();
         loop {
             tokio::select! {
                 out = &mut put => return Ok(out),
-                _ = ticker.tick() => {
+                () = ticker.tick() => {
                     let now = sent.load(Ordering::Relaxed);
                     let secs = started.elapsed().as_secs_f64().max(0.001);
                     let rate = (now as f64 / secs) as u64;
-                    self.publish(job, before + now, total, rate).await;
-                    match self.lifecycle.repo.status(job.id).await {
-                        Ok(JobStatus::Uploading) => {}
-                        Ok(_) | Err(RepoError::NotFound) => return Err(Interrupted::Stopped),
-                        Err(e) => tracing::warn!(job_id = %job.id, error = %e, "could not read the job's status"),
+                    let progress = upload_progress(before + now, total, rate);
+                    match ticker.beat(Some(progress)).await {
+                        Observed::Running => {}
+                        Observed::Moved(_) | Observed::Gone => return Err(Interrupted::Stopped),
                     }
                 }
             }
         }
     }
 
-    async fn complete(&self, job: Job) -> StageOutcome {
+    async fn complete(&self, job: Job) -> Flow {
         match self
             .lifecycle
             .advance(job.id, JobStatus::Uploading, JobStatus::Completed, None)
@@ -237,7 +234,7 @@ impl DeliverStage {
             Err(MoveError::Repo(RepoError::Conflict { .. } | RepoError::NotFound)) => {
                 return self.stopped(job.id).await;
             }
-            Err(e) => return retry_db(e),
+            Err(e) => return Err(e.into()),
         }
         if let Err(e) = self.staging.discard(job.id).await {
             tracing::warn!(job_id = %job.id, error = %e, "could not free the staging area");
@@ -259,18 +256,21 @@ impl DeliverStage {
                 Err(e) => tracing::info!(job_id = %job.id, error = %e, "not seeding"),
             }
         }
-        StageOutcome::Done
+        Ok(StageOutcome::Done)
     }
 
     /// The job left `uploading` while this run delivered it: remove what it delivered
     /// (and the job, if its purge is pending).
-    async fn stopped(&self, id: ferry_domain::JobId) -> StageOutcome {
-        match self.lifecycle.repo.get(id).await {
-            Ok(job) if job.purge_requested => self.purge_once_stopped(job).await,
-            Ok(job) if job.status == JobStatus::Cancelled => self.remove(&job, false).await,
-            Ok(_) => StageOutcome::Done,
-            Err(RepoError::NotFound) => self.free_staging(id).await,
-            Err(e) => retry_db(e),
+    async fn stopped(&self, id: JobId) -> Flow {
+        let Some(job) = found(self.lifecycle.repo.get(id).await)? else {
+            return Ok(self.free_staging(id).await);
+        };
+        if job.purge_requested {
+            self.purge_once_stopped(job).await
+        } else if job.status == JobStatus::Cancelled {
+            self.remove(&job, false).await
+        } else {
+            Ok(StageOutcome::Done)
         }
     }
 
@@ -278,22 +278,20 @@ impl DeliverStage {
     /// job reaches and the one with the object stores. An uploading job is stopped here (this
     /// is the stage that holds it); a job another stage still holds is left to that stage,
     /// which hands the purge back here when it lets go.
-    async fn purge_once_stopped(&self, job: Job) -> StageOutcome {
+    async fn purge_once_stopped(&self, job: Job) -> Flow {
+        let id = job.id;
         let job = if job.status == JobStatus::Uploading {
-            if let Err(outcome) = super::stop_for_purge(&self.lifecycle, &job).await {
-                return outcome;
-            }
-            match self.lifecycle.repo.get(job.id).await {
-                Ok(job) => job,
-                Err(RepoError::NotFound) => return self.free_staging(job.id).await,
-                Err(e) => return retry_db(e),
+            super::stop_for_purge(&self.lifecycle, &job).await?;
+            match found(self.lifecycle.repo.get(id).await)? {
+                Some(job) => job,
+                None => return Ok(self.free_staging(id).await),
             }
         } else {
             job
         };
         if !job.status.is_terminal() {
-            tracing::debug!(job_id = %job.id, status = %job.status, "purge waits for the stage that holds the job");
-            return StageOutcome::Done;
+            tracing::debug!(job_id = %id, status = %job.status, "purge waits for the stage that holds the job");
+            return Ok(StageOutcome::Done);
         }
         self.remove(&job, true).await
     }
@@ -301,42 +299,37 @@ impl DeliverStage {
     /// Removes everything the job left: unfinished uploads, delivered objects, staged data,
     /// the seeding copy, and with `purge` the job itself, last (so a failure here is retried
     /// and recovery still finds the job).
-    async fn remove(&self, job: &Job, purge: bool) -> StageOutcome {
+    async fn remove(&self, job: &Job, purge: bool) -> Flow {
         match self.stores.store(&job.owner, job.storage_profile).await {
             Ok(store) => {
-                if let Err(e) = store.abort_uploads(job.id).await {
-                    return store_outcome(job, e);
-                }
+                let failed = |e| store_outcome(job, e);
+                store.abort_uploads(job.id).await.map_err(failed)?;
                 let prefix = StorageKey::job_prefix(&job.owner, job.id);
-                if let Err(e) = store.delete_prefix(&prefix).await {
-                    return store_outcome(job, e);
-                }
+                store.delete_prefix(&prefix).await.map_err(failed)?;
             }
             // The profile is gone: there is nothing we can still reach to delete.
             Err(StoreError::NotFound) => {}
-            Err(e) => return store_outcome(job, e),
+            Err(e) => return Err(store_outcome(job, e)),
         }
-        if let Err(e) = self.staging.discard(job.id).await {
-            return StageOutcome::Retry(JobError::new(codes::STORAGE_ERROR, format!("{e:#}")));
-        }
-        if let Err(e) = self.staging.discard_seed(job.id).await {
-            return StageOutcome::Retry(JobError::new(codes::STORAGE_ERROR, format!("{e:#}")));
-        }
+        self.staging
+            .discard(job.id)
+            .await
+            .map_err(super::staging_retry)?;
+        self.staging
+            .discard_seed(job.id)
+            .await
+            .map_err(super::staging_retry)?;
         if !purge {
             tracing::info!(job_id = %job.id, "cancelled job's delivered objects removed");
-            return StageOutcome::Done;
+            return Ok(StageOutcome::Done);
         }
-        match self.lifecycle.repo.delete(job.id).await {
-            Ok(()) | Err(RepoError::NotFound) => {
-                tracing::info!(job_id = %job.id, "job purged");
-                StageOutcome::Done
-            }
-            Err(e) => retry_db(e),
-        }
+        found(self.lifecycle.repo.delete(job.id).await)?;
+        tracing::info!(job_id = %job.id, "job purged");
+        Ok(StageOutcome::Done)
     }
 
     /// A job that no longer exists: nothing of it may stay in staging.
-    async fn free_staging(&self, id: ferry_domain::JobId) -> StageOutcome {
+    async fn free_staging(&self, id: JobId) -> StageOutcome {
         if let Err(e) = self.staging.discard(id).await {
             tracing::warn!(job_id = %id, error = %e, "could not free the staging area");
         }
@@ -344,22 +337,5 @@ impl DeliverStage {
             tracing::warn!(job_id = %id, error = %e, "could not free the seeding copy");
         }
         StageOutcome::Done
-    }
-
-    async fn publish(&self, job: &Job, done: u64, total: u64, rate: u64) {
-        let mut progress = Progress::measured(done, total, rate);
-        progress.upload_rate = rate;
-        progress.download_rate = 0;
-        let event = JobEvent {
-            job_id: job.id,
-            kind: EventKind::Progress,
-            status: JobStatus::Uploading,
-            progress,
-            error: None,
-            at: self.lifecycle.clock.now(),
-        };
-        if let Err(e) = self.lifecycle.bus.publish(&event).await {
-            tracing::debug!(job_id = %job.id, error = %e, "could not publish progress");
-        }
     }
 }

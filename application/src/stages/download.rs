@@ -6,16 +6,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ferry_domain::{
-    Job, JobError, JobId, JobSource, JobStatus, Progress, TorrentLimits, TorrentMetadata,
+    ErrorCode, Job, JobError, JobId, JobSource, JobStatus, Progress, TorrentLimitError,
+    TorrentLimits, TorrentMetadata,
 };
-use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::{StageHandler, StageOutcome, codes};
+use super::{Flow, Observed, StageHandler, StageOutcome, Ticker, found};
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{
-    EngineError, EngineStats, EventKind, JobEvent, JobQueue, Lease, RepoError, Stage, Staging,
-    TorrentEngine, TorrentSpec,
+    EngineError, EngineStats, JobQueue, Lease, RepoError, Stage, Staging, TorrentEngine,
+    TorrentSpec,
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -47,14 +47,6 @@ pub struct DownloadStage {
     pub settings: DownloadSettings,
 }
 
-fn retry(code: &str, e: impl std::fmt::Display) -> StageOutcome {
-    StageOutcome::Retry(JobError::new(code, e.to_string()))
-}
-
-fn repo_retry(e: RepoError) -> StageOutcome {
-    retry(codes::DATABASE_ERROR, e)
-}
-
 /// How a move attempted by the stage turned out.
 enum Moved {
     To,
@@ -76,14 +68,18 @@ impl StageHandler for DownloadStage {
     }
 
     async fn run(&self, lease: &Lease, shutdown: &CancellationToken) -> StageOutcome {
-        // Re-read the job until it is in a status this stage acts on; every move the stage
-        // makes is conditional, so a concurrent pause or cancel simply sends us round again.
+        super::settled(self.drive(lease.job_id, shutdown).await)
+    }
+}
+
+impl DownloadStage {
+    /// Re-reads the job until it is in a status this stage acts on; every move the stage
+    /// makes is conditional, so a concurrent pause or cancel simply sends us round again.
+    async fn drive(&self, id: JobId, shutdown: &CancellationToken) -> Flow {
         for _ in 0..10 {
-            let job = match self.lifecycle.repo.get(lease.job_id).await {
-                Ok(job) => job,
-                // Gone: nothing of it may stay behind.
-                Err(RepoError::NotFound) => return self.clean_up(lease.job_id).await,
-                Err(e) => return repo_retry(e),
+            // Gone: nothing of it may stay behind.
+            let Some(job) = found(self.lifecycle.repo.get(id).await)? else {
+                return self.clean_up(id).await;
             };
             if job.purge_requested
                 && matches!(
@@ -94,115 +90,98 @@ impl StageHandler for DownloadStage {
                         | JobStatus::Paused
                 )
             {
-                if let Err(outcome) = super::stop_for_purge(&self.lifecycle, &job).await {
-                    return outcome;
-                }
+                super::stop_for_purge(&self.lifecycle, &job).await?;
                 continue;
             }
-            let step = match job.status {
-                JobStatus::Queued => self.claim(job).await,
-                JobStatus::Resolving => self.resolve(job, shutdown).await,
+            match job.status {
+                JobStatus::Queued => self.advance(&job, JobStatus::Resolving).await?,
+                JobStatus::Resolving => self.resolve(job, shutdown).await?,
                 JobStatus::Downloading => return self.download(job, shutdown).await,
                 JobStatus::Cancelled => return self.clean_up(job.id).await,
                 JobStatus::Completed | JobStatus::Failed if job.purge_requested => {
                     return self.clean_up(job.id).await;
                 }
                 // Paused, or already past this stage: nothing to do.
-                _ => return StageOutcome::Done,
+                _ => return Ok(StageOutcome::Done),
             };
-            match step {
-                Ok(Moved::To | Moved::Elsewhere) => continue,
-                Err(outcome) => return outcome,
-            }
         }
-        retry(
-            codes::INTERNAL,
+        Err(StageOutcome::retry(
+            ErrorCode::InternalError,
             "the job kept changing status under the download stage",
-        )
+        ))
     }
-}
 
-impl DownloadStage {
-    async fn advance(&self, job: &Job, to: JobStatus) -> Result<Moved, StageOutcome> {
+    async fn advance(&self, job: &Job, to: JobStatus) -> Flow<Moved> {
         match self.lifecycle.advance(job.id, job.status, to, None).await {
             Ok(_) => Ok(Moved::To),
             Err(MoveError::Repo(RepoError::Conflict { .. })) => Ok(Moved::Elsewhere),
             Err(MoveError::Repo(RepoError::NotFound)) => Err(StageOutcome::Done),
-            Err(MoveError::Repo(e)) => Err(repo_retry(e)),
-            Err(MoveError::Illegal(e)) => Err(StageOutcome::Fail(JobError::new(
-                codes::INTERNAL,
-                e.to_string(),
-            ))),
+            Err(MoveError::Repo(e)) => Err(e.into()),
+            Err(MoveError::Illegal(e)) => Err(StageOutcome::fail(ErrorCode::InternalError, e)),
         }
     }
 
-    async fn claim(&self, job: Job) -> Result<Moved, StageOutcome> {
-        self.advance(&job, JobStatus::Resolving).await
-    }
-
     /// Makes sure the metadata is known (fetching it for a magnet), then moves to downloading.
-    async fn resolve(&self, job: Job, shutdown: &CancellationToken) -> Result<Moved, StageOutcome> {
+    async fn resolve(&self, job: Job, shutdown: &CancellationToken) -> Flow<Moved> {
         if job.metadata.is_none() {
             let JobSource::Magnet(magnet) = &job.source else {
-                return Err(StageOutcome::Fail(JobError::new(
-                    codes::INTERNAL,
+                return Err(StageOutcome::fail(
+                    ErrorCode::InternalError,
                     "a non-magnet job has no metadata",
-                )));
+                ));
             };
             tracing::info!(job_id = %job.id, info_hash = %magnet.info_hash(), "resolving magnet metadata");
+            let mut ticker = Ticker::new(
+                &self.lifecycle,
+                &job,
+                JobStatus::Resolving,
+                self.settings.tick,
+            );
             let fetched = tokio::select! {
                 r = tokio::time::timeout(self.settings.resolve_timeout, self.engine.resolve(magnet)) => r,
                 () = shutdown.cancelled() => return Err(StageOutcome::Released),
-                () = self.until_status_changes(job.id, JobStatus::Resolving) => return Ok(Moved::Elsewhere),
+                () = ticker.until_moved() => return Ok(Moved::Elsewhere),
             };
-            let mut meta = match fetched {
-                Err(_) => {
-                    return Err(retry(
-                        codes::METADATA_TIMEOUT,
+            let mut meta = fetched
+                .map_err(|_| {
+                    StageOutcome::retry(
+                        ErrorCode::MetadataTimeout,
                         format!(
                             "no peer sent the torrent's metadata within {:?}",
                             self.settings.resolve_timeout
                         ),
-                    ));
-                }
-                Ok(Err(e)) => return Err(engine_outcome(e)),
-                Ok(Ok(meta)) => meta,
-            };
+                    )
+                })?
+                .map_err(engine_outcome)?;
             self.accept(&job, &mut meta)?;
-            if let Err(e) = self.lifecycle.repo.record_metadata(job.id, &meta).await {
-                return Err(repo_retry(e));
-            }
+            self.lifecycle.repo.record_metadata(job.id, &meta).await?;
             tracing::info!(job_id = %job.id, name = %meta.name, files = meta.files.len(), bytes = meta.total_bytes, "metadata resolved");
         }
         self.advance(&job, JobStatus::Downloading).await
     }
 
     /// Applies the operator's limits and the user's file selection to fetched metadata.
-    fn accept(&self, job: &Job, meta: &mut TorrentMetadata) -> Result<(), StageOutcome> {
-        if let Err(e) = self.limits.check(meta.files.len(), meta.total_bytes) {
-            let code = match e {
-                ferry_domain::TorrentLimitError::TooManyFiles { .. } => codes::TOO_MANY_FILES,
-                ferry_domain::TorrentLimitError::TooLarge { .. } => codes::TOO_LARGE,
-            };
-            return Err(StageOutcome::Fail(JobError::new(code, e.to_string())));
-        }
-        if let Err(e) = job.selection.validate(&meta.files) {
-            return Err(StageOutcome::Fail(JobError::new(
-                codes::INVALID_SELECTION,
-                e.to_string(),
-            )));
-        }
+    fn accept(&self, job: &Job, meta: &mut TorrentMetadata) -> Flow<()> {
+        self.limits
+            .check(meta.files.len(), meta.total_bytes)
+            .map_err(|e| {
+                let code = match e {
+                    TorrentLimitError::TooManyFiles { .. } => ErrorCode::TorrentTooManyFiles,
+                    TorrentLimitError::TooLarge { .. } => ErrorCode::TorrentTooLarge,
+                };
+                StageOutcome::fail(code, e)
+            })?;
+        job.selection
+            .validate(&meta.files)
+            .map_err(|e| StageOutcome::fail(ErrorCode::InvalidFileSelection, e))?;
         meta.apply_selection(&job.selection);
         Ok(())
     }
 
-    async fn download(&self, job: Job, shutdown: &CancellationToken) -> StageOutcome {
-        let Some(meta) = &job.metadata else {
-            return StageOutcome::Fail(JobError::new(
-                codes::INTERNAL,
-                "downloading without metadata",
-            ));
-        };
+    async fn download(&self, job: Job, shutdown: &CancellationToken) -> Flow {
+        let meta = job.metadata.as_ref().ok_or_else(|| {
+            StageOutcome::fail(ErrorCode::InternalError, "downloading without metadata")
+        })?;
         let peers = match &job.source {
             JobSource::Magnet(m) => m.peers().to_vec(),
             _ => Vec::new(),
@@ -214,103 +193,85 @@ impl DownloadStage {
             peers,
             data_dir: None,
         };
-        if let Err(e) = self.engine.start(spec).await {
-            return engine_outcome(e);
-        }
+        self.engine.start(spec).await.map_err(engine_outcome)?;
         tracing::info!(job_id = %job.id, "download running");
 
-        let mut ticker = tokio::time::interval(self.settings.tick);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut last_snapshot = Instant::now();
-        let mut last = job.progress;
+        let mut ticker = Ticker::new(
+            &self.lifecycle,
+            &job,
+            JobStatus::Downloading,
+            self.settings.tick,
+        )
+        .snapshot_every(self.settings.snapshot_every);
         loop {
             tokio::select! {
-                _ = ticker.tick() => {}
+                () = ticker.tick() => {}
                 () = shutdown.cancelled() => {
                     self.stop(job.id, false).await;
-                    self.snapshot(job.id, &last).await;
-                    return StageOutcome::Released;
+                    ticker.snapshot().await;
+                    return Err(StageOutcome::Released);
                 }
             }
-            let stats = match self.engine.stats(job.id).await {
-                Ok(s) => s,
-                Err(e) => return engine_outcome(e),
-            };
+            let stats = self.engine.stats(job.id).await.map_err(engine_outcome)?;
             // While the engine checks data already on disk its counts are not progress:
             // the job keeps the progress it had until the check ends.
-            if !stats.checking {
-                last = progress_of(&stats);
-                self.publish_progress(&job, &last).await;
-                if last_snapshot.elapsed() >= self.settings.snapshot_every {
-                    self.snapshot(job.id, &last).await;
-                    last_snapshot = Instant::now();
-                }
-            }
-
-            match self.lifecycle.repo.status(job.id).await {
-                Ok(JobStatus::Downloading) => {}
-                Ok(JobStatus::Cancelled) | Err(RepoError::NotFound) => {
+            let progress = (!stats.checking).then(|| progress_of(&stats));
+            match ticker.beat(progress).await {
+                Observed::Running => {}
+                Observed::Moved(JobStatus::Cancelled) | Observed::Gone => {
                     return self.clean_up(job.id).await;
                 }
-                Ok(other) => {
+                Observed::Moved(other) => {
                     // Paused (or moved on by someone else): stop and keep the data.
                     tracing::info!(job_id = %job.id, status = %other, "download stopped");
                     self.stop(job.id, false).await;
-                    self.snapshot(job.id, &last).await;
-                    return StageOutcome::Done;
-                }
-                Err(e) => {
-                    tracing::warn!(job_id = %job.id, error = %e, "could not read the job's status");
+                    ticker.snapshot().await;
+                    return Ok(StageOutcome::Done);
                 }
             }
-
             if let Some(error) = stats.error {
                 self.stop(job.id, false).await;
-                return retry(codes::ENGINE_ERROR, error);
+                return Err(StageOutcome::retry(ErrorCode::EngineError, error));
             }
             if stats.finished && !stats.checking {
-                return self.finish(&job, last).await;
+                return self.finish(&job, ticker).await;
             }
         }
     }
 
-    async fn finish(&self, job: &Job, progress: Progress) -> StageOutcome {
+    async fn finish(&self, job: &Job, mut ticker: Ticker<'_>) -> Flow {
         // The job's files move into its staging folder and the torrent lets go of them
         // before delivery reads (and may move) them.
         if let Err(e) = self.engine.hand_over(job.id).await {
             self.stop(job.id, false).await;
-            return engine_outcome(e);
+            return Err(engine_outcome(e));
         }
-        self.snapshot(job.id, &progress).await;
+        ticker.snapshot().await;
         let current = Job {
             status: JobStatus::Downloading,
             ..job.clone()
         };
-        match self.advance(&current, JobStatus::Uploading).await {
-            Ok(Moved::To) => {}
+        if let Moved::Elsewhere = self.advance(&current, JobStatus::Uploading).await? {
             // Paused or cancelled at the last moment: the next run sorts it out.
-            Ok(Moved::Elsewhere) => return StageOutcome::Done,
-            Err(outcome) => return outcome,
+            return Ok(StageOutcome::Done);
         }
-        tracing::info!(job_id = %job.id, bytes = progress.bytes_done, "download complete");
-        match self.queue.enqueue(Stage::Upload, job.id).await {
-            Ok(()) => StageOutcome::Done,
-            Err(e) => {
-                // The job is uploading but nobody was asked to deliver it. Recovery at start
-                // re-queues it; log loudly meanwhile.
-                tracing::error!(job_id = %job.id, error = %e, "could not queue delivery");
-                StageOutcome::Done
-            }
+        tracing::info!(job_id = %job.id, bytes = ticker.progress().bytes_done, "download complete");
+        if let Err(e) = self.queue.enqueue(Stage::Upload, job.id).await {
+            // The job is uploading but nobody was asked to deliver it. Recovery at start
+            // re-queues it; log loudly meanwhile.
+            tracing::error!(job_id = %job.id, error = %e, "could not queue delivery");
         }
+        Ok(StageOutcome::Done)
     }
 
     /// Stops the torrent and removes everything staged for a stopped (or deleted) job, then
     /// hands a pending purge on.
-    async fn clean_up(&self, id: JobId) -> StageOutcome {
+    async fn clean_up(&self, id: JobId) -> Flow {
         self.stop(id, true).await;
-        if let Err(e) = self.staging.discard(id).await {
-            return retry(codes::ENGINE_ERROR, e);
-        }
+        self.staging
+            .discard(id)
+            .await
+            .map_err(|e| StageOutcome::retry(ErrorCode::EngineError, e))?;
         tracing::info!(job_id = %id, "stopped job's staged data removed");
         super::hand_over_purge(&self.lifecycle, &*self.queue, id).await
     }
@@ -318,38 +279,6 @@ impl DownloadStage {
     async fn stop(&self, id: JobId, delete_data: bool) {
         if let Err(e) = self.engine.stop(id, delete_data).await {
             tracing::warn!(job_id = %id, error = %e, "could not stop the torrent");
-        }
-    }
-
-    async fn snapshot(&self, id: JobId, progress: &Progress) {
-        if let Err(e) = self.lifecycle.repo.record_progress(id, progress).await {
-            tracing::warn!(job_id = %id, error = %e, "could not store a progress snapshot");
-        }
-    }
-
-    async fn publish_progress(&self, job: &Job, progress: &Progress) {
-        let event = JobEvent {
-            job_id: job.id,
-            kind: EventKind::Progress,
-            status: JobStatus::Downloading,
-            progress: *progress,
-            error: None,
-            at: self.lifecycle.clock.now(),
-        };
-        if let Err(e) = self.lifecycle.bus.publish(&event).await {
-            tracing::debug!(job_id = %job.id, error = %e, "could not publish progress");
-        }
-    }
-
-    /// Resolves once the job's stored status is no longer `status` (polled each tick).
-    async fn until_status_changes(&self, id: JobId, status: JobStatus) {
-        loop {
-            tokio::time::sleep(self.settings.tick).await;
-            match self.lifecycle.repo.status(id).await {
-                Ok(s) if s == status => {}
-                Ok(_) | Err(RepoError::NotFound) => return,
-                Err(_) => {}
-            }
         }
     }
 }
@@ -364,16 +293,12 @@ fn progress_of(stats: &EngineStats) -> Progress {
 
 fn engine_outcome(e: EngineError) -> StageOutcome {
     match e {
-        EngineError::InvalidTorrent(m) => {
-            StageOutcome::Fail(JobError::new(codes::INVALID_TORRENT, m))
-        }
-        EngineError::UnsafePath(p) => {
-            StageOutcome::Fail(JobError::new(codes::UNSAFE_PATH, p.to_string()))
-        }
+        EngineError::InvalidTorrent(m) => StageOutcome::fail(ErrorCode::InvalidTorrent, m),
+        EngineError::UnsafePath(p) => StageOutcome::fail(ErrorCode::TorrentUnsafePath, p),
         // Another job's run of the torrent stands in the way: wait for it, costing no attempt.
         busy @ EngineError::Busy => {
-            StageOutcome::Wait(JobError::new(codes::ENGINE_ERROR, busy.to_string()))
+            StageOutcome::Wait(JobError::new(ErrorCode::EngineError, busy.to_string()))
         }
-        other => retry(codes::ENGINE_ERROR, other),
+        other => StageOutcome::retry(ErrorCode::EngineError, other),
     }
 }

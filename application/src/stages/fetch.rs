@@ -5,15 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use ferry_domain::{FetchUrl, Job, JobError, JobId, JobSource, JobStatus, Progress, SafePath};
-use tokio::time::{Instant, MissedTickBehavior};
+use ferry_domain::{ErrorCode, FetchUrl, Job, JobId, JobSource, JobStatus, Progress, SafePath};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{DownloadSettings, StageHandler, StageOutcome, codes};
+use super::{DownloadSettings, Flow, Observed, StageHandler, StageOutcome, Ticker, found};
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{
-    EventKind, FetchError, Fetched, Fetcher, JobEvent, JobQueue, Lease, RepoError, Stage, Staging,
-    TorrentPackager,
+    FetchError, Fetched, Fetcher, JobQueue, Lease, RepoError, Stage, Staging, TorrentPackager,
 };
 
 pub struct FetchStage {
@@ -25,29 +24,20 @@ pub struct FetchStage {
     pub settings: DownloadSettings,
 }
 
-fn retry(code: &str, e: impl std::fmt::Display) -> StageOutcome {
-    StageOutcome::Retry(JobError::new(code, e.to_string()))
-}
-
 /// A fetch failure as a stage outcome: permanent refusals fail the job, the rest retry.
 pub fn fetch_outcome(e: FetchError) -> StageOutcome {
     let code = match &e {
-        FetchError::NotAllowed(_) => codes::URL_NOT_ALLOWED,
-        FetchError::TooLarge { .. } => codes::URL_TOO_LARGE,
-        FetchError::MimeNotAllowed(_) => codes::URL_TYPE_NOT_ALLOWED,
-        FetchError::Status(_) => codes::URL_UNAVAILABLE,
-        _ => codes::URL_UNREACHABLE,
+        FetchError::NotAllowed(_) => ErrorCode::UrlNotAllowed,
+        FetchError::TooLarge { .. } => ErrorCode::UrlTooLarge,
+        FetchError::MimeNotAllowed(_) => ErrorCode::UrlTypeNotAllowed,
+        FetchError::Status(_) => ErrorCode::UrlUnavailable,
+        _ => ErrorCode::UrlUnreachable,
     };
     if e.is_transient() {
-        retry(code, e)
+        StageOutcome::retry(code, e)
     } else {
-        StageOutcome::Fail(JobError::new(code, e.to_string()))
+        StageOutcome::fail(code, e)
     }
-}
-
-enum Step {
-    Again,
-    Done(StageOutcome),
 }
 
 #[async_trait]
@@ -57,12 +47,16 @@ impl StageHandler for FetchStage {
     }
 
     async fn run(&self, lease: &Lease, shutdown: &CancellationToken) -> StageOutcome {
+        super::settled(self.drive(lease.job_id, shutdown).await)
+    }
+}
+
+impl FetchStage {
+    async fn drive(&self, id: JobId, shutdown: &CancellationToken) -> Flow {
         for _ in 0..10 {
-            let job = match self.lifecycle.repo.get(lease.job_id).await {
-                Ok(job) => job,
-                // Gone: nothing of it may stay behind.
-                Err(RepoError::NotFound) => return self.clean_up(lease.job_id).await,
-                Err(e) => return retry(codes::DATABASE_ERROR, e),
+            // Gone: nothing of it may stay behind.
+            let Some(job) = found(self.lifecycle.repo.get(id).await)? else {
+                return self.clean_up(id).await;
             };
             if job.purge_requested
                 && matches!(
@@ -73,76 +67,57 @@ impl StageHandler for FetchStage {
                         | JobStatus::Paused
                 )
             {
-                if let Err(outcome) = super::stop_for_purge(&self.lifecycle, &job).await {
-                    return outcome;
-                }
+                super::stop_for_purge(&self.lifecycle, &job).await?;
                 continue;
             }
-            let step = match job.status {
-                JobStatus::Queued => self.advance(&job, JobStatus::Resolving).await,
-                JobStatus::Resolving | JobStatus::Downloading => self.fetch(job, shutdown).await,
+            match job.status {
+                JobStatus::Queued => self.advance(&job, JobStatus::Resolving).await?,
+                JobStatus::Resolving | JobStatus::Downloading => {
+                    if let Some(outcome) = self.fetch(job, shutdown).await? {
+                        return Ok(outcome);
+                    }
+                }
                 JobStatus::Cancelled => return self.clean_up(job.id).await,
                 JobStatus::Completed | JobStatus::Failed if job.purge_requested => {
                     return self.clean_up(job.id).await;
                 }
-                _ => return StageOutcome::Done,
-            };
-            match step {
-                Step::Again => continue,
-                Step::Done(outcome) => return outcome,
+                _ => return Ok(StageOutcome::Done),
             }
         }
-        retry(
-            codes::INTERNAL,
+        Err(StageOutcome::retry(
+            ErrorCode::InternalError,
             "the job kept changing status under the fetch stage",
-        )
+        ))
     }
-}
 
-impl FetchStage {
-    async fn advance(&self, job: &Job, to: JobStatus) -> Step {
+    /// Moves the job on; a conflict (someone else moved it) is for the caller to re-read.
+    async fn advance(&self, job: &Job, to: JobStatus) -> Flow<()> {
         match self.lifecycle.advance(job.id, job.status, to, None).await {
-            Ok(_) | Err(MoveError::Repo(RepoError::Conflict { .. })) => Step::Again,
-            Err(MoveError::Repo(RepoError::NotFound)) => Step::Done(StageOutcome::Done),
-            Err(e) => Step::Done(retry(codes::DATABASE_ERROR, e)),
+            Ok(_) | Err(MoveError::Repo(RepoError::Conflict { .. })) => Ok(()),
+            Err(MoveError::Repo(RepoError::NotFound)) => Err(StageOutcome::Done),
+            Err(e) => Err(e.into()),
         }
     }
 
-    async fn fetch(&self, job: Job, shutdown: &CancellationToken) -> Step {
+    /// Fetches the URL into staging and finishes the job. `None`: the job moved meanwhile;
+    /// re-read it.
+    async fn fetch(&self, job: Job, shutdown: &CancellationToken) -> Flow<Option<StageOutcome>> {
         let JobSource::Url(url) = &job.source else {
-            return Step::Done(StageOutcome::Fail(JobError::new(
-                codes::INTERNAL,
+            return Err(StageOutcome::fail(
+                ErrorCode::InternalError,
                 "not a URL job",
-            )));
+            ));
         };
-        let url = match FetchUrl::parse(url.as_str()) {
-            Ok(u) => u,
-            Err(e) => {
-                return Step::Done(StageOutcome::Fail(JobError::new(
-                    codes::URL_NOT_ALLOWED,
-                    e.to_string(),
-                )));
-            }
-        };
-        let path = match SafePath::parse(&job.name) {
-            Ok(p) => p,
-            Err(e) => {
-                return Step::Done(StageOutcome::Fail(JobError::new(
-                    codes::UNSAFE_PATH,
-                    e.to_string(),
-                )));
-            }
-        };
+        let url = FetchUrl::parse(url.as_str())
+            .map_err(|e| StageOutcome::fail(ErrorCode::UrlNotAllowed, e))?;
+        let path = SafePath::parse(&job.name)
+            .map_err(|e| StageOutcome::fail(ErrorCode::TorrentUnsafePath, e))?;
         let staged = self.staging.file(job.id, &path);
         // A restarted fetch continues the partial file it left.
         let partial = (job.status == JobStatus::Downloading).then_some(staged.as_path());
         let body = tokio::select! {
-            r = self.fetcher.open(&url, partial) => r,
-            () = shutdown.cancelled() => return Step::Done(StageOutcome::Released),
-        };
-        let body = match body {
-            Ok(b) => b,
-            Err(e) => return Step::Done(fetch_outcome(e)),
+            r = self.fetcher.open(&url, partial) => r.map_err(fetch_outcome)?,
+            () = shutdown.cancelled() => return Err(StageOutcome::Released),
         };
         let total = body.info().size;
         tracing::info!(job_id = %job.id, url = %url.for_log(), size = ?total, resumed_from = body.info().resumed_from, "fetching");
@@ -154,8 +129,8 @@ impl FetchStage {
                 .await
             {
                 Ok(j) => job = j,
-                Err(MoveError::Repo(RepoError::Conflict { .. })) => return Step::Again,
-                Err(e) => return Step::Done(retry(codes::DATABASE_ERROR, e)),
+                Err(MoveError::Repo(RepoError::Conflict { .. })) => return Ok(None),
+                Err(e) => return Err(e.into()),
             }
         }
 
@@ -164,131 +139,97 @@ impl FetchStage {
         let report = move |n: u64| sink.store(n, Ordering::Relaxed);
         let save = body.save(&staged, &report);
         tokio::pin!(save);
-        let mut ticker = tokio::time::interval(self.settings.tick);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut ticker = Ticker::new(
+            &self.lifecycle,
+            &job,
+            JobStatus::Downloading,
+            self.settings.tick,
+        )
+        .snapshot_every(self.settings.snapshot_every);
         let mut last = (done.load(Ordering::Relaxed), Instant::now());
-        let mut last_snapshot = Instant::now();
         let fetched: Fetched = loop {
             tokio::select! {
-                r = &mut save => match r {
-                    Ok(f) => break f,
-                    Err(e) => return Step::Done(fetch_outcome(e)),
-                },
-                () = shutdown.cancelled() => return Step::Done(StageOutcome::Released),
-                _ = ticker.tick() => {
+                r = &mut save => break r.map_err(fetch_outcome)?,
+                () = shutdown.cancelled() => return Err(StageOutcome::Released),
+                () = ticker.tick() => {
                     let now = done.load(Ordering::Relaxed);
                     let secs = last.1.elapsed().as_secs_f64().max(0.001);
                     let rate = ((now.saturating_sub(last.0)) as f64 / secs) as u64;
                     last = (now, Instant::now());
                     let progress = Progress::measured(now, total.unwrap_or(0), rate);
-                    self.publish(job.id, progress).await;
-                    if last_snapshot.elapsed() >= self.settings.snapshot_every {
-                        let _ = self.lifecycle.repo.record_progress(job.id, &progress).await;
-                        last_snapshot = Instant::now();
-                    }
-                    match self.lifecycle.repo.status(job.id).await {
-                        Ok(JobStatus::Downloading) => {}
-                        Ok(JobStatus::Cancelled) | Err(RepoError::NotFound) => {
+                    match ticker.beat(Some(progress)).await {
+                        Observed::Running => {}
+                        Observed::Moved(JobStatus::Cancelled) | Observed::Gone => {
                             // The save is no longer polled, so nothing writes the file now.
-                            return Step::Done(self.clean_up(job.id).await);
+                            return self.clean_up(job.id).await.map(Some);
                         }
                         // Paused: the partial file stays for the resume.
-                        Ok(_) => {
-                            let _ = self.lifecycle.repo.record_progress(job.id, &progress).await;
-                            return Step::Done(StageOutcome::Done);
+                        Observed::Moved(_) => {
+                            ticker.snapshot().await;
+                            return Ok(Some(StageOutcome::Done));
                         }
-                        Err(_) => {}
                     }
                 }
             }
         };
-        Step::Done(self.finish(job, &path, fetched).await)
+        self.finish(job, &path, fetched).await.map(Some)
     }
 
     /// Removes what a stopped (or deleted) job staged and its seeding copy, then hands a
     /// pending purge on.
-    async fn clean_up(&self, id: JobId) -> StageOutcome {
-        if let Err(e) = self.staging.discard(id).await {
-            return retry(codes::STORAGE_ERROR, format!("{e:#}"));
-        }
-        if let Err(e) = self.staging.discard_seed(id).await {
-            return retry(codes::STORAGE_ERROR, format!("{e:#}"));
-        }
+    async fn clean_up(&self, id: JobId) -> Flow {
+        self.staging
+            .discard(id)
+            .await
+            .map_err(super::staging_retry)?;
+        self.staging
+            .discard_seed(id)
+            .await
+            .map_err(super::staging_retry)?;
         super::hand_over_purge(&self.lifecycle, &*self.queue, id).await
     }
 
     /// Content-addresses the file, packages it (once per content and name) and queues delivery.
-    async fn finish(&self, job: Job, path: &SafePath, fetched: Fetched) -> StageOutcome {
+    async fn finish(&self, job: Job, path: &SafePath, fetched: Fetched) -> Flow {
         tracing::info!(job_id = %job.id, bytes = fetched.size, sha256 = %fetched.sha256, "fetched");
-        if let Err(e) = self.staging.adopt(job.id, path, &fetched.sha256).await {
-            return retry(codes::STORAGE_ERROR, format!("{e:#}"));
-        }
-        if let Err(e) = self
-            .lifecycle
-            .repo
-            .record_content(job.id, &fetched.sha256)
+        self.staging
+            .adopt(job.id, path, &fetched.sha256)
             .await
-        {
-            return retry(codes::DATABASE_ERROR, e);
-        }
-        let existing = match self
-            .lifecycle
-            .repo
-            .find_packaged(&fetched.sha256, path.as_str())
-            .await
-        {
-            Ok(m) => m,
-            Err(e) => return retry(codes::DATABASE_ERROR, e),
-        };
-        let mut meta = match existing {
+            .map_err(super::staging_retry)?;
+        let repo = &self.lifecycle.repo;
+        repo.record_content(job.id, &fetched.sha256).await?;
+        let mut meta = match repo.find_packaged(&fetched.sha256, path.as_str()).await? {
             Some(meta) => {
                 tracing::info!(job_id = %job.id, info_hash = %meta.info_hash, "identical content was packaged before: reusing its torrent");
                 meta
             }
-            None => match self
+            None => self
                 .packager
                 .package(&self.staging.file(job.id, path), path.as_str())
                 .await
-            {
-                Ok(meta) => meta,
-                Err(e) => return retry(codes::ENGINE_ERROR, e),
-            },
+                .map_err(|e| StageOutcome::retry(ErrorCode::EngineError, e))?,
         };
         for f in &mut meta.files {
             f.selected = true;
             f.sha256 = Some(fetched.sha256.clone());
         }
-        if let Err(e) = self.lifecycle.repo.record_metadata(job.id, &meta).await {
-            return retry(codes::DATABASE_ERROR, e);
-        }
+        repo.record_metadata(job.id, &meta).await?;
         let progress = Progress::measured(fetched.size, fetched.size, 0);
-        let _ = self.lifecycle.repo.record_progress(job.id, &progress).await;
+        if let Err(e) = repo.record_progress(job.id, &progress).await {
+            tracing::warn!(job_id = %job.id, error = %e, "could not store a progress snapshot");
+        }
         match self
             .lifecycle
             .advance(job.id, JobStatus::Downloading, JobStatus::Uploading, None)
             .await
         {
             Ok(_) => {}
-            Err(MoveError::Repo(RepoError::Conflict { .. })) => return StageOutcome::Done,
-            Err(e) => return retry(codes::DATABASE_ERROR, e),
+            Err(MoveError::Repo(RepoError::Conflict { .. })) => return Ok(StageOutcome::Done),
+            Err(e) => return Err(e.into()),
         }
         if let Err(e) = self.queue.enqueue(Stage::Upload, job.id).await {
             tracing::error!(job_id = %job.id, error = %e, "could not queue delivery; recovery will");
         }
-        StageOutcome::Done
-    }
-
-    async fn publish(&self, id: JobId, progress: Progress) {
-        let event = JobEvent {
-            job_id: id,
-            kind: EventKind::Progress,
-            status: JobStatus::Downloading,
-            progress,
-            error: None,
-            at: self.lifecycle.clock.now(),
-        };
-        if let Err(e) = self.lifecycle.bus.publish(&event).await {
-            tracing::debug!(job_id = %id, error = %e, "could not publish progress");
-        }
+        Ok(StageOutcome::Done)
     }
 }

@@ -1,22 +1,25 @@
-//! Stages run by workers: the contract between the generic worker loop and a stage, and the
-//! retry policy that settles a stage's outcome with the queue.
+//! Stages run by workers: the contract between the generic worker loop and a stage, the
+//! retry policy that settles a stage's outcome with the queue, and the plumbing every stage
+//! shares (its control flow, [`Flow`], and its progress beat, [`Ticker`]).
 
 mod deliver;
 mod download;
 mod fetch;
 mod seed;
+mod ticker;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ferry_domain::{Job, JobError, JobId, JobStatus};
+use ferry_domain::{ErrorCode, Job, JobError, JobId, JobStatus};
 use tokio_util::sync::CancellationToken;
 
 pub use deliver::DeliverStage;
 pub use download::{DownloadSettings, DownloadStage};
 pub use fetch::{FetchStage, fetch_outcome};
 pub use seed::SeedStage;
+pub(crate) use ticker::{Observed, Ticker};
 
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{JobQueue, Lease, QueueError, RepoError, Stage};
@@ -187,6 +190,63 @@ impl StageRunner {
     }
 }
 
+impl StageOutcome {
+    /// A transient failure with `code`.
+    pub(crate) fn retry(code: ErrorCode, e: impl std::fmt::Display) -> Self {
+        Self::Retry(JobError::new(code, e.to_string()))
+    }
+
+    /// A permanent failure with `code`.
+    pub(crate) fn fail(code: ErrorCode, e: impl std::fmt::Display) -> Self {
+        Self::Fail(JobError::new(code, e.to_string()))
+    }
+}
+
+/// A stage's control flow: `Err` ends the run at once with its outcome, so a failed step is
+/// `?` rather than a `match` that returns. `Ok` is the outcome of a run that went its whole way.
+pub(crate) type Flow<T = StageOutcome> = Result<T, StageOutcome>;
+
+/// The outcome of a run, however it ended.
+pub(crate) fn settled(flow: Flow) -> StageOutcome {
+    flow.unwrap_or_else(|outcome| outcome)
+}
+
+/// A database failure the stage did not branch on: try again later.
+impl From<RepoError> for StageOutcome {
+    fn from(e: RepoError) -> Self {
+        Self::retry(ErrorCode::DatabaseError, e)
+    }
+}
+
+/// A status change that failed in a way the stage did not branch on: try again later.
+impl From<MoveError> for StageOutcome {
+    fn from(e: MoveError) -> Self {
+        Self::retry(ErrorCode::DatabaseError, e)
+    }
+}
+
+/// A queue failure: try again later.
+impl From<QueueError> for StageOutcome {
+    fn from(e: QueueError) -> Self {
+        Self::retry(ErrorCode::QueueError, e)
+    }
+}
+
+/// A staging failure (a file that cannot be moved, linked or removed): try again later.
+pub(crate) fn staging_retry(e: anyhow::Error) -> StageOutcome {
+    StageOutcome::retry(ErrorCode::StorageError, format!("{e:#}"))
+}
+
+/// A repository answer with `NotFound` as `None`, for stages to which a vanished job is news,
+/// not a failure.
+pub(crate) fn found<T>(result: Result<T, RepoError>) -> Result<Option<T>, RepoError> {
+    match result {
+        Ok(t) => Ok(Some(t)),
+        Err(RepoError::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// After a stage has let go of a stopped job: if the job's purge is pending, delivery (which
 /// has the object stores) is asked to carry it out. Every stage that holds a job ends with
 /// this, so a purge always reaches delivery after the stage that ran the job stopped, and
@@ -195,21 +255,17 @@ pub(crate) async fn hand_over_purge(
     lifecycle: &Lifecycle,
     queue: &dyn JobQueue,
     id: JobId,
-) -> StageOutcome {
-    match lifecycle.repo.get(id).await {
-        Ok(job) if job.purge_requested => match queue.enqueue(Stage::Upload, id).await {
-            Ok(()) => StageOutcome::Done,
-            Err(e) => StageOutcome::Retry(JobError::new(codes::QUEUE_ERROR, e.to_string())),
-        },
-        Ok(_) | Err(RepoError::NotFound) => StageOutcome::Done,
-        Err(e) => StageOutcome::Retry(JobError::new(codes::DATABASE_ERROR, e.to_string())),
+) -> Flow {
+    if found(lifecycle.repo.get(id).await)?.is_some_and(|job| job.purge_requested) {
+        queue.enqueue(Stage::Upload, id).await?;
     }
+    Ok(StageOutcome::Done)
 }
 
 /// Stops an unfinished job whose purge is pending (the request was interrupted before it
 /// stopped the job) the way the request would have: cancelled, or completed if it seeds.
 /// A conflict means someone else moved it; the caller re-reads.
-pub(crate) async fn stop_for_purge(lifecycle: &Lifecycle, job: &Job) -> Result<(), StageOutcome> {
+pub(crate) async fn stop_for_purge(lifecycle: &Lifecycle, job: &Job) -> Flow<()> {
     let to = if job.status == JobStatus::Seeding {
         JobStatus::Completed
     } else {
@@ -218,36 +274,8 @@ pub(crate) async fn stop_for_purge(lifecycle: &Lifecycle, job: &Job) -> Result<(
     match lifecycle.advance(job.id, job.status, to, None).await {
         Ok(_) | Err(MoveError::Repo(RepoError::Conflict { .. })) => Ok(()),
         Err(MoveError::Repo(RepoError::NotFound)) => Err(StageOutcome::Done),
-        Err(e) => Err(StageOutcome::Retry(JobError::new(
-            codes::DATABASE_ERROR,
-            e.to_string(),
-        ))),
+        Err(e) => Err(e.into()),
     }
-}
-
-/// Error codes stages report; the API shows them on failed jobs.
-pub mod codes {
-    pub const METADATA_TIMEOUT: &str = "metadata_timeout";
-    pub const ENGINE_ERROR: &str = "engine_error";
-    pub const DATABASE_ERROR: &str = "database_error";
-    pub const QUEUE_ERROR: &str = "queue_error";
-    pub const STORAGE_ERROR: &str = "storage_error";
-    pub const STORAGE_UNREACHABLE: &str = "storage_unreachable";
-    pub const STORAGE_AUTH_FAILED: &str = "storage_auth_failed";
-    pub const STORAGE_ENDPOINT_NOT_ALLOWED: &str = "storage_endpoint_not_allowed";
-    pub const INVALID_TORRENT: &str = "invalid_torrent";
-    pub const UNSAFE_PATH: &str = "torrent_unsafe_path";
-    pub const TOO_MANY_FILES: &str = "torrent_too_many_files";
-    pub const TOO_LARGE: &str = "torrent_too_large";
-    pub const INVALID_SELECTION: &str = "invalid_file_selection";
-    pub const STAGING_MISSING: &str = "staged_data_missing";
-    pub const STORAGE_PROFILE_MISSING: &str = "storage_profile_missing";
-    pub const URL_NOT_ALLOWED: &str = "url_not_allowed";
-    pub const URL_TOO_LARGE: &str = "url_too_large";
-    pub const URL_TYPE_NOT_ALLOWED: &str = "url_type_not_allowed";
-    pub const URL_UNAVAILABLE: &str = "url_unavailable";
-    pub const URL_UNREACHABLE: &str = "url_unreachable";
-    pub const INTERNAL: &str = "internal_error";
 }
 
 #[cfg(test)]

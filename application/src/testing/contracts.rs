@@ -128,7 +128,7 @@ pub async fn job_repository_contract(repo: &dyn JobRepository) {
         eta_seconds: Some(2),
     };
     repo.record_progress(magnet.id, &progress).await.unwrap();
-    let err = JobError::new("engine_error", "disk full");
+    let err = JobError::new(ferry_domain::ErrorCode::EngineError, "disk full");
     repo.record_attempt(magnet.id, 2, Some(&err)).await.unwrap();
     let read = repo.get(magnet.id).await.unwrap();
     assert_eq!(read.metadata.as_ref(), Some(&meta));

@@ -112,7 +112,7 @@ pub fn from_row(row: entity::Model) -> anyhow::Result<Job> {
             }
         };
         let error = match (row.error_code, row.error_message) {
-            (Some(code), message) => Some(JobError::new(code, message.unwrap_or_default())),
+            (Some(code), message) => Some(JobError::stored(code, message.unwrap_or_default())),
             _ => None,
         };
         let progress: Progress = serde_json::from_str(&row.progress)?;

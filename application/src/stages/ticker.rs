@@ -1,0 +1,149 @@
+//! The beat every running stage keeps: progress published each tick, snapshotted now and
+//! then, and the job's status read so a pause or cancel is noticed within a tick.
+
+use std::time::Duration;
+
+use ferry_domain::{Job, JobId, JobStatus, Progress};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use crate::lifecycle::Lifecycle;
+use crate::ports::{EventKind, JobEvent, RepoError};
+
+/// What a running stage's tick found the job's status to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Observed {
+    /// Still in the status the stage runs in (or it could not be read, which is logged: the
+    /// stage runs on and reads it again at the next tick).
+    Running,
+    /// Moved by someone else: a pause, a cancel, a `DELETE`.
+    Moved(JobStatus),
+    /// The job no longer exists.
+    Gone,
+}
+
+/// The beat every running stage keeps: each tick it publishes the job's progress, writes a
+/// snapshot of it to the repository every `snapshot_every` (if set), and reads the job's
+/// status, so a pause or cancel takes effect within one tick. Progress that cannot be
+/// written is logged and not fatal: the database keeps the last snapshot, and the next one
+/// catches up.
+pub(crate) struct Ticker<'a> {
+    lifecycle: &'a Lifecycle,
+    job: JobId,
+    /// The status the stage runs the job in, carried by its progress events.
+    running: JobStatus,
+    interval: Interval,
+    snapshot_every: Option<Duration>,
+    last_snapshot: Instant,
+    progress: Progress,
+}
+
+impl<'a> Ticker<'a> {
+    /// A ticker for `job`, which the stage runs in `running`, starting from the job's stored
+    /// progress. Its first tick is at once.
+    pub(crate) fn new(
+        lifecycle: &'a Lifecycle,
+        job: &Job,
+        running: JobStatus,
+        tick: Duration,
+    ) -> Self {
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self {
+            lifecycle,
+            job: job.id,
+            running,
+            interval,
+            snapshot_every: None,
+            last_snapshot: Instant::now(),
+            progress: job.progress,
+        }
+    }
+
+    /// Also snapshots the progress to the repository every `every`.
+    pub(crate) fn snapshot_every(mut self, every: Duration) -> Self {
+        self.snapshot_every = Some(every);
+        self
+    }
+
+    /// Waits for the next tick.
+    pub(crate) async fn tick(&mut self) {
+        self.interval.tick().await;
+    }
+
+    /// Starts the ticks over: the next one is at once.
+    pub(crate) fn restart(&mut self) {
+        self.interval.reset_immediately();
+    }
+
+    /// The progress last reported (the job's stored progress before any).
+    pub(crate) fn progress(&self) -> Progress {
+        self.progress
+    }
+
+    /// One tick's work: report `progress` (`None`: nothing to report this tick), then read
+    /// the job's status.
+    pub(crate) async fn beat(&mut self, progress: Option<Progress>) -> Observed {
+        if let Some(progress) = progress {
+            self.report(progress).await;
+        }
+        self.observe().await
+    }
+
+    /// Publishes `progress`, and snapshots it when a snapshot is due.
+    pub(crate) async fn report(&mut self, progress: Progress) {
+        self.progress = progress;
+        let event = JobEvent {
+            job_id: self.job,
+            kind: EventKind::Progress,
+            status: self.running,
+            progress,
+            error: None,
+            at: self.lifecycle.clock.now(),
+        };
+        if let Err(e) = self.lifecycle.bus.publish(&event).await {
+            tracing::warn!(job_id = %self.job, error = %e, "could not publish progress");
+        }
+        if self
+            .snapshot_every
+            .is_some_and(|every| self.last_snapshot.elapsed() >= every)
+        {
+            self.snapshot().await;
+        }
+    }
+
+    /// Writes the last progress to the repository now (the stage stops or finishes).
+    pub(crate) async fn snapshot(&mut self) {
+        self.last_snapshot = Instant::now();
+        if let Err(e) = self
+            .lifecycle
+            .repo
+            .record_progress(self.job, &self.progress)
+            .await
+        {
+            tracing::warn!(job_id = %self.job, error = %e, "could not store a progress snapshot");
+        }
+    }
+
+    /// Reads the job's status.
+    pub(crate) async fn observe(&self) -> Observed {
+        match self.lifecycle.repo.status(self.job).await {
+            Ok(status) if status == self.running => Observed::Running,
+            Ok(status) => Observed::Moved(status),
+            Err(RepoError::NotFound) => Observed::Gone,
+            Err(e) => {
+                tracing::warn!(job_id = %self.job, error = %e, "could not read the job's status");
+                Observed::Running
+            }
+        }
+    }
+
+    /// Ticks until the job's status is no longer the one the stage runs it in.
+    pub(crate) async fn until_moved(&mut self) {
+        loop {
+            self.tick().await;
+            if self.observe().await != Observed::Running {
+                return;
+            }
+        }
+    }
+}
