@@ -36,10 +36,10 @@ pub async fn api(config: Config) -> anyhow::Result<()> {
         bus: ports.bus.clone(),
         health: ports.health(),
         api_token: Some(token.value.clone()),
-        max_torrent_bytes: config.limits.max_torrent_file_bytes,
+        max_torrent_bytes: config.limits.max_torrent_file_bytes.get(),
         max_json_bytes: config.limits.max_json_bytes(),
-        max_streams: config.limits.max_streams,
-        max_streams_per_owner: config.limits.max_streams_per_owner,
+        max_streams: config.limits.max_streams.get(),
+        max_streams_per_owner: config.limits.max_streams_per_owner.get(),
         seed_by_default: config.seed.default,
         seed_limits: ports.seed_policy(),
     });

@@ -118,28 +118,22 @@ struct Shared {
 
 /// The guard storage clients resolve through: everything when private endpoints are
 /// allowed, else the public internet plus `storage.allow`.
-///
-/// # Errors
-/// An invalid range in `storage.allow`.
-pub fn storage_guard(config: &Config) -> anyhow::Result<ferry_net::NetGuard> {
+pub fn storage_guard(config: &Config) -> ferry_net::NetGuard {
     let policy = if config.storage.allow_private_endpoints {
         ferry_domain::AddressPolicy::allow_all()
     } else {
         ferry_domain::AddressPolicy {
-            allow: config::cidrs("storage.allow", &config.storage.allow)?,
+            allow: config.storage.allow.clone(),
         }
     };
-    Ok(ferry_net::NetGuard::new(policy, hosts(config, None)))
+    ferry_net::NetGuard::new(policy, hosts(config, None))
 }
 
 /// The policy of trackers and peers (`torrent.allow`).
-///
-/// # Errors
-/// An invalid range in `torrent.allow`.
-pub fn torrent_policy(config: &Config) -> anyhow::Result<ferry_domain::AddressPolicy> {
-    Ok(ferry_domain::AddressPolicy {
-        allow: config::cidrs("torrent.allow", &config.torrent.allow)?,
-    })
+pub fn torrent_policy(config: &Config) -> ferry_domain::AddressPolicy {
+    ferry_domain::AddressPolicy {
+        allow: config.torrent.allow.clone(),
+    }
 }
 
 /// `hosts`, with a family's own mappings (`fetch.hosts`) over them.
@@ -166,9 +160,9 @@ async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
     let sessions: Arc<dyn UploadSessions> =
         Arc::new(ferry_database::SqlUploadSessions::new(db.clone()));
     let secrets: Arc<dyn SecretBox> = Arc::new(secret_box(config, secret_key)?);
-    let storage_guard = Arc::new(storage_guard(config)?);
+    let storage_guard = Arc::new(storage_guard(config));
     let torrent_guard = Arc::new(ferry_net::NetGuard::new(
-        torrent_policy(config)?,
+        torrent_policy(config),
         hosts(config, None),
     ));
     let stores: Arc<dyn StoreResolver> = Arc::new(ProfileStores {
@@ -180,7 +174,7 @@ async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
         google: config.google.clone(),
         guard: storage_guard.clone(),
     });
-    let fetcher = Arc::new(ferry_fetch::HttpFetcher::new(fetch_settings(config)?)?);
+    let fetcher = Arc::new(ferry_fetch::HttpFetcher::new(fetch_settings(config))?);
     Ok(Shared {
         fetcher,
         repo,
@@ -196,29 +190,25 @@ async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
 }
 
 /// The fetcher's settings from the configuration.
-///
-/// # Errors
-/// An invalid range in `fetch.allow` or an unknown `fetch.proxy_dns`.
-pub fn fetch_settings(config: &Config) -> anyhow::Result<ferry_fetch::FetchSettings> {
+pub fn fetch_settings(config: &Config) -> ferry_fetch::FetchSettings {
     let c = &config.fetch;
-    let allow = config::cidrs("fetch.allow", &c.allow)?;
-    let proxy_dns = match c.proxy_dns.as_str() {
-        "proxy" => ferry_fetch::ProxyDns::Proxy,
-        "local" => ferry_fetch::ProxyDns::Local,
-        other => anyhow::bail!("fetch.proxy_dns must be `proxy` or `local`, not {other:?}"),
-    };
-    Ok(ferry_fetch::FetchSettings {
-        proxy: c.proxy.clone(),
+    ferry_fetch::FetchSettings {
+        proxy: c.proxy.as_ref().map(|url| url.as_str().to_owned()),
         proxy_required: c.proxy_required,
-        proxy_dns,
-        policy: ferry_domain::AddressPolicy { allow },
+        proxy_dns: match c.proxy_dns {
+            config::ProxyDns::Proxy => ferry_fetch::ProxyDns::Proxy,
+            config::ProxyDns::Local => ferry_fetch::ProxyDns::Local,
+        },
+        policy: ferry_domain::AddressPolicy {
+            allow: c.allow.clone(),
+        },
         hosts: hosts(config, Some(&c.hosts)),
-        max_bytes: c.max_bytes,
+        max_bytes: c.max_bytes.get(),
         allowed_types: c.allowed_types.clone(),
         connect_timeout: c.connect_timeout,
         read_timeout: c.read_timeout,
         max_redirects: 10,
-    })
+    }
 }
 
 /// The box sealing stored credentials: `secret_key` seals, `old_secret_keys` still open.
@@ -321,7 +311,8 @@ pub async fn embedded(config: &Config) -> anyhow::Result<Ports> {
 pub async fn distributed(config: &Config) -> anyhow::Result<Ports> {
     let url = config
         .redis_url
-        .as_deref()
+        .as_ref()
+        .map(url::Url::as_str)
         .context("redis_url (FERRY_REDIS_URL) is required in the distributed mode")?;
     let redis = Redis::connect(url, &config.redis_prefix)
         .await
@@ -354,8 +345,8 @@ pub async fn distributed(config: &Config) -> anyhow::Result<Ports> {
 impl Ports {
     fn limits(&self) -> TorrentLimits {
         TorrentLimits {
-            max_files: self.config.limits.max_files,
-            max_total_bytes: self.config.limits.max_total_bytes,
+            max_files: self.config.limits.max_files.get(),
+            max_total_bytes: self.config.limits.max_total_bytes.get(),
         }
     }
 
@@ -402,7 +393,7 @@ impl Ports {
             lifecycle: self.lifecycle(),
             queue: self.queue.clone(),
             policy: RetryPolicy {
-                max_attempts: w.max_attempts.max(1),
+                max_attempts: w.max_attempts.get(),
                 base_delay: w.retry_base_delay,
                 max_delay: w.retry_max_delay,
             },
@@ -436,7 +427,7 @@ impl Ports {
                 stores: self.stores.clone(),
                 tick: self.config.workers.progress_interval,
             }),
-            concurrency: self.config.workers.uploads.max(1),
+            concurrency: self.config.workers.uploads.get(),
         }
     }
 
@@ -444,7 +435,13 @@ impl Ports {
     pub fn fetch_pool(&self) -> StagePool {
         let packager = ferry_torrent::Packager {
             private: self.config.package.private,
-            trackers: self.config.package.trackers.clone(),
+            trackers: self
+                .config
+                .package
+                .trackers
+                .iter()
+                .map(|url| url.as_str().to_owned())
+                .collect(),
             ..ferry_torrent::Packager::default()
         };
         StagePool {
@@ -459,7 +456,7 @@ impl Ports {
                     ..DownloadSettings::default()
                 },
             }),
-            concurrency: self.config.workers.fetches.max(1),
+            concurrency: self.config.workers.fetches.get(),
         }
     }
 
@@ -489,7 +486,7 @@ impl Ports {
                 snapshot_every: Duration::from_secs(10),
                 default_policy: self.seed_policy(),
             }),
-            concurrency: self.config.workers.seeds.max(1),
+            concurrency: self.config.workers.seeds.get(),
         }
     }
 
@@ -508,7 +505,7 @@ impl Ports {
                 upnp: t.upnp,
                 download_limit_bps: t.download_limit,
                 upload_limit_bps: t.upload_limit,
-                peer_limit: t.peer_limit,
+                peer_limit: t.peer_limit.map(std::num::NonZeroUsize::get),
                 peer_policy: self.torrent_guard.policy().clone(),
             })
             .await?,
@@ -527,7 +524,7 @@ impl Ports {
                     ..DownloadSettings::default()
                 },
             }),
-            concurrency: self.config.workers.downloads.max(1),
+            concurrency: self.config.workers.downloads.get(),
         };
         Ok((pool, engine))
     }
