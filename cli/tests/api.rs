@@ -617,6 +617,14 @@ async fn jobs_list_pages_newest_first() {
     assert!(p3["next_cursor"].is_null());
 }
 
+#[tokio::test]
+async fn sigterm_lets_requests_in_flight_finish_and_ends_event_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = ferry(&dir, &[]);
+    let job = f.paused_job("drain").await;
+    sigterm_drains(f, &job).await;
+}
+
 /// One hostile value of each kind (a wrong type, a choice, an address range, an address, a
 /// URL, a count, an interval): every binary refuses to start, exits non-zero and names the key.
 #[tokio::test]
