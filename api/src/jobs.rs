@@ -35,6 +35,8 @@ enum Tag {
 pub struct JobsApi {
     pub state: Arc<ApiState>,
     pub streams: Arc<StreamLimits>,
+    /// Fires when the server stops: event streams end then, so they do not hold it up.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 // What each operation can fail with (the OpenAPI document lists exactly these). 400 covers
@@ -490,6 +492,7 @@ impl JobsApi {
             job.status.is_terminal(),
             rx,
             permit,
+            self.stopping.clone(),
         );
         Ok(EventStream::new(stream)
             .keep_alive(Duration::from_secs(15))

@@ -49,14 +49,15 @@ pub struct ApiState {
     pub seed_limits: ferry_domain::SeedPolicy,
 }
 
-/// The whole HTTP application.
-pub fn app(state: Arc<ApiState>) -> impl poem::Endpoint {
+/// The whole HTTP application. Its event streams end when `stopping` fires.
+pub fn app(state: Arc<ApiState>, stopping: CancellationToken) -> impl poem::Endpoint {
     let streams = streams::StreamLimits::new(state.max_streams_per_owner, state.max_streams);
     let api = OpenApiService::new(
         (
             jobs::JobsApi {
                 state: state.clone(),
                 streams,
+                stopping,
             },
             profiles::ProfilesApi {
                 state: state.clone(),
@@ -160,8 +161,12 @@ where
     doc
 }
 
-/// Serves the API on `acceptor` until `shutdown` fires, then lets requests in flight finish
-/// (up to 10 s; open event streams are closed).
+/// How long requests in flight may take to finish once the server stops.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves the API on `acceptor` until `shutdown` fires; then stops accepting (the listener
+/// closes), ends open event streams, and lets requests in flight finish (up to
+/// [`DRAIN_GRACE`]; connections still busy then are closed).
 ///
 /// # Errors
 /// When the server fails.
@@ -170,5 +175,6 @@ pub async fn serve(
     state: Arc<ApiState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    server::run(acceptor, app(state), shutdown, Duration::from_secs(10)).await
+    let app = app(state, shutdown.clone());
+    server::run(acceptor, app, shutdown, DRAIN_GRACE).await
 }

@@ -22,9 +22,9 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Serves `app` on `acceptor` until `shutdown`; then stops accepting, lets every connection
-/// finish the request in hand, and closes those still open after `grace` (event streams
-/// never finish on their own).
+/// Serves `app` on `acceptor` until `shutdown`; then closes the listener (new connections are
+/// refused, so a load balancer moves on at once), lets every connection finish the request
+/// in hand, and closes those still open after `grace`.
 ///
 /// # Errors
 /// Never at present; accept errors (such as running out of descriptors) are logged and
@@ -60,6 +60,7 @@ pub async fn run(
             },
         }
     }
+    drop(acceptor);
     connections.close();
     if tokio::time::timeout(grace, connections.wait())
         .await

@@ -13,6 +13,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use opentelemetry::metrics::UpDownCounter;
 use tokio::sync::mpsc::Receiver;
+use tokio_util::sync::CancellationToken;
 
 use crate::dto::JobEventDto;
 
@@ -106,13 +107,15 @@ impl Drop for StreamPermit {
 }
 
 /// The snapshot, then bus events until a final status (or, for a job that had already
-/// finished, whatever the bus still holds for a resuming client). Dropping the stream drops
+/// finished, whatever the bus still holds for a resuming client), or until the server is
+/// `stopping` (the client resumes elsewhere with `Last-Event-ID`). Dropping the stream drops
 /// the bus subscription and the permit with it.
 pub fn job_events(
     snapshot: JobEventDto,
     finished: bool,
     rx: Receiver<PublishedEvent>,
     permit: StreamPermit,
+    stopping: CancellationToken,
 ) -> BoxStream<'static, JobEventDto> {
     let live = futures::stream::unfold(
         (rx, permit, false),
@@ -134,6 +137,7 @@ pub fn job_events(
     );
     futures::stream::once(async move { snapshot })
         .chain(live)
+        .take_until(stopping.cancelled_owned())
         .boxed()
 }
 

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::token::{ApiToken, Source};
+use ferry_wiring::{ApiToken, TokenSource as Source};
 
 /// The lines to print once `name` serves on `addr`.
 pub fn ready(name: &str, addr: SocketAddr, token: &ApiToken) -> String {

@@ -1,18 +1,17 @@
-//! The composition roots of Ferry's binaries: `ferry` (serve, migrate), `ferry-api`,
-//! `ferry-torrent-worker` and `ferry-upload-worker`.
+//! What Ferry's binaries share: `ferry` (serve, migrate, keys), `ferry-api`,
+//! `ferry-torrent-worker`, `ferry-upload-worker` and `ferry-fetch-worker` load the
+//! configuration, set up logging and metrics, and run a [`Role`]'s [`ferry_wiring::App`]
+//! (the composition root) until SIGTERM or SIGINT.
 //!
 //! They live in one package so the end-to-end tests can start every binary.
 
 mod banner;
-pub mod processes;
-pub mod serve;
-mod token;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use ferry_wiring::Config;
+use ferry_wiring::{App, Config, Role, Shutdown};
 
 /// Loads the configuration, installs logging, metrics and the rustls provider, and runs
 /// `main` on a multi-threaded runtime.
@@ -57,25 +56,53 @@ pub fn exit_with(result: anyhow::Result<()>, name: &str) -> std::process::ExitCo
     }
 }
 
-/// SIGINT or SIGTERM.
-pub async fn stop_signal() {
+/// Builds the process of `role` and runs it until SIGTERM or SIGINT (a second one stops the
+/// drain). A server says where it listens, on stderr, once it is built.
+///
+/// # Errors
+/// When the process cannot be built or its API server fails.
+pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
+    let app = App::build(role, &config).await?;
+    let shutdown = stop_signals()?;
+    if let (Some(addr), Some(token)) = (app.api_addr(), app.api_token()) {
+        let name = if role == Role::Serve {
+            "Ferry"
+        } else {
+            "ferry-api"
+        };
+        // The last thing start-up says: where Ferry is and how to talk to it.
+        eprintln!("{}", banner::ready(name, addr, token));
+    }
+    app.run(shutdown).await
+}
+
+/// A [`Shutdown`] requested by every SIGTERM and SIGINT from now on.
+///
+/// # Errors
+/// When the signal handlers cannot be installed.
+fn stop_signals() -> anyhow::Result<Shutdown> {
+    let shutdown = Shutdown::new();
+    let requests = shutdown.clone();
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                requests.request();
+            }
+        });
     }
     #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            requests.request();
+        }
+    });
+    Ok(shutdown)
 }

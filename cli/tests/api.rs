@@ -618,18 +618,112 @@ async fn jobs_list_pages_newest_first() {
 }
 
 #[tokio::test]
+async fn sigterm_lets_requests_in_flight_finish_and_ends_event_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = ferry(&dir, &[]);
+    let job = f.paused_job("drain").await;
+    sigterm_drains(f, &job).await;
+}
+
+/// One hostile value of each kind (a wrong type, a choice, an address range, an address, a
+/// URL, a count, an interval): every binary refuses to start, exits non-zero and names the key.
+#[tokio::test]
 async fn bad_configuration_is_refused_at_start() {
     init();
-    let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["serve", "--data-dir"])
-        .arg(dir.path())
-        .env("FERRY_WORKERS__DOWNLOADS", "lots")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
-    assert!(err.contains("downloads"), "{err}");
+    let cases: [(&str, &str, &str, &str); 9] = [
+        (
+            "ferry",
+            "FERRY_WORKERS__DOWNLOADS",
+            "lots",
+            "workers.downloads",
+        ),
+        (
+            "ferry",
+            "FERRY_FETCH__PROXY_DNS",
+            "remot",
+            r#"fetch.proxy_dns: expected one of "proxy", "local", got "remot""#,
+        ),
+        (
+            "ferry",
+            "FERRY_TORRENT__ALLOW",
+            r#"["192.168.1.0/240"]"#,
+            "torrent.allow[0]",
+        ),
+        (
+            "ferry",
+            "FERRY_HOSTS",
+            r#"{tracker = "10.1"}"#,
+            "hosts.tracker",
+        ),
+        (
+            "ferry",
+            "FERRY_FETCH__PROXY",
+            "sock5h://vpn:1080",
+            "fetch.proxy",
+        ),
+        (
+            "ferry",
+            "FERRY_WORKERS__MAX_ATTEMPTS",
+            "0",
+            "workers.max_attempts",
+        ),
+        (
+            "ferry",
+            "FERRY_WORKERS__PROGRESS_INTERVAL",
+            "0s",
+            "workers.progress_interval",
+        ),
+        (
+            "ferry-api",
+            "FERRY_REDIS_URL",
+            "redis//localhost",
+            "redis_url",
+        ),
+        (
+            "ferry-upload-worker",
+            "FERRY_LIMITS__MAX_STREAMS",
+            "0",
+            "limits.max_streams",
+        ),
+    ];
+    for (bin, key, value, says) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let program = match bin {
+            "ferry" => env!("CARGO_BIN_EXE_ferry"),
+            "ferry-api" => env!("CARGO_BIN_EXE_ferry-api"),
+            _ => env!("CARGO_BIN_EXE_ferry-upload-worker"),
+        };
+        let mut cmd = std::process::Command::new(program);
+        if bin == "ferry" {
+            cmd.args(["serve", "--listen", "127.0.0.1:0"]);
+        }
+        let mut child = cmd
+            .env("FERRY_DATA_DIR", dir.path())
+            .env("FERRY_TORRENT__DHT", "false")
+            .env("FERRY_TORRENT__LISTEN", "127.0.0.1:0")
+            .env("FERRY_WORKERS__PROBE_LISTEN", "127.0.0.1:0")
+            .env(key, value)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{bin} started with {key}={value}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(1), "{bin} with {key}={value}: {err}");
+        assert!(err.contains(says), "{bin} with {key}={value}: {err}");
+        assert!(err.contains(key), "says where the value came from: {err}");
+    }
     let _ = s("unused");
 }
 

@@ -678,3 +678,19 @@ async fn dropped_event_streams_leave_no_redis_connection_behind() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferry_api_drains_requests_in_flight_on_sigterm() {
+    if !needs() {
+        return;
+    }
+    let Some(db) = FreshDb::create() else { return };
+    let (_keep, root) = test_dir();
+    let cluster = Cluster::new(&root, &db.url, &test_redis_url(), &[]);
+    cluster.migrate();
+    let api = cluster.api();
+    // No worker runs: the job stays queued and its event stream open.
+    let job = api.submit_magnet(&lonely_magnet("queued")).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    sigterm_drains(api, &id).await;
+}

@@ -1,6 +1,7 @@
 //! `ferry serve` started the way a new user or a service manager starts it: no logging
 //! settings, stdout not a terminal. Stdout carries JSON log lines only, libraries stay out of
-//! `info`, and start-up ends by saying where Ferry listens and how to authenticate.
+//! `info`, and start-up ends by saying where Ferry listens (the port it bound, also when
+//! asked for port 0) and how to authenticate.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -21,12 +22,11 @@ fn ferrys(target: &str) -> bool {
 async fn a_first_start_logs_json_to_a_pipe_keeps_libraries_quiet_and_says_how_to_connect() {
     init();
     let (_keep, root) = test_dir();
-    let port = free_port();
     let (out, err) = (root.join("stdout"), root.join("stderr"));
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
     cmd.arg("serve")
         .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
+        .arg("127.0.0.1:0")
         .current_dir(&root)
         .env_remove("RUST_LOG");
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("FERRY_")) {
@@ -57,6 +57,9 @@ async fn a_first_start_logs_json_to_a_pipe_keeps_libraries_quiet_and_says_how_to
         assert!(Instant::now() < deadline, "no start-up message:\n{said}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // Asked for port 0, Ferry names the port it bound.
+    let port = ready_port(&said).unwrap_or_else(|| panic!("no port in:\n{said}"));
+    assert_ne!(port, 0, "{said}");
     let base = format!("http://127.0.0.1:{port}");
     assert!(
         said.contains(&format!("Ferry is ready on {base}")),
@@ -88,17 +91,19 @@ async fn a_first_start_logs_json_to_a_pipe_keeps_libraries_quiet_and_says_how_to
     assert_eq!(answer.status().as_u16(), 200);
 
     ferry.signal(15);
-    ferry.wait_timeout(Duration::from_secs(30)).expect("stops");
+    let status = ferry.wait_timeout(Duration::from_secs(30)).expect("stops");
+    assert!(status.success(), "{status}");
 
     let logged = std::fs::read_to_string(&out).unwrap();
     let lines: Vec<Value> = logged
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
         .collect();
+    // The log says where Ferry listens too: the port it bound.
     assert!(
-        lines
-            .iter()
-            .any(|l| l["message"] == "ferry is serving" && l["level"] == "INFO"),
+        lines.iter().any(|l| l["message"] == "ferry is serving"
+            && l["level"] == "INFO"
+            && l["addr"] == format!("127.0.0.1:{port}").as_str()),
         "{logged}"
     );
     let chatter: Vec<&Value> = lines

@@ -188,6 +188,20 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// Written and read as its text (`10.0.0.0/8`), as operators write it in a configuration.
+impl serde::Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// The operator's rule for addresses Ferry may fetch from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AddressPolicy {
@@ -528,6 +542,17 @@ mod tests {
             (IpAddr::V6(a), IpAddr::V6(b), IpAddr::V6(x)) => (*a..=*b).contains(&x),
             _ => false,
         })
+    }
+
+    #[test]
+    fn ranges_read_and_write_as_their_text() {
+        let ranges: Vec<Cidr> = serde_json::from_str(r#"["10.0.0.0/8", "::1"]"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&ranges).unwrap(),
+            r#"["10.0.0.0/8","::1/128"]"#
+        );
+        let err = serde_json::from_str::<Vec<Cidr>>(r#"["10.0.0/8"]"#).unwrap_err();
+        assert!(err.to_string().contains("not an address range"), "{err}");
     }
 
     #[test]

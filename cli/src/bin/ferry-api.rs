@@ -29,7 +29,7 @@ fn main() -> std::process::ExitCode {
                 c.listen = l;
             }
         },
-        ferry::processes::api,
+        |config| ferry::run(ferry_wiring::Role::Api, config),
     );
     ferry::exit_with(result, "ferry-api")
 }

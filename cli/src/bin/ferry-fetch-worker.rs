@@ -29,7 +29,7 @@ fn main() -> std::process::ExitCode {
                 c.workers.probe_listen = p;
             }
         },
-        |config| ferry::processes::worker(config, ferry::processes::Role::Fetch),
+        |config| ferry::run(ferry_wiring::Role::FetchWorker, config),
     );
     ferry::exit_with(result, "ferry-fetch-worker")
 }

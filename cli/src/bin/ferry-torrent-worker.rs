@@ -29,7 +29,7 @@ fn main() -> std::process::ExitCode {
                 c.workers.probe_listen = p;
             }
         },
-        |config| ferry::processes::worker(config, ferry::processes::Role::Torrent),
+        |config| ferry::run(ferry_wiring::Role::TorrentWorker, config),
     );
     ferry::exit_with(result, "ferry-torrent-worker")
 }

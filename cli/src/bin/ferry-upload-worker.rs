@@ -29,7 +29,7 @@ fn main() -> std::process::ExitCode {
                 c.workers.probe_listen = p;
             }
         },
-        |config| ferry::processes::worker(config, ferry::processes::Role::Upload),
+        |config| ferry::run(ferry_wiring::Role::UploadWorker, config),
     );
     ferry::exit_with(result, "ferry-upload-worker")
 }

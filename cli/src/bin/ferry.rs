@@ -66,7 +66,7 @@ fn main() -> std::process::ExitCode {
                     c.data_dir = d;
                 }
             },
-            ferry::serve::serve,
+            |config| ferry::run(ferry_wiring::Role::Serve, config),
         ),
         Command::Migrate => ferry::boot(
             cli.config,

@@ -166,28 +166,34 @@ impl Cluster {
         );
     }
 
+    /// A `ferry-api` on a port of its choosing (read from its ready message).
     pub fn api(&self) -> Ferry {
-        let port = free_port();
         let mut cmd = self.command(env!("CARGO_BIN_EXE_ferry-api"));
-        cmd.arg("--listen").arg(format!("127.0.0.1:{port}"));
-        let proc = Proc::spawn("ferry-api", cmd, self.dir.join(format!("api-{port}.log")));
-        Ferry::attach(proc, port, &self.dir.join("data"))
+        cmd.arg("--listen").arg("127.0.0.1:0");
+        let log = self
+            .dir
+            .join(format!("api-{}.log", uuid::Uuid::new_v4().simple()));
+        Ferry::attach(Proc::spawn("ferry-api", cmd, log), &self.dir.join("data"))
     }
 
+    /// A worker of `kind` whose probes listen on a port of its choosing (read from its
+    /// start-up log line).
     pub fn worker(&self, kind: &str) -> Worker {
-        let probe = free_port();
         let bin = match kind {
             "torrent" => env!("CARGO_BIN_EXE_ferry-torrent-worker"),
             "fetch" => env!("CARGO_BIN_EXE_ferry-fetch-worker"),
             _ => env!("CARGO_BIN_EXE_ferry-upload-worker"),
         };
         let mut cmd = self.command(bin);
-        cmd.arg("--probe-listen").arg(format!("127.0.0.1:{probe}"));
-        let proc = Proc::spawn(
-            "worker",
-            cmd,
-            self.dir.join(format!("{kind}-worker-{probe}.log")),
-        );
+        cmd.arg("--probe-listen").arg("127.0.0.1:0");
+        let log = self.dir.join(format!(
+            "{kind}-worker-{}.log",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let mut proc = Proc::spawn("worker", cmd, log);
+        let probe = announced(&mut proc, |log| {
+            logged_port(log, "worker started", "probes")
+        });
         wait_for_port_pub(probe, "worker probes");
         Worker { proc, probe }
     }

@@ -65,6 +65,45 @@ pub fn aria2c_download(torrent: &Path, dir: &Path, timeout_secs: u32) -> bool {
         .success()
 }
 
+/// The port of the address a server announced in its ready message (`… is ready on
+/// http://127.0.0.1:PORT; …`).
+pub fn ready_port(said: &str) -> Option<u16> {
+    let rest = said.split(" is ready on http://").nth(1)?;
+    let authority = rest.split([';', ' ', '\n']).next()?;
+    authority.rsplit(':').next()?.parse().ok()
+}
+
+/// The port of the loopback address a log line containing `marker` names after `field`
+/// (`probes=127.0.0.1:PORT`; the line may carry colour codes).
+pub fn logged_port(log: &str, marker: &str, field: &str) -> Option<u16> {
+    let line = log.lines().find(|l| l.contains(marker))?;
+    let after = line.split(field).nth(1)?;
+    let addr = after.split("127.0.0.1:").nth(1)?;
+    let digits: String = addr.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Waits until `proc` announced its port (as `find` reads it from its log), failing if it
+/// exits or takes longer than a minute.
+pub fn announced(proc: &mut Proc, find: impl Fn(&str) -> Option<u16>) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = proc.log_text();
+        if let Some(port) = find(&log) {
+            return port;
+        }
+        if let Some(status) = proc.child.try_wait().unwrap() {
+            panic!("{} exited with {status}:\n{log}", proc.name);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not say where it listens:\n{log}",
+            proc.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn wait_for_port_pub(port: u16, what: &str) {
     wait_for_port(port, what)
 }
@@ -290,14 +329,16 @@ impl Ferry {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Self::launch(data_dir, free_port(), env)
+        Self::launch(data_dir, env)
     }
 
-    fn launch(data_dir: &Path, port: u16, env: Vec<(String, String)>) -> Self {
+    /// Starts `ferry serve` on a port of its choosing and reads the port from its ready
+    /// message (no other process can take it in between).
+    fn launch(data_dir: &Path, env: Vec<(String, String)>) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
         cmd.arg("serve")
             .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
+            .arg("127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
             .env_remove("FERRY_API_TOKEN")
@@ -314,67 +355,28 @@ impl Ferry {
         let n = std::fs::read_dir(data_dir).map(|d| d.count()).unwrap_or(0);
         let log = data_dir.with_extension(format!("log{n}"));
         let proc = Proc::spawn("ferry", cmd, log);
-        let mut ferry = Self {
-            base: format!("http://127.0.0.1:{port}"),
-            data_dir: data_dir.to_owned(),
-            token: String::new(),
-            proc,
-            port,
-            env,
-            http: reqwest::Client::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = ferry.proc.child.try_wait().unwrap() {
-                panic!("ferry exited with {status}:\n{}", ferry.proc.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ferry did not start:\n{}",
-                ferry.proc.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        ferry.token = std::fs::read_to_string(data_dir.join("api-token"))
-            .unwrap()
-            .trim()
-            .to_owned();
+        let mut ferry = Self::attach(proc, data_dir);
+        ferry.env = env;
         ferry
     }
 
-    /// Wraps an already started API process listening on `port`.
-    pub fn attach(proc: Proc, port: u16, data_dir: &Path) -> Self {
-        let mut ferry = Self {
+    /// Wraps an API process (`ferry serve`, `ferry-api`) started on port 0: waits for its
+    /// ready message and talks to the port it names.
+    pub fn attach(mut proc: Proc, data_dir: &Path) -> Self {
+        let port = announced(&mut proc, ready_port);
+        let token = std::fs::read_to_string(data_dir.join("api-token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        Self {
             base: format!("http://127.0.0.1:{port}"),
             data_dir: data_dir.to_owned(),
-            token: String::new(),
+            token,
             proc,
             port,
             env: Vec::new(),
             http: reqwest::Client::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = ferry.proc.child.try_wait().unwrap() {
-                panic!(
-                    "{} exited with {status}:\n{}",
-                    ferry.proc.name,
-                    ferry.proc.log_text()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not start:\n{}",
-                ferry.proc.name,
-                ferry.proc.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        ferry.token = std::fs::read_to_string(data_dir.join("api-token"))
-            .unwrap()
-            .trim()
-            .to_owned();
-        ferry
     }
 
     /// Stops with SIGTERM and waits for a clean exit.
@@ -406,8 +408,9 @@ impl Ferry {
         )
     }
 
+    /// Starts `ferry serve` again on the data of a stopped one (on a port of its choosing).
     pub fn restart(parts: (PathBuf, u16, Vec<(String, String)>)) -> Self {
-        Self::launch(&parts.0, parts.1, parts.2)
+        Self::launch(&parts.0, parts.2)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -586,6 +589,88 @@ impl Ferry {
     }
 }
 
+/// SIGTERM while a request is in flight (its body half sent) and an event stream of `job` is
+/// open: the server stops accepting at once, ends the event stream, still answers the request
+/// when its body arrives, and exits 0. `ferry serve` and `ferry-api` drain alike.
+pub async fn sigterm_drains(mut f: Ferry, job: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let events = f
+        .req(reqwest::Method::GET, &format!("/jobs/{job}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status().as_u16(), 200);
+    let events = tokio::spawn(read_sse(events, Duration::from_secs(60), |_| false));
+
+    // A submission whose body is half sent when the signal comes.
+    let body = format!(
+        r#"{{"source": {{"magnet": "{}"}}}}"#,
+        lonely_magnet("drain")
+    );
+    let (first, rest) = body.split_at(body.len() / 2);
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", f.port))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/jobs HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{first}",
+        f.token,
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    // The server has the request in hand (its handler waits for the rest of the body).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    f.proc.signal(15);
+    let signalled = Instant::now();
+    // No new connection is accepted: the listener is closed.
+    while tokio::net::TcpStream::connect(("127.0.0.1", f.port))
+        .await
+        .is_ok()
+    {
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "{} still accepts connections after SIGTERM:\n{}",
+            f.proc.name,
+            f.proc.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The open event stream ends, well within the grace requests get.
+    let seen = tokio::time::timeout(Duration::from_secs(5), events)
+        .await
+        .unwrap_or_else(|_| panic!("the event stream was left open:\n{}", f.proc.log_text()))
+        .unwrap();
+    assert_eq!(
+        seen.first().map(|e| e.event.as_str()),
+        Some("snapshot"),
+        "{seen:?}"
+    );
+    // The request in flight still gets its answer.
+    slow.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), slow.read_to_string(&mut answer))
+        .await
+        .unwrap_or_else(|_| panic!("no answer to the request in flight:\n{}", f.proc.log_text()))
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 201"),
+        "{answer}\n{}",
+        f.proc.log_text()
+    );
+    // And the process ends cleanly.
+    let status = f
+        .proc
+        .wait_timeout(Duration::from_secs(40))
+        .unwrap_or_else(|| panic!("{} did not stop:\n{}", f.proc.name, f.proc.log_text()));
+    assert!(
+        status.success(),
+        "{} exited with {status}:\n{}",
+        f.proc.name,
+        f.proc.log_text()
+    );
+}
+
 /// One parsed Server-Sent Event.
 #[derive(Debug, Clone)]
 pub struct Sse {
@@ -675,6 +760,17 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+/// A magnet of a random info hash that names no tracker: with DHT off nothing is ever
+/// contacted for it.
+pub fn lonely_magnet(name: &str) -> String {
+    let hash = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    format!("magnet:?xt=urn:btih:{hash}&dn={name}")
 }
 
 /// A well-formed .torrent that names no tracker: with DHT off nothing is ever contacted for

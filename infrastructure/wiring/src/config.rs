@@ -1,18 +1,30 @@
 //! Ferry's configuration: defaults → optional TOML file → `FERRY_…` environment variables
 //! (`__` separates nesting: `FERRY_TORRENT__DHT=false`). Secrets can also be read from a
 //! file named by `…_FILE` (`FERRY_API_TOKEN_FILE=/run/secrets/token`), and never print.
+//!
+//! Every value is parsed into its type when the configuration loads: choices into enums,
+//! address ranges into [`Cidr`]s, URLs into [`Url`]s of the schemes the key allows, counts
+//! and limits into non-zero integers, intervals into non-zero [`Duration`]s. A value that
+//! does not parse stops the start with its key's name (and where it came from), so a typo
+//! never waits to fail a user's job.
 
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use ferry_domain::Cidr;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use url::Url;
+
+mod parse;
+
+pub use parse::{DatabaseUrl, ProxyDns};
 
 /// A secret value: `Debug`/`Display` print `***`.
 #[derive(Clone, PartialEq, Eq, Serialize, Default)]
@@ -72,7 +84,7 @@ pub struct Config {
     /// Database, staging, storage and the generated API token live here.
     pub data_dir: PathBuf,
     /// `postgres://…` or `sqlite://…`; default: `sqlite://{data_dir}/ferry.db`.
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     /// Bearer token every `/api/v1` call must carry. `ferry serve` generates one into the
     /// data dir when none is configured.
     pub api_token: Option<Secret>,
@@ -89,7 +101,8 @@ pub struct Config {
     pub hosts: std::collections::BTreeMap<String, std::net::IpAddr>,
     /// `redis://host:port/db`: the queue and progress bus of the distributed mode
     /// (`ferry-api` and the worker binaries). `ferry serve` does not use it.
-    pub redis_url: Option<String>,
+    #[serde(deserialize_with = "parse::redis_url")]
+    pub redis_url: Option<Url>,
     /// Prefix of every Redis key, so several deployments can share one Redis.
     pub redis_prefix: String,
     /// Downloads in progress; default `{data_dir}/staging`. Shared by download and upload
@@ -154,15 +167,15 @@ pub struct TorrentConfig {
     pub download_limit: Option<NonZeroU32>,
     pub upload_limit: Option<NonZeroU32>,
     /// Connected peers per torrent.
-    pub peer_limit: Option<usize>,
+    pub peer_limit: Option<NonZeroUsize>,
     /// How long to wait for a magnet's metadata before the attempt counts as failed.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "parse::interval")]
     pub resolve_timeout: Duration,
     /// Internal ranges (`10.0.0.0/8`, `127.0.0.1/32`) trackers and peers may be at anyway.
     /// Otherwise trackers at loopback, private, link-local, CGNAT, unique-local or multicast
     /// addresses are refused at submission, and the engine neither connects to nor accepts
     /// peers there.
-    pub allow: Vec<String>,
+    pub allow: Vec<Cidr>,
 }
 
 impl Default for TorrentConfig {
@@ -207,18 +220,18 @@ mod optional_addr {
 #[serde(default)]
 pub struct StorageConfig {
     /// How long a presigned S3 download link stays valid.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "parse::interval")]
     pub presign_ttl: Duration,
     /// Bytes per multipart part (at least 5 MiB).
     pub part_size: u64,
     /// Parts uploaded at once per file.
-    pub upload_concurrency: usize,
+    pub upload_concurrency: NonZeroUsize,
     /// Whether users may point profiles at loopback, private or link-local endpoints.
     /// Off by default: a user could otherwise make the server talk to internal services.
     pub allow_private_endpoints: bool,
     /// Internal ranges storage endpoints may be at anyway (`10.1.0.0/16`), when
     /// `allow_private_endpoints` is off.
-    pub allow: Vec<String>,
+    pub allow: Vec<Cidr>,
 }
 
 impl Default for StorageConfig {
@@ -226,7 +239,7 @@ impl Default for StorageConfig {
         Self {
             presign_ttl: Duration::from_secs(3600),
             part_size: 8 << 20,
-            upload_concurrency: 8,
+            upload_concurrency: parse::non_zero_usize(8),
             allow_private_endpoints: false,
             allow: Vec::new(),
         }
@@ -239,26 +252,27 @@ impl Default for StorageConfig {
 pub struct FetchConfig {
     /// `http://host:port`, `socks5h://host:port` (names resolved by the proxy) or
     /// `socks5://host:port`.
-    pub proxy: Option<String>,
+    #[serde(deserialize_with = "parse::proxy_url")]
+    pub proxy: Option<Url>,
     /// Refuse to fetch at all without `proxy` (fail closed).
     pub proxy_required: bool,
     /// With a proxy, who resolves names: `proxy` (no DNS query leaves without it; only
     /// literal addresses and names that also resolve locally to internal ranges can be
     /// refused, so the proxy's own egress policy matters) or `local` (names must resolve
     /// here and are checked; the proxy may resolve them again).
-    pub proxy_dns: String,
+    pub proxy_dns: ProxyDns,
     /// Internal ranges users may fetch from anyway (`10.0.0.0/8`, `127.0.0.1/32`). Loopback,
     /// private, link-local (cloud metadata), unique-local and multicast are refused otherwise.
-    pub allow: Vec<String>,
+    pub allow: Vec<Cidr>,
     /// Fixed name → address mappings (like /etc/hosts), checked like any other address.
     pub hosts: std::collections::BTreeMap<String, std::net::IpAddr>,
     /// Largest download, in bytes.
-    pub max_bytes: u64,
+    pub max_bytes: NonZeroU64,
     /// Allowed content types (`video/`, `application/zip`); empty allows any.
     pub allowed_types: Vec<String>,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "parse::interval")]
     pub connect_timeout: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "parse::interval")]
     pub read_timeout: Duration,
 }
 
@@ -267,10 +281,10 @@ impl Default for FetchConfig {
         Self {
             proxy: None,
             proxy_required: false,
-            proxy_dns: "proxy".to_owned(),
+            proxy_dns: ProxyDns::Proxy,
             allow: Vec::new(),
             hosts: std::collections::BTreeMap::new(),
-            max_bytes: 50 << 30,
+            max_bytes: parse::non_zero_u64(50 << 30),
             allowed_types: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
@@ -284,8 +298,9 @@ impl Default for FetchConfig {
 pub struct PackageConfig {
     /// Set the private flag: peers come from the trackers only (no DHT, no PEX).
     pub private: bool,
-    /// Announce URLs written into the torrents.
-    pub trackers: Vec<String>,
+    /// Announce URLs written into the torrents (`http(s)://` or `udp://`).
+    #[serde(deserialize_with = "parse::announce_urls")]
+    pub trackers: Vec<Url>,
 }
 
 impl Default for PackageConfig {
@@ -329,9 +344,11 @@ impl Default for SeedConfig {
 pub struct GoogleConfig {
     pub client_id: String,
     pub client_secret: Secret,
-    pub token_url: String,
+    #[serde(deserialize_with = "parse::http_url")]
+    pub token_url: Url,
     /// Drive's API root (`rootUrl`); tests point it at a local server.
-    pub api_url: String,
+    #[serde(deserialize_with = "parse::http_url")]
+    pub api_url: Url,
     /// Bytes per resumable-upload request (a multiple of 256 KiB).
     pub chunk_size: u64,
 }
@@ -341,8 +358,8 @@ impl Default for GoogleConfig {
         Self {
             client_id: String::new(),
             client_secret: Secret::default(),
-            token_url: "https://oauth2.googleapis.com/token".to_owned(),
-            api_url: "https://www.googleapis.com/".to_owned(),
+            token_url: parse::known_url("https://oauth2.googleapis.com/token"),
+            api_url: parse::known_url("https://www.googleapis.com/"),
             chunk_size: 8 << 20,
         }
     }
@@ -352,25 +369,25 @@ impl Default for GoogleConfig {
 #[serde(default)]
 pub struct LimitsConfig {
     /// Largest .torrent upload, in bytes.
-    pub max_torrent_file_bytes: u64,
+    pub max_torrent_file_bytes: NonZeroU64,
     /// Most files one torrent may have.
-    pub max_files: usize,
+    pub max_files: NonZeroUsize,
     /// Largest torrent content, in bytes.
-    pub max_total_bytes: u64,
+    pub max_total_bytes: NonZeroU64,
     /// Event streams one owner may have open at once (more: 429).
-    pub max_streams_per_owner: usize,
+    pub max_streams_per_owner: NonZeroUsize,
     /// Event streams the process keeps open at once, for everyone (more: 429).
-    pub max_streams: usize,
+    pub max_streams: NonZeroUsize,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self {
-            max_torrent_file_bytes: 10 << 20,
-            max_files: 20_000,
-            max_total_bytes: 4 << 40,
-            max_streams_per_owner: 64,
-            max_streams: 1024,
+            max_torrent_file_bytes: parse::non_zero_u64(10 << 20),
+            max_files: parse::non_zero_usize(20_000),
+            max_total_bytes: parse::non_zero_u64(4 << 40),
+            max_streams_per_owner: parse::non_zero_usize(64),
+            max_streams: parse::non_zero_usize(1024),
         }
     }
 }
@@ -379,7 +396,7 @@ impl LimitsConfig {
     /// Largest JSON request body: 64 KiB, plus room for a file selection naming every file
     /// a torrent may have (up to 8 bytes an index).
     pub fn max_json_bytes(&self) -> u64 {
-        64 * 1024 + 8 * self.max_files as u64
+        64 * 1024 + 8 * self.max_files.get() as u64
     }
 }
 
@@ -387,27 +404,27 @@ impl LimitsConfig {
 #[serde(default)]
 pub struct WorkersConfig {
     /// Torrents downloading at once.
-    pub downloads: usize,
+    pub downloads: NonZeroUsize,
     /// Deliveries running at once.
-    pub uploads: usize,
+    pub uploads: NonZeroUsize,
     /// URL fetches running at once.
-    pub fetches: usize,
+    pub fetches: NonZeroUsize,
     /// Jobs seeding at once (each holds a worker slot while it seeds).
-    pub seeds: usize,
+    pub seeds: NonZeroUsize,
     /// Attempts per stage before a job fails.
-    pub max_attempts: u32,
-    #[serde(with = "humantime_serde")]
+    pub max_attempts: NonZeroU32,
+    #[serde(with = "parse::interval")]
     pub retry_base_delay: Duration,
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "parse::interval")]
     pub retry_max_delay: Duration,
     /// How often progress is published to watchers.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "parse::interval")]
     pub progress_interval: Duration,
     /// How long a silent worker keeps its jobs before another takes them over (Redis).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "parse::interval")]
     pub lease: Duration,
     /// How often workers look for unfinished jobs whose queue message was lost.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "parse::interval")]
     pub reconcile_every: Duration,
     /// Where a worker process serves `/health` and `/metrics`.
     pub probe_listen: SocketAddr,
@@ -416,11 +433,11 @@ pub struct WorkersConfig {
 impl Default for WorkersConfig {
     fn default() -> Self {
         Self {
-            downloads: 4,
-            uploads: 2,
-            fetches: 4,
-            seeds: 64,
-            max_attempts: 5,
+            downloads: parse::non_zero_usize(4),
+            uploads: parse::non_zero_usize(2),
+            fetches: parse::non_zero_usize(4),
+            seeds: parse::non_zero_usize(64),
+            max_attempts: parse::non_zero_u32(5),
             retry_base_delay: Duration::from_secs(5),
             retry_max_delay: Duration::from_secs(600),
             progress_interval: Duration::from_millis(500),
@@ -432,7 +449,7 @@ impl Default for WorkersConfig {
 }
 
 /// How log lines are written to stdout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable when stdout is a terminal, JSON when it is a file, pipe or collector.
@@ -440,6 +457,19 @@ pub enum LogFormat {
     Auto,
     Json,
     Pretty,
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse::one_of(
+            d,
+            &[
+                ("auto", Self::Auto),
+                ("json", Self::Json),
+                ("pretty", Self::Pretty),
+            ],
+        )
+    }
 }
 
 impl LogFormat {
@@ -484,7 +514,8 @@ impl Config {
     /// Loads defaults, then `file` (if given and present), then the `FERRY_` environment.
     ///
     /// # Errors
-    /// When the file is unreadable or a value has the wrong type; the message names the key.
+    /// When the file is unreadable or a value does not parse into its type; the message
+    /// names the key and where the value came from.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Loaded> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
@@ -501,7 +532,10 @@ impl Config {
                 .ignore(&["config"])
                 .map(|k| k.as_str().to_ascii_lowercase().into()),
         );
-        let mut config: Config = figment.extract().context("invalid configuration")?;
+        let mut config: Config = figment
+            .extract()
+            .map_err(parse::explain)
+            .context("invalid configuration")?;
         let unknown_keys = unknown_keys(&figment)?;
         config.read_secret_files()?;
         config.check_values()?;
@@ -519,22 +553,6 @@ impl Config {
                 "seed.ratio must be a positive number, not {r}"
             );
         }
-        for t in &self.package.trackers {
-            let ok = url::Url::parse(t).is_ok_and(|u| {
-                matches!(u.scheme(), "http" | "https" | "udp") && u.host().is_some()
-            });
-            anyhow::ensure!(
-                ok,
-                "package.trackers: {t:?} is not an http(s):// or udp:// announce URL"
-            );
-        }
-        for (key, ranges) in [
-            ("fetch.allow", &self.fetch.allow),
-            ("storage.allow", &self.storage.allow),
-            ("torrent.allow", &self.torrent.allow),
-        ] {
-            cidrs(key, ranges)?;
-        }
         for key in &self.old_secret_keys {
             let k = key.expose().trim();
             anyhow::ensure!(
@@ -542,15 +560,6 @@ impl Config {
                 "old_secret_keys: every key must be 64 hex digits"
             );
         }
-        anyhow::ensure!(
-            self.workers.fetches > 0,
-            "workers.fetches must be at least 1"
-        );
-        anyhow::ensure!(self.workers.seeds > 0, "workers.seeds must be at least 1");
-        anyhow::ensure!(
-            self.limits.max_streams > 0 && self.limits.max_streams_per_owner > 0,
-            "limits.max_streams and limits.max_streams_per_owner must be at least 1"
-        );
         Ok(())
     }
 
@@ -574,12 +583,15 @@ impl Config {
 
     /// The database URL, defaulting to SQLite in the data dir.
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| {
-            format!(
-                "sqlite://{}?mode=rwc",
-                self.data_dir.join("ferry.db").display()
-            )
-        })
+        self.database_url.as_ref().map_or_else(
+            || {
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    self.data_dir.join("ferry.db").display()
+                )
+            },
+            |url| url.as_str().to_owned(),
+        )
     }
 
     pub fn staging_dir(&self) -> PathBuf {
@@ -593,18 +605,6 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.data_dir.join("storage"))
     }
-}
-
-/// A list of address ranges, parsed, or an error naming the key and the bad entry.
-///
-/// # Errors
-/// The first entry that is not a range like `10.0.0.0/8`.
-pub fn cidrs(key: &str, ranges: &[String]) -> anyhow::Result<Vec<ferry_domain::Cidr>> {
-    ranges
-        .iter()
-        .map(|r| r.parse::<ferry_domain::Cidr>())
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| key.to_owned())
 }
 
 /// Dotted paths present in the merged configuration but not in [`Config`].
@@ -698,6 +698,199 @@ mod tests {
         }
     }
 
+    /// Load with one variable set; the error's text, or `None` when it loads.
+    fn load_with(key: &str, value: &str) -> Option<String> {
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(key, value);
+            out = Config::load(None).err().map(|e| format!("{e:#}"));
+            Ok(())
+        });
+        out
+    }
+
+    #[test]
+    fn every_kind_of_value_is_parsed_at_load_and_a_bad_one_names_its_key() {
+        for (key, value, says) in [
+            // Choices.
+            (
+                "FERRY_FETCH__PROXY_DNS",
+                "remot",
+                r#"fetch.proxy_dns: expected one of "proxy", "local", got "remot" (from FERRY_FETCH__PROXY_DNS)"#,
+            ),
+            ("FERRY_LOG__FORMAT", "jsno", "log.format: expected one of"),
+            // Address ranges and addresses.
+            (
+                "FERRY_FETCH__ALLOW",
+                r#"["10.0.0.0/8", "10.0.0/8"]"#,
+                r#"fetch.allow[1]: "10.0.0/8" is not an address range like 10.0.0.0/8 or ::1/128 (from FERRY_FETCH__ALLOW)"#,
+            ),
+            (
+                "FERRY_STORAGE__ALLOW",
+                r#"["10.0.0.0/33"]"#,
+                "storage.allow",
+            ),
+            ("FERRY_TORRENT__ALLOW", r#"["lan"]"#, "torrent.allow"),
+            (
+                "FERRY_HOSTS",
+                r#"{files = "10.0.0"}"#,
+                "hosts.files: invalid IP address syntax (from FERRY_HOSTS)",
+            ),
+            (
+                "FERRY_WORKERS__PROBE_LISTEN",
+                "localhost",
+                "workers.probe_listen",
+            ),
+            // URLs.
+            (
+                "FERRY_FETCH__PROXY",
+                "socks://127.0.0.1:1080",
+                r#"fetch.proxy: expected an http://, https://, socks5:// or socks5h:// URL, got the scheme "socks""#,
+            ),
+            ("FERRY_FETCH__PROXY", "127.0.0.1:1080", "fetch.proxy"),
+            ("FERRY_REDIS_URL", "http://redis:6379", "redis_url"),
+            ("FERRY_DATABASE_URL", "mysql://db/ferry", "database_url"),
+            (
+                "FERRY_GOOGLE__TOKEN_URL",
+                "oauth2.googleapis.com/token",
+                "google.token_url",
+            ),
+            ("FERRY_GOOGLE__API_URL", "file:///etc/", "google.api_url"),
+            (
+                "FERRY_PACKAGE__TRACKERS",
+                r#"["udp:///announce"]"#,
+                "package.trackers",
+            ),
+            // Counts and limits that must not be zero.
+            (
+                "FERRY_WORKERS__DOWNLOADS",
+                "0",
+                "workers.downloads: expected a whole number of at least 1, got unsigned int `0`",
+            ),
+            ("FERRY_WORKERS__UPLOADS", "0", "workers.uploads"),
+            ("FERRY_WORKERS__FETCHES", "0", "workers.fetches"),
+            ("FERRY_WORKERS__MAX_ATTEMPTS", "0", "workers.max_attempts"),
+            ("FERRY_LIMITS__MAX_FILES", "0", "limits.max_files"),
+            (
+                "FERRY_LIMITS__MAX_TOTAL_BYTES",
+                "0",
+                "limits.max_total_bytes",
+            ),
+            (
+                "FERRY_LIMITS__MAX_TORRENT_FILE_BYTES",
+                "0",
+                "limits.max_torrent_file_bytes",
+            ),
+            ("FERRY_LIMITS__MAX_STREAMS", "0", "limits.max_streams"),
+            (
+                "FERRY_LIMITS__MAX_STREAMS_PER_OWNER",
+                "0",
+                "limits.max_streams_per_owner",
+            ),
+            (
+                "FERRY_STORAGE__UPLOAD_CONCURRENCY",
+                "0",
+                "storage.upload_concurrency",
+            ),
+            ("FERRY_FETCH__MAX_BYTES", "0", "fetch.max_bytes"),
+            ("FERRY_TORRENT__PEER_LIMIT", "0", "torrent.peer_limit"),
+            ("FERRY_WORKERS__DOWNLOADS", "-1", "workers.downloads"),
+            // Intervals.
+            (
+                "FERRY_WORKERS__PROGRESS_INTERVAL",
+                "0s",
+                "workers.progress_interval: expected a duration longer than zero",
+            ),
+            ("FERRY_WORKERS__LEASE", "soon", "workers.lease"),
+            (
+                "FERRY_WORKERS__RECONCILE_EVERY",
+                "0ms",
+                "workers.reconcile_every",
+            ),
+            (
+                "FERRY_TORRENT__RESOLVE_TIMEOUT",
+                "0m",
+                "torrent.resolve_timeout",
+            ),
+            ("FERRY_FETCH__READ_TIMEOUT", "0s", "fetch.read_timeout"),
+            ("FERRY_STORAGE__PRESIGN_TTL", "0s", "storage.presign_ttl"),
+        ] {
+            let err = load_with(key, value).unwrap_or_else(|| panic!("{key}={value} was accepted"));
+            assert!(err.contains(says), "{key}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_refused_url_is_not_repeated_in_the_message() {
+        for (key, value) in [
+            ("FERRY_DATABASE_URL", "mysql://ferry:hunter2@db/ferry"),
+            ("FERRY_REDIS_URL", "http://:hunter2@redis:6379"),
+            ("FERRY_FETCH__PROXY", "ftp://user:hunter2@proxy:21"),
+        ] {
+            let err = load_with(key, value).unwrap_or_else(|| panic!("{key} accepted"));
+            assert!(!err.contains("hunter2"), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn typed_values_load_from_their_usual_spellings() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FERRY_FETCH__PROXY_DNS", "local");
+            jail.set_env("FERRY_FETCH__PROXY", "socks5h://127.0.0.1:1080");
+            jail.set_env("FERRY_FETCH__ALLOW", r#"["10.0.0.0/8", "127.0.0.1"]"#);
+            jail.set_env("FERRY_REDIS_URL", "redis://:pw@redis:6379/0");
+            jail.set_env(
+                "FERRY_DATABASE_URL",
+                "sqlite:///srv/my data/ferry.db?mode=rwc",
+            );
+            jail.set_env(
+                "FERRY_PACKAGE__TRACKERS",
+                r#"["udp://t.example:6969/announce"]"#,
+            );
+            jail.set_env("FERRY_WORKERS__MAX_ATTEMPTS", "3");
+            let c = Config::load(None).unwrap().config;
+            assert_eq!(c.fetch.proxy_dns, ProxyDns::Local);
+            assert_eq!(c.fetch.proxy.as_ref().unwrap().scheme(), "socks5h");
+            let allow: Vec<String> = c.fetch.allow.iter().map(ToString::to_string).collect();
+            assert_eq!(allow, ["10.0.0.0/8", "127.0.0.1/32"]);
+            assert_eq!(c.redis_url.as_ref().unwrap().host_str(), Some("redis"));
+            // A SQLite path reaches the driver as written.
+            assert_eq!(c.database_url(), "sqlite:///srv/my data/ferry.db?mode=rwc");
+            assert_eq!(
+                format!("{:?}", c.database_url),
+                "Some(sqlite:///srv/my data/ferry.db?mode=rwc)"
+            );
+            assert_eq!(
+                c.package.trackers[0].as_str(),
+                "udp://t.example:6969/announce"
+            );
+            assert_eq!(c.workers.max_attempts.get(), 3);
+            Ok(())
+        });
+        let defaults = Config::load(None);
+        assert!(defaults.is_ok(), "the defaults load: {defaults:?}");
+    }
+
+    #[test]
+    fn a_bad_value_in_the_file_names_the_key_and_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "ferry.toml",
+                r#"
+                [fetch]
+                proxy_dns = "remote"
+                "#,
+            )?;
+            let err = format!(
+                "{:#}",
+                Config::load(Some(Path::new("ferry.toml"))).unwrap_err()
+            );
+            assert!(err.contains("fetch.proxy_dns: expected one of"), "{err}");
+            assert!(err.contains("ferry.toml"), "{err}");
+            Ok(())
+        });
+    }
+
     #[test]
     fn file_then_environment_override_defaults_and_unknown_keys_are_reported() {
         figment::Jail::expect_with(|jail| {
@@ -726,7 +919,7 @@ mod tests {
             assert!(!c.torrent.dht);
             assert_eq!(c.torrent.listen, None);
             assert_eq!(c.torrent.resolve_timeout, Duration::from_secs(120));
-            assert_eq!(c.workers.downloads, 9);
+            assert_eq!(c.workers.downloads.get(), 9);
             assert_eq!(c.api_token.as_ref().unwrap().expose(), "12345");
             assert_eq!(format!("{:?}", c.api_token), "Some(***)");
             assert_eq!(c.database_url(), "sqlite:///srv/ferry/ferry.db?mode=rwc");

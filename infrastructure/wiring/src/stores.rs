@@ -81,7 +81,7 @@ impl StoreResolver for ProfileStores {
                     access_key_id: access_key_id.clone(),
                     secret_access_key: secret_access_key.clone(),
                     part_size: self.settings.part_size,
-                    concurrency: self.settings.upload_concurrency,
+                    concurrency: self.settings.upload_concurrency.get(),
                     presign_ttl: self.settings.presign_ttl,
                 },
                 self.sessions.clone(),
@@ -92,13 +92,10 @@ impl StoreResolver for ProfileStores {
                 Credentials::GoogleDrive { refresh_token },
             ) => {
                 let g = &self.google;
-                let bad = |what: &str| {
-                    StoreError::Unreachable(format!("google.{what} is not a valid URL"))
-                };
                 Ok(Arc::new(ferry_gdrive::DriveStore::new(
                     ferry_gdrive::DriveSettings {
-                        api_url: g.api_url.parse().map_err(|_| bad("api_url"))?,
-                        token_url: g.token_url.parse().map_err(|_| bad("token_url"))?,
+                        api_url: g.api_url.clone(),
+                        token_url: g.token_url.clone(),
                         client_id: g.client_id.clone(),
                         client_secret: g.client_secret.expose().to_owned(),
                         refresh_token: refresh_token.clone(),

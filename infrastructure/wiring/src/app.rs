@@ -1,0 +1,354 @@
+//! `App`: one Ferry process of a [`Role`], built from the configuration and run until its
+//! [`Shutdown`] is requested.
+//!
+//! [`App::build`] does everything that can fail at start (ports, the engine, listeners, the
+//! re-queue of unfinished jobs), so a process that was built serves; [`App::run`] starts its
+//! tasks — the HTTP API, the probe server, the reconciler, the stage pools — and, on a stop
+//! request, drains them: the API stops accepting, ends its event streams and answers the
+//! requests in flight, workers stop claiming and finish or release the jobs in hand, then the
+//! engine and the database close. `ferry serve` is the API and every worker pool in one
+//! process, over the embedded ports; the other roles run over PostgreSQL and Redis.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ferry_api::ApiState;
+use ferry_torrent::RqbitEngine;
+use poem::listener::TcpAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::ports::{Ports, StagePool};
+use crate::token::{self, ApiToken};
+
+/// How long a process's tasks get to finish (workers: finish or release their jobs; the API:
+/// answer the requests in flight) after a stop request.
+const GRACE: Duration = Duration::from_secs(30);
+
+/// What a process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `ferry serve`: the API and every stage in one process, over the embedded queue and
+    /// bus (SQLite by default, local storage, the embedded engine).
+    Serve,
+    /// `ferry-api`: the HTTP API alone, over PostgreSQL and Redis; stateless.
+    Api,
+    /// `ferry-torrent-worker`: the download and seed stages, with the embedded engine.
+    TorrentWorker,
+    /// `ferry-upload-worker`: the delivery stage.
+    UploadWorker,
+    /// `ferry-fetch-worker`: the URL fetch stage (fetch, content-address, package).
+    FetchWorker,
+}
+
+impl Role {
+    fn serves_api(self) -> bool {
+        matches!(self, Self::Serve | Self::Api)
+    }
+
+    fn is_worker(self) -> bool {
+        matches!(
+            self,
+            Self::TorrentWorker | Self::UploadWorker | Self::FetchWorker
+        )
+    }
+
+    /// The worker's name in its start-up log line.
+    fn worker_name(self) -> &'static str {
+        match self {
+            Self::TorrentWorker => "Torrent",
+            Self::UploadWorker => "Upload",
+            Self::FetchWorker => "Fetch",
+            Self::Serve | Self::Api => "",
+        }
+    }
+}
+
+/// A process's stop requests: the first asks it to drain and stop, another one to stop
+/// waiting for the drain. Clones share the requests.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    stop: CancellationToken,
+    force: CancellationToken,
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the process to stop; asked again, to stop at once.
+    pub fn request(&self) {
+        if self.stop.is_cancelled() {
+            self.force.cancel();
+        } else {
+            self.stop.cancel();
+        }
+    }
+
+    /// Resolves once a stop was requested.
+    pub async fn requested(&self) {
+        self.stop.cancelled().await;
+    }
+
+    async fn forced(&self) {
+        self.force.cancelled().await;
+    }
+}
+
+/// The HTTP API of a process, bound but not yet serving.
+struct Api {
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+    state: Arc<ApiState>,
+    token: ApiToken,
+}
+
+/// One Ferry process, built and ready to run.
+pub struct App {
+    role: Role,
+    ports: Ports,
+    api: Option<Api>,
+    /// Workers' `/health` and `/metrics`.
+    probes: Option<TcpAcceptor>,
+    pools: Vec<StagePool>,
+    engine: Option<Arc<RqbitEngine>>,
+}
+
+impl App {
+    /// Builds the process of `role`: its ports, its stage pools (starting the engine where
+    /// one runs), its listeners; `ferry serve` also re-queues unfinished jobs.
+    ///
+    /// # Errors
+    /// When a backend cannot be reached or set up, the engine cannot start, or an address
+    /// cannot be listened on.
+    pub async fn build(role: Role, config: &Config) -> anyhow::Result<Self> {
+        let token = if role.serves_api() {
+            Some(token::ensure(
+                config.api_token.as_ref().map(|s| s.expose()),
+                &config.data_dir,
+            )?)
+        } else {
+            None
+        };
+        let ports = if role == Role::Serve {
+            Ports::embedded(config).await?
+        } else {
+            Ports::distributed(config).await?
+        };
+        let (pools, engine) = pools(role, &ports).await?;
+        let requeued = if role == Role::Serve {
+            ports
+                .recovery()
+                .requeue_orphans()
+                .await
+                .context("re-queueing unfinished jobs")?
+        } else {
+            0
+        };
+        let api = match token {
+            Some(token) => Some(api(&ports, config, token).await?),
+            None => None,
+        };
+        let probes = if role.is_worker() {
+            let listen = config.workers.probe_listen;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listening on {listen} for probes"))?;
+            let addr = listener.local_addr()?;
+            tracing::info!(role = role.worker_name(), probes = %addr, consumer = %crate::consumer_name(), "worker started");
+            Some(TcpAcceptor::from_tokio(listener)?)
+        } else {
+            None
+        };
+        match (role, &api) {
+            (Role::Serve, Some(api)) => {
+                tracing::info!(addr = %api.addr, data_dir = %config.data_dir.display(), requeued, "ferry is serving");
+            }
+            (Role::Api, Some(api)) => tracing::info!(addr = %api.addr, "ferry-api is serving"),
+            _ => {}
+        }
+        Ok(Self {
+            role,
+            ports,
+            api,
+            probes,
+            pools,
+            engine,
+        })
+    }
+
+    /// Where the HTTP API listens (the port actually bound), for the roles that serve it.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().map(|api| api.addr)
+    }
+
+    /// The token the HTTP API asks for, and where it came from.
+    pub fn api_token(&self) -> Option<&ApiToken> {
+        self.api.as_ref().map(|api| &api.token)
+    }
+
+    /// Runs until `shutdown` is requested, then drains: the API stops accepting, ends its
+    /// event streams and answers the requests in flight (closing connections still busy
+    /// after [`ferry_api::DRAIN_GRACE`]); workers stop claiming and finish or release their
+    /// jobs. After at most 30 s, or a second request, the engine stops and the database
+    /// closes.
+    ///
+    /// # Errors
+    /// When the API server fails on its own.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let Self {
+            role,
+            ports,
+            api,
+            probes,
+            pools,
+            engine,
+        } = self;
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let mut server =
+            api.map(|api| tasks.spawn(ferry_api::serve(api.acceptor, api.state, stop.clone())));
+        if let Some(probes) = probes {
+            tasks.spawn(ferry_observability::serve_probes(
+                probes,
+                health_check(&ports),
+                stop.clone(),
+            ));
+        }
+        if role.is_worker() {
+            tasks.spawn(ferry_workers::reconcile(
+                ports.recovery(),
+                ports.queue.clone(),
+                ports.reconcile_every(),
+                stop.clone(),
+            ));
+        }
+        let runner = ports.runner();
+        for pool in pools {
+            tasks.spawn(ferry_workers::run_pool(
+                ports.queue.clone(),
+                runner.clone(),
+                pool.handler,
+                pool.concurrency,
+                ports.renew_every(),
+                stop.clone(),
+            ));
+        }
+        tasks.close();
+
+        let server_ended = async {
+            match server.as_mut() {
+                Some(server) => server.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.requested() => match role {
+                Role::Api => tracing::info!("stop requested; answering the requests in flight"),
+                _ => tracing::info!("stop requested; finishing or releasing jobs in hand"),
+            },
+            ended = server_ended => {
+                // The server ended on its own: that is a failure.
+                stop.cancel();
+                ended.context("the API task panicked")?.context("the API server failed")?;
+            }
+        }
+        stop.cancel();
+        tokio::select! {
+            () = tasks.wait() => {}
+            () = tokio::time::sleep(GRACE) => match role {
+                Role::Serve => tracing::warn!("workers did not stop within {GRACE:?}"),
+                Role::Api => tracing::warn!("requests did not finish within {GRACE:?}"),
+                _ => tracing::warn!("jobs did not settle within {GRACE:?}"),
+            },
+            () = shutdown.forced() => tracing::warn!("second stop signal: exiting at once"),
+        }
+        if let Some(engine) = engine {
+            engine.shutdown().await;
+        }
+        ports.close().await;
+        match role {
+            Role::Serve => tracing::info!("ferry stopped"),
+            Role::Api => tracing::info!("ferry-api stopped"),
+            _ => tracing::info!("worker stopped"),
+        }
+        Ok(())
+    }
+}
+
+/// The stage pools of `role` (and the engine, where one runs).
+async fn pools(
+    role: Role,
+    ports: &Ports,
+) -> anyhow::Result<(Vec<StagePool>, Option<Arc<RqbitEngine>>)> {
+    Ok(match role {
+        Role::Serve => {
+            let (download, engine) = ports.download_pool().await?;
+            let seed = ports.seed_pool(engine.clone());
+            let pools = vec![download, ports.deliver_pool(), ports.fetch_pool(), seed];
+            (pools, Some(engine))
+        }
+        Role::TorrentWorker => {
+            let (download, engine) = ports.download_pool().await?;
+            (
+                vec![download, ports.seed_pool(engine.clone())],
+                Some(engine),
+            )
+        }
+        Role::UploadWorker => (vec![ports.deliver_pool()], None),
+        Role::FetchWorker => (vec![ports.fetch_pool()], None),
+        Role::Api => (Vec::new(), None),
+    })
+}
+
+/// The HTTP API on `listen`, bound (to the port asked for, or a free one for port 0).
+async fn api(ports: &Ports, config: &Config, token: ApiToken) -> anyhow::Result<Api> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(ApiState {
+        jobs: ports.jobs(),
+        profiles: ports.storage_profiles(),
+        bus: ports.bus.clone(),
+        health: ports.health(),
+        api_token: Some(token.value.clone()),
+        max_torrent_bytes: config.limits.max_torrent_file_bytes.get(),
+        max_json_bytes: config.limits.max_json_bytes(),
+        max_streams: config.limits.max_streams.get(),
+        max_streams_per_owner: config.limits.max_streams_per_owner.get(),
+        seed_by_default: config.seed.default,
+        seed_limits: ports.seed_policy(),
+    });
+    Ok(Api {
+        acceptor: TcpAcceptor::from_tokio(listener)?,
+        addr,
+        state,
+        token,
+    })
+}
+
+/// The workers' `/health`: every component the process uses.
+fn health_check(ports: &Ports) -> ferry_observability::HealthFn {
+    let health = ports.health();
+    Arc::new(move || {
+        let health = health.clone();
+        Box::pin(async move {
+            let components = health.check().await;
+            let body = components
+                .iter()
+                .map(|c| format!("{} {}", c.name, if c.ok { "ok" } else { "failing" }))
+                .collect::<Vec<_>>()
+                .join("\n");
+            if components.iter().all(|c| c.ok) {
+                Ok(body)
+            } else {
+                Err(body)
+            }
+        })
+    })
+}
