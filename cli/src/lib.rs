@@ -62,8 +62,9 @@ pub fn exit_with(result: anyhow::Result<()>, name: &str) -> std::process::ExitCo
 /// # Errors
 /// When the process cannot be built or its API server fails.
 pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
-    let app = App::build(role, &config).await?;
+    // Signals first: a stop while the process is being built still stops it cleanly.
     let shutdown = stop_signals()?;
+    let app = App::build(role, &config).await?;
     if let (Some(addr), Some(token)) = (app.api_addr(), app.api_token()) {
         let name = if role == Role::Serve {
             "Ferry"

@@ -281,6 +281,7 @@ pub struct JobError {
 
 impl JobError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        debug_assert!(code.on_jobs(), "{code} is not a job error code");
         Self {
             code: code.as_str().to_owned(),
             message: message.into(),

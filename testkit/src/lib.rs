@@ -166,10 +166,16 @@ pub fn spawn_on_free_port(name: &str, log: &Path, command: impl Fn(u16) -> Comma
         let mut proc = Proc::spawn(name, command(port), log.to_owned());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return (proc, port);
-            }
+            // Our child must still be running when the port answers: a port another process
+            // took meanwhile answers too, and then our child exits.
             if proc.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                std::thread::sleep(Duration::from_millis(100));
+                if proc.child.try_wait().unwrap().is_none() {
+                    return (proc, port);
+                }
                 break;
             }
             assert!(

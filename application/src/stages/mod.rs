@@ -111,8 +111,11 @@ impl StageRunner {
             StageOutcome::Retry(error) if lease.attempt >= self.policy.max_attempts => {
                 tracing::warn!(job_id = %id, attempt = lease.attempt, code = %error.code, "retries exhausted");
                 let reason = format!("{}: {}", error.code, error.message);
+                // The dead letter first: whoever sees the job failed finds its dead letter.
+                // (A crash in between leaves an unfinished job, which recovery queues again.)
+                self.queue.dead_letter(lease, &reason).await?;
                 self.fail_job(lease, error).await;
-                self.queue.dead_letter(lease, &reason).await
+                Ok(())
             }
             StageOutcome::Retry(error) => {
                 let delay = self.policy.delay_after(lease.attempt);

@@ -35,7 +35,14 @@ pub(crate) struct Ticker<'a> {
     snapshot_every: Option<Duration>,
     last_snapshot: Instant,
     progress: Progress,
+    /// Which of publish, snapshot and status read are failing now: each outage is logged
+    /// at warn once (then at debug each tick) and its end at info.
+    failing: [std::sync::atomic::AtomicBool; 3],
 }
+
+const PUBLISH: usize = 0;
+const SNAPSHOT: usize = 1;
+const STATUS: usize = 2;
 
 impl<'a> Ticker<'a> {
     /// A ticker for `job`, which the stage runs in `running`, starting from the job's stored
@@ -56,6 +63,23 @@ impl<'a> Ticker<'a> {
             snapshot_every: None,
             last_snapshot: Instant::now(),
             progress: job.progress,
+            failing: Default::default(),
+        }
+    }
+
+    /// Logs a failure of `what`: at warn when it starts failing, at debug while it goes on.
+    fn failed(&self, what: usize, error: &dyn std::fmt::Display, message: &str) {
+        if self.failing[what].swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::debug!(job_id = %self.job, error = %error, "{message}");
+        } else {
+            tracing::warn!(job_id = %self.job, error = %error, "{message} (logged once until it works again)");
+        }
+    }
+
+    /// `what` worked: ends an outage, if one was logged.
+    fn worked(&self, what: usize) {
+        if self.failing[what].swap(false, std::sync::atomic::Ordering::Relaxed) {
+            tracing::info!(job_id = %self.job, "progress reporting works again");
         }
     }
 
@@ -100,8 +124,9 @@ impl<'a> Ticker<'a> {
             error: None,
             at: self.lifecycle.clock.now(),
         };
-        if let Err(e) = self.lifecycle.bus.publish(&event).await {
-            tracing::warn!(job_id = %self.job, error = %e, "could not publish progress");
+        match self.lifecycle.bus.publish(&event).await {
+            Ok(_) => self.worked(PUBLISH),
+            Err(e) => self.failed(PUBLISH, &e, "could not publish progress"),
         }
         if self
             .snapshot_every
@@ -114,24 +139,29 @@ impl<'a> Ticker<'a> {
     /// Writes the last progress to the repository now (the stage stops or finishes).
     pub(crate) async fn snapshot(&mut self) {
         self.last_snapshot = Instant::now();
-        if let Err(e) = self
+        match self
             .lifecycle
             .repo
             .record_progress(self.job, &self.progress)
             .await
         {
-            tracing::warn!(job_id = %self.job, error = %e, "could not store a progress snapshot");
+            Ok(()) => self.worked(SNAPSHOT),
+            Err(e) => self.failed(SNAPSHOT, &e, "could not store a progress snapshot"),
         }
     }
 
     /// Reads the job's status.
     pub(crate) async fn observe(&self) -> Observed {
-        match self.lifecycle.repo.status(self.job).await {
+        let read = self.lifecycle.repo.status(self.job).await;
+        if read.is_ok() {
+            self.worked(STATUS);
+        }
+        match read {
             Ok(status) if status == self.running => Observed::Running,
             Ok(status) => Observed::Moved(status),
             Err(RepoError::NotFound) => Observed::Gone,
             Err(e) => {
-                tracing::warn!(job_id = %self.job, error = %e, "could not read the job's status");
+                self.failed(STATUS, &e, "could not read the job's status");
                 Observed::Running
             }
         }

@@ -255,6 +255,7 @@ impl App {
                 // The server ended on its own: that is a failure.
                 stop.cancel();
                 ended.context("the API task panicked")?.context("the API server failed")?;
+                anyhow::bail!("the API server stopped on its own");
             }
         }
         stop.cancel();

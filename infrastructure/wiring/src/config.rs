@@ -413,7 +413,8 @@ pub struct WorkersConfig {
     pub seeds: NonZeroUsize,
     /// Attempts per stage before a job fails.
     pub max_attempts: NonZeroU32,
-    #[serde(with = "parse::interval")]
+    /// Zero retries at once.
+    #[serde(with = "humantime_serde")]
     pub retry_base_delay: Duration,
     #[serde(with = "parse::interval")]
     pub retry_max_delay: Duration,
@@ -667,6 +668,25 @@ mod tests {
             figment::Jail::expect_with(|jail| {
                 jail.set_env("FERRY_LOG__FORMAT", value);
                 assert_eq!(Config::load(None).unwrap().config.log.format, want);
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn a_secret_of_the_wrong_shape_is_never_echoed() {
+        let key = "ab".repeat(32);
+        for (var, value) in [
+            ("FERRY_OLD_SECRET_KEYS", key.clone()),
+            ("FERRY_API_TOKEN", "[\"tok3n-value-123\"]".to_owned()),
+        ] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env(var, &value);
+                let err = format!("{:#}", Config::load(None).err().unwrap());
+                assert!(
+                    !err.contains(&key) && !err.contains("tok3n"),
+                    "{var}: {err}"
+                );
                 Ok(())
             });
         }

@@ -200,6 +200,22 @@ pub(super) const fn non_zero_u32(n: u32) -> NonZeroU32 {
     }
 }
 
+/// What kind of value was found, without the value.
+fn kind_of(actual: &figment::error::Actual) -> &'static str {
+    use figment::error::Actual;
+    match actual {
+        Actual::Bool(_) => "a boolean",
+        Actual::Unsigned(_) | Actual::Signed(_) => "a number",
+        Actual::Float(_) => "a decimal number",
+        Actual::Char(_) | Actual::Str(_) => "a string",
+        Actual::Bytes(_) => "bytes",
+        Actual::Unit | Actual::Option => "nothing",
+        Actual::Seq => "a list",
+        Actual::Map => "a table",
+        _ => "another kind of value",
+    }
+}
+
 /// Figment's errors as `key: what is wrong (where it came from)`, one per value.
 pub(super) fn explain(errors: figment::Error) -> anyhow::Error {
     let lines: Vec<String> = errors
@@ -222,6 +238,11 @@ pub(super) fn explain(errors: figment::Error) -> anyhow::Error {
                     if expected.starts_with("a nonzero") =>
                 {
                     format!("expected a whole number of at least 1, got {actual}")
+                }
+                // Other values found are left out: they may be secrets (a key, a token).
+                figment::error::Kind::InvalidType(actual, expected)
+                | figment::error::Kind::InvalidValue(actual, expected) => {
+                    format!("expected {expected}, got {}", kind_of(actual))
                 }
                 kind => kind.to_string(),
             };
