@@ -259,19 +259,32 @@ impl App {
             }
         }
         stop.cancel();
-        tokio::select! {
-            () = tasks.wait() => {}
-            () = tokio::time::sleep(GRACE) => match role {
-                Role::Serve => tracing::warn!("workers did not stop within {GRACE:?}"),
-                Role::Api => tracing::warn!("requests did not finish within {GRACE:?}"),
-                _ => tracing::warn!("jobs did not settle within {GRACE:?}"),
-            },
-            () = shutdown.forced() => tracing::warn!("second stop signal: exiting at once"),
+        let settled = tokio::select! {
+            () = tasks.wait() => true,
+            () = tokio::time::sleep(GRACE) => {
+                match role {
+                    Role::Serve => tracing::warn!("workers did not stop within {GRACE:?}"),
+                    Role::Api => tracing::warn!("requests did not finish within {GRACE:?}"),
+                    _ => tracing::warn!("jobs did not settle within {GRACE:?}"),
+                }
+                false
+            }
+            () = shutdown.forced() => {
+                tracing::warn!("second stop signal: exiting at once");
+                false
+            }
+        };
+        if settled {
+            if let Some(engine) = engine {
+                engine.shutdown().await;
+            }
+            ports.close().await;
+        } else {
+            // Stages still running would see the engine or the database go and settle their
+            // jobs as failed attempts; exiting drops them unsettled instead, and their
+            // messages go to another worker once their leases run out.
+            tracing::warn!("exiting with work in hand; it is handed on after its lease");
         }
-        if let Some(engine) = engine {
-            engine.shutdown().await;
-        }
-        ports.close().await;
         match role {
             Role::Serve => tracing::info!("ferry stopped"),
             Role::Api => tracing::info!("ferry-api stopped"),
