@@ -133,6 +133,9 @@ struct Running {
     only: Option<Vec<usize>>,
     /// (file index, length, path) of the files the job wants.
     wanted: Vec<(usize, u64, ferry_domain::SafePath)>,
+    /// The torrent's trackers as the job gave them (sorted): jobs share a run only when
+    /// they announce to the same trackers (a private tracker's URL names its user).
+    trackers: Vec<String>,
 }
 
 /// A [`Running`] before its torrent is in the session.
@@ -141,6 +144,7 @@ struct Pending {
     shared: Option<PathBuf>,
     only: Option<Vec<usize>>,
     wanted: Vec<(usize, u64, ferry_domain::SafePath)>,
+    trackers: Vec<String>,
 }
 
 impl Pending {
@@ -151,6 +155,7 @@ impl Pending {
             shared: self.shared,
             only: self.only,
             wanted: self.wanted,
+            trackers: self.trackers,
         }
     }
 }
@@ -338,11 +343,15 @@ impl TorrentEngine for RqbitEngine {
                 wanted.push((f.index, f.size, f.safe_path()?));
             }
         }
+        let mut trackers = meta.trackers.clone();
+        trackers.sort();
+        trackers.dedup();
         let running = Pending {
             base,
             shared,
             only: spec.only_files.clone(),
             wanted,
+            trackers,
         };
         let result = self.add(&spec, &meta, running).await;
         if result.is_err()
@@ -503,8 +512,8 @@ impl RqbitEngine {
                 .running()
                 .values()
                 .find(|r| Arc::ptr_eq(&r.handle, &handle))
-                .map(|r| (r.base.clone(), r.shared.is_some()));
-            let Some((base, holder_downloads)) = holder else {
+                .map(|r| (r.base.clone(), r.shared.is_some(), r.trackers.clone()));
+            let Some((base, holder_downloads, holder_trackers)) = holder else {
                 // No job runs it (a stop that could not remove it): remove it, add again.
                 tracing::warn!(job_id = %spec.job_id, info_hash = %meta.info_hash, "removing a torrent no job runs");
                 self.session
@@ -513,6 +522,11 @@ impl RqbitEngine {
                     .map_err(|e| unexpected(e.context("removing an abandoned torrent")))?;
                 continue;
             };
+            if holder_trackers != running.trackers {
+                // Another job's trackers (a private tracker's passkey) must not carry this
+                // job's traffic, nor this job's theirs: wait for the other run to end.
+                return Err(EngineError::Busy);
+            }
             return self
                 .join(spec.job_id, running, handle, base, holder_downloads)
                 .await;
@@ -520,8 +534,8 @@ impl RqbitEngine {
         Err(EngineError::Busy)
     }
 
-    /// Another job of this engine runs the torrent. Downloads share it (the job's share is
-    /// the one the data is in); a download joins a seed only when the seed already holds
+    /// Another job of this engine runs the torrent (announcing to the same trackers: see
+    /// `add`). Downloads share it (the job's share is the one the data is in); a download joins a seed only when the seed already holds
     /// every file it wants (it writes nothing into the seed's folder); a seed waits for a
     /// download to end (`Busy`).
     async fn join(

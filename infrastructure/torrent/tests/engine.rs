@@ -7,6 +7,22 @@ use ferry_domain::SafePath;
 use ferry_local_storage::LocalStaging;
 use ferry_torrent::{EngineConfig, Inspector, RqbitEngine};
 
+/// A torrent (64 KiB pieces, no trackers) of a file or folder, made by librqbit.
+async fn metainfo_of(path: &std::path::Path) -> Vec<u8> {
+    let created = librqbit::create_torrent(
+        path,
+        librqbit::CreateTorrentOptions {
+            name: None,
+            trackers: vec![],
+            piece_length: Some(65536),
+        },
+        &librqbit::spawn_utils::BlockingSpawner::new(2),
+    )
+    .await
+    .unwrap();
+    created.as_bytes().unwrap().to_vec()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn librqbit_passes_the_contract() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -18,18 +34,7 @@ async fn librqbit_passes_the_contract() {
     let b = b"liner notes".to_vec();
     std::fs::write(content.join("cd1/a.bin"), &a).unwrap();
     std::fs::write(content.join("notes.txt"), &b).unwrap();
-    let created = librqbit::create_torrent(
-        &content,
-        librqbit::CreateTorrentOptions {
-            name: None,
-            trackers: vec![],
-            piece_length: Some(65536),
-        },
-        &librqbit::spawn_utils::BlockingSpawner::new(2),
-    )
-    .await
-    .unwrap();
-    let metainfo = created.as_bytes().unwrap().to_vec();
+    let metainfo = metainfo_of(&content).await;
     let fixture = EngineFixture {
         metainfo,
         files: vec![
@@ -89,18 +94,7 @@ async fn repairing_a_file_never_writes_through_its_other_names() {
     std::fs::create_dir_all(&content).unwrap();
     let data: Vec<u8> = (0..400_000u32).map(|i| (i % 241) as u8).collect();
     std::fs::write(content.join("movie.bin"), &data).unwrap();
-    let created = librqbit::create_torrent(
-        &content.join("movie.bin"),
-        librqbit::CreateTorrentOptions {
-            name: None,
-            trackers: vec![],
-            piece_length: Some(65536),
-        },
-        &librqbit::spawn_utils::BlockingSpawner::new(2),
-    )
-    .await
-    .unwrap();
-    let metainfo = created.as_bytes().unwrap().to_vec();
+    let metainfo = metainfo_of(&content.join("movie.bin")).await;
 
     let seeder = RqbitEngine::start(engine_config(dir.path().join("s-staging"), true))
         .await
@@ -179,18 +173,7 @@ async fn two_engines_on_one_staging_volume_never_share_a_folder() {
     let content = dir.path().join("content");
     std::fs::create_dir_all(&content).unwrap();
     std::fs::write(content.join("f.bin"), vec![7u8; 100_000]).unwrap();
-    let created = librqbit::create_torrent(
-        &content.join("f.bin"),
-        librqbit::CreateTorrentOptions {
-            name: None,
-            trackers: vec![],
-            piece_length: Some(65536),
-        },
-        &librqbit::spawn_utils::BlockingSpawner::new(2),
-    )
-    .await
-    .unwrap();
-    let metainfo = created.as_bytes().unwrap().to_vec();
+    let metainfo = metainfo_of(&content.join("f.bin")).await;
     let hash = ferry_torrent::inspect(&metainfo)
         .unwrap()
         .info_hash
@@ -257,18 +240,7 @@ async fn downloads_and_seeds_of_one_torrent_never_write_each_others_folders() {
     std::fs::create_dir_all(&content).unwrap();
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 239) as u8).collect();
     std::fs::write(content.join("f.bin"), &data).unwrap();
-    let created = librqbit::create_torrent(
-        &content.join("f.bin"),
-        librqbit::CreateTorrentOptions {
-            name: None,
-            trackers: vec![],
-            piece_length: Some(65536),
-        },
-        &librqbit::spawn_utils::BlockingSpawner::new(2),
-    )
-    .await
-    .unwrap();
-    let metainfo = created.as_bytes().unwrap().to_vec();
+    let metainfo = metainfo_of(&content.join("f.bin")).await;
     let staging_dir = dir.path().join("staging");
     let engine = RqbitEngine::start(engine_config(staging_dir.clone(), false))
         .await
@@ -332,5 +304,67 @@ async fn downloads_and_seeds_of_one_torrent_never_write_each_others_folders() {
         std::fs::read(content.join("f.bin")).unwrap() == data,
         "the seed's file is intact"
     );
+    engine.shutdown().await;
+}
+
+/// A private tracker's announce URL names its user: jobs whose torrents announce to other
+/// trackers never share a run (the second waits: `Busy`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_announcing_to_other_trackers_never_share_a_run() {
+    use ferry_application::ports::{EngineError, TorrentEngine, TorrentSpec};
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.bin");
+    std::fs::write(&file, vec![3u8; 100_000]).unwrap();
+    let with_tracker = |tracker: &'static str| {
+        let file = file.clone();
+        async move {
+            let created = librqbit::create_torrent(
+                &file,
+                librqbit::CreateTorrentOptions {
+                    name: None,
+                    trackers: vec![tracker.to_owned()],
+                    piece_length: Some(65536),
+                },
+                &librqbit::spawn_utils::BlockingSpawner::new(2),
+            )
+            .await
+            .unwrap();
+            created.as_bytes().unwrap().to_vec()
+        }
+    };
+    let alices = with_tracker("http://tracker.example/announce?passkey=alice").await;
+    let bobs = with_tracker("http://tracker.example/announce?passkey=bob").await;
+    assert_eq!(
+        ferry_torrent::inspect(&alices).unwrap().info_hash,
+        ferry_torrent::inspect(&bobs).unwrap().info_hash
+    );
+    let engine = RqbitEngine::start(engine_config(dir.path().join("staging"), false))
+        .await
+        .unwrap();
+    let spec = |job, metainfo: &Vec<u8>| TorrentSpec {
+        job_id: job,
+        metainfo: metainfo.clone(),
+        only_files: None,
+        peers: vec![],
+        data_dir: None,
+    };
+    let (a, b, c) = (
+        ferry_domain::JobId::new(),
+        ferry_domain::JobId::new(),
+        ferry_domain::JobId::new(),
+    );
+    engine.start(spec(a, &alices)).await.unwrap();
+    assert!(matches!(
+        engine.start(spec(b, &bobs)).await,
+        Err(EngineError::Busy)
+    ));
+    // The same trackers share.
+    engine.start(spec(c, &alices)).await.unwrap();
+    engine.stop(a, true).await.unwrap();
+    engine.stop(c, true).await.unwrap();
+    // Once the other run ended, the waiting job starts.
+    engine.start(spec(b, &bobs)).await.unwrap();
+    engine.stop(b, true).await.unwrap();
     engine.shutdown().await;
 }
