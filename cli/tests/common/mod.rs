@@ -220,11 +220,25 @@ pub struct Tracker {
 }
 
 impl Tracker {
+    /// opentracker on a free port (another one if the port was taken meanwhile).
     pub fn start(dir: &Path, info_hashes: &[&str]) -> Self {
-        Self::start_on(dir, free_port(), info_hashes)
+        let (proc, port) = ferry_testkit::spawn_on_free_port(
+            "opentracker",
+            &dir.join("opentracker.log"),
+            |port| Self::command(dir, port, info_hashes),
+        );
+        Self { port, _proc: proc }
     }
 
+    /// opentracker on `port` (a restart on the port it had).
     pub fn start_on(dir: &Path, port: u16, info_hashes: &[&str]) -> Self {
+        let cmd = Self::command(dir, port, info_hashes);
+        let proc = Proc::spawn("opentracker", cmd, dir.join("opentracker.log"));
+        wait_for_port(port, "opentracker");
+        Self { port, _proc: proc }
+    }
+
+    fn command(dir: &Path, port: u16, info_hashes: &[&str]) -> Command {
         let root = dir.join("tracker");
         std::fs::create_dir_all(&root).unwrap();
         std::fs::write(root.join("whitelist.txt"), info_hashes.join("\n") + "\n").unwrap();
@@ -239,9 +253,7 @@ impl Tracker {
         .unwrap();
         let mut cmd = Command::new("opentracker");
         cmd.arg("-f").arg(&conf);
-        let proc = Proc::spawn("opentracker", cmd, dir.join("opentracker.log"));
-        wait_for_port(port, "opentracker");
-        Self { port, _proc: proc }
+        cmd
     }
 
     pub fn announce(&self) -> String {
