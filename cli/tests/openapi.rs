@@ -99,8 +99,13 @@ fn schemathesis_finds_the_api_exactly_as_documented() {
             "all",
             "--generation-database",
             "none",
+            // One worker: with two threads, schemathesis' case generation on CPython 3.11 now
+            // and then dies inside the interpreter ("SystemError: AST constructor recursion
+            // depth mismatch", a KeyError in linecache) — the ast module and linecache are not
+            // safe to use from two threads at once there. That is a runtime error of the tool,
+            // not a finding about the API.
             "--workers",
-            "2",
+            "1",
             "--no-color",
         ])
         .env("SCHEMATHESIS_TELEMETRY", "false")
