@@ -81,16 +81,7 @@ impl DownloadStage {
             let Some(job) = found(self.lifecycle.repo.get(id).await)? else {
                 return self.clean_up(id).await;
             };
-            if job.purge_requested
-                && matches!(
-                    job.status,
-                    JobStatus::Queued
-                        | JobStatus::Resolving
-                        | JobStatus::Downloading
-                        | JobStatus::Paused
-                )
-            {
-                super::stop_for_purge(&self.lifecycle, &job).await?;
+            if super::stop_if_purging_unfinished(&self.lifecycle, &job).await? {
                 continue;
             }
             match job.status {

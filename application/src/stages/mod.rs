@@ -281,6 +281,21 @@ pub(crate) async fn stop_for_purge(lifecycle: &Lifecycle, job: &Job) -> Flow<()>
     }
 }
 
+/// A job whose purge is pending and that has not reached delivery (queued, resolving,
+/// downloading or paused) is stopped for the purge; `true` when it was, and the caller
+/// re-reads it.
+pub(crate) async fn stop_if_purging_unfinished(lifecycle: &Lifecycle, job: &Job) -> Flow<bool> {
+    let unfinished = matches!(
+        job.status,
+        JobStatus::Queued | JobStatus::Resolving | JobStatus::Downloading | JobStatus::Paused
+    );
+    if !(job.purge_requested && unfinished) {
+        return Ok(false);
+    }
+    stop_for_purge(lifecycle, job).await?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
