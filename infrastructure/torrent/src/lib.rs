@@ -322,17 +322,6 @@ impl TorrentEngine for RqbitEngine {
             return Ok(());
         }
         let meta = inspect(&spec.metainfo)?;
-        let (base, shared) = match spec.data_dir.clone() {
-            Some(dir) => (dir, None),
-            None => {
-                let shared = self
-                    .take_share(spec.job_id, &meta.info_hash.to_hex())
-                    .await
-                    .map_err(|e| unexpected(e.context("preparing the torrent's data folder")))?
-                    .ok_or(EngineError::Busy)?;
-                (shared.join("data"), Some(shared))
-            }
-        };
         let mut wanted = Vec::new();
         for f in &meta.files {
             if spec
@@ -346,6 +335,18 @@ impl TorrentEngine for RqbitEngine {
         let mut trackers = meta.trackers.clone();
         trackers.sort();
         trackers.dedup();
+        let (base, shared) = match spec.data_dir.clone() {
+            Some(dir) => (dir, None),
+            None => {
+                let shared = self
+                    .take_share(spec.job_id, &meta.info_hash.to_hex())
+                    .await
+                    .map_err(|e| unexpected(e.context("preparing the torrent's data folder")))?
+                    .ok_or(EngineError::Busy)?;
+                (shared.join("data"), Some(shared))
+            }
+        };
+        let taken = shared.clone();
         let running = Pending {
             base,
             shared,
@@ -355,16 +356,10 @@ impl TorrentEngine for RqbitEngine {
         };
         let result = self.add(&spec, &meta, running).await;
         if result.is_err()
-            && let Some(shared) = spec
-                .data_dir
-                .is_none()
-                .then(|| torrent_dir(self.staging.root(), &meta.info_hash.to_hex()))
+            && let Some(share) = taken
         {
-            // Whatever share the job took stays its own (its marker), but not locked.
-            self.release_if_unused(&shared);
-            for share in shares_of(&self.staging.root().join(".torrents"), spec.job_id) {
-                self.release_if_unused(&share);
-            }
+            // The share stays the job's (its marker), but unlocked while nothing runs in it.
+            self.release_if_unused(&share);
         }
         result
     }
