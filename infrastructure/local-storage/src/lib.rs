@@ -6,7 +6,7 @@
 
 mod staging;
 
-pub use staging::LocalStaging;
+pub use staging::{LocalStaging, replace_with_link};
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};

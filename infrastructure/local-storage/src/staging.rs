@@ -46,9 +46,23 @@ async fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
         Err(_) => {
             let tmp = to.with_extension("ferry-partial");
             tokio::fs::copy(from, &tmp).await?;
+            tokio::fs::File::open(&tmp).await?.sync_all().await?;
             tokio::fs::rename(&tmp, to).await
         }
     }
+}
+
+/// Makes `to` another name of `from` (a copy across file systems), replacing what `to` was.
+///
+/// # Errors
+/// When a folder, the link or the copy cannot be made.
+pub async fn replace_with_link(from: &Path, to: &Path) -> std::io::Result<()> {
+    match tokio::fs::remove_file(to).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    link_or_copy(from, to).await
 }
 
 async fn remove_dir(path: &Path) -> anyhow::Result<()> {

@@ -186,25 +186,6 @@ fn has_holders(shared: &Path) -> bool {
     std::fs::read_dir(shared.join("jobs")).is_ok_and(|mut d| d.next().is_some())
 }
 
-/// Hard-links `from` to `to` (copying across file systems), replacing what `to` was.
-fn place(from: &Path, to: &Path) -> std::io::Result<()> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    match std::fs::remove_file(to) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    if std::fs::hard_link(from, to).is_ok() {
-        return Ok(());
-    }
-    let tmp = to.with_extension("ferry-partial");
-    std::fs::copy(from, &tmp)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, to)
-}
-
 impl RqbitEngine {
     /// Starts the session (listening socket, DHT if enabled).
     ///
@@ -443,18 +424,12 @@ impl TorrentEngine for RqbitEngine {
             let r = running.get(&job_id).ok_or(EngineError::NotRunning)?;
             (r.base.clone(), r.wanted.clone())
         };
-        let job_dir = self.staging.job_dir(job_id);
-        let placed = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            for (_, _, path) in &wanted {
-                let from = path.components().fold(base.clone(), |p, c| p.join(c));
-                let to = path.components().fold(job_dir.clone(), |p, c| p.join(c));
-                place(&from, &to)?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| unexpected(e.into()))?;
-        placed.map_err(|e| unexpected(anyhow::Error::new(e).context("handing the files over")))?;
+        for (_, _, path) in &wanted {
+            let from = path.components().fold(base.clone(), |p, c| p.join(c));
+            ferry_local_storage::replace_with_link(&from, &self.staging.file(job_id, path))
+                .await
+                .map_err(|e| unexpected(anyhow::Error::new(e).context("handing the files over")))?;
+        }
         let Some(running) = self.running().remove(&job_id) else {
             return Ok(());
         };
