@@ -56,15 +56,23 @@ impl FromStr for JobId {
     }
 }
 
-/// Who owns a job. Until login exists every job belongs to [`OwnerId::local`].
+/// Who owns a job (and a profile, a token, an audit record): a user's id. The first admin
+/// of an installation that existed before accounts keeps the id `local`, so every storage
+/// key and staged path made before then stays valid.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct OwnerId(String);
 
 impl OwnerId {
-    /// The single owner of a Ferry that has no user accounts yet.
+    /// The owner of everything made before accounts existed: the first admin of an
+    /// upgraded installation.
     pub fn local() -> Self {
         Self("local".to_owned())
+    }
+
+    /// A new user's id (a UUID, which is also a valid storage key segment).
+    pub fn new_user() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
     }
 
     /// Owner ids become storage key segments, so they are restricted to `[A-Za-z0-9_-]`.

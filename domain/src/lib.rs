@@ -3,6 +3,7 @@
 //! Nothing here does I/O or knows about async; every value that exists is valid
 //! ("parse, don't validate"), so the layers above can trust what they hold.
 
+pub mod account;
 pub mod error_code;
 pub mod info_hash;
 pub mod job;
@@ -14,6 +15,10 @@ pub mod status;
 pub mod storage_key;
 pub mod torrent;
 
+pub use account::{
+    AccountError, Identity, PersonalToken, Quotas, Role, Scope, Scopes, TokenId, User, UserName,
+    clean_text,
+};
 pub use error_code::{ErrorCode, UnknownErrorCode};
 pub use info_hash::{InfoHash, InfoHashError};
 pub use job::{

@@ -3,9 +3,11 @@
 //! Each port's error enum holds only the variants a caller branches on, plus
 //! `Unexpected`. Adapters translate their drivers' errors into these.
 
+pub mod accounts;
 pub mod clock;
 pub mod engine;
 pub mod fetch;
+pub mod identity;
 pub mod jobs;
 pub mod net;
 pub mod profiles;
@@ -14,9 +16,17 @@ pub mod queue;
 pub mod staging;
 pub mod storage;
 
+pub use accounts::{
+    AuditEntry, AuditLog, AuditOutcome, AuditQuery, SecretHash, Session, Sessions, TokenRepository,
+    UserRepository,
+};
 pub use clock::{Clock, SystemClock};
 pub use engine::{EngineError, EngineStats, TorrentEngine, TorrentInspector, TorrentSpec};
 pub use fetch::{FetchBody, FetchError, FetchInfo, Fetched, Fetcher, TorrentPackager};
+pub use identity::{
+    AccessTokenVerifier, IdentityError, IdentityProvider, LoginStart, PasswordHasher, PendingLogin,
+    RateDecision, RateLimit, RateLimiter, VerifiedIdentity,
+};
 pub use jobs::{JobQuery, JobRepository, RepoError, Transition, Unfinished};
 pub use net::{AddressError, AddressGuard};
 pub use profiles::{
