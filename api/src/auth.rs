@@ -1,71 +1,266 @@
-//! Who is calling: the `Authorization: Bearer` token becomes a [`Caller`] that every
-//! `/api/v1` operation takes as a parameter (so the OpenAPI document, and Swagger UI, know
-//! the scheme). Until user accounts exist, one operator token stands for the local owner;
-//! accounts will change only [`check`].
+//! Who is calling: an `Authorization: Bearer` token (a personal token `ferry_pat_…`, an
+//! identity provider's access token, or the bootstrap `FERRY_API_TOKEN`) or the browser's
+//! session cookie becomes a [`Caller`] that every `/api/v1` operation takes as a parameter
+//! (so the OpenAPI document, and Swagger UI's "Authorize", know both schemes).
+//!
+//! Here, once per request: the credential is checked, the method's scope is required
+//! (`read` for GET and HEAD, `write` for the rest), a cookie-authenticated change must come
+//! from Ferry's own origin (CSRF), and the caller's API rate limit is taken.
 
 use std::sync::Arc;
 
-use ferry_domain::OwnerId;
+use ferry_application::{AccountsError, ClientInfo};
+use ferry_domain::{ErrorCode, OwnerId, Scope};
 use poem::Request;
+use poem::http::{Method, header};
 use poem_openapi::SecurityScheme;
-use poem_openapi::auth::Bearer;
+use poem_openapi::auth::{ApiKey, Bearer};
 
 use crate::ApiState;
 use crate::error::ApiError;
 
-/// The authenticated caller of an operation.
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "ferry_session";
+
+/// A bearer token.
 #[derive(SecurityScheme)]
 #[oai(
     rename = "token",
     ty = "bearer",
-    checker = "check",
-    bearer_format = "opaque"
+    checker = "check_bearer",
+    bearer_format = "ferry_pat_… personal token, an identity provider's JWT access token, or FERRY_API_TOKEN"
 )]
-pub struct Caller(OwnerId);
+pub struct BearerAuth(Authed);
+
+/// The browser's session cookie (set by a login).
+#[derive(SecurityScheme)]
+#[oai(
+    rename = "session",
+    ty = "api_key",
+    key_name = "ferry_session",
+    key_in = "cookie",
+    checker = "check_cookie"
+)]
+pub struct SessionAuth(Authed);
+
+/// A checked caller, and the owner a jobs operation acts for: the caller, or the user an
+/// admin names with `?owner=` on `/api/v1/jobs…`.
+pub struct Authed {
+    caller: ferry_application::Caller,
+    owner: OwnerId,
+}
+
+/// The authenticated caller of an operation.
+#[derive(SecurityScheme)]
+pub enum Caller {
+    Bearer(BearerAuth),
+    Session(SessionAuth),
+}
 
 impl Caller {
+    fn authed(&self) -> &Authed {
+        match self {
+            Self::Bearer(BearerAuth(a)) | Self::Session(SessionAuth(a)) => a,
+        }
+    }
+
+    pub fn get(&self) -> &ferry_application::Caller {
+        &self.authed().caller
+    }
+
+    /// Whose jobs a jobs operation acts on.
     pub fn owner(&self) -> &OwnerId {
-        &self.0
+        &self.authed().owner
     }
 }
 
-/// Compares in time independent of where the first difference is.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
+fn state(req: &Request) -> poem::Result<&Arc<ApiState>> {
+    req.data::<Arc<ApiState>>()
+        .ok_or_else(|| poem::Error::from(ApiError::internal(&"the API state is missing")))
+}
+
+/// The client's address and user agent, for rate limits and the audit log.
+pub fn client_info(req: &Request) -> ClientInfo {
+    ClientInfo {
+        ip: req
+            .remote_addr()
+            .as_socket_addr()
+            .map(|a| a.ip().to_string()),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(256).collect()),
+    }
+}
+
+/// The scope a request's method needs.
+fn scope_of(method: &Method) -> Scope {
+    if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
+        Scope::Read
+    } else {
+        Scope::Write
+    }
+}
+
+async fn admit(
+    state: &ApiState,
+    req: &Request,
+    caller: ferry_application::Caller,
+) -> poem::Result<Authed> {
+    caller
+        .require(scope_of(req.method()))
+        .map_err(ApiError::from)?;
+    state
+        .accounts
+        .limit_api(&caller)
+        .await
+        .map_err(ApiError::from)?;
+    let named = if req.uri().path().starts_with("/api/v1/jobs") {
+        query_param(req, "owner")
+    } else {
+        None
+    };
+    let owner = match named {
+        None => caller.user.clone(),
+        Some(text) => {
+            let owner = OwnerId::parse(&text).ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidRequest, "`owner` is not a user id")
+            })?;
+            caller
+                .acting_for(Some(&owner))
+                .map_err(ApiError::from)?
+        }
+    };
+    Ok(Authed { caller, owner })
+}
+
+/// A query parameter's first value, percent-decoded.
+fn query_param(req: &Request, name: &str) -> Option<String> {
+    let query = req.uri().query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Authed> {
+    let state = state(req)?;
+    let caller = state
+        .accounts
+        .authenticate_bearer(&bearer.token)
+        .await
+        .map_err(ApiError::from)?;
+    admit(state, req, caller).await
+}
+
+async fn check_cookie(req: &Request, key: ApiKey) -> poem::Result<Authed> {
+    let state = state(req)?;
+    let caller = state
+        .accounts
+        .authenticate_session(&key.key)
+        .await
+        .map_err(ApiError::from)?;
+    if scope_of(req.method()) != Scope::Read && !same_origin(state, req) {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "a change made with a session cookie must come from Ferry's own pages (Origin or Sec-Fetch-Site)",
+        )
+        .into());
+    }
+    admit(state, req, caller).await
+}
+
+/// Whether a browser request comes from Ferry's own origin: `Sec-Fetch-Site: same-origin`,
+/// or an `Origin` that is the configured public URL's or names the host the request was
+/// sent to. A request with neither header is refused (browsers send at least one on every
+/// cross-site POST; other clients use bearer tokens).
+pub fn same_origin(state: &ApiState, req: &Request) -> bool {
+    let headers = req.headers();
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return site.eq_ignore_ascii_case("same-origin");
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    if origin == "null" {
         return false;
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The owner `token` stands for, if any.
-fn owner_of(state: &ApiState, token: &str) -> Option<OwnerId> {
-    match &state.api_token {
-        Some(expected) => same(token.trim().as_bytes(), expected.as_bytes()).then(OwnerId::local),
-        None => Some(OwnerId::local()),
+    if let Some(public) = &state.public_origin
+        && origin.eq_ignore_ascii_case(public)
+    {
+        return true;
     }
+    let authority = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
 }
 
-async fn check(req: &Request, bearer: Bearer) -> poem::Result<OwnerId> {
-    let state = req
-        .data::<Arc<ApiState>>()
-        .ok_or_else(|| poem::Error::from(ApiError::internal(&"the API state is missing")))?;
-    owner_of(state, &bearer.token).ok_or_else(|| ApiError::unauthorized().into())
-}
-
-/// The caller a request's token stands for, for the few open operations that show more to
-/// an authenticated caller (`/health`); `None` without a valid token.
-pub fn optional_caller(req: &Request, state: &ApiState) -> Option<Caller> {
-    if state.api_token.is_none() {
-        return Some(Caller(OwnerId::local()));
-    }
+/// The caller a request's bearer token or cookie stands for, for the few open operations
+/// that show more to an authenticated caller (`/health`); `None` without a valid one.
+pub async fn optional_caller(req: &Request, state: &ApiState) -> Option<ferry_application::Caller> {
     let header = req
         .headers()
-        .get(poem::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = header.split_once(' ')?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return None;
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Some((scheme, token)) = header.and_then(|h| h.split_once(' '))
+        && scheme.eq_ignore_ascii_case("bearer")
+    {
+        return state.accounts.authenticate_bearer(token).await.ok();
     }
-    owner_of(state, token).map(Caller)
+    let cookie = cookie(req, SESSION_COOKIE)?;
+    state.accounts.authenticate_session(&cookie).await.ok()
+}
+
+/// The value of the request's cookie `name` (the first, if a client sent it twice).
+pub fn cookie(req: &Request, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_owned())
+}
+
+impl From<AccountsError> for ApiError {
+    fn from(e: AccountsError) -> Self {
+        use AccountsError as E;
+        match e {
+            E::Unauthorized => Self::unauthorized(),
+            E::InvalidCredentials => Self::new(ErrorCode::InvalidCredentials, e.to_string()),
+            E::Forbidden(_) => Self::new(ErrorCode::Forbidden, e.to_string()),
+            E::AccountDisabled => Self::new(ErrorCode::AccountDisabled, e.to_string()),
+            E::NotInvited => Self::new(ErrorCode::NotInvited, e.to_string()),
+            E::RateLimited { retry_after } => Self::rate_limited(retry_after),
+            E::Invalid(_) | E::BadPassword | E::ExpiryInPast => {
+                Self::new(ErrorCode::InvalidAccount, e.to_string())
+            }
+            E::NameTaken => Self::new(ErrorCode::UserNameTaken, e.to_string()),
+            E::UserNotFound => Self::new(ErrorCode::UserNotFound, e.to_string()),
+            E::TokenNotFound => Self::new(ErrorCode::TokenNotFound, e.to_string()),
+            E::InvalidSetupLink => Self::new(ErrorCode::InvalidSetupLink, e.to_string()),
+            E::Login(ferry_application::ports::IdentityError::Unavailable(m)) => {
+                tracing::warn!(error = %m, "identity provider unreachable");
+                Self::new(
+                    ErrorCode::IdentityProviderUnreachable,
+                    "the identity provider could not be reached; try again later",
+                )
+            }
+            E::Login(inner) => {
+                tracing::info!(error = %inner, "login refused");
+                Self::new(ErrorCode::LoginFailed, inner.to_string())
+            }
+            E::Unavailable(m) => {
+                tracing::warn!(error = %m, "accounts: backend unavailable");
+                Self::new(
+                    ErrorCode::ServiceUnavailable,
+                    "a backend is unavailable; try again shortly",
+                )
+            }
+            E::Unexpected(e) => Self::internal(&e),
+        }
+    }
 }

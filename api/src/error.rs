@@ -28,9 +28,13 @@ pub enum ApiError {
     /// The request is malformed: bad JSON, a bad magnet link, a bad .torrent, a bad selection.
     #[oai(status = 400)]
     BadRequest(Json<ErrorBody>),
-    /// Missing or wrong `Authorization: Bearer` token.
+    /// No valid credential (bearer token or session cookie), or a wrong password.
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
+    /// The credential may not do this: a scope it lacks, an admin operation, a change from
+    /// another origin with a cookie, a disabled account, a quota.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
     /// No such job or file (or it belongs to someone else).
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
@@ -47,9 +51,13 @@ pub enum ApiError {
     /// that may not be reached, credentials the storage refused.
     #[oai(status = 422)]
     Unprocessable(Json<ErrorBody>),
-    /// Too many event streams are open (for this caller, or on this server).
+    /// Too many requests (`rate_limited`: try again after `Retry-After` seconds), or too
+    /// many event streams open (for this caller, or on this server).
     #[oai(status = 429)]
-    TooManyRequests(Json<ErrorBody>),
+    TooManyRequests(
+        Json<ErrorBody>,
+        #[oai(header = "Retry-After")] Option<u64>,
+    ),
     /// The user's storage did not answer.
     #[oai(status = 502)]
     BadGateway(Json<ErrorBody>),
@@ -73,16 +81,25 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         | C::InvalidFileSelection
         | C::InvalidUrl
         | C::InvalidEventId
-        | C::InvalidStorageProfile => StatusCode::BAD_REQUEST,
-        C::Unauthorized => StatusCode::UNAUTHORIZED,
+        | C::InvalidStorageProfile
+        | C::InvalidAccount
+        | C::LoginFailed
+        | C::InvalidSetupLink => StatusCode::BAD_REQUEST,
+        C::Unauthorized | C::InvalidCredentials => StatusCode::UNAUTHORIZED,
+        C::Forbidden | C::AccountDisabled | C::NotInvited | C::QuotaExceeded => {
+            StatusCode::FORBIDDEN
+        }
         C::NotFound
         | C::JobNotFound
         | C::FileNotFound
         | C::FileNotSelected
-        | C::StorageProfileNotFound => StatusCode::NOT_FOUND,
+        | C::StorageProfileNotFound
+        | C::UserNotFound
+        | C::TokenNotFound => StatusCode::NOT_FOUND,
         C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         C::IllegalTransition
         | C::JobAlreadyExists
+        | C::UserNameTaken
         | C::JobNotFinished
         | C::JobPurging
         | C::TorrentNotReady => StatusCode::CONFLICT,
@@ -97,9 +114,9 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         | C::UrlUnavailable
         | C::TrackerNotAllowed
         | C::PeerNotAllowed => StatusCode::UNPROCESSABLE_ENTITY,
-        C::TooManyStreams => StatusCode::TOO_MANY_REQUESTS,
+        C::TooManyStreams | C::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         C::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
-        C::StorageUnreachable => StatusCode::BAD_GATEWAY,
+        C::StorageUnreachable | C::IdentityProviderUnreachable => StatusCode::BAD_GATEWAY,
         C::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         C::MetadataTimeout
         | C::EngineError
@@ -151,12 +168,13 @@ impl ApiError {
         match status {
             StatusCode::BAD_REQUEST => Self::BadRequest(body),
             StatusCode::UNAUTHORIZED => Self::Unauthorized(body, "Bearer".to_owned()),
+            StatusCode::FORBIDDEN => Self::Forbidden(body),
             StatusCode::NOT_FOUND => Self::NotFound(body),
             StatusCode::CONFLICT => Self::Conflict(body),
             StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge(body),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType(body),
             StatusCode::UNPROCESSABLE_ENTITY => Self::Unprocessable(body),
-            StatusCode::TOO_MANY_REQUESTS => Self::TooManyRequests(body),
+            StatusCode::TOO_MANY_REQUESTS => Self::TooManyRequests(body, None),
             StatusCode::BAD_GATEWAY => Self::BadGateway(body),
             StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(body),
             StatusCode::INTERNAL_SERVER_ERROR => Self::Internal(body),
@@ -171,7 +189,20 @@ impl ApiError {
     pub fn unauthorized() -> Self {
         Self::new(
             ErrorCode::Unauthorized,
-            "send the API token as `Authorization: Bearer <token>`",
+            "log in, or send a token as `Authorization: Bearer <token>` (missing, wrong, expired or revoked credentials)",
+        )
+    }
+
+    /// `429 rate_limited` with `Retry-After` (whole seconds, at least 1).
+    pub fn rate_limited(retry_after: std::time::Duration) -> Self {
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let secs = secs.max(1);
+        Self::TooManyRequests(
+            body(
+                ErrorCode::RateLimited,
+                format!("too many requests; try again in {secs} s"),
+            ),
+            Some(secs),
         )
     }
 
@@ -186,12 +217,13 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => 400,
             Self::Unauthorized(..) => 401,
+            Self::Forbidden(_) => 403,
             Self::NotFound(_) => 404,
             Self::Conflict(_) => 409,
             Self::PayloadTooLarge(_) => 413,
             Self::UnsupportedMediaType(_) => 415,
             Self::Unprocessable(_) => 422,
-            Self::TooManyRequests(_) => 429,
+            Self::TooManyRequests(..) => 429,
             Self::BadGateway(_) => 502,
             Self::Unavailable(_) => 503,
             Self::Internal(_) => 500,

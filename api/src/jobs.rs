@@ -43,15 +43,15 @@ pub struct JobsApi {
 // unparsable parameters and bodies, 401 a missing or wrong token, 413/415 bodies too large or
 // not of the operation's media type, 500 the unexpected, 503 a backend that is down.
 statuses! {
-    SubmitFails: 400, 401, 409, 413, 415, 422, 500, 503;
-    ListFails: 400, 401, 500, 503;
-    ReadFails: 401, 404, 500, 503;
-    MoveFails: 401, 404, 409, 500, 503;
-    CancelFails: 400, 401, 404, 409, 500, 503;
-    EventsFails: 400, 401, 404, 429, 500, 503;
-    FileFails: 400, 401, 404, 409, 500, 503;
-    TorrentFails: 401, 404, 409, 500, 503;
-    AnalyzeFails: 400, 401, 413, 415, 422, 500;
+    SubmitFails: 400, 401, 403, 409, 413, 415, 422, 429, 500, 503;
+    ListFails: 400, 401, 403, 429, 500, 503;
+    ReadFails: 401, 403, 404, 429, 500, 503;
+    MoveFails: 401, 403, 404, 409, 429, 500, 503;
+    CancelFails: 400, 401, 403, 404, 409, 429, 500, 503;
+    EventsFails: 400, 401, 403, 404, 429, 500, 503;
+    FileFails: 400, 401, 403, 404, 409, 429, 500, 503;
+    TorrentFails: 401, 403, 404, 409, 429, 500, 503;
+    AnalyzeFails: 400, 401, 403, 413, 415, 422, 429, 500;
 }
 
 #[derive(Debug, Multipart)]
@@ -311,6 +311,9 @@ impl JobsApi {
         limit: Query<Option<u32>>,
         /// The `next_cursor` of the previous page.
         before: Query<Option<Uuid>>,
+        /// Admins: another user's jobs (every `/jobs…` operation takes it).
+        #[oai(name = "owner")]
+        _owner: Query<Option<String>>,
     ) -> Result<Json<JobPage>, Fails<ListFails>> {
         let limit = limit.0.unwrap_or(50);
         let query = JobQuery {

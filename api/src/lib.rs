@@ -1,6 +1,7 @@
 //! Ferry's HTTP API (poem + poem-openapi): JSON under `/api/v1`, the OpenAPI document at
 //! `/api/v1/openapi.json` and Swagger UI at `/docs`.
 
+mod accounts;
 mod auth;
 mod dto;
 mod edge;
@@ -16,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_application::ports::ProgressBus;
-use ferry_application::{HealthCheck, Jobs, StorageProfiles};
+use ferry_application::ports::IdentityProvider;
+use ferry_application::{Accounts, HealthCheck, Jobs, ProvisionPolicy, StorageProfiles};
 use poem::listener::TcpAcceptor;
 use poem::middleware::Tracing;
 use poem::{EndpointExt, Response, Route};
@@ -34,8 +36,17 @@ pub struct ApiState {
     pub profiles: Arc<StorageProfiles>,
     pub bus: Arc<dyn ProgressBus>,
     pub health: Arc<HealthCheck>,
-    /// `Authorization: Bearer` token required on `/api/v1` (none: open).
-    pub api_token: Option<String>,
+    /// Who is calling: sessions, tokens, logins, users, the audit log.
+    pub accounts: Arc<Accounts>,
+    /// The identity providers one can log in with.
+    pub providers: Vec<LoginProvider>,
+    /// Ferry's public base URL (`https://ferry.example.org`, no trailing slash): identity
+    /// providers redirect back to it, and it is the origin browsers' changes must come from.
+    pub public_url: Option<String>,
+    /// The origin of `public_url` (`scheme://host[:port]`).
+    pub public_origin: Option<String>,
+    /// Whether cookies carry `Secure` (the public URL is https).
+    pub secure_cookies: bool,
     /// Largest .torrent upload accepted.
     pub max_torrent_bytes: u64,
     /// Largest JSON request body accepted.
@@ -47,6 +58,12 @@ pub struct ApiState {
     pub seed_by_default: bool,
     /// Seeding limits for jobs that set none.
     pub seed_limits: ferry_domain::SeedPolicy,
+}
+
+/// One identity provider and how its users become Ferry's.
+pub struct LoginProvider {
+    pub provider: Arc<dyn IdentityProvider>,
+    pub policy: ProvisionPolicy,
 }
 
 /// The whole HTTP application. Its event streams end when `stopping` fires.
@@ -63,6 +80,9 @@ pub fn app(state: Arc<ApiState>, stopping: CancellationToken) -> impl poem::Endp
                 state: state.clone(),
             },
             system::SystemApi {
+                state: state.clone(),
+            },
+            accounts::AccountsApi {
                 state: state.clone(),
             },
         ),

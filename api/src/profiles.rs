@@ -26,10 +26,10 @@ pub struct ProfilesApi {
 
 // What each operation can fail with (see `jobs.rs`); 502 is the user's storage not answering.
 statuses! {
-    CreateFails: 400, 401, 413, 415, 422, 500, 502, 503;
-    ListFails: 401, 500, 503;
-    ReadFails: 401, 404, 500, 503;
-    TestFails: 401, 404, 422, 500, 502, 503;
+    CreateFails: 400, 401, 403, 413, 415, 422, 429, 500, 502, 503;
+    ListFails: 401, 403, 429, 500, 503;
+    ReadFails: 401, 403, 404, 429, 500, 503;
+    TestFails: 401, 403, 404, 422, 429, 500, 502, 503;
 }
 
 /// An S3-compatible bucket.

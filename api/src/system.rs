@@ -50,7 +50,7 @@ impl SystemApi {
             );
         }
         // Error texts name paths, hosts and database users: not for anyone who asks.
-        let trusted = optional_caller(req, &self.state).is_some();
+        let trusted = optional_caller(req, &self.state).await.is_some();
         let ok = components.iter().all(|c| c.ok);
         let body = HealthDto {
             status: if ok { "ok" } else { "degraded" }.to_owned(),

@@ -4,6 +4,7 @@
 //! infrastructure crates and are chosen by the wiring. Nothing here knows which database,
 //! queue, torrent client or storage is behind a port.
 
+pub mod accounts;
 pub mod health;
 pub mod jobs;
 pub mod lifecycle;
@@ -15,6 +16,10 @@ pub mod stages;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use accounts::{
+    AccountSettings, Accounts, AccountsError, Caller, ClientInfo, NewSession, ProvisionPolicy,
+    SetupLink, UserChange, Via,
+};
 pub use health::{ComponentHealth, HealthCheck};
 pub use jobs::{FileDownload, Jobs, JobsError, Submission, SubmitOptions};
 pub use lifecycle::Lifecycle;

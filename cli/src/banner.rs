@@ -27,17 +27,17 @@ pub fn ready(name: &str, addr: SocketAddr, token: &ApiToken) -> String {
                 "<your api_token>".to_owned()
             };
             (
-                "API token: the configured one (api_token)".to_owned(),
+                "Admin bootstrap token: the configured one (api_token)".to_owned(),
                 bearer,
             )
         }
         Source::Stored(path) => (
-            format!("API token: in {}", path.display()),
+            format!("Admin bootstrap token (for automation): in {}", path.display()),
             format!("$(cat {})", shell_word(path)),
         ),
         Source::Generated(path) => (
             format!(
-                "API token (generated now, saved in {}):\n\n    {}\n",
+                "Admin bootstrap token, for automation (generated now, saved in {}):\n\n    {}\n",
                 path.display(),
                 token.value
             ),
@@ -48,6 +48,19 @@ pub fn ready(name: &str, addr: SocketAddr, token: &ApiToken) -> String {
         "\n{name} is ready on {base}{note}; API docs: {base}/docs\n{about}\nTry it:\n\n    \
          curl -H \"Authorization: Bearer {bearer}\" {base}/api/v1/jobs\n\n\
          Stop with Ctrl-C (or SIGTERM).\n"
+    )
+}
+
+/// The lines to print when no admin can log in yet: how to use the one-time setup link.
+pub fn setup(public_url: &str, link: &ferry_application::SetupLink) -> String {
+    format!(
+        "\nNo admin can log in yet. Choose the admin's login name and password with this one-time \
+         link (valid until {}):\n\n    \
+         curl -X POST {public_url}/api/v1/auth/setup -H 'Content-Type: application/json' \
+         -d '{{\"link\": \"{}\", \"username\": \"admin\", \"password\": \"<at least 8 characters>\"}}'\n\n\
+         (or add users with `ferry user add NAME --admin`).\n",
+        link.expires_at.format("%Y-%m-%d %H:%M UTC"),
+        link.secret
     )
 }
 

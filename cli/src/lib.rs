@@ -71,6 +71,9 @@ pub async fn run(role: Role, config: Config) -> anyhow::Result<()> {
         } else {
             "ferry-api"
         };
+        if let (Some(link), Some(public)) = (app.setup_link(), app.public_url()) {
+            eprintln!("{}", banner::setup(public, link));
+        }
         // The last thing start-up says: where Ferry is and how to talk to it.
         eprintln!("{}", banner::ready(name, addr, token));
     }

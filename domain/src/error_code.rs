@@ -69,11 +69,36 @@ error_codes! {
     InvalidEventId = "invalid_event_id", jobs: false;
     /// The storage profile's fields are not valid.
     InvalidStorageProfile = "invalid_storage_profile", jobs: false;
+    /// A user name, display name, email, token name, scope or role is not valid.
+    InvalidAccount = "invalid_account", jobs: false;
+    /// The login's `state` does not match this browser's, the login is too old, or the
+    /// identity provider answered the callback with an error.
+    LoginFailed = "login_failed", jobs: false;
+    /// The setup link is unknown, used or expired.
+    InvalidSetupLink = "invalid_setup_link", jobs: false;
 
     // Who and what (401, 404, 405).
 
-    /// The bearer token is missing or wrong.
+    /// No valid credential: the bearer token or session cookie is missing, wrong, expired
+    /// or revoked, or its user is disabled.
     Unauthorized = "unauthorized", jobs: false;
+    /// The user name or password is wrong (the same answer for an unknown name).
+    InvalidCredentials = "invalid_credentials", jobs: false;
+    /// The credential is valid but may not do this: a scope it lacks, an admin operation,
+    /// or a cookie-authenticated change from another origin (CSRF).
+    Forbidden = "forbidden", jobs: false;
+    /// The account is disabled.
+    AccountDisabled = "account_disabled", jobs: false;
+    /// The identity provider vouched for someone who has no account here, and accounts are
+    /// by invitation.
+    NotInvited = "not_invited", jobs: false;
+    /// One of the user's quotas would be exceeded (the message names it, its limit and the
+    /// usage).
+    QuotaExceeded = "quota_exceeded", jobs: false;
+    /// No such user.
+    UserNotFound = "user_not_found", jobs: false;
+    /// No such token (or it is someone else's).
+    TokenNotFound = "token_not_found", jobs: false;
     /// No such route.
     NotFound = "not_found", jobs: false;
     /// No such job (or it is someone else's).
@@ -94,6 +119,8 @@ error_codes! {
     IllegalTransition = "illegal_transition", jobs: false;
     /// The owner already has an unfinished job for this torrent.
     JobAlreadyExists = "job_already_exists", jobs: false;
+    /// The login name is taken by another user.
+    UserNameTaken = "user_name_taken", jobs: false;
     /// The job's files are not delivered yet.
     JobNotFinished = "job_not_finished", jobs: false;
     /// The job is being purged.
@@ -135,10 +162,15 @@ error_codes! {
 
     /// Too many event streams are open, for this owner or on this server.
     TooManyStreams = "too_many_streams", jobs: false;
+    /// Too many requests from this user, token or address: try again after `Retry-After`
+    /// seconds.
+    RateLimited = "rate_limited", jobs: false;
     /// An unexpected failure; the details are in the server log.
     InternalError = "internal_error", jobs: true;
     /// The storage could not be reached.
     StorageUnreachable = "storage_unreachable", jobs: true;
+    /// The identity provider (OIDC discovery, token or key endpoint) could not be reached.
+    IdentityProviderUnreachable = "identity_provider_unreachable", jobs: false;
     /// A backend (database, queue) is unavailable; try again shortly.
     ServiceUnavailable = "service_unavailable", jobs: false;
 

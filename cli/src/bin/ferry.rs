@@ -38,6 +38,30 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Local user accounts.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Add a user who logs in with a name and password. Without `--password-stdin`, prints
+    /// a one-time setup link with which they choose their password.
+    Add {
+        /// The login name (letters, digits, '.', '_', '-', '@').
+        name: String,
+        /// Make them an admin.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Where `ferry serve` keeps its data (default ./ferry-data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +130,55 @@ fn main() -> std::process::ExitCode {
                     "not every profile is sealed with the current key yet (unreadable: {:?}); keep the old keys",
                     report.failed
                 );
+                Ok(())
+            },
+        ),
+        Command::User {
+            action:
+                UserAction::Add {
+                    name,
+                    admin,
+                    password_stdin,
+                    data_dir,
+                },
+        } => ferry::boot(
+            cli.config,
+            |c| {
+                if let Some(d) = data_dir {
+                    c.data_dir = d;
+                }
+            },
+            |config| async move {
+                let password = if password_stdin {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    Some(line.trim_end_matches(['\r', '\n']).to_owned())
+                } else {
+                    None
+                };
+                let accounts = ferry_wiring::user_admin(&config).await?;
+                let role = if admin {
+                    ferry_domain::Role::Admin
+                } else {
+                    ferry_domain::Role::User
+                };
+                let (user, link) = accounts
+                    .add_local_user(&name, role, password.as_deref())
+                    .await?;
+                println!("added {} ({role}), id {}", name, user.id.as_str());
+                if let Some(link) = link {
+                    println!(
+                        "setup link (valid until {}): {}",
+                        link.expires_at.format("%Y-%m-%d %H:%M UTC"),
+                        link.secret
+                    );
+                    println!(
+                        "they choose a password with: curl -X POST {}/api/v1/auth/setup -H 'Content-Type: application/json' -d '{{\"link\": \"{}\", \"username\": \"{}\", \"password\": \"…\"}}'",
+                        config.public_url(),
+                        link.secret,
+                        name
+                    );
+                }
                 Ok(())
             },
         ),

@@ -105,6 +105,10 @@ struct Api {
     addr: SocketAddr,
     state: Arc<ApiState>,
     token: ApiToken,
+    /// Ferry's public base URL.
+    public_url: String,
+    /// A setup link for the first admin, when no admin can log in yet.
+    setup: Option<ferry_application::SetupLink>,
 }
 
 /// One Ferry process, built and ready to run.
@@ -189,6 +193,16 @@ impl App {
     /// The token the HTTP API asks for, and where it came from.
     pub fn api_token(&self) -> Option<&ApiToken> {
         self.api.as_ref().map(|api| &api.token)
+    }
+
+    /// Ferry's public base URL (configured, or the address the API is bound to).
+    pub fn public_url(&self) -> Option<&str> {
+        self.api.as_ref().map(|api| api.public_url.as_str())
+    }
+
+    /// When no admin can log in yet: the one-time setup link made at this start.
+    pub fn setup_link(&self) -> Option<&ferry_application::SetupLink> {
+        self.api.as_ref().and_then(|api| api.setup.as_ref())
     }
 
     /// Runs until `shutdown` is requested, then drains: the API stops accepting, ends its
@@ -325,12 +339,35 @@ async fn api(ports: &Ports, config: &Config, token: ApiToken) -> anyhow::Result<
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let public_url = match &config.auth.public_url {
+        Some(_) => config.public_url(),
+        None => format!("http://{addr}"),
+    };
+    let public_origin = url::Url::parse(&public_url)
+        .map(|u| u.origin().ascii_serialization())
+        .ok();
+    let accounts = Arc::new(crate::accounts::accounts(
+        config,
+        &ports.database,
+        ports.sessions.clone(),
+        ports.limiter.clone(),
+        ports.clock(),
+        Some(token.value.clone()),
+    )?);
+    let setup = accounts
+        .ensure_first_admin()
+        .await
+        .context("making sure an admin can log in")?;
     let state = Arc::new(ApiState {
         jobs: ports.jobs(),
         profiles: ports.storage_profiles(),
         bus: ports.bus.clone(),
         health: ports.health(),
-        api_token: Some(token.value.clone()),
+        accounts,
+        providers: crate::accounts::login_providers(config)?,
+        secure_cookies: public_url.starts_with("https://"),
+        public_url: Some(public_url.clone()),
+        public_origin,
         max_torrent_bytes: config.limits.max_torrent_file_bytes.get(),
         max_json_bytes: config.limits.max_json_bytes(),
         max_streams: config.limits.max_streams.get(),
@@ -343,6 +380,8 @@ async fn api(ports: &Ports, config: &Config, token: ApiToken) -> anyhow::Result<
         addr,
         state,
         token,
+        public_url,
+        setup,
     })
 }
 

@@ -120,6 +120,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub workers: WorkersConfig,
     pub log: LogConfig,
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -147,6 +148,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             workers: WorkersConfig::default(),
             log: LogConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -365,6 +367,116 @@ impl Default for GoogleConfig {
     }
 }
 
+/// Accounts: logins, sessions, limits and quotas.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// Ferry's address as browsers reach it (`https://ferry.example.org`): identity
+    /// providers send users back to `{public_url}/api/v1/auth/callback/{provider}`, cookies
+    /// are `Secure` when it is https, and it is the origin browser changes must come from.
+    /// Default: `http://{listen}`.
+    #[serde(deserialize_with = "parse::optional_http_url")]
+    pub public_url: Option<Url>,
+    /// A browser session ends this long after its last use…
+    #[serde(with = "parse::interval")]
+    pub session_idle: Duration,
+    /// …and this long after login, however much it is used.
+    #[serde(with = "parse::interval")]
+    pub session_absolute: Duration,
+    /// How long a setup link (first admin, `ferry user add` without a password) works.
+    #[serde(with = "parse::interval")]
+    pub setup_link_ttl: Duration,
+    /// API requests per second per user (or per personal token), sustained…
+    pub api_rate: NonZeroU32,
+    /// …and at once.
+    pub api_burst: NonZeroU32,
+    /// Login attempts per minute from one address, and at once.
+    pub login_ip_per_minute: NonZeroU32,
+    pub login_ip_burst: NonZeroU32,
+    /// Login attempts per minute for one account name, and at once.
+    pub login_account_per_minute: NonZeroU32,
+    pub login_account_burst: NonZeroU32,
+    /// Every user's quotas unless an admin sets theirs (absent: no limit).
+    pub quotas: QuotasConfig,
+    /// OpenID Connect providers by name (`auth.oidc.company.issuer = …`); the name is the
+    /// one in `/api/v1/auth/login/{name}`.
+    pub oidc: std::collections::BTreeMap<String, OidcConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            session_idle: Duration::from_secs(7 * 24 * 3600),
+            session_absolute: Duration::from_secs(30 * 24 * 3600),
+            setup_link_ttl: Duration::from_secs(24 * 3600),
+            api_rate: parse::non_zero_u32(100),
+            api_burst: parse::non_zero_u32(300),
+            login_ip_per_minute: parse::non_zero_u32(20),
+            login_ip_burst: parse::non_zero_u32(20),
+            login_account_per_minute: parse::non_zero_u32(5),
+            login_account_burst: parse::non_zero_u32(5),
+            quotas: QuotasConfig::default(),
+            oidc: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// Per-user limits (absent: none).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QuotasConfig {
+    /// Jobs queued, downloading, paused or uploading at once.
+    pub active_jobs: Option<u64>,
+    /// Bytes one job may fetch.
+    pub job_bytes: Option<u64>,
+    /// Bytes of delivered files kept in all.
+    pub stored_bytes: Option<u64>,
+    /// Jobs seeding at once.
+    pub seeding_jobs: Option<u64>,
+}
+
+/// One OpenID Connect provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OidcConfig {
+    /// The issuer (`https://accounts.google.com`); discovery is at
+    /// `{issuer}/.well-known/openid-configuration`.
+    #[serde(deserialize_with = "parse::http_url")]
+    pub issuer: Url,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// Default `openid email profile`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The claim that lists a user's groups.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Members of this group are admins, others users (the role follows the group at each
+    /// login). Absent: admins set roles.
+    #[serde(default)]
+    pub admin_group: Option<String>,
+    /// Create a user at their first login (default); `false`: only users an admin added.
+    #[serde(default = "yes")]
+    pub auto_provision: bool,
+    /// Accept this provider's JWT access tokens as bearer tokens when their `aud` is this
+    /// value (absent: access tokens are not accepted).
+    #[serde(default)]
+    pub access_token_audience: Option<String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "email", "profile"].map(str::to_owned).to_vec()
+}
+
+fn default_groups_claim() -> String {
+    "groups".to_owned()
+}
+
+const fn yes() -> bool {
+    true
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LimitsConfig {
@@ -554,6 +666,16 @@ impl Config {
                 "seed.ratio must be a positive number, not {r}"
             );
         }
+        for name in self.auth.oidc.keys() {
+            anyhow::ensure!(
+                !name.is_empty()
+                    && name.len() <= 32
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "auth.oidc: a provider's name is 1 to 32 of a-z, 0-9 and '-' (it is a URL segment), not {name:?}"
+            );
+        }
         for key in &self.old_secret_keys {
             let k = key.expose().trim();
             anyhow::ensure!(
@@ -580,6 +702,14 @@ impl Config {
             self.api_token = Some(Secret::new(token.trim()));
         }
         Ok(())
+    }
+
+    /// Ferry's public base URL, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        self.auth.public_url.as_ref().map_or_else(
+            || format!("http://{}", self.listen),
+            |u| u.as_str().trim_end_matches('/').to_owned(),
+        )
     }
 
     /// The database URL, defaulting to SQLite in the data dir.

@@ -7,6 +7,7 @@
 //! (`ferry serve`: in-process queue and bus) and the distributed one (`ferry-api` and the
 //! worker binaries: Redis Streams); both share the database, storage and staging adapters.
 
+mod accounts;
 mod app;
 pub mod config;
 mod ports;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+pub use accounts::user_admin;
 pub use app::{App, Role, Shutdown};
 pub use config::{Config, LogFormat, Secret};
 pub use token::{ApiToken, TokenSource};

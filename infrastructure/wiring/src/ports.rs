@@ -44,7 +44,11 @@ pub(crate) struct Ports {
     secrets: Arc<dyn SecretBox>,
     stores: Arc<dyn StoreResolver>,
     fetcher: Arc<dyn ferry_application::ports::Fetcher>,
-    database: ferry_database::Connection,
+    pub database: ferry_database::Connection,
+    /// Browser sessions: the database (embedded) or Redis (distributed).
+    pub sessions: Arc<dyn ferry_application::ports::Sessions>,
+    /// Rate limits: in process (embedded) or shared through Redis (distributed).
+    pub limiter: Arc<dyn ferry_application::ports::RateLimiter>,
     /// The address policy of storage endpoints and of trackers and peers.
     storage_guard: Arc<ferry_net::NetGuard>,
     torrent_guard: Arc<ferry_net::NetGuard>,
@@ -179,6 +183,8 @@ impl Ports {
             secrets: s.secrets,
             stores: s.stores,
             fetcher: s.fetcher,
+            sessions: Arc::new(ferry_database::SqlSessions::new(s.db.clone())),
+            limiter: Arc::new(ferry_embedded::GovernorLimiter::new()),
             database: s.db,
             storage_guard: s.storage_guard,
             torrent_guard: s.torrent_guard,
@@ -208,7 +214,7 @@ impl Ports {
         Ok(Self {
             repo: s.repo,
             queue,
-            bus: Arc::new(ferry_redis::RedisBus::new(redis)),
+            bus: Arc::new(ferry_redis::RedisBus::new(redis.clone())),
             store: s.store,
             staging: s.staging,
             clock: Arc::new(SystemClock),
@@ -216,11 +222,17 @@ impl Ports {
             secrets: s.secrets,
             stores: s.stores,
             fetcher: s.fetcher,
+            sessions: Arc::new(ferry_redis::RedisSessions::new(redis.clone())),
+            limiter: Arc::new(ferry_redis::RedisRateLimiter::new(redis)),
             database: s.db,
             storage_guard: s.storage_guard,
             torrent_guard: s.torrent_guard,
             config: config.clone(),
         })
+    }
+
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     /// Closes the database pool (last, once nothing uses it).

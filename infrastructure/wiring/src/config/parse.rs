@@ -143,6 +143,11 @@ pub(super) fn http_url<'de, D: Deserializer<'de>>(d: D) -> Result<Url, D::Error>
     checked(&String::deserialize(d)?, &["http", "https"], true).map_err(D::Error::custom)
 }
 
+/// `auth.public_url`.
+pub(super) fn optional_http_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
+    optional(d, &["http", "https"], true)
+}
+
 /// `package.trackers`: announce URLs.
 pub(super) fn announce_urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Url>, D::Error> {
     Vec::<String>::deserialize(d)?

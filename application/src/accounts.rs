@@ -1,0 +1,1149 @@
+//! The account use cases: who is calling (a session cookie, a personal token, an IdP access
+//! token or the bootstrap token), logging in (local password, OpenID Connect) and out,
+//! personal tokens, first-start setup, users administration, API rate limits and the audit
+//! log. Every credential is checked here, once per request, and becomes a [`Caller`] the
+//! other use cases take as their owner.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ferry_domain::{
+    AccountError, Identity, OwnerId, PersonalToken, Quotas, Role, Scope, Scopes, TokenId, User,
+    UserName, clean_text,
+};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use crate::ports::{
+    AccessTokenVerifier, AuditEntry, AuditLog, AuditOutcome, AuditQuery, Clock, IdentityError,
+    PasswordHasher, RateDecision, RateLimit, RateLimiter, RepoError, SecretHash, Session,
+    Sessions, TokenRepository, UserRepository, VerifiedIdentity,
+};
+
+/// The prefix of every personal access token (secret scanners match it).
+pub const TOKEN_PREFIX: &str = "ferry_pat_";
+/// Passwords longer than this are refused before hashing (a slow hash of a huge input is a
+/// denial of service).
+const MAX_PASSWORD_BYTES: usize = 1024;
+const MIN_PASSWORD_CHARS: usize = 8;
+
+/// Limits and lifetimes, from the configuration.
+#[derive(Debug, Clone)]
+pub struct AccountSettings {
+    /// A session ends this long after its last use…
+    pub session_idle: Duration,
+    /// …and this long after it began, whatever its use.
+    pub session_absolute: Duration,
+    /// How long a setup link works.
+    pub setup_link_ttl: Duration,
+    /// Quotas of users who have no override.
+    pub default_quotas: Quotas,
+    /// Requests per user (or per personal token) on the API.
+    pub api_limit: RateLimit,
+    /// Login attempts per client address…
+    pub login_ip_limit: RateLimit,
+    /// …and per account name.
+    pub login_account_limit: RateLimit,
+    /// `FERRY_API_TOKEN`: acts as the first admin, for automation that sets Ferry up.
+    pub bootstrap_token: Option<String>,
+}
+
+impl Default for AccountSettings {
+    fn default() -> Self {
+        Self {
+            session_idle: Duration::from_secs(7 * 24 * 3600),
+            session_absolute: Duration::from_secs(30 * 24 * 3600),
+            setup_link_ttl: Duration::from_secs(24 * 3600),
+            default_quotas: Quotas::default(),
+            api_limit: RateLimit {
+                burst: 300,
+                period: Duration::from_millis(10),
+            },
+            login_ip_limit: RateLimit {
+                burst: 20,
+                period: Duration::from_secs(3),
+            },
+            login_account_limit: RateLimit {
+                burst: 5,
+                period: Duration::from_secs(12),
+            },
+            bootstrap_token: None,
+        }
+    }
+}
+
+/// How users who log in through an identity provider become (and stay) Ferry users.
+#[derive(Debug, Clone, Default)]
+pub struct ProvisionPolicy {
+    /// Create a user at their first login; otherwise only users an admin added may log in.
+    pub auto_provision: bool,
+    /// Members of this group (in the provider's group claim) are admins, others users; the
+    /// role follows the group at every login. `None`: roles are set by admins only.
+    pub admin_group: Option<String>,
+}
+
+/// How a caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// A browser session (the SHA-256 of its cookie).
+    Session(SecretHash),
+    /// A personal access token.
+    Token(TokenId),
+    /// An access token from the identity provider.
+    AccessToken,
+    /// `FERRY_API_TOKEN`.
+    Bootstrap,
+}
+
+/// Who is calling, with what rights: resolved once per request at the edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user: OwnerId,
+    pub role: Role,
+    pub scopes: Scopes,
+    pub via: Via,
+}
+
+impl Caller {
+    pub fn owner(&self) -> &OwnerId {
+        &self.user
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin && self.scopes.contains(Scope::Admin)
+    }
+
+    /// # Errors
+    /// [`AccountsError::Forbidden`] when the credential lacks `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), AccountsError> {
+        if self.scopes.contains(scope) {
+            Ok(())
+        } else {
+            Err(AccountsError::Forbidden(match scope {
+                Scope::Read => "this token lacks the `read` scope",
+                Scope::Write => "this token lacks the `write` scope",
+                Scope::Admin => "this needs an admin with the `admin` scope",
+            }))
+        }
+    }
+
+    /// The owner an operation acts for: the caller, or (for an admin) `owner` when given.
+    ///
+    /// # Errors
+    /// `Forbidden` when a non-admin names another owner.
+    pub fn acting_for(&self, owner: Option<&OwnerId>) -> Result<OwnerId, AccountsError> {
+        match owner {
+            Some(other) if other != &self.user => {
+                self.require(Scope::Admin)?;
+                Ok(other.clone())
+            }
+            _ => Ok(self.user.clone()),
+        }
+    }
+}
+
+/// Where a request came from, for rate limits and the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// A session just created: `cookie` goes to the browser (and nowhere else).
+#[derive(Debug)]
+pub struct NewSession {
+    pub cookie: String,
+    pub user: User,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A setup link's secret: the path segment of `/setup/{secret}`.
+#[derive(Debug, Clone)]
+pub struct SetupLink {
+    pub user: User,
+    pub secret: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What an admin changes on a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct UserChange {
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+    /// The new overrides (replace all four; `None` in one means "the default").
+    pub quotas: Option<Quotas>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountsError {
+    #[error("missing, wrong, expired or revoked credentials")]
+    Unauthorized,
+    #[error("wrong user name or password")]
+    InvalidCredentials,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("this account is disabled")]
+    AccountDisabled,
+    #[error("there is no account for this identity here; ask an admin for an invitation")]
+    NotInvited,
+    #[error("too many requests; try again in {} s", retry_after.as_secs().max(1))]
+    RateLimited { retry_after: Duration },
+    #[error(transparent)]
+    Invalid(#[from] AccountError),
+    #[error("a password is {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_BYTES} bytes long")]
+    BadPassword,
+    #[error("this login name is taken")]
+    NameTaken,
+    #[error("user not found")]
+    UserNotFound,
+    #[error("token not found")]
+    TokenNotFound,
+    #[error("the setup link is unknown, used or expired")]
+    InvalidSetupLink,
+    #[error("an expiry must be in the future")]
+    ExpiryInPast,
+    #[error("login failed: {0}")]
+    Login(IdentityError),
+    #[error("a backend is unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl From<RepoError> for AccountsError {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::Unavailable(m) => Self::Unavailable(m),
+            other => Self::Unexpected(other.into()),
+        }
+    }
+}
+
+impl From<IdentityError> for AccountsError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::Unexpected(e) => Self::Unexpected(e),
+            other => Self::Login(other),
+        }
+    }
+}
+
+pub struct Accounts {
+    pub users: Arc<dyn UserRepository>,
+    pub tokens: Arc<dyn TokenRepository>,
+    pub sessions: Arc<dyn Sessions>,
+    pub audit: Arc<dyn AuditLog>,
+    pub hasher: Arc<dyn PasswordHasher>,
+    pub limiter: Arc<dyn RateLimiter>,
+    pub clock: Arc<dyn Clock>,
+    /// Machine clients' IdP access tokens (one verifier per provider that accepts them),
+    /// with how their users are provisioned.
+    pub access_tokens: Vec<(Arc<dyn AccessTokenVerifier>, ProvisionPolicy)>,
+    pub settings: AccountSettings,
+    /// The first admin, whom the bootstrap token stands for (found at first use).
+    bootstrap_user: OnceLock<OwnerId>,
+    /// A hash to verify against when a login names no account, so that answers take as
+    /// long for unknown names as for wrong passwords.
+    decoy_hash: OnceLock<String>,
+}
+
+/// 32 random bytes, hex.
+fn secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex_lower(&bytes)
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// SHA-256 of a secret as presented.
+pub fn secret_hash(secret: &str) -> SecretHash {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Compares in time independent of where the first difference is.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+impl Accounts {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        users: Arc<dyn UserRepository>,
+        tokens: Arc<dyn TokenRepository>,
+        sessions: Arc<dyn Sessions>,
+        audit: Arc<dyn AuditLog>,
+        hasher: Arc<dyn PasswordHasher>,
+        limiter: Arc<dyn RateLimiter>,
+        clock: Arc<dyn Clock>,
+        settings: AccountSettings,
+    ) -> Self {
+        Self {
+            users,
+            tokens,
+            sessions,
+            audit,
+            hasher,
+            limiter,
+            clock,
+            access_tokens: Vec::new(),
+            settings,
+            bootstrap_user: OnceLock::new(),
+            decoy_hash: OnceLock::new(),
+        }
+    }
+
+    /// Also accepts `verifier`'s access tokens as bearer tokens.
+    #[must_use]
+    pub fn with_access_tokens(
+        mut self,
+        verifier: Arc<dyn AccessTokenVerifier>,
+        policy: ProvisionPolicy,
+    ) -> Self {
+        self.access_tokens.push((verifier, policy));
+        self
+    }
+
+    // ---- who is calling ----
+
+    /// The caller a bearer token stands for: a personal token, the bootstrap token, or an
+    /// IdP access token.
+    ///
+    /// # Errors
+    /// `Unauthorized` for anything that is not a live credential of an enabled user.
+    pub async fn authenticate_bearer(&self, token: &str) -> Result<Caller, AccountsError> {
+        let token = token.trim();
+        if let Some(rest) = token.strip_prefix(TOKEN_PREFIX) {
+            return self.personal_token(rest).await;
+        }
+        if let Some(expected) = &self.settings.bootstrap_token
+            && same(token.as_bytes(), expected.as_bytes())
+        {
+            let user = self.active(&self.bootstrap_admin().await?).await?;
+            return Ok(Caller {
+                user: user.id,
+                role: Role::Admin,
+                scopes: Scopes::of_role(Role::Admin),
+                via: Via::Bootstrap,
+            });
+        }
+        for (verifier, policy) in self.access_tokens.iter().filter(|(v, _)| v.accepts(token)) {
+            let identity = match verifier.verify(token).await {
+                Ok(identity) => identity,
+                Err(IdentityError::Unavailable(m)) => return Err(AccountsError::Unavailable(m)),
+                Err(other) => {
+                    // Another provider's token, or a bad one: the next verifier may know it.
+                    tracing::debug!(error = %other, "an access token was refused");
+                    continue;
+                }
+            };
+            let user = match self.provision(&identity, policy).await {
+                Ok(user) => user,
+                Err(AccountsError::NotInvited | AccountsError::AccountDisabled) => {
+                    return Err(AccountsError::Unauthorized);
+                }
+                Err(e) => return Err(e),
+            };
+            return Ok(Caller {
+                scopes: Scopes::of_role(user.role),
+                role: user.role,
+                user: user.id,
+                via: Via::AccessToken,
+            });
+        }
+        Err(AccountsError::Unauthorized)
+    }
+
+    async fn personal_token(&self, rest: &str) -> Result<Caller, AccountsError> {
+        let (id, secret) = rest.split_once('_').ok_or(AccountsError::Unauthorized)?;
+        let id = uuid_simple(id).ok_or(AccountsError::Unauthorized)?;
+        let token = self
+            .tokens
+            .get(TokenId::from_uuid(id))
+            .await?
+            .ok_or(AccountsError::Unauthorized)?;
+        if !same(&secret_hash(secret), &token.secret_sha256) {
+            return Err(AccountsError::Unauthorized);
+        }
+        let now = self.clock.now();
+        if token.expires_at.is_some_and(|end| end <= now) {
+            return Err(AccountsError::Unauthorized);
+        }
+        let user = self.active(&token.owner).await?;
+        if let Err(e) = self.tokens.touch(token.id, now).await {
+            tracing::warn!(error = %e, "could not record a token's use");
+        }
+        Ok(Caller {
+            // A token never holds more than its user's role allows today.
+            scopes: token.scopes.intersect(Scopes::of_role(user.role)),
+            role: user.role,
+            user: user.id,
+            via: Via::Token(token.id),
+        })
+    }
+
+    /// The caller a session cookie stands for; moves the session's idle end.
+    ///
+    /// # Errors
+    /// `Unauthorized` for an unknown, ended or expired session, or a disabled user.
+    pub async fn authenticate_session(&self, cookie: &str) -> Result<Caller, AccountsError> {
+        let cookie = cookie.trim();
+        if cookie.len() != 64 || !cookie.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(AccountsError::Unauthorized);
+        }
+        let hash = secret_hash(cookie);
+        let now = self.clock.now();
+        let idle = self.settings.session_idle;
+        let session = self
+            .sessions
+            .get(&hash, now, idle)
+            .await?
+            .ok_or(AccountsError::Unauthorized)?;
+        let user = self.active(&session.user).await?;
+        if let Err(e) = self.sessions.touch(&hash, now, idle).await {
+            tracing::warn!(error = %e, "could not extend a session");
+        }
+        Ok(Caller {
+            scopes: Scopes::of_role(user.role),
+            role: user.role,
+            user: user.id,
+            via: Via::Session(hash),
+        })
+    }
+
+    /// The user, if they exist and are enabled; records that they were seen.
+    async fn active(&self, id: &OwnerId) -> Result<User, AccountsError> {
+        let user = self
+            .users
+            .get(id)
+            .await?
+            .ok_or(AccountsError::Unauthorized)?;
+        if user.disabled {
+            return Err(AccountsError::Unauthorized);
+        }
+        if let Err(e) = self.users.touch(id, self.clock.now()).await {
+            tracing::warn!(error = %e, "could not record a user's last visit");
+        }
+        Ok(user)
+    }
+
+    async fn bootstrap_admin(&self) -> Result<OwnerId, AccountsError> {
+        if let Some(id) = self.bootstrap_user.get() {
+            return Ok(id.clone());
+        }
+        let users = self.users.list().await?;
+        let admin = users
+            .into_iter()
+            .find(|u| u.role == Role::Admin && !u.disabled)
+            .ok_or(AccountsError::Unauthorized)?;
+        Ok(self.bootstrap_user.get_or_init(|| admin.id).clone())
+    }
+
+    /// Takes one request from the caller's API budget.
+    ///
+    /// # Errors
+    /// `RateLimited` with when to try again.
+    pub async fn limit_api(&self, caller: &Caller) -> Result<(), AccountsError> {
+        let key = match &caller.via {
+            Via::Token(id) => format!("api:token:{id}"),
+            _ => format!("api:user:{}", caller.user.as_str()),
+        };
+        match self.limiter.check(&key, self.settings.api_limit).await {
+            RateDecision::Allowed => Ok(()),
+            RateDecision::Limited { retry_after } => {
+                Err(AccountsError::RateLimited { retry_after })
+            }
+        }
+    }
+
+    // ---- logging in and out ----
+
+    /// Logs in with a local name and password.
+    ///
+    /// # Errors
+    /// `RateLimited` (per address and per name), `InvalidCredentials` (also for an unknown
+    /// name), `AccountDisabled`.
+    pub async fn login_local(
+        &self,
+        name: &str,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<NewSession, AccountsError> {
+        let ip = client.ip.as_deref().unwrap_or("unknown");
+        self.limited(&format!("login-ip:{ip}"), self.settings.login_ip_limit)
+            .await?;
+        let Ok(name) = UserName::parse(name) else {
+            self.audit_failure(None, "login", None, client, "malformed user name")
+                .await;
+            return Err(AccountsError::InvalidCredentials);
+        };
+        self.limited(
+            &format!("login-user:{}", name.as_str()),
+            self.settings.login_account_limit,
+        )
+        .await?;
+        let found = self.users.by_local_name(&name).await?;
+        let verified = match &found {
+            Some((_, Some(hash))) if password.len() <= MAX_PASSWORD_BYTES => {
+                self.hasher.verify(password, hash)
+            }
+            _ => {
+                // The same work as a real check, so timing tells nothing.
+                let decoy = self.decoy_hash();
+                let _ = self.hasher.verify(password, decoy);
+                false
+            }
+        };
+        let Some((user, _)) = found.filter(|_| verified) else {
+            self.audit_failure(
+                None,
+                "login",
+                Some(name.to_string()),
+                client,
+                "wrong user name or password",
+            )
+            .await;
+            return Err(AccountsError::InvalidCredentials);
+        };
+        if user.disabled {
+            self.audit_failure(Some(&user.id), "login", None, client, "account disabled")
+                .await;
+            return Err(AccountsError::AccountDisabled);
+        }
+        self.start_session(user, client, "login", "local password")
+            .await
+    }
+
+    fn decoy_hash(&self) -> &str {
+        self.decoy_hash.get_or_init(|| {
+            self.hasher
+                .hash("ferry decoy password")
+                .unwrap_or_default()
+        })
+    }
+
+    async fn limited(&self, key: &str, limit: RateLimit) -> Result<(), AccountsError> {
+        match self.limiter.check(key, limit).await {
+            RateDecision::Allowed => Ok(()),
+            RateDecision::Limited { retry_after } => {
+                Err(AccountsError::RateLimited { retry_after })
+            }
+        }
+    }
+
+    /// Logs in a user an identity provider vouched for (after [`IdentityProvider::finish`]),
+    /// creating them first when `policy` allows.
+    ///
+    /// [`IdentityProvider::finish`]: crate::ports::IdentityProvider::finish
+    ///
+    /// # Errors
+    /// `NotInvited`, `AccountDisabled`, `RateLimited`.
+    pub async fn login_oidc(
+        &self,
+        provider: &str,
+        identity: &VerifiedIdentity,
+        policy: &ProvisionPolicy,
+        client: &ClientInfo,
+    ) -> Result<NewSession, AccountsError> {
+        let ip = client.ip.as_deref().unwrap_or("unknown");
+        self.limited(&format!("login-ip:{ip}"), self.settings.login_ip_limit)
+            .await?;
+        let user = match self.provision(identity, policy).await {
+            Ok(user) => user,
+            Err(e @ (AccountsError::NotInvited | AccountsError::AccountDisabled)) => {
+                self.audit_failure(
+                    None,
+                    "login",
+                    Some(format!("{}#{}", identity.issuer, identity.subject)),
+                    client,
+                    &e.to_string(),
+                )
+                .await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        self.start_session(user, client, "login", &format!("identity provider {provider}"))
+            .await
+    }
+
+    /// The user `identity` belongs to: found, or created when the policy provisions users;
+    /// their role follows the admin group when one is configured.
+    async fn provision(
+        &self,
+        identity: &VerifiedIdentity,
+        policy: &ProvisionPolicy,
+    ) -> Result<User, AccountsError> {
+        let role_by_group = policy.admin_group.as_ref().map(|group| {
+            if identity.groups.iter().any(|g| g == group) {
+                Role::Admin
+            } else {
+                Role::User
+            }
+        });
+        if let Some(mut user) = self
+            .users
+            .by_oidc(&identity.issuer, &identity.subject)
+            .await?
+        {
+            if user.disabled {
+                return Err(AccountsError::AccountDisabled);
+            }
+            if let Some(role) = role_by_group
+                && role != user.role
+            {
+                user.role = role;
+                self.users.update(&user).await?;
+                self.audit_success(
+                    Some(&user.id),
+                    "user.role",
+                    Some(user.id.as_str().to_owned()),
+                    &ClientInfo::default(),
+                    &format!("role {role} from the identity provider's group claim"),
+                )
+                .await;
+            }
+            return Ok(user);
+        }
+        if !policy.auto_provision {
+            return Err(AccountsError::NotInvited);
+        }
+        let name = identity
+            .name
+            .clone()
+            .or_else(|| identity.email.clone())
+            .unwrap_or_else(|| identity.subject.clone());
+        let display = clean_text("display name", &name, 128)
+            .unwrap_or_else(|_| name.chars().filter(|c| !c.is_control()).take(128).collect());
+        let email = identity
+            .email
+            .as_deref()
+            .and_then(|e| clean_text("email", e, 254).ok());
+        let user = User::new(
+            if display.is_empty() { "user" } else { &display },
+            email.as_deref(),
+            role_by_group.unwrap_or(Role::User),
+            self.clock.now(),
+        )?;
+        let id = Identity::Oidc {
+            issuer: identity.issuer.clone(),
+            subject: identity.subject.clone(),
+        };
+        match self.users.insert(&user, Some(&id)).await {
+            Ok(()) => {
+                self.audit_success(
+                    Some(&user.id),
+                    "user.create",
+                    Some(user.id.as_str().to_owned()),
+                    &ClientInfo::default(),
+                    "created at first login",
+                )
+                .await;
+                Ok(user)
+            }
+            // Two first logins at once: the other one created the user.
+            Err(RepoError::AlreadyExists) => self
+                .users
+                .by_oidc(&identity.issuer, &identity.subject)
+                .await?
+                .ok_or(AccountsError::Unexpected(anyhow::anyhow!(
+                    "the identity exists but has no user"
+                ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn start_session(
+        &self,
+        user: User,
+        client: &ClientInfo,
+        action: &str,
+        how: &str,
+    ) -> Result<NewSession, AccountsError> {
+        let cookie = secret();
+        let now = self.clock.now();
+        let expires_at = now + chrono(self.settings.session_absolute);
+        let session = Session {
+            user: user.id.clone(),
+            created_at: now,
+            last_seen_at: now,
+            expires_at,
+            user_agent: client.user_agent.clone(),
+            ip: client.ip.clone(),
+        };
+        self.sessions
+            .create(&secret_hash(&cookie), &session, self.settings.session_idle)
+            .await?;
+        self.audit_success(Some(&user.id), action, None, client, how)
+            .await;
+        Ok(NewSession {
+            cookie,
+            user,
+            expires_at,
+        })
+    }
+
+    /// Ends the caller's session (a no-op for other credentials).
+    ///
+    /// # Errors
+    /// A backend failure.
+    pub async fn logout(&self, caller: &Caller, client: &ClientInfo) -> Result<(), AccountsError> {
+        if let Via::Session(hash) = &caller.via {
+            self.sessions.delete(hash).await?;
+            self.audit_success(Some(&caller.user), "logout", None, client, "one session")
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Ends every session of the caller ("sign out everywhere"); returns how many.
+    ///
+    /// # Errors
+    /// A backend failure.
+    pub async fn logout_everywhere(
+        &self,
+        caller: &Caller,
+        client: &ClientInfo,
+    ) -> Result<u64, AccountsError> {
+        let n = self.sessions.delete_user(&caller.user).await?;
+        self.audit_success(
+            Some(&caller.user),
+            "logout",
+            None,
+            client,
+            &format!("every session ({n})"),
+        )
+        .await;
+        Ok(n)
+    }
+
+    // ---- first start and local users ----
+
+    /// Makes sure someone can administer Ferry: when no admin can log in yet, returns a
+    /// setup link for the first admin (creating them when there is no user at all). With
+    /// identity providers that make admins by group, nothing is needed.
+    ///
+    /// # Errors
+    /// A backend failure.
+    pub async fn ensure_first_admin(&self) -> Result<Option<SetupLink>, AccountsError> {
+        let users = self.users.list().await?;
+        let mut first_without_login = None;
+        for user in users
+            .iter()
+            .filter(|u| u.role == Role::Admin && !u.disabled)
+        {
+            if self.users.identities(&user.id).await?.iter().any(|i| {
+                matches!(
+                    i,
+                    Identity::Oidc { .. }
+                        | Identity::Local {
+                            password_hash: Some(_),
+                            ..
+                        }
+                )
+            }) {
+                return Ok(None);
+            }
+            first_without_login.get_or_insert(user.clone());
+        }
+        let admin = match first_without_login {
+            Some(admin) => admin,
+            None => {
+                let admin = User::new("admin", None, Role::Admin, self.clock.now())?;
+                self.users.insert(&admin, None).await?;
+                self.audit_success(
+                    None,
+                    "user.create",
+                    Some(admin.id.as_str().to_owned()),
+                    &ClientInfo::default(),
+                    "first admin, at first start",
+                )
+                .await;
+                admin
+            }
+        };
+        self.setup_link(admin).await.map(Some)
+    }
+
+    /// A one-time link that lets `user` choose a login name and password.
+    ///
+    /// # Errors
+    /// A backend failure.
+    pub async fn setup_link(&self, user: User) -> Result<SetupLink, AccountsError> {
+        let secret = secret();
+        let expires_at = self.clock.now() + chrono(self.settings.setup_link_ttl);
+        self.users
+            .insert_setup_link(&secret_hash(&secret), &user.id, expires_at)
+            .await?;
+        Ok(SetupLink {
+            user,
+            secret,
+            expires_at,
+        })
+    }
+
+    /// Uses a setup link: sets the user's login name and password, and logs them in.
+    ///
+    /// # Errors
+    /// `InvalidSetupLink`, `Invalid`/`BadPassword`, `NameTaken`, `AccountDisabled`.
+    pub async fn redeem_setup_link(
+        &self,
+        link: &str,
+        name: &str,
+        password: &str,
+        client: &ClientInfo,
+    ) -> Result<NewSession, AccountsError> {
+        let ip = client.ip.as_deref().unwrap_or("unknown");
+        self.limited(&format!("login-ip:{ip}"), self.settings.login_ip_limit)
+            .await?;
+        let name = UserName::parse(name)?;
+        let hash = self.password_hash(password)?;
+        let link = link.trim();
+        if link.len() != 64 || !link.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(AccountsError::InvalidSetupLink);
+        }
+        let user_id = self
+            .users
+            .take_setup_link(&secret_hash(link), self.clock.now())
+            .await?
+            .ok_or(AccountsError::InvalidSetupLink)?;
+        let user = self
+            .users
+            .get(&user_id)
+            .await?
+            .ok_or(AccountsError::InvalidSetupLink)?;
+        if user.disabled {
+            return Err(AccountsError::AccountDisabled);
+        }
+        match self.users.set_local_password(&user.id, &name, &hash).await {
+            Ok(()) => {}
+            Err(RepoError::AlreadyExists) => return Err(AccountsError::NameTaken),
+            Err(e) => return Err(e.into()),
+        }
+        self.start_session(user, client, "login", "setup link")
+            .await
+    }
+
+    fn password_hash(&self, password: &str) -> Result<String, AccountsError> {
+        if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
+            return Err(AccountsError::BadPassword);
+        }
+        Ok(self.hasher.hash(password)?)
+    }
+
+    /// Adds a user with a local login (`ferry user add`): with `password`, ready to log in;
+    /// without, with a setup link to choose one.
+    ///
+    /// # Errors
+    /// `Invalid`, `BadPassword`, `NameTaken`.
+    pub async fn add_local_user(
+        &self,
+        name: &str,
+        role: Role,
+        password: Option<&str>,
+    ) -> Result<(User, Option<SetupLink>), AccountsError> {
+        let name = UserName::parse(name)?;
+        let hash = password.map(|p| self.password_hash(p)).transpose()?;
+        let user = User::new(name.as_str(), None, role, self.clock.now())?;
+        let identity = Identity::Local {
+            name,
+            password_hash: hash.clone(),
+        };
+        match self.users.insert(&user, Some(&identity)).await {
+            Ok(()) => {}
+            Err(RepoError::AlreadyExists) => return Err(AccountsError::NameTaken),
+            Err(e) => return Err(e.into()),
+        }
+        self.audit_success(
+            None,
+            "user.create",
+            Some(user.id.as_str().to_owned()),
+            &ClientInfo::default(),
+            &format!("local user, role {role}, from the command line"),
+        )
+        .await;
+        let link = match hash {
+            Some(_) => None,
+            None => Some(self.setup_link(user.clone()).await?),
+        };
+        Ok((user, link))
+    }
+
+    // ---- the caller's own account ----
+
+    /// The caller's user and the quotas that apply to them.
+    ///
+    /// # Errors
+    /// `Unauthorized` when the user is gone.
+    pub async fn me(&self, caller: &Caller) -> Result<(User, Quotas), AccountsError> {
+        let user = self
+            .users
+            .get(&caller.user)
+            .await?
+            .ok_or(AccountsError::Unauthorized)?;
+        let quotas = user.quotas.over(self.settings.default_quotas);
+        Ok((user, quotas))
+    }
+
+    /// Makes a personal token; the returned string is its only copy.
+    ///
+    /// # Errors
+    /// `Invalid` name or scopes, `Forbidden` for scopes beyond the caller's, `ExpiryInPast`.
+    pub async fn create_token(
+        &self,
+        caller: &Caller,
+        name: &str,
+        scopes: Scopes,
+        expires_at: Option<DateTime<Utc>>,
+        client: &ClientInfo,
+    ) -> Result<(PersonalToken, String), AccountsError> {
+        caller.require(Scope::Write)?;
+        let name = clean_text("token name", name, 100)?;
+        if scopes.is_empty() {
+            return Err(AccountError::NoScopes.into());
+        }
+        if scopes.intersect(caller.scopes) != scopes {
+            return Err(AccountsError::Forbidden(
+                "a token cannot hold a scope its creator lacks",
+            ));
+        }
+        let now = self.clock.now();
+        if expires_at.is_some_and(|end| end <= now) {
+            return Err(AccountsError::ExpiryInPast);
+        }
+        let id = TokenId::new();
+        let secret = secret();
+        let token = PersonalToken {
+            id,
+            owner: caller.user.clone(),
+            name,
+            scopes,
+            secret_sha256: secret_hash(&secret),
+            created_at: now,
+            expires_at,
+            last_used_at: None,
+        };
+        self.tokens.insert(&token).await?;
+        self.audit_success(
+            Some(&caller.user),
+            "token.create",
+            Some(id.to_string()),
+            client,
+            &format!("scopes {}", scopes.to_text()),
+        )
+        .await;
+        let text = format!("{TOKEN_PREFIX}{}_{secret}", id.as_uuid().simple());
+        Ok((token, text))
+    }
+
+    /// # Errors
+    /// A backend failure.
+    pub async fn tokens(&self, caller: &Caller) -> Result<Vec<PersonalToken>, AccountsError> {
+        caller.require(Scope::Read)?;
+        Ok(self.tokens.list(&caller.user).await?)
+    }
+
+    /// # Errors
+    /// `TokenNotFound` (also for another user's token).
+    pub async fn revoke_token(
+        &self,
+        caller: &Caller,
+        id: TokenId,
+        client: &ClientInfo,
+    ) -> Result<(), AccountsError> {
+        caller.require(Scope::Write)?;
+        match self.tokens.revoke(&caller.user, id).await {
+            Ok(()) => {}
+            Err(RepoError::NotFound) => return Err(AccountsError::TokenNotFound),
+            Err(e) => return Err(e.into()),
+        }
+        self.audit_success(
+            Some(&caller.user),
+            "token.revoke",
+            Some(id.to_string()),
+            client,
+            "",
+        )
+        .await;
+        Ok(())
+    }
+
+    // ---- administration ----
+
+    /// # Errors
+    /// `Forbidden` for a non-admin.
+    pub async fn users(&self, caller: &Caller) -> Result<Vec<User>, AccountsError> {
+        caller.require(Scope::Admin)?;
+        Ok(self.users.list().await?)
+    }
+
+    /// Changes a user's role, disabled flag or quotas. Disabling ends their sessions at once.
+    ///
+    /// # Errors
+    /// `Forbidden` for a non-admin or for an admin disabling or demoting themselves (someone
+    /// must stay able to administer), `UserNotFound`.
+    pub async fn change_user(
+        &self,
+        caller: &Caller,
+        id: &OwnerId,
+        change: UserChange,
+        client: &ClientInfo,
+    ) -> Result<User, AccountsError> {
+        caller.require(Scope::Admin)?;
+        if id == &caller.user
+            && (change.disabled == Some(true) || change.role == Some(Role::User))
+        {
+            return Err(AccountsError::Forbidden(
+                "admins cannot disable or demote themselves",
+            ));
+        }
+        let mut user = self
+            .users
+            .get(id)
+            .await?
+            .ok_or(AccountsError::UserNotFound)?;
+        let mut what = Vec::new();
+        if let Some(role) = change.role
+            && role != user.role
+        {
+            user.role = role;
+            what.push(("admin.user.role", format!("role {role}")));
+        }
+        if let Some(disabled) = change.disabled
+            && disabled != user.disabled
+        {
+            user.disabled = disabled;
+            what.push((
+                if disabled {
+                    "admin.user.disable"
+                } else {
+                    "admin.user.enable"
+                },
+                String::new(),
+            ));
+        }
+        if let Some(quotas) = change.quotas
+            && quotas != user.quotas
+        {
+            user.quotas = quotas;
+            what.push(("admin.user.quota", format!("{quotas:?}")));
+        }
+        match self.users.update(&user).await {
+            Ok(()) => {}
+            Err(RepoError::NotFound) => return Err(AccountsError::UserNotFound),
+            Err(e) => return Err(e.into()),
+        }
+        if user.disabled {
+            self.sessions.delete_user(&user.id).await?;
+        }
+        for (action, detail) in what {
+            self.audit_success(
+                Some(&caller.user),
+                action,
+                Some(user.id.as_str().to_owned()),
+                client,
+                &detail,
+            )
+            .await;
+        }
+        Ok(user)
+    }
+
+    /// # Errors
+    /// `Forbidden` for a non-admin.
+    pub async fn audit_log(
+        &self,
+        caller: &Caller,
+        mut query: AuditQuery,
+    ) -> Result<Vec<AuditEntry>, AccountsError> {
+        caller.require(Scope::Admin)?;
+        query.limit = query.limit.clamp(1, 500);
+        Ok(self.audit.query(&query).await?)
+    }
+
+    // ---- the audit log ----
+
+    /// Records an action that succeeded (also as a structured log event).
+    pub async fn audit_success(
+        &self,
+        actor: Option<&OwnerId>,
+        action: &str,
+        target: Option<String>,
+        client: &ClientInfo,
+        detail: &str,
+    ) {
+        self.record(actor, action, target, AuditOutcome::Success, client, detail)
+            .await;
+    }
+
+    /// Records an action that was refused.
+    pub async fn audit_failure(
+        &self,
+        actor: Option<&OwnerId>,
+        action: &str,
+        target: Option<String>,
+        client: &ClientInfo,
+        detail: &str,
+    ) {
+        self.record(actor, action, target, AuditOutcome::Failure, client, detail)
+            .await;
+    }
+
+    async fn record(
+        &self,
+        actor: Option<&OwnerId>,
+        action: &str,
+        target: Option<String>,
+        outcome: AuditOutcome,
+        client: &ClientInfo,
+        detail: &str,
+    ) {
+        let entry = AuditEntry {
+            id: 0,
+            at: self.clock.now(),
+            actor: actor.cloned(),
+            action: action.to_owned(),
+            target,
+            outcome,
+            ip: client.ip.clone(),
+            user_agent: client
+                .user_agent
+                .as_ref()
+                .map(|ua| ua.chars().filter(|c| !c.is_control()).take(256).collect()),
+            detail: (!detail.is_empty()).then(|| detail.to_owned()),
+        };
+        tracing::info!(
+            audit = true,
+            action = %entry.action,
+            actor = entry.actor.as_ref().map(OwnerId::as_str),
+            target = entry.target.as_deref(),
+            outcome = ?entry.outcome,
+            ip = entry.ip.as_deref(),
+            detail = entry.detail.as_deref(),
+            "audit"
+        );
+        if let Err(e) = self.audit.append(&entry).await {
+            tracing::error!(error = %e, action = %entry.action, "could not write an audit record");
+        }
+    }
+}
+
+/// A UUID in its 32-hex-digit form.
+fn uuid_simple(text: &str) -> Option<uuid::Uuid> {
+    (text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| uuid::Uuid::try_parse(text).ok())
+        .flatten()
+}
