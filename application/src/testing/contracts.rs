@@ -907,8 +907,9 @@ fn refused(decision: RateDecision, what: &str) -> Duration {
 /// `retry_after` of one period (less the time the burst took), refusals do not lengthen the
 /// wait, keys and limits are independent (two limits on one key string are two buckets),
 /// concurrent requests never pass more than the burst, hostile keys (huge, binary, glob and
-/// hash-tag characters) are keys like any other, `burst: 0` acts as 1 and a zero period
-/// never limits, and one more request passes after waiting `retry_after`.
+/// hash-tag characters) are keys like any other, `burst: 0` acts as 1, a zero period
+/// never limits, huge limits do not overflow, and one more request passes after waiting
+/// `retry_after`.
 ///
 /// Run it on a fresh limiter (a fresh key prefix for a shared one): it uses fixed keys.
 pub async fn rate_limiter_contract(limiter: &dyn RateLimiter) {
@@ -1008,6 +1009,28 @@ pub async fn rate_limiter_contract(limiter: &dyn RateLimiter) {
             RateDecision::Allowed
         );
     }
+    // Limits past any configuration neither panic nor overflow (adapters may bound them).
+    let huge = RateLimit {
+        burst: u32::MAX,
+        period: Duration::MAX,
+    };
+    assert_eq!(
+        limiter.check("contract:huge", huge).await,
+        RateDecision::Allowed
+    );
+    let forever = RateLimit {
+        burst: 1,
+        period: Duration::MAX,
+    };
+    assert_eq!(
+        limiter.check("contract:forever", forever).await,
+        RateDecision::Allowed
+    );
+    let retry = refused(
+        limiter.check("contract:forever", forever).await,
+        "forever's second",
+    );
+    assert!(retry >= Duration::from_secs(3600), "{retry:?}");
 
     // Refill: after waiting `retry_after`, one more passes (and only one, when the next
     // request comes sooner than another period).

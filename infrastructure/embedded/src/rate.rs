@@ -140,13 +140,16 @@ struct Limit<C: Clock> {
     swept: Mutex<C::Instant>,
 }
 
+/// Each limit's keyed limiter, by (burst, period): limits come from the configuration, so
+/// there are a few.
+type Limits<C> = HashMap<(u32, Duration), Arc<Limit<C>>>;
+
 /// The in-process rate limiter. `new()` for the server; `with_clock` for tests that move
 /// time themselves (governor's `FakeRelativeClock`).
 pub struct GovernorLimiter<C: Clock = DefaultClock> {
     clock: C,
     max_keys: usize,
-    /// By (burst, period): limits come from the configuration, so there are a few.
-    limits: Mutex<HashMap<(u32, Duration), Arc<Limit<C>>>>,
+    limits: Mutex<Limits<C>>,
 }
 
 impl GovernorLimiter {

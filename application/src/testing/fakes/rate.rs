@@ -18,20 +18,22 @@ impl RateLimiter for MemoryRateLimiter {
         if limit.period.is_zero() {
             return RateDecision::Allowed;
         }
-        let burst = limit.burst.max(1);
+        // Bounded as the adapters bound them, so the arithmetic cannot overflow.
+        let burst = limit.burst.clamp(1, 10_000);
+        let period = limit.period.min(Duration::from_secs(24 * 3600));
         let now = Instant::now();
         let mut tats = lock(&self.tats);
-        let bucket = (key.to_owned(), burst, limit.period);
+        let bucket = (key.to_owned(), burst, period);
         let tat = tats.get(&bucket).map_or(now, |t| (*t).max(now));
         // The bucket holds `burst` cells: the next passes once tat is within burst - 1
         // periods of now.
-        let allowed_at = tat.checked_sub(limit.period.saturating_mul(burst - 1));
+        let allowed_at = tat.checked_sub(period.saturating_mul(burst - 1));
         match allowed_at {
             Some(at) if now < at => RateDecision::Limited {
                 retry_after: at - now,
             },
             _ => {
-                tats.insert(bucket, tat + limit.period);
+                tats.insert(bucket, tat + period);
                 RateDecision::Allowed
             }
         }
