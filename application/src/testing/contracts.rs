@@ -881,6 +881,249 @@ pub async fn address_guard_contract(guard: &dyn AddressGuard) {
     ));
 }
 
+/// How long `retry_after` may be: at most one period, and at least a period less the time
+/// that passed since the burst began (`elapsed`, measured around the calls, so the bound
+/// holds under load). 1 ms covers a store that counts in microseconds.
+fn assert_retry_after(retry: Duration, period: Duration, elapsed: Duration, what: &str) {
+    assert!(
+        retry <= period,
+        "{what}: retry_after {retry:?} beyond the period {period:?}"
+    );
+    assert!(
+        retry + elapsed + Duration::from_millis(1) >= period,
+        "{what}: retry_after {retry:?} too short for a period of {period:?} ({elapsed:?} passed)"
+    );
+}
+
+/// The wait of a refused request; panics if it passed.
+fn refused(decision: RateDecision, what: &str) -> Duration {
+    match decision {
+        RateDecision::Limited { retry_after } => retry_after,
+        RateDecision::Allowed => panic!("{what} must be refused"),
+    }
+}
+
+/// `RateLimiter`: exactly `burst` requests pass at once, the next is refused with a
+/// `retry_after` of one period (less the time the burst took), refusals do not lengthen the
+/// wait, keys and limits are independent (two limits on one key string are two buckets),
+/// concurrent requests never pass more than the burst, hostile keys (huge, binary, glob and
+/// hash-tag characters) are keys like any other, `burst: 0` acts as 1, a zero period
+/// never limits, huge limits do not overflow, and one more request passes after waiting
+/// `retry_after`.
+///
+/// Run it on a fresh limiter (a fresh key prefix for a shared one): it uses fixed keys.
+pub async fn rate_limiter_contract(limiter: &dyn RateLimiter) {
+    let minute = RateLimit {
+        burst: 5,
+        period: Duration::from_secs(60),
+    };
+
+    // The edge: the fifth request passes, the sixth does not.
+    let start = std::time::Instant::now();
+    for i in 1..=5 {
+        assert_eq!(
+            limiter.check("contract:edge", minute).await,
+            RateDecision::Allowed,
+            "request {i} of a burst of 5"
+        );
+    }
+    let retry = refused(limiter.check("contract:edge", minute).await, "request 6");
+    assert_retry_after(retry, minute.period, start.elapsed(), "request 6");
+    // A client that keeps knocking is not punished further: refusals take no cell.
+    for i in 7..=20 {
+        let retry = refused(limiter.check("contract:edge", minute).await, "a knock");
+        assert_retry_after(
+            retry,
+            minute.period,
+            start.elapsed(),
+            &format!("request {i}"),
+        );
+    }
+
+    // Another key has a bucket of its own.
+    for i in 1..=5 {
+        assert_eq!(
+            limiter.check("contract:other", minute).await,
+            RateDecision::Allowed,
+            "request {i} of another key"
+        );
+    }
+    refused(
+        limiter.check("contract:other", minute).await,
+        "another key's sixth",
+    );
+
+    // Another limit on the same key string is another bucket: the full one above does not
+    // refuse it, and using it does not refill the full one.
+    let pair = RateLimit {
+        burst: 2,
+        period: Duration::from_secs(60),
+    };
+    for _ in 0..2 {
+        assert_eq!(
+            limiter.check("contract:edge", pair).await,
+            RateDecision::Allowed,
+            "a second limit on the same key"
+        );
+    }
+    refused(
+        limiter.check("contract:edge", pair).await,
+        "the second limit's third",
+    );
+    refused(
+        limiter.check("contract:edge", minute).await,
+        "the first limit, still full",
+    );
+
+    // Requests at once: exactly the burst passes.
+    let at_once =
+        futures::future::join_all((0..20).map(|_| limiter.check("contract:at-once", minute))).await;
+    let passed = at_once
+        .iter()
+        .filter(|d| **d == RateDecision::Allowed)
+        .count();
+    assert_eq!(passed, 5, "20 requests at once under a burst of 5");
+
+    rate_limiter_hostile_keys(limiter).await;
+
+    // Degenerate limits: no burst means one; no period means no limit.
+    let none = RateLimit {
+        burst: 0,
+        period: Duration::from_secs(60),
+    };
+    assert_eq!(
+        limiter.check("contract:zero-burst", none).await,
+        RateDecision::Allowed
+    );
+    refused(
+        limiter.check("contract:zero-burst", none).await,
+        "burst 0, second",
+    );
+    let unlimited = RateLimit {
+        burst: 1,
+        period: Duration::ZERO,
+    };
+    for _ in 0..50 {
+        assert_eq!(
+            limiter.check("contract:unlimited", unlimited).await,
+            RateDecision::Allowed
+        );
+    }
+    // Limits past any configuration neither panic nor overflow (adapters may bound them).
+    let huge = RateLimit {
+        burst: u32::MAX,
+        period: Duration::MAX,
+    };
+    assert_eq!(
+        limiter.check("contract:huge", huge).await,
+        RateDecision::Allowed
+    );
+    let forever = RateLimit {
+        burst: 1,
+        period: Duration::MAX,
+    };
+    assert_eq!(
+        limiter.check("contract:forever", forever).await,
+        RateDecision::Allowed
+    );
+    let retry = refused(
+        limiter.check("contract:forever", forever).await,
+        "forever's second",
+    );
+    assert!(retry >= Duration::from_secs(3600), "{retry:?}");
+
+    // Refill: after waiting `retry_after`, one more passes (and only one, when the next
+    // request comes sooner than another period).
+    let quick = RateLimit {
+        burst: 2,
+        period: Duration::from_millis(300),
+    };
+    let start = std::time::Instant::now();
+    for _ in 0..2 {
+        assert_eq!(
+            limiter.check("contract:refill", quick).await,
+            RateDecision::Allowed
+        );
+    }
+    let retry = refused(
+        limiter.check("contract:refill", quick).await,
+        "the refill's third",
+    );
+    assert_retry_after(retry, quick.period, start.elapsed(), "the refill's third");
+    tokio::time::sleep(retry).await;
+    assert_eq!(
+        limiter.check("contract:refill", quick).await,
+        RateDecision::Allowed,
+        "one more after waiting retry_after ({retry:?})"
+    );
+    let next = limiter.check("contract:refill", quick).await;
+    // Since the start, less than two periods have passed (else a second cell is due).
+    if start.elapsed() < 2 * quick.period {
+        refused(next, "the next right after the refill");
+    }
+}
+
+/// Keys an attacker chooses (a login name, a forwarded address): each is its own bucket,
+/// however long or strange, and none is confused with another. Every key gets one request
+/// per minute, so any two keys stored alike would refuse the second one's first request.
+async fn rate_limiter_hostile_keys(limiter: &dyn RateLimiter) {
+    let one = RateLimit {
+        burst: 1,
+        period: Duration::from_secs(60),
+    };
+    let long = "k".repeat(100_000);
+    let mut keys: Vec<String> = [
+        "",
+        " ",
+        "*",
+        "?",
+        "[a-z]",
+        "\\",
+        "{",
+        "}",
+        "{tag}",
+        "{tag}x",
+        "a\nb",
+        "a\r\nFLUSHALL",
+        "\0",
+        "\0\u{1}\u{7f}",
+        "ключ",
+        "\u{1F4A5}",
+        "#",
+        "#0",
+        "%s%n",
+        "../..",
+        "rate:*",
+        "contract:edge",
+    ]
+    .iter()
+    .map(|k| (*k).to_owned())
+    .collect();
+    keys.push(long.clone());
+    keys.push(format!("{long}x"));
+    keys.push(format!("x{long}"));
+    keys.push(long[..129].to_owned());
+    keys.push(long[..128].to_owned());
+    keys.push(long[..127].to_owned());
+    keys.push("\u{e9}".repeat(5000));
+    for key in &keys {
+        let shown = key.chars().take(20).collect::<String>();
+        assert_eq!(
+            limiter.check(key, one).await,
+            RateDecision::Allowed,
+            "the first request of {shown:?} (len {})",
+            key.len()
+        );
+    }
+    for key in &keys {
+        let shown = key.chars().take(20).collect::<String>();
+        refused(
+            limiter.check(key, one).await,
+            &format!("the second of {shown:?}"),
+        );
+    }
+}
+
 /// What the fetcher contract fetches: URLs the test's origin answers.
 pub struct FetchFixture {
     /// Serves `content` (honouring `Range` where the fetcher asks for it).
@@ -1168,6 +1411,11 @@ mod tests {
         guard.map("internal.example", "192.168.1.5");
         guard.map("public.example", "93.184.216.34");
         super::address_guard_contract(&guard).await;
+    }
+
+    #[tokio::test]
+    async fn memory_rate_limiter_passes() {
+        super::rate_limiter_contract(&MemoryRateLimiter::default()).await;
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod fakes;
 
 pub use fakes::{
     FakeAddressGuard, FakeEngine, FakeFetcher, FakeResolver, FixedClock, MemoryBus, MemoryProfiles,
-    MemoryQueue, MemoryRepository, MemorySessions, MemoryStore, PlainBox,
+    MemoryQueue, MemoryRateLimiter, MemoryRepository, MemorySessions, MemoryStore, PlainBox,
 };
 
 use std::sync::Arc;
