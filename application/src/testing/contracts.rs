@@ -13,6 +13,13 @@ use ferry_domain::{
 use super::{epoch, sample_metadata};
 use crate::ports::*;
 
+mod accounts;
+
+pub use accounts::{
+    AUDIT_PAGE_MAX, audit_log_contract, sessions_contract, token_repository_contract,
+    user_repository_contract,
+};
+
 fn magnet_job(owner: &OwnerId, seed: u8) -> Job {
     let link = format!(
         "magnet:?xt=urn:btih:{}&dn=job-{seed}&tr=http%3A%2F%2F127.0.0.1%3A6969%2Fannounce",
