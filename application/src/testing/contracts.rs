@@ -14,11 +14,12 @@ use super::{epoch, sample_metadata};
 use crate::ports::*;
 
 mod accounts;
+mod audit;
+mod sessions;
 
-pub use accounts::{
-    AUDIT_PAGE_MAX, audit_log_contract, sessions_contract, token_repository_contract,
-    user_repository_contract,
-};
+pub use accounts::{token_repository_contract, user_repository_contract};
+pub use audit::{AUDIT_PAGE_MAX, audit_log_contract};
+pub use sessions::sessions_contract;
 
 fn magnet_job(owner: &OwnerId, seed: u8) -> Job {
     let link = format!(

@@ -114,7 +114,10 @@ enum Before {
 /// Migrates to the step before accounts, stores `before`, then upgrades: `local` owned
 /// something exactly when the first admin `local` exists, and it still owns it.
 async fn upgrade(db: &Connection, before: Before) {
-    let accounts = Migrator::migrations().len() as u32 - 1;
+    let accounts = Migrator::migrations()
+        .iter()
+        .position(|m| m.name() == "m20261210_000001_accounts")
+        .unwrap() as u32;
     Migrator::up(db, Some(accounts)).await.unwrap();
     let local = OwnerId::local();
     let someone = OwnerId::parse("someone").unwrap();

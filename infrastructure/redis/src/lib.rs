@@ -1,4 +1,5 @@
-//! Redis Streams adapters for the distributed mode: `JobQueue` and `ProgressBus`.
+//! Redis adapters for the distributed mode: `JobQueue` and `ProgressBus` on Redis Streams,
+//! and browser `Sessions`.
 //!
 //! Keys (all under a configurable prefix, so deployments and test runs never collide):
 //!
@@ -10,12 +11,15 @@
 //! | `{p}:q:jobs:{stage}` | hash | job → messages of the stage alive (waiting, delayed or held) |
 //! | `{p}:lock:{stage}:{job}` | string, expires | the message a worker is running for the job |
 //! | `{p}:progress:{job}` | stream, `MAXLEN ~ 1000` | job events |
+//! | `{p}:session:{hash}` | hash, expires | a browser session (hex SHA-256 of its id) |
+//! | `{p}:user-sessions:{user}` | set, expires | the user's session hashes |
 //!
 //! Blocking reads use connections of their own with no response timeout; everything else
 //! shares a connection manager (500 ms response timeout, reconnects by itself).
 
 mod bus;
 mod queue;
+mod sessions;
 
 use std::time::Duration;
 
@@ -25,6 +29,7 @@ use redis::{AsyncConnectionConfig, Client};
 
 pub use bus::RedisBus;
 pub use queue::RedisQueue;
+pub use sessions::RedisSessions;
 
 /// A Redis connection source for one key prefix.
 #[derive(Clone)]

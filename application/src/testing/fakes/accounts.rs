@@ -205,7 +205,7 @@ impl TokenRepository for MemoryTokens {
             .filter(|t| &t.owner == owner)
             .cloned()
             .collect();
-        mine.sort_by(|a, b| (b.created_at, b.id).cmp(&(a.created_at, a.id)));
+        mine.sort_by_key(|t| std::cmp::Reverse((t.created_at, t.id)));
         Ok(mine)
     }
 
