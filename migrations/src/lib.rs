@@ -10,6 +10,7 @@ mod m20261124_000002_storage;
 mod m20261124_000003_fetch;
 mod m20261201_000001_purge;
 mod m20261202_000001_one_unfinished_torrent;
+mod m20261210_000001_accounts;
 
 pub struct Migrator;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_fetch::Migration),
             Box::new(m20261201_000001_purge::Migration),
             Box::new(m20261202_000001_one_unfinished_torrent::Migration),
+            Box::new(m20261210_000001_accounts::Migration),
         ]
     }
 }

@@ -13,6 +13,14 @@ use ferry_domain::{
 use super::{epoch, sample_metadata};
 use crate::ports::*;
 
+mod accounts;
+mod audit;
+mod sessions;
+
+pub use accounts::{token_repository_contract, user_repository_contract};
+pub use audit::{AUDIT_PAGE_MAX, audit_log_contract};
+pub use sessions::sessions_contract;
+
 fn magnet_job(owner: &OwnerId, seed: u8) -> Job {
     let link = format!(
         "magnet:?xt=urn:btih:{}&dn=job-{seed}&tr=http%3A%2F%2F127.0.0.1%3A6969%2Fannounce",

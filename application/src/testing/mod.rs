@@ -8,8 +8,9 @@ pub mod contracts;
 mod fakes;
 
 pub use fakes::{
-    FakeAddressGuard, FakeEngine, FakeFetcher, FakeResolver, FixedClock, MemoryBus, MemoryProfiles,
-    MemoryQueue, MemoryRateLimiter, MemoryRepository, MemorySessions, MemoryStore, PlainBox,
+    FakeAddressGuard, FakeEngine, FakeFetcher, FakeResolver, FixedClock, MemoryAudit,
+    MemoryBrowserSessions, MemoryBus, MemoryProfiles, MemoryQueue, MemoryRateLimiter,
+    MemoryRepository, MemorySessions, MemoryStore, MemoryTokens, MemoryUsers, PlainBox,
 };
 
 use std::sync::Arc;

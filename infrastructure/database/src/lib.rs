@@ -1,9 +1,12 @@
-//! The relational adapters (sea-orm over PostgreSQL or SQLite): `JobRepository`.
+//! The relational adapters (sea-orm over PostgreSQL or SQLite): `JobRepository`, the
+//! profiles' and the accounts' repositories.
 
+mod accounts;
 mod entity;
 mod mapping;
 mod profiles;
 
+pub use accounts::{AUDIT_PAGE_MAX, SqlAudit, SqlSessions, SqlTokens, SqlUsers};
 pub use profiles::{SqlProfileRepository, SqlUploadSessions};
 
 use std::time::Duration;

@@ -44,7 +44,11 @@ async fn upgrade_with_duplicates(db: &sea_orm::DatabaseConnection) {
     use ferry_application::ports::{JobRepository, Transition};
     use ferry_domain::{FileSelection, InfoHash, Job, JobStatus, MagnetLink, OwnerId};
     use ferry_migrations::{Migrator, MigratorTrait};
-    let before_index = Migrator::migrations().len() as u32 - 1;
+    // Every migration before the one under test (not simply all but the last: more follow).
+    let before_index = Migrator::migrations()
+        .iter()
+        .position(|m| m.name() == "m20261202_000001_one_unfinished_torrent")
+        .unwrap() as u32;
     Migrator::up(db, Some(before_index)).await.unwrap();
     let repo = SqlJobRepository::new(db.clone());
     let owner = OwnerId::parse("alice").unwrap();

@@ -1,5 +1,5 @@
 //! Redis adapters for the distributed mode: `JobQueue` and `ProgressBus` on Redis Streams,
-//! `RateLimiter` on a Lua script.
+//! browser `Sessions`, and `RateLimiter` on a Lua script.
 //!
 //! Keys (all under a configurable prefix, so deployments and test runs never collide):
 //!
@@ -12,6 +12,8 @@
 //! | `{p}:lock:{stage}:{job}` | string, expires | the message a worker is running for the job |
 //! | `{p}:progress:{job}` | stream, `MAXLEN ~ 1000` | job events |
 //! | `{p}:rate:{burst}:{period µs}:{key}` | string, expires when full again | a rate bucket's theoretical arrival time (µs, server clock) |
+//! | `{p}:session:{hash}` | hash, expires | a browser session (hex SHA-256 of its id) |
+//! | `{p}:user-sessions:{user}` | set, expires | the user's session hashes |
 //!
 //! Blocking reads use connections of their own with no response timeout; everything else
 //! shares a connection manager (500 ms response timeout, reconnects by itself).
@@ -19,6 +21,7 @@
 mod bus;
 mod queue;
 mod rate;
+mod sessions;
 
 use std::time::Duration;
 
@@ -29,6 +32,7 @@ use redis::{AsyncConnectionConfig, Client};
 pub use bus::RedisBus;
 pub use queue::RedisQueue;
 pub use rate::RedisRateLimiter;
+pub use sessions::RedisSessions;
 
 /// A Redis connection source for one key prefix.
 #[derive(Clone)]

@@ -17,6 +17,8 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::ports::*;
 
+mod accounts;
+mod audit;
 mod bus;
 mod clock;
 mod engine;
@@ -29,6 +31,8 @@ mod repository;
 mod resolver;
 mod store;
 
+pub use accounts::{MemoryBrowserSessions, MemoryTokens, MemoryUsers};
+pub use audit::MemoryAudit;
 pub use bus::MemoryBus;
 pub use clock::FixedClock;
 pub use engine::FakeEngine;
