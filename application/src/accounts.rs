@@ -1147,3 +1147,288 @@ fn uuid_simple(text: &str) -> Option<uuid::Uuid> {
         .then(|| uuid::Uuid::try_parse(text).ok())
         .flatten()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::testing::{
+        FixedClock, MemoryAudit, MemoryBrowserSessions, MemoryRateLimiter, MemoryTokens,
+        MemoryUsers, epoch,
+    };
+
+    /// A real (if weak) hasher: the tests are about accounts, not Argon2.
+    struct Reversed;
+
+    impl PasswordHasher for Reversed {
+        fn hash(&self, password: &str) -> Result<String, IdentityError> {
+            Ok(format!("rev${}", password.chars().rev().collect::<String>()))
+        }
+        fn verify(&self, password: &str, hash: &str) -> bool {
+            hash.strip_prefix("rev$")
+                .is_some_and(|h| h.chars().rev().collect::<String>() == password)
+        }
+    }
+
+    struct Fixture {
+        accounts: Accounts,
+        clock: Arc<FixedClock>,
+    }
+
+    fn fixture(settings: AccountSettings) -> Fixture {
+        let clock = Arc::new(FixedClock::new(epoch()));
+        let accounts = Accounts::new(
+            Arc::new(MemoryUsers::default()),
+            Arc::new(MemoryTokens::default()),
+            Arc::new(MemoryBrowserSessions::default()),
+            Arc::new(MemoryAudit::default()),
+            Arc::new(Reversed),
+            Arc::new(MemoryRateLimiter::default()),
+            clock.clone(),
+            settings,
+        );
+        Fixture { accounts, clock }
+    }
+
+    const PW: &str = "long enough";
+
+    fn here() -> ClientInfo {
+        ClientInfo {
+            ip: Some("192.0.2.1".into()),
+            user_agent: Some("test".into()),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_first_start_makes_one_admin_whose_link_works_once() {
+        let f = fixture(AccountSettings::default());
+        let link = f.accounts.ensure_first_admin().await.unwrap().unwrap();
+        assert_eq!(link.user.role, Role::Admin);
+        // Until the link is used, every start offers a new one, for the same admin.
+        let again = f.accounts.ensure_first_admin().await.unwrap().unwrap();
+        assert_eq!(again.user.id, link.user.id);
+        let session = f
+            .accounts
+            .redeem_setup_link(&link.secret, "Root", PW, &here())
+            .await
+            .unwrap();
+        let caller = f.accounts.authenticate_session(&session.cookie).await.unwrap();
+        assert!(caller.is_admin());
+        assert!(f.accounts.ensure_first_admin().await.unwrap().is_none());
+        assert!(matches!(
+            f.accounts
+                .redeem_setup_link(&link.secret, "other", PW, &here())
+                .await,
+            Err(AccountsError::InvalidSetupLink)
+        ));
+        // The older link still works (until its expiry), once.
+        f.clock.advance(chrono::Duration::hours(25));
+        assert!(matches!(
+            f.accounts
+                .redeem_setup_link(&again.secret, "other", PW, &here())
+                .await,
+            Err(AccountsError::InvalidSetupLink)
+        ));
+    }
+
+    #[tokio::test]
+    async fn sessions_end_when_idle_when_old_and_at_logout() {
+        let f = fixture(AccountSettings {
+            session_idle: Duration::from_secs(3600),
+            session_absolute: Duration::from_secs(3 * 3600),
+            ..AccountSettings::default()
+        });
+        f.accounts
+            .add_local_user("ann", Role::User, Some(PW))
+            .await
+            .unwrap();
+        let s = f.accounts.login_local("ann", PW, &here()).await.unwrap();
+        // Used every 50 minutes it lives, but not past its absolute end.
+        for _ in 0..3 {
+            f.clock.advance(chrono::Duration::minutes(50));
+            f.accounts.authenticate_session(&s.cookie).await.unwrap();
+        }
+        f.clock.advance(chrono::Duration::minutes(40));
+        assert!(f.accounts.authenticate_session(&s.cookie).await.is_err());
+        let s = f.accounts.login_local("ann", PW, &here()).await.unwrap();
+        f.clock.advance(chrono::Duration::minutes(61));
+        assert!(f.accounts.authenticate_session(&s.cookie).await.is_err());
+        let s = f.accounts.login_local("ann", PW, &here()).await.unwrap();
+        let caller = f.accounts.authenticate_session(&s.cookie).await.unwrap();
+        f.accounts.logout(&caller, &here()).await.unwrap();
+        assert!(f.accounts.authenticate_session(&s.cookie).await.is_err());
+        // Malformed cookies are refused before any lookup.
+        for bad in ["", "x", &"g".repeat(64), &format!("{} ", "a".repeat(65))] {
+            assert!(f.accounts.authenticate_session(bad).await.is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn tokens_never_exceed_their_users_role_and_die_with_the_user() {
+        let f = fixture(AccountSettings::default());
+        let (admin, _) = f
+            .accounts
+            .add_local_user("boss", Role::Admin, Some(PW))
+            .await
+            .unwrap();
+        let s = f.accounts.login_local("boss", PW, &here()).await.unwrap();
+        let boss = f.accounts.authenticate_session(&s.cookie).await.unwrap();
+        let (_, token) = f
+            .accounts
+            .create_token(&boss, "ci", Scopes::of_role(Role::Admin), None, &here())
+            .await
+            .unwrap();
+        let via_token = f.accounts.authenticate_bearer(&token).await.unwrap();
+        assert!(via_token.is_admin());
+        // Demoted (by another admin), the token keeps only what a user may do.
+        let (_, _) = f
+            .accounts
+            .add_local_user("other", Role::Admin, Some(PW))
+            .await
+            .unwrap();
+        let o = f.accounts.login_local("other", PW, &here()).await.unwrap();
+        let other = f.accounts.authenticate_session(&o.cookie).await.unwrap();
+        f.accounts
+            .change_user(
+                &other,
+                &admin.id,
+                UserChange {
+                    role: Some(Role::User),
+                    ..UserChange::default()
+                },
+                &here(),
+            )
+            .await
+            .unwrap();
+        let via_token = f.accounts.authenticate_bearer(&token).await.unwrap();
+        assert!(!via_token.scopes.contains(Scope::Admin));
+        assert!(via_token.require(Scope::Admin).is_err());
+        // Disabled: the token and the session stop at once.
+        f.accounts
+            .change_user(
+                &other,
+                &admin.id,
+                UserChange {
+                    disabled: Some(true),
+                    ..UserChange::default()
+                },
+                &here(),
+            )
+            .await
+            .unwrap();
+        assert!(f.accounts.authenticate_bearer(&token).await.is_err());
+        assert!(f.accounts.authenticate_session(&s.cookie).await.is_err());
+        assert!(matches!(
+            f.accounts.login_local("boss", PW, &here()).await,
+            Err(AccountsError::AccountDisabled)
+        ));
+        // Hostile bearer strings are refused, never a panic.
+        for bad in [
+            "ferry_pat_",
+            "ferry_pat__",
+            "ferry_pat_zz_zz",
+            &format!("ferry_pat_{}_x", "0".repeat(32)),
+            &format!("ferry_pat_{}", "é".repeat(40)),
+        ] {
+            assert!(f.accounts.authenticate_bearer(bad).await.is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_bootstrap_token_is_the_first_admin_and_nothing_else() {
+        let f = fixture(AccountSettings {
+            bootstrap_token: Some("s3cret-bootstrap".into()),
+            ..AccountSettings::default()
+        });
+        assert!(f.accounts.authenticate_bearer("s3cret-bootstrap").await.is_err(), "no admin yet");
+        let link = f.accounts.ensure_first_admin().await.unwrap().unwrap();
+        let c = f.accounts.authenticate_bearer("s3cret-bootstrap").await.unwrap();
+        assert_eq!((c.user, c.via), (link.user.id, Via::Bootstrap));
+        assert!(f.accounts.authenticate_bearer("s3cret-bootstrap ").await.is_ok());
+        assert!(f.accounts.authenticate_bearer("s3cret-bootstrax").await.is_err());
+        assert!(f.accounts.authenticate_bearer("s3cret").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn identity_provider_users_are_provisioned_by_policy_and_roles_follow_the_group() {
+        let f = fixture(AccountSettings::default());
+        let alice = VerifiedIdentity {
+            issuer: "https://idp.example".into(),
+            subject: "a-1".into(),
+            email: Some("alice@example.org".into()),
+            name: Some("Alice".into()),
+            groups: vec!["ferry-admins".into()],
+        };
+        let invite_only = ProvisionPolicy::default();
+        assert!(matches!(
+            f.accounts.login_oidc("idp", &alice, &invite_only, &here()).await,
+            Err(AccountsError::NotInvited)
+        ));
+        let open = ProvisionPolicy {
+            auto_provision: true,
+            admin_group: Some("ferry-admins".into()),
+        };
+        let s = f.accounts.login_oidc("idp", &alice, &open, &here()).await.unwrap();
+        assert_eq!((s.user.role, s.user.display_name.as_str()), (Role::Admin, "Alice"));
+        // Out of the group: a user at the next login; the same account all along.
+        let demoted = VerifiedIdentity {
+            groups: vec![],
+            ..alice.clone()
+        };
+        let s2 = f.accounts.login_oidc("idp", &demoted, &open, &here()).await.unwrap();
+        assert_eq!((s2.user.id, s2.user.role), (s.user.id.clone(), Role::User));
+        // Another issuer's subject with the same id is another person.
+        let mallory = VerifiedIdentity {
+            issuer: "https://evil.example".into(),
+            ..alice
+        };
+        let s3 = f.accounts.login_oidc("idp", &mallory, &open, &here()).await.unwrap();
+        assert_ne!(s3.user.id, s.user.id);
+    }
+
+    #[tokio::test]
+    async fn logins_are_limited_per_account_and_audited() {
+        let f = fixture(AccountSettings {
+            login_account_limit: RateLimit {
+                burst: 2,
+                period: Duration::from_secs(3600),
+            },
+            ..AccountSettings::default()
+        });
+        f.accounts
+            .add_local_user("ann", Role::User, Some(PW))
+            .await
+            .unwrap();
+        for _ in 0..2 {
+            assert!(matches!(
+                f.accounts.login_local("ann", "wrong!!!", &here()).await,
+                Err(AccountsError::InvalidCredentials)
+            ));
+        }
+        assert!(matches!(
+            f.accounts.login_local("ann", PW, &here()).await,
+            Err(AccountsError::RateLimited { .. })
+        ));
+        // Another account from the same address is not held back by ann's.
+        assert!(matches!(
+            f.accounts.login_local("bob", PW, &here()).await,
+            Err(AccountsError::InvalidCredentials)
+        ));
+        let log = f
+            .accounts
+            .audit
+            .query(&AuditQuery {
+                limit: 100,
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        let failures = log
+            .iter()
+            .filter(|e| e.action == "login" && e.outcome == AuditOutcome::Failure)
+            .count();
+        assert_eq!(failures, 3, "{log:#?}");
+        assert!(log.iter().all(|e| e.ip.as_deref() == Some("192.0.2.1") || e.ip.is_none()));
+    }
+}
