@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs and starts what Ferry's tests talk to: BitTorrent peers (opentracker, aria2c,
-# mktorrent, qbittorrent-nox), proxies (microsocks, tinyproxy), PostgreSQL and Redis. Idempotent; safe to run before every test run.
+# mktorrent, qbittorrent-nox), proxies (microsocks, tinyproxy), PostgreSQL and Redis, an
+# OpenID Connect provider (node + npm oidc-provider). Idempotent; safe to run before every test run.
 # It changes no server's configuration on a developer's machine unless asked (see PostgreSQL).
 set -euo pipefail
 
@@ -13,7 +14,7 @@ need=()
 for pair in opentracker:opentracker aria2c:aria2 mktorrent:mktorrent curl:curl \
             qbittorrent-nox:qbittorrent-nox microsocks:microsocks tinyproxy:tinyproxy \
             psql:postgresql redis-server:redis-server unshare:util-linux nsenter:util-linux \
-            ip:iproute2; do
+            ip:iproute2 node:nodejs npm:npm; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null || need+=("$pkg")
 done
@@ -113,6 +114,19 @@ SCHEMATHESIS=4.32.5
 if ! schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS"; then
   echo "test-deps: installing schemathesis $SCHEMATHESIS"
   python3 -m pip install -q "schemathesis==$SCHEMATHESIS" || $SUDO python3 -m pip install -q "schemathesis==$SCHEMATHESIS"
+fi
+
+# The OpenID Connect provider of the identity tests (testkit/src/oidc.rs): npm oidc-provider
+# from testkit/oidc/package-lock.json into testkit/oidc/node_modules (git-ignored), again only
+# when the lock file changed. It needs node >= 20.19.
+OIDC_DIR="$(cd "$(dirname "$0")/.." && pwd)/testkit/oidc"
+node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' \
+  || echo "test-deps: node $(node --version) is older than 20.19; oidc-provider 9 needs 20.19 or later" >&2
+lock_sum=$(sha256sum "$OIDC_DIR/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$OIDC_DIR/node_modules/.ferry-lock-sha256" 2>/dev/null)" != "$lock_sum" ]; then
+  echo "test-deps: installing the test OpenID Connect provider (npm ci in testkit/oidc)"
+  npm ci --prefix "$OIDC_DIR" --no-audit --no-fund --loglevel=error
+  echo "$lock_sum" > "$OIDC_DIR/node_modules/.ferry-lock-sha256"
 fi
 
 echo "test-deps: ready (peers: $(command -v opentracker aria2c mktorrent qbittorrent-nox microsocks tinyproxy | xargs -n1 basename | tr '\n' ' '))"

@@ -8,6 +8,8 @@
 //!   own, whose keys are deleted on drop.
 //! - [`s3::S3Server`]: s3s-fs (checks SigV4 signatures) or moto on a port of its own,
 //!   stopped on drop.
+//! - [`oidc::OidcServer`]: a real OpenID Connect provider (npm `oidc-provider`) with two
+//!   users, JWT access tokens and key rotation, and [`oidc::login`] through its login forms.
 //! - [`Proc`]: a child process with its output in a log file, killed on drop, and
 //!   [`spawn_on_free_port`] for programs that cannot be told to bind port 0 and report it.
 //!
@@ -15,6 +17,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod oidc;
 pub mod postgres;
 pub mod redis;
 pub mod s3;
