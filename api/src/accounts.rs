@@ -345,9 +345,7 @@ impl AccountsApi {
             .providers
             .iter()
             .find(|p| p.provider.name() == name)
-            .ok_or_else(|| {
-                ApiError::new(ErrorCode::NotFound, "no identity provider by that name")
-            })
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no identity provider by that name"))
     }
 
     fn redirect_uri(&self, provider: &str) -> Result<String, ApiError> {
@@ -404,7 +402,12 @@ impl AccountsApi {
         let session = self
             .state
             .accounts
-            .redeem_setup_link(&body.link, &body.username, &body.password, &client_info(req))
+            .redeem_setup_link(
+                &body.link,
+                &body.username,
+                &body.password,
+                &client_info(req),
+            )
             .await
             .map_err(ApiError::from)?;
         Ok(self.logged_in(session))
@@ -456,12 +459,7 @@ impl AccountsApi {
             pending: start.pending,
         })
         .map_err(|e| ApiError::internal(&e))?;
-        let sealed = hex::encode(
-            self.state
-                .profiles
-                .secrets
-                .seal(&sealed, LOGIN_CONTEXT),
-        );
+        let sealed = hex::encode(self.state.profiles.secrets.seal(&sealed, LOGIN_CONTEXT));
         Ok(Response::new(Redirect::Found(start.authorize_url))
             .header(
                 "Set-Cookie",
@@ -500,13 +498,21 @@ impl AccountsApi {
         };
         let pending = crate::auth::cookie(req, LOGIN_COOKIE)
             .and_then(|c| hex::decode(c).ok())
-            .and_then(|sealed| self.state.profiles.secrets.open(&sealed, LOGIN_CONTEXT).ok())
+            .and_then(|sealed| {
+                self.state
+                    .profiles
+                    .secrets
+                    .open(&sealed, LOGIN_CONTEXT)
+                    .ok()
+            })
             .and_then(|plain| serde_json::from_slice::<SealedLogin>(&plain).ok())
             .filter(|s| {
                 let age = Utc::now().timestamp() - s.at;
                 (0..=LOGIN_TTL_SECS).contains(&age) && s.pending.provider == provider.0
             })
-            .ok_or_else(|| failed("this browser did not start this login, or it took too long; start again"))?
+            .ok_or_else(|| {
+                failed("this browser did not start this login, or it took too long; start again")
+            })?
             .pending;
         let identity = entry
             .provider
@@ -738,9 +744,7 @@ impl AccountsApi {
         limit: Query<Option<u64>>,
     ) -> Result<Json<Vec<AuditDto>>, Fails<AdminFails>> {
         let actor = match actor.0 {
-            Some(a) => Some(
-                OwnerId::parse(&a).ok_or_else(|| bad("`actor` is not a user id"))?,
-            ),
+            Some(a) => Some(OwnerId::parse(&a).ok_or_else(|| bad("`actor` is not a user id"))?),
             None => None,
         };
         if action.0.as_ref().is_some_and(|a| a.len() > 64) {

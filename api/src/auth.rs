@@ -107,7 +107,7 @@ async fn admit(
     state: &ApiState,
     req: &Request,
     caller: ferry_application::Caller,
-) -> poem::Result<Authed> {
+) -> Result<Authed, ApiError> {
     caller
         .require(scope_of(req.method()))
         .map_err(ApiError::from)?;
@@ -127,9 +127,7 @@ async fn admit(
             let owner = OwnerId::parse(&text).ok_or_else(|| {
                 ApiError::new(ErrorCode::InvalidRequest, "`owner` is not a user id")
             })?;
-            caller
-                .acting_for(Some(&owner))
-                .map_err(ApiError::from)?
+            caller.acting_for(Some(&owner)).map_err(ApiError::from)?
         }
     };
     Ok(Authed { caller, owner })
@@ -143,31 +141,60 @@ fn query_param(req: &Request, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// Why a credential the caller presented was refused, kept for the edge: an operation takes
+/// either scheme, and poem-openapi answers with the error of the scheme it tried last (often
+/// "no cookie" when a token was refused); the edge answers with this one instead.
+#[derive(Clone, Default)]
+pub struct Refusal(Arc<std::sync::Mutex<Option<ApiError>>>);
+
+impl Refusal {
+    fn record(req: &Request, error: ApiError) -> poem::Error {
+        if let Some(slot) = req.extensions().get::<Self>() {
+            *slot
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(error.clone());
+        }
+        error.into()
+    }
+
+    pub fn take(&self) -> Option<ApiError> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
 async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Authed> {
     let state = state(req)?;
-    let caller = state
-        .accounts
-        .authenticate_bearer(&bearer.token)
+    let caller = match state.accounts.authenticate_bearer(&bearer.token).await {
+        Ok(caller) => caller,
+        Err(e) => return Err(Refusal::record(req, e.into())),
+    };
+    admit(state, req, caller)
         .await
-        .map_err(ApiError::from)?;
-    admit(state, req, caller).await
+        .map_err(|e| Refusal::record(req, e))
 }
 
 async fn check_cookie(req: &Request, key: ApiKey) -> poem::Result<Authed> {
     let state = state(req)?;
-    let caller = state
-        .accounts
-        .authenticate_session(&key.key)
-        .await
-        .map_err(ApiError::from)?;
+    let caller = match state.accounts.authenticate_session(&key.key).await {
+        Ok(caller) => caller,
+        Err(e) => return Err(Refusal::record(req, e.into())),
+    };
     if scope_of(req.method()) != Scope::Read && !same_origin(state, req) {
-        return Err(ApiError::new(
-            ErrorCode::Forbidden,
-            "a change made with a session cookie must come from Ferry's own pages (Origin or Sec-Fetch-Site)",
-        )
-        .into());
+        return Err(Refusal::record(
+            req,
+            ApiError::new(
+                ErrorCode::Forbidden,
+                "a change made with a session cookie must come from Ferry's own pages (Origin or Sec-Fetch-Site)",
+            ),
+        ));
     }
-    admit(state, req, caller).await
+    admit(state, req, caller)
+        .await
+        .map_err(|e| Refusal::record(req, e))
 }
 
 /// Whether a browser request comes from Ferry's own origin: `Sec-Fetch-Site: same-origin`,

@@ -75,6 +75,8 @@ impl Edge {
         } else {
             let body = limited(req.take_body(), cap, exceeded.clone());
             req.set_body(body);
+            let refused = crate::auth::Refusal::default();
+            req.extensions_mut().insert(refused.clone());
             match ep.call(req).await {
                 Ok(out) => {
                     let resp = out.into_response();
@@ -82,7 +84,16 @@ impl Edge {
                 }
                 Err(err) => {
                     let route = self.route(err.data::<PathPattern>());
-                    (route, json_error(err))
+                    // The operation takes a cookie or a token, and a caller presented one
+                    // that was refused: that refusal, not "no credentials" from whichever
+                    // scheme was tried last.
+                    let resp = match refused.take() {
+                        Some(refusal) if err.status() == StatusCode::UNAUTHORIZED => {
+                            refusal.into_response()
+                        }
+                        _ => json_error(err),
+                    };
+                    (route, resp)
                 }
             }
         };

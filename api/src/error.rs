@@ -23,7 +23,7 @@ pub struct ErrorBody {
 }
 
 /// Every error an operation can answer with.
-#[derive(Debug, ApiResponse)]
+#[derive(Debug, Clone, ApiResponse)]
 pub enum ApiError {
     /// The request is malformed: bad JSON, a bad magnet link, a bad .torrent, a bad selection.
     #[oai(status = 400)]
@@ -54,10 +54,7 @@ pub enum ApiError {
     /// Too many requests (`rate_limited`: try again after `Retry-After` seconds), or too
     /// many event streams open (for this caller, or on this server).
     #[oai(status = 429)]
-    TooManyRequests(
-        Json<ErrorBody>,
-        #[oai(header = "Retry-After")] Option<u64>,
-    ),
+    TooManyRequests(Json<ErrorBody>, #[oai(header = "Retry-After")] Option<u64>),
     /// The user's storage did not answer.
     #[oai(status = 502)]
     BadGateway(Json<ErrorBody>),

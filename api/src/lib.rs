@@ -16,8 +16,8 @@ mod system;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_application::ports::ProgressBus;
 use ferry_application::ports::IdentityProvider;
+use ferry_application::ports::ProgressBus;
 use ferry_application::{Accounts, HealthCheck, Jobs, ProvisionPolicy, StorageProfiles};
 use poem::listener::TcpAcceptor;
 use poem::middleware::Tracing;

@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 
 use crate::ports::{
     AccessTokenVerifier, AuditEntry, AuditLog, AuditOutcome, AuditQuery, Clock, IdentityError,
-    PasswordHasher, RateDecision, RateLimit, RateLimiter, RepoError, SecretHash, Session,
-    Sessions, TokenRepository, UserRepository, VerifiedIdentity,
+    PasswordHasher, RateDecision, RateLimit, RateLimiter, RepoError, SecretHash, Session, Sessions,
+    TokenRepository, UserRepository, VerifiedIdentity,
 };
 
 /// The prefix of every personal access token (secret scanners match it).
@@ -528,11 +528,8 @@ impl Accounts {
     }
 
     fn decoy_hash(&self) -> &str {
-        self.decoy_hash.get_or_init(|| {
-            self.hasher
-                .hash("ferry decoy password")
-                .unwrap_or_default()
-        })
+        self.decoy_hash
+            .get_or_init(|| self.hasher.hash("ferry decoy password").unwrap_or_default())
     }
 
     async fn limited(&self, key: &str, limit: RateLimit) -> Result<(), AccountsError> {
@@ -576,8 +573,13 @@ impl Accounts {
             }
             Err(e) => return Err(e),
         };
-        self.start_session(user, client, "login", &format!("identity provider {provider}"))
-            .await
+        self.start_session(
+            user,
+            client,
+            "login",
+            &format!("identity provider {provider}"),
+        )
+        .await
     }
 
     /// The user `identity` belongs to: found, or created when the policy provisions users;
@@ -1003,8 +1005,7 @@ impl Accounts {
         client: &ClientInfo,
     ) -> Result<User, AccountsError> {
         caller.require(Scope::Admin)?;
-        if id == &caller.user
-            && (change.disabled == Some(true) || change.role == Some(Role::User))
+        if id == &caller.user && (change.disabled == Some(true) || change.role == Some(Role::User))
         {
             return Err(AccountsError::Forbidden(
                 "admins cannot disable or demote themselves",
@@ -1163,7 +1164,10 @@ mod tests {
 
     impl PasswordHasher for Reversed {
         fn hash(&self, password: &str) -> Result<String, IdentityError> {
-            Ok(format!("rev${}", password.chars().rev().collect::<String>()))
+            Ok(format!(
+                "rev${}",
+                password.chars().rev().collect::<String>()
+            ))
         }
         fn verify(&self, password: &str, hash: &str) -> bool {
             hash.strip_prefix("rev$")
@@ -1213,7 +1217,11 @@ mod tests {
             .redeem_setup_link(&link.secret, "Root", PW, &here())
             .await
             .unwrap();
-        let caller = f.accounts.authenticate_session(&session.cookie).await.unwrap();
+        let caller = f
+            .accounts
+            .authenticate_session(&session.cookie)
+            .await
+            .unwrap();
         assert!(caller.is_admin());
         assert!(f.accounts.ensure_first_admin().await.unwrap().is_none());
         assert!(matches!(
@@ -1260,7 +1268,10 @@ mod tests {
         assert!(f.accounts.authenticate_session(&s.cookie).await.is_err());
         // Malformed cookies are refused before any lookup.
         for bad in ["", "x", &"g".repeat(64), &format!("{} ", "a".repeat(65))] {
-            assert!(f.accounts.authenticate_session(bad).await.is_err(), "{bad:?}");
+            assert!(
+                f.accounts.authenticate_session(bad).await.is_err(),
+                "{bad:?}"
+            );
         }
     }
 
@@ -1331,7 +1342,10 @@ mod tests {
             &format!("ferry_pat_{}_x", "0".repeat(32)),
             &format!("ferry_pat_{}", "é".repeat(40)),
         ] {
-            assert!(f.accounts.authenticate_bearer(bad).await.is_err(), "{bad:?}");
+            assert!(
+                f.accounts.authenticate_bearer(bad).await.is_err(),
+                "{bad:?}"
+            );
         }
     }
 
@@ -1341,12 +1355,32 @@ mod tests {
             bootstrap_token: Some("s3cret-bootstrap".into()),
             ..AccountSettings::default()
         });
-        assert!(f.accounts.authenticate_bearer("s3cret-bootstrap").await.is_err(), "no admin yet");
+        assert!(
+            f.accounts
+                .authenticate_bearer("s3cret-bootstrap")
+                .await
+                .is_err(),
+            "no admin yet"
+        );
         let link = f.accounts.ensure_first_admin().await.unwrap().unwrap();
-        let c = f.accounts.authenticate_bearer("s3cret-bootstrap").await.unwrap();
+        let c = f
+            .accounts
+            .authenticate_bearer("s3cret-bootstrap")
+            .await
+            .unwrap();
         assert_eq!((c.user, c.via), (link.user.id, Via::Bootstrap));
-        assert!(f.accounts.authenticate_bearer("s3cret-bootstrap ").await.is_ok());
-        assert!(f.accounts.authenticate_bearer("s3cret-bootstrax").await.is_err());
+        assert!(
+            f.accounts
+                .authenticate_bearer("s3cret-bootstrap ")
+                .await
+                .is_ok()
+        );
+        assert!(
+            f.accounts
+                .authenticate_bearer("s3cret-bootstrax")
+                .await
+                .is_err()
+        );
         assert!(f.accounts.authenticate_bearer("s3cret").await.is_err());
     }
 
@@ -1362,28 +1396,45 @@ mod tests {
         };
         let invite_only = ProvisionPolicy::default();
         assert!(matches!(
-            f.accounts.login_oidc("idp", &alice, &invite_only, &here()).await,
+            f.accounts
+                .login_oidc("idp", &alice, &invite_only, &here())
+                .await,
             Err(AccountsError::NotInvited)
         ));
         let open = ProvisionPolicy {
             auto_provision: true,
             admin_group: Some("ferry-admins".into()),
         };
-        let s = f.accounts.login_oidc("idp", &alice, &open, &here()).await.unwrap();
-        assert_eq!((s.user.role, s.user.display_name.as_str()), (Role::Admin, "Alice"));
+        let s = f
+            .accounts
+            .login_oidc("idp", &alice, &open, &here())
+            .await
+            .unwrap();
+        assert_eq!(
+            (s.user.role, s.user.display_name.as_str()),
+            (Role::Admin, "Alice")
+        );
         // Out of the group: a user at the next login; the same account all along.
         let demoted = VerifiedIdentity {
             groups: vec![],
             ..alice.clone()
         };
-        let s2 = f.accounts.login_oidc("idp", &demoted, &open, &here()).await.unwrap();
+        let s2 = f
+            .accounts
+            .login_oidc("idp", &demoted, &open, &here())
+            .await
+            .unwrap();
         assert_eq!((s2.user.id, s2.user.role), (s.user.id.clone(), Role::User));
         // Another issuer's subject with the same id is another person.
         let mallory = VerifiedIdentity {
             issuer: "https://evil.example".into(),
             ..alice
         };
-        let s3 = f.accounts.login_oidc("idp", &mallory, &open, &here()).await.unwrap();
+        let s3 = f
+            .accounts
+            .login_oidc("idp", &mallory, &open, &here())
+            .await
+            .unwrap();
         assert_ne!(s3.user.id, s.user.id);
     }
 
@@ -1429,6 +1480,9 @@ mod tests {
             .filter(|e| e.action == "login" && e.outcome == AuditOutcome::Failure)
             .count();
         assert_eq!(failures, 3, "{log:#?}");
-        assert!(log.iter().all(|e| e.ip.as_deref() == Some("192.0.2.1") || e.ip.is_none()));
+        assert!(
+            log.iter()
+                .all(|e| e.ip.as_deref() == Some("192.0.2.1") || e.ip.is_none())
+        );
     }
 }

@@ -32,7 +32,10 @@ pub fn ready(name: &str, addr: SocketAddr, token: &ApiToken) -> String {
             )
         }
         Source::Stored(path) => (
-            format!("Admin bootstrap token (for automation): in {}", path.display()),
+            format!(
+                "Admin bootstrap token (for automation): in {}",
+                path.display()
+            ),
             format!("$(cat {})", shell_word(path)),
         ),
         Source::Generated(path) => (

@@ -195,15 +195,29 @@ async fn the_first_start_link_makes_the_admin_who_then_logs_in_with_a_cookie() {
     assert_eq!(me["scopes"], json!(["read", "write", "admin"]));
 
     // Wrong passwords and unknown names get one answer.
-    let a = expect(login(&f, "root", "wrong password").await, 401, "invalid_credentials").await;
-    let b = expect(login(&f, "nobody", PASSWORD).await, 401, "invalid_credentials").await;
+    let a = expect(
+        login(&f, "root", "wrong password").await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
+    let b = expect(
+        login(&f, "nobody", PASSWORD).await,
+        401,
+        "invalid_credentials",
+    )
+    .await;
     assert_eq!(a["message"], b["message"]);
     // Names are case-insensitive.
     let again = login(&f, "ROOT", PASSWORD).await;
     assert_eq!(again.status(), StatusCode::OK);
 
     // Logging out ends the session: the cookie replayed is refused.
-    let r = admin.req(Method::POST, "/auth/logout").send().await.unwrap();
+    let r = admin
+        .req(Method::POST, "/auth/logout")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let cleared = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
@@ -250,10 +264,16 @@ async fn cookie_changes_must_come_from_ferrys_own_pages() {
         (None, Some("same-site")),
     ] {
         let body = expect(post(origin, site).await.unwrap(), 403, "forbidden").await;
-        assert!(body["message"].as_str().unwrap().contains("Origin"), "{body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("Origin"),
+            "{body}"
+        );
     }
     let (status, page) = admin.json(Method::GET, "/jobs", None).await;
-    assert_eq!((status, page["items"].as_array().map(Vec::len)), (200, Some(0)));
+    assert_eq!(
+        (status, page["items"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
     // From Ferry's own origin it goes through.
     assert_eq!(post(Some(&f.base), None).await.unwrap().status(), 201);
     assert_eq!(
@@ -292,11 +312,15 @@ async fn personal_tokens_carry_scopes_expire_and_are_revoked_at_once() {
     assert!(read_only.starts_with("ferry_pat_"), "{made}");
     let http = reqwest::Client::new();
     let with = |token: &str, method: Method, path: &str| {
-        http.request(method, f.url(path)).bearer_auth(token.to_owned())
+        http.request(method, f.url(path))
+            .bearer_auth(token.to_owned())
     };
     let r = with(&read_only, Method::GET, "/me").send().await.unwrap();
     let me: Value = r.json().await.unwrap();
-    assert_eq!((me["via"].as_str(), &me["scopes"]), (Some("token"), &json!(["read"])));
+    assert_eq!(
+        (me["via"].as_str(), &me["scopes"]),
+        (Some("token"), &json!(["read"]))
+    );
     let r = with(&read_only, Method::POST, "/jobs")
         .json(&json!({"source": {"magnet": lonely_magnet("scoped")}}))
         .send()
@@ -312,7 +336,11 @@ async fn personal_tokens_carry_scopes_expire_and_are_revoked_at_once() {
             Some(json!({"name": "x", "scopes": ["admin"]})),
         )
         .await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
     let (status, body) = bob
         .json(
             Method::POST,
@@ -320,7 +348,11 @@ async fn personal_tokens_carry_scopes_expire_and_are_revoked_at_once() {
             Some(json!({"name": "x", "scopes": ["read"], "expires_at": "2020-01-01T00:00:00Z"})),
         )
         .await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_account")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_account")),
+        "{body}"
+    );
     let (status, body) = bob
         .json(
             Method::POST,
@@ -328,7 +360,11 @@ async fn personal_tokens_carry_scopes_expire_and_are_revoked_at_once() {
             Some(json!({"name": "x", "scopes": ["root"]})),
         )
         .await;
-    assert_eq!((status, body["code"].as_str()), (400, Some("invalid_account")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_account")),
+        "{body}"
+    );
 
     // The list shows the token, never its secret.
     let (_, list) = bob.json(Method::GET, "/me/tokens", None).await;
@@ -337,7 +373,12 @@ async fn personal_tokens_carry_scopes_expire_and_are_revoked_at_once() {
 
     // A forged secret on a real id, an expired token, a revoked token: all refused.
     let forged = format!("{}{}", &read_only[..read_only.len() - 4], "0000");
-    expect(with(&forged, Method::GET, "/me").send().await.unwrap(), 401, "unauthorized").await;
+    expect(
+        with(&forged, Method::GET, "/me").send().await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
     let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
     let (_, short) = bob
         .json(
@@ -347,15 +388,40 @@ async fn personal_tokens_carry_scopes_expire_and_are_revoked_at_once() {
         )
         .await;
     let short = short["token"].as_str().unwrap().to_owned();
-    assert_eq!(with(&short, Method::GET, "/jobs").send().await.unwrap().status(), 200);
+    assert_eq!(
+        with(&short, Method::GET, "/jobs")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    expect(with(&short, Method::GET, "/jobs").send().await.unwrap(), 401, "unauthorized").await;
+    expect(
+        with(&short, Method::GET, "/jobs").send().await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
 
     let id = made["id"].as_str().unwrap();
-    let r = bob.req(Method::DELETE, &format!("/me/tokens/{id}")).send().await.unwrap();
+    let r = bob
+        .req(Method::DELETE, &format!("/me/tokens/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    expect(with(&read_only, Method::GET, "/me").send().await.unwrap(), 401, "unauthorized").await;
-    let r = bob.req(Method::DELETE, &format!("/me/tokens/{id}")).send().await.unwrap();
+    expect(
+        with(&read_only, Method::GET, "/me").send().await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
+    let r = bob
+        .req(Method::DELETE, &format!("/me/tokens/{id}"))
+        .send()
+        .await
+        .unwrap();
     expect(r, 404, "token_not_found").await;
 }
 
@@ -379,7 +445,10 @@ async fn another_users_ids_answer_like_unknown_ids_in_every_operation() {
         return;
     };
     s3.aws(&["s3", "mb", "s3://tenants"]);
-    let f = ferry(dir.path(), &[("FERRY_STORAGE__ALLOW_PRIVATE_ENDPOINTS", "true")]);
+    let f = ferry(
+        dir.path(),
+        &[("FERRY_STORAGE__ALLOW_PRIVATE_ENDPOINTS", "true")],
+    );
     let _admin = admin(&f).await;
     add_user(&f, "alice", false);
     add_user(&f, "bob", false);
@@ -406,7 +475,11 @@ async fn another_users_ids_answer_like_unknown_ids_in_every_operation() {
         .await;
     assert_eq!(status, 201, "{profile}");
     let (status, token) = alice
-        .json(Method::POST, "/me/tokens", Some(json!({"name": "a", "scopes": ["read"]})))
+        .json(
+            Method::POST,
+            "/me/tokens",
+            Some(json!({"name": "a", "scopes": ["read"]})),
+        )
         .await;
     assert_eq!(status, 201, "{token}");
     let secrets = [
@@ -417,7 +490,12 @@ async fn another_users_ids_answer_like_unknown_ids_in_every_operation() {
     ];
 
     // Every operation of the document that takes an id, called by Bob with Alice's ids.
-    let doc: Value = reqwest::get(f.url("/openapi.json")).await.unwrap().json().await.unwrap();
+    let doc: Value = reqwest::get(f.url("/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let mut probed = 0;
     for (template, ops) in doc["paths"].as_object().unwrap() {
         if !template.contains('{') {
@@ -464,8 +542,14 @@ async fn another_users_ids_answer_like_unknown_ids_in_every_operation() {
                 "{method} {path} as another user: {status} {body}"
             );
             for s in &secrets[..3] {
-                assert!(!body.contains(s.as_str()), "{method} {path} leaks {s}: {body}");
-                assert!(!headers.contains(s.as_str()), "{method} {path} leaks {s}: {headers}");
+                assert!(
+                    !body.contains(s.as_str()),
+                    "{method} {path} leaks {s}: {body}"
+                );
+                assert!(
+                    !headers.contains(s.as_str()),
+                    "{method} {path} leaks {s}: {headers}"
+                );
             }
             probed += 1;
         }
@@ -476,11 +560,18 @@ async fn another_users_ids_answer_like_unknown_ids_in_every_operation() {
         let (status, body) = bob.json(Method::GET, path, None).await;
         assert_eq!(status, 200, "{path}: {body}");
         for s in &secrets[..3] {
-            assert!(!body.to_string().contains(s.as_str()), "{path} leaks {s}: {body}");
+            assert!(
+                !body.to_string().contains(s.as_str()),
+                "{path} leaks {s}: {body}"
+            );
         }
     }
     // Bob may not look at Alice's jobs by naming her either; an admin may.
-    let r = bob.req(Method::GET, "/jobs?owner=alice").send().await.unwrap();
+    let r = bob
+        .req(Method::GET, "/jobs?owner=alice")
+        .send()
+        .await
+        .unwrap();
     expect(r, 403, "forbidden").await;
 }
 
@@ -492,13 +583,21 @@ async fn disabling_a_user_ends_their_sessions_and_tokens_at_once_and_is_audited(
     add_user(&f, "bob", false);
     let bob = browser(&f, "bob").await;
     let (_, token) = bob
-        .json(Method::POST, "/me/tokens", Some(json!({"name": "t", "scopes": ["read"]})))
+        .json(
+            Method::POST,
+            "/me/tokens",
+            Some(json!({"name": "t", "scopes": ["read"]})),
+        )
         .await;
     let token = token["token"].as_str().unwrap().to_owned();
     let (_, me) = bob.json(Method::GET, "/me", None).await;
     let bob_id = me["user"]["id"].as_str().unwrap().to_owned();
     let (status, job) = bob
-        .json(Method::POST, "/jobs", Some(json!({"source": {"magnet": lonely_magnet("bobs")}})))
+        .json(
+            Method::POST,
+            "/jobs",
+            Some(json!({"source": {"magnet": lonely_magnet("bobs")}})),
+        )
         .await;
     assert_eq!(status, 201, "{job}");
 
@@ -521,26 +620,57 @@ async fn disabling_a_user_ends_their_sessions_and_tokens_at_once_and_is_audited(
     let (_, me) = admin.json(Method::GET, "/me", None).await;
     let admin_id = me["user"]["id"].as_str().unwrap().to_owned();
     let (status, body) = admin
-        .json(Method::PATCH, &format!("/admin/users/{admin_id}"), Some(json!({"disabled": true})))
+        .json(
+            Method::PATCH,
+            &format!("/admin/users/{admin_id}"),
+            Some(json!({"disabled": true})),
+        )
         .await;
-    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
 
     let (status, changed) = admin
-        .json(Method::PATCH, &format!("/admin/users/{bob_id}"), Some(json!({"disabled": true})))
+        .json(
+            Method::PATCH,
+            &format!("/admin/users/{bob_id}"),
+            Some(json!({"disabled": true})),
+        )
         .await;
-    assert_eq!((status, changed["disabled"].as_bool()), (200, Some(true)), "{changed}");
+    assert_eq!(
+        (status, changed["disabled"].as_bool()),
+        (200, Some(true)),
+        "{changed}"
+    );
     let (status, _) = bob.json(Method::GET, "/me", None).await;
     assert_eq!(status, 401, "a disabled user's session");
-    let r = reqwest::Client::new().get(f.url("/me")).bearer_auth(&token).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .get(f.url("/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401, "a disabled user's token");
     expect(login(&f, "bob", PASSWORD).await, 403, "account_disabled").await;
     let (status, body) = admin
-        .json(Method::PATCH, "/admin/users/nobody-here", Some(json!({"disabled": true})))
+        .json(
+            Method::PATCH,
+            "/admin/users/nobody-here",
+            Some(json!({"disabled": true})),
+        )
         .await;
-    assert_eq!((status, body["code"].as_str()), (404, Some("user_not_found")), "{body}");
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("user_not_found")),
+        "{body}"
+    );
 
     // The audit log has it all, newest first, with who, what, whom and from where.
-    let (status, log) = admin.json(Method::GET, "/admin/audit?limit=500", None).await;
+    let (status, log) = admin
+        .json(Method::GET, "/admin/audit?limit=500", None)
+        .await;
     assert_eq!(status, 200, "{log}");
     let log = log.as_array().unwrap();
     let find = |action: &str, outcome: &str| {
@@ -557,13 +687,23 @@ async fn disabling_a_user_ends_their_sessions_and_tokens_at_once_and_is_audited(
     let ids: Vec<i64> = log.iter().map(|e| e["id"].as_i64().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
     // Filtered and paged.
-    let (_, admins) = admin.json(Method::GET, "/admin/audit?action=admin.", None).await;
+    let (_, admins) = admin
+        .json(Method::GET, "/admin/audit?action=admin.", None)
+        .await;
     assert!(
-        admins.as_array().unwrap().iter().all(|e| e["action"].as_str().unwrap().starts_with("admin.")),
+        admins
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["action"].as_str().unwrap().starts_with("admin.")),
         "{admins}"
     );
     let (_, page) = admin
-        .json(Method::GET, &format!("/admin/audit?limit=2&before={}", ids[0]), None)
+        .json(
+            Method::GET,
+            &format!("/admin/audit?limit=2&before={}", ids[0]),
+            None,
+        )
         .await;
     assert_eq!(page.as_array().unwrap().len(), 2);
     assert_eq!(page[0]["id"].as_i64(), Some(ids[1]));
@@ -583,23 +723,46 @@ async fn rate_limits_refuse_the_request_past_the_line_and_not_the_one_before() {
     );
     let admin = admin(&f).await;
     let (_, made) = admin
-        .json(Method::POST, "/me/tokens", Some(json!({"name": "t", "scopes": ["read"]})))
+        .json(
+            Method::POST,
+            "/me/tokens",
+            Some(json!({"name": "t", "scopes": ["read"]})),
+        )
         .await;
     let token = made["token"].as_str().unwrap().to_owned();
     let http = reqwest::Client::new();
     // The token has its own budget of 5 at once.
     for i in 0..5 {
-        let r = http.get(f.url("/jobs")).bearer_auth(&token).send().await.unwrap();
+        let r = http
+            .get(f.url("/jobs"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200, "request {i}");
     }
-    let r = http.get(f.url("/jobs")).bearer_auth(&token).send().await.unwrap();
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let r = http
+        .get(f.url("/jobs"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=2).contains(&retry), "Retry-After {retry}");
     expect(r, 429, "rate_limited").await;
 
     // Logins per account: three tries, then 429 even with the right password.
     for _ in 0..3 {
-        expect(login(&f, "root", "wrong password").await, 401, "invalid_credentials").await;
+        expect(
+            login(&f, "root", "wrong password").await,
+            401,
+            "invalid_credentials",
+        )
+        .await;
     }
     let r = login(&f, "root", PASSWORD).await;
     assert!(r.headers().contains_key("retry-after"));
