@@ -144,6 +144,18 @@ pub struct MeDto {
     pub via: String,
     /// The quotas that apply (the user's overrides over the server's defaults).
     pub quotas: QuotasDto,
+    /// What the user uses of them.
+    pub usage: UsageDto,
+}
+
+/// What a user uses of what quotas limit.
+#[derive(Debug, Object)]
+pub struct UsageDto {
+    /// Jobs queued, resolving, downloading, paused or uploading.
+    pub active_jobs: u64,
+    /// Bytes of the files of completed and seeding jobs.
+    pub stored_bytes: u64,
+    pub seeding_jobs: u64,
 }
 
 #[derive(Debug, Object)]
@@ -579,6 +591,12 @@ impl AccountsApi {
     async fn me(&self, caller: Caller) -> Result<Json<MeDto>, Fails<CallerFails>> {
         let c = caller.get();
         let (user, quotas) = self.state.accounts.me(c).await.map_err(ApiError::from)?;
+        let usage = self
+            .state
+            .jobs
+            .usage(&c.user)
+            .await
+            .map_err(ApiError::from)?;
         Ok(Json(MeDto {
             user: user.into(),
             scopes: scope_names(c.scopes),
@@ -590,6 +608,11 @@ impl AccountsApi {
             }
             .to_owned(),
             quotas: quotas.into(),
+            usage: UsageDto {
+                active_jobs: usage.active_jobs,
+                stored_bytes: usage.stored_bytes,
+                seeding_jobs: usage.seeding_jobs,
+            },
         }))
     }
 

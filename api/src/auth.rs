@@ -79,18 +79,61 @@ fn state(req: &Request) -> poem::Result<&Arc<ApiState>> {
         .ok_or_else(|| poem::Error::from(ApiError::internal(&"the API state is missing")))
 }
 
-/// The client's address and user agent, for rate limits and the audit log.
+/// The client's address and user agent, for rate limits and the audit log. Behind a
+/// reverse proxy in `auth.trusted_proxies`, the address is the last one in
+/// `X-Forwarded-For` that is not a trusted proxy (earlier ones are the client's word).
 pub fn client_info(req: &Request) -> ClientInfo {
+    let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    let trusted = req
+        .data::<Arc<ApiState>>()
+        .map(|s| s.trusted_proxies.as_slice())
+        .unwrap_or_default();
+    let is_trusted = |ip: std::net::IpAddr| trusted.iter().any(|c| c.contains(ip));
+    let ip = match peer {
+        Some(peer) if is_trusted(peer) => req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .find(|ip| !is_trusted(*ip))
+            .or(Some(peer)),
+        other => other,
+    };
     ClientInfo {
-        ip: req
-            .remote_addr()
-            .as_socket_addr()
-            .map(|a| a.ip().to_string()),
+        ip: ip.map(|ip| ip.to_string()),
         user_agent: req
             .headers()
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(256).collect()),
+    }
+}
+
+impl Caller {
+    /// Records an action in the audit log, naming the owner acted for when an admin acts
+    /// on someone else's things.
+    pub async fn audit(&self, state: &ApiState, req: &Request, action: &str, target: String) {
+        let c = self.get();
+        let detail = if self.owner() == &c.user {
+            String::new()
+        } else {
+            format!("for owner {}", self.owner().as_str())
+        };
+        state
+            .accounts
+            .audit_success(
+                Some(&c.user),
+                action,
+                Some(target),
+                &client_info(req),
+                &detail,
+            )
+            .await;
     }
 }
 

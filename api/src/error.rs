@@ -317,6 +317,7 @@ impl From<JobsError> for ApiError {
             JobsError::FileNotFound(_) => C::FileNotFound,
             JobsError::FileNotSelected(_) => C::FileNotSelected,
             JobsError::Duplicate(_) => C::JobAlreadyExists,
+            JobsError::QuotaExceeded { .. } => C::QuotaExceeded,
             JobsError::IllegalTransition(_) => C::IllegalTransition,
             JobsError::NotFinished(_) => C::JobNotFinished,
             JobsError::Purging => C::JobPurging,

@@ -7,8 +7,8 @@ use ferry_application::ports::{EventId, JobQuery, ObjectLocation, Replay};
 use ferry_application::{Submission, SubmitOptions};
 use ferry_domain::{ErrorCode, JobId, JobStatus};
 use futures::stream::BoxStream;
-use poem::Body;
 use poem::web::sse::Event;
+use poem::{Body, Request};
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Binary, EventStream, Json};
 use poem_openapi::types::ToJSON;
@@ -166,6 +166,15 @@ fn indices(files: Option<Vec<u32>>) -> Option<Vec<usize>> {
 }
 
 impl JobsApi {
+    /// The quotas of the owner the caller acts for.
+    async fn quotas(&self, caller: &Caller) -> Result<ferry_domain::Quotas, ApiError> {
+        self.state
+            .accounts
+            .quotas_of(caller.owner())
+            .await
+            .map_err(ApiError::from)
+    }
+
     async fn read_torrent(&self, upload: Upload) -> ApiResult<Vec<u8>> {
         let max = self.state.max_torrent_bytes;
         if upload.size() as u64 > max {
@@ -236,6 +245,7 @@ impl JobsApi {
     )]
     async fn submit(
         &self,
+        req: &Request,
         caller: Caller,
         body: Json<SubmitRequest>,
     ) -> Result<Created, Fails<SubmitFails>> {
@@ -261,8 +271,16 @@ impl JobsApi {
         let job = self
             .state
             .jobs
-            .submit_with(caller.owner().clone(), submission, options)
+            .submit_within(
+                caller.owner().clone(),
+                submission,
+                options,
+                self.quotas(&caller).await?,
+            )
             .await?;
+        caller
+            .audit(&self.state, req, "job.submit", job.id.to_string())
+            .await;
         Ok(Self::created(&job))
     }
 
@@ -275,6 +293,7 @@ impl JobsApi {
     )]
     async fn submit_torrent(
         &self,
+        req: &Request,
         caller: Caller,
         form: TorrentUpload,
     ) -> Result<Created, Fails<SubmitFails>> {
@@ -289,8 +308,16 @@ impl JobsApi {
         let job = self
             .state
             .jobs
-            .submit_with(caller.owner().clone(), Submission::Torrent(bytes), options)
+            .submit_within(
+                caller.owner().clone(),
+                Submission::Torrent(bytes),
+                options,
+                self.quotas(&caller).await?,
+            )
             .await?;
+        caller
+            .audit(&self.state, req, "job.submit", job.id.to_string())
+            .await;
         Ok(Self::created(&job))
     }
 
@@ -359,6 +386,7 @@ impl JobsApi {
     )]
     async fn delete(
         &self,
+        req: &Request,
         caller: Caller,
         id: Path<String>,
         purge: Query<Option<bool>>,
@@ -369,6 +397,10 @@ impl JobsApi {
             .jobs
             .cancel(caller.owner(), parse_id(&id)?, purge)
             .await?;
+        let action = if purge { "job.purge" } else { "job.cancel" };
+        caller
+            .audit(&self.state, req, action, job.id.to_string())
+            .await;
         let dto = Json((&job).into());
         Ok(if purge {
             Deleted::PurgeAccepted(dto)
@@ -429,10 +461,12 @@ impl JobsApi {
         caller: Caller,
         id: Path<String>,
     ) -> Result<Json<JobDto>, Fails<MoveFails>> {
+        let id = parse_id(&id)?;
+        let quotas = self.quotas(&caller).await?;
         let job = self
             .state
             .jobs
-            .retry(caller.owner(), parse_id(&id)?)
+            .retry_within(caller.owner(), id, quotas)
             .await?;
         Ok(Json((&job).into()))
     }

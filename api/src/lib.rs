@@ -47,6 +47,8 @@ pub struct ApiState {
     pub public_origin: Option<String>,
     /// Whether cookies carry `Secure` (the public URL is https).
     pub secure_cookies: bool,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ferry_domain::Cidr>,
     /// Largest .torrent upload accepted.
     pub max_torrent_bytes: u64,
     /// Largest JSON request body accepted.

@@ -180,6 +180,7 @@ impl ProfilesApi {
     )]
     async fn create(
         &self,
+        req: &poem::Request,
         caller: Caller,
         body: Json<ProfileRequest>,
     ) -> Result<Created, Fails<CreateFails>> {
@@ -216,6 +217,9 @@ impl ProfilesApi {
             .profiles
             .create(caller.owner().clone(), &name, backend, credentials)
             .await?;
+        caller
+            .audit(&self.state, req, "profile.create", profile.id.to_string())
+            .await;
         Ok(Created::Created(Json((&profile).into())))
     }
 
@@ -258,11 +262,17 @@ impl ProfilesApi {
         tag = "Tag::StorageProfiles",
         operation_id = "deleteStorageProfile"
     )]
-    async fn delete(&self, caller: Caller, id: Path<String>) -> Result<Deleted, Fails<ReadFails>> {
-        self.state
-            .profiles
-            .delete(caller.owner(), parse_id(&id)?)
-            .await?;
+    async fn delete(
+        &self,
+        req: &poem::Request,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Deleted, Fails<ReadFails>> {
+        let id = parse_id(&id)?;
+        self.state.profiles.delete(caller.owner(), id).await?;
+        caller
+            .audit(&self.state, req, "profile.delete", id.to_string())
+            .await;
         Ok(Deleted::Deleted)
     }
 

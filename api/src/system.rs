@@ -50,7 +50,10 @@ impl SystemApi {
             );
         }
         // Error texts name paths, hosts and database users: not for anyone who asks.
-        let trusted = optional_caller(req, &self.state).await.is_some();
+        // Only for admins: other users have no business with the server's internals.
+        let trusted = optional_caller(req, &self.state)
+            .await
+            .is_some_and(|c| c.is_admin());
         let ok = components.iter().all(|c| c.ok);
         let body = HealthDto {
             status: if ok { "ok" } else { "degraded" }.to_owned(),

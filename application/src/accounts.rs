@@ -241,11 +241,12 @@ pub struct Accounts {
     /// with how their users are provisioned.
     pub access_tokens: Vec<(Arc<dyn AccessTokenVerifier>, ProvisionPolicy)>,
     pub settings: AccountSettings,
-    /// The first admin, whom the bootstrap token stands for (found at first use).
-    bootstrap_user: OnceLock<OwnerId>,
     /// A hash to verify against when a login names no account, so that answers take as
     /// long for unknown names as for wrong passwords.
     decoy_hash: OnceLock<String>,
+    /// Password hashes computed at once (each takes tens of MiB and milliseconds of CPU, on
+    /// the blocking pool, never on the request threads).
+    hashing: tokio::sync::Semaphore,
 }
 
 /// 32 random bytes, hex.
@@ -301,8 +302,8 @@ impl Accounts {
             clock,
             access_tokens: Vec::new(),
             settings,
-            bootstrap_user: OnceLock::new(),
             decoy_hash: OnceLock::new(),
+            hashing: tokio::sync::Semaphore::new(2),
         }
     }
 
@@ -333,6 +334,9 @@ impl Accounts {
             && same(token.as_bytes(), expected.as_bytes())
         {
             let user = self.active(&self.bootstrap_admin().await?).await?;
+            if user.role != Role::Admin {
+                return Err(AccountsError::Unauthorized);
+            }
             return Ok(Caller {
                 user: user.id,
                 role: Role::Admin,
@@ -440,16 +444,15 @@ impl Accounts {
         Ok(user)
     }
 
+    /// The oldest enabled admin, looked up at each use (a demoted or disabled admin is no
+    /// longer who the token stands for).
     async fn bootstrap_admin(&self) -> Result<OwnerId, AccountsError> {
-        if let Some(id) = self.bootstrap_user.get() {
-            return Ok(id.clone());
-        }
         let users = self.users.list().await?;
         let admin = users
             .into_iter()
             .find(|u| u.role == Role::Admin && !u.disabled)
             .ok_or(AccountsError::Unauthorized)?;
-        Ok(self.bootstrap_user.get_or_init(|| admin.id).clone())
+        Ok(admin.id)
     }
 
     /// Takes one request from the caller's API budget.
@@ -457,10 +460,8 @@ impl Accounts {
     /// # Errors
     /// `RateLimited` with when to try again.
     pub async fn limit_api(&self, caller: &Caller) -> Result<(), AccountsError> {
-        let key = match &caller.via {
-            Via::Token(id) => format!("api:token:{id}"),
-            _ => format!("api:user:{}", caller.user.as_str()),
-        };
+        // Per user, whatever the credential: more tokens are not more budget.
+        let key = format!("api:user:{}", caller.user.as_str());
         match self.limiter.check(&key, self.settings.api_limit).await {
             RateDecision::Allowed => Ok(()),
             RateDecision::Limited { retry_after } => {
@@ -482,7 +483,7 @@ impl Accounts {
         password: &str,
         client: &ClientInfo,
     ) -> Result<NewSession, AccountsError> {
-        let ip = client.ip.as_deref().unwrap_or("unknown");
+        let ip = client_key(client);
         self.limited(&format!("login-ip:{ip}"), self.settings.login_ip_limit)
             .await?;
         let Ok(name) = UserName::parse(name) else {
@@ -490,20 +491,22 @@ impl Accounts {
                 .await;
             return Err(AccountsError::InvalidCredentials);
         };
+        // Per account and address: guesses at one account are slowed without letting
+        // anyone elsewhere lock its owner out.
         self.limited(
-            &format!("login-user:{}", name.as_str()),
+            &format!("login-user:{}:{ip}", name.as_str()),
             self.settings.login_account_limit,
         )
         .await?;
         let found = self.users.by_local_name(&name).await?;
         let verified = match &found {
             Some((_, Some(hash))) if password.len() <= MAX_PASSWORD_BYTES => {
-                self.hasher.verify(password, hash)
+                self.verify_password(password, hash).await
             }
             _ => {
                 // The same work as a real check, so timing tells nothing.
-                let decoy = self.decoy_hash();
-                let _ = self.hasher.verify(password, decoy);
+                let decoy = self.decoy_hash().await?;
+                let _ = self.verify_password(password, &decoy).await;
                 false
             }
         };
@@ -527,9 +530,36 @@ impl Accounts {
             .await
     }
 
-    fn decoy_hash(&self) -> &str {
-        self.decoy_hash
-            .get_or_init(|| self.hasher.hash("ferry decoy password").unwrap_or_default())
+    async fn decoy_hash(&self) -> Result<String, AccountsError> {
+        if let Some(hash) = self.decoy_hash.get() {
+            return Ok(hash.clone());
+        }
+        let hash = self.run_hasher(|h| h.hash("ferry decoy password")).await?;
+        Ok(self.decoy_hash.get_or_init(|| hash).clone())
+    }
+
+    /// Runs `work` on the blocking pool, at most two at once.
+    async fn run_hasher<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&dyn PasswordHasher) -> Result<T, IdentityError> + Send + 'static,
+    ) -> Result<T, AccountsError> {
+        let _permit = self
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| AccountsError::Unexpected(e.into()))?;
+        let hasher = self.hasher.clone();
+        tokio::task::spawn_blocking(move || work(hasher.as_ref()))
+            .await
+            .map_err(|e| AccountsError::Unexpected(e.into()))?
+            .map_err(AccountsError::from)
+    }
+
+    async fn verify_password(&self, password: &str, hash: &str) -> bool {
+        let (password, hash) = (password.to_owned(), hash.to_owned());
+        self.run_hasher(move |h| Ok(h.verify(&password, &hash)))
+            .await
+            .unwrap_or(false)
     }
 
     async fn limited(&self, key: &str, limit: RateLimit) -> Result<(), AccountsError> {
@@ -555,7 +585,7 @@ impl Accounts {
         policy: &ProvisionPolicy,
         client: &ClientInfo,
     ) -> Result<NewSession, AccountsError> {
-        let ip = client.ip.as_deref().unwrap_or("unknown");
+        let ip = client_key(client);
         self.limited(&format!("login-ip:{ip}"), self.settings.login_ip_limit)
             .await?;
         let user = match self.provision(identity, policy).await {
@@ -808,15 +838,22 @@ impl Accounts {
         password: &str,
         client: &ClientInfo,
     ) -> Result<NewSession, AccountsError> {
-        let ip = client.ip.as_deref().unwrap_or("unknown");
+        let ip = client_key(client);
         self.limited(&format!("login-ip:{ip}"), self.settings.login_ip_limit)
             .await?;
-        let name = UserName::parse(name)?;
-        let hash = self.password_hash(password)?;
         let link = link.trim();
         if link.len() != 64 || !link.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(AccountsError::InvalidSetupLink);
         }
+        let name = UserName::parse(name)?;
+        if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
+            return Err(AccountsError::BadPassword);
+        }
+        // A taken name is refused before the link is used up.
+        if self.users.by_local_name(&name).await?.is_some() {
+            return Err(AccountsError::NameTaken);
+        }
+        let hash = self.password_hash(password).await?;
         let user_id = self
             .users
             .take_setup_link(&secret_hash(link), self.clock.now())
@@ -839,11 +876,12 @@ impl Accounts {
             .await
     }
 
-    fn password_hash(&self, password: &str) -> Result<String, AccountsError> {
+    async fn password_hash(&self, password: &str) -> Result<String, AccountsError> {
         if password.chars().count() < MIN_PASSWORD_CHARS || password.len() > MAX_PASSWORD_BYTES {
             return Err(AccountsError::BadPassword);
         }
-        Ok(self.hasher.hash(password)?)
+        let password = password.to_owned();
+        self.run_hasher(move |h| h.hash(&password)).await
     }
 
     /// Adds a user with a local login (`ferry user add`): with `password`, ready to log in;
@@ -858,7 +896,10 @@ impl Accounts {
         password: Option<&str>,
     ) -> Result<(User, Option<SetupLink>), AccountsError> {
         let name = UserName::parse(name)?;
-        let hash = password.map(|p| self.password_hash(p)).transpose()?;
+        let hash = match password {
+            Some(p) => Some(self.password_hash(p).await?),
+            None => None,
+        };
         let user = User::new(name.as_str(), None, role, self.clock.now())?;
         let identity = Identity::Local {
             name,
@@ -900,6 +941,20 @@ impl Accounts {
         Ok((user, quotas))
     }
 
+    /// The quotas that apply to `owner`: their overrides over the server's defaults.
+    ///
+    /// # Errors
+    /// A backend failure.
+    pub async fn quotas_of(&self, owner: &OwnerId) -> Result<Quotas, AccountsError> {
+        let own = self
+            .users
+            .get(owner)
+            .await?
+            .map(|u| u.quotas)
+            .unwrap_or_default();
+        Ok(own.over(self.settings.default_quotas))
+    }
+
     /// Makes a personal token; the returned string is its only copy.
     ///
     /// # Errors
@@ -913,6 +968,12 @@ impl Accounts {
         client: &ClientInfo,
     ) -> Result<(PersonalToken, String), AccountsError> {
         caller.require(Scope::Write)?;
+        if matches!(caller.via, Via::Token(_) | Via::AccessToken) {
+            // Otherwise a short-lived or revocable credential could mint a lasting one.
+            return Err(AccountsError::Forbidden(
+                "personal tokens are made from a logged-in session",
+            ));
+        }
         let name = clean_text("token name", name, 100)?;
         if scopes.is_empty() {
             return Err(AccountError::NoScopes.into());
@@ -1139,6 +1200,22 @@ impl Accounts {
         if let Err(e) = self.audit.append(&entry).await {
             tracing::error!(error = %e, action = %entry.action, "could not write an audit record");
         }
+    }
+}
+
+/// The address a client's login attempts are counted under: an IPv4 address, or an IPv6
+/// address's /64 (one host holds a whole /64, so counting addresses would count nothing).
+fn client_key(client: &ClientInfo) -> String {
+    match client.ip.as_deref().map(str::parse::<std::net::IpAddr>) {
+        Some(Ok(std::net::IpAddr::V6(v6))) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(Ok(std::net::IpAddr::V6(v6))) => v6
+            .to_ipv4_mapped()
+            .map_or_else(String::new, |v4| v4.to_string()),
+        Some(Ok(ip)) => ip.to_string(),
+        _ => "unknown".to_owned(),
     }
 }
 

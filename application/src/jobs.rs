@@ -48,6 +48,13 @@ pub enum JobsError {
     InvalidSelection(#[from] FileSelectionError),
     #[error("job not found")]
     NotFound,
+    /// The job would take its owner past a quota.
+    #[error("quota {quota} exceeded: the limit is {limit}, the usage {usage}")]
+    QuotaExceeded {
+        quota: &'static str,
+        limit: u64,
+        usage: u64,
+    },
     #[error("storage profile {0} not found")]
     ProfileNotFound(ProfileId),
     #[error("an unfinished job ({0}) already downloads this torrent")]
@@ -137,6 +144,16 @@ pub struct SubmitOptions {
     pub seed: Option<ferry_domain::SeedPolicy>,
 }
 
+/// What an owner uses of what quotas limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Jobs queued, resolving, downloading, paused or uploading.
+    pub active_jobs: u64,
+    /// Bytes of the files of completed and seeding jobs.
+    pub stored_bytes: u64,
+    pub seeding_jobs: u64,
+}
+
 /// A finished file and where to read it.
 #[derive(Debug, Clone)]
 pub struct FileDownload {
@@ -198,6 +215,23 @@ impl Jobs {
         submission: Submission,
         options: SubmitOptions,
     ) -> Result<Job, JobsError> {
+        self.submit_within(owner, submission, options, ferry_domain::Quotas::default())
+            .await
+    }
+
+    /// [`Self::submit_with`], refused with [`JobsError::QuotaExceeded`] when the job would
+    /// take the owner past one of `quotas` (checked at submission: two submissions at the
+    /// same instant may both pass the last free place).
+    ///
+    /// # Errors
+    /// As [`Self::submit_with`], and `QuotaExceeded`.
+    pub async fn submit_within(
+        &self,
+        owner: OwnerId,
+        submission: Submission,
+        options: SubmitOptions,
+        quotas: ferry_domain::Quotas,
+    ) -> Result<Job, JobsError> {
         let SubmitOptions {
             files,
             storage_profile,
@@ -246,6 +280,7 @@ impl Jobs {
         {
             return Err(JobsError::Duplicate(existing));
         }
+        self.check_quotas(&job, quotas).await?;
         match self.lifecycle.repo.insert(&job).await {
             Ok(()) => {}
             // A concurrent submission of the same torrent won the unique index.
@@ -384,8 +419,121 @@ impl Jobs {
     ///
     /// # Errors
     /// `NotFound`, or `IllegalTransition` unless the job failed.
+    /// What the owner uses of what quotas limit: jobs active and seeding, and the bytes of
+    /// their finished jobs' files.
+    ///
+    /// # Errors
+    /// A repository failure.
+    pub async fn usage(&self, owner: &OwnerId) -> Result<Usage, JobsError> {
+        let mut usage = Usage::default();
+        for status in [
+            JobStatus::Queued,
+            JobStatus::Resolving,
+            JobStatus::Downloading,
+            JobStatus::Paused,
+            JobStatus::Uploading,
+            JobStatus::Completed,
+            JobStatus::Seeding,
+        ] {
+            let mut before = None;
+            loop {
+                let page = self
+                    .lifecycle
+                    .repo
+                    .list(&JobQuery {
+                        owner: owner.clone(),
+                        status: Some(status),
+                        before,
+                        limit: 500,
+                    })
+                    .await?;
+                for job in &page {
+                    match status {
+                        JobStatus::Completed | JobStatus::Seeding => {
+                            usage.stored_bytes += job.progress.bytes_total;
+                            if status == JobStatus::Seeding {
+                                usage.seeding_jobs += 1;
+                            }
+                        }
+                        _ => usage.active_jobs += 1,
+                    }
+                }
+                if page.len() < 500 {
+                    break;
+                }
+                before = page.last().map(|j| j.id);
+            }
+        }
+        Ok(usage)
+    }
+
+    async fn check_quotas(&self, job: &Job, quotas: ferry_domain::Quotas) -> Result<(), JobsError> {
+        let exceeded = |quota, limit, usage| JobsError::QuotaExceeded {
+            quota,
+            limit,
+            usage,
+        };
+        if let (Some(limit), Some(meta)) = (quotas.job_bytes, &job.metadata) {
+            let size = meta.selected_bytes();
+            if size > limit {
+                return Err(exceeded("job_bytes", limit, size));
+            }
+        }
+        let seeds = job.seed.is_some();
+        let counted = quotas.active_jobs.is_some()
+            || quotas.stored_bytes.is_some()
+            || (seeds && quotas.seeding_jobs.is_some());
+        if !counted {
+            return Ok(());
+        }
+        let usage = self.usage(&job.owner).await?;
+        if let Some(limit) = quotas.active_jobs
+            && usage.active_jobs >= limit
+        {
+            return Err(exceeded("active_jobs", limit, usage.active_jobs));
+        }
+        if let Some(limit) = quotas.stored_bytes
+            && usage.stored_bytes >= limit
+        {
+            return Err(exceeded("stored_bytes", limit, usage.stored_bytes));
+        }
+        if seeds
+            && let Some(limit) = quotas.seeding_jobs
+            && usage.seeding_jobs >= limit
+        {
+            return Err(exceeded("seeding_jobs", limit, usage.seeding_jobs));
+        }
+        Ok(())
+    }
+
     pub async fn retry(&self, owner: &OwnerId, id: JobId) -> Result<Job, JobsError> {
+        self.retry_within(owner, id, ferry_domain::Quotas::default())
+            .await
+    }
+
+    /// [`Self::retry`] within the owner's active-jobs quota.
+    ///
+    /// # Errors
+    /// As [`Self::retry`], and `QuotaExceeded`.
+    pub async fn retry_within(
+        &self,
+        owner: &OwnerId,
+        id: JobId,
+        quotas: ferry_domain::Quotas,
+    ) -> Result<Job, JobsError> {
         let job = self.get(owner, id).await?;
+        if job.status == JobStatus::Failed
+            && let Some(limit) = quotas.active_jobs
+        {
+            let usage = self.usage(owner).await?;
+            if usage.active_jobs >= limit {
+                return Err(JobsError::QuotaExceeded {
+                    quota: "active_jobs",
+                    limit,
+                    usage: usage.active_jobs,
+                });
+            }
+        }
         if job.status != JobStatus::Failed {
             return Err(IllegalTransition {
                 from: job.status,

@@ -21,7 +21,7 @@ pub use accounts::{
     SetupLink, UserChange, Via,
 };
 pub use health::{ComponentHealth, HealthCheck};
-pub use jobs::{FileDownload, Jobs, JobsError, Submission, SubmitOptions};
+pub use jobs::{FileDownload, Jobs, JobsError, Submission, SubmitOptions, Usage};
 pub use lifecycle::Lifecycle;
 pub use profiles::{KeyRotation, ProfilesError, Resealed, StorageProfiles};
 pub use recovery::Recovery;

@@ -731,8 +731,9 @@ async fn rate_limits_refuse_the_request_past_the_line_and_not_the_one_before() {
         .await;
     let token = made["token"].as_str().unwrap().to_owned();
     let http = reqwest::Client::new();
-    // The token has its own budget of 5 at once.
-    for i in 0..5 {
+    // One budget of 5 at once per user, whatever the credential: the session made the
+    // token (1), the token takes 4 more, and the next request is refused either way.
+    for i in 0..4 {
         let r = http
             .get(f.url("/jobs"))
             .bearer_auth(&token)
@@ -754,6 +755,8 @@ async fn rate_limits_refuse_the_request_past_the_line_and_not_the_one_before() {
         .unwrap();
     assert!((1..=2).contains(&retry), "Retry-After {retry}");
     expect(r, 429, "rate_limited").await;
+    let r = admin.req(Method::GET, "/jobs").send().await.unwrap();
+    expect(r, 429, "rate_limited").await;
 
     // Logins per account: three tries, then 429 even with the right password.
     for _ in 0..3 {
@@ -767,4 +770,76 @@ async fn rate_limits_refuse_the_request_past_the_line_and_not_the_one_before() {
     let r = login(&f, "root", PASSWORD).await;
     assert!(r.headers().contains_key("retry-after"));
     expect(r, 429, "rate_limited").await;
+}
+
+#[tokio::test]
+async fn quotas_refuse_the_job_past_the_line_and_me_shows_the_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = ferry(dir.path(), &[("FERRY_AUTH__QUOTAS__ACTIVE_JOBS", "2")]);
+    let admin = admin(&f).await;
+    add_user(&f, "bob", false);
+    let bob = browser(&f, "bob").await;
+    let submit = |name: &str| {
+        let body = json!({"source": {"magnet": lonely_magnet(name)}});
+        bob.json(Method::POST, "/jobs", Some(body))
+    };
+    let (status, first) = submit("q1").await;
+    assert_eq!(status, 201, "{first}");
+    let (status, _) = submit("q2").await;
+    assert_eq!(status, 201, "the second of two");
+    let (status, body) = submit("q3").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("quota_exceeded")),
+        "{body}"
+    );
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("active_jobs") && message.contains('2'),
+        "{message}"
+    );
+    let (_, me) = bob.json(Method::GET, "/me", None).await;
+    assert_eq!(me["quotas"]["active_jobs"], 2, "{me}");
+    assert_eq!(me["usage"]["active_jobs"], 2, "{me}");
+
+    // An admin raises Bob's own limit: one more fits, and the next does not.
+    let bob_id = me["user"]["id"].as_str().unwrap();
+    let (status, changed) = admin
+        .json(
+            Method::PATCH,
+            &format!("/admin/users/{bob_id}"),
+            Some(json!({"quotas": {"active_jobs": 3}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(submit("q3").await.0, 201);
+    assert_eq!(submit("q4").await.0, 403);
+    // Cancelling one frees its place.
+    let id = first["id"].as_str().unwrap();
+    let (status, _) = bob.json(Method::DELETE, &format!("/jobs/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(submit("q4").await.0, 201);
+    // Other users are not held back by Bob's jobs.
+    let (status, _) = admin
+        .json(
+            Method::POST,
+            "/jobs",
+            Some(json!({"source": {"magnet": lonely_magnet("q5")}})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    // The job actions are in the audit log.
+    let (_, log) = admin
+        .json(Method::GET, "/admin/audit?action=job.", None)
+        .await;
+    let actions: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"job.cancel") && actions.contains(&"job.submit"),
+        "{actions:?}"
+    );
 }

@@ -366,6 +366,7 @@ async fn api(ports: &Ports, config: &Config, token: ApiToken) -> anyhow::Result<
         accounts,
         providers: crate::accounts::login_providers(config)?,
         secure_cookies: public_url.starts_with("https://"),
+        trusted_proxies: config.auth.trusted_proxies.clone(),
         public_url: Some(public_url.clone()),
         public_origin,
         max_torrent_bytes: config.limits.max_torrent_file_bytes.get(),

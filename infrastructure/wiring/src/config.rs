@@ -377,6 +377,9 @@ pub struct AuthConfig {
     /// Default: `http://{listen}`.
     #[serde(deserialize_with = "parse::optional_http_url")]
     pub public_url: Option<Url>,
+    /// Reverse proxies (`["10.0.0.5/32"]`) whose `X-Forwarded-For` header names the client
+    /// for login limits and the audit log; from anyone else the header is ignored.
+    pub trusted_proxies: Vec<Cidr>,
     /// A browser session ends this long after its last use…
     #[serde(with = "parse::interval")]
     pub session_idle: Duration,
@@ -407,6 +410,7 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             public_url: None,
+            trusted_proxies: Vec::new(),
             session_idle: Duration::from_secs(7 * 24 * 3600),
             session_absolute: Duration::from_secs(30 * 24 * 3600),
             setup_link_ttl: Duration::from_secs(24 * 3600),
@@ -456,8 +460,9 @@ pub struct OidcConfig {
     /// login). Absent: admins set roles.
     #[serde(default)]
     pub admin_group: Option<String>,
-    /// Create a user at their first login (default); `false`: only users an admin added.
-    #[serde(default = "yes")]
+    /// Create a user at their first login; `false` (default): only users who already exist
+    /// may log in (with a public provider such as Google, anyone could otherwise).
+    #[serde(default)]
     pub auto_provision: bool,
     /// Accept this provider's JWT access tokens as bearer tokens when their `aud` is this
     /// value (absent: access tokens are not accepted).
@@ -471,10 +476,6 @@ fn default_scopes() -> Vec<String> {
 
 fn default_groups_claim() -> String {
     "groups".to_owned()
-}
-
-const fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
