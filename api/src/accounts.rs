@@ -33,11 +33,11 @@ pub struct AccountsApi {
 }
 
 statuses! {
-    LoginFails: 400, 401, 403, 429, 500, 503;
+    LoginFails: 400, 401, 403, 409, 413, 415, 429, 500, 503;
     RedirectFails: 400, 403, 404, 429, 500, 502, 503;
     CallerFails: 401, 403, 429, 500, 503;
-    TokenFails: 400, 401, 403, 404, 429, 500, 503;
-    AdminFails: 400, 401, 403, 404, 429, 500, 503;
+    TokenFails: 400, 401, 403, 404, 413, 415, 429, 500, 503;
+    AdminFails: 400, 401, 403, 404, 413, 415, 429, 500, 503;
 }
 
 /// The cookie that carries a login from its start to the identity provider's callback.
@@ -64,6 +64,7 @@ pub struct SetupRequest {
 
 /// A user as their own account or an admin sees them.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct UserDto {
     pub id: String,
     pub display_name: String,
@@ -94,6 +95,7 @@ impl From<User> for UserDto {
 
 /// Per-user limits; absent means no limit (or, in an override, the server's default).
 #[derive(Debug, Clone, Copy, Object, Default)]
+#[oai(skip_serializing_if_is_none)]
 pub struct QuotasDto {
     /// Jobs queued, downloading, paused or uploading at once.
     pub active_jobs: Option<u64>,
@@ -128,6 +130,7 @@ impl From<QuotasDto> for Quotas {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SessionDto {
     pub user: UserDto,
     /// The session's absolute end (it also ends after a while unused).
@@ -136,6 +139,7 @@ pub struct SessionDto {
 
 /// The caller: who, with what rights, under which limits.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct MeDto {
     pub user: UserDto,
     /// What this credential may do: `read`, `write`, `admin`.
@@ -169,6 +173,7 @@ pub struct NewTokenRequest {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct TokenDto {
     pub id: Uuid,
     pub name: String,
@@ -193,6 +198,7 @@ impl From<ferry_domain::PersonalToken> for TokenDto {
 
 /// A token just made: `token` is shown this once and never again.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct CreatedTokenDto {
     /// `ferry_pat_…`: send it as `Authorization: Bearer <token>`.
     pub token: String,
@@ -211,6 +217,7 @@ pub struct UserPatch {
 }
 
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct AuditDto {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -757,6 +764,7 @@ impl AccountsApi {
         &self,
         caller: Caller,
         /// Only this user's actions.
+        #[oai(validator(pattern = "^[A-Za-z0-9_-]{1,64}$"))]
         actor: Query<Option<String>>,
         /// An action (`login`), or a prefix ending in `.` (`admin.`).
         action: Query<Option<String>>,

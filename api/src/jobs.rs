@@ -339,7 +339,7 @@ impl JobsApi {
         /// The `next_cursor` of the previous page.
         before: Query<Option<Uuid>>,
         /// Admins: another user's jobs (every `/jobs…` operation takes it).
-        #[oai(name = "owner")]
+        #[oai(name = "owner", validator(pattern = "^[A-Za-z0-9_-]{1,64}$"))]
         _owner: Query<Option<String>>,
     ) -> Result<Json<JobPage>, Fails<ListFails>> {
         let limit = limit.0.unwrap_or(50);

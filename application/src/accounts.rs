@@ -794,17 +794,31 @@ impl Accounts {
         let admin = match first_without_login {
             Some(admin) => admin,
             None => {
-                let admin = User::new("admin", None, Role::Admin, self.clock.now())?;
-                self.users.insert(&admin, None).await?;
-                self.audit_success(
-                    None,
-                    "user.create",
-                    Some(admin.id.as_str().to_owned()),
-                    &ClientInfo::default(),
-                    "first admin, at first start",
-                )
-                .await;
-                admin
+                // The first admin is `local`, as on an installation from before accounts:
+                // two processes starting at once make one admin, not two.
+                let admin = User {
+                    id: OwnerId::local(),
+                    ..User::new("admin", None, Role::Admin, self.clock.now())?
+                };
+                match self.users.insert(&admin, None).await {
+                    Ok(()) => {
+                        self.audit_success(
+                            None,
+                            "user.create",
+                            Some(admin.id.as_str().to_owned()),
+                            &ClientInfo::default(),
+                            "first admin, at first start",
+                        )
+                        .await;
+                        admin
+                    }
+                    Err(RepoError::AlreadyExists) => self
+                        .users
+                        .get(&admin.id)
+                        .await?
+                        .ok_or_else(|| anyhow::anyhow!("the first admin vanished"))?,
+                    Err(e) => return Err(e.into()),
+                }
             }
         };
         self.setup_link(admin).await.map(Some)

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+mod auth;
 use ferry_application::ports::{EventKind, JobEvent, JobQueue, ProgressBus, Stage};
 use ferry_domain::{JobId, JobStatus, Progress};
 use ferry_redis::{Redis, RedisBus, RedisQueue};
@@ -68,6 +70,19 @@ enum Command {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Requests/s of authenticated `GET /jobs` (session, PAT, JWT, bootstrap token) vs the
+    /// open `/health` and `/version` of a real `ferry serve`, with a real OIDC provider.
+    Auth {
+        /// The `ferry` binary (release).
+        #[arg(long)]
+        ferry: std::path::PathBuf,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// SSE fan-out latency.
     Fanout {
         #[arg(long)]
@@ -100,6 +115,12 @@ fn main() -> anyhow::Result<()> {
                 jobs,
                 workers,
             } => queue(&redis, jobs, workers).await,
+            Command::Auth {
+                ferry,
+                seconds,
+                connections,
+                rounds,
+            } => auth::auth(&ferry, seconds, connections, rounds).await,
             Command::Upload {
                 endpoint,
                 bucket,

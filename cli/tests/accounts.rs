@@ -843,3 +843,55 @@ async fn quotas_refuse_the_job_past_the_line_and_me_shows_the_usage() {
         "{actions:?}"
     );
 }
+
+#[tokio::test]
+async fn an_installation_from_before_accounts_opens_and_its_first_admin_owns_everything() {
+    use ferry_application::ports::JobRepository;
+    use ferry_migrations::{Migrator, MigratorTrait};
+    init();
+    // A data dir as the version before accounts left it: its schema, and a job of the
+    // single owner `local`.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ferry");
+    std::fs::create_dir_all(&data).unwrap();
+    let url = format!("sqlite://{}?mode=rwc", data.join("ferry.db").display());
+    let db = ferry_database::connect(&url).await.unwrap();
+    let accounts = Migrator::migrations()
+        .iter()
+        .position(|m| m.name() == "m20261210_000001_accounts")
+        .unwrap() as u32;
+    Migrator::up(&db, Some(accounts)).await.unwrap();
+    let magnet = ferry_domain::MagnetLink::parse(&lonely_magnet("from-before")).unwrap();
+    let job = ferry_domain::Job::from_magnet(
+        ferry_domain::OwnerId::local(),
+        magnet,
+        ferry_domain::FileSelection::All,
+        chrono::Utc::now(),
+    );
+    ferry_database::SqlJobRepository::new(db.clone())
+        .insert(&job)
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+
+    // The new version opens it, offers a setup link for the first admin, who owns the job.
+    let f = Ferry::start(&data, &[]);
+    let admin = admin(&f).await;
+    let (_, me) = admin.json(Method::GET, "/me", None).await;
+    assert_eq!(me["user"]["id"], "local", "{me}");
+    assert_eq!(me["user"]["role"], "admin", "{me}");
+    let (status, page) = admin.json(Method::GET, "/jobs", None).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        page["items"][0]["id"].as_str(),
+        Some(job.id.to_string().as_str()),
+        "{page}"
+    );
+    // The bootstrap token stands for that admin too.
+    let (status, via) = f.get_json("/me").await;
+    assert_eq!(
+        (status, via["user"]["id"].as_str()),
+        (200, Some("local")),
+        "{via}"
+    );
+}

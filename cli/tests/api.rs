@@ -101,15 +101,20 @@ async fn the_token_guards_the_api_but_not_the_probes() {
         spec["paths"]["/api/v1/jobs"]["post"]["responses"]["400"].is_object(),
         "4xx documented"
     );
-    // The token is a security scheme of the document (Swagger UI can send it); every
-    // operation needs it but the probes.
+    // The token and the session cookie are security schemes of the document (Swagger UI can
+    // send them); every operation needs one but the probes and the logins.
     assert_eq!(
         spec["components"]["securitySchemes"]["token"]["scheme"],
         "bearer"
     );
+    assert_eq!(
+        spec["components"]["securitySchemes"]["session"]["in"],
+        "cookie"
+    );
     for (path, ops) in spec["paths"].as_object().unwrap() {
         for (method, op) in ops.as_object().unwrap() {
-            let open = ["/api/v1/health", "/api/v1/version"].contains(&path.as_str());
+            let open = ["/api/v1/health", "/api/v1/version"].contains(&path.as_str())
+                || (path.starts_with("/api/v1/auth/") && !path.starts_with("/api/v1/auth/logout"));
             assert_eq!(
                 op["security"].is_array(),
                 !open,

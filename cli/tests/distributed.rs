@@ -694,3 +694,106 @@ async fn ferry_api_drains_requests_in_flight_on_sigterm() {
     let id = job["id"].as_str().unwrap().to_owned();
     sigterm_drains(api, &id).await;
 }
+
+/// The one-time setup link a server printed at its start.
+fn setup_link(f: &Ferry) -> String {
+    let said = f.proc.log_text();
+    let at = said
+        .find("\"link\": \"")
+        .unwrap_or_else(|| panic!("no setup link in the start-up message:\n{said}"));
+    said[at + 9..at + 9 + 64].to_owned()
+}
+
+fn session_of(r: &reqwest::Response) -> String {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| v.strip_prefix("ferry_session="))
+        .map(|v| v.split(';').next().unwrap().to_owned())
+        .expect("a session cookie")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_instances_share_sessions_and_one_rate_limit_through_redis() {
+    init();
+    if !require(&["psql", "redis-cli"]) {
+        return;
+    }
+    let Some(db) = FreshDb::create() else { return };
+    let (_keep, root) = test_dir();
+    let cluster = Cluster::new(
+        &root,
+        &db.url,
+        &test_redis_url(),
+        &[
+            ("FERRY_AUTH__API_BURST", "6"),
+            ("FERRY_AUTH__API_RATE", "1"),
+        ],
+    );
+    cluster.migrate();
+    let a = cluster.api();
+    let b = cluster.api();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(a.url("/auth/setup"))
+        .json(&serde_json::json!({"link": setup_link(&a), "username": "root", "password": "correct horse"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let cookie = format!("ferry_session={}", session_of(&r));
+    let get = |f: &Ferry, path: &str| {
+        http.get(f.url(path))
+            .header("Cookie", cookie.clone())
+            .send()
+    };
+    // A session made on one instance works on the other, and ends on both at logout.
+    assert_eq!(get(&b, "/me").await.unwrap().status().as_u16(), 200);
+    // One budget of 6 across both instances: 1 used above, 5 more alternating, then 429.
+    for i in 0..5 {
+        let f = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(
+            get(f, "/jobs").await.unwrap().status().as_u16(),
+            200,
+            "request {i}"
+        );
+    }
+    for f in [&a, &b] {
+        let r = get(f, "/jobs").await.unwrap();
+        assert_eq!(r.status().as_u16(), 429);
+        assert!(r.headers().contains_key("retry-after"));
+    }
+    let r = http
+        .post(b.url("/auth/logout"))
+        .header("Cookie", cookie.clone())
+        .header("Origin", b.base.clone())
+        .send()
+        .await
+        .unwrap();
+    // The budget is spent, so logging out waits for the next cell.
+    assert_eq!(r.status().as_u16(), 429);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = http
+        .post(b.url("/auth/logout"))
+        .header("Cookie", cookie.clone())
+        .header("Origin", b.base.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(get(&a, "/me").await.unwrap().status().as_u16(), 401);
+    // The sessions live in Redis under the deployment's prefix.
+    let keys = redis_cli(
+        &cluster.redis,
+        &[
+            "--scan",
+            "--pattern",
+            &format!("{}:session:*", cluster.prefix),
+        ],
+    );
+    assert!(
+        keys.trim().is_empty(),
+        "a logged-out session is still in Redis: {keys}"
+    );
+}

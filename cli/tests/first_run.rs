@@ -68,7 +68,7 @@ async fn a_first_start_logs_json_to_a_pipe_keeps_libraries_quiet_and_says_how_to
     let curl = said
         .lines()
         .map(str::trim)
-        .find(|l| l.starts_with("curl "))
+        .find(|l| l.starts_with("curl -H \"Authorization: Bearer"))
         .unwrap_or_else(|| panic!("no curl line:\n{said}"));
     let token_file = curl
         .split("$(cat ")
@@ -82,6 +82,26 @@ async fn a_first_start_logs_json_to_a_pipe_keeps_libraries_quiet_and_says_how_to
     );
     let url = curl.rsplit(' ').next().unwrap();
     assert_eq!(url, format!("{base}/api/v1/jobs"));
+    // A first start also says how to set the admin's password, with a link that works.
+    let setup = said
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("curl -X POST") && l.contains("/api/v1/auth/setup"))
+        .unwrap_or_else(|| panic!("no setup line:\n{said}"));
+    let body = setup
+        .split("-d '")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("no body in {setup}"))
+        .replace("<at least 8 characters>", "a long password");
+    let answer = reqwest::Client::new()
+        .post(format!("{base}/api/v1/auth/setup"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200, "{setup}");
     let answer = reqwest::Client::new()
         .get(url)
         .bearer_auth(token.trim())

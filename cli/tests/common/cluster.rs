@@ -112,6 +112,10 @@ impl Cluster {
             ("FERRY_WORKERS__RECONCILE_EVERY", "2s"),
             ("FERRY_WORKERS__RETRY_BASE_DELAY", "1s"),
             ("FERRY_LOG__FORMAT", "pretty"),
+            // Stress tests send thousands of requests a second; the rate-limit tests set
+            // their own limits.
+            ("FERRY_AUTH__API_RATE", "1000000"),
+            ("FERRY_AUTH__API_BURST", "1000000"),
             // Every process of a deployment seals credentials with the same key.
             (
                 "FERRY_SECRET_KEY",

@@ -360,6 +360,10 @@ impl Ferry {
             .env("FERRY_TORRENT__ALLOW", LOOPBACK_SWARM)
             .env("FERRY_LOG__FORMAT", "pretty")
             .env("FERRY_WORKERS__RETRY_BASE_DELAY", "1s")
+            // Stress tests send thousands of requests a second; the rate-limit tests set
+            // their own limits.
+            .env("FERRY_AUTH__API_RATE", "1000000")
+            .env("FERRY_AUTH__API_BURST", "1000000")
             .env("RUST_LOG", "info,librqbit=info,ferry=debug");
         for (k, v) in &env {
             cmd.env(k, v);
