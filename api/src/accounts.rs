@@ -11,6 +11,7 @@ use ferry_domain::{ErrorCode, OwnerId, Quotas, Role, Scopes, TokenId, User};
 use poem::Request;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Json, Response};
+use poem_openapi::types::MaybeUndefined;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use uuid::Uuid;
 
@@ -98,12 +99,16 @@ impl From<User> for UserDto {
 #[oai(skip_serializing_if_is_none)]
 pub struct QuotasDto {
     /// Jobs queued, downloading, paused or uploading at once.
+    #[oai(validator(minimum(value = "0")))]
     pub active_jobs: Option<u64>,
     /// Bytes one job may fetch.
+    #[oai(validator(minimum(value = "0")))]
     pub job_bytes: Option<u64>,
     /// Bytes of delivered files kept in all.
+    #[oai(validator(minimum(value = "0")))]
     pub stored_bytes: Option<u64>,
     /// Jobs seeding at once.
+    #[oai(validator(minimum(value = "0")))]
     pub seeding_jobs: Option<u64>,
 }
 
@@ -206,14 +211,34 @@ pub struct CreatedTokenDto {
     pub info: TokenDto,
 }
 
+/// A user's role.
+#[derive(Debug, Clone, Copy, poem_openapi::Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum RoleDto {
+    User,
+    Admin,
+}
+
+/// What to change; a field left out (never `null`) stays as it is.
 #[derive(Debug, Object)]
 pub struct UserPatch {
-    /// `user` or `admin`.
-    pub role: Option<String>,
+    pub role: MaybeUndefined<RoleDto>,
     /// Disabling ends the user's sessions at once.
-    pub disabled: Option<bool>,
+    pub disabled: MaybeUndefined<bool>,
     /// The user's quota overrides (all four replaced; absent fields: the default).
-    pub quotas: Option<QuotasDto>,
+    pub quotas: MaybeUndefined<QuotasDto>,
+}
+
+/// A field given as `null`, which no field here takes.
+fn given<T>(field: &str, value: MaybeUndefined<T>) -> Result<Option<T>, ApiError> {
+    match value {
+        MaybeUndefined::Undefined => Ok(None),
+        MaybeUndefined::Null => Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("`{field}` may be left out, not null"),
+        )),
+        MaybeUndefined::Value(v) => Ok(Some(v)),
+    }
 }
 
 #[derive(Debug, Object)]
@@ -732,16 +757,18 @@ impl AccountsApi {
             .map_err(ApiError::from)?;
         let id = OwnerId::parse(&id.0)
             .ok_or_else(|| ApiError::new(ErrorCode::UserNotFound, "user not found"))?;
-        let role = body
-            .role
-            .as_deref()
-            .map(str::parse::<Role>)
-            .transpose()
-            .map_err(|e| bad(e.to_string()))?;
-        let change = UserChange {
+        let UserPatch {
             role,
-            disabled: body.disabled,
-            quotas: body.quotas.map(Quotas::from),
+            disabled,
+            quotas,
+        } = body.0;
+        let change = UserChange {
+            role: given("role", role)?.map(|r| match r {
+                RoleDto::User => Role::User,
+                RoleDto::Admin => Role::Admin,
+            }),
+            disabled: given("disabled", disabled)?,
+            quotas: given("quotas", quotas)?.map(Quotas::from),
         };
         let user = self
             .state
@@ -772,6 +799,7 @@ impl AccountsApi {
         until: Query<Option<DateTime<Utc>>>,
         before: Query<Option<i64>>,
         /// At most this many records (1 to 500, default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u64>>,
     ) -> Result<Json<Vec<AuditDto>>, Fails<AdminFails>> {
         let actor = match actor.0 {

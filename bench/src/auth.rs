@@ -3,7 +3,7 @@
 //! against the unauthenticated `GET /api/v1/health` and `GET /api/v1/version`, on one real
 //! `ferry serve` (release) and a real OpenID Connect provider, in the same run.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -83,6 +83,9 @@ fn after(text: &str, marker: &str, len: usize) -> Option<String> {
     text.get(at..at + len).map(str::to_owned)
 }
 
+/// A row of the table: its name, the URL, and the header that authenticates it.
+type Case<'a> = (&'a str, String, Option<(&'a str, &'a str)>);
+
 pub async fn auth(
     ferry: &Path,
     seconds: f64,
@@ -92,8 +95,7 @@ pub async fn auth(
     let callback = "http://127.0.0.1/api/v1/auth/callback/idp";
     let idp = OidcServer::start_any_port(&[callback])
         .context("the OpenID Connect provider (node, testkit/oidc) is needed")?;
-    let dir = PathBuf::from(std::env::temp_dir())
-        .join(format!("ferry-bench-auth-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("ferry-bench-auth-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let mut cmd = std::process::Command::new(ferry);
@@ -155,7 +157,7 @@ pub async fn auth(
     let jwt = format!("Bearer {}", idp.access_token(oidc::ALICE).await);
     let bootstrap = format!("Bearer {bootstrap}");
     let jobs = format!("{api}/jobs");
-    let cases: Vec<(&str, String, Option<(&str, &str)>)> = vec![
+    let cases: Vec<Case<'_>> = vec![
         ("/version, no auth", format!("{api}/version"), None),
         ("/health, no auth", format!("{api}/health"), None),
         (
