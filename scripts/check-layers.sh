@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The dependency rule of ARCHITECTURE.md §1, checked: the domain does no I/O and the
-# application knows no database, queue, HTTP, cloud or BitTorrent library.
+# application knows no database, queue, HTTP, cloud, BitTorrent or token/password crypto library.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-forbidden='^(sea-orm|sea-query|sqlx|redis|reqwest|hyper|aws-|google-|poem|librqbit|tracing-loki|opentelemetry)'
+forbidden='^(sea-orm|sea-query|sqlx|redis|reqwest|hyper|aws-|google-|poem|librqbit|tracing-loki|opentelemetry|jsonwebtoken|openidconnect|argon2)'
 status=0
 for crate in ferry-domain ferry-application; do
   deps=$(cargo tree -p "$crate" -e normal --prefix none --offline 2>/dev/null || cargo tree -p "$crate" -e normal --prefix none)

@@ -263,6 +263,15 @@ pub struct MagnetDto {
     pub info_hash: String,
 }
 
+/// A short-lived link to one finished file: fetching `url` needs no cookie or token.
+#[derive(Debug, Object)]
+pub struct FileLinkDto {
+    /// `GET` it to download the file (`Range` supported); it works until `expires_at`, and
+    /// stops working if the job is deleted or its owner disabled.
+    pub url: String,
+    pub expires_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct JobPage {

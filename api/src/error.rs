@@ -32,7 +32,8 @@ pub enum ApiError {
     #[oai(status = 401)]
     Unauthorized(Json<ErrorBody>, #[oai(header = "WWW-Authenticate")] String),
     /// The credential may not do this: a scope it lacks, an admin operation, a change from
-    /// another origin with a cookie, a disabled account, a quota.
+    /// another origin with a cookie, a disabled account, a quota; or a file link that is
+    /// expired, altered or revoked (`invalid_link`).
     #[oai(status = 403)]
     Forbidden(Json<ErrorBody>),
     /// No such job or file (or it belongs to someone else).
@@ -83,7 +84,7 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         | C::LoginFailed
         | C::InvalidSetupLink => StatusCode::BAD_REQUEST,
         C::Unauthorized | C::InvalidCredentials => StatusCode::UNAUTHORIZED,
-        C::Forbidden | C::AccountDisabled | C::NotInvited | C::QuotaExceeded => {
+        C::Forbidden | C::AccountDisabled | C::InvalidLink | C::NotInvited | C::QuotaExceeded => {
             StatusCode::FORBIDDEN
         }
         C::NotFound

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_application::ports::{EventId, JobQuery, ObjectLocation, Replay};
+use ferry_application::ports::{EventId, JobQuery, Replay};
 use ferry_application::{Submission, SubmitOptions};
 use ferry_domain::{ErrorCode, JobId, JobStatus};
 use futures::stream::BoxStream;
@@ -14,18 +14,18 @@ use poem_openapi::payload::{Binary, EventStream, Json};
 use poem_openapi::types::ToJSON;
 use poem_openapi::types::multipart::Upload;
 use poem_openapi::{ApiResponse, Multipart, OpenApi, Tags};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
 use crate::ApiState;
 use crate::auth::Caller;
+use crate::download::{self, FileResponse, content_disposition};
 use crate::dto::*;
 use crate::error::{ApiError, Fails, statuses};
-use crate::range::{RangeReply, resolve};
 use crate::streams::{Refused, StreamLimits, job_events};
 
 #[derive(Tags)]
-enum Tag {
+pub(crate) enum Tag {
     /// Download jobs.
     Jobs,
     /// Torrent tools.
@@ -102,35 +102,9 @@ pub enum TorrentFileResponse {
     ),
 }
 
-#[derive(ApiResponse)]
-pub enum FileResponse {
-    /// The whole file.
-    #[oai(status = 200)]
-    Full(
-        Binary<Body>,
-        #[oai(header = "Content-Disposition")] String,
-        #[oai(header = "Accept-Ranges")] String,
-        #[oai(header = "Content-Length")] u64,
-    ),
-    /// The requested byte range.
-    #[oai(status = 206)]
-    Partial(
-        Binary<Body>,
-        #[oai(header = "Content-Range")] String,
-        #[oai(header = "Content-Disposition")] String,
-        #[oai(header = "Content-Length")] u64,
-    ),
-    /// The file is in remote storage: follow the link.
-    #[oai(status = 302)]
-    Redirect(#[oai(header = "Location")] String),
-    /// The range lies outside the file.
-    #[oai(status = 416)]
-    RangeNotSatisfiable(#[oai(header = "Content-Range")] String),
-}
-
 type ApiResult<T> = Result<T, ApiError>;
 
-fn parse_id(id: &str) -> ApiResult<JobId> {
+pub(crate) fn parse_id(id: &str) -> ApiResult<JobId> {
     id.parse()
         .map_err(|_| ApiError::new(ErrorCode::JobNotFound, format!("no job {id:?}")))
 }
@@ -583,54 +557,12 @@ impl JobsApi {
         #[oai(validator(minimum(value = "0"), maximum(value = "4294967295")))] index: Path<u32>,
         #[oai(name = "Range")] range: Header<Option<String>>,
     ) -> Result<FileResponse, Fails<FileFails>> {
-        let download = self
+        let file = self
             .state
             .jobs
             .file(caller.owner(), parse_id(&id)?, index.0 as usize)
             .await?;
-        let path = match download.location {
-            ObjectLocation::Url(url) => return Ok(FileResponse::Redirect(url)),
-            ObjectLocation::LocalFile(path) => path,
-        };
-        let name = download
-            .file
-            .path
-            .rsplit('/')
-            .next()
-            .unwrap_or("file")
-            .to_owned();
-        let disposition = content_disposition(&name);
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| ApiError::internal(&format!("opening {}: {e}", path.display())))?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| ApiError::internal(&format!("reading {}: {e}", path.display())))?
-            .len();
-        match resolve(range.0.as_deref(), size) {
-            RangeReply::Full => Ok(FileResponse::Full(
-                Binary(Body::from_async_read(file)),
-                disposition,
-                "bytes".to_owned(),
-                size,
-            )),
-            RangeReply::Partial { start, end } => {
-                file.seek(std::io::SeekFrom::Start(start))
-                    .await
-                    .map_err(|e| ApiError::internal(&format!("seeking {}: {e}", path.display())))?;
-                let len = end - start + 1;
-                Ok(FileResponse::Partial(
-                    Binary(Body::from_async_read(file.take(len))),
-                    format!("bytes {start}-{end}/{size}"),
-                    disposition,
-                    len,
-                ))
-            }
-            RangeReply::Unsatisfiable => {
-                Ok(FileResponse::RangeNotSatisfiable(format!("bytes */{size}")))
-            }
-        }
+        Ok(download::send(file, range.0.as_deref()).await?)
     }
 
     /// The job's .torrent: the uploaded one, a magnet's once resolved, or the one made of a
@@ -701,29 +633,6 @@ impl JobsApi {
     }
 }
 
-/// `attachment` with an ASCII fallback and the exact UTF-8 name (RFC 6266 / 8187).
-fn content_disposition(name: &str) -> String {
-    let ascii: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let mut encoded = String::new();
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            encoded.push(char::from(b));
-        } else {
-            encoded.push_str(&format!("%{b:02X}"));
-        }
-    }
-    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -747,18 +656,5 @@ mod tests {
             Some(vec![0, 1, 2])
         );
         assert!(parse_files(Some("0,1,2,3"), 3).is_err());
-    }
-
-    #[test]
-    fn content_disposition_is_safe() {
-        let h = content_disposition("naïve \"x\".bin");
-        assert!(
-            h.starts_with("attachment; filename=\"na_ve _x_.bin\""),
-            "{h}"
-        );
-        assert!(
-            h.contains("filename*=UTF-8''na%C3%AFve%20%22x%22.bin"),
-            "{h}"
-        );
     }
 }

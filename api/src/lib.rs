@@ -3,10 +3,12 @@
 
 mod accounts;
 mod auth;
+mod download;
 mod dto;
 mod edge;
 mod error;
 mod jobs;
+mod links;
 mod profiles;
 mod range;
 mod server;
@@ -18,7 +20,7 @@ use std::time::Duration;
 
 use ferry_application::ports::IdentityProvider;
 use ferry_application::ports::ProgressBus;
-use ferry_application::{Accounts, HealthCheck, Jobs, ProvisionPolicy, StorageProfiles};
+use ferry_application::{Accounts, FileLinks, HealthCheck, Jobs, ProvisionPolicy, StorageProfiles};
 use poem::listener::TcpAcceptor;
 use poem::middleware::Tracing;
 use poem::{EndpointExt, Response, Route};
@@ -38,10 +40,13 @@ pub struct ApiState {
     pub health: Arc<HealthCheck>,
     /// Who is calling: sessions, tokens, logins, users, the audit log.
     pub accounts: Arc<Accounts>,
+    /// Signed links to finished files.
+    pub links: Arc<FileLinks>,
     /// The identity providers one can log in with.
     pub providers: Vec<LoginProvider>,
     /// Ferry's public base URL (`https://ferry.example.org`, no trailing slash): identity
-    /// providers redirect back to it, and it is the origin browsers' changes must come from.
+    /// providers redirect back to it, it is the origin browsers' changes must come from, and
+    /// file links start with it.
     pub public_url: Option<String>,
     /// The origin of `public_url` (`scheme://host[:port]`).
     pub public_origin: Option<String>,
@@ -85,6 +90,9 @@ pub fn app(state: Arc<ApiState>, stopping: CancellationToken) -> impl poem::Endp
                 state: state.clone(),
             },
             accounts::AccountsApi {
+                state: state.clone(),
+            },
+            links::LinksApi {
                 state: state.clone(),
             },
         ),
@@ -145,6 +153,7 @@ where
         "jobEvents",
         "jobFiles",
         "jobFile",
+        "jobFileLink",
         "jobTorrent",
         "jobMagnet",
     ];

@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod health;
 pub mod jobs;
 pub mod lifecycle;
+pub mod links;
 pub mod ports;
 pub mod profiles;
 pub mod recovery;
@@ -23,6 +24,7 @@ pub use accounts::{
 pub use health::{ComponentHealth, HealthCheck};
 pub use jobs::{FileDownload, Jobs, JobsError, Submission, SubmitOptions, Usage};
 pub use lifecycle::Lifecycle;
+pub use links::{FileLink, FileLinks, LinkSettings, LinksError};
 pub use profiles::{KeyRotation, ProfilesError, Resealed, StorageProfiles};
 pub use recovery::Recovery;
 pub use stages::{RetryPolicy, StageHandler, StageOutcome, StageRunner};

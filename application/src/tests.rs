@@ -28,9 +28,9 @@ fn world() -> World {
     world_with_limits(TorrentLimits::default())
 }
 
-fn world_with_limits(limits: TorrentLimits) -> World {
-    let f = Fakes::new();
-    let jobs = Jobs {
+/// The user-facing use cases over `f`.
+fn jobs_over(f: &Fakes, limits: TorrentLimits) -> Jobs {
+    Jobs {
         lifecycle: f.lifecycle(),
         queue: f.queue.clone(),
         inspector: f.engine.clone(),
@@ -39,7 +39,12 @@ fn world_with_limits(limits: TorrentLimits) -> World {
         fetcher: f.fetcher.clone(),
         limits,
         torrent_addresses: f.addresses.clone(),
-    };
+    }
+}
+
+fn world_with_limits(limits: TorrentLimits) -> World {
+    let f = Fakes::new();
+    let jobs = jobs_over(&f, limits);
     let download = DownloadStage {
         lifecycle: f.lifecycle(),
         queue: f.queue.clone(),
@@ -1232,4 +1237,197 @@ async fn a_pending_purge_survives_a_lost_message_and_an_interrupted_request() {
         Err(RepoError::NotFound)
     ));
     assert_eq!(recovery.requeue_orphans().await.unwrap(), 0);
+}
+
+// ---- signed file links ----
+
+struct LinkWorld {
+    w: World,
+    links: FileLinks,
+    users: Arc<crate::testing::MemoryUsers>,
+    user: ferry_domain::User,
+}
+
+const LINK_TTL: Duration = Duration::from_secs(3600);
+
+/// A world whose owner `me()` is a user, with one completed job of three files (the middle
+/// one not selected) and the links over it.
+async fn link_world() -> (LinkWorld, ferry_domain::JobId) {
+    link_world_with_burst(100).await
+}
+
+async fn link_world_with_burst(burst: u32) -> (LinkWorld, ferry_domain::JobId) {
+    let w = world();
+    let users = Arc::new(crate::testing::MemoryUsers::default());
+    let mut user = ferry_domain::User::new(
+        "Owner",
+        None,
+        ferry_domain::Role::User,
+        crate::testing::epoch(),
+    )
+    .unwrap();
+    user.id = me();
+    users.insert(&user, None).await.unwrap();
+    let links = FileLinks {
+        jobs: Arc::new(jobs_over(&w.f, TorrentLimits::default())),
+        users: users.clone(),
+        limiter: Arc::new(crate::testing::MemoryRateLimiter::default()),
+        signer: Arc::new(crate::testing::PlainLinkSigner::new(7)),
+        clock: w.f.clock.clone(),
+        settings: LinkSettings {
+            ttl: LINK_TTL,
+            limit: RateLimit {
+                burst,
+                period: Duration::from_secs(3600),
+            },
+        },
+    };
+    let meta = sample_metadata(60, &[10, 20, 30]);
+    w.f.engine.register(meta.clone());
+    let job = w
+        .jobs
+        .submit(
+            me(),
+            Submission::Torrent(meta.metainfo.clone()),
+            Some(vec![0, 2]),
+            None,
+        )
+        .await
+        .unwrap();
+    w.run_stage(Stage::Download).await;
+    w.run_stage(Stage::Upload).await;
+    assert_eq!(w.status(job.id).await, JobStatus::Completed);
+    (
+        LinkWorld {
+            w,
+            links,
+            users,
+            user,
+        },
+        job.id,
+    )
+}
+
+#[tokio::test]
+async fn a_link_opens_its_one_file_until_it_expires() {
+    let (lw, job) = link_world().await;
+    let link = lw.links.mint(&me(), job, 2).await.unwrap();
+    assert_eq!(
+        link.expires_at,
+        crate::testing::epoch() + chrono::Duration::seconds(3600)
+    );
+    let opened = lw.links.open(&link.token).await.unwrap();
+    assert_eq!((opened.file.index, opened.file.size), (2, 30));
+    assert!(matches!(opened.location, ObjectLocation::Url(_)));
+
+    // One second before the end it works; at the end it does not.
+    lw.w.f.clock.advance(chrono::Duration::seconds(3599));
+    assert_eq!(lw.links.open(&link.token).await.unwrap().file.index, 2);
+    lw.w.f.clock.advance(chrono::Duration::seconds(1));
+    assert!(matches!(
+        lw.links.open(&link.token).await,
+        Err(LinksError::Expired)
+    ));
+}
+
+#[tokio::test]
+async fn links_are_made_only_for_files_the_caller_can_read() {
+    let (lw, job) = link_world().await;
+    let stranger = OwnerId::parse("someone-else").unwrap();
+    assert!(matches!(
+        lw.links.mint(&stranger, job, 0).await,
+        Err(LinksError::Jobs(JobsError::NotFound))
+    ));
+    assert!(matches!(
+        lw.links.mint(&me(), job, 1).await,
+        Err(LinksError::Jobs(JobsError::FileNotSelected(1)))
+    ));
+    assert!(matches!(
+        lw.links.mint(&me(), job, 9).await,
+        Err(LinksError::Jobs(JobsError::FileNotFound(9)))
+    ));
+    let meta = sample_metadata(61, &[5]);
+    lw.w.f.engine.register(meta.clone());
+    let running =
+        lw.w.jobs
+            .submit(me(), Submission::Torrent(meta.metainfo), None, None)
+            .await
+            .unwrap();
+    assert!(matches!(
+        lw.links.mint(&me(), running.id, 0).await,
+        Err(LinksError::Jobs(JobsError::NotFinished(_)))
+    ));
+}
+
+#[tokio::test]
+async fn a_link_stops_working_when_its_owner_is_disabled_or_deleted_or_the_job_purged() {
+    let (lw, job) = link_world().await;
+    let link = lw.links.mint(&me(), job, 0).await.unwrap();
+    let mut disabled = lw.user.clone();
+    disabled.disabled = true;
+    lw.users.update(&disabled).await.unwrap();
+    assert!(matches!(
+        lw.links.open(&link.token).await,
+        Err(LinksError::Invalid)
+    ));
+    lw.users.update(&lw.user).await.unwrap();
+    assert_eq!(lw.links.open(&link.token).await.unwrap().file.index, 0);
+
+    // A link signed for an owner who does not exist (as after a user is deleted).
+    let ghost = crate::testing::PlainLinkSigner::new(7)
+        .sign(&LinkClaims {
+            job,
+            file: 0,
+            owner: OwnerId::parse("deleted-user").unwrap(),
+            expires_at: crate::testing::epoch() + chrono::Duration::seconds(60),
+        })
+        .unwrap();
+    assert!(matches!(
+        lw.links.open(&ghost).await,
+        Err(LinksError::Invalid)
+    ));
+
+    // Purged: refused while the purge runs, gone after.
+    lw.w.jobs.cancel(&me(), job, true).await.unwrap();
+    assert!(matches!(
+        lw.links.open(&link.token).await,
+        Err(LinksError::Jobs(JobsError::Purging))
+    ));
+    lw.w.run_stage(Stage::Upload).await;
+    assert!(matches!(
+        lw.links.open(&link.token).await,
+        Err(LinksError::Jobs(JobsError::NotFound))
+    ));
+}
+
+#[tokio::test]
+async fn forged_and_oversized_links_are_refused_and_genuine_ones_are_rate_limited() {
+    let (lw, job) = link_world_with_burst(3).await;
+    let forged = crate::testing::PlainLinkSigner::new(8)
+        .sign(&LinkClaims {
+            job,
+            file: 0,
+            owner: me(),
+            expires_at: crate::testing::epoch() + chrono::Duration::seconds(60),
+        })
+        .unwrap();
+    for bad in [
+        forged,
+        String::new(),
+        "x".repeat(crate::links::MAX_LINK_TOKEN_BYTES + 1),
+    ] {
+        assert!(matches!(
+            lw.links.open(&bad).await,
+            Err(LinksError::Invalid)
+        ));
+    }
+    // Forged links spent nothing: the owner's three uses are all there, then no more.
+    let link = lw.links.mint(&me(), job, 0).await.unwrap();
+    for _ in 0..3 {
+        lw.links.open(&link.token).await.unwrap();
+    }
+    assert!(matches!(
+        lw.links.open(&link.token).await,
+        Err(LinksError::RateLimited { .. })
+    ));
 }

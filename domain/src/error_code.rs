@@ -89,6 +89,9 @@ error_codes! {
     Forbidden = "forbidden", jobs: false;
     /// The account is disabled.
     AccountDisabled = "account_disabled", jobs: false;
+    /// The file link is expired, forged or altered, signed with another key or for another
+    /// purpose, or its owner was disabled or deleted since it was made.
+    InvalidLink = "invalid_link", jobs: false;
     /// The identity provider vouched for someone who has no account here, and accounts are
     /// by invitation.
     NotInvited = "not_invited", jobs: false;

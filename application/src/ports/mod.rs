@@ -9,6 +9,7 @@ pub mod engine;
 pub mod fetch;
 pub mod identity;
 pub mod jobs;
+pub mod links;
 pub mod net;
 pub mod profiles;
 pub mod progress;
@@ -28,6 +29,7 @@ pub use identity::{
     RateDecision, RateLimit, RateLimiter, VerifiedIdentity,
 };
 pub use jobs::{JobQuery, JobRepository, RepoError, Transition, Unfinished};
+pub use links::{LinkClaims, LinkError, LinkSigner};
 pub use net::{AddressError, AddressGuard};
 pub use profiles::{
     ProfileRepository, SealedProfile, SecretBox, SecretError, StoreResolver, UploadSessions,

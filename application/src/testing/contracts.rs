@@ -15,10 +15,12 @@ use crate::ports::*;
 
 mod accounts;
 mod audit;
+mod links;
 mod sessions;
 
 pub use accounts::{token_repository_contract, user_repository_contract};
 pub use audit::{AUDIT_PAGE_MAX, audit_log_contract};
+pub use links::link_signer_contract;
 pub use sessions::sessions_contract;
 
 fn magnet_job(owner: &OwnerId, seed: u8) -> Job {
@@ -1429,5 +1431,14 @@ mod tests {
     #[test]
     fn plain_box_passes() {
         super::secret_box_contract(&PlainBox);
+    }
+
+    #[test]
+    fn plain_link_signer_passes() {
+        super::link_signer_contract(
+            &PlainLinkSigner::new(1),
+            &PlainLinkSigner::new(1),
+            &PlainLinkSigner::new(2),
+        );
     }
 }

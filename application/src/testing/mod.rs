@@ -11,6 +11,7 @@ pub use fakes::{
     FakeAddressGuard, FakeEngine, FakeFetcher, FakeResolver, FixedClock, MemoryAudit,
     MemoryBrowserSessions, MemoryBus, MemoryProfiles, MemoryQueue, MemoryRateLimiter,
     MemoryRepository, MemorySessions, MemoryStore, MemoryTokens, MemoryUsers, PlainBox,
+    PlainLinkSigner,
 };
 
 use std::sync::Arc;

@@ -1,13 +1,15 @@
 //! Accounts' adapters from the configuration: the SQL stores, sessions (database or Redis),
-//! the rate limiter (in process or Redis), the password hasher, and the identity providers
-//! with their access-token verifiers.
+//! the rate limiter (in process or Redis), the password hasher, the identity providers
+//! with their access-token verifiers, and the signer of file links.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use ferry_api::LoginProvider;
 use ferry_application::ports::{Clock, RateLimit, RateLimiter, Sessions};
-use ferry_application::{AccountSettings, Accounts, ProvisionPolicy};
+use ferry_application::{
+    AccountSettings, Accounts, FileLinks, Jobs, LinkSettings, ProvisionPolicy,
+};
 use ferry_domain::Quotas;
 
 use crate::config::{AuthConfig, Config, OidcConfig};
@@ -86,6 +88,27 @@ pub(crate) fn accounts(
         }
     }
     Ok(accounts)
+}
+
+/// Signed links to `jobs`' files: users and limits from `accounts`, the key derived from
+/// `secret_key` (the same in every process, so any API instance opens any link).
+pub(crate) fn file_links(
+    config: &Config,
+    secret_key: &str,
+    jobs: Arc<Jobs>,
+    accounts: &Accounts,
+) -> FileLinks {
+    FileLinks {
+        jobs,
+        users: accounts.users.clone(),
+        limiter: accounts.limiter.clone(),
+        signer: Arc::new(ferry_identity::JwtLinkSigner::new(secret_key)),
+        clock: accounts.clock.clone(),
+        settings: LinkSettings {
+            ttl: config.auth.link_ttl,
+            limit: accounts.settings.api_limit,
+        },
+    }
 }
 
 /// The identity providers one logs in with.

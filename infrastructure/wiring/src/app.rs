@@ -358,8 +358,16 @@ async fn api(ports: &Ports, config: &Config, token: ApiToken) -> anyhow::Result<
         .ensure_first_admin()
         .await
         .context("making sure an admin can log in")?;
+    let jobs = ports.jobs();
+    let links = Arc::new(crate::accounts::file_links(
+        config,
+        &crate::secret_key(config, false)?,
+        jobs.clone(),
+        &accounts,
+    ));
     let state = Arc::new(ApiState {
-        jobs: ports.jobs(),
+        jobs,
+        links,
         profiles: ports.storage_profiles(),
         bus: ports.bus.clone(),
         health: ports.health(),

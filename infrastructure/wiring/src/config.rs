@@ -389,6 +389,9 @@ pub struct AuthConfig {
     /// How long a setup link (first admin, `ferry user add` without a password) works.
     #[serde(with = "parse::interval")]
     pub setup_link_ttl: Duration,
+    /// How long a signed link to a finished file (`GET /jobs/{id}/files/{n}/link`) works.
+    #[serde(with = "parse::interval")]
+    pub link_ttl: Duration,
     /// API requests per second per user (or per personal token), sustained…
     pub api_rate: NonZeroU32,
     /// …and at once.
@@ -414,6 +417,7 @@ impl Default for AuthConfig {
             session_idle: Duration::from_secs(7 * 24 * 3600),
             session_absolute: Duration::from_secs(30 * 24 * 3600),
             setup_link_ttl: Duration::from_secs(24 * 3600),
+            link_ttl: Duration::from_secs(3600),
             api_rate: parse::non_zero_u32(100),
             api_burst: parse::non_zero_u32(300),
             login_ip_per_minute: parse::non_zero_u32(20),
@@ -965,6 +969,8 @@ mod tests {
             ),
             ("FERRY_FETCH__READ_TIMEOUT", "0s", "fetch.read_timeout"),
             ("FERRY_STORAGE__PRESIGN_TTL", "0s", "storage.presign_ttl"),
+            ("FERRY_AUTH__LINK_TTL", "0s", "auth.link_ttl"),
+            ("FERRY_AUTH__LINK_TTL", "-5m", "auth.link_ttl"),
         ] {
             let err = load_with(key, value).unwrap_or_else(|| panic!("{key}={value} was accepted"));
             assert!(err.contains(says), "{key}={value}: {err}");
@@ -999,7 +1005,9 @@ mod tests {
                 r#"["udp://t.example:6969/announce"]"#,
             );
             jail.set_env("FERRY_WORKERS__MAX_ATTEMPTS", "3");
+            jail.set_env("FERRY_AUTH__LINK_TTL", "2s");
             let c = Config::load(None).unwrap().config;
+            assert_eq!(c.auth.link_ttl, Duration::from_secs(2));
             assert_eq!(c.fetch.proxy_dns, ProxyDns::Local);
             assert_eq!(c.fetch.proxy.as_ref().unwrap().scheme(), "socks5h");
             let allow: Vec<String> = c.fetch.allow.iter().map(ToString::to_string).collect();
@@ -1018,8 +1026,18 @@ mod tests {
             assert_eq!(c.workers.max_attempts.get(), 3);
             Ok(())
         });
-        let defaults = Config::load(None);
-        assert!(defaults.is_ok(), "the defaults load: {defaults:?}");
+        // In a jail of its own: other tests' jails set bad values in this process's
+        // environment, and only the jail's lock keeps them out meanwhile.
+        figment::Jail::expect_with(|_| {
+            let defaults = Config::load(None);
+            assert!(defaults.is_ok(), "the defaults load: {defaults:?}");
+            Ok(())
+        });
+        assert_eq!(
+            Config::default().auth.link_ttl,
+            Duration::from_secs(3600),
+            "links work an hour by default"
+        );
     }
 
     #[test]
