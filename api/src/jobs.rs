@@ -8,7 +8,7 @@ use ferry_application::{Submission, SubmitOptions};
 use ferry_domain::{ErrorCode, JobId, JobStatus};
 use futures::stream::BoxStream;
 use poem::web::sse::Event;
-use poem::{Body, Request};
+use poem::Request;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Binary, EventStream, Json};
 use poem_openapi::types::ToJSON;
