@@ -15,10 +15,12 @@ use crate::ports::*;
 
 mod accounts;
 mod audit;
+mod consent;
 mod sessions;
 
 pub use accounts::{token_repository_contract, user_repository_contract};
 pub use audit::{AUDIT_PAGE_MAX, audit_log_contract};
+pub use consent::{Agree, drive_consent_contract};
 pub use sessions::sessions_contract;
 
 fn magnet_job(owner: &OwnerId, seed: u8) -> Job {

@@ -358,9 +358,12 @@ async fn api(ports: &Ports, config: &Config, token: ApiToken) -> anyhow::Result<
         .ensure_first_admin()
         .await
         .context("making sure an admin can log in")?;
+    let profiles = ports.storage_profiles();
+    let drive = ports.drive_connect(&profiles, &accounts)?;
     let state = Arc::new(ApiState {
         jobs: ports.jobs(),
-        profiles: ports.storage_profiles(),
+        profiles,
+        drive,
         bus: ports.bus.clone(),
         health: ports.health(),
         accounts,
