@@ -120,7 +120,12 @@ impl DriveApi {
     /// The user of the browser's session, if it has a live one.
     async fn browser_user(&self, req: &Request) -> Option<OwnerId> {
         let session = cookie(req, SESSION_COOKIE)?;
-        let caller = self.state.accounts.authenticate_session(&session).await.ok()?;
+        let caller = self
+            .state
+            .accounts
+            .authenticate_session(&session)
+            .await
+            .ok()?;
         Some(caller.user)
     }
 }
@@ -151,9 +156,11 @@ impl DriveApi {
                 )
             })?),
         };
-        let base = self.state.public_url.as_deref().ok_or_else(|| {
-            ApiError::internal(&"Google Drive connections need a public URL")
-        })?;
+        let base = self
+            .state
+            .public_url
+            .as_deref()
+            .ok_or_else(|| ApiError::internal(&"Google Drive connections need a public URL"))?;
         let start = drive.begin(
             caller.owner(),
             &body.name,

@@ -19,7 +19,9 @@ use std::time::Duration;
 
 use ferry_application::ports::IdentityProvider;
 use ferry_application::ports::ProgressBus;
-use ferry_application::{Accounts, DriveConnect, HealthCheck, Jobs, ProvisionPolicy, StorageProfiles};
+use ferry_application::{
+    Accounts, DriveConnect, HealthCheck, Jobs, ProvisionPolicy, StorageProfiles,
+};
 use poem::listener::TcpAcceptor;
 use poem::middleware::Tracing;
 use poem::{EndpointExt, Response, Route};

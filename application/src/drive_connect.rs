@@ -170,7 +170,7 @@ mod tests {
     use ferry_domain::{Role, User};
 
     use super::*;
-    use crate::ports::UserRepository;
+    use crate::ports::{ProfileRepository, SecretBox, UserRepository, credentials_context};
     use crate::testing::{FakeAddressGuard, FakeConsent, Fakes, MemoryUsers, PlainBox};
 
     const REDIRECT: &str = "https://ferry.example/api/v1/storage-profiles/google-drive/callback";
@@ -246,8 +246,7 @@ mod tests {
                 Box::pin(async move { back }) as futures::future::BoxFuture<'static, String>
             }
         };
-        crate::testing::contracts::drive_consent_contract(consent.as_ref(), &agree, REDIRECT)
-            .await;
+        crate::testing::contracts::drive_consent_contract(consent.as_ref(), &agree, REDIRECT).await;
     }
 
     #[tokio::test]
@@ -266,19 +265,24 @@ mod tests {
             profile.backend,
             StorageBackend::google_drive("folder-1").unwrap()
         );
-        let sealed = w
-            .f
-            .profiles
-            .get(&w.alice.id, profile.id)
-            .await
-            .unwrap()
+        let sealed =
+            w.f.profiles
+                .get(&w.alice.id, profile.id)
+                .await
+                .unwrap()
+                .unwrap();
+        let plain = PlainBox
+            .open(&sealed.credentials, &credentials_context(&profile))
             .unwrap();
-        let plain = String::from_utf8_lossy(&sealed.credentials).into_owned();
+        let plain = String::from_utf8_lossy(&plain).into_owned();
         assert!(plain.contains(&format!("refresh-for-{code}")), "{plain}");
         // The same callback again: Google refuses the used code; no second profile.
         let again = w.connect.finish(&pending, &code, &state, None).await;
         assert!(
-            matches!(again, Err(DriveConnectError::Consent(ConsentError::Refused(_)))),
+            matches!(
+                again,
+                Err(DriveConnectError::Consent(ConsentError::Refused(_)))
+            ),
             "{again:?}"
         );
         assert_eq!(w.profiles(&w.alice.id).await, 1);
@@ -311,7 +315,8 @@ mod tests {
         let r = w.connect.finish(&pending, &code, &state, Some(&bob)).await;
         assert!(matches!(r, Err(DriveConnectError::OtherUser)), "{r:?}");
 
-        w.f.clock.advance(CONNECT_TTL + chrono::TimeDelta::seconds(1));
+        w.f.clock
+            .advance(CONNECT_TTL + chrono::TimeDelta::seconds(1));
         let r = w.connect.finish(&pending, &code, &state, None).await;
         assert!(matches!(r, Err(DriveConnectError::Expired)), "{r:?}");
 
@@ -336,7 +341,10 @@ mod tests {
         w.consent.withhold_refresh_tokens();
         let r = w.connect.finish(&pending, &code, &state, None).await;
         assert!(
-            matches!(r, Err(DriveConnectError::Consent(ConsentError::NoRefreshToken))),
+            matches!(
+                r,
+                Err(DriveConnectError::Consent(ConsentError::NoRefreshToken))
+            ),
             "{r:?}"
         );
         assert_eq!(w.profiles(&w.alice.id).await, 0);

@@ -21,7 +21,9 @@ pub use accounts::{
     AccountSettings, Accounts, AccountsError, Caller, ClientInfo, NewSession, ProvisionPolicy,
     SetupLink, UserChange, Via,
 };
-pub use drive_connect::{CONNECT_TTL, ConnectStart, DriveConnect, DriveConnectError, PendingConnect};
+pub use drive_connect::{
+    CONNECT_TTL, ConnectStart, DriveConnect, DriveConnectError, PendingConnect,
+};
 pub use health::{ComponentHealth, HealthCheck};
 pub use jobs::{FileDownload, Jobs, JobsError, Submission, SubmitOptions, Usage};
 pub use lifecycle::Lifecycle;

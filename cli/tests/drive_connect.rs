@@ -227,7 +227,10 @@ impl Browser {
         }
         let url = answer["authorize_url"].as_str().unwrap().to_owned();
         let state = &query(&url)["state"];
-        assert!(!value.contains(state.as_str()), "the pending cookie is sealed");
+        assert!(
+            !value.contains(state.as_str()),
+            "the pending cookie is sealed"
+        );
         self.connect = Some(value);
         url
     }
@@ -411,7 +414,10 @@ async fn callbacks_that_did_not_come_from_the_users_own_consent_are_refused() {
     let r = alice
         .http
         .post(f.url("/storage-profiles/google-drive/connect"))
-        .header("Cookie", format!("ferry_session={}", alice.session.as_ref().unwrap()))
+        .header(
+            "Cookie",
+            format!("ferry_session={}", alice.session.as_ref().unwrap()),
+        )
         .header("Origin", "http://evil.example")
         .json(&ok)
         .send()
@@ -423,9 +429,19 @@ async fn callbacks_that_did_not_come_from_the_users_own_consent_are_refused() {
         json!({"name": "", "folder_id": folder}),
         json!({"name": "Drive", "folder_id": "x".repeat(129)}),
     ] {
-        expect(connect(&alice, bad).await.unwrap(), 400, "invalid_storage_profile").await;
+        expect(
+            connect(&alice, bad).await.unwrap(),
+            400,
+            "invalid_storage_profile",
+        )
+        .await;
     }
-    for to in ["//evil.example/x", "https://evil.example/", "/\\evil.example", "x"] {
+    for to in [
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+        "x",
+    ] {
         let body = json!({"name": "Drive", "folder_id": folder, "return_to": to});
         expect(connect(&alice, body).await.unwrap(), 400, "invalid_request").await;
     }
@@ -435,29 +451,59 @@ async fn callbacks_that_did_not_come_from_the_users_own_consent_are_refused() {
     let alice_back = alice.consent(&url).await;
     // A browser that did not start it (no pending cookie), even logged in as alice.
     let mut stranger = Browser::new(&f);
-    expect(stranger.arrive(&alice_back).await, 400, "drive_connect_failed").await;
+    expect(
+        stranger.arrive(&alice_back).await,
+        400,
+        "drive_connect_failed",
+    )
+    .await;
     let mut alice_elsewhere = alice.clone();
     alice_elsewhere.connect = None;
-    expect(alice_elsewhere.arrive(&alice_back).await, 400, "drive_connect_failed").await;
+    expect(
+        alice_elsewhere.arrive(&alice_back).await,
+        400,
+        "drive_connect_failed",
+    )
+    .await;
     // A tampered cookie, a wrong state, no code.
     let mut tampered = alice.clone();
     let c = tampered.connect.take().unwrap();
     let flipped = if c.ends_with('0') { '1' } else { '0' };
     tampered.connect = Some(format!("{}{flipped}", &c[..c.len() - 1]));
-    expect(tampered.arrive(&alice_back).await, 400, "drive_connect_failed").await;
+    expect(
+        tampered.arrive(&alice_back).await,
+        400,
+        "drive_connect_failed",
+    )
+    .await;
     let q = query(&alice_back);
     let wrong_state = format!(
         "{PUBLIC}{CALLBACK_PATH}?code={}&state={}x",
         q["code"], q["state"]
     );
-    expect(alice.clone().arrive(&wrong_state).await, 400, "drive_connect_failed").await;
+    expect(
+        alice.clone().arrive(&wrong_state).await,
+        400,
+        "drive_connect_failed",
+    )
+    .await;
     let no_code = format!("{PUBLIC}{CALLBACK_PATH}?state={}", q["state"]);
-    expect(alice.clone().arrive(&no_code).await, 400, "drive_connect_failed").await;
+    expect(
+        alice.clone().arrive(&no_code).await,
+        400,
+        "drive_connect_failed",
+    )
+    .await;
 
     // Bob's consent arrives at alice's browser: her pending cookie is not for it.
     let bob_url = bob.start_connect(ok.clone()).await;
     let bob_back = bob.consent(&bob_url).await;
-    expect(alice.clone().arrive(&bob_back).await, 400, "drive_connect_failed").await;
+    expect(
+        alice.clone().arrive(&bob_back).await,
+        400,
+        "drive_connect_failed",
+    )
+    .await;
     // Bob's pending cookie in a browser logged in as alice: another user's session.
     let mut mixed = alice.clone();
     mixed.connect = bob.connect.clone();
@@ -467,8 +513,15 @@ async fn callbacks_that_did_not_come_from_the_users_own_consent_are_refused() {
         .json(Method::GET, "/admin/audit?action=profile.create", None)
         .await;
     assert!(
-        audit.as_array().unwrap().iter().any(|e| e["outcome"] == "failure"
-            && e["detail"].as_str().unwrap_or_default().contains("another user")),
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["outcome"] == "failure"
+                && e["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("another user")),
         "{audit}"
     );
 
@@ -479,8 +532,16 @@ async fn callbacks_that_did_not_come_from_the_users_own_consent_are_refused() {
     assert_eq!(done.status(), StatusCode::FOUND, "{:?}", done.text().await);
     assert_eq!(done.headers()["location"], "/");
     assert_eq!(bob.profiles().await.len(), 1);
-    let body = expect(kept.clone().arrive(&bob_back).await, 400, "drive_connect_failed").await;
-    assert!(body["message"].as_str().unwrap().contains("invalid_grant"), "{body}");
+    let body = expect(
+        kept.clone().arrive(&bob_back).await,
+        400,
+        "drive_connect_failed",
+    )
+    .await;
+    assert!(
+        body["message"].as_str().unwrap().contains("invalid_grant"),
+        "{body}"
+    );
     assert_eq!(bob.profiles().await.len(), 1);
 
     // Alice declines on Google's page.
@@ -493,8 +554,16 @@ async fn callbacks_that_did_not_come_from_the_users_own_consent_are_refused() {
 
     // Google grants no refresh token: said clearly, nothing saved.
     drive.withhold_refresh_tokens(true);
-    let body = expect(alice.connect("Drive", &folder).await, 400, "drive_connect_failed").await;
-    assert!(body["message"].as_str().unwrap().contains("refresh token"), "{body}");
+    let body = expect(
+        alice.connect("Drive", &folder).await,
+        400,
+        "drive_connect_failed",
+    )
+    .await;
+    assert!(
+        body["message"].as_str().unwrap().contains("refresh token"),
+        "{body}"
+    );
     drive.withhold_refresh_tokens(false);
 
     // Alice is disabled between her consent and the redirect back.

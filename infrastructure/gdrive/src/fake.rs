@@ -136,10 +136,7 @@ fn authorize(Data(d): Data<&FakeDrive>, Query(q): Query<HashMap<String, String>>
     if param("code_challenge_method") != "S256" || param("code_challenge").len() < 43 {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
     }
-    if !param("scope")
-        .split(' ')
-        .any(|s| s == crate::DRIVE_SCOPE)
-    {
+    if !param("scope").split(' ').any(|s| s == crate::DRIVE_SCOPE) {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope");
     }
     let mut back = url::Url::parse(&client.redirect_uri).unwrap();
@@ -172,8 +169,7 @@ fn code_grant(st: &mut State, form: &HashMap<String, String>) -> Response {
     let Some(client) = st.client.clone() else {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     };
-    if field("client_id") != client.client_id || field("client_secret") != client.client_secret
-    {
+    if field("client_id") != client.client_id || field("client_secret") != client.client_secret {
         return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
     }
     let Some(issued) = st.codes.get_mut(field("code")) else {

@@ -86,7 +86,7 @@ async fn google_consent_passes_the_contract_against_the_fake() {
     let c = consent(&drive, "ferry-client", "ferry-client-secret");
     drive_consent_contract(&c, &agree, REDIRECT).await;
     // Every consent carried a real S256 challenge (the fake checks the verifier against it).
-    assert_eq!(drive.challenges().len(), 4);
+    assert_eq!(drive.challenges().len(), 3);
 }
 
 #[tokio::test]
@@ -121,7 +121,10 @@ async fn wrong_clients_redirects_and_grants_are_refused() {
     let drive = google().await;
     // The consent page refuses another client and another redirect URI (no redirect).
     let stranger = consent(&drive, "someone-else", "ferry-client-secret");
-    assert_eq!(visit(&stranger.begin(REDIRECT).authorize_url).await, (401, None));
+    assert_eq!(
+        visit(&stranger.begin(REDIRECT).authorize_url).await,
+        (401, None)
+    );
     let ours = consent(&drive, "ferry-client", "ferry-client-secret");
     let elsewhere = ours.begin("https://evil.example/callback");
     assert_eq!(visit(&elsewhere.authorize_url).await, (400, None));

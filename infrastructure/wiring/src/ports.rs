@@ -14,7 +14,8 @@ use ferry_application::stages::{
     DeliverStage, DownloadSettings, DownloadStage, FetchStage, SeedStage,
 };
 use ferry_application::{
-    Accounts, DriveConnect, HealthCheck, Jobs, Lifecycle, Recovery, RetryPolicy, StageHandler, StageRunner, StorageProfiles,
+    Accounts, DriveConnect, HealthCheck, Jobs, Lifecycle, Recovery, RetryPolicy, StageHandler,
+    StageRunner, StorageProfiles,
 };
 use ferry_domain::TorrentLimits;
 use ferry_embedded::{EmbeddedBus, EmbeddedQueue};

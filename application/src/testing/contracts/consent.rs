@@ -53,16 +53,26 @@ pub async fn drive_consent_contract(consent: &dyn DriveConsent, agree: Agree<'_>
     assert_eq!(q.get("response_type").map(String::as_str), Some("code"));
     assert_eq!(q.get("redirect_uri").map(String::as_str), Some(redirect));
     assert_eq!(q.get("state"), Some(&a.state));
-    assert_eq!(q.get("code_challenge_method").map(String::as_str), Some("S256"));
-    assert!(q.get("code_challenge").is_some_and(|c| c != &a.pkce_verifier));
+    assert_eq!(
+        q.get("code_challenge_method").map(String::as_str),
+        Some("S256")
+    );
+    assert!(
+        q.get("code_challenge")
+            .is_some_and(|c| c != &a.pkce_verifier)
+    );
 
     refused(
-        consent.exchange("no-such-code", redirect, &a.pkce_verifier).await,
+        consent
+            .exchange("no-such-code", redirect, &a.pkce_verifier)
+            .await,
         "an unknown code",
     );
     let (q, _) = consented(consent, agree, redirect).await;
     refused(
-        consent.exchange(&q["code"], redirect, &b.pkce_verifier).await,
+        consent
+            .exchange(&q["code"], redirect, &b.pkce_verifier)
+            .await,
         "another consent's verifier",
     );
     let (q, verifier) = consented(consent, agree, redirect).await;
@@ -73,7 +83,10 @@ pub async fn drive_consent_contract(consent: &dyn DriveConsent, agree: Agree<'_>
         "another redirect URI",
     );
     let (q, verifier) = consented(consent, agree, redirect).await;
-    let token = consent.exchange(&q["code"], redirect, &verifier).await.unwrap();
+    let token = consent
+        .exchange(&q["code"], redirect, &verifier)
+        .await
+        .unwrap();
     assert!(!token.is_empty());
     refused(
         consent.exchange(&q["code"], redirect, &verifier).await,
