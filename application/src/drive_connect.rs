@@ -142,7 +142,7 @@ impl DriveConnect {
             .get(&pending.owner)
             .await
             .map_err(ProfilesError::from)?;
-        if !user.is_some_and(|u| !u.disabled) {
+        if user.is_none_or(|u| u.disabled) {
             return Err(DriveConnectError::OwnerDisabled);
         }
         let refresh_token = self
