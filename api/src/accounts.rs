@@ -325,7 +325,7 @@ fn bad(message: impl Into<String>) -> ApiError {
 }
 
 /// A path on Ferry to go back to after login (never another site: no open redirect).
-fn safe_return(to: Option<&str>) -> Option<String> {
+pub(crate) fn safe_return(to: Option<&str>) -> Option<String> {
     let to = to?;
     let ok = to.starts_with('/')
         && !to.starts_with("//")

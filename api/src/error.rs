@@ -82,7 +82,9 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         | C::InvalidStorageProfile
         | C::InvalidAccount
         | C::LoginFailed
-        | C::InvalidSetupLink => StatusCode::BAD_REQUEST,
+        | C::InvalidSetupLink
+        | C::DriveConnectFailed
+        | C::DriveConsentDenied => StatusCode::BAD_REQUEST,
         C::Unauthorized | C::InvalidCredentials => StatusCode::UNAUTHORIZED,
         C::Forbidden | C::AccountDisabled | C::InvalidLink | C::NotInvited | C::QuotaExceeded => {
             StatusCode::FORBIDDEN

@@ -4,6 +4,7 @@
 mod accounts;
 mod auth;
 mod download;
+mod drive;
 mod dto;
 mod edge;
 mod error;
@@ -20,7 +21,9 @@ use std::time::Duration;
 
 use ferry_application::ports::IdentityProvider;
 use ferry_application::ports::ProgressBus;
-use ferry_application::{Accounts, FileLinks, HealthCheck, Jobs, ProvisionPolicy, StorageProfiles};
+use ferry_application::{
+    Accounts, DriveConnect, FileLinks, HealthCheck, Jobs, ProvisionPolicy, StorageProfiles,
+};
 use poem::listener::TcpAcceptor;
 use poem::middleware::Tracing;
 use poem::{EndpointExt, Response, Route};
@@ -36,6 +39,8 @@ const FORM_SLACK: u64 = 64 * 1024;
 pub struct ApiState {
     pub jobs: Arc<Jobs>,
     pub profiles: Arc<StorageProfiles>,
+    /// "Connect Google Drive" (`None`: no Google OAuth client is configured).
+    pub drive: Option<Arc<DriveConnect>>,
     pub bus: Arc<dyn ProgressBus>,
     pub health: Arc<HealthCheck>,
     /// Who is calling: sessions, tokens, logins, users, the audit log.
@@ -84,6 +89,9 @@ pub fn app(state: Arc<ApiState>, stopping: CancellationToken) -> impl poem::Endp
                 stopping,
             },
             profiles::ProfilesApi {
+                state: state.clone(),
+            },
+            drive::DriveApi {
                 state: state.clone(),
             },
             system::SystemApi {

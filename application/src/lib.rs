@@ -5,6 +5,7 @@
 //! queue, torrent client or storage is behind a port.
 
 pub mod accounts;
+pub mod drive_connect;
 pub mod health;
 pub mod jobs;
 pub mod lifecycle;
@@ -20,6 +21,9 @@ pub mod testing;
 pub use accounts::{
     AccountSettings, Accounts, AccountsError, Caller, ClientInfo, NewSession, ProvisionPolicy,
     SetupLink, UserChange, Via,
+};
+pub use drive_connect::{
+    CONNECT_TTL, ConnectStart, DriveConnect, DriveConnectError, PendingConnect,
 };
 pub use health::{ComponentHealth, HealthCheck};
 pub use jobs::{FileDownload, Jobs, JobsError, Submission, SubmitOptions, Usage};

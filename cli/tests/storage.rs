@@ -317,6 +317,13 @@ async fn killing_the_upload_worker_mid_multipart_upload_leaves_no_orphan() {
     );
 }
 
+/// The user the bootstrap token acts as (the first admin): keys start with their id.
+async fn owner_id(ferry: &Ferry) -> String {
+    let (status, me) = ferry.get_json("/me").await;
+    assert_eq!(status, 200, "{me}");
+    me["user"]["id"].as_str().unwrap().to_owned()
+}
+
 fn drive_env(drive: &ferry_gdrive::fake::FakeDrive) -> Vec<(String, String)> {
     vec![
         ("FERRY_GOOGLE__API_URL".into(), drive.url.clone()),
@@ -376,11 +383,12 @@ async fn a_magnet_is_delivered_to_a_google_drive_folder() {
         .wait_status(&id, "completed", Duration::from_secs(180))
         .await;
     let (_, files) = ferry.get_json(&format!("/jobs/{id}/files")).await;
+    let owner = owner_id(&ferry).await;
     for f in files.as_array().unwrap() {
         let path = f["path"].as_str().unwrap();
         let (_, want, _) = payload.files.iter().find(|p| p.0 == path).unwrap();
         assert_eq!(f["sha256"].as_str(), Some(want.as_str()));
-        let mut tree = vec!["local", id.as_str()];
+        let mut tree = vec![owner.as_str(), id.as_str()];
         tree.extend(path.split('/'));
         let content = drive
             .content(&tree)
@@ -472,7 +480,8 @@ async fn killing_the_upload_worker_mid_drive_upload_resumes_the_session() {
         resent < 160,
         "the rest was sent, not all 161 chunks again ({resent})"
     );
-    let content = drive.content(&["local", &id, "long", "long.bin"]).unwrap();
+    let owner = owner_id(&api).await;
+    let content = drive.content(&[&owner, &id, "long", "long.bin"]).unwrap();
     assert_eq!(sha256_hex(&content), payload.files[0].1);
     assert_eq!(drive.open_sessions(), 0, "no unfinished session left");
     assert_eq!(drive.file_count(), 1, "one file, not a duplicate");

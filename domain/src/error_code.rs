@@ -76,6 +76,12 @@ error_codes! {
     LoginFailed = "login_failed", jobs: false;
     /// The setup link is unknown, used or expired.
     InvalidSetupLink = "invalid_setup_link", jobs: false;
+    /// A Google Drive connection could not be finished: this browser did not start it (no or
+    /// another pending cookie), it took too long, its `state` does not match, Google refused
+    /// the code (used, expired, for another verifier) or granted no refresh token.
+    DriveConnectFailed = "drive_connect_failed", jobs: false;
+    /// The user declined Ferry's access to their Google Drive on Google's consent page.
+    DriveConsentDenied = "drive_consent_denied", jobs: false;
 
     // Who and what (401, 404, 405).
 

@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod clock;
+pub mod drive;
 pub mod engine;
 pub mod fetch;
 pub mod identity;
@@ -22,6 +23,7 @@ pub use accounts::{
     UserRepository,
 };
 pub use clock::{Clock, SystemClock};
+pub use drive::{ConsentError, ConsentStart, DriveConsent};
 pub use engine::{EngineError, EngineStats, TorrentEngine, TorrentInspector, TorrentSpec};
 pub use fetch::{FetchBody, FetchError, FetchInfo, Fetched, Fetcher, TorrentPackager};
 pub use identity::{

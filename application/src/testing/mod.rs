@@ -8,7 +8,7 @@ pub mod contracts;
 mod fakes;
 
 pub use fakes::{
-    FakeAddressGuard, FakeEngine, FakeFetcher, FakeResolver, FixedClock, MemoryAudit,
+    FakeAddressGuard, FakeConsent, FakeEngine, FakeFetcher, FakeResolver, FixedClock, MemoryAudit,
     MemoryBrowserSessions, MemoryBus, MemoryProfiles, MemoryQueue, MemoryRateLimiter,
     MemoryRepository, MemorySessions, MemoryStore, MemoryTokens, MemoryUsers, PlainBox,
     PlainLinkSigner,

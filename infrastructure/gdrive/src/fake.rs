@@ -1,9 +1,11 @@
-//! A local stand-in for Google's OAuth token endpoint and the Drive v3 API, for tests (the
-//! real one cannot be reached here). It speaks the same wire protocol Ferry uses: refresh-token
-//! grants, file search with `q`, folder creation, get/delete (recursive for folders), and
-//! resumable uploads (`uploadType=resumable`, `Content-Range` chunks, `308 Resume Incomplete`
-//! with `Range`, status queries with `bytes */total`). It checks bearer tokens and refuses
-//! chunks that do not continue where the session is.
+//! A local stand-in for Google's OAuth endpoints and the Drive v3 API, for tests (the real
+//! ones cannot be reached here). It speaks the same wire protocol Ferry uses: the consent page
+//! (it agrees at once, for the one client and redirect URI registered at start, and records
+//! the PKCE challenge), authorization-code grants (each code once, with its redirect URI and
+//! S256 verifier), refresh-token grants, file search with `q`, folder creation, get/delete
+//! (recursive for folders), and resumable uploads (`uploadType=resumable`, `Content-Range`
+//! chunks, `308 Resume Incomplete` with `Range`, status queries with `bytes */total`). It
+//! checks bearer tokens and refuses chunks that do not continue where the session is.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -35,12 +37,35 @@ struct Session {
     done: Option<String>,
 }
 
+/// The operator's OAuth client, as registered with Google.
+#[derive(Debug, Clone)]
+pub struct FakeClient {
+    pub client_id: String,
+    pub client_secret: String,
+    /// The one redirect URI the consent page sends browsers back to.
+    pub redirect_uri: String,
+}
+
+/// An authorization code the consent page issued.
+struct IssuedCode {
+    redirect_uri: String,
+    challenge: String,
+    offline: bool,
+    used: bool,
+}
+
 #[derive(Default)]
 struct State {
     files: HashMap<String, FakeFile>,
     sessions: HashMap<String, Session>,
     tokens: Vec<String>,
-    refresh_token: String,
+    /// Refresh tokens accepted: the one given at start and those granted since.
+    refresh_tokens: Vec<String>,
+    client: Option<FakeClient>,
+    codes: HashMap<String, IssuedCode>,
+    challenges: Vec<String>,
+    deny_consent: bool,
+    withhold_refresh_tokens: bool,
     next: u64,
     chunks: u64,
 }
@@ -85,17 +110,109 @@ fn error(status: StatusCode, reason: &str) -> Response {
         .into_response()
 }
 
+fn oauth_error(status: StatusCode, error: &str) -> Response {
+    (status, Json(json!({"error": error}))).into_response()
+}
+
+/// The consent page: refuses an unknown client, another redirect URI, a request without an
+/// S256 challenge or the Drive scope; otherwise the user agrees (or, when told, declines)
+/// at once and the browser goes back with a code.
+#[handler]
+fn authorize(Data(d): Data<&FakeDrive>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let mut st = d.state.lock().unwrap();
+    let param = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
+    let Some(client) = st.client.clone() else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_client");
+    };
+    if param("client_id") != client.client_id {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    if param("redirect_uri") != client.redirect_uri {
+        return oauth_error(StatusCode::BAD_REQUEST, "redirect_uri_mismatch");
+    }
+    if param("response_type") != "code" {
+        return oauth_error(StatusCode::BAD_REQUEST, "unsupported_response_type");
+    }
+    if param("code_challenge_method") != "S256" || param("code_challenge").len() < 43 {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    if !param("scope").split(' ').any(|s| s == crate::DRIVE_SCOPE) {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope");
+    }
+    let mut back = url::Url::parse(&client.redirect_uri).unwrap();
+    if st.deny_consent {
+        back.query_pairs_mut().append_pair("error", "access_denied");
+    } else {
+        let code = st.id("code-");
+        st.challenges.push(param("code_challenge").to_owned());
+        let issued = IssuedCode {
+            redirect_uri: client.redirect_uri.clone(),
+            challenge: param("code_challenge").to_owned(),
+            offline: param("access_type") == "offline",
+            used: false,
+        };
+        st.codes.insert(code.clone(), issued);
+        back.query_pairs_mut().append_pair("code", &code);
+    }
+    if let Some(state) = q.get("state") {
+        back.query_pairs_mut().append_pair("state", state);
+    }
+    Response::builder()
+        .status(StatusCode::FOUND)
+        .header("Location", back.as_str())
+        .finish()
+}
+
+/// An authorization-code grant: the code once, for its redirect URI, client and verifier.
+fn code_grant(st: &mut State, form: &HashMap<String, String>) -> Response {
+    let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+    let Some(client) = st.client.clone() else {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    };
+    if field("client_id") != client.client_id || field("client_secret") != client.client_secret {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    let Some(issued) = st.codes.get_mut(field("code")) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    };
+    let fresh = !std::mem::replace(&mut issued.used, true);
+    let verified = crate::consent::s256(field("code_verifier")) == issued.challenge;
+    if !fresh || !verified || field("redirect_uri") != issued.redirect_uri {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
+    }
+    let offline = issued.offline && !st.withhold_refresh_tokens;
+    let access = st.id("access-");
+    st.tokens.push(access.clone());
+    let mut answer = json!({
+        "access_token": access, "expires_in": 3599, "token_type": "Bearer",
+        "scope": crate::DRIVE_SCOPE,
+    });
+    if offline {
+        let refresh = st.id("refresh-");
+        st.refresh_tokens.push(refresh.clone());
+        answer["refresh_token"] = json!(refresh);
+    }
+    Json(answer).into_response()
+}
+
 #[handler]
 fn grant(Data(d): Data<&FakeDrive>, Form(form): Form<HashMap<String, String>>) -> Response {
     let mut st = d.state.lock().unwrap();
-    if form.get("grant_type").map(String::as_str) != Some("refresh_token")
-        || form.get("refresh_token") != Some(&st.refresh_token)
+    if form.get("grant_type").map(String::as_str) == Some("authorization_code") {
+        return code_grant(&mut st, &form);
+    }
+    if let Some(client) = &st.client
+        && (form.get("client_id") != Some(&client.client_id)
+            || form.get("client_secret") != Some(&client.client_secret))
     {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "invalid_grant"})),
-        )
-            .into_response();
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client");
+    }
+    if form.get("grant_type").map(String::as_str) != Some("refresh_token")
+        || !form
+            .get("refresh_token")
+            .is_some_and(|t| st.refresh_tokens.contains(t))
+    {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant");
     }
     let t = st.id("access-");
     st.tokens.push(t.clone());
@@ -374,12 +491,24 @@ fn upload_cancel(Data(d): Data<&FakeDrive>, Query(q): Query<HashMap<String, Stri
 }
 
 impl FakeDrive {
-    /// Starts the server on a free loopback port; accepts `refresh_token` only.
+    /// Starts the server on a free loopback port; accepts `refresh_token` only, from any
+    /// client, and has no consent page (no client is registered).
     pub async fn start(refresh_token: &str) -> Self {
+        Self::launch(refresh_token, None).await
+    }
+
+    /// Starts the server with the operator's OAuth `client` registered: the consent page
+    /// works for it, and token grants must name it.
+    pub async fn start_with_client(refresh_token: &str, client: FakeClient) -> Self {
+        Self::launch(refresh_token, Some(client)).await
+    }
+
+    async fn launch(refresh_token: &str, client: Option<FakeClient>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut state = State {
-            refresh_token: refresh_token.to_owned(),
+            refresh_tokens: vec![refresh_token.to_owned()],
+            client,
             ..State::default()
         };
         let root = "root-folder".to_owned();
@@ -400,6 +529,7 @@ impl FakeDrive {
         };
         let app = Route::new()
             .at("/token", poem::post(grant))
+            .at("/o/oauth2/v2/auth", poem::get(authorize))
             .at("/drive/v3/files", poem::get(list).post(create))
             .at("/drive/v3/files/:id", poem::get(get).delete(delete))
             .at(
@@ -416,6 +546,32 @@ impl FakeDrive {
 
     pub fn token_url(&self) -> String {
         format!("{}token", self.url)
+    }
+
+    /// The consent page (Google's `…/o/oauth2/v2/auth`).
+    pub fn auth_url(&self) -> String {
+        format!("{}o/oauth2/v2/auth", self.url)
+    }
+
+    /// The PKCE challenges of the consents given so far, oldest first.
+    pub fn challenges(&self) -> Vec<String> {
+        self.state.lock().unwrap().challenges.clone()
+    }
+
+    /// Whether the user declines on the consent page (`error=access_denied`).
+    pub fn deny_consent(&self, deny: bool) {
+        self.state.lock().unwrap().deny_consent = deny;
+    }
+
+    /// Whether code grants leave out the refresh token (as Google does for a consent
+    /// given before, without `prompt=consent`).
+    pub fn withhold_refresh_tokens(&self, withhold: bool) {
+        self.state.lock().unwrap().withhold_refresh_tokens = withhold;
+    }
+
+    /// The refresh tokens granted for codes so far.
+    pub fn granted_refresh_tokens(&self) -> Vec<String> {
+        self.state.lock().unwrap().refresh_tokens[1..].to_vec()
     }
 
     /// The content of the file at `path` (names from the root folder down).

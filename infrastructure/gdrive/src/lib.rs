@@ -11,8 +11,11 @@
 //! configured URLs and in the session URIs Drive hands out) are checked before use, and
 //! redirects are not followed, so Drive's answers cannot steer a worker to an internal host.
 
+mod consent;
 #[cfg(feature = "fake")]
 pub mod fake;
+
+pub use consent::{ConsentSettings, DRIVE_SCOPE, GoogleConsent};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -129,6 +132,18 @@ fn check_literal(guard: &NetGuard, url: &url::Url) -> Result<(), StoreError> {
     guard.check_ip(ip).map_err(|r| StoreError::NotAllowed(r.0))
 }
 
+/// The HTTP client of every connection to Google: names resolved through `guard`, no
+/// redirects followed.
+fn client(guard: &Arc<NetGuard>) -> Result<reqwest::Client, StoreError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(300))
+        .redirect(reqwest::redirect::Policy::none())
+        .dns_resolver(Arc::new(ReqwestResolver(guard.clone())))
+        .build()
+        .map_err(|e| StoreError::Unexpected(e.into()))
+}
+
 /// A Drive query string literal.
 fn quoted(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"))
@@ -148,13 +163,7 @@ impl DriveStore {
         settings.chunk_size = (settings.chunk_size / CHUNK_UNIT).max(1) * CHUNK_UNIT;
         check_literal(&guard, &settings.api_url)?;
         check_literal(&guard, &settings.token_url)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(300))
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(ReqwestResolver(guard.clone())))
-            .build()
-            .map_err(|e| StoreError::Unexpected(e.into()))?;
+        let http = client(&guard)?;
         Ok(Self {
             http,
             guard,

@@ -365,10 +365,13 @@ async fn api(ports: &Ports, config: &Config, token: ApiToken) -> anyhow::Result<
         jobs.clone(),
         &accounts,
     ));
+    let profiles = ports.storage_profiles();
+    let drive = ports.drive_connect(&profiles, &accounts)?;
     let state = Arc::new(ApiState {
         jobs,
         links,
-        profiles: ports.storage_profiles(),
+        profiles,
+        drive,
         bus: ports.bus.clone(),
         health: ports.health(),
         accounts,

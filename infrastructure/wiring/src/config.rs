@@ -339,13 +339,16 @@ impl Default for SeedConfig {
     }
 }
 
-/// The operator's Google OAuth client, used to turn users' refresh tokens into access tokens
-/// for Drive delivery.
+/// The operator's Google OAuth client: users connect their Drive through its consent page,
+/// and their refresh tokens become access tokens for Drive delivery.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct GoogleConfig {
     pub client_id: String,
     pub client_secret: Secret,
+    /// Google's consent page, where "connect Google Drive" sends the browser.
+    #[serde(deserialize_with = "parse::http_url")]
+    pub auth_url: Url,
     #[serde(deserialize_with = "parse::http_url")]
     pub token_url: Url,
     /// Drive's API root (`rootUrl`); tests point it at a local server.
@@ -360,6 +363,7 @@ impl Default for GoogleConfig {
         Self {
             client_id: String::new(),
             client_secret: Secret::default(),
+            auth_url: parse::known_url("https://accounts.google.com/o/oauth2/v2/auth"),
             token_url: parse::known_url("https://oauth2.googleapis.com/token"),
             api_url: parse::known_url("https://www.googleapis.com/"),
             chunk_size: 8 << 20,
@@ -911,6 +915,11 @@ mod tests {
                 "google.token_url",
             ),
             ("FERRY_GOOGLE__API_URL", "file:///etc/", "google.api_url"),
+            (
+                "FERRY_GOOGLE__AUTH_URL",
+                "javascript:alert(1)",
+                "google.auth_url",
+            ),
             (
                 "FERRY_PACKAGE__TRACKERS",
                 r#"["udp:///announce"]"#,

@@ -14,7 +14,8 @@ use ferry_application::stages::{
     DeliverStage, DownloadSettings, DownloadStage, FetchStage, SeedStage,
 };
 use ferry_application::{
-    HealthCheck, Jobs, Lifecycle, Recovery, RetryPolicy, StageHandler, StageRunner, StorageProfiles,
+    Accounts, DriveConnect, HealthCheck, Jobs, Lifecycle, Recovery, RetryPolicy, StageHandler,
+    StageRunner, StorageProfiles,
 };
 use ferry_domain::TorrentLimits;
 use ferry_embedded::{EmbeddedBus, EmbeddedQueue};
@@ -274,6 +275,38 @@ impl Ports {
             clock: self.clock.clone(),
             endpoints: self.storage_guard.clone(),
         })
+    }
+
+    /// "Connect Google Drive", when the operator configured a Google OAuth client
+    /// (`google.client_id`); its token exchange goes through the storage guard.
+    ///
+    /// # Errors
+    /// When `google.token_url` is a literal address the storage policy refuses.
+    pub fn drive_connect(
+        &self,
+        profiles: &Arc<StorageProfiles>,
+        accounts: &Accounts,
+    ) -> anyhow::Result<Option<Arc<DriveConnect>>> {
+        let g = &self.config.google;
+        if g.client_id.is_empty() {
+            return Ok(None);
+        }
+        let consent = ferry_gdrive::GoogleConsent::new(
+            ferry_gdrive::ConsentSettings {
+                auth_url: g.auth_url.clone(),
+                token_url: g.token_url.clone(),
+                client_id: g.client_id.clone(),
+                client_secret: g.client_secret.expose().to_owned(),
+            },
+            self.storage_guard.clone(),
+        )
+        .map_err(|e| anyhow::anyhow!("google.token_url: {e}"))?;
+        Ok(Some(Arc::new(DriveConnect {
+            consent: Arc::new(consent),
+            profiles: profiles.clone(),
+            users: accounts.users.clone(),
+            clock: self.clock.clone(),
+        })))
     }
 
     pub fn health(&self) -> Arc<HealthCheck> {

@@ -1,0 +1,592 @@
+//! "Connect Google Drive" on the real `ferry serve` against the fake Google (consent page,
+//! token endpoint and Drive API on loopback): a user goes through the whole redirect dance
+//! in a browser that keeps its cookies and follows redirects by hand, and the profile it
+//! makes delivers a job; callbacks that did not come from that dance are refused and make
+//! no profile.
+//!
+//! Ferry's public URL is `http://ferry.test` (the address Google knows it by, registered
+//! with the fake client); the browser reaches it at the test server's loopback address.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::origin::*;
+use common::*;
+use ferry_gdrive::fake::{FakeClient, FakeDrive};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery";
+const PUBLIC: &str = "http://ferry.test";
+const CALLBACK_PATH: &str = "/api/v1/storage-profiles/google-drive/callback";
+const CONNECT_COOKIE: &str = "ferry_drive_connect";
+
+/// The fake Google, with Ferry's OAuth client registered, and Ferry configured for it.
+async fn start(root: &std::path::Path) -> (FakeDrive, Ferry) {
+    init();
+    let drive = FakeDrive::start_with_client(
+        "no-pasted-token",
+        FakeClient {
+            client_id: "ferry-client".into(),
+            client_secret: "ferry-client-secret".into(),
+            redirect_uri: format!("{PUBLIC}{CALLBACK_PATH}"),
+        },
+    )
+    .await;
+    let env = [
+        ("FERRY_AUTH__PUBLIC_URL", PUBLIC.to_owned()),
+        ("FERRY_GOOGLE__AUTH_URL", drive.auth_url()),
+        ("FERRY_GOOGLE__TOKEN_URL", drive.token_url()),
+        ("FERRY_GOOGLE__API_URL", drive.url.clone()),
+        ("FERRY_GOOGLE__CLIENT_ID", "ferry-client".into()),
+        ("FERRY_GOOGLE__CLIENT_SECRET", "ferry-client-secret".into()),
+        ("FERRY_GOOGLE__CHUNK_SIZE", "262144".into()),
+        ("FERRY_WORKERS__PROGRESS_INTERVAL", "50ms".into()),
+        // The fake Google and the test's origin run on loopback, which Ferry refuses unless
+        // allowed.
+        ("FERRY_STORAGE__ALLOW", "[\"127.0.0.1/32\"]".into()),
+        ("FERRY_FETCH__ALLOW", "[\"127.0.0.1/32\"]".into()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let ferry = Ferry::start(&root.join("ferry"), &env);
+    (drive, ferry)
+}
+
+// ---- login helpers (as in accounts.rs) ----
+
+/// The one-time setup link the first start printed.
+fn setup_link(f: &Ferry) -> String {
+    let said = f.proc.log_text();
+    let at = said
+        .find("\"link\": \"")
+        .unwrap_or_else(|| panic!("no setup link in the start-up message:\n{said}"));
+    said[at + 9..at + 9 + 64].to_owned()
+}
+
+/// The value of cookie `name` a response sets, and the whole `Set-Cookie` line.
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<(String, String)> {
+    let line = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with(&format!("{name}=")))?;
+    let value = line[name.len() + 1..].split(';').next().unwrap().to_owned();
+    Some((value, line))
+}
+
+/// `ferry user add NAME` with a password on stdin, as an operator would.
+fn add_user(f: &Ferry, name: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["user", "add", name, "--password-stdin", "--data-dir"])
+        .arg(&f.data_dir)
+        .env("FERRY_LOG__LEVEL", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "ferry user add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn expect(resp: reqwest::Response, status: u16, code: &str) -> Value {
+    let got = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    assert_eq!((got, body["code"].as_str()), (status, Some(code)), "{body}");
+    body
+}
+
+fn query(url: &str) -> HashMap<String, String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
+/// A browser: its cookies (by name; the connect cookie is only sent to the callback, as its
+/// path says), no automatic redirects.
+#[derive(Clone)]
+struct Browser {
+    base: String,
+    session: Option<String>,
+    connect: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Browser {
+    fn new(f: &Ferry) -> Self {
+        Self {
+            base: f.base.clone(),
+            session: None,
+            connect: None,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    async fn login(f: &Ferry, name: &str) -> Self {
+        let mut b = Self::new(f);
+        let r = b
+            .http
+            .post(f.url("/auth/login"))
+            .json(&json!({"username": name, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        b.session = Some(set_cookie(&r, "ferry_session").unwrap().0);
+        b
+    }
+
+    /// The first admin, set up with the start-up link.
+    async fn admin(f: &Ferry) -> Self {
+        let mut b = Self::new(f);
+        let r = b
+            .http
+            .post(f.url("/auth/setup"))
+            .json(&json!({"link": setup_link(f), "username": "root", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        b.session = Some(set_cookie(&r, "ferry_session").unwrap().0);
+        b
+    }
+
+    /// A request from Ferry's own pages, with the session cookie.
+    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self
+            .http
+            .request(method.clone(), format!("{}/api/v1{path}", self.base));
+        if let Some(s) = &self.session {
+            r = r.header("Cookie", format!("ferry_session={s}"));
+        }
+        if method != Method::GET {
+            r = r.header("Origin", &self.base);
+        }
+        r
+    }
+
+    async fn json(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = self.req(method, path);
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn me(&self) -> String {
+        let (status, me) = self.json(Method::GET, "/me", None).await;
+        assert_eq!(status, 200, "{me}");
+        me["user"]["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn profiles(&self) -> Vec<Value> {
+        let (status, all) = self.json(Method::GET, "/storage-profiles", None).await;
+        assert_eq!(status, 200, "{all}");
+        all.as_array().unwrap().clone()
+    }
+
+    /// Starts a connection (as a page would, with fetch): Google's consent URL. Keeps the
+    /// pending cookie, checking what it promises.
+    async fn start_connect(&mut self, body: Value) -> String {
+        let r = self
+            .req(Method::POST, "/storage-profiles/google-drive/connect")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let (value, line) = set_cookie(&r, CONNECT_COOKIE)
+            .unwrap_or_else(|| panic!("no pending cookie: {status} {:?}", r.headers()));
+        let answer: Value = r.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        for attribute in [
+            "HttpOnly",
+            "SameSite=Lax",
+            &format!("Path={CALLBACK_PATH}"),
+            "Max-Age=600",
+        ] {
+            assert!(line.contains(attribute), "{attribute} in {line}");
+        }
+        let url = answer["authorize_url"].as_str().unwrap().to_owned();
+        let state = &query(&url)["state"];
+        assert!(
+            !value.contains(state.as_str()),
+            "the pending cookie is sealed"
+        );
+        self.connect = Some(value);
+        url
+    }
+
+    /// Google's consent page (no Ferry cookie goes there): where it redirects the browser.
+    async fn consent(&self, authorize_url: &str) -> String {
+        let r = self.http.get(authorize_url).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FOUND, "{:?}", r.text().await);
+        r.headers()["location"].to_str().unwrap().to_owned()
+    }
+
+    /// Arrives at Ferry from Google's redirect to `location` (Ferry's public address, which
+    /// this browser reaches at the test server), with the cookies it holds for that path.
+    async fn arrive(&mut self, location: &str) -> reqwest::Response {
+        let path = location
+            .strip_prefix(PUBLIC)
+            .unwrap_or_else(|| panic!("{location} is not on Ferry"));
+        let mut cookies = Vec::new();
+        if let Some(s) = &self.session {
+            cookies.push(format!("ferry_session={s}"));
+        }
+        if let Some(c) = &self.connect
+            && path.starts_with(CALLBACK_PATH)
+        {
+            cookies.push(format!("{CONNECT_COOKIE}={c}"));
+        }
+        let mut r = self.http.get(format!("{}{path}", self.base));
+        if !cookies.is_empty() {
+            r = r.header("Cookie", cookies.join("; "));
+        }
+        let r = r.send().await.unwrap();
+        if let Some((value, _)) = set_cookie(&r, CONNECT_COOKIE) {
+            self.connect = Some(value).filter(|v| !v.is_empty());
+        }
+        r
+    }
+
+    /// Start, consent, arrive: the callback's answer.
+    async fn connect(&mut self, name: &str, folder: &str) -> reqwest::Response {
+        let url = self
+            .start_connect(json!({"name": name, "folder_id": folder}))
+            .await;
+        let back = self.consent(&url).await;
+        self.arrive(&back).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_connects_google_drive_by_consenting_and_a_job_is_delivered_there() {
+    let (_keep, root) = test_dir();
+    let (drive, f) = start(&root).await;
+    let admin = Browser::admin(&f).await;
+    add_user(&f, "alice");
+    let mut alice = Browser::login(&f, "alice").await;
+    let alice_id = alice.me().await;
+
+    let url = alice
+        .start_connect(json!({"name": "My Drive", "folder_id": drive.root_folder, "return_to": "/profiles?connected=1"}))
+        .await;
+    assert!(url.starts_with(&drive.auth_url()), "{url}");
+    let q = query(&url);
+    for (k, v) in [
+        ("response_type", "code"),
+        ("client_id", "ferry-client"),
+        (
+            "redirect_uri",
+            "http://ferry.test/api/v1/storage-profiles/google-drive/callback",
+        ),
+        ("scope", "https://www.googleapis.com/auth/drive.file"),
+        ("access_type", "offline"),
+        ("prompt", "consent"),
+        ("code_challenge_method", "S256"),
+    ] {
+        assert_eq!(q.get(k).map(String::as_str), Some(v), "{k} in {url}");
+    }
+    assert!(q["state"].len() >= 32, "{url}");
+
+    let back = alice.consent(&url).await;
+    assert!(
+        back.starts_with(&format!("{PUBLIC}{CALLBACK_PATH}?")),
+        "{back}"
+    );
+    assert_eq!(query(&back)["state"], q["state"]);
+    assert_eq!(drive.challenges(), vec![q["code_challenge"].clone()]);
+    let done = alice.arrive(&back).await;
+    assert_eq!(done.status(), StatusCode::FOUND, "{:?}", done.text().await);
+    assert_eq!(done.headers()["location"], "/profiles?connected=1");
+    let (_, cleared) = set_cookie(&done, CONNECT_COOKIE).unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    assert!(alice.connect.is_none());
+
+    let profiles = alice.profiles().await;
+    assert_eq!(profiles.len(), 1, "{profiles:?}");
+    let p = &profiles[0];
+    assert_eq!(
+        (p["name"].as_str(), p["kind"].as_str()),
+        (Some("My Drive"), Some("google_drive"))
+    );
+    assert_eq!(p["google_drive"]["folder_id"], drive.root_folder.as_str());
+    let granted = drive.granted_refresh_tokens();
+    assert_eq!(granted.len(), 1);
+    assert!(!p.to_string().contains(&granted[0]), "{p}");
+    let pid = p["id"].as_str().unwrap().to_owned();
+    let (status, tested) = alice
+        .json(Method::POST, &format!("/storage-profiles/{pid}/test"), None)
+        .await;
+    assert_eq!((status, &tested), (200, &json!({"ok": true})));
+    assert!(admin.profiles().await.is_empty(), "the profile is alice's");
+    let (_, audit) = admin
+        .json(Method::GET, "/admin/audit?action=profile.create", None)
+        .await;
+    let entry = &audit[0];
+    assert_eq!(
+        (
+            entry["actor"].as_str(),
+            entry["target"].as_str(),
+            entry["outcome"].as_str()
+        ),
+        (Some(alice_id.as_str()), Some(pid.as_str()), Some("success")),
+        "{audit}"
+    );
+
+    // A job delivered to it lands in the folder, with the bytes it fetched.
+    let name = "report.bin";
+    let file = root.join("origin").join(name);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let sha = random_file(&file, 700 * 1024);
+    let origin = Origin::start(&file, name).await;
+    let (status, job) = alice
+        .json(
+            Method::POST,
+            "/jobs",
+            Some(json!({"source": {"url": format!("http://{}/{name}", origin.addr)}, "storage_profile": pid})),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, job) = alice.json(Method::GET, &format!("/jobs/{id}"), None).await;
+        match job["status"].as_str() {
+            Some("completed") => break,
+            Some("failed") => panic!("{job}\n{}", f.proc.log_text()),
+            _ => {}
+        }
+        assert!(std::time::Instant::now() < deadline, "{job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let content = drive
+        .content(&[&alice_id, &id, name])
+        .unwrap_or_else(|| panic!("{name} not in Drive"));
+    assert_eq!(sha256_hex(&content), sha);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_that_did_not_come_from_the_users_own_consent_are_refused() {
+    let (_keep, root) = test_dir();
+    let (drive, f) = start(&root).await;
+    let folder = drive.root_folder.clone();
+    let admin = Browser::admin(&f).await;
+    add_user(&f, "alice");
+    add_user(&f, "bob");
+    let mut alice = Browser::login(&f, "alice").await;
+    let mut bob = Browser::login(&f, "bob").await;
+    let alice_id = alice.me().await;
+    let connect = |b: &Browser, body: Value| {
+        b.req(Method::POST, "/storage-profiles/google-drive/connect")
+            .json(&body)
+            .send()
+    };
+
+    // Starting: a caller, from Ferry's pages, with a valid folder, name and return path.
+    let ok = json!({"name": "Drive", "folder_id": folder});
+    let r = reqwest::Client::new()
+        .post(f.url("/storage-profiles/google-drive/connect"))
+        .json(&ok)
+        .send()
+        .await
+        .unwrap();
+    expect(r, 401, "unauthorized").await;
+    let r = alice
+        .http
+        .post(f.url("/storage-profiles/google-drive/connect"))
+        .header(
+            "Cookie",
+            format!("ferry_session={}", alice.session.as_ref().unwrap()),
+        )
+        .header("Origin", "http://evil.example")
+        .json(&ok)
+        .send()
+        .await
+        .unwrap();
+    expect(r, 403, "forbidden").await;
+    for bad in [
+        json!({"name": "Drive", "folder_id": "../root"}),
+        json!({"name": "", "folder_id": folder}),
+        json!({"name": "Drive", "folder_id": "x".repeat(129)}),
+    ] {
+        expect(
+            connect(&alice, bad).await.unwrap(),
+            400,
+            "invalid_storage_profile",
+        )
+        .await;
+    }
+    for to in [
+        "//evil.example/x",
+        "https://evil.example/",
+        "/\\evil.example",
+        "x",
+    ] {
+        let body = json!({"name": "Drive", "folder_id": folder, "return_to": to});
+        expect(connect(&alice, body).await.unwrap(), 400, "invalid_request").await;
+    }
+
+    // Alice consents; the redirect back is taken elsewhere.
+    let url = alice.start_connect(ok.clone()).await;
+    let alice_back = alice.consent(&url).await;
+    // A browser that did not start it (no pending cookie), even logged in as alice.
+    let mut stranger = Browser::new(&f);
+    expect(
+        stranger.arrive(&alice_back).await,
+        400,
+        "drive_connect_failed",
+    )
+    .await;
+    let mut alice_elsewhere = alice.clone();
+    alice_elsewhere.connect = None;
+    expect(
+        alice_elsewhere.arrive(&alice_back).await,
+        400,
+        "drive_connect_failed",
+    )
+    .await;
+    // A tampered cookie, a wrong state, no code.
+    let mut tampered = alice.clone();
+    let c = tampered.connect.take().unwrap();
+    let flipped = if c.ends_with('0') { '1' } else { '0' };
+    tampered.connect = Some(format!("{}{flipped}", &c[..c.len() - 1]));
+    expect(
+        tampered.arrive(&alice_back).await,
+        400,
+        "drive_connect_failed",
+    )
+    .await;
+    let q = query(&alice_back);
+    let wrong_state = format!(
+        "{PUBLIC}{CALLBACK_PATH}?code={}&state={}x",
+        q["code"], q["state"]
+    );
+    expect(
+        alice.clone().arrive(&wrong_state).await,
+        400,
+        "drive_connect_failed",
+    )
+    .await;
+    let no_code = format!("{PUBLIC}{CALLBACK_PATH}?state={}", q["state"]);
+    expect(
+        alice.clone().arrive(&no_code).await,
+        400,
+        "drive_connect_failed",
+    )
+    .await;
+
+    // Bob's consent arrives at alice's browser: her pending cookie is not for it.
+    let bob_url = bob.start_connect(ok.clone()).await;
+    let bob_back = bob.consent(&bob_url).await;
+    expect(
+        alice.clone().arrive(&bob_back).await,
+        400,
+        "drive_connect_failed",
+    )
+    .await;
+    // Bob's pending cookie in a browser logged in as alice: another user's session.
+    let mut mixed = alice.clone();
+    mixed.connect = bob.connect.clone();
+    expect(mixed.arrive(&bob_back).await, 403, "forbidden").await;
+    assert!(alice.profiles().await.is_empty() && bob.profiles().await.is_empty());
+    let (_, audit) = admin
+        .json(Method::GET, "/admin/audit?action=profile.create", None)
+        .await;
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["outcome"] == "failure"
+                && e["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("another user")),
+        "{audit}"
+    );
+
+    // Bob finishes his own; the same redirect replayed with the cookie he had is refused
+    // (Google takes a code once) and makes no second profile.
+    let kept = bob.clone();
+    let done = bob.arrive(&bob_back).await;
+    assert_eq!(done.status(), StatusCode::FOUND, "{:?}", done.text().await);
+    assert_eq!(done.headers()["location"], "/");
+    assert_eq!(bob.profiles().await.len(), 1);
+    let body = expect(
+        kept.clone().arrive(&bob_back).await,
+        400,
+        "drive_connect_failed",
+    )
+    .await;
+    assert!(
+        body["message"].as_str().unwrap().contains("invalid_grant"),
+        "{body}"
+    );
+    assert_eq!(bob.profiles().await.len(), 1);
+
+    // Alice declines on Google's page.
+    drive.deny_consent(true);
+    let url = alice.start_connect(ok.clone()).await;
+    let declined = alice.consent(&url).await;
+    assert_eq!(query(&declined)["error"], "access_denied");
+    expect(alice.arrive(&declined).await, 400, "drive_consent_denied").await;
+    drive.deny_consent(false);
+
+    // Google grants no refresh token: said clearly, nothing saved.
+    drive.withhold_refresh_tokens(true);
+    let body = expect(
+        alice.connect("Drive", &folder).await,
+        400,
+        "drive_connect_failed",
+    )
+    .await;
+    assert!(
+        body["message"].as_str().unwrap().contains("refresh token"),
+        "{body}"
+    );
+    drive.withhold_refresh_tokens(false);
+
+    // Alice is disabled between her consent and the redirect back.
+    let url = alice.start_connect(ok.clone()).await;
+    let back = alice.consent(&url).await;
+    let (status, _) = admin
+        .json(
+            Method::PATCH,
+            &format!("/admin/users/{alice_id}"),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    expect(alice.arrive(&back).await, 403, "account_disabled").await;
+    let (status, _) = admin
+        .json(
+            Method::PATCH,
+            &format!("/admin/users/{alice_id}"),
+            Some(json!({"disabled": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let alice = Browser::login(&f, "alice").await;
+    assert!(alice.profiles().await.is_empty(), "alice has no profile");
+    assert_eq!(bob.profiles().await.len(), 1, "bob has his one");
+}
