@@ -462,12 +462,7 @@ impl Accounts {
     pub async fn limit_api(&self, caller: &Caller) -> Result<(), AccountsError> {
         // Per user, whatever the credential: more tokens are not more budget.
         let key = format!("api:user:{}", caller.user.as_str());
-        match self.limiter.check(&key, self.settings.api_limit).await {
-            RateDecision::Allowed => Ok(()),
-            RateDecision::Limited { retry_after } => {
-                Err(AccountsError::RateLimited { retry_after })
-            }
-        }
+        self.limited(&key, self.settings.api_limit).await
     }
 
     // ---- logging in and out ----
