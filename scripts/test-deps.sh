@@ -14,7 +14,7 @@ need=()
 for pair in opentracker:opentracker aria2c:aria2 mktorrent:mktorrent curl:curl \
             qbittorrent-nox:qbittorrent-nox microsocks:microsocks tinyproxy:tinyproxy \
             psql:postgresql redis-server:redis-server unshare:util-linux nsenter:util-linux \
-            ip:iproute2 node:nodejs npm:npm; do
+            ip:iproute2 node:nodejs npm:npm chromium:chromium; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null || need+=("$pkg")
 done
@@ -116,6 +116,23 @@ if ! schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS"; then
   python3 -m pip install -q "schemathesis==$SCHEMATHESIS" || $SUDO python3 -m pip install -q "schemathesis==$SCHEMATHESIS"
 fi
 
+# The browser tests (cli/tests/web.rs) drive Debian's chromium with Playwright for Python;
+# Playwright's own browser download is never used.
+PLAYWRIGHT=1.56.0
+if ! python3 -c "import playwright, sys; from playwright._repo_version import version; sys.exit(version != '$PLAYWRIGHT')" 2>/dev/null; then
+  echo "test-deps: installing playwright $PLAYWRIGHT (PyPI; it drives the system chromium)"
+  python3 -m pip install -q "playwright==$PLAYWRIGHT" || $SUDO python3 -m pip install -q "playwright==$PLAYWRIGHT"
+fi
+
+# axe-core, which the browser tests inject to check each page's accessibility.
+WEB_DIR="$(cd "$(dirname "$0")/.." && pwd)/cli/tests/web"
+web_sum=$(sha256sum "$WEB_DIR/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$WEB_DIR/node_modules/.ferry-lock-sha256" 2>/dev/null)" != "$web_sum" ]; then
+  echo "test-deps: installing axe-core for the browser tests (npm ci in cli/tests/web)"
+  npm ci --prefix "$WEB_DIR" --no-audit --no-fund --loglevel=error
+  echo "$web_sum" > "$WEB_DIR/node_modules/.ferry-lock-sha256"
+fi
+
 # The OpenID Connect provider of the identity tests (testkit/src/oidc.rs): npm oidc-provider
 # from testkit/oidc/package-lock.json into testkit/oidc/node_modules (git-ignored), again only
 # when the lock file changed. It needs node >= 20.19.
@@ -129,4 +146,4 @@ if [ "$(cat "$OIDC_DIR/node_modules/.ferry-lock-sha256" 2>/dev/null)" != "$lock_
   echo "$lock_sum" > "$OIDC_DIR/node_modules/.ferry-lock-sha256"
 fi
 
-echo "test-deps: ready (peers: $(command -v opentracker aria2c mktorrent qbittorrent-nox microsocks tinyproxy | xargs -n1 basename | tr '\n' ' '))"
+echo "test-deps: ready (peers: $(command -v opentracker aria2c mktorrent qbittorrent-nox microsocks tinyproxy chromium | xargs -n1 basename | tr '\n' ' '))"

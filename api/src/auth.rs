@@ -48,6 +48,15 @@ pub struct SessionAuth(Authed);
 pub struct Authed {
     caller: ferry_application::Caller,
     owner: OwnerId,
+    credential: Credential,
+}
+
+/// The credential a request was authenticated with, kept so that a long answer (an event
+/// stream) can ask whether it still holds.
+#[derive(Clone)]
+enum Credential {
+    Bearer(String),
+    Session(String),
 }
 
 /// The authenticated caller of an operation.
@@ -71,6 +80,32 @@ impl Caller {
     /// Whose jobs a jobs operation acts on.
     pub fn owner(&self) -> &OwnerId {
         &self.authed().owner
+    }
+
+    /// A check that the credential of this request still stands for the same user (not
+    /// logged out, revoked, expired, or its user disabled), for answers that last: an event
+    /// stream ends when it fails. It takes no rate limit.
+    pub fn still_valid(
+        &self,
+        state: Arc<ApiState>,
+    ) -> impl Fn() -> futures::future::BoxFuture<'static, bool> + Send + Sync + 'static {
+        let credential = self.authed().credential.clone();
+        let user = self.get().user.clone();
+        move || {
+            let (state, credential, user) = (state.clone(), credential.clone(), user.clone());
+            Box::pin(async move {
+                let now = match &credential {
+                    Credential::Bearer(token) => state.accounts.authenticate_bearer(token).await,
+                    Credential::Session(id) => state.accounts.authenticate_session(id).await,
+                };
+                match now {
+                    Ok(caller) => caller.user == user,
+                    // A backend that is down is not a revocation: the stream goes on.
+                    Err(AccountsError::Unavailable(_)) => true,
+                    Err(_) => false,
+                }
+            })
+        }
     }
 }
 
@@ -150,6 +185,7 @@ async fn admit(
     state: &ApiState,
     req: &Request,
     caller: ferry_application::Caller,
+    credential: Credential,
 ) -> Result<Authed, ApiError> {
     caller
         .require(scope_of(req.method()))
@@ -173,7 +209,11 @@ async fn admit(
             caller.acting_for(Some(&owner)).map_err(ApiError::from)?
         }
     };
-    Ok(Authed { caller, owner })
+    Ok(Authed {
+        caller,
+        owner,
+        credential,
+    })
 }
 
 /// A query parameter's first value, percent-decoded.
@@ -215,7 +255,7 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Authed> {
         Ok(caller) => caller,
         Err(e) => return Err(Refusal::record(req, e.into())),
     };
-    admit(state, req, caller)
+    admit(state, req, caller, Credential::Bearer(bearer.token))
         .await
         .map_err(|e| Refusal::record(req, e))
 }
@@ -235,7 +275,7 @@ async fn check_cookie(req: &Request, key: ApiKey) -> poem::Result<Authed> {
             ),
         ));
     }
-    admit(state, req, caller)
+    admit(state, req, caller, Credential::Session(key.key))
         .await
         .map_err(|e| Refusal::record(req, e))
 }

@@ -407,6 +407,60 @@ impl From<PublishedEvent> for JobEventDto {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum FeedEventType {
+    /// The feed is open (the first event): reload what you show, then apply what follows.
+    Ready,
+    Status,
+    Progress,
+}
+
+/// One Server-Sent Event of the jobs feed (`GET /jobs/events`). The SSE `event:` field is
+/// `type`.
+#[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct FeedEventDto {
+    #[oai(rename = "type")]
+    pub kind: FeedEventType,
+    /// The job the event is about (absent on `ready`).
+    pub job_id: Option<Uuid>,
+    pub status: Option<StatusDto>,
+    pub progress: Option<ProgressDto>,
+    pub error: Option<JobErrorDto>,
+    pub at: DateTime<Utc>,
+}
+
+impl FeedEventDto {
+    pub fn ready(at: DateTime<Utc>) -> Self {
+        Self {
+            kind: FeedEventType::Ready,
+            job_id: None,
+            status: None,
+            progress: None,
+            error: None,
+            at,
+        }
+    }
+}
+
+impl From<PublishedEvent> for FeedEventDto {
+    fn from(p: PublishedEvent) -> Self {
+        let e = JobEventDto::from(p);
+        Self {
+            kind: match e.kind {
+                EventType::Progress => FeedEventType::Progress,
+                EventType::Status | EventType::Snapshot => FeedEventType::Status,
+            },
+            job_id: Some(e.job_id),
+            status: Some(e.status),
+            progress: Some(e.progress),
+            error: e.error,
+            at: e.at,
+        }
+    }
+}
+
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct ComponentDto {

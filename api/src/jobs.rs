@@ -22,7 +22,9 @@ use crate::auth::Caller;
 use crate::download::{self, FileResponse, content_disposition};
 use crate::dto::*;
 use crate::error::{ApiError, Fails, statuses};
-use crate::streams::{Refused, StreamLimits, job_events};
+use crate::streams::{
+    REVALIDATE_EVERY, Refused, StreamLimits, job_events, owner_feed, while_valid,
+};
 
 #[derive(Tags)]
 pub(crate) enum Tag {
@@ -49,6 +51,7 @@ statuses! {
     MoveFails: 401, 403, 404, 409, 429, 500, 503;
     CancelFails: 400, 401, 403, 404, 409, 429, 500, 503;
     EventsFails: 400, 401, 403, 404, 429, 500, 503;
+    FeedFails: 400, 401, 403, 429, 500, 503;
     FileFails: 400, 401, 403, 404, 409, 429, 500, 503;
     TorrentFails: 401, 403, 404, 409, 429, 500, 503;
     AnalyzeFails: 400, 401, 403, 413, 415, 422, 429, 500;
@@ -103,6 +106,24 @@ pub enum TorrentFileResponse {
 }
 
 type ApiResult<T> = Result<T, ApiError>;
+
+impl JobsApi {
+    /// A place for one more event stream of the caller's, under the caps.
+    fn admit_stream(&self, caller: &Caller) -> ApiResult<crate::streams::StreamPermit> {
+        self.streams
+            .admit(caller.owner())
+            .map_err(|refused| match refused {
+                Refused::Owner(n) => ApiError::new(
+                    ErrorCode::TooManyStreams,
+                    format!("you have {n} event streams open already; close one first"),
+                ),
+                Refused::Server(n) => ApiError::new(
+                    ErrorCode::TooManyStreams,
+                    format!("the server has {n} event streams open; try again shortly"),
+                ),
+            })
+    }
+}
 
 pub(crate) fn parse_id(id: &str) -> ApiResult<JobId> {
     id.parse()
@@ -307,6 +328,9 @@ impl JobsApi {
         caller: Caller,
         /// Only jobs in this status.
         status: Query<Option<StatusDto>>,
+        /// Only jobs whose name contains this text (ignoring ASCII case).
+        #[oai(validator(max_length = 200))]
+        q: Query<Option<String>>,
         /// Page size (1–200, default 50).
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u32>>,
@@ -320,6 +344,7 @@ impl JobsApi {
         let query = JobQuery {
             owner: caller.owner().clone(),
             status: status.0.map(JobStatus::from),
+            name_contains: q.0.filter(|q| !q.trim().is_empty()),
             before: before.0.map(JobId::from_uuid),
             limit,
         };
@@ -445,6 +470,52 @@ impl JobsApi {
         Ok(Json((&job).into()))
     }
 
+    /// Live progress and status of all your jobs (an admin's `?owner=`: that user's), as
+    /// Server-Sent Events: a `ready` event, then each `status` and `progress` event of every
+    /// job as it happens. It does not replay: on `ready` (also after a reconnect) reload the
+    /// jobs you show. It ends when your session or token stops being valid. Streams count
+    /// against the same caps as a job's (429 `too_many_streams`).
+    #[oai(
+        path = "/jobs/events",
+        method = "get",
+        tag = "Tag::Jobs",
+        operation_id = "jobsFeed"
+    )]
+    async fn feed(
+        &self,
+        caller: Caller,
+    ) -> Result<EventStream<BoxStream<'static, FeedEventDto>>, Fails<FeedFails>> {
+        let permit = self.admit_stream(&caller)?;
+        let rx = self
+            .state
+            .bus
+            .subscribe_owner(caller.owner())
+            .await
+            .map_err(|e| {
+                ApiError::from(ferry_application::JobsError::Unavailable(e.to_string()))
+            })?;
+        let stream = while_valid(
+            owner_feed(
+                FeedEventDto::ready(chrono::Utc::now()),
+                rx,
+                permit,
+                self.stopping.clone(),
+            ),
+            caller.still_valid(self.state.clone()),
+            REVALIDATE_EVERY,
+        );
+        Ok(EventStream::new(stream)
+            .keep_alive(Duration::from_secs(15))
+            .to_event(|e| {
+                let kind = match e.kind {
+                    FeedEventType::Ready => "ready",
+                    FeedEventType::Status => "status",
+                    FeedEventType::Progress => "progress",
+                };
+                Event::message(e.to_json_string()).event_type(kind)
+            }))
+    }
+
     /// Live progress and status as Server-Sent Events. The first event is a snapshot of the
     /// job; send the last `id:` you saw as `Last-Event-ID` to resume without gaps. The
     /// stream ends after the job reaches `completed`, `cancelled` or `failed`. Each caller,
@@ -465,19 +536,7 @@ impl JobsApi {
         // Ownership first: an id that is not the caller's costs this one read, and nothing
         // is subscribed, counted or spawned for it.
         self.state.jobs.get(caller.owner(), id).await?;
-        let permit = self
-            .streams
-            .admit(caller.owner())
-            .map_err(|refused| match refused {
-                Refused::Owner(n) => ApiError::new(
-                    ErrorCode::TooManyStreams,
-                    format!("you have {n} event streams open already; close one first"),
-                ),
-                Refused::Server(n) => ApiError::new(
-                    ErrorCode::TooManyStreams,
-                    format!("the server has {n} event streams open; try again shortly"),
-                ),
-            })?;
+        let permit = self.admit_stream(&caller)?;
         let from = match last_event_id.0.filter(|s| !s.is_empty()) {
             Some(last) => Replay::After(EventId(last)),
             None => Replay::LiveOnly,
@@ -498,12 +557,16 @@ impl JobsApi {
             })?;
         // The snapshot is read after subscribing, so nothing falls between the two.
         let job = self.state.jobs.get(caller.owner(), id).await?;
-        let stream = job_events(
-            JobEventDto::snapshot(&job),
-            job.status.is_terminal(),
-            rx,
-            permit,
-            self.stopping.clone(),
+        let stream = while_valid(
+            job_events(
+                JobEventDto::snapshot(&job),
+                job.status.is_terminal(),
+                rx,
+                permit,
+                self.stopping.clone(),
+            ),
+            caller.still_valid(self.state.clone()),
+            REVALIDATE_EVERY,
         );
         Ok(EventStream::new(stream)
             .keep_alive(Duration::from_secs(15))

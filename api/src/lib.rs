@@ -15,6 +15,7 @@ mod range;
 mod server;
 mod streams;
 mod system;
+mod web;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +27,7 @@ use ferry_application::{
 };
 use poem::listener::TcpAcceptor;
 use poem::middleware::Tracing;
-use poem::{EndpointExt, Response, Route};
+use poem::{EndpointExt, Response};
 use poem_openapi::OpenApiService;
 use tokio_util::sync::CancellationToken;
 
@@ -117,8 +118,7 @@ pub fn app(state: Arc<ApiState>, stopping: CancellationToken) -> impl poem::Endp
     ));
     let document = document.to_string();
     let docs = api.swagger_ui();
-    Route::new()
-        .nest("/", api)
+    web::mount(poem::IntoEndpoint::into_endpoint(api))
         .at(
             "/api/v1/openapi.json",
             poem::endpoint::make_sync(move |_| {

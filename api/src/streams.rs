@@ -15,7 +15,7 @@ use opentelemetry::metrics::UpDownCounter;
 use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 
-use crate::dto::JobEventDto;
+use crate::dto::{FeedEventDto, JobEventDto};
 
 /// The caps on open event streams.
 pub struct StreamLimits {
@@ -141,6 +141,49 @@ pub fn job_events(
         .boxed()
 }
 
+/// The jobs feed: `ready`, then every event of the owner's jobs, until the server is
+/// `stopping`. Dropping the stream drops the subscription and the permit with it.
+pub fn owner_feed(
+    ready: FeedEventDto,
+    rx: Receiver<PublishedEvent>,
+    permit: StreamPermit,
+    stopping: CancellationToken,
+) -> BoxStream<'static, FeedEventDto> {
+    let live = futures::stream::unfold((rx, permit), |(mut rx, permit)| async move {
+        let event = rx.recv().await?;
+        Some((FeedEventDto::from(event), (rx, permit)))
+    });
+    futures::stream::once(async move { ready })
+        .chain(live)
+        .take_until(stopping.cancelled_owned())
+        .boxed()
+}
+
+/// How often a stream checks that the credential it was opened with still holds.
+pub const REVALIDATE_EVERY: Duration = Duration::from_secs(5);
+
+/// Ends `stream` at the first check (every `every`) that `valid` fails: a stream opened with
+/// a session or a token stops soon after a logout, a revocation, an expiry or its user's
+/// disabling, and the client that reconnects is refused.
+pub fn while_valid<T: Send + 'static, F>(
+    stream: BoxStream<'static, T>,
+    valid: F,
+    every: Duration,
+) -> BoxStream<'static, T>
+where
+    F: Fn() -> futures::future::BoxFuture<'static, bool> + Send + Sync + 'static,
+{
+    let revoked = async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if !valid().await {
+                return;
+            }
+        }
+    };
+    stream.take_until(revoked).boxed()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -163,5 +206,30 @@ mod tests {
         assert_eq!(limits.open(), 2);
         let _b2 = limits.admit(&bob).unwrap();
         assert_eq!(limits.admit(&alice).err(), Some(Refused::Server(3)));
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_at_the_first_failed_check_and_not_before() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let checks = Arc::new(AtomicUsize::new(0));
+        let counted = checks.clone();
+        let valid = move || -> futures::future::BoxFuture<'static, bool> {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move { n < 2 })
+        };
+        let stream = while_valid(
+            futures::stream::pending::<u8>().boxed(),
+            valid,
+            Duration::from_millis(10),
+        );
+        let items: Vec<u8> = tokio::time::timeout(Duration::from_secs(5), stream.collect())
+            .await
+            .unwrap();
+        assert!(items.is_empty());
+        assert_eq!(
+            checks.load(Ordering::SeqCst),
+            3,
+            "two checks passed, the third ended it"
+        );
     }
 }

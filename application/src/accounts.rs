@@ -249,6 +249,25 @@ pub struct Accounts {
     hashing: tokio::sync::Semaphore,
 }
 
+/// What an IdP access token may do: its user's role, narrowed to the `ferry:read`,
+/// `ferry:write` and `ferry:admin` scopes it was granted when it names any `ferry:` scope
+/// (a token for Ferry alone, its audience checked, that names none acts with the role).
+fn access_token_scopes(role: Role, granted: &[String]) -> Scopes {
+    let mut named = false;
+    let mut scopes = Scopes::NONE;
+    for name in granted.iter().filter_map(|g| g.strip_prefix("ferry:")) {
+        named = true;
+        if let Some(scope) = Scope::ALL.into_iter().find(|s| s.as_str() == name) {
+            scopes = scopes.with(scope);
+        }
+    }
+    if named {
+        scopes.intersect(Scopes::of_role(role))
+    } else {
+        Scopes::of_role(role)
+    }
+}
+
 /// 32 random bytes, hex.
 fn secret() -> String {
     let mut bytes = [0u8; 32];
@@ -362,7 +381,7 @@ impl Accounts {
                 Err(e) => return Err(e),
             };
             return Ok(Caller {
-                scopes: Scopes::of_role(user.role),
+                scopes: access_token_scopes(user.role, &identity.granted),
                 role: user.role,
                 user: user.id,
                 via: Via::AccessToken,
@@ -721,6 +740,18 @@ impl Accounts {
             user,
             expires_at,
         })
+    }
+
+    /// Deletes the sessions that have ended (idle or past their absolute end) and that
+    /// nobody presented again; returns how many.
+    ///
+    /// # Errors
+    /// A backend failure.
+    pub async fn sweep_sessions(&self) -> Result<u64, AccountsError> {
+        Ok(self
+            .sessions
+            .sweep(self.clock.now(), self.settings.session_idle)
+            .await?)
     }
 
     /// Ends the caller's session (a no-op for other credentials).
@@ -1470,6 +1501,32 @@ mod tests {
         assert!(f.accounts.authenticate_bearer("s3cret").await.is_err());
     }
 
+    #[test]
+    fn access_tokens_act_with_the_role_narrowed_to_their_ferry_scopes() {
+        let of = |role, granted: &[&str]| {
+            let granted: Vec<String> = granted.iter().map(|&g| g.to_owned()).collect();
+            access_token_scopes(role, &granted).to_text()
+        };
+        assert_eq!(of(Role::User, &["openid", "profile"]), "read write");
+        assert_eq!(of(Role::Admin, &[]), "read write admin");
+        assert_eq!(of(Role::Admin, &["openid", "ferry:read"]), "read");
+        assert_eq!(
+            of(Role::User, &["ferry:read", "ferry:admin"]),
+            "read",
+            "never above the role"
+        );
+        assert_eq!(
+            of(Role::Admin, &["ferry:everything"]),
+            "",
+            "an unknown ferry scope grants nothing"
+        );
+        assert_eq!(
+            of(Role::User, &["read", "write"]),
+            "read write",
+            "others' scopes are not Ferry's"
+        );
+    }
+
     #[tokio::test]
     async fn identity_provider_users_are_provisioned_by_policy_and_roles_follow_the_group() {
         let f = fixture(AccountSettings::default());
@@ -1479,6 +1536,7 @@ mod tests {
             email: Some("alice@example.org".into()),
             name: Some("Alice".into()),
             groups: vec!["ferry-admins".into()],
+            granted: vec![],
         };
         let invite_only = ProvisionPolicy::default();
         assert!(matches!(

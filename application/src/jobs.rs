@@ -443,6 +443,7 @@ impl Jobs {
                     .list(&JobQuery {
                         owner: owner.clone(),
                         status: Some(status),
+                        name_contains: None,
                         before,
                         limit: 500,
                     })

@@ -61,6 +61,7 @@ impl Lifecycle {
     pub async fn announce(&self, job: &Job, kind: EventKind) {
         let event = JobEvent {
             job_id: job.id,
+            owner: job.owner.clone(),
             kind,
             status: job.status,
             progress: job.progress,

@@ -299,6 +299,7 @@ async fn bad_submissions_are_refused_with_their_reason() {
             .list(&JobQuery {
                 owner: me(),
                 status: None,
+                name_contains: None,
                 before: None,
                 limit: 10
             })
@@ -838,6 +839,7 @@ async fn urls_are_checked_before_a_job_exists() {
             .list(&JobQuery {
                 owner: me(),
                 status: None,
+                name_contains: None,
                 before: None,
                 limit: 10
             })

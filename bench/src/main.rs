@@ -401,6 +401,7 @@ async fn fanout(
     for i in 0..events {
         let event = JobEvent {
             job_id,
+            owner: ferry_domain::OwnerId::local(),
             kind: EventKind::Progress,
             status: JobStatus::Downloading,
             progress: Progress {

@@ -57,12 +57,14 @@ pub fn ready(name: &str, addr: SocketAddr, token: &ApiToken) -> String {
 /// The lines to print when no admin can log in yet: how to use the one-time setup link.
 pub fn setup(public_url: &str, link: &ferry_application::SetupLink) -> String {
     format!(
-        "\nNo admin can log in yet. Choose the admin's login name and password with this one-time \
-         link (valid until {}):\n\n    \
+        "\nNo admin can log in yet. Open this one-time link in a browser to choose the admin's login \
+         name and password (valid until {}):\n\n    {public_url}/setup#{}\n\n\
+         or, without a browser:\n\n    \
          curl -X POST {public_url}/api/v1/auth/setup -H 'Content-Type: application/json' \
          -d '{{\"link\": \"{}\", \"username\": \"admin\", \"password\": \"<at least 8 characters>\"}}'\n\n\
          (or add users with `ferry user add NAME --admin`).\n",
         link.expires_at.format("%Y-%m-%d %H:%M UTC"),
+        link.secret,
         link.secret
     )
 }

@@ -8,140 +8,15 @@ mod common;
 
 use std::time::Duration;
 
+use common::login::*;
 use common::s3::*;
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const PASSWORD: &str = "correct horse battery";
-
 fn ferry(dir: &std::path::Path, env: &[(&str, &str)]) -> Ferry {
     init();
     Ferry::start(&dir.join("ferry"), env)
-}
-
-/// The one-time setup link the first start printed.
-fn setup_link(f: &Ferry) -> String {
-    let said = f.proc.log_text();
-    let at = said
-        .find("\"link\": \"")
-        .unwrap_or_else(|| panic!("no setup link in the start-up message:\n{said}"));
-    said[at + 9..at + 9 + 64].to_owned()
-}
-
-/// A client that holds one session cookie, as a browser on Ferry's own pages would.
-struct Browser {
-    base: String,
-    cookie: String,
-    http: reqwest::Client,
-}
-
-impl Browser {
-    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self
-            .http
-            .request(method.clone(), format!("{}/api/v1{path}", self.base))
-            .header("Cookie", format!("ferry_session={}", self.cookie));
-        if method == Method::GET {
-            r
-        } else {
-            r.header("Origin", &self.base)
-        }
-    }
-
-    async fn json(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = self.req(method, path);
-        if let Some(body) = body {
-            r = r.json(&body);
-        }
-        let r = r.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-}
-
-/// The session cookie a login answer sets, checked for its attributes.
-fn session_cookie(r: &reqwest::Response) -> String {
-    let set = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|v| v.starts_with("ferry_session="))
-        .unwrap_or_else(|| panic!("no session cookie: {:?}", r.headers()));
-    assert!(set.contains("HttpOnly"), "{set}");
-    assert!(set.contains("SameSite=Lax"), "{set}");
-    assert!(set.contains("Path=/"), "{set}");
-    set["ferry_session=".len()..]
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-async fn login(f: &Ferry, name: &str, password: &str) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(f.url("/auth/login"))
-        .json(&json!({"username": name, "password": password}))
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn browser(f: &Ferry, name: &str) -> Browser {
-    let r = login(f, name, PASSWORD).await;
-    assert_eq!(r.status(), StatusCode::OK);
-    Browser {
-        base: f.base.clone(),
-        cookie: session_cookie(&r),
-        http: reqwest::Client::new(),
-    }
-}
-
-/// The first admin, set up with the start-up link.
-async fn admin(f: &Ferry) -> Browser {
-    let r = reqwest::Client::new()
-        .post(f.url("/auth/setup"))
-        .json(&json!({"link": setup_link(f), "username": "root", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    Browser {
-        base: f.base.clone(),
-        cookie: session_cookie(&r),
-        http: reqwest::Client::new(),
-    }
-}
-
-/// `ferry user add NAME` with a password on stdin, as an operator would.
-fn add_user(f: &Ferry, name: &str, admin: bool) {
-    use std::io::Write;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
-    cmd.args(["user", "add", name, "--password-stdin", "--data-dir"])
-        .arg(&f.data_dir)
-        .env("FERRY_LOG__LEVEL", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    if admin {
-        cmd.arg("--admin");
-    }
-    let mut child = cmd.spawn().unwrap();
-    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "ferry user add: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-async fn expect(resp: reqwest::Response, status: u16, code: &str) -> Value {
-    let got = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    assert_eq!((got, body["code"].as_str()), (status, Some(code)), "{body}");
-    body
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::login::expect;
 use common::*;
 use ferry_torrent::testing::{B, encode, s, torrent};
 use reqwest::Method;
@@ -13,17 +14,6 @@ use serde_json::{Value, json};
 fn ferry(dir: &tempfile::TempDir, env: &[(&str, &str)]) -> Ferry {
     init();
     Ferry::start(&dir.path().join("ferry"), env)
-}
-
-async fn expect(resp: reqwest::Response, status: u16, code: &str) -> Value {
-    let got = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    assert_eq!((got, body["code"].as_str()), (status, Some(code)), "{body}");
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{body}"
-    );
-    body
 }
 
 const HASH: &str = "6e66cd5b6d13827df56add6069693192e4e09c1b";

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
+use common::login::{session_cookie, setup_link};
 use common::*;
 use serde_json::Value;
 
@@ -695,25 +696,6 @@ async fn ferry_api_drains_requests_in_flight_on_sigterm() {
     sigterm_drains(api, &id).await;
 }
 
-/// The one-time setup link a server printed at its start.
-fn setup_link(f: &Ferry) -> String {
-    let said = f.proc.log_text();
-    let at = said
-        .find("\"link\": \"")
-        .unwrap_or_else(|| panic!("no setup link in the start-up message:\n{said}"));
-    said[at + 9..at + 9 + 64].to_owned()
-}
-
-fn session_of(r: &reqwest::Response) -> String {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| v.strip_prefix("ferry_session="))
-        .map(|v| v.split(';').next().unwrap().to_owned())
-        .expect("a session cookie")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_instances_share_sessions_and_one_rate_limit_through_redis() {
     init();
@@ -742,7 +724,7 @@ async fn api_instances_share_sessions_and_one_rate_limit_through_redis() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let cookie = format!("ferry_session={}", session_of(&r));
+    let cookie = format!("ferry_session={}", session_cookie(&r));
     let get = |f: &Ferry, path: &str| {
         http.get(f.url(path))
             .header("Cookie", cookie.clone())

@@ -14,13 +14,13 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::login::{PASSWORD, add_user, expect, set_cookie, setup_link};
 use common::origin::*;
 use common::*;
 use ferry_gdrive::fake::{FakeClient, FakeDrive};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-const PASSWORD: &str = "correct horse battery";
 const PUBLIC: &str = "http://ferry.test";
 const CALLBACK_PATH: &str = "/api/v1/storage-profiles/google-drive/callback";
 const CONNECT_COOKIE: &str = "ferry_drive_connect";
@@ -54,57 +54,6 @@ async fn start(root: &std::path::Path) -> (FakeDrive, Ferry) {
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let ferry = Ferry::start(&root.join("ferry"), &env);
     (drive, ferry)
-}
-
-// ---- login helpers (as in accounts.rs) ----
-
-/// The one-time setup link the first start printed.
-fn setup_link(f: &Ferry) -> String {
-    let said = f.proc.log_text();
-    let at = said
-        .find("\"link\": \"")
-        .unwrap_or_else(|| panic!("no setup link in the start-up message:\n{said}"));
-    said[at + 9..at + 9 + 64].to_owned()
-}
-
-/// The value of cookie `name` a response sets, and the whole `Set-Cookie` line.
-fn set_cookie(r: &reqwest::Response, name: &str) -> Option<(String, String)> {
-    let line = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|v| v.starts_with(&format!("{name}=")))?;
-    let value = line[name.len() + 1..].split(';').next().unwrap().to_owned();
-    Some((value, line))
-}
-
-/// `ferry user add NAME` with a password on stdin, as an operator would.
-fn add_user(f: &Ferry, name: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["user", "add", name, "--password-stdin", "--data-dir"])
-        .arg(&f.data_dir)
-        .env("FERRY_LOG__LEVEL", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "ferry user add: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-async fn expect(resp: reqwest::Response, status: u16, code: &str) -> Value {
-    let got = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    assert_eq!((got, body["code"].as_str()), (status, Some(code)), "{body}");
-    body
 }
 
 fn query(url: &str) -> HashMap<String, String> {
@@ -283,7 +232,7 @@ async fn a_user_connects_google_drive_by_consenting_and_a_job_is_delivered_there
     let (_keep, root) = test_dir();
     let (drive, f) = start(&root).await;
     let admin = Browser::admin(&f).await;
-    add_user(&f, "alice");
+    add_user(&f, "alice", false);
     let mut alice = Browser::login(&f, "alice").await;
     let alice_id = alice.me().await;
 
@@ -391,8 +340,8 @@ async fn callbacks_that_did_not_come_from_the_users_own_consent_are_refused() {
     let (drive, f) = start(&root).await;
     let folder = drive.root_folder.clone();
     let admin = Browser::admin(&f).await;
-    add_user(&f, "alice");
-    add_user(&f, "bob");
+    add_user(&f, "alice", false);
+    add_user(&f, "bob", false);
     let mut alice = Browser::login(&f, "alice").await;
     let mut bob = Browser::login(&f, "bob").await;
     let alice_id = alice.me().await;

@@ -11,13 +11,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use common::login::*;
 use common::origin::*;
 use common::s3::*;
 use common::*;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde_json::{Value, json};
 
-const PASSWORD: &str = "correct horse battery";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 fn ferry(dir: &std::path::Path, env: &[(&str, &str)]) -> Ferry {
@@ -27,167 +27,12 @@ fn ferry(dir: &std::path::Path, env: &[(&str, &str)]) -> Ferry {
     Ferry::start(&dir.join("ferry"), &all)
 }
 
-/// The one-time setup link the first start printed.
-fn setup_link(f: &Ferry) -> String {
-    let said = f.proc.log_text();
-    let at = said
-        .find("\"link\": \"")
-        .unwrap_or_else(|| panic!("no setup link in the start-up message:\n{said}"));
-    said[at + 9..at + 9 + 64].to_owned()
-}
-
-/// A client that holds one session cookie, as a browser on Ferry's own pages would.
-struct Browser {
-    base: String,
-    cookie: String,
-    http: reqwest::Client,
-}
-
-impl Browser {
-    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self
-            .http
-            .request(method.clone(), format!("{}/api/v1{path}", self.base))
-            .header("Cookie", format!("ferry_session={}", self.cookie));
-        if method == Method::GET {
-            r
-        } else {
-            r.header("Origin", &self.base)
-        }
-    }
-
-    async fn json(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = self.req(method, path);
-        if let Some(body) = body {
-            r = r.json(&body);
-        }
-        let r = r.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Submits a URL job and waits until it is completed; returns its id.
-    async fn completed_url_job(&self, url: &str, extra: Value) -> String {
-        let mut body = json!({"source": {"url": url}});
-        for (k, v) in extra.as_object().into_iter().flatten() {
-            body[k] = v.clone();
-        }
-        let (status, job) = self.json(Method::POST, "/jobs", Some(body)).await;
-        assert_eq!(status, 201, "{job}");
-        let id = job["id"].as_str().unwrap().to_owned();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let (_, job) = self.json(Method::GET, &format!("/jobs/{id}"), None).await;
-            match job["status"].as_str() {
-                Some("completed") => return id,
-                Some("failed") => panic!("job failed: {job}"),
-                _ => {}
-            }
-            assert!(Instant::now() < deadline, "job never completed: {job}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// `GET /jobs/{id}/files/{index}/link`: (status, body).
-    async fn link(&self, id: &str, index: u32) -> (u16, Value) {
-        self.json(Method::GET, &format!("/jobs/{id}/files/{index}/link"), None)
-            .await
-    }
-
-    /// A link that must be made: its URL.
-    async fn link_url(&self, id: &str, index: u32) -> String {
-        let (status, link) = self.link(id, index).await;
-        assert_eq!(status, 200, "{link}");
-        link["url"].as_str().unwrap().to_owned()
-    }
-}
-
-/// The session cookie a login answer sets.
-fn session_cookie(r: &reqwest::Response) -> String {
-    let set = r
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|v| v.starts_with("ferry_session="))
-        .unwrap_or_else(|| panic!("no session cookie: {:?}", r.headers()));
-    set["ferry_session=".len()..]
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-async fn browser(f: &Ferry, name: &str) -> Browser {
-    let r = reqwest::Client::new()
-        .post(f.url("/auth/login"))
-        .json(&json!({"username": name, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    Browser {
-        base: f.base.clone(),
-        cookie: session_cookie(&r),
-        http: reqwest::Client::new(),
-    }
-}
-
-/// The first admin, set up with the start-up link.
-async fn admin(f: &Ferry) -> Browser {
-    let r = reqwest::Client::new()
-        .post(f.url("/auth/setup"))
-        .json(&json!({"link": setup_link(f), "username": "root", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    Browser {
-        base: f.base.clone(),
-        cookie: session_cookie(&r),
-        http: reqwest::Client::new(),
-    }
-}
-
-/// `ferry user add NAME` with a password on stdin, as an operator would.
-fn add_user(f: &Ferry, name: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(["user", "add", name, "--password-stdin", "--data-dir"])
-        .arg(&f.data_dir)
-        .env("FERRY_LOG__LEVEL", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "ferry user add: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-async fn user_id(b: &Browser) -> String {
-    let (_, me) = b.json(Method::GET, "/me", None).await;
-    me["user"]["id"].as_str().unwrap().to_owned()
-}
-
 /// A client with no cookie jar, no token, and no redirects followed.
 fn anonymous() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
-}
-
-async fn expect(resp: reqwest::Response, status: u16, code: &str) -> Value {
-    let got = resp.status().as_u16();
-    let body: Value = resp.json().await.unwrap_or(Value::Null);
-    assert_eq!((got, body["code"].as_str()), (status, Some(code)), "{body}");
-    body
 }
 
 /// The link's token: the last path segment of its URL.
@@ -241,8 +86,8 @@ async fn a_link_fetches_its_one_file_without_credentials_until_revoked() {
     let other_origin = Origin::start(&other, "other.bin").await;
     let f = ferry(&root, &[]);
     let admin = admin(&f).await;
-    add_user(&f, "alice");
-    add_user(&f, "bob");
+    add_user(&f, "alice", false);
+    add_user(&f, "bob", false);
     let alice = browser(&f, "alice").await;
     let bob = browser(&f, "bob").await;
     let job = alice
@@ -278,7 +123,7 @@ async fn a_link_fetches_its_one_file_without_credentials_until_revoked() {
         (claims["aud"].as_str(), claims["file"].as_u64()),
         (Some("ferry-file-link"), Some(0))
     );
-    assert_eq!(claims["sub"].as_str().unwrap(), user_id(&alice).await);
+    assert_eq!(claims["sub"].as_str().unwrap(), alice.user_id().await);
     assert_ne!(
         token_of(&alice.link_url(&job, 0).await),
         token_of(&url),
@@ -345,8 +190,8 @@ async fn a_link_fetches_its_one_file_without_credentials_until_revoked() {
     // A link for file 0 of this job opens nothing else: the token names the file and the
     // job, and a changed token is refused, as are forgeries.
     let token = token_of(&url).to_owned();
-    let alice_id = user_id(&alice).await;
-    let bob_id = user_id(&bob).await;
+    let alice_id = alice.user_id().await;
+    let bob_id = bob.user_id().await;
     let mut refused = vec![
         tampered(&token, |p| p["file"] = json!(1)),
         tampered(&token, |p| p["job"] = json!(other_job)),
@@ -440,7 +285,7 @@ async fn a_link_stops_working_when_it_expires() {
     random_file(&file, 50_000);
     let origin = Origin::start(&file, "clip.bin").await;
     let f = ferry(&root, &[("FERRY_AUTH__LINK_TTL", "2s")]);
-    add_user(&f, "carol");
+    add_user(&f, "carol", false);
     let carol = browser(&f, "carol").await;
     let job = carol
         .completed_url_job(&format!("http://{}/clip.bin", origin.addr), json!({}))
@@ -494,7 +339,7 @@ async fn a_link_to_a_file_in_s3_redirects_to_a_fresh_presigned_url() {
     let origin = Origin::start(&file, "report.pdf").await;
     let f = ferry(&root, &[("FERRY_STORAGE__ALLOW_PRIVATE_ENDPOINTS", "true")]);
     let admin = admin(&f).await;
-    add_user(&f, "dave");
+    add_user(&f, "dave", false);
     let dave = browser(&f, "dave").await;
     let (status, profile) = dave
         .json(
@@ -532,7 +377,7 @@ async fn a_link_to_a_file_in_s3_redirects_to_a_fresh_presigned_url() {
     assert_eq!(sha256_hex(&bytes), sha);
 
     // The link, not the presigned URL, is what a disabled owner loses at once.
-    let dave_id = user_id(&dave).await;
+    let dave_id = dave.user_id().await;
     let (status, _) = admin
         .json(
             Method::PATCH,

@@ -42,13 +42,9 @@ fn no_redirects() -> reqwest::Client {
         .unwrap()
 }
 
+/// The value of cookie `name` a response sets.
 fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(|v| v[name.len() + 1..].split(';').next().unwrap().to_owned())
+    common::login::set_cookie(r, name).map(|(value, _)| value)
 }
 
 /// The start of a login at Ferry: where the browser goes, and the login cookie it holds.

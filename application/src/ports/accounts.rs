@@ -197,6 +197,15 @@ pub trait Sessions: Send + Sync + 'static {
     /// # Errors
     /// Only `Unavailable` / `Unexpected`.
     async fn delete_user(&self, user: &OwnerId) -> Result<u64, RepoError>;
+
+    /// Deletes every session that has ended at `now` (its absolute end, or `idle` after its
+    /// last use) and returns how many. `get` drops the ones it meets; this is for the
+    /// sessions nobody presents again. Adapters whose store expires entries on its own may
+    /// do nothing and answer 0.
+    ///
+    /// # Errors
+    /// Only `Unavailable` / `Unexpected`.
+    async fn sweep(&self, now: DateTime<Utc>, idle: Duration) -> Result<u64, RepoError>;
 }
 
 /// Whether an audited action succeeded.

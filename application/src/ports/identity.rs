@@ -38,6 +38,10 @@ pub struct VerifiedIdentity {
     pub name: Option<String>,
     /// The configured group claim's values (`groups` by default), for admin mapping.
     pub groups: Vec<String>,
+    /// An access token's granted scopes (`scope`, space-separated, or `scp`); empty for ID
+    /// tokens. Those named `ferry:read`, `ferry:write`, `ferry:admin` narrow what a machine
+    /// client may do (see [`crate::accounts::Accounts`]).
+    pub granted: Vec<String>,
 }
 
 /// What the browser must carry from the login's start to its callback (Ferry keeps it in

@@ -50,6 +50,8 @@ pub struct Unfinished {
 pub struct JobQuery {
     pub owner: OwnerId,
     pub status: Option<JobStatus>,
+    /// Only jobs whose name contains this text, ignoring ASCII case.
+    pub name_contains: Option<String>,
     /// Only jobs created before this one (keyset paging).
     pub before: Option<JobId>,
     pub limit: u32,

@@ -4,7 +4,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ferry_domain::{JobError, JobId, JobStatus, Progress};
+use ferry_domain::{JobError, JobId, JobStatus, OwnerId, Progress};
 use tokio::sync::mpsc;
 
 /// An opaque, per-job ordered event id (the SSE event id).
@@ -40,6 +40,8 @@ pub enum EventKind {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct JobEvent {
     pub job_id: JobId,
+    /// Whose job it is (never sent to clients; it routes the event to its owner's feed).
+    pub owner: OwnerId,
     pub kind: EventKind,
     pub status: JobStatus,
     pub progress: Progress,
@@ -79,5 +81,16 @@ pub trait ProgressBus: Send + Sync + 'static {
         &self,
         job_id: JobId,
         from: &Replay,
+    ) -> Result<mpsc::Receiver<PublishedEvent>, BusError>;
+
+    /// Live events of every job `owner` has, from now on (no replay): the feed a page of
+    /// many jobs follows. A subscriber that falls far behind may miss events (it reloads
+    /// the jobs it shows); dropping the receiver unsubscribes at once.
+    ///
+    /// # Errors
+    /// `Unavailable` when the bus cannot be read.
+    async fn subscribe_owner(
+        &self,
+        owner: &OwnerId,
     ) -> Result<mpsc::Receiver<PublishedEvent>, BusError>;
 }

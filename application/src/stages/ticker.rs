@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ferry_domain::{Job, JobId, JobStatus, Progress};
+use ferry_domain::{Job, JobId, JobStatus, OwnerId, Progress};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::lifecycle::Lifecycle;
@@ -29,6 +29,7 @@ pub(crate) enum Observed {
 pub(crate) struct Ticker<'a> {
     lifecycle: &'a Lifecycle,
     job: JobId,
+    owner: OwnerId,
     /// The status the stage runs the job in, carried by its progress events.
     running: JobStatus,
     interval: Interval,
@@ -58,6 +59,7 @@ impl<'a> Ticker<'a> {
         Self {
             lifecycle,
             job: job.id,
+            owner: job.owner.clone(),
             running,
             interval,
             snapshot_every: None,
@@ -118,6 +120,7 @@ impl<'a> Ticker<'a> {
         self.progress = progress;
         let event = JobEvent {
             job_id: self.job,
+            owner: self.owner.clone(),
             kind: EventKind::Progress,
             status: self.running,
             progress,

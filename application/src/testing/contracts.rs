@@ -202,6 +202,7 @@ pub async fn job_repository_contract(repo: &dyn JobRepository) {
     let query = |status, before, limit| JobQuery {
         owner: alice.clone(),
         status,
+        name_contains: None,
         before,
         limit,
     };
@@ -225,6 +226,26 @@ pub async fn job_repository_contract(repo: &dyn JobRepository) {
             .unwrap()
             .is_empty()
     );
+    // Searching by name: a part of it, in any ASCII case; LIKE's wildcards are plain text.
+    let mut named = magnet_job(&alice, 30);
+    named.name = "Big_Buck Bunny 100%.mkv".into();
+    repo.insert(&named).await.unwrap();
+    let search = |text: &str| JobQuery {
+        name_contains: Some(text.to_owned()),
+        ..query(None, None, 100)
+    };
+    for hit in ["buck bunny", "BIG_", "100%", ".MKV"] {
+        let found = repo.list(&search(hit)).await.unwrap();
+        assert_eq!(
+            found.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [named.id],
+            "{hit}"
+        );
+    }
+    for miss in ["big%bunny", "b_ck", "bunny 1000", "\\"] {
+        assert!(repo.list(&search(miss)).await.unwrap().is_empty(), "{miss}");
+    }
+    repo.delete(named.id).await.unwrap();
 
     // Recovery sees every unfinished, unpaused job.
     repo.transition(torrent.id, &change(JobStatus::Queued, JobStatus::Resolving))
@@ -518,6 +539,7 @@ pub async fn job_queue_contract(queue: &dyn JobQueue) {
 fn event(job_id: JobId, done: u64) -> JobEvent {
     JobEvent {
         job_id,
+        owner: OwnerId::parse("alice").unwrap(),
         kind: EventKind::Progress,
         status: JobStatus::Downloading,
         progress: Progress::measured(done, 100, 10),
@@ -603,6 +625,47 @@ pub async fn progress_bus_contract(bus: &dyn ProgressBus) {
             .await,
         Err(BusError::BadEventId(_))
     ));
+    owner_feed(bus).await;
+}
+
+/// An owner's feed: live events of every job of theirs, in order, and nobody else's.
+async fn owner_feed(bus: &dyn ProgressBus) {
+    let alice = OwnerId::parse("alice").unwrap();
+    let bob = OwnerId::parse("bob").unwrap();
+    bus.publish(&event(JobId::new(), 1)).await.unwrap();
+    let mut alices = bus.subscribe_owner(&alice).await.unwrap();
+    let mut bobs = bus.subscribe_owner(&bob).await.unwrap();
+    let (one, two) = (JobId::new(), JobId::new());
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(
+            bus.publish(&event(if i % 2 == 0 { one } else { two }, i))
+                .await
+                .unwrap(),
+        );
+    }
+    let bobs_job = JobEvent {
+        owner: bob.clone(),
+        ..event(JobId::new(), 7)
+    };
+    let bobs_id = bus.publish(&bobs_job).await.unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        let e = next(&mut alices).await;
+        assert_eq!(
+            (&e.id, e.event.progress.bytes_done),
+            (id, i as u64),
+            "in order, from now on"
+        );
+        assert_eq!(e.event.job_id, if i % 2 == 0 { one } else { two });
+    }
+    let e = next(&mut bobs).await;
+    assert_eq!((e.id, e.event), (bobs_id, bobs_job));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), alices.recv())
+            .await
+            .is_err(),
+        "nothing of bob's reaches alice"
+    );
 }
 
 /// Puts `source` under `key` for `job` and checks the progress reports reached the size.

@@ -8,6 +8,7 @@
 
 pub mod cluster;
 pub mod gate;
+pub mod login;
 pub mod origin;
 pub mod s3;
 

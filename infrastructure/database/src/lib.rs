@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use ferry_application::ports::{JobQuery, JobRepository, RepoError, Transition, Unfinished};
 use ferry_domain::{InfoHash, Job, JobError, JobId, JobStatus, OwnerId, Progress, TorrentMetadata};
 use ferry_migrations::{Migrator, MigratorTrait};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
     ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, SqlErr,
@@ -140,6 +140,21 @@ impl JobRepository for SqlJobRepository {
         }
         if let Some(before) = q.before {
             select = select.filter(Column::Id.lt(before.as_uuid()));
+        }
+        if let Some(text) = q.name_contains.as_deref().filter(|t| !t.is_empty()) {
+            // LOWER on both sides: PostgreSQL's LIKE minds case, SQLite's does not (ASCII).
+            let escaped: String = text
+                .to_ascii_lowercase()
+                .chars()
+                .flat_map(|c| match c {
+                    '%' | '_' | '\\' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            select = select.filter(
+                Expr::expr(Func::lower(Expr::col(Column::Name)))
+                    .like(LikeExpr::new(format!("%{escaped}%")).escape('\\')),
+            );
         }
         let rows = select
             .order_by_desc(Column::Id)

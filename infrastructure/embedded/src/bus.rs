@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use ferry_application::ports::{
     BusError, EventId, EventKind, JobEvent, ProgressBus, PublishedEvent, Replay,
 };
-use ferry_domain::JobId;
+use ferry_domain::{JobId, OwnerId};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
@@ -31,6 +31,8 @@ struct Channel {
 #[derive(Default)]
 struct State {
     channels: HashMap<JobId, Channel>,
+    /// Owners' feeds, while someone follows them.
+    owners: HashMap<OwnerId, broadcast::Sender<PublishedEvent>>,
     seq: u64,
 }
 
@@ -131,7 +133,14 @@ impl ProgressBus for EmbeddedBus {
         channel.last_event = Instant::now();
         channel.finished = is_final(event);
         // No receiver is not an error: nobody is watching.
-        let _ = channel.live.send((seq, published));
+        let _ = channel.live.send((seq, published.clone()));
+        if let Some(feed) = st.owners.get(&event.owner) {
+            if feed.receiver_count() == 0 {
+                st.owners.remove(&event.owner);
+            } else {
+                let _ = feed.send(published);
+            }
+        }
         Ok(id)
     }
 
@@ -189,6 +198,40 @@ impl ProgressBus for EmbeddedBus {
         });
         Ok(rx)
     }
+
+    async fn subscribe_owner(
+        &self,
+        owner: &OwnerId,
+    ) -> Result<mpsc::Receiver<PublishedEvent>, BusError> {
+        let mut live = self
+            .lock()
+            .owners
+            .entry(owner.clone())
+            .or_insert_with(|| broadcast::channel(1024).0)
+            .subscribe();
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            loop {
+                let received = tokio::select! {
+                    () = tx.closed() => return,
+                    received = live.recv() => received,
+                };
+                match received {
+                    Ok(event) => {
+                        if tx.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                    // A feed is live only: what it could not keep up with is gone.
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(missed = n, "an owner's feed fell behind");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(rx)
+    }
 }
 
 #[cfg(test)]
@@ -207,6 +250,7 @@ mod tests {
         let job = JobId::new();
         let event = JobEvent {
             job_id: job,
+            owner: ferry_domain::OwnerId::local(),
             kind: EventKind::Progress,
             status: ferry_domain::JobStatus::Downloading,
             progress: ferry_domain::Progress::default(),
@@ -266,6 +310,7 @@ mod tests {
             };
             let event = JobEvent {
                 job_id: job,
+                owner: ferry_domain::OwnerId::local(),
                 kind: EventKind::Progress,
                 status: ferry_domain::JobStatus::Downloading,
                 progress: p,

@@ -22,6 +22,21 @@ pub(crate) fn groups(claims: &Map<String, Value>, name: &str) -> Vec<String> {
     }
 }
 
+/// An access token's granted scopes: `scope` (RFC 9068 / RFC 8693, space-separated) or
+/// `scp` (an array, or a space-separated string, as some providers write it).
+pub(crate) fn granted(claims: &Map<String, Value>) -> Vec<String> {
+    let words = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    match claims.get("scope").or_else(|| claims.get("scp")) {
+        Some(Value::String(s)) => words(s),
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .flat_map(words)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// A string claim.
 pub(crate) fn string(claims: &Map<String, Value>, name: &str) -> Option<String> {
     claims.get(name)?.as_str().map(str::to_owned)
@@ -50,5 +65,21 @@ mod tests {
         assert!(groups(&c, "bad").is_empty());
         assert!(groups(&c, "missing").is_empty());
         assert!(groups(&c, "bad.k.deeper").is_empty());
+    }
+
+    #[test]
+    fn granted_scopes_from_scope_or_scp() {
+        let of = |json: &str| granted(&claims(json));
+        assert_eq!(
+            of(r#"{"scope":"openid  ferry:read"}"#),
+            ["openid", "ferry:read"]
+        );
+        assert_eq!(
+            of(r#"{"scp":["ferry:write","x y",1]}"#),
+            ["ferry:write", "x", "y"]
+        );
+        assert_eq!(of(r#"{"scp":"a b"}"#), ["a", "b"]);
+        assert!(of(r#"{"scope":7}"#).is_empty());
+        assert!(of("{}").is_empty());
     }
 }

@@ -197,6 +197,7 @@ impl JwtVerifier {
             name: claims::string(claims, "name")
                 .or_else(|| claims::string(claims, "preferred_username")),
             groups: claims::groups(claims, &self.config.groups_claim),
+            granted: claims::granted(claims),
         }
     }
 }

@@ -297,6 +297,7 @@ impl OidcProvider {
                 &claims.additional_claims().claims,
                 &self.config.groups_claim,
             ),
+            granted: Vec::new(),
         }
     }
 }

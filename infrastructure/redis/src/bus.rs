@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use ferry_application::ports::{
     BusError, EventId, EventKind, JobEvent, ProgressBus, PublishedEvent, Replay,
 };
-use ferry_domain::JobId;
+use ferry_domain::{JobId, OwnerId};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,10 @@ use crate::{Redis, unavailable};
 const RETAINED: usize = 1000;
 /// How long a finished job's events stay readable.
 const FINISHED_TTL_SECS: u64 = 24 * 3600;
+/// Events kept per owner's feed (approximately), and for how long after the last one: the
+/// feed is for live followers, who read it as it grows.
+const FEED_RETAINED: usize = 200;
+const FEED_TTL_SECS: u64 = 3600;
 
 /// A job's hub: its fan-out, how many subscribers it has, and how to stop it.
 struct Hub {
@@ -34,22 +38,23 @@ struct Hub {
     stop: CancellationToken,
 }
 
-type Hubs = Arc<Mutex<HashMap<JobId, Hub>>>;
+/// Hubs by the stream they read (a job's, or an owner's feed).
+type Hubs = Arc<Mutex<HashMap<String, Hub>>>;
 
 /// One subscriber's share in a hub; the last one dropped stops the hub.
 struct Membership {
     hubs: Hubs,
-    job: JobId,
+    key: String,
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
         let mut hubs = RedisBus::lock_hubs(&self.hubs);
-        if let Some(hub) = hubs.get_mut(&self.job) {
+        if let Some(hub) = hubs.get_mut(&self.key) {
             hub.members = hub.members.saturating_sub(1);
             if hub.members == 0 {
                 hub.stop.cancel();
-                hubs.remove(&self.job);
+                hubs.remove(&self.key);
             }
         }
     }
@@ -75,11 +80,14 @@ fn order(id: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
+/// An entry of a job's stream (its id is the event id), or of an owner's feed (which
+/// carries the job stream's id in `id`).
 fn decode(entry: &StreamId) -> Option<PublishedEvent> {
     let json: String = entry.get("e")?;
     let event: JobEvent = serde_json::from_str(&json).ok()?;
+    let id: Option<String> = entry.get("id");
     Some(PublishedEvent {
-        id: EventId(entry.id.clone()),
+        id: EventId(id.unwrap_or_else(|| entry.id.clone())),
         event,
     })
 }
@@ -96,7 +104,13 @@ impl RedisBus {
         self.redis.key(&format!("progress:{job}"))
     }
 
-    fn lock_hubs(hubs: &Hubs) -> std::sync::MutexGuard<'_, HashMap<JobId, Hub>> {
+    /// An owner's feed: every event of their jobs, kept briefly for live followers.
+    fn owner_key(&self, owner: &OwnerId) -> String {
+        self.redis
+            .key(&format!("progress-owner:{}", owner.as_str()))
+    }
+
+    fn lock_hubs(hubs: &Hubs) -> std::sync::MutexGuard<'_, HashMap<String, Hub>> {
         hubs.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -119,23 +133,23 @@ impl RedisBus {
         Ok(reply.ids.iter().filter_map(decode).collect())
     }
 
-    /// A place in the job's hub (started if this process has none).
+    /// A place in the hub of stream `key` (started if this process has none).
     async fn join(
         &self,
-        job: JobId,
+        key: String,
     ) -> Result<(broadcast::Receiver<PublishedEvent>, Membership), BusError> {
-        let membership = || Membership {
+        let membership = |key: &String| Membership {
             hubs: self.hubs.clone(),
-            job,
+            key: key.clone(),
         };
-        if let Some(hub) = Self::lock_hubs(&self.hubs).get_mut(&job) {
+        if let Some(hub) = Self::lock_hubs(&self.hubs).get_mut(&key) {
             hub.members += 1;
-            return Ok((hub.tx.subscribe(), membership()));
+            return Ok((hub.tx.subscribe(), membership(&key)));
         }
         // Start reading after the newest event that exists now.
         let mut c = self.redis.commands.clone();
         let newest: StreamRangeReply = redis::cmd("XREVRANGE")
-            .arg(self.key(job))
+            .arg(&key)
             .arg("+")
             .arg("-")
             .arg("COUNT")
@@ -148,14 +162,14 @@ impl RedisBus {
             .first()
             .map_or_else(|| "0-0".to_owned(), |e| e.id.clone());
         let mut hubs = Self::lock_hubs(&self.hubs);
-        if let Some(hub) = hubs.get_mut(&job) {
+        if let Some(hub) = hubs.get_mut(&key) {
             hub.members += 1;
-            return Ok((hub.tx.subscribe(), membership()));
+            return Ok((hub.tx.subscribe(), membership(&key)));
         }
         let (tx, rx) = broadcast::channel(1024);
         let stop = CancellationToken::new();
         hubs.insert(
-            job,
+            key.clone(),
             Hub {
                 tx: tx.clone(),
                 members: 1,
@@ -163,8 +177,9 @@ impl RedisBus {
             },
         );
         drop(hubs);
-        tokio::spawn(hub(self.redis.clone(), self.key(job), start, tx, stop));
-        Ok((rx, membership()))
+        let member = membership(&key);
+        tokio::spawn(hub(self.redis.clone(), key, start, tx, stop));
+        Ok((rx, member))
     }
 
     /// Hubs running in this process (one per job with local subscribers).
@@ -263,7 +278,61 @@ impl ProgressBus for RedisBus {
                 .query_async(&mut c)
                 .await;
         }
+        // The owner's feed carries the same event under the job stream's id (the feed's own
+        // ids only order the feed). Best effort: the job's stream is the record.
+        let feed = self.owner_key(&event.owner);
+        let published: redis::RedisResult<()> = redis::pipe()
+            .cmd("XADD")
+            .arg(&feed)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(FEED_RETAINED)
+            .arg("*")
+            .arg("e")
+            .arg(serde_json::to_string(event).unwrap_or_default())
+            .arg("id")
+            .arg(&id)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&feed)
+            .arg(FEED_TTL_SECS)
+            .ignore()
+            .query_async(&mut c)
+            .await;
+        if let Err(e) = published {
+            tracing::debug!(error = %e, "could not add an event to its owner's feed");
+        }
         Ok(EventId(id))
+    }
+
+    async fn subscribe_owner(
+        &self,
+        owner: &OwnerId,
+    ) -> Result<mpsc::Receiver<PublishedEvent>, BusError> {
+        let (mut live, membership) = self.join(self.owner_key(owner)).await?;
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            let _membership = membership;
+            loop {
+                let received = tokio::select! {
+                    () = tx.closed() => return,
+                    received = live.recv() => received,
+                };
+                match received {
+                    Ok(event) => {
+                        if tx.send(event).await.is_err() {
+                            return;
+                        }
+                    }
+                    // A feed is live only: what it could not keep up with is gone.
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(missed = n, "an owner's feed fell behind");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(rx)
     }
 
     async fn subscribe(
@@ -279,7 +348,7 @@ impl ProgressBus for RedisBus {
             _ => None,
         };
         // Join first, so nothing published while the backlog is read is missed.
-        let (mut live, membership) = self.join(job_id).await?;
+        let (mut live, membership) = self.join(self.key(job_id)).await?;
         let backlog = match from {
             Replay::LiveOnly => Vec::new(),
             _ => self.range_after(job_id, after.as_deref()).await?,

@@ -224,6 +224,9 @@ impl App {
         } = self;
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
+        if let Some(api) = &api {
+            tasks.spawn(sweep_sessions(api.state.accounts.clone(), stop.clone()));
+        }
         let mut server =
             api.map(|api| tasks.spawn(ferry_api::serve(api.acceptor, api.state, stop.clone())));
         if let Some(probes) = probes {
@@ -334,6 +337,24 @@ async fn pools(
 }
 
 /// The HTTP API on `listen`, bound (to the port asked for, or a free one for port 0).
+/// How often an API process deletes the browser sessions that ended unseen.
+const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes ended sessions every [`SESSION_SWEEP_EVERY`] (at start too) until `stop`.
+async fn sweep_sessions(accounts: Arc<ferry_application::Accounts>, stop: CancellationToken) {
+    loop {
+        match accounts.sweep_sessions().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "deleted ended sessions"),
+            Err(e) => tracing::warn!(error = %e, "could not delete ended sessions"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(SESSION_SWEEP_EVERY) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
 async fn api(ports: &Ports, config: &Config, token: ApiToken) -> anyhow::Result<Api> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

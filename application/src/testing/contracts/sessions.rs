@@ -106,6 +106,31 @@ pub async fn sessions_contract(sessions: &dyn Sessions) {
     assert_eq!(sessions.get(&out, at(MINUTE), idle).await.unwrap(), None);
 
     sign_out_everywhere(sessions, &alice, &bob, idle).await;
+    sweep(sessions, &bob, idle).await;
+}
+
+/// A sweep ends what has ended and nothing else (a store that expires entries by itself
+/// may report 0).
+async fn sweep(sessions: &dyn Sessions, user: &OwnerId, idle: Duration) {
+    let (live, idled) = ([10; 32], [11; 32]);
+    let mut recent = session(user, 12);
+    recent.last_seen_at = at(30 * MINUTE);
+    sessions.create(&live, &recent, idle).await.unwrap();
+    sessions
+        .create(&idled, &session(user, 12), idle)
+        .await
+        .unwrap();
+    sessions.sweep(at(45 * MINUTE), idle).await.unwrap();
+    assert_eq!(
+        sessions.get(&live, at(45 * MINUTE), idle).await.unwrap(),
+        Some(recent),
+        "a live session survives the sweep"
+    );
+    assert_eq!(
+        sessions.get(&idled, at(45 * MINUTE), idle).await.unwrap(),
+        None
+    );
+    sessions.delete(&live).await.unwrap();
 }
 
 async fn sign_out_everywhere(

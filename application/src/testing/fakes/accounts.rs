@@ -302,6 +302,13 @@ impl Sessions for MemoryBrowserSessions {
         all.retain(|_, s| &s.user != user);
         Ok((before - all.len()) as u64)
     }
+
+    async fn sweep(&self, now: DateTime<Utc>, idle: Duration) -> Result<u64, RepoError> {
+        let mut all = lock(&self.sessions);
+        let before = all.len();
+        all.retain(|_, s| is_live(s, now, idle));
+        Ok((before - all.len()) as u64)
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use super::*;
 pub struct MemoryBus {
     events: Mutex<Vec<PublishedEvent>>,
     subscribers: Mutex<Vec<(JobId, mpsc::Sender<PublishedEvent>)>>,
+    owners: Mutex<Vec<(OwnerId, mpsc::Sender<PublishedEvent>)>>,
 }
 
 impl MemoryBus {
@@ -33,6 +34,8 @@ impl ProgressBus for MemoryBus {
         };
         let mut subs = lock(&self.subscribers);
         subs.retain(|(job, tx)| *job != event.job_id || tx.try_send(published.clone()).is_ok());
+        lock(&self.owners)
+            .retain(|(owner, tx)| *owner != event.owner || tx.try_send(published.clone()).is_ok());
         Ok(published.id)
     }
 
@@ -60,6 +63,15 @@ impl ProgressBus for MemoryBus {
         }
         lock(&self.subscribers).push((job_id, tx));
         drop(events);
+        Ok(rx)
+    }
+
+    async fn subscribe_owner(
+        &self,
+        owner: &OwnerId,
+    ) -> Result<mpsc::Receiver<PublishedEvent>, BusError> {
+        let (tx, rx) = mpsc::channel(4096);
+        lock(&self.owners).push((owner.clone(), tx));
         Ok(rx)
     }
 }

@@ -60,6 +60,13 @@ impl JobRepository for MemoryRepository {
             .values()
             .filter(|j| j.owner == q.owner)
             .filter(|j| q.status.is_none_or(|s| j.status == s))
+            .filter(|j| {
+                q.name_contains.as_ref().is_none_or(|t| {
+                    j.name
+                        .to_ascii_lowercase()
+                        .contains(&t.to_ascii_lowercase())
+                })
+            })
             .filter(|j| q.before.is_none_or(|b| j.id < b))
             .cloned()
             .collect();

@@ -24,20 +24,6 @@ impl SqlSessions {
     pub fn new(db: DatabaseConnection) -> Self {
         Self { db }
     }
-
-    /// Deletes every session that has ended at `now` (absolute end, or `idle` without a
-    /// request); returns how many. `get` deletes the ones it meets; this is for the rest.
-    ///
-    /// # Errors
-    /// Only `Unavailable` / `Unexpected`.
-    pub async fn sweep(&self, now: DateTime<Utc>, idle: Duration) -> Result<u64, RepoError> {
-        let result = Entity::delete_many()
-            .filter(ended(now, idle))
-            .exec(&self.db)
-            .await
-            .map_err(db_error)?;
-        Ok(result.rows_affected)
-    }
 }
 
 /// The moment before which a last request means the session idled out at `now`.
@@ -161,6 +147,15 @@ impl Sessions for SqlSessions {
     async fn delete_user(&self, user: &OwnerId) -> Result<u64, RepoError> {
         let result = Entity::delete_many()
             .filter(Column::UserId.eq(user.as_str()))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(result.rows_affected)
+    }
+
+    async fn sweep(&self, now: DateTime<Utc>, idle: Duration) -> Result<u64, RepoError> {
+        let result = Entity::delete_many()
+            .filter(ended(now, idle))
             .exec(&self.db)
             .await
             .map_err(db_error)?;

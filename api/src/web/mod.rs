@@ -1,0 +1,185 @@
+//! The web front end (ADR 0007): pages rendered on the server with maud, one ES module and
+//! one stylesheet embedded in the binary. Pages read through the same use cases as the API
+//! and act through the API itself (the script calls `/api/v1` with the session cookie).
+//!
+//! Every page but the sign-in and setup pages needs a live session; without one it sends
+//! the browser to `/login?next=…`. Every answer carries the security headers (a CSP without
+//! `unsafe-inline`, no framing, HSTS behind https).
+
+mod assets;
+mod human;
+mod pages;
+
+use std::sync::Arc;
+
+use ferry_application::Caller;
+use ferry_domain::User;
+use poem::http::{HeaderValue, StatusCode, header};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get};
+
+use crate::ApiState;
+use crate::auth::{SESSION_COOKIE, cookie};
+
+/// The Content-Security-Policy of every page: scripts and styles only from Ferry's own
+/// files (no inline code at all), media also from S3's presigned URLs.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self' blob: https:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The API (which serves `/api/v1`, and is nested at `/`) with the pages and their assets.
+pub fn mount<A: Endpoint + 'static>(api: A) -> Route {
+    Route::new()
+        .nest(
+            "/",
+            RootOr {
+                api,
+                root: get(pages::jobs_page).around(secured),
+            },
+        )
+        .at("/login", get(pages::login_page).around(secured))
+        .at("/setup", get(pages::setup_page).around(secured))
+        .at("/add", get(pages::add_page).around(secured))
+        .at("/jobs/:id", get(pages::job_page).around(secured))
+        .at("/account", get(pages::account_page).around(secured))
+        .at("/storage", get(pages::storage_page).around(secured))
+        .at("/admin", get(pages::admin_page).around(secured))
+        .at("/assets/:file", get(assets::serve).around(secured))
+}
+
+/// `/` is the jobs page; every other path under the nest goes to the API (the router
+/// cannot hold both `/` and a nest at `/`).
+struct RootOr<A, P> {
+    api: A,
+    root: P,
+}
+
+impl<A: Endpoint, P: Endpoint> Endpoint for RootOr<A, P> {
+    type Output = Response;
+
+    async fn call(&self, req: Request) -> poem::Result<Response> {
+        if req.uri().path() == "/" {
+            self.root.call(req).await.map(IntoResponse::into_response)
+        } else {
+            self.api.call(req).await.map(IntoResponse::into_response)
+        }
+    }
+}
+
+/// Runs a page's endpoint and puts the security headers on whatever it answers.
+async fn secured<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
+    let secure = req
+        .data::<Arc<ApiState>>()
+        .is_some_and(|s| s.secure_cookies);
+    let mut resp = match ep.call(req).await {
+        Ok(resp) => resp.into_response(),
+        Err(e) => e.into_response(),
+    };
+    protect(&mut resp, secure);
+    Ok(resp)
+}
+
+/// The security headers of every page answer.
+fn protect(resp: &mut Response, secure: bool) {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if secure {
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}
+
+/// Who is looking at a page: the session's caller and their account.
+pub struct Viewer {
+    pub caller: Caller,
+    pub user: User,
+}
+
+impl Viewer {
+    pub fn is_admin(&self) -> bool {
+        self.caller.role == ferry_domain::Role::Admin
+    }
+}
+
+/// The signed-in viewer, or the answer that sends the browser to sign in (and back here).
+async fn viewer(req: &Request, state: &ApiState) -> Result<Viewer, Response> {
+    let to_login = || {
+        let here = req
+            .uri()
+            .path_and_query()
+            .map_or("/", poem::http::uri::PathAndQuery::as_str);
+        let next: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
+        Response::builder()
+            .status(StatusCode::SEE_OTHER)
+            .header(header::LOCATION, format!("/login?next={next}"))
+            .finish()
+    };
+    let Some(id) = cookie(req, SESSION_COOKIE) else {
+        return Err(to_login());
+    };
+    let caller = state
+        .accounts
+        .authenticate_session(&id)
+        .await
+        .map_err(|_| to_login())?;
+    let (user, _) = state.accounts.me(&caller).await.map_err(|_| to_login())?;
+    Ok(Viewer { caller, user })
+}
+
+/// A path on Ferry to return to after signing in; anything else (another site, a
+/// protocol-relative `//host`, a backslash trick) becomes `/`.
+pub fn local_path(next: Option<&str>) -> String {
+    match next {
+        Some(p)
+            if p.starts_with('/')
+                && !p.starts_with("//")
+                && !p.contains('\\')
+                && !p.chars().any(char::is_control) =>
+        {
+            p.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_paths_on_ferry_are_returned_to() {
+        assert_eq!(local_path(Some("/jobs/1?x=2")), "/jobs/1?x=2");
+        for bad in [
+            "https://evil.example/",
+            "//evil.example",
+            "/\\evil.example",
+            "javascript:alert(1)",
+            "/\nx",
+            "",
+        ] {
+            assert_eq!(local_path(Some(bad)), "/", "{bad:?}");
+        }
+        assert_eq!(local_path(None), "/");
+    }
+
+    #[test]
+    fn the_policy_allows_no_inline_code_and_no_framing() {
+        assert!(!CSP.contains("unsafe-inline") && !CSP.contains("unsafe-eval"));
+        assert!(CSP.contains("frame-ancestors 'none'"));
+        assert!(CSP.contains("script-src 'self'"));
+    }
+}
