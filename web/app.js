@@ -574,7 +574,11 @@ function initStorage() {
     if (hint) fieldError(input, input.checkValidity() ? '' : hint);
     return input.checkValidity();
   };
-  for (const input of $$('input', form)) input.addEventListener('blur', () => check(input));
+  // A shown error clears as soon as the field is right (while typing, so nothing moves
+  // under a click on the button); errors appear only on submit.
+  for (const input of $$('input', form)) {
+    input.addEventListener('input', () => { if (input.getAttribute('aria-invalid') === 'true') check(input); });
+  }
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     say($('#s3-error'), '');

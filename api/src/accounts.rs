@@ -94,21 +94,22 @@ impl From<User> for UserDto {
     }
 }
 
-/// Per-user limits; absent means no limit (or, in an override, the server's default).
+/// Per-user limits; absent means no limit (or, in an override, the server's default). Each
+/// is at most 2^53 - 1 (JSON numbers every client reads exactly; 8 PiB of bytes).
 #[derive(Debug, Clone, Copy, Object, Default)]
 #[oai(skip_serializing_if_is_none)]
 pub struct QuotasDto {
     /// Jobs queued, downloading, paused or uploading at once.
-    #[oai(validator(minimum(value = "0")))]
+    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
     pub active_jobs: Option<u64>,
     /// Bytes one job may fetch.
-    #[oai(validator(minimum(value = "0")))]
+    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
     pub job_bytes: Option<u64>,
     /// Bytes of delivered files kept in all.
-    #[oai(validator(minimum(value = "0")))]
+    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
     pub stored_bytes: Option<u64>,
     /// Jobs seeding at once.
-    #[oai(validator(minimum(value = "0")))]
+    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
     pub seeding_jobs: Option<u64>,
 }
 

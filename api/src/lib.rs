@@ -170,6 +170,7 @@ where
         "deleteStorageProfile",
         "testStorageProfile",
     ];
+    event_streams(&mut doc);
     for (path, targets) in [
         ("/api/v1/jobs", &job_ops[..]),
         ("/api/v1/jobs/torrent", &job_ops[..]),
@@ -198,6 +199,40 @@ where
         }
     }
     doc
+}
+
+/// Documents each `text/event-stream` answer as what a client reads: events (`event`, `id`,
+/// `data`) whose `data` is the JSON of the item schema (`x-data-schema`), rather than
+/// poem-openapi's array of items, which no single event matches.
+fn event_streams(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    for op in paths
+        .values_mut()
+        .filter_map(|p| p.as_object_mut())
+        .flat_map(|p| p.values_mut())
+    {
+        let Some(stream) = op.pointer_mut("/responses/200/content/text~1event-stream/schema")
+        else {
+            continue;
+        };
+        let item = stream
+            .get("items")
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        *stream = serde_json::json!({
+            "type": "object",
+            "description": "One Server-Sent Event; `data` is the JSON of `x-data-schema`.",
+            "properties": {
+                "event": {"type": "string"},
+                "id": {"type": "string"},
+                "data": {"type": "string"},
+            },
+            "required": ["data"],
+            "x-data-schema": item,
+        });
+    }
 }
 
 /// How long requests in flight may take to finish once the server stops.

@@ -450,6 +450,60 @@ async fn another_users_ids_answer_like_unknown_ids_in_every_operation() {
     expect(r, 403, "forbidden").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jobs_feed_carries_only_the_callers_jobs_and_ends_with_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = ferry(dir.path(), &[]);
+    let _admin = admin(&f).await;
+    add_user(&f, "alice", false);
+    add_user(&f, "bob", false);
+    let (alice, bob) = (browser(&f, "alice").await, browser(&f, "bob").await);
+    let feed = |b: &Browser| b.req(Method::GET, "/jobs/events").send();
+    let (alices, bobs) = (feed(&alice).await.unwrap(), feed(&bob).await.unwrap());
+    assert_eq!(
+        (alices.status().as_u16(), bobs.status().as_u16()),
+        (200, 200)
+    );
+    let bob_reads = tokio::spawn(tokio::time::timeout(
+        Duration::from_secs(3),
+        read_sse(bobs, Duration::from_secs(60), |e| e.event != "ready"),
+    ));
+    let alice_reads = tokio::spawn(read_sse(alices, Duration::from_secs(30), |e| {
+        e.event == "status"
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, job) = alice
+        .json(
+            Method::POST,
+            "/jobs",
+            Some(json!({"source": {"magnet": lonely_magnet("alices-feed")}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let seen = alice_reads.await.unwrap();
+    assert_eq!(seen[0].event, "ready", "{seen:?}");
+    assert_eq!(seen.last().unwrap().data["job_id"], job["id"], "{seen:?}");
+    assert!(
+        bob_reads.await.unwrap().is_err(),
+        "nothing of alice's reaches bob's feed"
+    );
+    // Bob cannot follow hers by naming her.
+    let r = bob
+        .req(Method::GET, "/jobs/events?owner=alice")
+        .send()
+        .await
+        .unwrap();
+    expect(r, 403, "forbidden").await;
+    // A feed ends soon after its session does.
+    let open = feed(&alice).await.unwrap();
+    let (status, _) = alice.json(Method::POST, "/auth/logout", None).await;
+    assert_eq!(status, 204);
+    let events = read_sse(open, Duration::from_secs(20), |_| false).await;
+    assert!(events.iter().all(|e| e.event == "ready"), "{events:?}");
+    let r = feed(&alice).await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
+
 #[tokio::test]
 async fn disabling_a_user_ends_their_sessions_and_tokens_at_once_and_is_audited() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::login::{add_user, setup_link};
+use common::s3::*;
 use common::*;
 
 /// Whether a browser can be driven here (in CI its absence fails the test).
@@ -78,6 +79,7 @@ fn swarm(name: &str) -> Swarm {
             ("extras/big.bin", 3 << 20),
         ],
     );
+    clip(&content.join(name).join("clip.webm"));
     let probe = payload.make_torrent("http://127.0.0.1:1/announce", &root.join("probe.torrent"));
     let tracker = Tracker::start(&root, &[&probe.info_hash]);
     let torrent = payload.make_torrent(&tracker.announce(), &root.join(format!("{name}.torrent")));
@@ -93,6 +95,28 @@ fn swarm(name: &str) -> Swarm {
     }
 }
 
+/// A two-second VP8 test picture with ffmpeg, for the player.
+fn clip(path: &Path) {
+    let out = Command::new("ffmpeg")
+        .args([
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=2:size=320x240:rate=25",
+        ])
+        .args(["-c:v", "libvpx", "-b:v", "300k", "-y"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffmpeg: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn sha_of(payload: &Payload, suffix: &str) -> String {
     payload
         .files
@@ -104,7 +128,7 @@ fn sha_of(payload: &Payload, suffix: &str) -> String {
 
 #[test]
 fn the_first_admin_adds_a_magnet_watches_it_finish_and_downloads_a_file() {
-    if !browser_ready() || !require(&["opentracker", "aria2c", "mktorrent"]) {
+    if !browser_ready() || !require(&["opentracker", "aria2c", "mktorrent", "ffmpeg"]) {
         return;
     }
     let s = swarm("webmagnet");
@@ -124,14 +148,13 @@ fn the_first_admin_adds_a_magnet_watches_it_finish_and_downloads_a_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torrent_with_an_unticked_file_downloads_only_the_others() {
-    if !browser_ready() || !require(&["opentracker", "aria2c", "mktorrent"]) {
+    if !browser_ready() || !require(&["opentracker", "aria2c", "mktorrent", "ffmpeg"]) {
         return;
     }
     let s = swarm("webtree");
     let f = Ferry::start(&s.root.join("ferry"), &[]);
     add_user(&f, "alice", false);
     let path = s.torrent.path.to_string_lossy().into_owned();
-    let count = s.payload.files.len().to_string();
     let said = tokio::task::block_in_place(|| {
         scenario(
             &f,
@@ -139,7 +162,7 @@ async fn a_torrent_with_an_unticked_file_downloads_only_the_others() {
             &[
                 ("FERRY_TORRENT_PATH", &path),
                 ("FERRY_SKIP_FILE", "big.bin"),
-                ("FERRY_FILE_COUNT", &count),
+                ("FERRY_FILE_COUNT", &(s.payload.files.len() + 1).to_string()),
             ],
         )
     });
@@ -208,5 +231,99 @@ fn every_page_passes_axe_in_light_and_dark_and_fits_a_phone() {
         &f,
         "a11y",
         &[("FERRY_LONELY_MAGNET", &lonely_magnet("a11y"))],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_adds_an_s3_bucket_gets_a_job_delivered_there_and_revokes_a_token() {
+    if !browser_ready() || !require(&["opentracker", "aria2c", "mktorrent", "ffmpeg", "aws"]) {
+        return;
+    }
+    let s = swarm("webs3");
+    let Some(bucket) = S3Server::start(&s.root) else {
+        return;
+    };
+    bucket.aws(&["s3", "mb", "s3://alice"]);
+    let f = Ferry::start(
+        &s.root.join("ferry"),
+        &[("FERRY_STORAGE__ALLOW_PRIVATE_ENDPOINTS", "true")],
+    );
+    add_user(&f, "alice", false);
+    let magnet = s.torrent.magnet(&s.tracker.announce());
+    let endpoint = bucket.endpoint();
+    let said = tokio::task::block_in_place(|| {
+        scenario(
+            &f,
+            "storage_and_tokens",
+            &[
+                ("FERRY_MAGNET", &magnet),
+                ("FERRY_TORRENT_NAME", "webs3"),
+                ("FERRY_S3_ENDPOINT", &endpoint),
+                ("FERRY_S3_BUCKET", "alice"),
+                ("FERRY_S3_ACCESS", ACCESS),
+                ("FERRY_S3_SECRET", SECRET),
+            ],
+        )
+    });
+    // The bucket holds the job's files, as the aws CLI reads them.
+    let listed = String::from_utf8(bucket.aws(&["s3", "ls", "--recursive", "s3://alice"])).unwrap();
+    assert!(listed.contains("webs3/notes.txt"), "{listed}");
+    let notes = listed
+        .lines()
+        .find(|l| l.ends_with("webs3/notes.txt"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap()
+        .to_owned();
+    let body = bucket.aws(&["s3", "cp", &format!("s3://alice/{notes}"), "-"]);
+    assert_eq!(sha256_hex(&body), sha_of(&s.payload, "notes.txt"));
+    // The revoked token no longer works.
+    let token = said
+        .lines()
+        .find_map(|l| l.strip_prefix("TOKEN="))
+        .expect("the scenario shows its token");
+    let r = reqwest::Client::new()
+        .get(f.url("/jobs"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
+
+#[test]
+fn a_user_signs_in_through_the_identity_providers_pages() {
+    if !browser_ready() {
+        return;
+    }
+    init();
+    let Some(idp) = ferry_testkit::oidc::OidcServer::start_any_port(&[
+        "http://127.0.0.1/api/v1/auth/callback/idp",
+    ]) else {
+        return;
+    };
+    let (_dir, root) = test_dir();
+    let issuer = idp.issuer();
+    let f = Ferry::start(
+        &root.join("ferry"),
+        &[
+            ("FERRY_AUTH__OIDC__IDP__ISSUER", issuer.as_str()),
+            (
+                "FERRY_AUTH__OIDC__IDP__CLIENT_ID",
+                ferry_testkit::oidc::CLIENT_ID,
+            ),
+            (
+                "FERRY_AUTH__OIDC__IDP__CLIENT_SECRET",
+                ferry_testkit::oidc::CLIENT_SECRET,
+            ),
+            ("FERRY_AUTH__OIDC__IDP__AUTO_PROVISION", "true"),
+        ],
+    );
+    scenario(
+        &f,
+        "oidc",
+        &[
+            ("FERRY_IDP_USER", ferry_testkit::oidc::ALICE),
+            ("FERRY_IDP_NAME", "Alice Example"),
+        ],
     );
 }

@@ -42,7 +42,17 @@ def new_page(browser, **options) -> Page:
     page.set_default_timeout(30_000)
     # No page may ever run script it was sent as data, nor break its own CSP.
     page.errors = []
-    page.on("dialog", lambda d: (page.errors.append(f"a dialog opened: {d.message}"), d.dismiss()))
+    page.confirmations = 0  # confirm() dialogs the scenario expects (and accepts)
+
+    def dialog(d):
+        if d.type == "confirm" and page.confirmations > 0:
+            page.confirmations -= 1
+            d.accept()
+        else:
+            page.errors.append(f"a dialog opened: {d.message}")
+            d.dismiss()
+
+    page.on("dialog", dialog)
     page.on("pageerror", lambda e: page.errors.append(str(e)))
     page.on(
         "console",
@@ -134,6 +144,18 @@ def scenario_magnet():
         got = hashlib.sha256(Path(download.value.path()).read_bytes()).hexdigest()
         assert got == sha, f"downloaded {got}, seeded {sha}"
 
+        # The clip plays in the page (Range requests, same origin, under the CSP).
+        clip = page.locator("table.files tr", has=page.locator("td.path", has_text="clip.webm"))
+        clip.get_by_role("button", name="Play").click()
+        video = page.locator("#player video")
+        expect(video).to_have_count(1)
+        # (Polled from here: the page's CSP forbids the eval a string predicate needs.)
+        deadline = time.monotonic() + 30
+        while not video.evaluate("v => v.readyState >= 2 && v.currentTime > 0.2"):
+            assert time.monotonic() < deadline, video.evaluate(
+                "v => ({state: v.readyState, at: v.currentTime, error: v.error && v.error.code})")
+            time.sleep(0.1)
+
         # A signed link: copyable, and it works without the session.
         page.context.grant_permissions(["clipboard-read", "clipboard-write"])
         notes.get_by_role("button", name="Copy link").click()
@@ -206,6 +228,92 @@ def scenario_apart():
         expect(bob).to_have_url(re.compile(r"/login\?next="), timeout=30_000)
         for page in (alice, bob, admin):
             check_clean(page)
+        browser.close()
+
+
+def scenario_storage_and_tokens():
+    """Alice adds an S3 bucket through the form (its checks first), tests it, has a magnet
+    delivered there; makes a token (shown once) and revokes it. cli/tests/web.rs checks the
+    bucket and the token's death."""
+    magnet, name = env("FERRY_MAGNET"), env("FERRY_TORRENT_NAME")
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = new_page(browser)
+        sign_in(page, "alice")
+
+        page.goto("/storage")
+        form = page.locator("#s3-form")
+        form.get_by_role("button", name="Add bucket").click()
+        expect(form.locator(".field-error", has_text="Give the bucket a name")).to_be_visible()
+        expect(page.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
+        page.get_by_label("Name").fill("alice's bucket")
+        page.get_by_label("Endpoint URL").fill("not a url")
+        page.get_by_label("Bucket").fill("B")
+        form.get_by_role("button", name="Add bucket").click()
+        expect(form.locator(".field-error", has_text="The endpoint is a URL")).to_be_visible()
+        expect(form.locator(".field-error", has_text="Bucket names are")).to_be_visible()
+        page.get_by_label("Endpoint URL").fill(env("FERRY_S3_ENDPOINT"))
+        page.get_by_label("Bucket").fill(env("FERRY_S3_BUCKET"))
+        page.get_by_label("Access key id").fill(env("FERRY_S3_ACCESS"))
+        page.get_by_label("Secret access key").fill(env("FERRY_S3_SECRET"))
+        form.get_by_role("button", name="Add bucket").click()
+        row = page.locator("tr[data-profile]", has_text="alice's bucket")
+        expect(row.or_(page.locator("#s3-error:not(:empty)"))).to_have_count(1)
+        assert row.count() == 1, page.locator("#s3-error").text_content()
+        row.get_by_role("button", name="Test").click()
+        expect(row.get_by_role("status")).to_have_text("Works.", timeout=30_000)
+        shots(page, "storage")
+
+        page.goto("/add")
+        page.get_by_label("One magnet link or http(s) URL per line").fill(magnet)
+        page.locator("#links-dest").select_option(label="alice's bucket (s3)")
+        page.locator("#add-links").get_by_label("Seed when finished").uncheck()
+        page.get_by_role("button", name="Add", exact=True).click()
+        expect(page).to_have_url(re.compile(r"/$"))
+        expect(row_of(page, name).locator("[data-f=status]")).to_have_text("Completed", timeout=LONG)
+        job = row_of(page, name).get_by_role("link").get_attribute("href").rsplit("/", 1)[1]
+        print(f"JOB={job}", flush=True)
+
+        page.goto("/account")
+        page.get_by_label("Name", exact=True).fill("sonarr")
+        page.locator("#token-form").get_by_label("write").check()
+        page.get_by_role("button", name="Create token").click()
+        secret = page.locator("#token-secret")
+        expect(secret).to_have_text(re.compile(r"^ferry_pat_"))
+        print(f"TOKEN={secret.text_content()}", flush=True)
+        token_row = page.locator("#tokens tr", has_text="sonarr")
+        expect(token_row).to_contain_text("read write")
+        shots(page, "account")
+        page.reload()
+        expect(page.locator("#token-secret")).to_have_text("")  # shown once
+        page.confirmations = 1
+        page.locator("#tokens tr", has_text="sonarr").get_by_role("button", name="Revoke").click()
+        expect(page.locator("#tokens tr", has_text="sonarr")).to_have_count(0)
+        page.reload()
+        expect(page.locator("#tokens tr", has_text="sonarr")).to_have_count(0)
+        check_clean(page)
+        browser.close()
+
+
+def scenario_oidc():
+    """Sign in through the identity provider's own pages, and out again."""
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = new_page(browser)
+        page.goto("/login")
+        page.get_by_role("link", name="Sign in with idp").click()
+        # The provider's login and consent pages (oidc-provider's interactions).
+        page.locator("input[name=login]").fill(env("FERRY_IDP_USER"))
+        page.locator("input[name=password]").fill("any")
+        page.locator("button[type=submit]").click()
+        page.locator("button[type=submit]").click()
+        expect(page).to_have_url(re.compile(r"/$"))
+        expect(page.locator(".who .user")).to_have_text(env("FERRY_IDP_NAME"))
+        page.get_by_role("button", name="Sign out").click()
+        expect(page).to_have_url(re.compile(r"/login"))
+        page.goto("/")
+        expect(page).to_have_url(re.compile(r"/login\?next=%2F"))
+        check_clean(page)
         browser.close()
 
 
