@@ -113,7 +113,8 @@ function initLogin() {
 
 function initSetup() {
   const form = $('#setup-form');
-  const link = decodeURIComponent(location.hash.slice(1));
+  let link = '';
+  try { link = decodeURIComponent(location.hash.slice(1)); } catch { link = ''; }
   if (!link) say($('#setup-error'), 'Open the setup link Ferry printed when it first started.');
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
@@ -172,9 +173,22 @@ function refreshRows() {
   }, 250);
 }
 
+let deleting = false; // the job page: a delete in flight (its status events change nothing)
+let readies = 0;
+let backoff = 3000;
+
 function follow() {
-  let source = new EventSource('/api/v1/jobs/events');
-  source.addEventListener('ready', refreshRows);
+  const source = new EventSource('/api/v1/jobs/events');
+  source.addEventListener('ready', () => {
+    backoff = 3000;
+    readies += 1;
+    // A (re)connected feed replays nothing: reload what the page shows.
+    if (document.body.dataset.page === 'job') {
+      if (readies > 1 && !deleting && !$$('audio, video').some((m) => !m.paused)) location.reload();
+    } else {
+      refreshRows();
+    }
+  });
   source.addEventListener('progress', (e) => {
     const ev = JSON.parse(e.data);
     const tr = row(ev.job_id);
@@ -184,7 +198,7 @@ function follow() {
     const ev = JSON.parse(e.data);
     const tr = row(ev.job_id);
     if (document.body.dataset.page === 'job') {
-      if (tr && tr.dataset.status !== ev.status && !$$('audio, video').some((m) => !m.paused)) location.reload();
+      if (tr && tr.dataset.status !== ev.status && !deleting && !$$('audio, video').some((m) => !m.paused)) location.reload();
       else if (tr) patch(tr, ev);
       return;
     }
@@ -193,12 +207,14 @@ function follow() {
   });
   source.addEventListener('error', async () => {
     if (source.readyState !== EventSource.CLOSED) return;
-    // Refused: the session may have ended (signed out elsewhere, or disabled).
+    // Refused: the session may have ended (signed out elsewhere, or disabled); otherwise
+    // try again later, less often each time (a busy server, too many open streams).
     const r = await fetch('/api/v1/me', { credentials: 'same-origin' }).catch(() => null);
     if (r && r.status === 401) { toLogin(); return; }
-    setTimeout(() => { source = follow(); }, 3000);
+    const wait = backoff * (0.75 + Math.random() / 2);
+    backoff = Math.min(backoff * 2, 60000);
+    setTimeout(follow, wait);
   });
-  return source;
 }
 
 function selected() {
@@ -254,6 +270,7 @@ function bindJobActions() {
       say(err, '');
       if (b.dataset.act === 'delete' && !(await confirmDelete(b.dataset.name))) return;
       b.disabled = true;
+      deleting = b.dataset.act === 'delete';
       try {
         await act(b.dataset.act, b.dataset.job);
         if (document.body.dataset.page === 'job') {
@@ -263,6 +280,7 @@ function bindJobActions() {
         }
       } catch (error) {
         say(err, error.message);
+        deleting = false;
       } finally {
         b.disabled = false;
       }

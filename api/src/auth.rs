@@ -83,23 +83,32 @@ impl Caller {
     }
 
     /// A check that the credential of this request still stands for the same user (not
-    /// logged out, revoked, expired, or its user disabled), for answers that last: an event
-    /// stream ends when it fails. It takes no rate limit.
+    /// logged out, revoked, expired, or its user disabled) with the same rights over the
+    /// owner acted for, for answers that last: an event stream ends when it fails. It
+    /// changes nothing (no last-use time, no session extended) and takes no rate limit.
     pub fn still_valid(
         &self,
         state: Arc<ApiState>,
     ) -> impl Fn() -> futures::future::BoxFuture<'static, bool> + Send + Sync + 'static {
         let credential = self.authed().credential.clone();
         let user = self.get().user.clone();
+        let owner = self.owner().clone();
         move || {
-            let (state, credential, user) = (state.clone(), credential.clone(), user.clone());
+            let (state, credential) = (state.clone(), credential.clone());
+            let (user, owner) = (user.clone(), owner.clone());
             Box::pin(async move {
                 let now = match &credential {
-                    Credential::Bearer(token) => state.accounts.authenticate_bearer(token).await,
-                    Credential::Session(id) => state.accounts.authenticate_session(id).await,
+                    Credential::Bearer(token) => state.accounts.recheck_bearer(token).await,
+                    Credential::Session(id) => state.accounts.recheck_session(id).await,
                 };
                 match now {
-                    Ok(caller) => caller.user == user,
+                    // The same user, still allowed to read, and (an admin following someone
+                    // else's jobs) still allowed to act for that owner.
+                    Ok(caller) => {
+                        caller.user == user
+                            && caller.require(Scope::Read).is_ok()
+                            && caller.acting_for(Some(&owner)).is_ok()
+                    }
                     // A backend that is down is not a revocation: the stream goes on.
                     Err(AccountsError::Unavailable(_)) => true,
                     Err(_) => false,

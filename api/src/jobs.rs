@@ -108,10 +108,11 @@ pub enum TorrentFileResponse {
 type ApiResult<T> = Result<T, ApiError>;
 
 impl JobsApi {
-    /// A place for one more event stream of the caller's, under the caps.
+    /// A place for one more event stream of the caller's (an admin following another
+    /// user's jobs spends their own place, not that user's), under the caps.
     fn admit_stream(&self, caller: &Caller) -> ApiResult<crate::streams::StreamPermit> {
         self.streams
-            .admit(caller.owner())
+            .admit(&caller.get().user)
             .map_err(|refused| match refused {
                 Refused::Owner(n) => ApiError::new(
                     ErrorCode::TooManyStreams,

@@ -7,7 +7,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use ferry_domain::{
     AccountError, Identity, OwnerId, PersonalToken, Quotas, Role, Scope, Scopes, TokenId, User,
     UserName, clean_text,
@@ -249,6 +249,24 @@ pub struct Accounts {
     hashing: tokio::sync::Semaphore,
 }
 
+/// How stale a last-use time (a user's, a token's, a session's) may get before a request
+/// writes a new one: reads stay reads, and the times stay within a minute. The adapters
+/// apply the same gap in their `touch`, so a late or concurrent write changes nothing.
+const TOUCH_EVERY: TimeDelta = TimeDelta::seconds(60);
+
+/// Whether a last-use time `last` is older than `every` at `now` (or was never written).
+fn due(last: Option<DateTime<Utc>>, now: DateTime<Utc>, every: TimeDelta) -> bool {
+    last.is_none_or(|last| last <= now - every)
+}
+
+/// Why a credential is checked: a request (which records its use and moves a session's idle
+/// end), or a recheck of one already admitted (which changes nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    Request,
+    Recheck,
+}
+
 /// What an IdP access token may do: its user's role, narrowed to the `ferry:read`,
 /// `ferry:write` and `ferry:admin` scopes it was granted when it names any `ferry:` scope
 /// (a token for Ferry alone, its audience checked, that names none acts with the role).
@@ -345,14 +363,27 @@ impl Accounts {
     /// # Errors
     /// `Unauthorized` for anything that is not a live credential of an enabled user.
     pub async fn authenticate_bearer(&self, token: &str) -> Result<Caller, AccountsError> {
+        self.bearer(token, Use::Request).await
+    }
+
+    /// Whom a bearer token stands for now, changing nothing (no last-use times, no
+    /// provisioning): for an answer that lasts, such as an event stream, to ask again.
+    ///
+    /// # Errors
+    /// As [`Self::authenticate_bearer`].
+    pub async fn recheck_bearer(&self, token: &str) -> Result<Caller, AccountsError> {
+        self.bearer(token, Use::Recheck).await
+    }
+
+    async fn bearer(&self, token: &str, used: Use) -> Result<Caller, AccountsError> {
         let token = token.trim();
         if let Some(rest) = token.strip_prefix(TOKEN_PREFIX) {
-            return self.personal_token(rest).await;
+            return self.personal_token(rest, used).await;
         }
         if let Some(expected) = &self.settings.bootstrap_token
             && same(token.as_bytes(), expected.as_bytes())
         {
-            let user = self.active(&self.bootstrap_admin().await?).await?;
+            let user = self.active(&self.bootstrap_admin().await?, used).await?;
             if user.role != Role::Admin {
                 return Err(AccountsError::Unauthorized);
             }
@@ -373,7 +404,18 @@ impl Accounts {
                     continue;
                 }
             };
-            let user = match self.provision(&identity, policy).await {
+            let provisioned = match used {
+                Use::Request => self.provision(&identity, policy).await,
+                Use::Recheck => match self
+                    .users
+                    .by_oidc(&identity.issuer, &identity.subject)
+                    .await?
+                {
+                    Some(user) if !user.disabled => Ok(user),
+                    _ => Err(AccountsError::AccountDisabled),
+                },
+            };
+            let user = match provisioned {
                 Ok(user) => user,
                 Err(AccountsError::NotInvited | AccountsError::AccountDisabled) => {
                     return Err(AccountsError::Unauthorized);
@@ -390,7 +432,7 @@ impl Accounts {
         Err(AccountsError::Unauthorized)
     }
 
-    async fn personal_token(&self, rest: &str) -> Result<Caller, AccountsError> {
+    async fn personal_token(&self, rest: &str, used: Use) -> Result<Caller, AccountsError> {
         let (id, secret) = rest.split_once('_').ok_or(AccountsError::Unauthorized)?;
         let id = uuid_simple(id).ok_or(AccountsError::Unauthorized)?;
         let token = self
@@ -405,8 +447,11 @@ impl Accounts {
         if token.expires_at.is_some_and(|end| end <= now) {
             return Err(AccountsError::Unauthorized);
         }
-        let user = self.active(&token.owner).await?;
-        if let Err(e) = self.tokens.touch(token.id, now).await {
+        let user = self.active(&token.owner, used).await?;
+        if used == Use::Request
+            && due(token.last_used_at, now, TOUCH_EVERY)
+            && let Err(e) = self.tokens.touch(token.id, now).await
+        {
             tracing::warn!(error = %e, "could not record a token's use");
         }
         Ok(Caller {
@@ -423,6 +468,19 @@ impl Accounts {
     /// # Errors
     /// `Unauthorized` for an unknown, ended or expired session, or a disabled user.
     pub async fn authenticate_session(&self, cookie: &str) -> Result<Caller, AccountsError> {
+        self.session(cookie, Use::Request).await
+    }
+
+    /// Whom a session cookie stands for now, changing nothing (its idle end does not move:
+    /// an open page's event stream does not keep a session alive).
+    ///
+    /// # Errors
+    /// As [`Self::authenticate_session`].
+    pub async fn recheck_session(&self, cookie: &str) -> Result<Caller, AccountsError> {
+        self.session(cookie, Use::Recheck).await
+    }
+
+    async fn session(&self, cookie: &str, used: Use) -> Result<Caller, AccountsError> {
         let cookie = cookie.trim();
         if cookie.len() != 64 || !cookie.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(AccountsError::Unauthorized);
@@ -435,8 +493,15 @@ impl Accounts {
             .get(&hash, now, idle)
             .await?
             .ok_or(AccountsError::Unauthorized)?;
-        let user = self.active(&session.user).await?;
-        if let Err(e) = self.sessions.touch(&hash, now, idle).await {
+        let user = self.active(&session.user, used).await?;
+        if used == Use::Request
+            && due(
+                Some(session.last_seen_at),
+                now,
+                TOUCH_EVERY.min(TimeDelta::from_std(idle / 2).unwrap_or(TOUCH_EVERY)),
+            )
+            && let Err(e) = self.sessions.touch(&hash, now, idle).await
+        {
             tracing::warn!(error = %e, "could not extend a session");
         }
         Ok(Caller {
@@ -447,8 +512,8 @@ impl Accounts {
         })
     }
 
-    /// The user, if they exist and are enabled; records that they were seen.
-    async fn active(&self, id: &OwnerId) -> Result<User, AccountsError> {
+    /// The user, if they exist and are enabled; records that they were seen (on a request).
+    async fn active(&self, id: &OwnerId, used: Use) -> Result<User, AccountsError> {
         let user = self
             .users
             .get(id)
@@ -457,7 +522,11 @@ impl Accounts {
         if user.disabled {
             return Err(AccountsError::Unauthorized);
         }
-        if let Err(e) = self.users.touch(id, self.clock.now()).await {
+        let now = self.clock.now();
+        if used == Use::Request
+            && due(user.last_seen_at, now, TOUCH_EVERY)
+            && let Err(e) = self.users.touch(id, now).await
+        {
             tracing::warn!(error = %e, "could not record a user's last visit");
         }
         Ok(user)

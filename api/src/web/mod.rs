@@ -136,6 +136,18 @@ async fn viewer(req: &Request, state: &ApiState) -> Result<Viewer, Response> {
         .authenticate_session(&id)
         .await
         .map_err(|_| to_login())?;
+    if let Err(ferry_application::AccountsError::RateLimited { retry_after }) =
+        state.accounts.limit_api(&caller).await
+    {
+        return Err(Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .header(
+                header::RETRY_AFTER,
+                retry_after.as_secs().max(1).to_string(),
+            )
+            .content_type("text/plain; charset=utf-8")
+            .body("Too many requests; wait a moment and reload."));
+    }
     let (user, _) = state.accounts.me(&caller).await.map_err(|_| to_login())?;
     Ok(Viewer { caller, user })
 }

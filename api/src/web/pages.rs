@@ -92,7 +92,7 @@ pub fn login_page(Data(state): Data<&Arc<ApiState>>, Query(p): Query<LoginParams
                 }
                 p.or { "or with a Ferry account" }
             }
-            form #login-form data-next=(next) {
+            form #login-form method="post" action="#" data-next=(next) {
                 label for="username" { "Name" }
                 input #username name="username" autocomplete="username" required;
                 label for="password" { "Password" }
@@ -110,7 +110,7 @@ pub fn setup_page() -> Response {
     let main = html! {
         section.card.narrow {
             p { "Choose the first admin's name and password. The link you opened works once." }
-            form #setup-form {
+            form #setup-form method="post" action="#" {
                 label for="username" { "Name" }
                 input #username name="username" autocomplete="username" required;
                 label for="password" { "Password (8 characters or more)" }
@@ -397,7 +397,7 @@ pub async fn add_page(req: &Request, Data(state): Data<&Arc<ApiState>>) -> Respo
     let main = html! {
         section.card {
             h2 { "Magnets and links" }
-            form #add-links {
+            form #add-links method="post" action="#" {
                 label for="links" { "One magnet link or http(s) URL per line" }
                 textarea #links name="links" rows="5" required spellcheck="false" placeholder="magnet:?xt=urn:btih:…" {}
                 (destination("links-dest"))
@@ -408,7 +408,7 @@ pub async fn add_page(req: &Request, Data(state): Data<&Arc<ApiState>>) -> Respo
         }
         section.card {
             h2 { "A .torrent file" }
-            form #add-torrent {
+            form #add-torrent method="post" action="#" {
                 div.drop #drop {
                     label for="torrent-file" { "Drop a .torrent here, or choose one" }
                     input #torrent-file name="torrent" type="file" accept=".torrent,application/x-bittorrent";
@@ -664,7 +664,7 @@ pub async fn account_page(req: &Request, Data(state): Data<&Arc<ApiState>>) -> R
         section.card {
             h2 { "API tokens" }
             p { "A token lets a program act as you. It is shown once, when you create it." }
-            form #token-form {
+            form #token-form method="post" action="#" {
                 label for="token-name" { "Name" }
                 input #token-name name="name" required maxlength="100";
                 fieldset {
@@ -751,7 +751,7 @@ pub async fn storage_page(req: &Request, Data(state): Data<&Arc<ApiState>>) -> R
         @if state.drive.is_some() {
             section.card {
                 h2 { "Google Drive" }
-                form #drive-form {
+                form #drive-form method="post" action="#" {
                     label for="drive-name" { "Name" }
                     input #drive-name name="name" required maxlength="100" value="Google Drive";
                     label for="drive-folder" { "Folder id (empty: the Drive's root)" }
@@ -763,7 +763,7 @@ pub async fn storage_page(req: &Request, Data(state): Data<&Arc<ApiState>>) -> R
         }
         section.card {
             h2 { "Add an S3 bucket" }
-            form #s3-form novalidate {
+            form #s3-form method="post" action="#" novalidate {
                 label for="s3-name" { "Name" }
                 input #s3-name name="name" required maxlength="100";
                 label for="s3-endpoint" { "Endpoint URL" }

@@ -41,12 +41,20 @@ pub enum EventKind {
 pub struct JobEvent {
     pub job_id: JobId,
     /// Whose job it is (never sent to clients; it routes the event to its owner's feed).
+    /// Events written before owners were recorded read as [`nobody`]'s.
+    #[serde(default = "nobody")]
     pub owner: OwnerId,
     pub kind: EventKind,
     pub status: JobStatus,
     pub progress: Progress,
     pub error: Option<JobError>,
     pub at: DateTime<Utc>,
+}
+
+/// The owner of events that name none (written by an older Ferry): no user's id, so no
+/// feed carries them.
+pub fn nobody() -> OwnerId {
+    OwnerId::parse("nobody-recorded").unwrap_or_else(OwnerId::local)
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -142,9 +142,10 @@ impl JobRepository for SqlJobRepository {
             select = select.filter(Column::Id.lt(before.as_uuid()));
         }
         if let Some(text) = q.name_contains.as_deref().filter(|t| !t.is_empty()) {
-            // LOWER on both sides: PostgreSQL's LIKE minds case, SQLite's does not (ASCII).
+            // LOWER on the column, lowercase text on the other side: PostgreSQL's LIKE minds
+            // case (and its LOWER knows Unicode); SQLite's ignores ASCII case only.
             let escaped: String = text
-                .to_ascii_lowercase()
+                .to_lowercase()
                 .chars()
                 .flat_map(|c| match c {
                     '%' | '_' | '\\' => vec!['\\', c],

@@ -210,24 +210,37 @@ impl ProgressBus for EmbeddedBus {
             .or_insert_with(|| broadcast::channel(1024).0)
             .subscribe();
         let (tx, rx) = mpsc::channel(256);
+        let (bus, owner) = (self.clone(), owner.clone());
         tokio::spawn(async move {
             loop {
                 let received = tokio::select! {
-                    () = tx.closed() => return,
+                    () = tx.closed() => break,
                     received = live.recv() => received,
                 };
                 match received {
                     Ok(event) => {
                         if tx.send(event).await.is_err() {
-                            return;
+                            break;
                         }
                     }
-                    // A feed is live only: what it could not keep up with is gone.
+                    // A feed is live only: one that fell behind ends, and its follower
+                    // reconnects and reloads what it shows (never a silent gap).
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::debug!(missed = n, "an owner's feed fell behind");
+                        tracing::debug!(missed = n, "an owner's feed fell behind; ending it");
+                        break;
                     }
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Closed) => break,
                 }
+            }
+            // The last follower gone, the owner's feed goes too.
+            drop(live);
+            let mut st = bus.lock();
+            if st
+                .owners
+                .get(&owner)
+                .is_some_and(|f| f.receiver_count() == 0)
+            {
+                st.owners.remove(&owner);
             }
         });
         Ok(rx)

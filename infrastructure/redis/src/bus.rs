@@ -324,9 +324,11 @@ impl ProgressBus for RedisBus {
                             return;
                         }
                     }
-                    // A feed is live only: what it could not keep up with is gone.
+                    // A feed is live only: one that fell behind ends, and its follower
+                    // reconnects and reloads what it shows (never a silent gap).
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::debug!(missed = n, "an owner's feed fell behind");
+                        tracing::debug!(missed = n, "an owner's feed fell behind; ending it");
+                        return;
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
