@@ -15,7 +15,7 @@ for p in psql curl python3 chromium; do
   command -v $p >/dev/null || { echo "bench: $p is missing (scripts/test-deps.sh installs it)" >&2; exit 1; }
 done
 echo "building (release)…" >&2
-cargo build --release -q -p ferry
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p ferry
 target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 
 W=$(mktemp -d /tmp/ferry-web.XXXXXX)
@@ -34,9 +34,11 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 export FERRY_DATABASE_URL="${PG%/*}/$db" FERRY_REDIS_URL="$REDIS" FERRY_REDIS_PREFIX="$prefix" \
        FERRY_DATA_DIR="$W" FERRY_LOG__LEVEL=warn FERRY_AUTH__API_RATE=100000 FERRY_AUTH__API_BURST=100000
 export BENCH_PASSWORD="bench password $$"
+export FERRY_SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 "$target/release/ferry" migrate >/dev/null
 echo "$BENCH_PASSWORD" | "$target/release/ferry" user add bench --password-stdin >/dev/null
 "$target/release/ferry-api" --listen "127.0.0.1:$port" > "$W/api.log" 2>&1 & api_pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/api/v1/health" >/dev/null && break; sleep 0.1; done
+curl -sf "http://127.0.0.1:$port/api/v1/health" >/dev/null || { cat "$W/api.log" >&2; exit 1; }
 python3 bench/web.py --url "http://127.0.0.1:$port" --redis "$REDIS" --prefix "$prefix" \
   --jobs "${JOBS:-1000}" --live "${LIVE:-200}"

@@ -36,4 +36,13 @@ impl HealthCheck {
             component("storage", store.map_err(|e| e.to_string())),
         ]
     }
+
+    /// Messages waiting in each stage's queue (`None`: the queue did not answer).
+    pub async fn queue_depths(&self) -> Vec<(Stage, Option<u64>)> {
+        let mut out = Vec::new();
+        for stage in Stage::ALL {
+            out.push((stage, self.queue.depth(stage).await.ok()));
+        }
+        out
+    }
 }

@@ -854,6 +854,7 @@ pub async fn admin_page(
         .await
         .unwrap_or_default();
     let health = state.health.check().await;
+    let depths = state.health.queue_depths().await;
     let name_of = |id: &OwnerId| {
         users
             .iter()
@@ -867,6 +868,14 @@ pub async fn admin_page(
                 @for c in &health {
                     li data-ok=(c.ok) { (c.name) ": " (if c.ok { "ok" } else { "failing" }) @if let Some(d) = &c.detail { " — " (d) } }
                 }
+            }
+            p {
+                "Waiting in the queues: "
+                @for (i, (stage, depth)) in depths.iter().enumerate() {
+                    @if i > 0 { ", " }
+                    (stage.as_str()) " " @if let Some(n) = depth { (n) } @else { "?" }
+                }
+                "."
             }
         }
         section.card {
