@@ -4,6 +4,7 @@
 //! log. Every credential is checked here, once per request, and becomes a [`Caller`] the
 //! other use cases take as their owner.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -247,7 +248,16 @@ pub struct Accounts {
     /// Password hashes computed at once (each takes tens of MiB and milliseconds of CPU, on
     /// the blocking pool, never on the request threads).
     hashing: tokio::sync::Semaphore,
+    /// Users a session was checked against in the last [`SEEN_FOR`]: a session read proves
+    /// the session live, and disabling a user deletes their sessions, so only a role change
+    /// made by another API process can take up to that long to show.
+    seen: std::sync::Mutex<HashMap<OwnerId, (std::time::Instant, User)>>,
 }
+
+/// How long a session's user, once read, serves the next requests of that session.
+const SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+/// Users remembered at most (the map is emptied when it grows past this).
+const SEEN_MAX: usize = 10_000;
 
 /// How stale a last-use time (a user's, a token's, a session's) may get before a request
 /// writes a new one: reads stay reads, and the times stay within a minute. The adapters
@@ -341,7 +351,32 @@ impl Accounts {
             settings,
             decoy_hash: OnceLock::new(),
             hashing: tokio::sync::Semaphore::new(2),
+            seen: std::sync::Mutex::default(),
         }
+    }
+
+    fn seen(&self) -> std::sync::MutexGuard<'_, HashMap<OwnerId, (std::time::Instant, User)>> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The enabled user behind a live session: read at most once per [`SEEN_FOR`] on a
+    /// request (a recheck always reads).
+    async fn session_user(&self, id: &OwnerId, used: Use) -> Result<User, AccountsError> {
+        if used == Use::Request
+            && let Some((at, user)) = self.seen().get(id)
+            && at.elapsed() < SEEN_FOR
+        {
+            return Ok(user.clone());
+        }
+        let user = self.active(id, used).await?;
+        let mut seen = self.seen();
+        if seen.len() >= SEEN_MAX {
+            seen.clear();
+        }
+        seen.insert(id.clone(), (std::time::Instant::now(), user.clone()));
+        Ok(user)
     }
 
     /// Also accepts `verifier`'s access tokens as bearer tokens.
@@ -493,7 +528,7 @@ impl Accounts {
             .get(&hash, now, idle)
             .await?
             .ok_or(AccountsError::Unauthorized)?;
-        let user = self.active(&session.user, used).await?;
+        let user = self.session_user(&session.user, used).await?;
         if used == Use::Request
             && due(
                 Some(session.last_seen_at),
@@ -722,6 +757,7 @@ impl Accounts {
             {
                 user.role = role;
                 self.users.update(&user).await?;
+                self.seen().remove(&user.id);
                 self.audit_success(
                     Some(&user.id),
                     "user.role",
@@ -1217,6 +1253,7 @@ impl Accounts {
             Err(RepoError::NotFound) => return Err(AccountsError::UserNotFound),
             Err(e) => return Err(e.into()),
         }
+        self.seen().remove(&user.id);
         if user.disabled {
             self.sessions.delete_user(&user.id).await?;
         }
@@ -1501,6 +1538,10 @@ mod tests {
         let via_token = f.accounts.authenticate_bearer(&token).await.unwrap();
         assert!(!via_token.scopes.contains(Scope::Admin));
         assert!(via_token.require(Scope::Admin).is_err());
+        // The session, whose user was read a moment ago, sees the new role at once too.
+        let via_session = f.accounts.authenticate_session(&s.cookie).await.unwrap();
+        assert_eq!(via_session.role, Role::User);
+        assert!(via_session.require(Scope::Admin).is_err());
         // Disabled: the token and the session stop at once.
         f.accounts
             .change_user(

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use ferry_application::ports::{RepoError, SecretHash, UserRepository};
 use ferry_domain::{Identity, OwnerId, Quotas, User, UserName};
 use sea_orm::ActiveValue::{NotSet, Set};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, TransactionTrait,
@@ -167,17 +167,21 @@ impl UserRepository for SqlUsers {
     }
 
     async fn by_oidc(&self, issuer: &str, subject: &str) -> Result<Option<User>, RepoError> {
-        let row = identity::Entity::find()
-            .filter(identity::Column::Kind.eq(OIDC))
-            .filter(identity::Column::Issuer.eq(issuer))
-            .filter(identity::Column::Subject.eq(subject))
+        // One query (every request with an IdP access token asks).
+        let identity = Query::select()
+            .column(identity::Column::UserId)
+            .from(identity::Entity)
+            .and_where(Expr::col(identity::Column::Kind).eq(OIDC))
+            .and_where(Expr::col(identity::Column::Issuer).eq(issuer))
+            .and_where(Expr::col(identity::Column::Subject).eq(subject))
+            .to_owned();
+        user::Entity::find()
+            .filter(Expr::col(user::Column::Id).in_subquery(identity))
             .one(&self.db)
             .await
-            .map_err(db_error)?;
-        match row {
-            Some(row) => self.find(&row.user_id).await,
-            None => Ok(None),
-        }
+            .map_err(db_error)?
+            .map(to_user)
+            .transpose()
     }
 
     async fn by_local_name(
