@@ -6,6 +6,7 @@
 //! using the public key as the secret fails. `iss`, `aud`, `exp` and `nbf` are checked with
 //! 30 seconds of leeway.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -73,7 +74,26 @@ pub struct JwtVerifier {
     /// When an unknown key id last made the key set be refetched.
     last_refetch: Mutex<Option<Instant>>,
     refetch_interval: Duration,
+    /// Tokens verified lately (by SHA-256), until their `exp` or [`VERIFIED_FOR`]: a
+    /// machine client sends the same token with every request, and its signature, issuer,
+    /// audience and expiry do not change. (The user behind it is looked up every time.)
+    verified: Mutex<HashMap<[u8; 32], Verified>>,
 }
+
+/// A token verified lately: until when it is trusted, the key that signed it (trusted only
+/// while the provider still publishes that key), and whom it names.
+#[derive(Clone)]
+struct Verified {
+    until: Instant,
+    kid: Option<String>,
+    identity: VerifiedIdentity,
+}
+
+/// The longest a verified token is trusted without checking its signature again (a key
+/// withdrawn from the provider's set stops its tokens within this).
+const VERIFIED_FOR: Duration = Duration::from_secs(300);
+/// Verified tokens remembered at most (the map is emptied when it grows past this).
+const VERIFIED_MAX: usize = 10_000;
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,6 +122,7 @@ impl JwtVerifier {
             http: IdpHttp::new()?,
             last_refetch: Mutex::new(None),
             refetch_interval: JWKS_REFETCH_INTERVAL,
+            verified: Mutex::default(),
         })
     }
 
@@ -218,6 +239,17 @@ impl AccessTokenVerifier for JwtVerifier {
         if !self.accepts(token) {
             return Err(IdentityError::InvalidToken("not a JWT".into()));
         }
+        let digest: [u8; 32] =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes())
+                .as_ref()
+                .try_into()
+                .unwrap_or([0; 32]);
+        let known = self.verified().get(&digest).cloned();
+        if let Some(v) = known.filter(|v| Instant::now() < v.until)
+            && self.keys().await?.iter().any(|k| k.kid == v.kid)
+        {
+            return Ok(v.identity);
+        }
         // The header only says which key and algorithm the token claims; both are checked
         // against the key set below.
         let header = jsonwebtoken::decode_header(token)
@@ -254,13 +286,57 @@ impl AccessTokenVerifier for JwtVerifier {
         let mut failure = None;
         for key in candidates {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
-                Ok(data) => return Ok(self.identity(&data.claims)),
+                Ok(data) => {
+                    let identity = self.identity(&data.claims);
+                    self.remember(digest, key.kid.clone(), &data.claims, &identity);
+                    return Ok(identity);
+                }
                 Err(e) => failure = Some(e),
             }
         }
         Err(IdentityError::InvalidToken(
             failure.map_or_else(String::new, |e| reason(&e)),
         ))
+    }
+}
+
+impl JwtVerifier {
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Verified>> {
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Trusts a verified token until its `exp` (at most [`VERIFIED_FOR`] from now).
+    fn remember(
+        &self,
+        digest: [u8; 32],
+        kid: Option<String>,
+        claims: &Map<String, Value>,
+        identity: &VerifiedIdentity,
+    ) {
+        let now_unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let Some(exp) = claims.get("exp").and_then(Value::as_u64) else {
+            return;
+        };
+        let left = Duration::from_secs(exp.saturating_sub(now_unix)).min(VERIFIED_FOR);
+        if left.is_zero() {
+            return;
+        }
+        let mut verified = self.verified();
+        if verified.len() >= VERIFIED_MAX {
+            verified.clear();
+        }
+        verified.insert(
+            digest,
+            Verified {
+                until: Instant::now() + left,
+                kid,
+                identity: identity.clone(),
+            },
+        );
     }
 }
 
