@@ -174,17 +174,28 @@ function refreshRows() {
 }
 
 let deleting = false; // the job page: a delete in flight (its status events change nothing)
-let readies = 0;
 let backoff = 3000;
+
+/** The job page: reloads when the job's status is no longer the one it shows. */
+async function checkJob() {
+  const tr = $('#jobs-rows tr[data-job]');
+  if (!tr || deleting) return;
+  try {
+    const job = await api('GET', `/jobs/${tr.dataset.job}`);
+    if (job.status !== tr.dataset.status && !deleting && !$$('audio, video').some((m) => !m.paused)) {
+      location.reload();
+    }
+  } catch { /* gone or signed out: api() has handled it */ }
+}
 
 function follow() {
   const source = new EventSource('/api/v1/jobs/events');
   source.addEventListener('ready', () => {
     backoff = 3000;
-    readies += 1;
-    // A (re)connected feed replays nothing: reload what the page shows.
+    // A (re)connected feed replays nothing: what changed before it opened (even between
+    // this page's rendering and now) is read afresh.
     if (document.body.dataset.page === 'job') {
-      if (readies > 1 && !deleting && !$$('audio, video').some((m) => !m.paused)) location.reload();
+      checkJob();
     } else {
       refreshRows();
     }

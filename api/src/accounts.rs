@@ -124,14 +124,32 @@ impl From<Quotas> for QuotasDto {
     }
 }
 
-impl From<QuotasDto> for Quotas {
-    fn from(q: QuotasDto) -> Self {
-        Self {
-            active_jobs: q.active_jobs,
-            job_bytes: q.job_bytes,
-            stored_bytes: q.stored_bytes,
-            seeding_jobs: q.seeding_jobs,
-        }
+/// Quota overrides to set: a field left out is the server's default (`null` is refused, as
+/// everywhere in a patch).
+#[derive(Debug, Clone, Object)]
+pub struct QuotasPatch {
+    /// Jobs queued, downloading, paused or uploading at once.
+    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
+    pub active_jobs: MaybeUndefined<u64>,
+    /// Bytes one job may fetch.
+    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
+    pub job_bytes: MaybeUndefined<u64>,
+    /// Bytes of delivered files kept in all.
+    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
+    pub stored_bytes: MaybeUndefined<u64>,
+    /// Jobs seeding at once.
+    #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
+    pub seeding_jobs: MaybeUndefined<u64>,
+}
+
+impl QuotasPatch {
+    fn quotas(self) -> Result<Quotas, ApiError> {
+        Ok(Quotas {
+            active_jobs: given("quotas.active_jobs", self.active_jobs)?,
+            job_bytes: given("quotas.job_bytes", self.job_bytes)?,
+            stored_bytes: given("quotas.stored_bytes", self.stored_bytes)?,
+            seeding_jobs: given("quotas.seeding_jobs", self.seeding_jobs)?,
+        })
     }
 }
 
@@ -227,7 +245,7 @@ pub struct UserPatch {
     /// Disabling ends the user's sessions at once.
     pub disabled: MaybeUndefined<bool>,
     /// The user's quota overrides (all four replaced; absent fields: the default).
-    pub quotas: MaybeUndefined<QuotasDto>,
+    pub quotas: MaybeUndefined<QuotasPatch>,
 }
 
 /// A field given as `null`, which no field here takes.
@@ -769,7 +787,9 @@ impl AccountsApi {
                 RoleDto::Admin => Role::Admin,
             }),
             disabled: given("disabled", disabled)?,
-            quotas: given("quotas", quotas)?.map(Quotas::from),
+            quotas: given("quotas", quotas)?
+                .map(QuotasPatch::quotas)
+                .transpose()?,
         };
         let user = self
             .state

@@ -733,6 +733,14 @@ async fn quotas_refuse_the_job_past_the_line_and_me_shows_the_usage() {
 
     // An admin raises Bob's own limit: one more fits, and the next does not.
     let bob_id = me["user"]["id"].as_str().unwrap();
+    // (A quota given as null is refused: leaving it out means the default.)
+    let r = admin
+        .req(Method::PATCH, &format!("/admin/users/{bob_id}"))
+        .json(&json!({"quotas": {"active_jobs": null}}))
+        .send()
+        .await
+        .unwrap();
+    expect(r, 400, "invalid_request").await;
     let (status, changed) = admin
         .json(
             Method::PATCH,
