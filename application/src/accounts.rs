@@ -756,7 +756,7 @@ impl Accounts {
                 && role != user.role
             {
                 user.role = role;
-                self.users.update(&user).await?;
+                self.users.set_role(&user.id, role).await?;
                 self.seen().remove(&user.id);
                 self.audit_success(
                     Some(&user.id),

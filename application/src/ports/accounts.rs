@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ferry_domain::{Identity, OwnerId, PersonalToken, TokenId, User, UserName};
+use ferry_domain::{Identity, OwnerId, PersonalToken, Role, TokenId, User, UserName};
 
 use super::RepoError;
 
@@ -71,6 +71,13 @@ pub trait UserRepository: Send + Sync + 'static {
     /// # Errors
     /// `NotFound` for an unknown user.
     async fn update(&self, user: &User) -> Result<(), RepoError>;
+
+    /// Writes the user's role alone (a login that maps the identity provider's groups must
+    /// not write back a disabled flag or quotas read before an admin changed them).
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown user.
+    async fn set_role(&self, id: &OwnerId, role: Role) -> Result<(), RepoError>;
 
     /// Records that the user was seen at `at` (adapters may skip writes closer than a
     /// minute to the last one).

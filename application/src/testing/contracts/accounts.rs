@@ -221,7 +221,7 @@ async fn user_updates(users: &dyn UserRepository, alice: &User, carol: &User) {
     changed.quotas = Quotas::default();
     changed.disabled = false;
     users.update(&changed).await.unwrap();
-    assert_eq!(users.get(&carol.id).await.unwrap(), Some(changed));
+    assert_eq!(users.get(&carol.id).await.unwrap(), Some(changed.clone()));
     assert_eq!(
         users.get(&alice.id).await.unwrap().as_ref(),
         Some(alice),
@@ -229,6 +229,19 @@ async fn user_updates(users: &dyn UserRepository, alice: &User, carol: &User) {
     );
     assert!(matches!(
         users.update(&account("nobody", "Nobody", 0)).await,
+        Err(RepoError::NotFound)
+    ));
+    // The role alone: a disabled flag written meanwhile stays.
+    let mut disabled = changed.clone();
+    disabled.disabled = true;
+    users.update(&disabled).await.unwrap();
+    users.set_role(&carol.id, Role::User).await.unwrap();
+    disabled.role = Role::User;
+    assert_eq!(users.get(&carol.id).await.unwrap(), Some(disabled));
+    assert!(matches!(
+        users
+            .set_role(&account("nobody", "Nobody", 0).id, Role::Admin)
+            .await,
         Err(RepoError::NotFound)
     ));
 }

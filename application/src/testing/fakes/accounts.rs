@@ -1,6 +1,6 @@
 //! `UserRepository`, `TokenRepository` and `Sessions` in memory.
 
-use ferry_domain::{Identity, PersonalToken, TokenId, User, UserName};
+use ferry_domain::{Identity, PersonalToken, Role, TokenId, User, UserName};
 
 use super::*;
 
@@ -144,6 +144,17 @@ impl UserRepository for MemoryUsers {
         stored.role = user.role;
         stored.disabled = user.disabled;
         stored.quotas = user.quotas;
+        Ok(())
+    }
+
+    async fn set_role(&self, id: &OwnerId, role: Role) -> Result<(), RepoError> {
+        let mut s = lock(&self.state);
+        let stored = s
+            .users
+            .iter_mut()
+            .find(|u| &u.id == id)
+            .ok_or(RepoError::NotFound)?;
+        stored.role = role;
         Ok(())
     }
 

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ferry_application::ports::{RepoError, SecretHash, UserRepository};
-use ferry_domain::{Identity, OwnerId, Quotas, User, UserName};
+use ferry_domain::{Identity, OwnerId, Quotas, Role, User, UserName};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
@@ -295,6 +295,19 @@ impl UserRepository for SqlUsers {
                 Expr::value(stored_quota(q.seeding_jobs)),
             )
             .filter(user::Column::Id.eq(user.id.as_str()))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn set_role(&self, id: &OwnerId, role: Role) -> Result<(), RepoError> {
+        let result = user::Entity::update_many()
+            .col_expr(user::Column::Role, Expr::value(role.as_str()))
+            .filter(user::Column::Id.eq(id.as_str()))
             .exec(&self.db)
             .await
             .map_err(db_error)?;
