@@ -476,6 +476,30 @@ pub struct HealthDto {
     /// `ok` or `degraded`.
     pub status: String,
     pub components: Vec<ComponentDto>,
+    /// Messages waiting per stage (admins only; absent when the queue does not answer).
+    pub queues: Option<Vec<QueueDto>>,
+    /// The worker processes the queue has seen, most recently seen first (admins only;
+    /// empty when one process runs every stage, as `ferry serve` does).
+    pub workers: Option<Vec<WorkerDto>>,
+}
+
+#[derive(Debug, Object)]
+pub struct QueueDto {
+    /// `download`, `upload`, `fetch` or `seed`.
+    pub stage: String,
+    pub waiting: u64,
+}
+
+#[derive(Debug, Object)]
+pub struct WorkerDto {
+    /// The name it claims work under (`hostname-pid`).
+    pub name: String,
+    /// The stages it takes work from.
+    pub stages: Vec<String>,
+    /// Seconds since it last asked for work.
+    pub idle_secs: u64,
+    /// Jobs it holds now.
+    pub pending: u64,
 }
 
 #[derive(Debug, Object)]

@@ -1,6 +1,7 @@
 //! Ferry's HTTP API (poem + poem-openapi): JSON under `/api/v1`, the OpenAPI document at
 //! `/api/v1/openapi.json` and Swagger UI at `/docs`.
 
+mod access_log;
 mod accounts;
 mod auth;
 mod download;
@@ -26,7 +27,6 @@ use ferry_application::{
     Accounts, DriveConnect, FileLinks, HealthCheck, Jobs, ProvisionPolicy, StorageProfiles,
 };
 use poem::listener::TcpAcceptor;
-use poem::middleware::Tracing;
 use poem::{EndpointExt, Response};
 use poem_openapi::OpenApiService;
 use tokio_util::sync::CancellationToken;
@@ -141,7 +141,7 @@ pub fn app(state: Arc<ApiState>, stopping: CancellationToken) -> impl poem::Endp
             let edge = edge.clone();
             async move { Ok(edge.handle(&ep, req).await) }
         })
-        .with(Tracing)
+        .around(access_log::logged)
 }
 
 /// The OpenAPI document, with the links from the operations that create a job or a storage

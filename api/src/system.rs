@@ -8,7 +8,7 @@ use poem_openapi::{ApiResponse, OpenApi, Tags};
 
 use crate::ApiState;
 use crate::auth::optional_caller;
-use crate::dto::{ComponentDto, HealthDto, VersionDto};
+use crate::dto::{ComponentDto, HealthDto, QueueDto, VersionDto, WorkerDto};
 
 #[derive(Tags)]
 enum Tag {
@@ -33,7 +33,8 @@ pub enum HealthResponse {
 #[OpenApi(prefix_path = "/api/v1")]
 impl SystemApi {
     /// Component checks: database, queue, storage. Needs no token; what a failing
-    /// component reported (`detail`) is shown only with a valid token, and always logged.
+    /// component reported (`detail`), the queues' depths and the workers seen are shown
+    /// only to admins, and failures are always logged.
     #[oai(
         path = "/health",
         method = "get",
@@ -55,7 +56,34 @@ impl SystemApi {
             .await
             .is_some_and(|c| c.is_admin());
         let ok = components.iter().all(|c| c.ok);
+        let (queues, workers) = if trusted {
+            let depths = self.state.health.queue_depths().await;
+            let queues = depths
+                .iter()
+                .map(|(stage, depth)| {
+                    depth.map(|waiting| QueueDto {
+                        stage: stage.as_str().to_owned(),
+                        waiting,
+                    })
+                })
+                .collect::<Option<Vec<_>>>();
+            let workers = self.state.health.workers().await.map(|list| {
+                list.into_iter()
+                    .map(|w| WorkerDto {
+                        name: w.name,
+                        stages: w.stages.iter().map(|s| s.as_str().to_owned()).collect(),
+                        idle_secs: w.idle.as_secs(),
+                        pending: w.pending,
+                    })
+                    .collect()
+            });
+            (queues, workers)
+        } else {
+            (None, None)
+        };
         let body = HealthDto {
+            queues,
+            workers,
             status: if ok { "ok" } else { "degraded" }.to_owned(),
             components: components
                 .into_iter()

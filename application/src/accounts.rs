@@ -167,14 +167,7 @@ pub struct SetupLink {
     pub expires_at: DateTime<Utc>,
 }
 
-/// What an admin changes on a user; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default)]
-pub struct UserChange {
-    pub role: Option<Role>,
-    pub disabled: Option<bool>,
-    /// The new overrides (replace all four; `None` in one means "the default").
-    pub quotas: Option<Quotas>,
-}
+pub use crate::ports::UserChange;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountsError {
@@ -756,7 +749,15 @@ impl Accounts {
                 && role != user.role
             {
                 user.role = role;
-                self.users.set_role(&user.id, role).await?;
+                self.users
+                    .change(
+                        &user.id,
+                        &UserChange {
+                            role: Some(role),
+                            ..UserChange::default()
+                        },
+                    )
+                    .await?;
                 self.seen().remove(&user.id);
                 self.audit_success(
                     Some(&user.id),
@@ -1217,22 +1218,20 @@ impl Accounts {
                 "admins cannot disable or demote themselves",
             ));
         }
-        let mut user = self
+        let before = self
             .users
             .get(id)
             .await?
             .ok_or(AccountsError::UserNotFound)?;
         let mut what = Vec::new();
         if let Some(role) = change.role
-            && role != user.role
+            && role != before.role
         {
-            user.role = role;
             what.push(("admin.user.role", format!("role {role}")));
         }
         if let Some(disabled) = change.disabled
-            && disabled != user.disabled
+            && disabled != before.disabled
         {
-            user.disabled = disabled;
             what.push((
                 if disabled {
                     "admin.user.disable"
@@ -1243,17 +1242,22 @@ impl Accounts {
             ));
         }
         if let Some(quotas) = change.quotas
-            && quotas != user.quotas
+            && quotas != before.quotas
         {
-            user.quotas = quotas;
             what.push(("admin.user.quota", format!("{quotas:?}")));
         }
-        match self.users.update(&user).await {
+        // Only the columns asked for: a concurrent change of another field stays.
+        match self.users.change(id, &change).await {
             Ok(()) => {}
             Err(RepoError::NotFound) => return Err(AccountsError::UserNotFound),
             Err(e) => return Err(e.into()),
         }
-        self.seen().remove(&user.id);
+        self.seen().remove(id);
+        let user = self
+            .users
+            .get(id)
+            .await?
+            .ok_or(AccountsError::UserNotFound)?;
         if user.disabled {
             self.sessions.delete_user(&user.id).await?;
         }

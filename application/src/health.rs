@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use crate::ports::{JobQueue, JobRepository, ObjectStore, Stage};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,4 +47,39 @@ impl HealthCheck {
         }
         out
     }
+
+    /// The workers the queue has seen, each with the stages it claims, since it last asked
+    /// (the least idle of its stages) and the messages it holds; most recently seen first.
+    /// `None`: the queue did not answer.
+    pub async fn workers(&self) -> Option<Vec<Worker>> {
+        let mut workers: Vec<Worker> = Vec::new();
+        for stage in Stage::ALL {
+            for seen in self.queue.workers(stage).await.ok()? {
+                match workers.iter_mut().find(|w| w.name == seen.name) {
+                    Some(w) => {
+                        w.stages.push(stage);
+                        w.idle = w.idle.min(seen.idle);
+                        w.pending += seen.pending;
+                    }
+                    None => workers.push(Worker {
+                        name: seen.name,
+                        stages: vec![stage],
+                        idle: seen.idle,
+                        pending: seen.pending,
+                    }),
+                }
+            }
+        }
+        workers.sort_by(|a, b| a.idle.cmp(&b.idle).then_with(|| a.name.cmp(&b.name)));
+        Some(workers)
+    }
+}
+
+/// A worker process as the queue saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Worker {
+    pub name: String,
+    pub stages: Vec<Stage>,
+    pub idle: Duration,
+    pub pending: u64,
 }

@@ -261,7 +261,16 @@ impl Jobs {
             }
             Submission::Url(text) => {
                 let url = ferry_domain::FetchUrl::parse(&text)?;
-                self.probe(&url).await?;
+                let size = self.probe(&url).await?;
+                if let (Some(limit), Some(size)) = (quotas.job_bytes, size)
+                    && size > limit
+                {
+                    return Err(JobsError::QuotaExceeded {
+                        quota: "job_bytes",
+                        limit,
+                        usage: size,
+                    });
+                }
                 Job::from_url(owner, url, now)
             }
         };
@@ -269,6 +278,7 @@ impl Jobs {
         let job = Job {
             storage_profile,
             seed,
+            byte_limit: quotas.job_bytes,
             ..job
         };
         if let Some(hash) = job.info_hash
@@ -354,14 +364,15 @@ impl Jobs {
     /// Asks the server for the URL's headers before accepting it, so an internal address, a
     /// redirect to one, an error status or a content beyond the limits is refused at once.
     /// A server that cannot be reached now is not a reason to refuse: the job retries.
-    async fn probe(&self, url: &ferry_domain::FetchUrl) -> Result<(), JobsError> {
+    /// The content's size, when the server says.
+    async fn probe(&self, url: &ferry_domain::FetchUrl) -> Result<Option<u64>, JobsError> {
         use crate::ports::FetchError;
         match self.fetcher.open(url, None).await {
-            Ok(_) => Ok(()),
+            Ok(body) => Ok(body.info().size),
             Err(FetchError::NotAllowed(m)) => Err(JobsError::UrlNotAllowed(m)),
             Err(e) if e.is_transient() => {
                 tracing::info!(url = %url.for_log(), error = %e, "URL not reachable now; accepting the job anyway");
-                Ok(())
+                Ok(None)
             }
             Err(e) => Err(JobsError::UrlRefused(e.to_string())),
         }
@@ -553,6 +564,13 @@ impl Jobs {
                 .await?
         {
             return Err(JobsError::Duplicate(existing));
+        }
+        // The limit of today's quota (an admin may have raised it since the job failed).
+        if job.byte_limit != quotas.job_bytes {
+            self.lifecycle
+                .repo
+                .record_byte_limit(id, quotas.job_bytes)
+                .await?;
         }
         let job = match self
             .lifecycle

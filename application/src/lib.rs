@@ -25,7 +25,7 @@ pub use accounts::{
 pub use drive_connect::{
     CONNECT_TTL, ConnectStart, DriveConnect, DriveConnectError, PendingConnect,
 };
-pub use health::{ComponentHealth, HealthCheck};
+pub use health::{ComponentHealth, HealthCheck, Worker};
 pub use jobs::{FileDownload, Jobs, JobsError, Submission, SubmitOptions, Usage};
 pub use lifecycle::Lifecycle;
 pub use links::{FileLink, FileLinks, LinkSettings, LinksError};

@@ -335,6 +335,96 @@ async fn a_magnet_whose_metadata_breaks_the_limits_fails_the_job() {
 }
 
 #[tokio::test]
+async fn the_job_bytes_quota_holds_once_a_magnet_or_a_url_shows_its_size() {
+    let w = world();
+    let quotas = |bytes| ferry_domain::Quotas {
+        job_bytes: Some(bytes),
+        ..ferry_domain::Quotas::default()
+    };
+    let submit = |what: Submission, files: Option<Vec<usize>>| {
+        w.jobs.submit_within(
+            me(),
+            what,
+            SubmitOptions {
+                files,
+                ..SubmitOptions::default()
+            },
+            quotas(100),
+        )
+    };
+    let code = |job: ferry_domain::Job| job.error.map(|e| e.code);
+    let quota = Some(ErrorCode::QuotaExceeded.as_str().to_owned());
+
+    // A magnet is accepted (its size is unknown), then fails once its metadata shows 120 bytes.
+    w.f.engine.register(sample_metadata(6, &[60, 60]));
+    let magnet = submit(Submission::Magnet(magnet_for(6)), None)
+        .await
+        .unwrap();
+    assert_eq!(magnet.byte_limit, Some(100));
+    assert!(matches!(
+        w.run_stage(Stage::Download).await,
+        StageOutcome::Fail(_)
+    ));
+    let failed = w.f.repo.get(magnet.id).await.unwrap();
+    assert_eq!(
+        (failed.status, code(failed)),
+        (JobStatus::Failed, quota.clone())
+    );
+    // The same torrent with one of its files chosen fits.
+    w.f.engine.register(sample_metadata(7, &[60, 60]));
+    let one = submit(Submission::Magnet(magnet_for(7)), Some(vec![0]))
+        .await
+        .unwrap();
+    w.run_stage(Stage::Download).await;
+    assert_ne!(w.status(one.id).await, JobStatus::Failed);
+
+    // A URL whose server says it is 500 bytes is refused at once.
+    let big = "https://files.example/big.iso";
+    w.f.fetcher.serve(big, vec![1u8; 500]);
+    assert!(matches!(
+        submit(Submission::Url(big.into()), None).await,
+        Err(JobsError::QuotaExceeded {
+            quota: "job_bytes",
+            limit: 100,
+            usage: 500
+        })
+    ));
+    // One that does not say is stopped once it has sent more, and what it sent goes.
+    let chunked = "https://files.example/chunked.iso";
+    w.f.fetcher.serve(chunked, vec![2u8; 500]);
+    w.f.fetcher.hide_size(chunked);
+    for held in [true, false] {
+        let job = submit(Submission::Url(chunked.into()), None).await.unwrap();
+        w.f.fetcher.hold(held);
+        assert!(matches!(
+            w.run_stage(Stage::Fetch).await,
+            StageOutcome::Fail(_)
+        ));
+        w.f.fetcher.hold(false);
+        let failed = w.f.repo.get(job.id).await.unwrap();
+        assert_eq!(
+            (failed.status, code(failed)),
+            (JobStatus::Failed, quota.clone())
+        );
+        assert!(
+            !w.f.engine.staging_root().join(job.id.to_string()).exists(),
+            "nothing of it stays staged (held: {held})"
+        );
+    }
+    // Retried after an admin raised the quota, it runs under the new one.
+    let job = submit(Submission::Url(chunked.into()), None).await.unwrap();
+    w.run_stage(Stage::Fetch).await;
+    let retried = w
+        .jobs
+        .retry_within(&me(), job.id, quotas(1000))
+        .await
+        .unwrap();
+    assert_eq!(retried.byte_limit, Some(1000));
+    assert_eq!(w.run_stage(Stage::Fetch).await, StageOutcome::Done);
+    assert_eq!(w.status(job.id).await, JobStatus::Uploading);
+}
+
+#[tokio::test]
 async fn pause_stops_the_download_and_resume_finishes_it() {
     let w = Arc::new(world());
     w.f.engine.register(sample_metadata(6, &[1000]));

@@ -616,6 +616,31 @@ async fn jobs_list_pages_newest_first() {
     ids.reverse();
     assert_eq!(seen, ids);
     assert!(p3["next_cursor"].is_null());
+
+    // Search by name: case-insensitive, LIKE's wildcards are plain characters, and a query
+    // over 200 characters is refused with a clear code.
+    let (_, named) = f.get_json("/jobs?q=66CD5B6D1382").await;
+    assert_eq!(named["items"].as_array().unwrap().len(), 5, "{named}");
+    for q in [
+        "%25",
+        "_",
+        "%5C",
+        "nothing-like-it",
+        "%27%3B%20DROP%20TABLE%20jobs%3B--",
+    ] {
+        let (status, none) = f.get_json(&format!("/jobs?q={q}")).await;
+        assert_eq!(
+            (status, none["items"].as_array().map(Vec::len)),
+            (200, Some(0)),
+            "{q}: {none}"
+        );
+    }
+    let (status, body) = f.get_json(&format!("/jobs?q={}", "a".repeat(201))).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -427,6 +427,34 @@ async fn a_url_job_is_fetched_packaged_delivered_and_seeded_by_three_workers() {
         fetcher.proc.log_text().contains(&id),
         "the fetch worker ran it"
     );
+    // An admin sees the three workers, each with the stages it takes work from.
+    let (_, health) = api.get_json("/health").await;
+    let mut seen: Vec<Vec<&str>> = health["workers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no workers: {health}"))
+        .iter()
+        .inspect(|w| assert!(w["idle_secs"].as_u64().unwrap() < 60, "{w}"))
+        .map(|w| {
+            let mut stages: Vec<&str> = w["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap())
+                .collect();
+            stages.sort_unstable();
+            stages
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![vec!["download", "seed"], vec!["fetch"], vec!["upload"]],
+        "{health}"
+    );
+    assert!(
+        health["queues"].as_array().is_some_and(|q| q.len() == 4),
+        "{health}"
+    );
     api.assert_files_match_one(&id, name, &sha).await;
     tracker.wait_for_seeders(&info_hash, 1);
 

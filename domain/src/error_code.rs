@@ -102,8 +102,9 @@ error_codes! {
     /// by invitation.
     NotInvited = "not_invited", jobs: false;
     /// One of the user's quotas would be exceeded (the message names it, its limit and the
-    /// usage).
-    QuotaExceeded = "quota_exceeded", jobs: false;
+    /// usage). On a job: a magnet's chosen files or a URL's content turned out larger than
+    /// the `job_bytes` quota.
+    QuotaExceeded = "quota_exceeded", jobs: true;
     /// No such user.
     UserNotFound = "user_not_found", jobs: false;
     /// No such token (or it is someone else's).

@@ -331,6 +331,9 @@ pub struct Job {
     /// the job carries it out (the row goes last). Once set, the job only moves to finished
     /// statuses.
     pub purge_requested: bool,
+    /// The most bytes this job may fetch: the owner's `job_bytes` quota when the job was
+    /// submitted (checked again once a magnet's metadata or a URL's size is known).
+    pub byte_limit: Option<u64>,
 }
 
 impl Job {
@@ -416,6 +419,7 @@ impl Job {
             updated_at: now,
             finished_at: None,
             purge_requested: false,
+            byte_limit: None,
         }
     }
 

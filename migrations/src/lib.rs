@@ -11,6 +11,7 @@ mod m20261124_000003_fetch;
 mod m20261201_000001_purge;
 mod m20261202_000001_one_unfinished_torrent;
 mod m20261210_000001_accounts;
+mod m20261230_000001_job_byte_limit;
 
 pub struct Migrator;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000001_purge::Migration),
             Box::new(m20261202_000001_one_unfinished_torrent::Migration),
             Box::new(m20261210_000001_accounts::Migration),
+            Box::new(m20261230_000001_job_byte_limit::Migration),
         ]
     }
 }

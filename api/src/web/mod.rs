@@ -63,17 +63,79 @@ impl<A: Endpoint, P: Endpoint> Endpoint for RootOr<A, P> {
     }
 }
 
-/// Runs a page's endpoint and puts the security headers on whatever it answers.
+/// Runs a page's endpoint, puts the security headers on whatever it answers and gzips
+/// its text when the browser takes gzip.
 async fn secured<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response> {
     let secure = req
         .data::<Arc<ApiState>>()
         .is_some_and(|s| s.secure_cookies);
+    let gzip = takes_gzip(&req);
     let mut resp = match ep.call(req).await {
         Ok(resp) => resp.into_response(),
         Err(e) => e.into_response(),
     };
     protect(&mut resp, secure);
+    if gzip {
+        resp = compressed(resp).await;
+    }
     Ok(resp)
+}
+
+/// Whether the request's `Accept-Encoding` takes gzip (and not with `q=0`).
+fn takes_gzip(req: &Request) -> bool {
+    req.headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let refused = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
+        })
+}
+
+/// Smaller bodies gain nothing from compression.
+const GZIP_FROM: usize = 1024;
+
+/// `resp` gzipped, when it is text (a page, the script, the stylesheet) worth compressing.
+async fn compressed(mut resp: Response) -> Response {
+    use std::io::Write;
+
+    let text = resp.content_type().is_some_and(|t| {
+        t.starts_with("text/html") || t.starts_with("text/css") || t.contains("javascript")
+    });
+    resp.headers_mut()
+        .append(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if !text || resp.headers().contains_key(header::CONTENT_ENCODING) {
+        return resp;
+    }
+    let Ok(body) = resp.take_body().into_bytes().await else {
+        return resp;
+    };
+    if body.len() < GZIP_FROM {
+        resp.set_body(body);
+        return resp;
+    }
+    let mut gz = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::new(6),
+    );
+    match gz.write_all(&body).and_then(|()| gz.finish()) {
+        Ok(zipped) => {
+            resp.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            resp.headers_mut().remove(header::CONTENT_LENGTH);
+            resp.set_body(zipped);
+        }
+        Err(_) => resp.set_body(body),
+    }
+    resp
 }
 
 /// The security headers of every page answer.
@@ -186,6 +248,57 @@ mod tests {
             assert_eq!(local_path(Some(bad)), "/", "{bad:?}");
         }
         assert_eq!(local_path(None), "/");
+    }
+
+    #[test]
+    fn gzip_is_used_only_when_the_browser_takes_it() {
+        let with = |accept: &str| {
+            takes_gzip(
+                &Request::builder()
+                    .header(header::ACCEPT_ENCODING, accept)
+                    .finish(),
+            )
+        };
+        assert!(with("gzip, deflate, br, zstd"));
+        assert!(with("br;q=1.0, GZIP;q=0.5"));
+        assert!(with("*"));
+        assert!(!with("gzip;q=0"));
+        assert!(!with("br, identity"));
+        assert!(!takes_gzip(&Request::builder().finish()));
+    }
+
+    #[tokio::test]
+    async fn pages_are_gzipped_and_small_or_binary_answers_are_not() {
+        use std::io::Read;
+
+        let page = "<p>row</p>".repeat(500);
+        let resp = compressed(
+            Response::builder()
+                .content_type("text/html; charset=utf-8")
+                .body(page.clone()),
+        )
+        .await;
+        assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(resp.headers()[header::VARY], "accept-encoding");
+        let zipped = resp.into_body().into_vec().await.unwrap();
+        assert!(zipped.len() < page.len() / 10, "{}", zipped.len());
+        let mut unzipped = String::new();
+        flate2::read::GzDecoder::new(&zipped[..])
+            .read_to_string(&mut unzipped)
+            .unwrap();
+        assert_eq!(unzipped, page);
+
+        for (kind, body) in [
+            ("text/html", "<p>short</p>".to_owned()),
+            ("video/webm", "x".repeat(5000)),
+        ] {
+            let resp = compressed(Response::builder().content_type(kind).body(body.clone())).await;
+            assert!(
+                !resp.headers().contains_key(header::CONTENT_ENCODING),
+                "{kind}"
+            );
+            assert_eq!(resp.into_body().into_string().await.unwrap(), body);
+        }
     }
 
     #[test]

@@ -808,6 +808,39 @@ fn where_of(backend: &StorageBackend) -> String {
 pub struct AdminParams {
     actor: Option<String>,
     action: Option<String>,
+    /// The first and last day shown (`YYYY-MM-DD`, UTC, both included).
+    from: Option<String>,
+    to: Option<String>,
+    /// Entries older than this id (the previous page's last).
+    before: Option<i64>,
+}
+
+/// A `YYYY-MM-DD` day's start in UTC (`next`: the day after's), or `None` when empty or
+/// not a date.
+fn day_start(day: Option<&str>, next: bool) -> Option<chrono::DateTime<chrono::Utc>> {
+    let date = chrono::NaiveDate::parse_from_str(day?.trim(), "%Y-%m-%d").ok()?;
+    let date = if next { date.succ_opt()? } else { date };
+    Some(date.and_time(chrono::NaiveTime::MIN).and_utc())
+}
+
+/// Audit entries per page.
+const AUDIT_PAGE: u64 = 100;
+
+/// The admin page's link to the audit entries before `last`, with the same filters.
+fn older_audit(p: &AdminParams, last: i64) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (key, value) in [
+        ("actor", &p.actor),
+        ("action", &p.action),
+        ("from", &p.from),
+        ("to", &p.to),
+    ] {
+        if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+            q.append_pair(key, v);
+        }
+    }
+    q.append_pair("before", &last.to_string());
+    format!("/admin?{}#audit", q.finish())
 }
 
 #[handler]
@@ -845,16 +878,17 @@ pub async fn admin_page(
             AuditQuery {
                 actor: actor.clone(),
                 action: action.clone(),
-                since: None,
-                until: None,
-                before: None,
-                limit: 100,
+                since: day_start(p.from.as_deref(), false),
+                until: day_start(p.to.as_deref(), true),
+                before: p.before,
+                limit: AUDIT_PAGE,
             },
         )
         .await
         .unwrap_or_default();
     let health = state.health.check().await;
     let depths = state.health.queue_depths().await;
+    let workers = state.health.workers().await;
     let name_of = |id: &OwnerId| {
         users
             .iter()
@@ -876,6 +910,23 @@ pub async fn admin_page(
                     (stage.as_str()) " " @if let Some(n) = depth { (n) } @else { "?" }
                 }
                 "."
+            }
+            h3 { "Workers seen" }
+            @match &workers {
+                None => p { "The queue did not answer." }
+                Some(list) if list.is_empty() => p { "No separate worker has asked for work: this process runs every stage (ferry serve)." }
+                Some(list) => {
+                    ul.workers {
+                        @for w in list {
+                            li data-stale=(w.idle.as_secs() > 120) {
+                                code { (w.name) } " — "
+                                (w.stages.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+                                "; asked " (human::duration(w.idle.as_secs())) " ago"
+                                @if w.pending > 0 { "; holds " (w.pending) @if w.pending == 1 { " job" } @else { " jobs" } }
+                            }
+                        }
+                    }
+                }
             }
         }
         section.card {
@@ -912,7 +963,7 @@ pub async fn admin_page(
                 }
             }
         }
-        section.card {
+        section.card #audit {
             h2 { "Audit log" }
             form.filters method="get" action="/admin" {
                 label for="a-actor" { "Actor" }
@@ -922,6 +973,10 @@ pub async fn admin_page(
                 }
                 label for="a-action" { "Action" }
                 input #a-action name="action" value=[action.as_deref()] placeholder="login. or job.submit";
+                label for="a-from" { "From" }
+                input #a-from name="from" type="date" value=[p.from.as_deref().filter(|_| day_start(p.from.as_deref(), false).is_some())];
+                label for="a-to" { "To" }
+                input #a-to name="to" type="date" value=[p.to.as_deref().filter(|_| day_start(p.to.as_deref(), true).is_some())];
                 button type="submit" { "Filter" }
             }
             div.table-wrap {
@@ -940,6 +995,11 @@ pub async fn admin_page(
                         }
                         @if audit.is_empty() { tr.empty { td colspan="6" { "Nothing recorded." } } }
                     }
+                }
+            }
+            @if audit.len() as u64 == AUDIT_PAGE && let Some(last) = audit.last() {
+                nav.pager aria-label="Audit log pages" {
+                    a href=(older_audit(&p, last.id)) { "Older entries" }
                 }
             }
         }

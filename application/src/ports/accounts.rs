@@ -7,12 +7,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ferry_domain::{Identity, OwnerId, PersonalToken, Role, TokenId, User, UserName};
+use ferry_domain::{Identity, OwnerId, PersonalToken, Quotas, Role, TokenId, User, UserName};
 
 use super::RepoError;
 
 /// SHA-256 of a secret (a session id, a token's secret, a setup link).
 pub type SecretHash = [u8; 32];
+
+/// What an admin changes on a user; `None` leaves a field as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserChange {
+    pub role: Option<Role>,
+    pub disabled: Option<bool>,
+    /// The new overrides (replace all four; `None` in one means "the default").
+    pub quotas: Option<Quotas>,
+}
 
 #[async_trait]
 pub trait UserRepository: Send + Sync + 'static {
@@ -72,12 +81,13 @@ pub trait UserRepository: Send + Sync + 'static {
     /// `NotFound` for an unknown user.
     async fn update(&self, user: &User) -> Result<(), RepoError>;
 
-    /// Writes the user's role alone (a login that maps the identity provider's groups must
-    /// not write back a disabled flag or quotas read before an admin changed them).
+    /// Writes only the columns `change` names, in one statement: two admins (or an admin
+    /// and a login that maps the identity provider's groups) changing different things of
+    /// one user at once both keep their change.
     ///
     /// # Errors
     /// `NotFound` for an unknown user.
-    async fn set_role(&self, id: &OwnerId, role: Role) -> Result<(), RepoError>;
+    async fn change(&self, id: &OwnerId, change: &UserChange) -> Result<(), RepoError>;
 
     /// Records that the user was seen at `at` (adapters may skip writes closer than a
     /// minute to the last one).

@@ -145,6 +145,13 @@ pub trait JobRepository: Send + Sync + 'static {
     /// Only `Unavailable` / `Unexpected`.
     async fn unfinished(&self) -> Result<Vec<Unfinished>, RepoError>;
 
+    /// Records the most bytes the job may fetch (the owner's `job_bytes` quota when it was
+    /// last submitted or retried; `None`: no limit).
+    ///
+    /// # Errors
+    /// `NotFound` if no such job exists.
+    async fn record_byte_limit(&self, id: JobId, limit: Option<u64>) -> Result<(), RepoError>;
+
     /// Records a fetched URL's content address.
     ///
     /// # Errors

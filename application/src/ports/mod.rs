@@ -20,7 +20,7 @@ pub mod storage;
 
 pub use accounts::{
     AuditEntry, AuditLog, AuditOutcome, AuditQuery, SecretHash, Session, Sessions, TokenRepository,
-    UserRepository,
+    UserChange, UserRepository,
 };
 pub use clock::{Clock, SystemClock};
 pub use drive::{ConsentError, ConsentStart, DriveConsent};
@@ -38,6 +38,6 @@ pub use profiles::{
     credentials_context,
 };
 pub use progress::{BusError, EventId, EventKind, JobEvent, ProgressBus, PublishedEvent, Replay};
-pub use queue::{JobQueue, Lease, QueueError, Stage};
+pub use queue::{JobQueue, Lease, QueueError, Stage, WorkerSeen};
 pub use staging::Staging;
 pub use storage::{ObjectLocation, ObjectStore, PutRequest, StoreError, StoredObject};

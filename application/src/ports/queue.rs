@@ -115,4 +115,26 @@ pub trait JobQueue: Send + Sync + 'static {
     /// # Errors
     /// `Unavailable` when the queue cannot be reached.
     async fn depth(&self, stage: Stage) -> Result<u64, QueueError>;
+
+    /// The workers that have claimed messages of `stage`, for operators: how long since
+    /// each last asked for work and how many messages it holds. A queue inside one process
+    /// knows no other workers and answers none.
+    ///
+    /// # Errors
+    /// `Unavailable` when the queue cannot be reached.
+    async fn workers(&self, stage: Stage) -> Result<Vec<WorkerSeen>, QueueError> {
+        let _ = stage;
+        Ok(Vec::new())
+    }
+}
+
+/// A worker as its queue last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSeen {
+    /// The name it claims under (`hostname-pid`).
+    pub name: String,
+    /// Since it last asked the queue for work.
+    pub idle: Duration,
+    /// Messages it holds and has not settled.
+    pub pending: u64,
 }

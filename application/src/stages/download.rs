@@ -166,6 +166,17 @@ impl DownloadStage {
             .validate(&meta.files)
             .map_err(|e| StageOutcome::fail(ErrorCode::InvalidFileSelection, e))?;
         meta.apply_selection(&job.selection);
+        if let Some(limit) = job.byte_limit {
+            let size = meta.selected_bytes();
+            if size > limit {
+                return Err(StageOutcome::fail(
+                    ErrorCode::QuotaExceeded,
+                    format!(
+                        "the chosen files hold {size} bytes, more than the {limit} bytes one job may fetch (quota job_bytes)"
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -24,6 +24,21 @@ pub struct FetchStage {
     pub settings: DownloadSettings,
 }
 
+/// Fails a job whose content is over its byte limit (the owner's `job_bytes` quota).
+fn over_quota(size: u64, limit: u64) -> Flow<()> {
+    if size > limit {
+        return Err(quota_failure(limit));
+    }
+    Ok(())
+}
+
+fn quota_failure(limit: u64) -> StageOutcome {
+    StageOutcome::fail(
+        ErrorCode::QuotaExceeded,
+        format!("the content is over {limit} bytes, the most one job may fetch (quota job_bytes)"),
+    )
+}
+
 /// A fetch failure as a stage outcome: permanent refusals fail the job, the rest retry.
 pub fn fetch_outcome(e: FetchError) -> StageOutcome {
     let code = match &e {
@@ -111,6 +126,9 @@ impl FetchStage {
             () = shutdown.cancelled() => return Err(StageOutcome::Released),
         };
         let total = body.info().size;
+        if let (Some(limit), Some(size)) = (job.byte_limit, total) {
+            over_quota(size, limit)?;
+        }
         tracing::info!(job_id = %job.id, url = %url.for_log(), size = ?total, resumed_from = body.info().resumed_from, "fetching");
         let mut job = job;
         if job.status == JobStatus::Resolving {
@@ -127,7 +145,16 @@ impl FetchStage {
 
         let done = Arc::new(AtomicU64::new(body.info().resumed_from));
         let sink = done.clone();
-        let report = move |n: u64| sink.store(n, Ordering::Relaxed);
+        // A body longer than it said (or of unknown size) stops at the owner's quota.
+        let over = Arc::new(tokio::sync::Notify::new());
+        let overflow = over.clone();
+        let limit = job.byte_limit.unwrap_or(u64::MAX);
+        let report = move |n: u64| {
+            sink.store(n, Ordering::Relaxed);
+            if n > limit {
+                overflow.notify_one();
+            }
+        };
         let save = body.save(&staged, &report);
         tokio::pin!(save);
         let mut ticker = Ticker::new(
@@ -142,6 +169,11 @@ impl FetchStage {
             tokio::select! {
                 r = &mut save => break r.map_err(fetch_outcome)?,
                 () = shutdown.cancelled() => return Err(StageOutcome::Released),
+                () = over.notified() => {
+                    // The save is no longer polled; what it wrote goes.
+                    self.staging.discard(job.id).await.map_err(super::staging_retry)?;
+                    return Err(quota_failure(limit));
+                }
                 () = ticker.tick() => {
                     let now = done.load(Ordering::Relaxed);
                     let secs = last.1.elapsed().as_secs_f64().max(0.001);
@@ -163,6 +195,13 @@ impl FetchStage {
                 }
             }
         };
+        if fetched.size > limit {
+            self.staging
+                .discard(job.id)
+                .await
+                .map_err(super::staging_retry)?;
+            return Err(quota_failure(limit));
+        }
         self.finish(job, &path, fetched).await.map(Some)
     }
 

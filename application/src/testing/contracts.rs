@@ -287,7 +287,14 @@ pub async fn job_repository_contract(repo: &dyn JobRepository) {
         time_secs: None,
         idle_secs: Some(60),
     });
+    url_job.byte_limit = Some(1 << 40);
     repo.insert(&url_job).await.unwrap();
+    assert_eq!(repo.get(url_job.id).await.unwrap(), url_job);
+    repo.record_byte_limit(url_job.id, None).await.unwrap();
+    assert_eq!(repo.get(url_job.id).await.unwrap().byte_limit, None);
+    repo.record_byte_limit(url_job.id, Some(1 << 40))
+        .await
+        .unwrap();
     assert_eq!(repo.get(url_job.id).await.unwrap(), url_job);
     assert_eq!(url_job.name, "Big File.iso");
     let sha = "cd".repeat(32);

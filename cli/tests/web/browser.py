@@ -7,6 +7,7 @@ what it needs in the environment (FERRY_URL, …). A scenario fails with an Asse
     python3 cli/tests/web/browser.py SCENARIO
 """
 
+import datetime
 import hashlib
 import os
 import re
@@ -226,6 +227,19 @@ def scenario_apart():
         expect(bobs_row.get_by_role("status")).to_have_text("Saved.")
         # Bob's open page notices on its own (its live feed is ended and refused).
         expect(bob).to_have_url(re.compile(r"/login\?next="), timeout=30_000)
+        # The audit log shows the disable today, and nothing on a day long past.
+        today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+        admin.goto("/admin")
+        admin.get_by_label("Action", exact=True).fill("admin.user.")
+        admin.get_by_label("From", exact=True).fill(today)
+        admin.get_by_label("To", exact=True).fill(today)
+        admin.get_by_role("button", name="Filter").click()
+        expect(admin).to_have_url(re.compile(r"from=" + today))
+        expect(admin.locator("table.audit code", has_text="admin.user.disable")).to_have_count(1)
+        admin.get_by_label("From", exact=True).fill("2001-01-01")
+        admin.get_by_label("To", exact=True).fill("2001-01-02")
+        admin.get_by_role("button", name="Filter").click()
+        expect(admin.locator("table.audit tr.empty")).to_have_count(1)
         for page in (alice, bob, admin):
             check_clean(page)
         browser.close()

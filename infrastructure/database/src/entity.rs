@@ -27,6 +27,7 @@ pub struct Model {
     pub updated_at: ChronoDateTimeUtc,
     pub finished_at: Option<ChronoDateTimeUtc>,
     pub purge_requested: bool,
+    pub byte_limit: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -331,6 +331,12 @@ impl JobRepository for SqlJobRepository {
             .collect()
     }
 
+    async fn record_byte_limit(&self, id: JobId, limit: Option<u64>) -> Result<(), RepoError> {
+        let limit = limit.map(|b| i64::try_from(b).unwrap_or(i64::MAX));
+        let update = Jobs::update_many().col_expr(Column::ByteLimit, Expr::value(limit));
+        self.update_one(id, update).await
+    }
+
     async fn record_content(&self, id: JobId, sha256: &str) -> Result<(), RepoError> {
         let update =
             Jobs::update_many().col_expr(Column::ContentSha256, Expr::value(sha256.to_owned()));

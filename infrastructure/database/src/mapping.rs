@@ -6,7 +6,7 @@ use ferry_domain::{
     FileSelection, InfoHash, Job, JobError, JobFile, JobId, JobSource, JobStatus, MagnetLink,
     OwnerId, Progress, TorrentFile, TorrentMetadata,
 };
-use sea_orm::ActiveValue::Set;
+use sea_orm::ActiveValue::{NotSet, Set};
 
 use crate::entity;
 
@@ -53,6 +53,11 @@ pub fn to_active(job: &Job) -> anyhow::Result<entity::ActiveModel> {
         updated_at: Set(job.updated_at),
         finished_at: Set(job.finished_at),
         purge_requested: Set(job.purge_requested),
+        // Left out when absent, so a job can be stored in a schema from before the column
+        // (upgrade tests write one).
+        byte_limit: job
+            .byte_limit
+            .map_or(NotSet, |b| Set(Some(i64::try_from(b).unwrap_or(i64::MAX)))),
     })
 }
 
@@ -135,6 +140,7 @@ pub fn from_row(row: entity::Model) -> anyhow::Result<Job> {
             updated_at: row.updated_at,
             finished_at: row.finished_at,
             purge_requested: row.purge_requested,
+            byte_limit: row.byte_limit.map(|b| u64::try_from(b).unwrap_or(0)),
         })
     })()
     .with_context(|| format!("job row {id} is corrupt"))

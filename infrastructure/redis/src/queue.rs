@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use ferry_application::ports::{JobQueue, Lease, QueueError, Stage};
+use ferry_application::ports::{JobQueue, Lease, QueueError, Stage, WorkerSeen};
 use ferry_domain::JobId;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
@@ -35,6 +35,10 @@ const DUPLICATE_DELAY: Duration = Duration::from_secs(2);
 /// How often a claimer promotes due retries and looks for dead workers' messages; between
 /// those, a claim is one blocking read and one lock.
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(500);
+/// How often a claiming worker says it is alive (`q:seen:{stage}`, for operators).
+const SEEN_EVERY: Duration = Duration::from_secs(5);
+/// Workers not seen for this long are forgotten.
+const FORGET_AFTER_MS: u64 = 24 * 3600 * 1000;
 
 /// Moves due retries back into their stage streams.
 const PROMOTE: &str = r"
@@ -118,6 +122,8 @@ pub struct RedisQueue {
     blocking: Mutex<Vec<MultiplexedConnection>>,
     /// Per stage: whether its group is known to exist, and when maintenance last ran.
     stages: Mutex<HashMap<Stage, (bool, Option<tokio::time::Instant>)>>,
+    /// Per stage: when this worker last said it was alive.
+    seen: Mutex<HashMap<Stage, tokio::time::Instant>>,
     promote: Script,
     enqueue: Script,
     settle: Script,
@@ -155,6 +161,7 @@ impl RedisQueue {
             claims: AtomicU64::new(0),
             blocking: Mutex::new(Vec::new()),
             stages: Mutex::new(HashMap::new()),
+            seen: Mutex::new(HashMap::new()),
             promote: Script::new(PROMOTE),
             enqueue: Script::new(ENQUEUE),
             settle: Script::new(SETTLE),
@@ -173,6 +180,34 @@ impl RedisQueue {
 
     fn lock_key(&self, stage: Stage, job: JobId) -> String {
         self.redis.key(&format!("lock:{}:{job}", stage.as_str()))
+    }
+
+    fn seen_key(&self, stage: Stage) -> String {
+        self.redis.key(&format!("q:seen:{}", stage.as_str()))
+    }
+
+    /// Records that this worker asks for work of `stage` (at most every [`SEEN_EVERY`]).
+    async fn say_seen(&self, stage: Stage) -> Result<(), QueueError> {
+        {
+            let mut seen = self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = tokio::time::Instant::now();
+            match seen.get(&stage) {
+                Some(last) if now.duration_since(*last) < SEEN_EVERY => return Ok(()),
+                _ => seen.insert(stage, now),
+            };
+        }
+        let mut c = self.conn();
+        let _: i64 = redis::cmd("HSET")
+            .arg(self.seen_key(stage))
+            .arg(&self.consumer)
+            .arg(now_ms())
+            .query_async(&mut c)
+            .await
+            .map_err(queue_error)?;
+        Ok(())
     }
 
     fn conn(&self) -> redis::aio::ConnectionManager {
@@ -419,6 +454,7 @@ impl JobQueue for RedisQueue {
         self.ensure_group(stage).await?;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
+            self.say_seen(stage).await?;
             let mut entry = None;
             if self.maintenance_due(stage) {
                 self.promote_due().await?;
@@ -531,5 +567,53 @@ impl JobQueue for RedisQueue {
             .await
             .map_err(queue_error)?;
         Ok(len)
+    }
+
+    async fn workers(&self, stage: Stage) -> Result<Vec<WorkerSeen>, QueueError> {
+        let mut c = self.conn();
+        let seen: HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(self.seen_key(stage))
+            .query_async(&mut c)
+            .await
+            .map_err(queue_error)?;
+        let reply: redis::RedisResult<redis::streams::StreamInfoConsumersReply> =
+            redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(self.stream(stage))
+                .arg(GROUP)
+                .query_async(&mut c)
+                .await;
+        let pending: HashMap<String, u64> = match reply {
+            Ok(reply) => reply
+                .consumers
+                .into_iter()
+                .map(|c| (c.name, c.pending as u64))
+                .collect(),
+            // No worker has asked yet: the stream or its group does not exist.
+            Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("no such key") => {
+                HashMap::new()
+            }
+            Err(e) => return Err(queue_error(e)),
+        };
+        let now = now_ms();
+        let mut workers = Vec::new();
+        for (name, at) in seen {
+            let idle = now.saturating_sub(at);
+            if idle > FORGET_AFTER_MS {
+                let _: redis::RedisResult<i64> = redis::cmd("HDEL")
+                    .arg(self.seen_key(stage))
+                    .arg(&name)
+                    .query_async(&mut c)
+                    .await;
+                continue;
+            }
+            workers.push(WorkerSeen {
+                pending: pending.get(&name).copied().unwrap_or(0),
+                name,
+                idle: Duration::from_millis(idle),
+            });
+        }
+        workers.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(workers)
     }
 }

@@ -53,6 +53,37 @@ async fn bus_passes_the_contract() {
 }
 
 #[tokio::test]
+async fn workers_are_seen_with_the_messages_they_hold() {
+    let Some((r, _keys)) = redis().await else {
+        return;
+    };
+    let a = RedisQueue::new(r.clone(), "worker-a", Duration::from_secs(30));
+    let b = RedisQueue::new(r.clone(), "worker-b", Duration::from_secs(30));
+    assert_eq!(a.workers(Stage::Upload).await.unwrap(), vec![]);
+    a.enqueue(Stage::Upload, JobId::new()).await.unwrap();
+    let _held = a
+        .claim(Stage::Upload, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        b.claim(Stage::Upload, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mut seen = b.workers(Stage::Upload).await.unwrap();
+    seen.sort_by(|x, y| x.name.cmp(&y.name));
+    let seen: Vec<(&str, u64, bool)> = seen
+        .iter()
+        .map(|w| (w.name.as_str(), w.pending, w.idle < Duration::from_secs(10)))
+        .collect();
+    assert_eq!(seen, vec![("worker-a", 1, true), ("worker-b", 0, true)]);
+    assert_eq!(a.workers(Stage::Download).await.unwrap(), vec![]);
+    r.delete_all().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_dead_workers_message_is_taken_over_after_the_lease() {
     let Some((r, _keys)) = redis().await else {
         return;

@@ -620,7 +620,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Auto,
-            level: "warn,ferry=info,poem::middleware::tracing_mw=info".to_owned(),
+            level: "warn,ferry=info".to_owned(),
         }
     }
 }

@@ -235,15 +235,47 @@ async fn user_updates(users: &dyn UserRepository, alice: &User, carol: &User) {
     let mut disabled = changed.clone();
     disabled.disabled = true;
     users.update(&disabled).await.unwrap();
-    users.set_role(&carol.id, Role::User).await.unwrap();
+    let role = |role| UserChange {
+        role: Some(role),
+        ..UserChange::default()
+    };
+    users.change(&carol.id, &role(Role::User)).await.unwrap();
     disabled.role = Role::User;
+    assert_eq!(users.get(&carol.id).await.unwrap(), Some(disabled.clone()));
+    // Two admins at once, one enabling, one setting quotas: both changes stay.
+    let quotas = Quotas {
+        job_bytes: Some(7),
+        ..Quotas::default()
+    };
+    let enable = UserChange {
+        disabled: Some(false),
+        ..UserChange::default()
+    };
+    let limit = UserChange {
+        quotas: Some(quotas),
+        ..UserChange::default()
+    };
+    let (a, b) = futures::join!(
+        users.change(&carol.id, &enable),
+        users.change(&carol.id, &limit)
+    );
+    a.unwrap();
+    b.unwrap();
+    disabled.disabled = false;
+    disabled.quotas = quotas;
     assert_eq!(users.get(&carol.id).await.unwrap(), Some(disabled));
-    assert!(matches!(
-        users
-            .set_role(&account("nobody", "Nobody", 0).id, Role::Admin)
-            .await,
-        Err(RepoError::NotFound)
-    ));
+    users
+        .change(&carol.id, &UserChange::default())
+        .await
+        .unwrap();
+    for change in [role(Role::Admin), UserChange::default()] {
+        assert!(matches!(
+            users
+                .change(&account("nobody", "Nobody", 0).id, &change)
+                .await,
+            Err(RepoError::NotFound)
+        ));
+    }
 }
 
 async fn setup_links(users: &dyn UserRepository, dave: &User) {

@@ -1,6 +1,6 @@
 //! `UserRepository`, `TokenRepository` and `Sessions` in memory.
 
-use ferry_domain::{Identity, PersonalToken, Role, TokenId, User, UserName};
+use ferry_domain::{Identity, PersonalToken, TokenId, User, UserName};
 
 use super::*;
 
@@ -147,14 +147,22 @@ impl UserRepository for MemoryUsers {
         Ok(())
     }
 
-    async fn set_role(&self, id: &OwnerId, role: Role) -> Result<(), RepoError> {
+    async fn change(&self, id: &OwnerId, change: &UserChange) -> Result<(), RepoError> {
         let mut s = lock(&self.state);
         let stored = s
             .users
             .iter_mut()
             .find(|u| &u.id == id)
             .ok_or(RepoError::NotFound)?;
-        stored.role = role;
+        if let Some(role) = change.role {
+            stored.role = role;
+        }
+        if let Some(disabled) = change.disabled {
+            stored.disabled = disabled;
+        }
+        if let Some(quotas) = change.quotas {
+            stored.quotas = quotas;
+        }
         Ok(())
     }
 

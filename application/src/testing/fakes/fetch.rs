@@ -10,6 +10,8 @@ pub struct FakeFetcher {
     failing: Mutex<HashMap<String, u16>>,
     /// While set, a body stops after its first half until released.
     held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// URLs whose answers do not say their size.
+    sizeless: Mutex<std::collections::HashSet<String>>,
 }
 
 impl FakeFetcher {
@@ -24,6 +26,11 @@ impl FakeFetcher {
             Some(s) => failing.insert(url.to_owned(), s),
             None => failing.remove(url),
         };
+    }
+
+    /// `url` answers without saying its size (a chunked body).
+    pub fn hide_size(&self, url: &str) {
+        lock(&self.sizeless).insert(url.to_owned());
     }
 
     /// Holds every body after its first half (a fetch stays in flight) until released.
@@ -93,7 +100,8 @@ impl Fetcher for FakeFetcher {
             .ok_or(FetchError::Status(404))?;
         Ok(Box::new(FakeBody {
             info: FetchInfo {
-                size: Some(bytes.len() as u64),
+                size: (!lock(&self.sizeless).contains(url.as_url().as_str()))
+                    .then_some(bytes.len() as u64),
                 mime: None,
                 final_url: url.to_string(),
                 resumed_from: 0,

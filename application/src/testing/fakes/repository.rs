@@ -181,6 +181,12 @@ impl JobRepository for MemoryRepository {
         Ok(out)
     }
 
+    async fn record_byte_limit(&self, id: JobId, limit: Option<u64>) -> Result<(), RepoError> {
+        let mut jobs = lock(&self.jobs);
+        jobs.get_mut(&id).ok_or(RepoError::NotFound)?.byte_limit = limit;
+        Ok(())
+    }
+
     async fn record_content(&self, id: JobId, sha256: &str) -> Result<(), RepoError> {
         let mut jobs = lock(&self.jobs);
         let job = jobs.get_mut(&id).ok_or(RepoError::NotFound)?;

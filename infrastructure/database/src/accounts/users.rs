@@ -6,8 +6,8 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ferry_application::ports::{RepoError, SecretHash, UserRepository};
-use ferry_domain::{Identity, OwnerId, Quotas, Role, User, UserName};
+use ferry_application::ports::{RepoError, SecretHash, UserChange, UserRepository};
+use ferry_domain::{Identity, OwnerId, Quotas, User, UserName};
 use sea_orm::ActiveValue::{NotSet, Set};
 use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
@@ -304,9 +304,41 @@ impl UserRepository for SqlUsers {
         Ok(())
     }
 
-    async fn set_role(&self, id: &OwnerId, role: Role) -> Result<(), RepoError> {
-        let result = user::Entity::update_many()
-            .col_expr(user::Column::Role, Expr::value(role.as_str()))
+    async fn change(&self, id: &OwnerId, change: &UserChange) -> Result<(), RepoError> {
+        let mut update = user::Entity::update_many();
+        if let Some(role) = change.role {
+            update = update.col_expr(user::Column::Role, Expr::value(role.as_str()));
+        }
+        if let Some(disabled) = change.disabled {
+            update = update.col_expr(user::Column::Disabled, Expr::value(disabled));
+        }
+        if let Some(q) = change.quotas {
+            update = update
+                .col_expr(
+                    user::Column::QuotaActiveJobs,
+                    Expr::value(stored_quota(q.active_jobs)),
+                )
+                .col_expr(
+                    user::Column::QuotaJobBytes,
+                    Expr::value(stored_quota(q.job_bytes)),
+                )
+                .col_expr(
+                    user::Column::QuotaStoredBytes,
+                    Expr::value(stored_quota(q.stored_bytes)),
+                )
+                .col_expr(
+                    user::Column::QuotaSeedingJobs,
+                    Expr::value(stored_quota(q.seeding_jobs)),
+                );
+        }
+        if change == &UserChange::default() {
+            // Nothing to write; the user must still exist.
+            return match self.get(id).await? {
+                Some(_) => Ok(()),
+                None => Err(RepoError::NotFound),
+            };
+        }
+        let result = update
             .filter(user::Column::Id.eq(id.as_str()))
             .exec(&self.db)
             .await
