@@ -371,12 +371,11 @@ function initJob() {
 
 // ---- add ----
 
+// The form's destination: a profile's id, or null for this server's disk (said
+// explicitly, so the user's default profile does not apply).
 function destination(form) {
-  const body = {};
   const profile = form.storage_profile.value;
-  if (profile) body.storage_profile = profile;
-  body.seed = form.seed.checked;
-  return body;
+  return { storage_profile: profile === 'server' ? null : profile, seed: form.seed.checked };
 }
 
 function initAdd() {
@@ -508,7 +507,7 @@ function initAdd() {
     body.append('torrent', file, file.name);
     if (chosen.length < files.length) body.append('files', chosen.join(','));
     const dest = destination(form);
-    if (dest.storage_profile) body.append('storage_profile', dest.storage_profile);
+    body.append('storage_profile', dest.storage_profile || 'server');
     body.append('seed', String(dest.seed));
     try {
       const job = await api('POST', '/jobs/torrent', body);
@@ -572,7 +571,32 @@ function initAccount() {
   });
 }
 
+document.addEventListener('click', async (e) => {
+  const b = e.target.closest('button[data-end-session]');
+  if (!b) return;
+  say($('#session-error'), '');
+  try {
+    await api('DELETE', `/me/sessions/${b.dataset.endSession}`);
+    b.closest('tr').remove();
+  } catch (error) {
+    say($('#session-error'), error.message);
+  }
+});
+
 // ---- my storage ----
+
+document.addEventListener('change', async (e) => {
+  const radio = e.target.closest('input[name="default-profile"]');
+  if (!radio) return;
+  const status = $('#default-status');
+  say(status, '');
+  try {
+    await api('PUT', '/me/default-storage-profile', { profile: radio.value === 'server' ? null : radio.value });
+    say(status, 'Saved.');
+  } catch (error) {
+    say(status, error.message);
+  }
+});
 
 const s3Hints = {
   name: 'Give the bucket a name you will recognise.',

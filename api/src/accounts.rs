@@ -207,6 +207,38 @@ pub struct TokenDto {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+/// One of the caller's browser sessions.
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct SessionInfoDto {
+    /// Names the session (to end it); not its secret.
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    /// Its last request (recorded at most once a minute).
+    pub last_seen_at: DateTime<Utc>,
+    /// Its absolute end (it also ends after a while unused).
+    pub expires_at: DateTime<Utc>,
+    /// The browser that signed in, as it named itself.
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    /// The session making this request.
+    pub current: bool,
+}
+
+impl From<ferry_application::SessionView> for SessionInfoDto {
+    fn from(v: ferry_application::SessionView) -> Self {
+        Self {
+            id: v.id,
+            created_at: v.session.created_at,
+            last_seen_at: v.session.last_seen_at,
+            expires_at: v.session.expires_at,
+            user_agent: v.session.user_agent,
+            ip: v.session.ip,
+            current: v.current,
+        }
+    }
+}
+
 impl From<ferry_domain::PersonalToken> for TokenDto {
     fn from(t: ferry_domain::PersonalToken) -> Self {
         Self {
@@ -734,6 +766,49 @@ impl AccountsApi {
         self.state
             .accounts
             .revoke_token(caller.get(), TokenId::from_uuid(id), &client_info(req))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(NoContent::Done)
+    }
+
+    /// The caller's live browser sessions, newest first.
+    #[oai(
+        path = "/me/sessions",
+        method = "get",
+        tag = "Tag::Me",
+        operation_id = "listSessions"
+    )]
+    async fn sessions(
+        &self,
+        caller: Caller,
+    ) -> Result<Json<Vec<SessionInfoDto>>, Fails<CallerFails>> {
+        let sessions = self
+            .state
+            .accounts
+            .sessions(caller.get())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Json(
+            sessions.into_iter().map(SessionInfoDto::from).collect(),
+        ))
+    }
+
+    /// End one of the caller's sessions (signs that browser out).
+    #[oai(
+        path = "/me/sessions/:id",
+        method = "delete",
+        tag = "Tag::Me",
+        operation_id = "endSession"
+    )]
+    async fn end_session(
+        &self,
+        req: &Request,
+        caller: Caller,
+        #[oai(validator(max_length = 64))] id: Path<String>,
+    ) -> Result<NoContent, Fails<TokenFails>> {
+        self.state
+            .accounts
+            .end_session(caller.get(), &id.0, &client_info(req))
             .await
             .map_err(ApiError::from)?;
         Ok(NoContent::Done)

@@ -360,6 +360,7 @@ impl From<AccountsError> for ApiError {
             E::NameTaken => Self::new(ErrorCode::UserNameTaken, e.to_string()),
             E::UserNotFound => Self::new(ErrorCode::UserNotFound, e.to_string()),
             E::TokenNotFound => Self::new(ErrorCode::TokenNotFound, e.to_string()),
+            E::SessionNotFound => Self::new(ErrorCode::SessionNotFound, e.to_string()),
             E::InvalidSetupLink => Self::new(ErrorCode::InvalidSetupLink, e.to_string()),
             E::Login(ferry_application::ports::IdentityError::Unavailable(m)) => {
                 tracing::warn!(error = %m, "identity provider unreachable");

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use ferry_application::ports::{EventKind, PublishedEvent};
 use ferry_domain::{Job, JobFile, JobSource, Progress, TorrentMetadata};
-use poem_openapi::types::Example;
+use poem_openapi::types::{Example, MaybeUndefined};
 use poem_openapi::{Enum, Object, Union};
 use uuid::Uuid;
 
@@ -39,8 +39,10 @@ pub struct SubmitRequest {
     /// all files when absent.
     #[oai(validator(min_items = 1, minimum(value = "0"), maximum(value = "4294967295")))]
     pub files: Option<Vec<u32>>,
-    /// Deliver to this storage profile (absent: the server's own storage).
-    pub storage_profile: Option<Uuid>,
+    /// Deliver to this storage profile; `null`: this server's own storage; absent: the
+    /// caller's default (`/me/default-storage-profile`, itself the server's storage unless
+    /// chosen).
+    pub storage_profile: MaybeUndefined<Uuid>,
     /// Seed the finished job (absent: the server's default).
     pub seed: Option<bool>,
     /// Stop seeding at this upload ratio (default: the server's).
@@ -62,7 +64,7 @@ impl Example for SubmitRequest {
                     .to_owned(),
             }),
             files: None,
-            storage_profile: None,
+            storage_profile: MaybeUndefined::Undefined,
             seed: None,
             seed_ratio: None,
             seed_time_secs: None,

@@ -95,7 +95,8 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         | C::FileNotSelected
         | C::StorageProfileNotFound
         | C::UserNotFound
-        | C::TokenNotFound => StatusCode::NOT_FOUND,
+        | C::TokenNotFound
+        | C::SessionNotFound => StatusCode::NOT_FOUND,
         C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         C::IllegalTransition
         | C::JobAlreadyExists

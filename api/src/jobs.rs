@@ -11,8 +11,8 @@ use poem::Request;
 use poem::web::sse::Event;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::{Binary, EventStream, Json};
-use poem_openapi::types::ToJSON;
 use poem_openapi::types::multipart::Upload;
+use poem_openapi::types::{MaybeUndefined, ToJSON};
 use poem_openapi::{ApiResponse, Multipart, OpenApi, Tags};
 use tokio::io::AsyncReadExt;
 use uuid::Uuid;
@@ -63,8 +63,10 @@ pub struct TorrentUpload {
     pub torrent: Upload,
     /// Indices of the files to download, as `0,2,5` or `[0,2,5]`; all files when absent.
     pub files: Option<String>,
-    /// Deliver to this storage profile (absent: the server's own storage).
-    pub storage_profile: Option<Uuid>,
+    /// Deliver to this storage profile's id, or `server` for this server's own storage
+    /// (absent: the caller's default, see `/me/default-storage-profile`).
+    #[oai(validator(max_length = 64))]
+    pub storage_profile: Option<String>,
     /// `true` to seed the finished job, `false` not to (absent: the server's default).
     pub seed: Option<bool>,
 }
@@ -171,6 +173,18 @@ impl JobsApi {
             .map_err(ApiError::from)
     }
 
+    /// Where a job that names no destination goes: the caller's default profile, if any.
+    async fn default_profile(
+        &self,
+        caller: &Caller,
+    ) -> Result<Option<ferry_domain::ProfileId>, ApiError> {
+        self.state
+            .profiles
+            .default_of(caller.owner())
+            .await
+            .map_err(ApiError::from)
+    }
+
     async fn read_torrent(&self, upload: Upload) -> ApiResult<Vec<u8>> {
         let max = self.state.max_torrent_bytes;
         if upload.size() as u64 > max {
@@ -259,9 +273,14 @@ impl JobsApi {
             SourceRequest::Magnet(m) => Submission::Magnet(m.magnet),
             SourceRequest::Url(u) => Submission::Url(u.url),
         };
+        let storage_profile = match storage_profile {
+            MaybeUndefined::Value(id) => Some(ferry_domain::ProfileId::from_uuid(id)),
+            MaybeUndefined::Null => None,
+            MaybeUndefined::Undefined => self.default_profile(&caller).await?,
+        };
         let options = SubmitOptions {
             files: indices(files),
-            storage_profile: storage_profile.map(ferry_domain::ProfileId::from_uuid),
+            storage_profile,
             seed,
         };
         let job = self
@@ -296,9 +315,23 @@ impl JobsApi {
         let files = parse_files(form.files.as_deref(), self.state.jobs.limits.max_files)?;
         let seed = self.seed_policy(form.seed, None, None, None)?;
         let bytes = self.read_torrent(form.torrent).await?;
+        let storage_profile = match form.storage_profile.as_deref().map(str::trim) {
+            None => self.default_profile(&caller).await?,
+            Some("server") => None,
+            Some(id) => Some(
+                Uuid::try_parse(id)
+                    .map(ferry_domain::ProfileId::from_uuid)
+                    .map_err(|_| {
+                        ApiError::new(
+                            ErrorCode::InvalidRequest,
+                            "storage_profile is a profile's id or `server`",
+                        )
+                    })?,
+            ),
+        };
         let options = SubmitOptions {
             files,
-            storage_profile: form.storage_profile.map(ferry_domain::ProfileId::from_uuid),
+            storage_profile,
             seed,
         };
         let job = self

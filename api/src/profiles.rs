@@ -101,6 +101,18 @@ pub struct ProfileDto {
     pub s3: Option<S3Dto>,
     pub google_drive: Option<DriveDto>,
     pub created_at: DateTime<Utc>,
+    /// Jobs that name no destination are delivered here.
+    #[oai(rename = "default")]
+    pub is_default: bool,
+}
+
+/// The caller's default destination.
+#[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct DefaultProfile {
+    /// The profile jobs that name no destination are delivered to; absent or `null`: this
+    /// server's own storage.
+    pub profile: Option<Uuid>,
 }
 
 impl From<&StorageProfile> for ProfileDto {
@@ -136,6 +148,7 @@ impl From<&StorageProfile> for ProfileDto {
             s3,
             google_drive,
             created_at: p.created_at,
+            is_default: false,
         }
     }
 }
@@ -232,7 +245,57 @@ impl ProfilesApi {
     )]
     async fn list(&self, caller: Caller) -> Result<Json<Vec<ProfileDto>>, Fails<ListFails>> {
         let all = self.state.profiles.list(caller.owner()).await?;
-        Ok(Json(all.iter().map(ProfileDto::from).collect()))
+        let default = self.state.profiles.default_of(caller.owner()).await?;
+        Ok(Json(
+            all.iter()
+                .map(|p| ProfileDto {
+                    is_default: default == Some(p.id),
+                    ..p.into()
+                })
+                .collect(),
+        ))
+    }
+
+    /// The caller's default destination: where jobs that name none are delivered.
+    #[oai(
+        path = "/me/default-storage-profile",
+        method = "get",
+        tag = "Tag::StorageProfiles",
+        operation_id = "getDefaultStorageProfile"
+    )]
+    async fn get_default(&self, caller: Caller) -> Result<Json<DefaultProfile>, Fails<ListFails>> {
+        let id = self.state.profiles.default_of(caller.owner()).await?;
+        Ok(Json(DefaultProfile {
+            profile: id.map(|p| p.as_uuid()),
+        }))
+    }
+
+    /// Choose the caller's default destination (`null`: this server's own storage).
+    #[oai(
+        path = "/me/default-storage-profile",
+        method = "put",
+        tag = "Tag::StorageProfiles",
+        operation_id = "setDefaultStorageProfile"
+    )]
+    async fn set_default(
+        &self,
+        req: &poem::Request,
+        caller: Caller,
+        body: Json<DefaultProfile>,
+    ) -> Result<Json<DefaultProfile>, Fails<ReadFails>> {
+        let id = body.0.profile.map(ProfileId::from_uuid);
+        self.state.profiles.set_default(caller.owner(), id).await?;
+        caller
+            .audit(
+                &self.state,
+                req,
+                "profile.default",
+                id.map_or_else(|| "server".to_owned(), |id| id.to_string()),
+            )
+            .await;
+        Ok(Json(DefaultProfile {
+            profile: id.map(|p| p.as_uuid()),
+        }))
     }
 
     /// One storage profile.
@@ -252,7 +315,11 @@ impl ProfilesApi {
             .profiles
             .get(caller.owner(), parse_id(&id)?)
             .await?;
-        Ok(Json((&p).into()))
+        let default = self.state.profiles.default_of(caller.owner()).await?;
+        Ok(Json(ProfileDto {
+            is_default: default == Some(p.id),
+            ..(&p).into()
+        }))
     }
 
     /// Delete a storage profile (jobs already delivered keep their files).

@@ -193,6 +193,8 @@ pub enum AccountsError {
     UserNotFound,
     #[error("token not found")]
     TokenNotFound,
+    #[error("no such session")]
+    SessionNotFound,
     #[error("the setup link is unknown, used or expired")]
     InvalidSetupLink,
     #[error("an expiry must be in the future")]
@@ -294,6 +296,20 @@ fn secret() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     hex_lower(&bytes)
+}
+
+/// A session's public name: the first 8 bytes of its hash (never enough to use it).
+fn session_id(hash: &SecretHash) -> String {
+    hex_lower(&hash[..8])
+}
+
+/// A session as its user sees it in their list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionView {
+    pub id: String,
+    pub session: crate::ports::Session,
+    /// It is the session making this request.
+    pub current: bool,
 }
 
 fn hex_lower(bytes: &[u8]) -> String {
@@ -892,6 +908,63 @@ impl Accounts {
         )
         .await;
         Ok(n)
+    }
+
+    /// The caller's live sessions, newest first, each under an id that names it without
+    /// being its secret (the first 8 bytes of its hash, in hex).
+    ///
+    /// # Errors
+    /// A backend failure.
+    pub async fn sessions(&self, caller: &Caller) -> Result<Vec<SessionView>, AccountsError> {
+        caller.require(Scope::Read)?;
+        let current = match &caller.via {
+            Via::Session(hash) => Some(*hash),
+            _ => None,
+        };
+        let list = self
+            .sessions
+            .list(&caller.user, self.clock.now(), self.settings.session_idle)
+            .await?;
+        Ok(list
+            .into_iter()
+            .map(|(hash, session)| SessionView {
+                id: session_id(&hash),
+                current: current == Some(hash),
+                session,
+            })
+            .collect())
+    }
+
+    /// Ends one of the caller's sessions, named as [`Self::sessions`] names it.
+    ///
+    /// # Errors
+    /// `SessionNotFound` (also for another user's session).
+    pub async fn end_session(
+        &self,
+        caller: &Caller,
+        id: &str,
+        client: &ClientInfo,
+    ) -> Result<(), AccountsError> {
+        caller.require(Scope::Write)?;
+        let found = self
+            .sessions
+            .list(&caller.user, self.clock.now(), self.settings.session_idle)
+            .await?
+            .into_iter()
+            .find(|(hash, _)| session_id(hash) == id);
+        let Some((hash, _)) = found else {
+            return Err(AccountsError::SessionNotFound);
+        };
+        self.sessions.delete(&hash).await?;
+        self.audit_success(
+            Some(&caller.user),
+            "logout",
+            Some(id.to_owned()),
+            client,
+            "one session, from the list",
+        )
+        .await;
+        Ok(())
     }
 
     // ---- first start and local users ----

@@ -20,7 +20,7 @@ pub mod testing;
 
 pub use accounts::{
     AccountSettings, Accounts, AccountsError, Caller, ClientInfo, NewSession, ProvisionPolicy,
-    SetupLink, UserChange, Via,
+    SessionView, SetupLink, UserChange, Via,
 };
 pub use drive_connect::{
     CONNECT_TTL, ConnectStart, DriveConnect, DriveConnectError, PendingConnect,

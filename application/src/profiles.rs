@@ -173,6 +173,26 @@ impl StorageProfiles {
         Ok(self.profiles.delete(owner, id).await?)
     }
 
+    /// The owner's default profile: where a job goes when its submission names none.
+    ///
+    /// # Errors
+    /// `Unavailable` when the repository is.
+    pub async fn default_of(&self, owner: &OwnerId) -> Result<Option<ProfileId>, ProfilesError> {
+        Ok(self.profiles.default_of(owner).await?)
+    }
+
+    /// Makes `id` the owner's default profile (`None`: the server's own storage).
+    ///
+    /// # Errors
+    /// `NotFound` for a profile that is not the owner's.
+    pub async fn set_default(
+        &self,
+        owner: &OwnerId,
+        id: Option<ProfileId>,
+    ) -> Result<(), ProfilesError> {
+        Ok(self.profiles.set_default(owner, id).await?)
+    }
+
     /// Connects with the saved credentials.
     ///
     /// # Errors

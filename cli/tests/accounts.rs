@@ -702,6 +702,136 @@ async fn rate_limits_refuse_the_request_past_the_line_and_not_the_one_before() {
 }
 
 #[tokio::test]
+async fn a_user_lists_their_sessions_and_signs_one_browser_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = ferry(dir.path(), &[]);
+    let root = admin(&f).await;
+    add_user(&f, "alice", false);
+    add_user(&f, "bob", false);
+    let laptop = browser(&f, "alice").await;
+    let r = reqwest::Client::new()
+        .post(f.url("/auth/login"))
+        .header(
+            "User-Agent",
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0) <b>Safari/604.1",
+        )
+        .json(&json!({"username": "alice", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let phone = Browser::new(&f, session_cookie(&r));
+    let bob = browser(&f, "bob").await;
+
+    let (status, list) = laptop.json(Method::GET, "/me/sessions", None).await;
+    assert_eq!(status, 200, "{list}");
+    let list = list.as_array().unwrap().clone();
+    assert_eq!(list.len(), 2, "{list:?}");
+    let current: Vec<bool> = list
+        .iter()
+        .map(|s| s["current"].as_bool().unwrap())
+        .collect();
+    assert_eq!(
+        current,
+        vec![false, true],
+        "newest (the phone) first: {list:?}"
+    );
+    let phones = list[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(phones.len(), 16);
+    assert!(
+        !list.iter().any(|s| s.to_string().contains(&phone.cookie)),
+        "no secret in the list"
+    );
+    assert!(list[0]["user_agent"].as_str().unwrap().contains("iPhone"));
+    // The account page names the browser, and escapes what it said.
+    let page = laptop
+        .http
+        .get(format!("{}/account", f.base))
+        .header("Cookie", format!("ferry_session={}", laptop.cookie))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Safari on iOS") && page.contains("(this one)"),
+        "{page}"
+    );
+    assert!(!page.contains("<b>Safari"));
+
+    // Bob can neither see nor end Alice's sessions.
+    let (_, bobs) = bob.json(Method::GET, "/me/sessions", None).await;
+    assert_eq!(bobs.as_array().unwrap().len(), 1, "{bobs}");
+    for id in [
+        phones.as_str(),
+        "0000000000000000",
+        "not-hex",
+        &"f".repeat(64),
+    ] {
+        let r = bob
+            .req(Method::DELETE, &format!("/me/sessions/{id}"))
+            .send()
+            .await
+            .unwrap();
+        expect(r, 404, "session_not_found").await;
+    }
+    assert_eq!(phone.json(Method::GET, "/me", None).await.0, 200);
+
+    // Alice signs the phone out from the laptop; the laptop stays signed in.
+    let (status, _) = laptop
+        .json(Method::DELETE, &format!("/me/sessions/{phones}"), None)
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(phone.json(Method::GET, "/me", None).await.0, 401);
+    assert_eq!(laptop.json(Method::GET, "/me", None).await.0, 200);
+    let (_, list) = laptop.json(Method::GET, "/me/sessions", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let (_, log) = root
+        .json(Method::GET, "/admin/audit?action=logout", None)
+        .await;
+    assert!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["target"] == phones.as_str()),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bytes_per_job_quota_holds_for_a_url_job() {
+    init();
+    let (_keep, root) = test_dir();
+    let file = root.join("origin").join("big.bin");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    common::origin::random_file(&file, 256 * 1024);
+    let origin = common::origin::Origin::start(&file, "big.bin").await;
+    let f = ferry(
+        &root,
+        &[
+            ("FERRY_AUTH__QUOTAS__JOB_BYTES", "100000"),
+            ("FERRY_FETCH__ALLOW", "[\"127.0.0.1/32\"]"),
+        ],
+    );
+    let admin = admin(&f).await;
+    let url = format!("http://{}/big.bin", origin.addr);
+    let (status, body) = admin
+        .json(Method::POST, "/jobs", Some(json!({"source": {"url": url}})))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("quota_exceeded")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("job_bytes"),
+        "{body}"
+    );
+    let (_, page) = admin.json(Method::GET, "/jobs", None).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 0, "{page}");
+}
+
+#[tokio::test]
 async fn quotas_refuse_the_job_past_the_line_and_me_shows_the_usage() {
     let dir = tempfile::tempdir().unwrap();
     let f = ferry(dir.path(), &[("FERRY_AUTH__QUOTAS__ACTIVE_JOBS", "2")]);

@@ -115,8 +115,48 @@ async fn a_magnet_is_delivered_to_an_s3_bucket_and_read_back_independently() {
         "secret stored in clear"
     );
 
+    // Made the default destination, the bucket takes the jobs that name none; `null`
+    // still means this server's disk.
+    assert_eq!(listed[0]["default"], false);
+    let (status, none) = ferry.get_json("/me/default-storage-profile").await;
+    assert_eq!((status, none), (200, json!({})));
+    let put = |body: serde_json::Value| {
+        ferry
+            .req(Method::PUT, "/me/default-storage-profile")
+            .json(&body)
+            .send()
+    };
+    let r = put(json!({"profile": uuid::Uuid::new_v4()})).await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let r = put(json!({"profile": pid})).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, listed) = ferry.get_json("/storage-profiles").await;
+    assert_eq!(listed[0]["default"], true, "{listed}");
+    let (status, local) = ferry
+        .post_json(
+            "/jobs",
+            json!({"source": {"magnet": lonely_magnet("stays-here")}, "storage_profile": null}),
+        )
+        .await;
+    assert_eq!(status, 201, "{local}");
+    assert!(local.get("storage_profile").is_none(), "{local}");
+    let local_id = local["id"].as_str().unwrap();
+    let r = ferry
+        .req(Method::DELETE, &format!("/jobs/{local_id}?purge=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        202,
+        "a purge is accepted and carried out by the stage"
+    );
+
     let (status, job) = ferry
-        .post_json("/jobs", json!({"source": {"magnet": torrent.magnet(&tracker.announce())}, "storage_profile": pid}))
+        .post_json(
+            "/jobs",
+            json!({"source": {"magnet": torrent.magnet(&tracker.announce())}}),
+        )
         .await;
     assert_eq!(status, 201, "{job}");
     assert_eq!(job["storage_profile"], pid.as_str());

@@ -109,6 +109,8 @@ error_codes! {
     UserNotFound = "user_not_found", jobs: false;
     /// No such token (or it is someone else's).
     TokenNotFound = "token_not_found", jobs: false;
+    /// No such live session among the caller's.
+    SessionNotFound = "session_not_found", jobs: false;
     /// No such route.
     NotFound = "not_found", jobs: false;
     /// No such job (or it is someone else's).

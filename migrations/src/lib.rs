@@ -12,6 +12,7 @@ mod m20261201_000001_purge;
 mod m20261202_000001_one_unfinished_torrent;
 mod m20261210_000001_accounts;
 mod m20261230_000001_job_byte_limit;
+mod m20261230_000002_default_storage;
 
 pub struct Migrator;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000001_one_unfinished_torrent::Migration),
             Box::new(m20261210_000001_accounts::Migration),
             Box::new(m20261230_000001_job_byte_limit::Migration),
+            Box::new(m20261230_000002_default_storage::Migration),
         ]
     }
 }

@@ -379,13 +379,19 @@ pub async fn add_page(req: &Request, Data(state): Data<&Arc<ApiState>>) -> Respo
         .list(&v.caller.user)
         .await
         .unwrap_or_default();
+    let default = state
+        .profiles
+        .default_of(&v.caller.user)
+        .await
+        .ok()
+        .flatten();
     let destination = |id: &str| {
         html! {
             label for=(id) { "Deliver to" }
             select id=(id) name="storage_profile" {
-                option value="" { "This server's disk" }
+                option value="server" selected[default.is_none()] { "This server's disk" }
                 @for p in &profiles {
-                    option value=(p.id.to_string()) { (p.name) " (" (p.backend.kind()) ")" }
+                    option value=(p.id.to_string()) selected[default == Some(p.id)] { (p.name) " (" (p.backend.kind()) ")" }
                 }
             }
             label.check {
@@ -618,6 +624,7 @@ pub async fn account_page(req: &Request, Data(state): Data<&Arc<ApiState>>) -> R
         Err(to_login) => return to_login,
     };
     let tokens = state.accounts.tokens(&v.caller).await.unwrap_or_default();
+    let sessions = state.accounts.sessions(&v.caller).await.unwrap_or_default();
     let quotas = state
         .accounts
         .quotas_of(&v.caller.user)
@@ -704,11 +711,73 @@ pub async fn account_page(req: &Request, Data(state): Data<&Arc<ApiState>>) -> R
         }
         section.card {
             h2 { "Sessions" }
-            p { "Signed in on other devices too? Sign out of every session at once, this one included." }
+            p { "Where you are signed in. Sign a browser out, or every session at once, this one included." }
+            p.error #session-error role="alert" {}
+            div.table-wrap {
+                table.sessions {
+                    thead { tr { th scope="col" { "Browser" } th scope="col" { "From" } th scope="col" { "Signed in" } th scope="col" { "Last seen" } th scope="col" { span.visually-hidden { "Actions" } } } }
+                    tbody #sessions {
+                        @for s in &sessions {
+                            tr data-session=(s.id) {
+                                td { (browser_name(s.session.user_agent.as_deref())) @if s.current { " " strong { "(this one)" } } }
+                                td { @if let Some(ip) = &s.session.ip { (ip) } }
+                                td { (human::time(s.session.created_at)) }
+                                td { (human::time(s.session.last_seen_at)) }
+                                td {
+                                    @if s.current {
+                                        button type="button" data-act="logout" { "Sign out" }
+                                    } @else {
+                                        button type="button" data-end-session=(s.id) { "Sign out" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             button type="button" data-act="logout-everywhere" { "Sign out everywhere" }
         }
     };
     html_response(StatusCode::OK, layout("Account", "account", Some(&v), main))
+}
+
+/// A browser's name and system from its `User-Agent`, for people (`Firefox on Linux`); the
+/// raw text when neither is recognised.
+fn browser_name(agent: Option<&str>) -> String {
+    let Some(agent) = agent.filter(|a| !a.trim().is_empty()) else {
+        return "Unknown browser".to_owned();
+    };
+    let browser = [
+        ("Edg/", "Edge"),
+        ("OPR/", "Opera"),
+        ("Firefox/", "Firefox"),
+        ("Chromium/", "Chromium"),
+        ("HeadlessChrome/", "Chrome (headless)"),
+        ("Chrome/", "Chrome"),
+        ("Safari/", "Safari"),
+        ("curl/", "curl"),
+    ]
+    .into_iter()
+    .find(|(mark, _)| agent.contains(mark))
+    .map(|(_, name)| name);
+    let system = [
+        ("Android", "Android"),
+        ("iPhone", "iOS"),
+        ("iPad", "iPadOS"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("CrOS", "ChromeOS"),
+        ("Linux", "Linux"),
+    ]
+    .into_iter()
+    .find(|(mark, _)| agent.contains(mark))
+    .map(|(_, name)| name);
+    match (browser, system) {
+        (Some(b), Some(s)) => format!("{b} on {s}"),
+        (Some(b), None) => b.to_owned(),
+        (None, Some(s)) => format!("A browser on {s}"),
+        (None, None) => agent.chars().take(80).collect(),
+    }
 }
 
 // ---- my storage ----
@@ -723,10 +792,16 @@ pub async fn storage_page(req: &Request, Data(state): Data<&Arc<ApiState>>) -> R
         Ok(p) => p,
         Err(e) => return unavailable(&v, &e.to_string()),
     };
+    let default = state
+        .profiles
+        .default_of(&v.caller.user)
+        .await
+        .ok()
+        .flatten();
     let main = html! {
         section.card {
             h2 { "Your storage" }
-            p { "Jobs are delivered to this server's disk unless you choose one of these when you add them." }
+            p { "Jobs are delivered where you choose when you add them; the default is preselected, and programs that name no destination use it too." }
             div.table-wrap {
                 table.profiles {
                     thead { tr { th scope="col" { "Name" } th scope="col" { "Kind" } th scope="col" { "Where" } th scope="col" { span.visually-hidden { "Actions" } } } }
@@ -746,6 +821,20 @@ pub async fn storage_page(req: &Request, Data(state): Data<&Arc<ApiState>>) -> R
                         @if profiles.is_empty() { tr.empty { td colspan="4" { "No storage profiles yet." } } }
                     }
                 }
+            }
+            fieldset.default-profile {
+                legend { "Default destination" }
+                label.check {
+                    input type="radio" name="default-profile" value="server" checked[default.is_none()];
+                    " This server's disk"
+                }
+                @for p in &profiles {
+                    label.check {
+                        input type="radio" name="default-profile" value=(p.id.to_string()) checked[default == Some(p.id)];
+                        " " (p.name)
+                    }
+                }
+                span #default-status role="status" {}
             }
         }
         @if state.drive.is_some() {
@@ -1005,4 +1094,50 @@ pub async fn admin_page(
         }
     };
     html_response(StatusCode::OK, layout("Admin", "admin", Some(&v), main))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{browser_name, day_start};
+
+    #[test]
+    fn browsers_are_named_for_people() {
+        let name = |ua: &str| browser_name(Some(ua));
+        assert_eq!(
+            name("Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"),
+            "Firefox on Linux"
+        );
+        assert_eq!(
+            name(
+                "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.0.0"
+            ),
+            "Edge on Windows"
+        );
+        assert_eq!(
+            name(
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"
+            ),
+            "Safari on iOS"
+        );
+        assert_eq!(name("curl/8.5.0"), "curl");
+        assert_eq!(name("x".repeat(500).as_str()).len(), 80);
+        assert_eq!(browser_name(None), "Unknown browser");
+        assert_eq!(browser_name(Some("  ")), "Unknown browser");
+    }
+
+    #[test]
+    fn audit_days_are_whole_utc_days() {
+        assert_eq!(
+            day_start(Some("2026-11-30"), false).map(|d| d.to_rfc3339()),
+            Some("2026-11-30T00:00:00+00:00".to_owned())
+        );
+        assert_eq!(
+            day_start(Some("2026-12-31"), true).map(|d| d.to_rfc3339()),
+            Some("2027-01-01T00:00:00+00:00".to_owned())
+        );
+        for bad in ["", "yesterday", "2026-13-01", "2026-11-30T00:00:00Z"] {
+            assert_eq!(day_start(Some(bad), false), None, "{bad}");
+        }
+        assert_eq!(day_start(None, true), None);
+    }
 }

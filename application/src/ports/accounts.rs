@@ -202,6 +202,18 @@ pub trait Sessions: Send + Sync + 'static {
         idle: Duration,
     ) -> Result<(), RepoError>;
 
+    /// The live sessions of `user` at `now`, each under its hash, newest first (for the
+    /// user's own list: where they are signed in, to end one).
+    ///
+    /// # Errors
+    /// Only `Unavailable` / `Unexpected`.
+    async fn list(
+        &self,
+        user: &OwnerId,
+        now: DateTime<Utc>,
+        idle: Duration,
+    ) -> Result<Vec<(SecretHash, Session)>, RepoError>;
+
     /// Ends one session (logout). Ending one that does not exist is not an error.
     ///
     /// # Errors

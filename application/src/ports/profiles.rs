@@ -38,6 +38,19 @@ pub trait ProfileRepository: Send + Sync + 'static {
     /// `NotFound` when the owner has no such profile.
     async fn delete(&self, owner: &OwnerId, id: ProfileId) -> Result<(), RepoError>;
 
+    /// The owner's default profile (where a job that names none goes), if they chose one
+    /// and it still exists.
+    ///
+    /// # Errors
+    /// Only `Unavailable` / `Unexpected`.
+    async fn default_of(&self, owner: &OwnerId) -> Result<Option<ProfileId>, RepoError>;
+
+    /// Makes `id` the owner's default profile (`None`: the server's own storage again).
+    ///
+    /// # Errors
+    /// `NotFound` when the owner has no such profile.
+    async fn set_default(&self, owner: &OwnerId, id: Option<ProfileId>) -> Result<(), RepoError>;
+
     /// Every owner's profiles with their sealed credentials, oldest first (for re-sealing
     /// them under a new key).
     ///

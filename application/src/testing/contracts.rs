@@ -873,9 +873,39 @@ pub async fn profile_repository_contract(repo: &dyn ProfileRepository) {
             .await
             .unwrap()
     );
+    // A default per owner: only one's own profile, replaced, cleared, gone with it.
+    assert_eq!(repo.default_of(&alice).await.unwrap(), None);
+    assert!(matches!(
+        repo.set_default(&alice, Some(bobs.profile.id)).await,
+        Err(RepoError::NotFound)
+    ));
+    assert!(matches!(
+        repo.set_default(&alice, Some(ProfileId::new())).await,
+        Err(RepoError::NotFound)
+    ));
+    repo.set_default(&alice, Some(second.profile.id))
+        .await
+        .unwrap();
+    repo.set_default(&bob, Some(bobs.profile.id)).await.unwrap();
+    repo.set_default(&alice, Some(first.profile.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        repo.default_of(&alice).await.unwrap(),
+        Some(first.profile.id)
+    );
+    assert_eq!(repo.default_of(&bob).await.unwrap(), Some(bobs.profile.id));
+    repo.set_default(&bob, None).await.unwrap();
+    repo.set_default(&bob, None).await.unwrap();
+    assert_eq!(repo.default_of(&bob).await.unwrap(), None);
     repo.delete(&bob, bobs.profile.id).await.unwrap();
 
     repo.delete(&alice, first.profile.id).await.unwrap();
+    assert_eq!(
+        repo.default_of(&alice).await.unwrap(),
+        None,
+        "the default went with its profile"
+    );
     assert_eq!(repo.get(&alice, first.profile.id).await.unwrap(), None);
     assert!(matches!(
         repo.delete(&alice, first.profile.id).await,

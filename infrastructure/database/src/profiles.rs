@@ -9,7 +9,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder};
 
 use crate::db_error;
-use crate::entity::{profile, session};
+use crate::entity::{default_profile, profile, session};
 
 pub struct SqlProfileRepository {
     db: DatabaseConnection,
@@ -99,6 +99,57 @@ impl ProfileRepository for SqlProfileRepository {
         if result.rows_affected == 0 {
             return Err(RepoError::NotFound);
         }
+        default_profile::Entity::delete_many()
+            .filter(default_profile::Column::Owner.eq(owner.as_str()))
+            .filter(default_profile::Column::ProfileId.eq(id.as_uuid()))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn default_of(&self, owner: &OwnerId) -> Result<Option<ProfileId>, RepoError> {
+        let Some(row) = default_profile::Entity::find_by_id(owner.as_str().to_owned())
+            .one(&self.db)
+            .await
+            .map_err(db_error)?
+        else {
+            return Ok(None);
+        };
+        // A default whose profile went (deleted meanwhile) is no default.
+        let exists = profile::Entity::find_by_id(row.profile_id)
+            .filter(profile::Column::Owner.eq(owner.as_str()))
+            .one(&self.db)
+            .await
+            .map_err(db_error)?
+            .is_some();
+        Ok(exists.then(|| ProfileId::from_uuid(row.profile_id)))
+    }
+
+    async fn set_default(&self, owner: &OwnerId, id: Option<ProfileId>) -> Result<(), RepoError> {
+        let Some(id) = id else {
+            default_profile::Entity::delete_by_id(owner.as_str().to_owned())
+                .exec(&self.db)
+                .await
+                .map_err(db_error)?;
+            return Ok(());
+        };
+        if self.get(owner, id).await?.is_none() {
+            return Err(RepoError::NotFound);
+        }
+        let row = default_profile::ActiveModel {
+            owner: Set(owner.as_str().to_owned()),
+            profile_id: Set(id.as_uuid()),
+        };
+        default_profile::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(default_profile::Column::Owner)
+                    .update_column(default_profile::Column::ProfileId)
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(db_error)?;
         Ok(())
     }
 

@@ -284,6 +284,48 @@ impl Sessions for RedisSessions {
         Ok(())
     }
 
+    async fn list(
+        &self,
+        user: &OwnerId,
+        now: DateTime<Utc>,
+        idle: Duration,
+    ) -> Result<Vec<(SecretHash, Session)>, RepoError> {
+        let mut c = self.conn();
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(format!("{}{}", self.set_prefix(), user.as_str()))
+            .query_async(&mut c)
+            .await
+            .map_err(repo_error)?;
+        if members.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for m in &members {
+            pipe.cmd("HGETALL")
+                .arg(format!("{}{m}", self.session_prefix()));
+        }
+        let all: Vec<HashMap<String, String>> =
+            pipe.query_async(&mut c).await.map_err(repo_error)?;
+        let mut live = Vec::new();
+        for (member, fields) in members.iter().zip(all) {
+            let mut hash = [0u8; 32];
+            // Gone meanwhile (expired), or not one of ours.
+            if fields.is_empty() || hex::decode_to_slice(member, &mut hash).is_err() {
+                continue;
+            }
+            let session = parse(member, fields)?;
+            let idle_end = session
+                .last_seen_at
+                .checked_add_signed(chrono::TimeDelta::microseconds(micros(idle)))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
+            if &session.user == user && now < session.expires_at && now < idle_end {
+                live.push((hash, session));
+            }
+        }
+        live.sort_by(|a, b| b.1.created_at.cmp(&a.1.created_at).then(a.0.cmp(&b.0)));
+        Ok(live)
+    }
+
     async fn delete_user(&self, user: &OwnerId) -> Result<u64, RepoError> {
         let n: u64 = self
             .delete_user

@@ -151,6 +151,34 @@ async fn sign_out_everywhere(
     bob_session.user_agent = None;
     bob_session.ip = None;
     sessions.create(&bobs, &bob_session, idle).await.unwrap();
+    // Each sees their own live sessions only, newest first.
+    let mut newer = session(alice, 12);
+    newer.created_at = at(MINUTE);
+    newer.last_seen_at = at(MINUTE);
+    let (newest, idled) = ([12; 32], [13; 32]);
+    sessions.create(&newest, &newer, idle).await.unwrap();
+    let mut old = session(alice, 12);
+    old.last_seen_at = at(-40 * MINUTE);
+    old.created_at = at(-40 * MINUTE);
+    sessions.create(&idled, &old, idle).await.unwrap();
+    let listed = sessions.list(alice, at(2 * MINUTE), idle).await.unwrap();
+    let hashes: Vec<SecretHash> = listed.iter().map(|(h, _)| *h).collect();
+    assert_eq!(
+        hashes,
+        vec![newest, mine[0], mine[1]],
+        "newest first, idled out left out"
+    );
+    assert_eq!(listed[0].1, newer);
+    assert_eq!(
+        sessions.list(bob, at(2 * MINUTE), idle).await.unwrap(),
+        vec![(bobs, bob_session.clone())]
+    );
+    assert_eq!(
+        sessions.list(&owner("nobody"), at(0), idle).await.unwrap(),
+        vec![]
+    );
+    sessions.delete(&newest).await.unwrap();
+    sessions.delete(&idled).await.unwrap();
     assert_eq!(sessions.delete_user(alice).await.unwrap(), 2);
     for hash in &mine {
         assert_eq!(sessions.get(hash, at(MINUTE), idle).await.unwrap(), None);
@@ -161,6 +189,10 @@ async fn sign_out_everywhere(
         "bob stays signed in"
     );
     assert_eq!(sessions.delete_user(alice).await.unwrap(), 0);
+    assert_eq!(
+        sessions.list(alice, at(MINUTE), idle).await.unwrap(),
+        vec![]
+    );
     assert_eq!(sessions.delete_user(&owner("nobody")).await.unwrap(), 0);
     // Signing in again afterwards works, and counts afresh.
     let again = [8; 32];

@@ -310,6 +310,21 @@ impl Sessions for MemoryBrowserSessions {
         Ok(())
     }
 
+    async fn list(
+        &self,
+        user: &OwnerId,
+        now: DateTime<Utc>,
+        idle: Duration,
+    ) -> Result<Vec<(SecretHash, Session)>, RepoError> {
+        let mut mine: Vec<(SecretHash, Session)> = lock(&self.sessions)
+            .iter()
+            .filter(|(_, s)| &s.user == user && is_live(s, now, idle))
+            .map(|(h, s)| (*h, s.clone()))
+            .collect();
+        mine.sort_by(|a, b| b.1.created_at.cmp(&a.1.created_at).then(a.0.cmp(&b.0)));
+        Ok(mine)
+    }
+
     async fn delete(&self, hash: &SecretHash) -> Result<(), RepoError> {
         lock(&self.sessions).remove(hash);
         Ok(())

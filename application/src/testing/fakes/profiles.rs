@@ -5,6 +5,7 @@ use super::*;
 #[derive(Default)]
 pub struct MemoryProfiles {
     profiles: Mutex<Vec<SealedProfile>>,
+    defaults: Mutex<HashMap<OwnerId, ProfileId>>,
 }
 
 #[async_trait]
@@ -44,6 +45,26 @@ impl ProfileRepository for MemoryProfiles {
         if all.len() == before {
             return Err(RepoError::NotFound);
         }
+        let mut defaults = lock(&self.defaults);
+        if defaults.get(owner) == Some(&id) {
+            defaults.remove(owner);
+        }
+        Ok(())
+    }
+
+    async fn default_of(&self, owner: &OwnerId) -> Result<Option<ProfileId>, RepoError> {
+        Ok(lock(&self.defaults).get(owner).copied())
+    }
+
+    async fn set_default(&self, owner: &OwnerId, id: Option<ProfileId>) -> Result<(), RepoError> {
+        let Some(id) = id else {
+            lock(&self.defaults).remove(owner);
+            return Ok(());
+        };
+        if self.get(owner, id).await?.is_none() {
+            return Err(RepoError::NotFound);
+        }
+        lock(&self.defaults).insert(owner.clone(), id);
         Ok(())
     }
 

@@ -10,11 +10,16 @@ use ferry_application::ports::{RepoError, SecretHash, Session, Sessions};
 use ferry_domain::OwnerId;
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 
 use super::entity::session::{ActiveModel, Column, Entity, Model};
-use super::{TOUCH_GAP, corrupt, to_hex};
+use super::{TOUCH_GAP, corrupt, from_hex, to_hex};
 use crate::db_error;
+
+/// The most sessions one user's list shows.
+const MAX_LISTED: u64 = 200;
 
 pub struct SqlSessions {
     db: DatabaseConnection,
@@ -134,6 +139,31 @@ impl Sessions for SqlSessions {
             .await
             .map_err(db_error)?;
         Ok(())
+    }
+
+    async fn list(
+        &self,
+        user: &OwnerId,
+        now: DateTime<Utc>,
+        idle: Duration,
+    ) -> Result<Vec<(SecretHash, Session)>, RepoError> {
+        let rows = Entity::find()
+            .filter(Column::UserId.eq(user.as_str()))
+            .filter(Column::ExpiresAt.gt(now))
+            .filter(Column::LastSeenAt.gt(idle_cutoff(now, idle)))
+            .order_by_desc(Column::CreatedAt)
+            .order_by_asc(Column::Hash)
+            .limit(MAX_LISTED)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        rows.into_iter()
+            .map(|row| {
+                let hash = from_hex(&row.hash)
+                    .ok_or_else(|| corrupt(format!("a session under {:?}", row.hash)))?;
+                Ok((hash, to_session(row)?))
+            })
+            .collect()
     }
 
     async fn delete(&self, hash: &SecretHash) -> Result<(), RepoError> {
