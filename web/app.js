@@ -656,8 +656,8 @@ function initStorage() {
   const drive = $('#drive-form');
   drive?.addEventListener('submit', async (e) => {
     e.preventDefault();
-    const body = { name: drive.name.value.trim() };
-    if (drive.folder_id.value.trim()) body.folder_id = drive.folder_id.value.trim();
+    // Back to this page afterwards, which then says how it went.
+    const body = { name: drive.name.value.trim(), folder_id: drive.folder_id.value.trim() || 'root', return_to: '/storage' };
     try {
       const started = await api('POST', '/storage-profiles/google-drive/connect', body);
       location.assign(started.authorize_url);

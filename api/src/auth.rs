@@ -196,6 +196,7 @@ async fn admit(
     caller: ferry_application::Caller,
     credential: Credential,
 ) -> Result<Authed, ApiError> {
+    crate::access_log::record_user(caller.user.as_str());
     caller
         .require(scope_of(req.method()))
         .map_err(ApiError::from)?;

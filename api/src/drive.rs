@@ -200,23 +200,35 @@ impl DriveApi {
         error: Query<Option<String>>,
     ) -> Result<Response<Redirect>, Fails<CallbackFails>> {
         let drive = self.drive()?;
+        // A connection started from Ferry's page (it named where to return) comes back to
+        // that page whatever happened, which then says it in words; an API client gets the
+        // error as JSON.
+        let pending = self.pending(req);
+        let back_to = pending.as_ref().and_then(|p| p.return_to.clone());
+        let fail = |e: ApiError| -> Result<Response<Redirect>, Fails<CallbackFails>> {
+            match &back_to {
+                Some(to) => Ok(self.back(to, e.code())),
+                None => Err(e.into()),
+            }
+        };
         if let Some(error) = error.0 {
             if error == "access_denied" {
-                return Err(ApiError::new(
+                return fail(ApiError::new(
                     ErrorCode::DriveConsentDenied,
                     "Google Drive was not connected: access was declined on Google's page",
-                )
-                .into());
+                ));
             }
             let error: String = error.chars().filter(|c| !c.is_control()).take(64).collect();
-            return Err(failed(format!("Google answered `{error}`")).into());
+            return fail(failed(format!("Google answered `{error}`")));
         }
         let (Some(code), Some(state)) = (code.0, state.0) else {
-            return Err(failed("the callback has no `code` and `state`").into());
+            return fail(failed("the callback has no `code` and `state`"));
         };
-        let pending = self.pending(req).ok_or_else(|| {
-            failed("this browser did not start this Google Drive connection, or it took too long; start it again")
-        })?;
+        let Some(pending) = pending else {
+            return fail(failed(
+                "this browser did not start this Google Drive connection, or it took too long; start it again",
+            ));
+        };
         let browser_user = self.browser_user(req).await;
         let client = client_info(req);
         let profile = match drive
@@ -241,7 +253,7 @@ impl DriveApi {
                         )
                         .await;
                 }
-                return Err(ApiError::from(e).into());
+                return fail(ApiError::from(e));
             }
         };
         self.state
@@ -254,8 +266,22 @@ impl DriveApi {
                 "Google Drive connected",
             )
             .await;
-        let to = pending.return_to.unwrap_or_else(|| "/".to_owned());
-        Ok(Response::new(Redirect::Found(to))
+        Ok(match pending.return_to {
+            Some(to) => self.back(&to, "connected"),
+            None => self.redirect("/".to_owned()),
+        })
+    }
+}
+
+impl DriveApi {
+    /// Back to `to` (a path on Ferry) with `?drive={outcome}`, the pending cookie spent.
+    fn back(&self, to: &str, outcome: &str) -> Response<Redirect> {
+        let joint = if to.contains('?') { '&' } else { '?' };
+        self.redirect(format!("{to}{joint}drive={outcome}"))
+    }
+
+    fn redirect(&self, to: String) -> Response<Redirect> {
+        Response::new(Redirect::Found(to))
             .header(
                 "Set-Cookie",
                 format!(
@@ -263,6 +289,6 @@ impl DriveApi {
                     self.secure()
                 ),
             )
-            .header("Cache-Control", "no-store"))
+            .header("Cache-Control", "no-store")
     }
 }

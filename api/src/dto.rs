@@ -42,6 +42,7 @@ pub struct SubmitRequest {
     /// Deliver to this storage profile; `null`: this server's own storage; absent: the
     /// caller's default (`/me/default-storage-profile`, itself the server's storage unless
     /// chosen).
+    #[oai(nullable)]
     pub storage_profile: MaybeUndefined<Uuid>,
     /// Seed the finished job (absent: the server's default).
     pub seed: Option<bool>,

@@ -15,11 +15,14 @@ use poem_openapi::{ApiResponse, Object};
 
 /// The body of every error response.
 #[derive(Debug, Clone, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct ErrorBody {
     /// Stable, machine-readable snake_case code.
     pub code: String,
     /// Human-readable explanation.
     pub message: String,
+    /// The request's id (also its `X-Request-Id`), to find it in the server's logs.
+    pub request_id: Option<String>,
 }
 
 /// Every error an operation can answer with.
@@ -146,12 +149,31 @@ fn body(code: ErrorCode, message: impl Into<String>) -> Json<ErrorBody> {
     Json(ErrorBody {
         code: code.as_str().to_owned(),
         message: message.into(),
+        request_id: crate::access_log::current_request_id(),
     })
 }
 
 const INTERNAL_MESSAGE: &str = "an unexpected error occurred; see the server log";
 
 impl ApiError {
+    /// The error's code (`drive_connect_failed`, …).
+    pub fn code(&self) -> &str {
+        match self {
+            Self::BadRequest(b)
+            | Self::Unauthorized(b, _)
+            | Self::Forbidden(b)
+            | Self::NotFound(b)
+            | Self::Conflict(b)
+            | Self::PayloadTooLarge(b)
+            | Self::UnsupportedMediaType(b)
+            | Self::Unprocessable(b)
+            | Self::TooManyRequests(b, _)
+            | Self::BadGateway(b)
+            | Self::Unavailable(b)
+            | Self::Internal(b) => &b.code,
+        }
+    }
+
     /// The error with `code`, answered with the code's [`status`].
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         match status(code) {

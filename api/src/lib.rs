@@ -9,6 +9,7 @@ mod drive;
 mod dto;
 mod edge;
 mod error;
+mod gauges;
 mod jobs;
 mod links;
 mod profiles;
@@ -32,6 +33,7 @@ use poem_openapi::OpenApiService;
 use tokio_util::sync::CancellationToken;
 
 pub use error::{ApiError, ErrorBody};
+pub use gauges::{Sampler, Volume};
 
 /// Slack over the largest .torrent for the multipart framing and the form's other fields.
 const FORM_SLACK: u64 = 64 * 1024;
@@ -71,6 +73,8 @@ pub struct ApiState {
     pub seed_by_default: bool,
     /// Seeding limits for jobs that set none.
     pub seed_limits: ferry_domain::SeedPolicy,
+    /// The gauges of what Ferry holds, brought up to date when `/metrics` is scraped.
+    pub gauges: Sampler,
 }
 
 /// One identity provider and how its users become Ferry's.
@@ -128,14 +132,18 @@ pub fn app(state: Arc<ApiState>, stopping: CancellationToken) -> impl poem::Endp
             }),
         )
         .nest("/docs", docs)
-        .at(
-            "/metrics",
-            poem::endpoint::make_sync(|_| {
-                Response::builder()
-                    .content_type("text/plain; version=0.0.4")
-                    .body(ferry_observability::render_metrics())
-            }),
-        )
+        .at("/metrics", {
+            let state = state.clone();
+            poem::endpoint::make(move |_| {
+                let state = state.clone();
+                async move {
+                    state.gauges.sample(&state.health).await;
+                    Response::builder()
+                        .content_type("text/plain; version=0.0.4")
+                        .body(ferry_observability::render_metrics())
+                }
+            })
+        })
         .data(state)
         .around(move |ep, req| {
             let edge = edge.clone();
@@ -171,6 +179,15 @@ where
         "testStorageProfile",
     ];
     event_streams(&mut doc);
+    // Bodies that refuse unknown fields (poem-openapi does not say so in the document).
+    for closed in ["DefaultProfile"] {
+        if let Some(schema) = doc
+            .pointer_mut(&format!("/components/schemas/{closed}"))
+            .and_then(|s| s.as_object_mut())
+        {
+            schema.insert("additionalProperties".to_owned(), false.into());
+        }
+    }
     for (path, targets) in [
         ("/api/v1/jobs", &job_ops[..]),
         ("/api/v1/jobs/torrent", &job_ops[..]),

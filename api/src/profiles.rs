@@ -29,6 +29,7 @@ statuses! {
     CreateFails: 400, 401, 403, 413, 415, 422, 429, 500, 502, 503;
     ListFails: 401, 403, 429, 500, 503;
     ReadFails: 401, 403, 404, 429, 500, 503;
+    DefaultFails: 400, 401, 403, 404, 413, 415, 429, 500, 503;
     TestFails: 401, 403, 404, 422, 429, 500, 502, 503;
 }
 
@@ -108,10 +109,11 @@ pub struct ProfileDto {
 
 /// The caller's default destination.
 #[derive(Debug, Object)]
-#[oai(skip_serializing_if_is_none)]
+#[oai(skip_serializing_if_is_none, deny_unknown_fields)]
 pub struct DefaultProfile {
     /// The profile jobs that name no destination are delivered to; absent or `null`: this
     /// server's own storage.
+    #[oai(nullable)]
     pub profile: Option<Uuid>,
 }
 
@@ -282,7 +284,7 @@ impl ProfilesApi {
         req: &poem::Request,
         caller: Caller,
         body: Json<DefaultProfile>,
-    ) -> Result<Json<DefaultProfile>, Fails<ReadFails>> {
+    ) -> Result<Json<DefaultProfile>, Fails<DefaultFails>> {
         let id = body.0.profile.map(ProfileId::from_uuid);
         self.state.profiles.set_default(caller.owner(), id).await?;
         caller

@@ -298,6 +298,17 @@ fn secret() -> String {
     hex_lower(&bytes)
 }
 
+/// Sessions are the browsers' business: a script's token may not see where its user is
+/// signed in (addresses, browsers) nor sign them out.
+fn refuse_tokens(caller: &Caller) -> Result<(), AccountsError> {
+    if matches!(caller.via, Via::Token(_) | Via::AccessToken) {
+        return Err(AccountsError::Forbidden(
+            "sessions are managed from a logged-in session",
+        ));
+    }
+    Ok(())
+}
+
 /// A session's public name: the first 8 bytes of its hash (never enough to use it).
 fn session_id(hash: &SecretHash) -> String {
     hex_lower(&hash[..8])
@@ -917,6 +928,7 @@ impl Accounts {
     /// A backend failure.
     pub async fn sessions(&self, caller: &Caller) -> Result<Vec<SessionView>, AccountsError> {
         caller.require(Scope::Read)?;
+        refuse_tokens(caller)?;
         let current = match &caller.via {
             Via::Session(hash) => Some(*hash),
             _ => None,
@@ -946,6 +958,7 @@ impl Accounts {
         client: &ClientInfo,
     ) -> Result<(), AccountsError> {
         caller.require(Scope::Write)?;
+        refuse_tokens(caller)?;
         let found = self
             .sessions
             .list(&caller.user, self.clock.now(), self.settings.session_idle)

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use crate::ports::{JobQueue, JobRepository, ObjectStore, Stage};
+use crate::ports::{JobQueue, JobRepository, ObjectStore, QueueStats, Stage};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComponentHealth {
@@ -46,6 +46,25 @@ impl HealthCheck {
             out.push((stage, self.queue.depth(stage).await.ok()));
         }
         out
+    }
+
+    /// Jobs per status, every owner together (`None`: the database did not answer).
+    pub async fn job_counts(&self) -> Option<Vec<(ferry_domain::JobStatus, u64)>> {
+        self.repo.count_by_status().await.ok()
+    }
+
+    /// Each stage queue's contents (`None` for a stage whose queue did not answer).
+    pub async fn queue_stats(&self) -> Vec<(Stage, Option<QueueStats>)> {
+        let mut out = Vec::new();
+        for stage in Stage::ALL {
+            out.push((stage, self.queue.stats(stage).await.ok()));
+        }
+        out
+    }
+
+    /// Dead letters, all stages (`None`: the queue did not answer).
+    pub async fn dead_letters(&self) -> Option<u64> {
+        self.queue.dead_letter_count().await.ok()
     }
 
     /// The workers the queue has seen, each with the stages it claims, since it last asked

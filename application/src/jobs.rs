@@ -565,7 +565,18 @@ impl Jobs {
         {
             return Err(JobsError::Duplicate(existing));
         }
-        // The limit of today's quota (an admin may have raised it since the job failed).
+        // The limit of today's quota (an admin may have changed it since the job failed);
+        // a torrent whose chosen files are over it is refused at once.
+        if let (Some(limit), Some(meta)) = (quotas.job_bytes, &job.metadata) {
+            let size = meta.selected_bytes();
+            if size > limit {
+                return Err(JobsError::QuotaExceeded {
+                    quota: "job_bytes",
+                    limit,
+                    usage: size,
+                });
+            }
+        }
         if job.byte_limit != quotas.job_bytes {
             self.lifecycle
                 .repo

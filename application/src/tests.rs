@@ -422,6 +422,55 @@ async fn the_job_bytes_quota_holds_once_a_magnet_or_a_url_shows_its_size() {
     assert_eq!(retried.byte_limit, Some(1000));
     assert_eq!(w.run_stage(Stage::Fetch).await, StageOutcome::Done);
     assert_eq!(w.status(job.id).await, JobStatus::Uploading);
+
+    // A torrent known to hold 120 bytes: a retry under a quota of 100 is refused at once,
+    // and a limit lowered under a queued job fails it before a byte is fetched.
+    let known = sample_metadata(8, &[60, 60]);
+    w.f.engine.register(known.clone());
+    let torrent = w
+        .jobs
+        .submit_within(
+            me(),
+            Submission::Torrent(known.metainfo.clone()),
+            SubmitOptions::default(),
+            quotas(1000),
+        )
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        w.f.engine
+            .fail_next_start(EngineError::Unexpected(anyhow::anyhow!("disk")));
+    }
+    for _ in 0..3 {
+        w.run_stage(Stage::Download).await;
+    }
+    assert_eq!(w.status(torrent.id).await, JobStatus::Failed);
+    assert!(matches!(
+        w.jobs.retry_within(&me(), torrent.id, quotas(100)).await,
+        Err(JobsError::QuotaExceeded {
+            quota: "job_bytes",
+            limit: 100,
+            usage: 120
+        })
+    ));
+    w.jobs
+        .retry_within(&me(), torrent.id, quotas(1000))
+        .await
+        .unwrap();
+    w.f.repo
+        .record_byte_limit(torrent.id, Some(100))
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.run_stage(Stage::Download).await,
+        StageOutcome::Fail(_)
+    ));
+    let failed = w.f.repo.get(torrent.id).await.unwrap();
+    assert_eq!(
+        (failed.status, code(failed)),
+        (JobStatus::Failed, quota.clone())
+    );
+    assert!(!w.f.engine.is_running(torrent.id), "never started");
 }
 
 #[tokio::test]

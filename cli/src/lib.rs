@@ -13,12 +13,14 @@ use std::path::PathBuf;
 use anyhow::Context;
 use ferry_wiring::{App, Config, Role, Shutdown};
 
-/// Loads the configuration, installs logging, metrics and the rustls provider, and runs
-/// `main` on a multi-threaded runtime.
+/// Loads the configuration, installs metrics, the rustls provider and logging (stdout, and
+/// Loki when `log.loki.url` is set, labelled with `role` and this process), and runs `main`
+/// on a multi-threaded runtime; then sends the log lines still waiting for Loki.
 ///
 /// # Errors
 /// Whatever `main` or the start-up returns.
 pub fn boot<F, Fut>(
+    role: &'static str,
     config_file: Option<PathBuf>,
     adjust: impl FnOnce(&mut Config),
     main: F,
@@ -32,18 +34,39 @@ where
     let loaded = Config::load(config_file.as_deref())?;
     let mut config = loaded.config;
     adjust(&mut config);
-    let json = config.log.format.json(std::io::stdout().is_terminal());
-    ferry_observability::init_logging(json, &config.log.level)?;
+    // Before logging: the Loki courier's counter needs the meter provider.
     ferry_observability::init_metrics()?;
-    for key in &loaded.unknown_keys {
-        tracing::warn!(key, "unknown configuration key ignored");
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(main(config))
+    let json = config.log.format.json(std::io::stdout().is_terminal());
+    let loki = config
+        .log
+        .loki
+        .url
+        .as_ref()
+        .map(|url| ferry_observability::Loki {
+            url: url.clone(),
+            role: role.to_owned(),
+            instance: ferry_wiring::consumer_name(),
+            buffer_lines: config.log.loki.buffer_lines,
+        });
+    let logs = {
+        // The courier that sends lines to Loki runs on this runtime.
+        let _runtime = runtime.enter();
+        ferry_observability::init_logging(json, &config.log.level, loki.as_ref())?
+    };
+    for key in &loaded.unknown_keys {
+        tracing::warn!(key, "unknown configuration key ignored");
+    }
+    let result = runtime.block_on(main(config));
+    runtime.block_on(logs.flush(LOG_FLUSH));
+    result
 }
+
+/// How long an ending process waits for Loki to take its last lines.
+const LOG_FLUSH: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs a binary's `main`, printing its error chain and exiting non-zero on failure.
 pub fn exit_with(result: anyhow::Result<()>, name: &str) -> std::process::ExitCode {

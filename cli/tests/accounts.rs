@@ -759,6 +759,29 @@ async fn a_user_lists_their_sessions_and_signs_one_browser_out() {
     );
     assert!(!page.contains("<b>Safari"));
 
+    // A script's token may not see where Alice is signed in.
+    let (status, made) = laptop
+        .json(
+            Method::POST,
+            "/me/tokens",
+            Some(json!({"name": "script", "scopes": ["read", "write"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let token = made["token"].as_str().unwrap();
+    for (method, path) in [
+        (Method::GET, "/me/sessions".to_owned()),
+        (Method::DELETE, format!("/me/sessions/{phones}")),
+    ] {
+        let r = reqwest::Client::new()
+            .request(method, f.url(&path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        expect(r, 403, "forbidden").await;
+    }
+
     // Bob can neither see nor end Alice's sessions.
     let (_, bobs) = bob.json(Method::GET, "/me/sessions", None).await;
     assert_eq!(bobs.as_array().unwrap().len(), 1, "{bobs}");

@@ -643,6 +643,99 @@ async fn jobs_list_pages_newest_first() {
     );
 }
 
+/// The value of the series of `family` whose labels include `labels` (`status="queued"`).
+fn labelled(scrape: &str, family: &str, labels: &str) -> Option<f64> {
+    series(scrape, family)
+        .into_iter()
+        .find(|l| l.contains(labels))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_answer_what_ferry_holds_and_requests_carry_an_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = ferry(&dir, &[]);
+    for i in 0..3u8 {
+        let hash = format!("{:02x}{}", i + 0x40, &HASH[2..]);
+        f.submit_magnet(&format!("magnet:?xt=urn:btih:{hash}"))
+            .await;
+    }
+    let scrape = f.metrics().await;
+    let statuses = [
+        "queued",
+        "resolving",
+        "downloading",
+        "paused",
+        "uploading",
+        "seeding",
+        "completed",
+        "failed",
+        "cancelled",
+    ];
+    let jobs: f64 = statuses
+        .iter()
+        .map(|s| {
+            labelled(&scrape, "ferry_jobs", &format!("status=\"{s}\""))
+                .unwrap_or_else(|| panic!("no ferry_jobs for {s}:\n{scrape}"))
+        })
+        .sum();
+    assert_eq!(jobs, 3.0, "{scrape}");
+    for stage in ["download", "upload", "fetch", "seed"] {
+        let label = format!("stage=\"{stage}\"");
+        for family in [
+            "ferry_queue_waiting",
+            "ferry_queue_leases",
+            "ferry_queue_oldest_waiting_seconds",
+            "ferry_workers_alive",
+        ] {
+            assert!(
+                labelled(&scrape, family, &label).is_some(),
+                "{family}{{{label}}} missing:\n{scrape}"
+            );
+        }
+    }
+    // `ferry serve` runs every stage itself: its workers are alive.
+    assert_eq!(
+        labelled(&scrape, "ferry_workers_alive", "stage=\"download\""),
+        Some(1.0),
+        "{scrape}"
+    );
+    assert_eq!(gauge(&scrape, "ferry_queue_dead_letters"), Some(0.0));
+    for volume in ["staging", "storage"] {
+        let label = format!("volume=\"{volume}\"");
+        let free = labelled(&scrape, "ferry_disk_free_bytes", &label).unwrap_or(0.0);
+        let size = labelled(&scrape, "ferry_disk_size_bytes", &label).unwrap_or(0.0);
+        assert!(free > 0.0 && free <= size, "{volume}: {free} of {size}");
+    }
+
+    // A caller's plain request id comes back; a hostile one is replaced; errors carry it.
+    let r = f
+        .req(Method::GET, "/jobs/00000000-0000-0000-0000-000000000000")
+        .header("X-Request-Id", "trace-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-42");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["code"].as_str(), body["request_id"].as_str()),
+        (Some("job_not_found"), Some("trace-42")),
+        "{body}"
+    );
+    let r = f
+        .req(Method::GET, "/jobs")
+        .header("X-Request-Id", "a b<c>")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32, "{id}");
+    assert!(
+        f.proc.log_text().contains("trace-42"),
+        "the request log names it"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_lets_requests_in_flight_finish_and_ends_event_streams() {
     let dir = tempfile::tempdir().unwrap();

@@ -16,6 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::FreshDb;
+use common::loki::Loki;
 use common::*;
 use serde_yaml::Value;
 
@@ -443,6 +444,7 @@ async fn every_ferry_service_starts_with_its_compose_environment_and_answers_its
     let mut hosts = HashMap::new();
     let mut postgres_service = String::new();
     let mut _redis = None;
+    let mut loki = None;
     for (name, service) in &services {
         let img = service["image"].as_str().unwrap_or_default();
         if img.starts_with("postgres") {
@@ -467,6 +469,11 @@ async fn every_ferry_service_starts_with_its_compose_environment_and_answers_its
             }
             hosts.insert(name.clone(), "127.0.0.1:5432".to_owned());
             postgres_service = name.clone();
+        } else if img.starts_with("grafana/loki") {
+            // A receiver of Loki's push API, where every Ferry service must send its lines.
+            let receiver = Loki::start().await;
+            hosts.insert(name.clone(), receiver.addr.to_string());
+            loki = Some(receiver);
         } else if img.starts_with("redis") {
             let args: Vec<String> = strings(&service["command"])
                 .iter()
@@ -492,6 +499,8 @@ async fn every_ferry_service_starts_with_its_compose_environment_and_answers_its
     order.extend(services.keys().filter(|n| !one_shot.contains(*n)));
 
     let mut running = Vec::new();
+    // The `role` label each service's log lines carry in Loki.
+    let mut roles = Vec::new();
     for name in order {
         let service = &services[name];
         if !is_ferry(service) {
@@ -556,7 +565,12 @@ async fn every_ferry_service_starts_with_its_compose_environment_and_answers_its
         let mut check = url.clone();
         check.set_host(Some("127.0.0.1")).unwrap();
         check.set_port(Some(*local)).unwrap();
+        let role = command[0]
+            .strip_prefix("ferry-")
+            .unwrap_or("serve")
+            .to_owned();
         running.push((name.clone(), proc, check));
+        roles.push(role);
     }
     assert!(
         running.len() >= 4,
@@ -595,4 +609,240 @@ async fn every_ferry_service_starts_with_its_compose_environment_and_answers_its
         .await
         .unwrap();
     assert_eq!(answer.status().as_u16(), 200);
+
+    // Every Ferry service ships its log lines to the stack's Loki.
+    let loki = loki.expect("a Loki service");
+    for role in &roles {
+        loki.wait_for(&format!("a line of {role}"), Duration::from_secs(30), |l| {
+            l.labels.get("role") == Some(role)
+                && l.labels.get("service").is_some_and(|s| s == "ferry")
+        })
+        .await;
+    }
+}
+
+/// The port a `host:port` or URL names.
+fn port_of(address: &str) -> u16 {
+    let authority = address.split("://").last().unwrap();
+    let authority = authority.split('/').next().unwrap();
+    authority.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// A service's bind mounts: (file or folder in the repository, path in the container).
+fn bind_mounts(service: &Value) -> Vec<(PathBuf, String)> {
+    strings(&service["volumes"])
+        .iter()
+        .filter(|v| v.starts_with("./"))
+        .map(|v| {
+            let mut parts = v.split(':');
+            let source = repo().join(parts.next().unwrap().trim_start_matches("./"));
+            assert!(
+                source.exists(),
+                "{v}: {} is not in the repository",
+                source.display()
+            );
+            (source, parts.next().unwrap().to_owned())
+        })
+        .collect()
+}
+
+/// The repository file a service sees at `container_path` through its bind mounts.
+fn mounted(service: &Value, container_path: &str) -> Option<PathBuf> {
+    bind_mounts(service)
+        .into_iter()
+        .find_map(|(source, target)| {
+            let rest = container_path.strip_prefix(target.as_str())?;
+            if !(rest.is_empty() || rest.starts_with('/')) {
+                return None;
+            }
+            let rest = rest.trim_start_matches('/');
+            Some(if rest.is_empty() {
+                source
+            } else {
+                source.join(rest)
+            })
+        })
+}
+
+fn yaml_file(path: &Path) -> Value {
+    serde_yaml::from_str(&std::fs::read_to_string(path).unwrap())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn prometheus_scrapes_every_ferry_service_where_it_listens_and_grafana_finds_its_provisioning() {
+    let compose = compose();
+    let services = services(&compose);
+    let by_image = |prefix: &str| {
+        services
+            .iter()
+            .find(|(_, s)| s["image"].as_str().is_some_and(|i| i.starts_with(prefix)))
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .unwrap_or_else(|| panic!("no {prefix} service"))
+    };
+    let (prometheus_name, prometheus) = by_image("prom/prometheus");
+    let (loki_name, loki) = by_image("grafana/loki");
+    let (_, grafana) = by_image("grafana/grafana");
+
+    // Prometheus reads the shipped configuration, whose rule files are there too.
+    let flag = |service: &Value, name: &str| {
+        strings(&service["command"])
+            .iter()
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")).map(str::to_owned))
+    };
+    let config_path = flag(&prometheus, "config.file").expect("--config.file");
+    let config_file = mounted(&prometheus, &config_path)
+        .unwrap_or_else(|| panic!("{config_path} is not mounted from the repository"));
+    assert_eq!(config_file, repo().join("deploy/prometheus/prometheus.yml"));
+    let config = yaml_file(&config_file);
+    for rules in strings(&config["rule_files"]) {
+        assert!(
+            config_file.parent().unwrap().join(&rules).is_file(),
+            "rule file {rules} is not beside prometheus.yml"
+        );
+    }
+    let prometheus_port = flag(&prometheus, "web.listen-address").map_or(9090, |a| port_of(&a));
+
+    // Every long-running Ferry service is scraped, by its compose name, on the port it
+    // listens on (the API's `--listen`, a worker's probe port), labelled with its role.
+    let jobs = config["scrape_configs"].as_sequence().unwrap();
+    for (name, service) in &services {
+        if !is_ferry(service) || service["restart"].is_null() {
+            continue; // one-shot (migrate)
+        }
+        let command = strings(&service["command"]);
+        let env: HashMap<String, String> = environment(service).into_iter().collect();
+        let port = match command.iter().position(|a| a == "--listen") {
+            Some(at) => port_of(&command[at + 1]),
+            None => port_of(&env["FERRY_WORKERS__PROBE_LISTEN"]),
+        };
+        let job = jobs
+            .iter()
+            .find(|j| {
+                j["dns_sd_configs"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .any(|sd| {
+                        strings(&sd["names"]).contains(name)
+                            && sd["port"].as_u64() == Some(port.into())
+                    })
+            })
+            .unwrap_or_else(|| panic!("no scrape job finds {name} on port {port}"));
+        let role = command[0].strip_prefix("ferry-").unwrap();
+        let relabels = job["relabel_configs"].as_sequence().unwrap();
+        for (label, value) in [("service", "ferry"), ("role", role)] {
+            assert!(
+                relabels
+                    .iter()
+                    .any(|r| r["target_label"] == label && r["replacement"] == value),
+                "{name}'s targets are not labelled {label}={value}"
+            );
+        }
+        // Its log lines go to the stack's Loki.
+        let loki_url = &env["FERRY_LOG__LOKI__URL"];
+        assert!(
+            loki_url.contains(&format!("//{loki_name}:")),
+            "{name}: {loki_url}"
+        );
+    }
+    let loki_config = mounted(&loki, "/etc/loki/loki.yml").expect("Loki's configuration");
+    let loki_port = yaml_file(&loki_config)["server"]["http_listen_port"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        strings(&loki["command"])
+            .iter()
+            .any(|a| a.contains("/etc/loki/loki.yml"))
+    );
+    let ferry_env: HashMap<String, String> = environment(&services["api"]).into_iter().collect();
+    assert_eq!(
+        u64::from(port_of(&ferry_env["FERRY_LOG__LOKI__URL"])),
+        loki_port
+    );
+
+    // Grafana: its provisioning is mounted where Grafana reads it; the data sources point
+    // at the compose services on their ports; the dashboards' folder is where the provider
+    // looks, and holds the home dashboard.
+    let provisioning = mounted(&grafana, "/etc/grafana/provisioning").expect("provisioning");
+    assert_eq!(provisioning, repo().join("deploy/grafana/provisioning"));
+    for entry in std::fs::read_dir(provisioning.join("datasources")).unwrap() {
+        let file = yaml_file(&entry.unwrap().path());
+        for ds in file["datasources"].as_sequence().unwrap() {
+            let url = reqwest::Url::parse(ds["url"].as_str().unwrap()).unwrap();
+            let (service, port) = match ds["type"].as_str().unwrap() {
+                "prometheus" => (&prometheus_name, u64::from(prometheus_port)),
+                "loki" => (&loki_name, loki_port),
+                other => panic!("an unexpected data source type {other}"),
+            };
+            assert_eq!(url.host_str(), Some(service.as_str()), "{url}");
+            assert_eq!(url.port().map(u64::from), Some(port), "{url}");
+        }
+    }
+    let mut dashboards = 0;
+    for entry in std::fs::read_dir(provisioning.join("dashboards")).unwrap() {
+        let file = yaml_file(&entry.unwrap().path());
+        for provider in file["providers"].as_sequence().unwrap() {
+            let path = provider["options"]["path"].as_str().unwrap();
+            let folder = mounted(&grafana, path)
+                .unwrap_or_else(|| panic!("the dashboards' folder {path} is not mounted"));
+            for dashboard in std::fs::read_dir(&folder).unwrap() {
+                let dashboard = dashboard.unwrap().path();
+                let json: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&dashboard).unwrap()).unwrap();
+                assert!(json["uid"].is_string(), "{}", dashboard.display());
+                dashboards += 1;
+            }
+        }
+    }
+    assert!(dashboards > 0, "no dashboard is provisioned");
+    let grafana_env: HashMap<String, String> = environment(&grafana).into_iter().collect();
+    if let Some(home) = grafana_env.get("GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH") {
+        assert!(
+            mounted(&grafana, home).is_some_and(|f| f.is_file()),
+            "{home}"
+        );
+    }
+}
+
+/// `scripts/restore-drill.sh` with `args`, against the test's PostgreSQL server.
+fn restore_drill(args: &[&str]) {
+    init();
+    if !require(&[
+        "psql",
+        "pg_dump",
+        "pg_restore",
+        "sqlite3",
+        "python3",
+        "curl",
+    ]) {
+        return;
+    }
+    // The drill creates (and drops) databases of its own on the server the tests use.
+    let Some(db) = FreshDb::create() else { return };
+    let started = Instant::now();
+    let out = Command::new(repo().join("scripts/restore-drill.sh"))
+        .args(args)
+        .env("FERRY_BIN", binary("ferry"))
+        .env("FERRY_DRILL_POSTGRES", &db.url)
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the restore drill failed:\n{said}");
+    assert!(said.contains("restore drill passed"), "{said}");
+    eprintln!("{said}(in {:?})", started.elapsed());
+}
+
+#[test]
+fn a_backup_restored_into_postgresql_serves_the_same_files() {
+    restore_drill(&[]);
+}
+
+#[test]
+fn a_backup_restored_into_sqlite_serves_the_same_files() {
+    restore_drill(&["--sqlite"]);
 }

@@ -12,49 +12,15 @@
 mod common;
 
 use std::collections::HashMap;
+use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use common::login::{PASSWORD, add_user, expect, set_cookie, setup_link};
+use common::drive::{CALLBACK_PATH, CONNECT_COOKIE, PUBLIC, start};
+use common::login::{self, add_user, expect, set_cookie};
 use common::origin::*;
 use common::*;
-use ferry_gdrive::fake::{FakeClient, FakeDrive};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-const PUBLIC: &str = "http://ferry.test";
-const CALLBACK_PATH: &str = "/api/v1/storage-profiles/google-drive/callback";
-const CONNECT_COOKIE: &str = "ferry_drive_connect";
-
-/// The fake Google, with Ferry's OAuth client registered, and Ferry configured for it.
-async fn start(root: &std::path::Path) -> (FakeDrive, Ferry) {
-    init();
-    let drive = FakeDrive::start_with_client(
-        "no-pasted-token",
-        FakeClient {
-            client_id: "ferry-client".into(),
-            client_secret: "ferry-client-secret".into(),
-            redirect_uri: format!("{PUBLIC}{CALLBACK_PATH}"),
-        },
-    )
-    .await;
-    let env = [
-        ("FERRY_AUTH__PUBLIC_URL", PUBLIC.to_owned()),
-        ("FERRY_GOOGLE__AUTH_URL", drive.auth_url()),
-        ("FERRY_GOOGLE__TOKEN_URL", drive.token_url()),
-        ("FERRY_GOOGLE__API_URL", drive.url.clone()),
-        ("FERRY_GOOGLE__CLIENT_ID", "ferry-client".into()),
-        ("FERRY_GOOGLE__CLIENT_SECRET", "ferry-client-secret".into()),
-        ("FERRY_GOOGLE__CHUNK_SIZE", "262144".into()),
-        ("FERRY_WORKERS__PROGRESS_INTERVAL", "50ms".into()),
-        // The fake Google and the test's origin run on loopback, which Ferry refuses unless
-        // allowed.
-        ("FERRY_STORAGE__ALLOW", "[\"127.0.0.1/32\"]".into()),
-        ("FERRY_FETCH__ALLOW", "[\"127.0.0.1/32\"]".into()),
-    ];
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let ferry = Ferry::start(&root.join("ferry"), &env);
-    (drive, ferry)
-}
 
 fn query(url: &str) -> HashMap<String, String> {
     url::Url::parse(url)
@@ -64,80 +30,46 @@ fn query(url: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// A browser: its cookies (by name; the connect cookie is only sent to the callback, as its
-/// path says), no automatic redirects.
+/// A browser ([`login::Browser`], following redirects by hand) that also holds the pending
+/// connection's cookie, which it sends only to the callback, as the cookie's path says.
 #[derive(Clone)]
-struct Browser {
-    base: String,
-    session: Option<String>,
-    connect: Option<String>,
-    http: reqwest::Client,
+struct Browser(login::Browser);
+
+impl Deref for Browser {
+    type Target = login::Browser;
+    fn deref(&self) -> &login::Browser {
+        &self.0
+    }
+}
+
+impl DerefMut for Browser {
+    fn deref_mut(&mut self) -> &mut login::Browser {
+        &mut self.0
+    }
 }
 
 impl Browser {
+    /// A browser with no session.
     fn new(f: &Ferry) -> Self {
-        Self {
-            base: f.base.clone(),
-            session: None,
-            connect: None,
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-        }
+        Self(login::Browser::signed_out(f).manual_redirects())
     }
 
     async fn login(f: &Ferry, name: &str) -> Self {
-        let mut b = Self::new(f);
-        let r = b
-            .http
-            .post(f.url("/auth/login"))
-            .json(&json!({"username": name, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        b.session = Some(set_cookie(&r, "ferry_session").unwrap().0);
-        b
+        Self(login::browser(f, name).await.manual_redirects())
     }
 
     /// The first admin, set up with the start-up link.
     async fn admin(f: &Ferry) -> Self {
-        let mut b = Self::new(f);
-        let r = b
-            .http
-            .post(f.url("/auth/setup"))
-            .json(&json!({"link": setup_link(f), "username": "root", "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-        b.session = Some(set_cookie(&r, "ferry_session").unwrap().0);
-        b
+        Self(login::admin(f).await.manual_redirects())
     }
 
-    /// A request from Ferry's own pages, with the session cookie.
-    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let mut r = self
-            .http
-            .request(method.clone(), format!("{}/api/v1{path}", self.base));
-        if let Some(s) = &self.session {
-            r = r.header("Cookie", format!("ferry_session={s}"));
-        }
-        if method != Method::GET {
-            r = r.header("Origin", &self.base);
-        }
-        r
+    /// The pending connection's cookie, if held.
+    fn connect_cookie(&self) -> Option<String> {
+        self.held_cookie(CONNECT_COOKIE)
     }
 
-    async fn json(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = self.req(method, path);
-        if let Some(body) = body {
-            r = r.json(&body);
-        }
-        let r = r.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+    fn set_connect_cookie(&mut self, value: Option<String>) {
+        self.hold_cookie(CONNECT_COOKIE, CALLBACK_PATH, value);
     }
 
     async fn me(&self) -> String {
@@ -180,7 +112,7 @@ impl Browser {
             !value.contains(state.as_str()),
             "the pending cookie is sealed"
         );
-        self.connect = Some(value);
+        self.set_connect_cookie(Some(value));
         url
     }
 
@@ -197,23 +129,8 @@ impl Browser {
         let path = location
             .strip_prefix(PUBLIC)
             .unwrap_or_else(|| panic!("{location} is not on Ferry"));
-        let mut cookies = Vec::new();
-        if let Some(s) = &self.session {
-            cookies.push(format!("ferry_session={s}"));
-        }
-        if let Some(c) = &self.connect
-            && path.starts_with(CALLBACK_PATH)
-        {
-            cookies.push(format!("{CONNECT_COOKIE}={c}"));
-        }
-        let mut r = self.http.get(format!("{}{path}", self.base));
-        if !cookies.is_empty() {
-            r = r.header("Cookie", cookies.join("; "));
-        }
-        let r = r.send().await.unwrap();
-        if let Some((value, _)) = set_cookie(&r, CONNECT_COOKIE) {
-            self.connect = Some(value).filter(|v| !v.is_empty());
-        }
+        let r = self.visit(path).send().await.unwrap();
+        self.remember(&r, CONNECT_COOKIE, CALLBACK_PATH);
         r
     }
 
@@ -266,10 +183,13 @@ async fn a_user_connects_google_drive_by_consenting_and_a_job_is_delivered_there
     assert_eq!(drive.challenges(), vec![q["code_challenge"].clone()]);
     let done = alice.arrive(&back).await;
     assert_eq!(done.status(), StatusCode::FOUND, "{:?}", done.text().await);
-    assert_eq!(done.headers()["location"], "/profiles?connected=1");
+    assert_eq!(
+        done.headers()["location"],
+        "/profiles?connected=1&drive=connected"
+    );
     let (_, cleared) = set_cookie(&done, CONNECT_COOKIE).unwrap();
     assert!(cleared.contains("Max-Age=0"), "{cleared}");
-    assert!(alice.connect.is_none());
+    assert!(alice.connect_cookie().is_none());
 
     let profiles = alice.profiles().await;
     assert_eq!(profiles.len(), 1, "{profiles:?}");
@@ -363,10 +283,7 @@ async fn callbacks_that_did_not_come_from_the_users_own_consent_are_refused() {
     let r = alice
         .http
         .post(f.url("/storage-profiles/google-drive/connect"))
-        .header(
-            "Cookie",
-            format!("ferry_session={}", alice.session.as_ref().unwrap()),
-        )
+        .header("Cookie", format!("ferry_session={}", alice.cookie))
         .header("Origin", "http://evil.example")
         .json(&ok)
         .send()
@@ -407,7 +324,7 @@ async fn callbacks_that_did_not_come_from_the_users_own_consent_are_refused() {
     )
     .await;
     let mut alice_elsewhere = alice.clone();
-    alice_elsewhere.connect = None;
+    alice_elsewhere.set_connect_cookie(None);
     expect(
         alice_elsewhere.arrive(&alice_back).await,
         400,
@@ -416,9 +333,9 @@ async fn callbacks_that_did_not_come_from_the_users_own_consent_are_refused() {
     .await;
     // A tampered cookie, a wrong state, no code.
     let mut tampered = alice.clone();
-    let c = tampered.connect.take().unwrap();
+    let c = tampered.connect_cookie().unwrap();
     let flipped = if c.ends_with('0') { '1' } else { '0' };
-    tampered.connect = Some(format!("{}{flipped}", &c[..c.len() - 1]));
+    tampered.set_connect_cookie(Some(format!("{}{flipped}", &c[..c.len() - 1])));
     expect(
         tampered.arrive(&alice_back).await,
         400,
@@ -455,7 +372,7 @@ async fn callbacks_that_did_not_come_from_the_users_own_consent_are_refused() {
     .await;
     // Bob's pending cookie in a browser logged in as alice: another user's session.
     let mut mixed = alice.clone();
-    mixed.connect = bob.connect.clone();
+    mixed.set_connect_cookie(bob.connect_cookie());
     expect(mixed.arrive(&bob_back).await, 403, "forbidden").await;
     assert!(alice.profiles().await.is_empty() && bob.profiles().await.is_empty());
     let (_, audit) = admin

@@ -7,46 +7,14 @@ mod common;
 
 use std::time::Duration;
 
+use common::swarm::Swarm;
 use common::*;
 use reqwest::Method;
 
 const MIB: u64 = 1 << 20;
 const LONG: Duration = Duration::from_secs(180);
 
-/// A payload of several files, one over 16 MiB, its torrent, a tracker and a seeder.
-struct Swarm {
-    _dir: Option<tempfile::TempDir>,
-    root: std::path::PathBuf,
-    payload: Payload,
-    torrent: Torrent,
-    tracker: Tracker,
-    _seeder: Seeder,
-}
-
-fn swarm(name: &str, files: &[(&str, u64)]) -> Swarm {
-    init();
-    let (dir, root) = test_dir();
-    let content = root.join("seed");
-    let payload = Payload::create(&content, name, files);
-    // The tracker's port must be known before the torrent is made, and the torrent's hash
-    // before the tracker starts: make the torrent against a placeholder, start the tracker
-    // with its hash (the announce URL is not part of the info-hash), then re-make it.
-    let probe = payload.make_torrent("http://127.0.0.1:1/announce", &root.join("probe.torrent"));
-    let tracker = Tracker::start(&root, &[&probe.info_hash]);
-    let torrent = payload.make_torrent(&tracker.announce(), &root.join(format!("{name}.torrent")));
-    assert_eq!(torrent.info_hash, probe.info_hash);
-    let seeder = Seeder::start(&root, &content, &[&torrent.path]);
-    tracker.wait_for_seeders(&torrent.info_hash, 1);
-    Swarm {
-        _dir: dir,
-        root,
-        payload,
-        torrent,
-        tracker,
-        _seeder: seeder,
-    }
-}
-
+/// Several files, one over 16 MiB, for a [`Swarm`].
 fn standard_files() -> Vec<(&'static str, u64)> {
     vec![
         ("big/movie.bin", 20 * MIB + 12345),
@@ -65,7 +33,7 @@ async fn a_magnet_downloads_with_live_progress_and_every_file_matches() {
     if !require(&["opentracker", "aria2c", "mktorrent"]) {
         return;
     }
-    let s = swarm("payload", &standard_files());
+    let s = Swarm::start("payload", &standard_files());
     let ferry = Ferry::start(&s.root.join("ferry"), &[]);
     let job = ferry
         .submit_magnet(&s.torrent.magnet(&s.tracker.announce()))
@@ -225,7 +193,7 @@ async fn a_torrent_upload_downloads_only_the_selected_files() {
     if !require(&["opentracker", "aria2c", "mktorrent"]) {
         return;
     }
-    let s = swarm("subset", &standard_files());
+    let s = Swarm::start("subset", &standard_files());
     let ferry = Ferry::start(&s.root.join("ferry"), &[]);
 
     // Analysis without starting anything.
@@ -302,7 +270,7 @@ async fn pause_resume_and_cancel_mid_download() {
     if !require(&["opentracker", "aria2c", "mktorrent"]) {
         return;
     }
-    let s = swarm("pausable", &standard_files());
+    let s = Swarm::start("pausable", &standard_files());
     let ferry = Ferry::start(&s.root.join("ferry"), &SLOW);
     let magnet = s.torrent.magnet(&s.tracker.announce());
     let id = id_of(&ferry.submit_magnet(&magnet).await);
@@ -379,7 +347,7 @@ async fn restarting_mid_download_loses_nothing() {
     if !require(&["opentracker", "aria2c", "mktorrent"]) {
         return;
     }
-    let s = swarm("restartable", &standard_files());
+    let s = Swarm::start("restartable", &standard_files());
     let ferry = Ferry::start(
         &s.root.join("ferry"),
         &[("FERRY_TORRENT__DOWNLOAD_LIMIT", "2097152")],

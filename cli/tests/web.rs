@@ -9,8 +9,14 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::login::{add_user, setup_link};
+use ferry_gdrive::fake::FakeDrive;
+use reqwest::Method;
+
+use common::drive;
+use common::login::{add_user, browser, setup_link};
+use common::origin::{Origin, random_file};
 use common::s3::*;
+use common::swarm::Swarm;
 use common::*;
 
 /// Whether a browser can be driven here (in CI its absence fails the test).
@@ -54,45 +60,20 @@ fn scenario(f: &Ferry, scenario: &str, env: &[(&str, &str)]) -> String {
     stdout
 }
 
-/// A payload whose files include one named like markup, seeded by aria2c behind a tracker.
-struct Swarm {
-    _dir: Option<tempfile::TempDir>,
-    root: PathBuf,
-    payload: Payload,
-    torrent: Torrent,
-    tracker: Tracker,
-    _seeder: Seeder,
-}
-
 const XSS: &str = "<img src=x onerror=alert(1)>.mkv";
 
+/// A payload whose files include one named like markup and a clip to play, seeded by aria2c
+/// behind a tracker.
 fn swarm(name: &str) -> Swarm {
-    init();
-    let (dir, root) = test_dir();
-    let content = root.join("seed");
-    let payload = Payload::create(
-        &content,
+    Swarm::start_with(
         name,
         &[
             (XSS, 600_000),
             ("notes.txt", 70_000),
             ("extras/big.bin", 3 << 20),
         ],
-    );
-    clip(&content.join(name).join("clip.webm"));
-    let probe = payload.make_torrent("http://127.0.0.1:1/announce", &root.join("probe.torrent"));
-    let tracker = Tracker::start(&root, &[&probe.info_hash]);
-    let torrent = payload.make_torrent(&tracker.announce(), &root.join(format!("{name}.torrent")));
-    let seeder = Seeder::start(&root, &content, &[&torrent.path]);
-    tracker.wait_for_seeders(&torrent.info_hash, 1);
-    Swarm {
-        _dir: dir,
-        root,
-        payload,
-        torrent,
-        tracker,
-        _seeder: seeder,
-    }
+        |dir| clip(&dir.join("clip.webm")),
+    )
 }
 
 /// A two-second VP8 test picture with ffmpeg, for the player.
@@ -138,7 +119,7 @@ fn the_first_admin_adds_a_magnet_watches_it_finish_and_downloads_a_file() {
         "magnet",
         &[
             ("FERRY_SETUP_LINK", &setup_link(&f)),
-            ("FERRY_MAGNET", &s.torrent.magnet(&s.tracker.announce())),
+            ("FERRY_MAGNET", &s.magnet()),
             ("FERRY_TORRENT_NAME", "webmagnet"),
             ("FERRY_XSS_NAME", XSS),
             ("FERRY_NOTES_SHA256", &sha_of(&s.payload, "notes.txt")),
@@ -249,7 +230,7 @@ async fn a_user_adds_an_s3_bucket_gets_a_job_delivered_there_and_revokes_a_token
         &[("FERRY_STORAGE__ALLOW_PRIVATE_ENDPOINTS", "true")],
     );
     add_user(&f, "alice", false);
-    let magnet = s.torrent.magnet(&s.tracker.announce());
+    let magnet = s.magnet();
     let endpoint = bucket.endpoint();
     let said = tokio::task::block_in_place(|| {
         scenario(
@@ -326,4 +307,157 @@ fn a_user_signs_in_through_the_identity_providers_pages() {
             ("FERRY_IDP_NAME", "Alice Example"),
         ],
     );
+}
+
+/// The value a scenario reported as `KEY=value`.
+fn reported(said: &str, key: &str) -> String {
+    said.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("the scenario did not report {key}:\n{said}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_url_job_shares_its_packaged_torrent_and_magnet_from_its_page() {
+    if !browser_ready() {
+        return;
+    }
+    init();
+    let (_dir, root) = test_dir();
+    let name = "share-me.bin";
+    let file = root.join("origin").join(name);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let size = 3 << 20;
+    let sha = random_file(&file, size);
+    let origin = Origin::start(&file, name).await;
+    let f = Ferry::start(
+        &root.join("ferry"),
+        &[("FERRY_FETCH__ALLOW", "[\"127.0.0.1/32\"]")],
+    );
+    add_user(&f, "alice", false);
+    let url = format!("http://{}/{name}", origin.addr);
+    let said = tokio::task::block_in_place(|| {
+        scenario(
+            &f,
+            "share",
+            &[("FERRY_SHARE_URL", &url), ("FERRY_SHARE_NAME", name)],
+        )
+    });
+    let (job, magnet) = (reported(&said, "JOB"), reported(&said, "MAGNET"));
+
+    // The .torrent the page gave is a valid one of the fetched bytes: Ferry's packager, run
+    // on the origin's file, makes the same info-hash.
+    let torrent = std::fs::read(reported(&said, "TORRENT")).unwrap();
+    let meta = ferry_torrent::inspect(&torrent).unwrap();
+    assert_eq!(
+        (meta.name.as_str(), meta.total_bytes, meta.files.len()),
+        (name, size, 1)
+    );
+    assert!(meta.private, "Ferry packages private torrents");
+    let again = ferry_torrent::Packager::default()
+        .create(&file, name)
+        .unwrap();
+    assert_eq!(
+        ferry_torrent::inspect(&again).unwrap().info_hash,
+        meta.info_hash
+    );
+    // The magnet on the clipboard names the same torrent.
+    let xt: Vec<String> = url::Url::parse(&magnet)
+        .unwrap()
+        .query_pairs()
+        .filter(|(k, _)| k == "xt")
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    assert_eq!(
+        xt,
+        vec![format!("urn:btih:{}", meta.info_hash.to_hex())],
+        "{magnet}"
+    );
+    // And both are what the API gives alice for her job.
+    let alice = browser(&f, "alice").await;
+    let (status, api_magnet) = alice
+        .json(Method::GET, &format!("/jobs/{job}/magnet"), None)
+        .await;
+    assert_eq!(status, 200, "{api_magnet}");
+    assert_eq!(api_magnet["magnet"], magnet.as_str());
+    let r = alice
+        .req(Method::GET, &format!("/jobs/{job}/torrent"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().as_ref(), torrent.as_slice());
+    let (_, fetched) = alice.json(Method::GET, &format!("/jobs/{job}"), None).await;
+    assert_eq!(fetched["content_sha256"], sha.as_str(), "{fetched}");
+}
+
+/// Chromium's rule that leads Ferry's public name ([`drive::PUBLIC`]) to the test server.
+fn public_name_rule(f: &Ferry) -> String {
+    let host = drive::PUBLIC.strip_prefix("http://").unwrap();
+    let at = f.base.strip_prefix("http://").unwrap();
+    format!("MAP {host} {at}")
+}
+
+/// Runs a Google Drive scenario as alice, with Ferry at its public name.
+fn drive_scenario(f: &Ferry, fake: &FakeDrive, name: &str) -> String {
+    let rule = public_name_rule(f);
+    tokio::task::block_in_place(|| {
+        scenario(
+            f,
+            name,
+            &[
+                ("FERRY_URL", drive::PUBLIC),
+                ("FERRY_HOST_RULES", &rule),
+                ("FERRY_GOOGLE_AUTH", &fake.auth_url()),
+                ("FERRY_GOOGLE_CLIENT", drive::CLIENT_ID),
+                ("FERRY_DRIVE_FOLDER", &fake.root_folder),
+            ],
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_connects_google_drive_from_the_storage_page_through_googles_consent() {
+    if !browser_ready() {
+        return;
+    }
+    let (_dir, root) = test_dir();
+    let (fake, f) = drive::start(&root).await;
+    add_user(&f, "alice", false);
+    drive_scenario(&f, &fake, "drive_connect");
+    // One consent, one Drive profile of alice's for the folder.
+    assert_eq!(fake.challenges().len(), 1);
+    assert_eq!(fake.granted_refresh_tokens().len(), 1);
+    let alice = browser(&f, "alice").await;
+    let (_, profiles) = alice.json(Method::GET, "/storage-profiles", None).await;
+    let profiles = profiles.as_array().unwrap();
+    assert_eq!(profiles.len(), 1, "{profiles:?}");
+    assert_eq!(
+        (
+            profiles[0]["name"].as_str(),
+            profiles[0]["kind"].as_str(),
+            profiles[0]["google_drive"]["folder_id"].as_str()
+        ),
+        (
+            Some("Alice's Drive"),
+            Some("google_drive"),
+            Some(fake.root_folder.as_str())
+        ),
+        "{profiles:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declining_on_googles_page_connects_nothing_and_says_so() {
+    if !browser_ready() {
+        return;
+    }
+    let (_dir, root) = test_dir();
+    let (fake, f) = drive::start(&root).await;
+    add_user(&f, "alice", false);
+    fake.deny_consent(true);
+    drive_scenario(&f, &fake, "drive_declined");
+    assert!(fake.granted_refresh_tokens().is_empty());
+    let alice = browser(&f, "alice").await;
+    let (_, profiles) = alice.json(Method::GET, "/storage-profiles", None).await;
+    assert_eq!(profiles, serde_json::json!([]));
 }

@@ -132,7 +132,9 @@ async fn run_one(
         }
     };
     tracing::debug!(?outcome, ?elapsed, "stage ran");
-    record(lease, label(lease, &outcome, runner), elapsed);
+    let label = label(lease, &outcome, runner);
+    record(lease, label, elapsed);
+    failed(lease, label, &outcome);
     match runner.settle(lease, outcome).await {
         Ok(()) => {}
         Err(QueueError::LeaseLost) => {
@@ -229,6 +231,29 @@ fn record(lease: &Lease, label: &'static str, elapsed: Duration) {
         .with_description("Time a stage run took")
         .build()
         .record(elapsed.as_secs_f64(), &[stage]);
+}
+
+/// Jobs failed, by stage and error code (a failure, or retries run out). The codes are
+/// the registry's (a closed set), so no job can add a series.
+fn failed(lease: &Lease, label: &'static str, outcome: &StageOutcome) {
+    let (StageOutcome::Fail(error) | StageOutcome::Retry(error)) = outcome else {
+        return;
+    };
+    if label != "failed" && label != "dead_letter" {
+        return;
+    }
+    let code = ferry_domain::ErrorCode::parse(&error.code).map_or("other", |c| c.as_str());
+    ferry_observability::meter()
+        .u64_counter("ferry_job_failures")
+        .with_description("Jobs failed, by stage and error code")
+        .build()
+        .add(
+            1,
+            &[
+                KeyValue::new("stage", lease.stage.as_str()),
+                KeyValue::new("code", code),
+            ],
+        );
 }
 
 /// Every `every`, queues unfinished jobs that lost their message and records queue depths,

@@ -69,35 +69,56 @@ async fn secured<E: Endpoint>(ep: Arc<E>, req: Request) -> poem::Result<Response
     let secure = req
         .data::<Arc<ApiState>>()
         .is_some_and(|s| s.secure_cookies);
-    let gzip = takes_gzip(&req);
+    let gzip = takes_gzip(&req) && req.method() != poem::http::Method::HEAD;
     let mut resp = match ep.call(req).await {
         Ok(resp) => resp.into_response(),
         Err(e) => e.into_response(),
     };
     protect(&mut resp, secure);
-    if gzip {
-        resp = compressed(resp).await;
+    if compressible(&resp) {
+        // Every representation says it varies, gzipped or not.
+        resp.headers_mut()
+            .append(header::VARY, HeaderValue::from_static("accept-encoding"));
+        if gzip {
+            resp = compressed(resp).await;
+        }
     }
     Ok(resp)
 }
 
-/// Whether the request's `Accept-Encoding` takes gzip (and not with `q=0`).
+/// Whether the request's `Accept-Encoding` takes gzip: named with a weight above 0, or
+/// not named and `*` is.
 fn takes_gzip(req: &Request) -> bool {
-    req.headers()
+    let mut gzip = None;
+    let mut any = None;
+    for coding in req
+        .headers()
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
-            let name = parts.next().unwrap_or_default();
-            let refused = parts.any(|p| {
-                p.strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !refused
-        })
+    {
+        let mut parts = coding.split(';').map(str::trim);
+        let name = parts.next().unwrap_or_default();
+        let taken = !parts.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        if name.eq_ignore_ascii_case("gzip") {
+            gzip = Some(taken);
+        } else if name == "*" {
+            any = Some(taken);
+        }
+    }
+    gzip.or(any).unwrap_or(false)
+}
+
+/// Text worth compressing: a page, the script, the stylesheet.
+fn compressible(resp: &Response) -> bool {
+    resp.content_type().is_some_and(|t| {
+        t.starts_with("text/html") || t.starts_with("text/css") || t.contains("javascript")
+    })
 }
 
 /// Smaller bodies gain nothing from compression.
@@ -107,12 +128,7 @@ const GZIP_FROM: usize = 1024;
 async fn compressed(mut resp: Response) -> Response {
     use std::io::Write;
 
-    let text = resp.content_type().is_some_and(|t| {
-        t.starts_with("text/html") || t.starts_with("text/css") || t.contains("javascript")
-    });
-    resp.headers_mut()
-        .append(header::VARY, HeaderValue::from_static("accept-encoding"));
-    if !text || resp.headers().contains_key(header::CONTENT_ENCODING) {
+    if !compressible(&resp) || resp.headers().contains_key(header::CONTENT_ENCODING) {
         return resp;
     }
     let Ok(body) = resp.take_body().into_bytes().await else {
@@ -198,6 +214,7 @@ async fn viewer(req: &Request, state: &ApiState) -> Result<Viewer, Response> {
         .authenticate_session(&id)
         .await
         .map_err(|_| to_login())?;
+    crate::access_log::record_user(caller.user.as_str());
     if let Err(ferry_application::AccountsError::RateLimited { retry_after }) =
         state.accounts.limit_api(&caller).await
     {
@@ -263,6 +280,8 @@ mod tests {
         assert!(with("br;q=1.0, GZIP;q=0.5"));
         assert!(with("*"));
         assert!(!with("gzip;q=0"));
+        assert!(!with("*, gzip;q=0"));
+        assert!(with("*;q=0, gzip"));
         assert!(!with("br, identity"));
         assert!(!takes_gzip(&Request::builder().finish()));
     }
@@ -279,7 +298,6 @@ mod tests {
         )
         .await;
         assert_eq!(resp.headers()[header::CONTENT_ENCODING], "gzip");
-        assert_eq!(resp.headers()[header::VARY], "accept-encoding");
         let zipped = resp.into_body().into_vec().await.unwrap();
         assert!(zipped.len() < page.len() / 10, "{}", zipped.len());
         let mut unzipped = String::new();

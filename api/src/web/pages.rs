@@ -783,7 +783,11 @@ fn browser_name(agent: Option<&str>) -> String {
 // ---- my storage ----
 
 #[handler]
-pub async fn storage_page(req: &Request, Data(state): Data<&Arc<ApiState>>) -> Response {
+pub async fn storage_page(
+    req: &Request,
+    Data(state): Data<&Arc<ApiState>>,
+    Query(p): Query<StorageParams>,
+) -> Response {
     let v = match viewer(req, state).await {
         Ok(v) => v,
         Err(to_login) => return to_login,
@@ -798,7 +802,11 @@ pub async fn storage_page(req: &Request, Data(state): Data<&Arc<ApiState>>) -> R
         .await
         .ok()
         .flatten();
+    let outcome = drive_outcome(p.drive.as_deref());
     let main = html! {
+        @if let Some((kind, text)) = outcome {
+            p class=(kind) role=(if kind == "error" { "alert" } else { "status" }) { (text) }
+        }
         section.card {
             h2 { "Your storage" }
             p { "Jobs are delivered where you choose when you add them; the default is preselected, and programs that name no destination use it too." }
@@ -844,7 +852,7 @@ pub async fn storage_page(req: &Request, Data(state): Data<&Arc<ApiState>>) -> R
                     label for="drive-name" { "Name" }
                     input #drive-name name="name" required maxlength="100" value="Google Drive";
                     label for="drive-folder" { "Folder id (empty: the Drive's root)" }
-                    input #drive-folder name="folder_id" maxlength="200";
+                    input #drive-folder name="folder_id" maxlength="128";
                     p.error #drive-error role="alert" {}
                     button type="submit" { "Connect Google Drive" }
                 }
@@ -887,8 +895,32 @@ fn where_of(backend: &StorageBackend) -> String {
             Some(p) => format!("{bucket}/{p} at {endpoint}"),
             None => format!("{bucket} at {endpoint}"),
         },
-        other => other.kind().to_owned(),
+        StorageBackend::GoogleDrive { folder_id } if folder_id == "root" => {
+            "the root of the Drive".to_owned()
+        }
+        StorageBackend::GoogleDrive { folder_id } => format!("folder {folder_id}"),
     }
+}
+
+/// What the storage page says when Google sends the browser back (`?drive=`).
+fn drive_outcome(code: Option<&str>) -> Option<(&'static str, &'static str)> {
+    Some(match code? {
+        "connected" => ("notice", "Google Drive is connected."),
+        "drive_consent_denied" => (
+            "error",
+            "Google Drive was not connected: access was declined on Google's page.",
+        ),
+        "drive_connect_failed" => (
+            "error",
+            "Google Drive could not be connected (the attempt was not this browser's, took too long, or Google refused it). Please try again.",
+        ),
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StorageParams {
+    drive: Option<String>,
 }
 
 // ---- admin ----
@@ -1003,7 +1035,7 @@ pub async fn admin_page(
             h3 { "Workers seen" }
             @match &workers {
                 None => p { "The queue did not answer." }
-                Some(list) if list.is_empty() => p { "No separate worker has asked for work: this process runs every stage (ferry serve)." }
+                Some(list) if list.is_empty() => p { "No worker has asked for work yet." }
                 Some(list) => {
                     ul.workers {
                         @for w in list {

@@ -173,6 +173,13 @@ pub trait JobRepository: Send + Sync + 'static {
     /// `NotFound` if no such job exists.
     async fn delete(&self, id: JobId) -> Result<(), RepoError>;
 
+    /// How many jobs are in each status, every owner together (for operators' gauges;
+    /// statuses with no job are left out).
+    ///
+    /// # Errors
+    /// Only `Unavailable` / `Unexpected`.
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, RepoError>;
+
     /// # Errors
     /// `Unavailable` when the store does not answer.
     async fn ping(&self) -> Result<(), RepoError>;

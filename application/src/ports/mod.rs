@@ -38,6 +38,6 @@ pub use profiles::{
     credentials_context,
 };
 pub use progress::{BusError, EventId, EventKind, JobEvent, ProgressBus, PublishedEvent, Replay};
-pub use queue::{JobQueue, Lease, QueueError, Stage, WorkerSeen};
+pub use queue::{JobQueue, Lease, QueueError, QueueStats, Stage, WorkerSeen};
 pub use staging::Staging;
 pub use storage::{ObjectLocation, ObjectStore, PutRequest, StoreError, StoredObject};

@@ -126,6 +126,36 @@ pub trait JobQueue: Send + Sync + 'static {
         let _ = stage;
         Ok(Vec::new())
     }
+
+    /// What `stage`'s queue holds, for operators' gauges.
+    ///
+    /// # Errors
+    /// `Unavailable` when the queue cannot be reached.
+    async fn stats(&self, stage: Stage) -> Result<QueueStats, QueueError> {
+        Ok(QueueStats {
+            waiting: self.depth(stage).await?,
+            ..QueueStats::default()
+        })
+    }
+
+    /// Messages parked as dead letters, all stages together.
+    ///
+    /// # Errors
+    /// `Unavailable` when the queue cannot be reached.
+    async fn dead_letter_count(&self) -> Result<u64, QueueError> {
+        Ok(0)
+    }
+}
+
+/// A stage queue's contents at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Messages ready for a worker and not claimed yet.
+    pub waiting: u64,
+    /// How long the oldest of them has been ready (`None`: none waits).
+    pub oldest_waiting: Option<Duration>,
+    /// Messages claimed by a worker and not settled yet (leases held).
+    pub held: u64,
 }
 
 /// A worker as its queue last saw it.

@@ -166,21 +166,15 @@ impl DownloadStage {
             .validate(&meta.files)
             .map_err(|e| StageOutcome::fail(ErrorCode::InvalidFileSelection, e))?;
         meta.apply_selection(&job.selection);
-        if let Some(limit) = job.byte_limit {
-            let size = meta.selected_bytes();
-            if size > limit {
-                return Err(StageOutcome::fail(
-                    ErrorCode::QuotaExceeded,
-                    format!(
-                        "the chosen files hold {size} bytes, more than the {limit} bytes one job may fetch (quota job_bytes)"
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        within_limit(job, meta)
     }
 
     async fn download(&self, job: Job, shutdown: &CancellationToken) -> Flow {
+        // Also for metadata known before (a .torrent, a retry, a resume): the limit may
+        // have changed since.
+        if let Some(meta) = &job.metadata {
+            within_limit(&job, meta)?;
+        }
         let meta = job.metadata.as_ref().ok_or_else(|| {
             StageOutcome::fail(ErrorCode::InternalError, "downloading without metadata")
         })?;
@@ -303,4 +297,20 @@ fn engine_outcome(e: EngineError) -> StageOutcome {
         }
         other => StageOutcome::retry(ErrorCode::EngineError, other),
     }
+}
+
+/// Fails a job whose chosen files are over its byte limit (the owner's `job_bytes` quota).
+fn within_limit(job: &Job, meta: &TorrentMetadata) -> Flow<()> {
+    if let Some(limit) = job.byte_limit {
+        let size = meta.selected_bytes();
+        if size > limit {
+            return Err(StageOutcome::fail(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "the chosen files hold {size} bytes, more than the {limit} bytes one job may fetch (quota job_bytes)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

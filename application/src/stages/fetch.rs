@@ -24,14 +24,7 @@ pub struct FetchStage {
     pub settings: DownloadSettings,
 }
 
-/// Fails a job whose content is over its byte limit (the owner's `job_bytes` quota).
-fn over_quota(size: u64, limit: u64) -> Flow<()> {
-    if size > limit {
-        return Err(quota_failure(limit));
-    }
-    Ok(())
-}
-
+/// A job whose content is over its byte limit (the owner's `job_bytes` quota) fails.
 fn quota_failure(limit: u64) -> StageOutcome {
     StageOutcome::fail(
         ErrorCode::QuotaExceeded,
@@ -126,8 +119,16 @@ impl FetchStage {
             () = shutdown.cancelled() => return Err(StageOutcome::Released),
         };
         let total = body.info().size;
-        if let (Some(limit), Some(size)) = (job.byte_limit, total) {
-            over_quota(size, limit)?;
+        if let (Some(limit), Some(size)) = (job.byte_limit, total)
+            && size > limit
+        {
+            // Not a byte more, and nothing of an earlier attempt stays.
+            drop(body);
+            self.staging
+                .discard(job.id)
+                .await
+                .map_err(super::staging_retry)?;
+            return Err(quota_failure(limit));
         }
         tracing::info!(job_id = %job.id, url = %url.for_log(), size = ?total, resumed_from = body.info().resumed_from, "fetching");
         let mut job = job;

@@ -54,9 +54,19 @@ pub async fn job_repository_contract(repo: &dyn JobRepository) {
     repo.ping().await.unwrap();
 
     // Round trip of a magnet job and of a .torrent job with a file selection.
+    let queued = |counts: Vec<(JobStatus, u64)>| {
+        counts
+            .into_iter()
+            .find(|(s, _)| *s == JobStatus::Queued)
+            .map_or(0, |(_, n)| n)
+    };
+    let before = queued(repo.count_by_status().await.unwrap());
     let magnet = magnet_job(&alice, 1);
     repo.insert(&magnet).await.unwrap();
     assert_eq!(repo.get(magnet.id).await.unwrap(), magnet);
+    let counts = repo.count_by_status().await.unwrap();
+    assert_eq!(queued(counts.clone()), before + 1, "{counts:?}");
+    assert!(counts.iter().all(|(_, n)| *n > 0), "{counts:?}");
     assert!(matches!(
         repo.insert(&magnet).await,
         Err(RepoError::AlreadyExists)
@@ -434,11 +444,26 @@ pub async fn job_queue_contract(queue: &dyn JobQueue) {
     assert!(queue.holds(Stage::Download, a).await.unwrap());
     assert!(!queue.holds(Stage::Upload, a).await.unwrap(), "per stage");
     assert!(queue.depth(Stage::Download).await.unwrap() >= 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let waiting = queue.stats(Stage::Download).await.unwrap();
+    assert_eq!((waiting.waiting, waiting.held), (1, 0), "{waiting:?}");
+    assert!(
+        waiting
+            .oldest_waiting
+            .is_some_and(|age| age >= Duration::from_millis(10) && age < Duration::from_secs(60)),
+        "{waiting:?}"
+    );
     let lease = queue
         .claim(Stage::Download, short)
         .await
         .unwrap()
         .expect("a message");
+    let held = queue.stats(Stage::Download).await.unwrap();
+    assert_eq!(
+        (held.waiting, held.oldest_waiting, held.held),
+        (0, None, 1),
+        "claimed: held, no longer waiting"
+    );
     assert_eq!(
         (lease.stage, lease.job_id, lease.attempt),
         (Stage::Download, a, 1)
@@ -457,6 +482,10 @@ pub async fn job_queue_contract(queue: &dyn JobQueue) {
     assert!(
         !queue.holds(Stage::Download, a).await.unwrap(),
         "gone once acked"
+    );
+    assert_eq!(
+        queue.stats(Stage::Download).await.unwrap(),
+        QueueStats::default()
     );
     assert!(
         matches!(queue.renew(&lease).await, Err(QueueError::LeaseLost)),
@@ -524,8 +553,10 @@ pub async fn job_queue_contract(queue: &dyn JobQueue) {
         .expect("retried");
     assert_eq!((retried.job_id, retried.attempt), (b, 2));
 
-    // A dead-lettered message is not delivered again.
+    // A dead-lettered message is not delivered again, and is counted.
+    let dead = queue.dead_letter_count().await.unwrap();
     queue.dead_letter(&retried, "gave up").await.unwrap();
+    assert_eq!(queue.dead_letter_count().await.unwrap(), dead + 1);
     assert!(!queue.holds(Stage::Upload, b).await.unwrap());
     assert_eq!(queue.claim(Stage::Upload, short).await.unwrap(), None);
 

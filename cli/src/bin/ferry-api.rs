@@ -23,6 +23,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let listen = cli.listen;
     let result = ferry::boot(
+        "api",
         cli.config,
         |c| {
             if let Some(l) = listen {

@@ -23,6 +23,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let probe = cli.probe_listen;
     let result = ferry::boot(
+        "upload-worker",
         cli.config,
         |c| {
             if let Some(p) = probe {

@@ -81,6 +81,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve { listen, data_dir } => ferry::boot(
+            "serve",
             cli.config,
             |c| {
                 if let Some(l) = listen {
@@ -93,6 +94,7 @@ fn main() -> std::process::ExitCode {
             |config| ferry::run(ferry_wiring::Role::Serve, config),
         ),
         Command::Migrate => ferry::boot(
+            "migrate",
             cli.config,
             |_| {},
             |config| async move {
@@ -110,6 +112,7 @@ fn main() -> std::process::ExitCode {
         Command::Keys {
             action: KeysAction::Rotate { data_dir },
         } => ferry::boot(
+            "keys",
             cli.config,
             |c| {
                 if let Some(d) = data_dir {
@@ -142,6 +145,7 @@ fn main() -> std::process::ExitCode {
                     data_dir,
                 },
         } => ferry::boot(
+            "user",
             cli.config,
             |c| {
                 if let Some(d) = data_dir {

@@ -42,11 +42,16 @@ pub fn session_cookie(r: &reqwest::Response) -> String {
     value
 }
 
-/// A client that holds one session cookie, as a browser on Ferry's own pages would (it
-/// sends its `Origin` with every request that changes something).
+/// A client that holds a session cookie, as a browser on Ferry's own pages would (it sends
+/// its `Origin` with every request that changes something), and the other cookies Ferry
+/// set for it, each sent only under its path.
+#[derive(Clone)]
 pub struct Browser {
     pub base: String,
+    /// The session cookie's value (empty: a browser with no session).
     pub cookie: String,
+    /// Other cookies: (name, value, the path they are sent under).
+    pub cookies: Vec<(String, String, String)>,
     pub http: reqwest::Client,
 }
 
@@ -55,15 +60,81 @@ impl Browser {
         Self {
             base: f.base.clone(),
             cookie,
+            cookies: Vec::new(),
             http: reqwest::Client::new(),
         }
     }
 
+    /// A browser that has not signed in.
+    pub fn signed_out(f: &Ferry) -> Self {
+        Self::new(f, String::new())
+    }
+
+    /// The same browser, following no redirect on its own (to look at each one).
+    pub fn manual_redirects(mut self) -> Self {
+        self.http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        self
+    }
+
+    /// Holds cookie `name` with `value`, sent under `path`; `None` (or an empty value, as
+    /// a cookie being cleared has) drops it.
+    pub fn hold_cookie(&mut self, name: &str, path: &str, value: Option<String>) {
+        self.cookies.retain(|c| c.0 != name);
+        if let Some(value) = value.filter(|v| !v.is_empty()) {
+            self.cookies.push((name.to_owned(), value, path.to_owned()));
+        }
+    }
+
+    /// The value of cookie `name`, if held.
+    pub fn held_cookie(&self, name: &str) -> Option<String> {
+        self.cookies
+            .iter()
+            .find(|c| c.0 == name)
+            .map(|c| c.1.clone())
+    }
+
+    /// Keeps what a response's `Set-Cookie` says of cookie `name` (sent under `path`), if
+    /// it says anything.
+    pub fn remember(&mut self, r: &reqwest::Response, name: &str, path: &str) {
+        if let Some((value, _)) = set_cookie(r, name) {
+            self.hold_cookie(name, path, Some(value));
+        }
+    }
+
+    /// The `Cookie` header this browser sends with a request for `path` (on Ferry).
+    pub fn cookie_header(&self, path: &str) -> Option<String> {
+        let session = (!self.cookie.is_empty()).then(|| format!("ferry_session={}", self.cookie));
+        let others = self
+            .cookies
+            .iter()
+            .filter(|(_, _, under)| path.starts_with(under.as_str()))
+            .map(|(name, value, _)| format!("{name}={value}"));
+        let all: Vec<String> = session.into_iter().chain(others).collect();
+        (!all.is_empty()).then(|| all.join("; "))
+    }
+
+    /// A page load of `path_and_query` on Ferry (any path, not only the API's): a GET with
+    /// the cookies for that path.
+    pub fn visit(&self, path_and_query: &str) -> reqwest::RequestBuilder {
+        let path = path_and_query.split('?').next().unwrap_or_default();
+        let r = self.http.get(format!("{}{path_and_query}", self.base));
+        match self.cookie_header(path) {
+            Some(cookies) => r.header("Cookie", cookies),
+            None => r,
+        }
+    }
+
+    /// A request to the API (`/api/v1{path}`) as Ferry's own pages make it.
     pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let r = self
-            .http
-            .request(method.clone(), format!("{}/api/v1{path}", self.base))
-            .header("Cookie", format!("ferry_session={}", self.cookie));
+        let url = format!("{}/api/v1{path}", self.base);
+        let under = format!("/api/v1{}", path.split('?').next().unwrap_or_default());
+        let mut r = self.http.request(method.clone(), url);
+        if let Some(cookies) = self.cookie_header(&under) {
+            r = r.header("Cookie", cookies);
+        }
         if method == Method::GET {
             r
         } else {

@@ -7,10 +7,14 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cluster;
+pub mod drive;
 pub mod gate;
 pub mod login;
+pub mod loki;
 pub mod origin;
+pub mod prometheus;
 pub mod s3;
+pub mod swarm;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 from playwright.sync_api import Page, expect, sync_playwright
 
@@ -31,9 +32,14 @@ def env(name: str) -> str:
 
 
 def launch(p):
+    args = ["--no-sandbox", "--disable-dev-shm-usage"]
+    rules = os.environ.get("FERRY_HOST_RULES")
+    if rules:
+        # Ferry's public name leads to the test server, as its DNS record would.
+        args.append(f"--host-resolver-rules={rules}")
     return p.chromium.launch(
         executable_path=shutil.which("chromium") or shutil.which("chromium-browser"),
-        args=["--no-sandbox", "--disable-dev-shm-usage"],
+        args=args,
     )
 
 
@@ -276,11 +282,17 @@ def scenario_storage_and_tokens():
         assert row.count() == 1, page.locator("#s3-error").text_content()
         row.get_by_role("button", name="Test").click()
         expect(row.get_by_role("status")).to_have_text("Works.", timeout=30_000)
+        # The bucket becomes the default destination, kept across a reload.
+        page.get_by_role("radio", name="alice's bucket").check()
+        expect(page.locator("#default-status")).to_have_text("Saved.")
+        page.reload()
+        expect(page.get_by_role("radio", name="alice's bucket")).to_be_checked()
         shots(page, "storage")
 
         page.goto("/add")
         page.get_by_label("One magnet link or http(s) URL per line").fill(magnet)
-        page.locator("#links-dest").select_option(label="alice's bucket (s3)")
+        # Preselected: the default.
+        expect(page.locator("#links-dest option:checked")).to_have_text("alice's bucket (s3)")
         page.locator("#add-links").get_by_label("Seed when finished").uncheck()
         page.get_by_role("button", name="Add", exact=True).click()
         expect(page).to_have_url(re.compile(r"/$"))
@@ -305,6 +317,20 @@ def scenario_storage_and_tokens():
         expect(page.locator("#tokens tr", has_text="sonarr")).to_have_count(0)
         page.reload()
         expect(page.locator("#tokens tr", has_text="sonarr")).to_have_count(0)
+
+        # Signed in on a second browser too: listed, and signed out from the first.
+        other = new_page(browser)
+        sign_in(other, "alice")
+        page.reload()
+        sessions = page.locator("#sessions tr")
+        expect(sessions).to_have_count(2)
+        expect(page.locator("#sessions tr", has_text="(this one)")).to_have_count(1)
+        page.locator("#sessions tr:not(:has-text('(this one)'))").get_by_role("button", name="Sign out").click()
+        expect(sessions).to_have_count(1)
+        other.reload()
+        expect(other).to_have_url(re.compile(r"/login\?next="))
+        page.reload()
+        expect(page.locator("#sessions tr")).to_have_count(1)
         check_clean(page)
         browser.close()
 
@@ -327,6 +353,142 @@ def scenario_oidc():
         expect(page).to_have_url(re.compile(r"/login"))
         page.goto("/")
         expect(page).to_have_url(re.compile(r"/login\?next=%2F"))
+        check_clean(page)
+        browser.close()
+
+
+def scenario_share():
+    """Alice adds a URL; once its job is finished, the job's page offers what Ferry packaged:
+    the .torrent downloads (cli/tests/web.rs checks it against the magnet and the bytes), and
+    the magnet is copied to the clipboard, or shown to copy by hand where the clipboard
+    refuses."""
+    url, name = env("FERRY_SHARE_URL"), env("FERRY_SHARE_NAME")
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = new_page(browser)
+        sign_in(page, "alice")
+        page.goto("/add")
+        page.get_by_label("One magnet link or http(s) URL per line").fill(url)
+        page.get_by_role("button", name="Add", exact=True).click()
+        expect(page).to_have_url(re.compile(r"/$"))
+        row = row_of(page, name)
+        expect(row.locator("[data-f=status]")).to_have_text(re.compile("Completed|Seeding"), timeout=LONG)
+        row.get_by_role("link", name=name, exact=True).click()
+        expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
+        print(f"JOB={page.url.rsplit('/', 1)[1]}", flush=True)
+
+        share = page.locator("section", has=page.get_by_role("heading", name="Share as a torrent"))
+        expect(share).to_be_visible()
+        shots(page, "job-share")
+        link = share.get_by_role("link", name="Download the .torrent")
+        with page.expect_download() as download:
+            link.click()
+        assert download.value.suggested_filename == f"{name}.torrent", download.value.suggested_filename
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        saved = ARTIFACTS / f"{name}.torrent"
+        download.value.save_as(saved)
+        print(f"TORRENT={saved}", flush=True)
+
+        page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+        share.get_by_role("button", name="Copy the magnet link").click()
+        expect(share.get_by_role("button", name="Magnet copied")).to_be_visible()
+        magnet = page.evaluate("navigator.clipboard.readText()")
+        assert magnet.startswith("magnet:?xt=urn:btih:"), magnet
+        print(f"MAGNET={magnet}", flush=True)
+        expect(share.locator("#share-error")).to_be_empty()
+        check_clean(page)
+
+        # Where the clipboard refuses, the magnet is put in a field, selected, to copy by hand.
+        refused = new_page(browser)
+        refused.add_init_script(
+            "navigator.clipboard.writeText = () => Promise.reject(new DOMException('no', 'NotAllowedError'))")
+        sign_in(refused, "alice")
+        refused.goto(page.url)
+        button = refused.get_by_role("button", name="Copy the magnet link")
+        button.click()
+        field = refused.get_by_role("textbox", name="Link to copy")
+        expect(field).to_have_value(magnet)
+        expect(field).to_be_focused()
+        assert field.evaluate("f => f.readOnly && f.selectionStart === 0 && f.selectionEnd === f.value.length")
+        expect(button).to_have_text("Copy the magnet link")
+        check_clean(refused)
+        browser.close()
+
+
+CALLBACK = "/api/v1/storage-profiles/google-drive/callback"
+
+
+def connect_drive(page: Page, name: str):
+    """On the storage page, asks to connect the Drive folder FERRY_DRIVE_FOLDER as `name`:
+    the browser goes to Google's consent page and is sent back to Ferry's callback, whose
+    answer this returns."""
+    page.goto("/storage")
+    form = page.locator("#drive-form")
+    form.get_by_label("Name", exact=True).fill(name)
+    form.get_by_label("Folder id").fill(env("FERRY_DRIVE_FOLDER"))
+    with page.expect_request(lambda r: r.url.startswith(URL + CALLBACK), timeout=30_000) as back:
+        form.get_by_role("button", name="Connect Google Drive").click()
+    # The browser went there through Google's page, for Ferry's client and callback.
+    google = back.value.redirected_from
+    assert google and google.url.startswith(env("FERRY_GOOGLE_AUTH")), google and google.url
+    asked = parse_qs(urlsplit(google.url).query)
+    assert asked["redirect_uri"] == [URL + CALLBACK], asked
+    assert asked["client_id"] == [env("FERRY_GOOGLE_CLIENT")], asked
+    return back.value.response()
+
+
+def scenario_drive_connect():
+    """Alice connects a Google Drive folder from her storage page: Google's consent (the fake
+    agrees at once) sends her back to Ferry, the folder is among her storage, and it works.
+    Ferry is at its public name (FERRY_URL), which FERRY_HOST_RULES leads to the server."""
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = new_page(browser)
+        sign_in(page, "alice")
+        page.goto("/storage")
+        expect(page.locator("tr[data-profile]")).to_have_count(0)
+        shots(page, "storage-drive-form")
+        answer = connect_drive(page, "Alice's Drive")
+        assert answer.status in (302, 303), f"{answer.status} {answer.text()}"
+        # Back on her storage page, which says so.
+        landed = urljoin(URL, answer.headers["location"])
+        assert urlsplit(landed).path == "/storage", landed
+        page.wait_for_url(landed)
+        page.wait_for_load_state()
+        expect(page.get_by_role("status").filter(has_text="Google Drive is connected.")).to_have_count(1)
+        # The pending connection's cookie is gone.
+        held = [c["name"] for c in page.context.cookies()]
+        assert "ferry_drive_connect" not in held, held
+
+        row = page.locator("tr[data-profile]", has_text="Alice's Drive")
+        expect(row).to_have_count(1)
+        expect(row).to_contain_text("google_drive")
+        expect(row).to_contain_text("folder " + env("FERRY_DRIVE_FOLDER"))
+        row.get_by_role("button", name="Test").click()
+        expect(row.get_by_role("status")).to_have_text("Works.", timeout=30_000)
+        shots(page, "storage-drive")
+        check_clean(page)
+        browser.close()
+
+
+def scenario_drive_declined():
+    """Alice declines on Google's page: she is told Drive was not connected, and her storage
+    page lists nothing new."""
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = new_page(browser)
+        sign_in(page, "alice")
+        answer = connect_drive(page, "Declined Drive")
+        assert answer.status in (302, 303), f"{answer.status} {answer.text()}"
+        # Back on the storage page, told in words (never raw JSON), nothing added.
+        page.wait_for_url(re.compile(r"/storage\?drive=drive_consent_denied$"))
+        page.wait_for_load_state()
+        expect(page.get_by_role("alert").filter(has_text="access was declined")).to_have_count(1)
+        assert "{" not in page.locator("main").inner_text()
+        held = [c["name"] for c in page.context.cookies()]
+        assert "ferry_drive_connect" not in held, held
+        shots(page, "storage-drive-declined")
+        expect(page.locator("tr[data-profile]")).to_have_count(0)
         check_clean(page)
         browser.close()
 

@@ -119,6 +119,29 @@ impl JobRepository for SqlJobRepository {
         Ok(mapping::from_row(row)?)
     }
 
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, RepoError> {
+        let rows: Vec<(String, i64)> = Jobs::find()
+            .select_only()
+            .column(Column::Status)
+            .column_as(Column::Id.count(), "n")
+            .group_by(Column::Status)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        let mut out = rows
+            .into_iter()
+            .map(|(status, n)| {
+                let status: JobStatus = status
+                    .parse()
+                    .map_err(|e| RepoError::Unexpected(anyhow::Error::new(e)))?;
+                Ok((status, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect::<Result<Vec<_>, RepoError>>()?;
+        out.sort_by_key(|(s, _)| s.as_str());
+        Ok(out)
+    }
+
     async fn status(&self, id: JobId) -> Result<JobStatus, RepoError> {
         let status: Option<String> = Jobs::find_by_id(id.as_uuid())
             .select_only()

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ferry_application::ports::{JobQueue, Lease, QueueError, Stage};
+use ferry_application::ports::{JobQueue, Lease, QueueError, QueueStats, Stage, WorkerSeen};
 use ferry_domain::JobId;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -25,6 +25,8 @@ struct State {
     again: HashSet<(Stage, JobId)>,
     dead: Vec<(Lease, String)>,
     next_receipt: u64,
+    /// When each stage's workers (in this process) first asked for work.
+    asked: HashMap<Stage, Instant>,
 }
 
 /// The one-process job queue. A job waits at most once per stage: enqueueing it again
@@ -123,6 +125,7 @@ impl JobQueue for EmbeddedQueue {
     }
 
     async fn claim(&self, stage: Stage, wait: Duration) -> Result<Option<Lease>, QueueError> {
+        self.lock().asked.entry(stage).or_insert_with(Instant::now);
         let deadline = Instant::now() + wait;
         loop {
             let notified = self.notify.notified();
@@ -190,6 +193,46 @@ impl JobQueue for EmbeddedQueue {
             .values()
             .any(|l| l.stage == stage && l.job_id == job_id);
         Ok(waiting || held)
+    }
+
+    async fn stats(&self, stage: Stage) -> Result<QueueStats, QueueError> {
+        let st = self.lock();
+        let now = Instant::now();
+        let ready: Vec<Instant> = st
+            .waiting
+            .get(&stage)
+            .map(|q| {
+                q.iter()
+                    .map(|w| w.visible_at)
+                    .filter(|at| *at <= now)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(QueueStats {
+            waiting: ready.len() as u64,
+            oldest_waiting: ready.iter().min().map(|at| now.duration_since(*at)),
+            held: st.leased.values().filter(|l| l.stage == stage).count() as u64,
+        })
+    }
+
+    /// This process's workers, for each stage they have claimed from: alive as long as the
+    /// process answers (a busy worker does not ask for more).
+    async fn workers(&self, stage: Stage) -> Result<Vec<WorkerSeen>, QueueError> {
+        let st = self.lock();
+        Ok(st
+            .asked
+            .get(&stage)
+            .map(|_| WorkerSeen {
+                name: "this process".to_owned(),
+                idle: Duration::ZERO,
+                pending: st.leased.values().filter(|l| l.stage == stage).count() as u64,
+            })
+            .into_iter()
+            .collect())
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64, QueueError> {
+        Ok(self.lock().dead.len() as u64)
     }
 
     async fn depth(&self, stage: Stage) -> Result<u64, QueueError> {

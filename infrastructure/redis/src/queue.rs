@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use ferry_application::ports::{JobQueue, Lease, QueueError, Stage, WorkerSeen};
+use ferry_application::ports::{JobQueue, Lease, QueueError, QueueStats, Stage, WorkerSeen};
 use ferry_domain::JobId;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
@@ -186,8 +186,10 @@ impl RedisQueue {
         self.redis.key(&format!("q:seen:{}", stage.as_str()))
     }
 
-    /// Records that this worker asks for work of `stage` (at most every [`SEEN_EVERY`]).
-    async fn say_seen(&self, stage: Stage) -> Result<(), QueueError> {
+    /// Records that this worker is alive and takes work of `stage` (at most every
+    /// [`SEEN_EVERY`]; when it claims, and while it holds a lease). Best effort: a failed
+    /// write is logged and never stops the work.
+    async fn say_seen(&self, stage: Stage) {
         {
             let mut seen = self
                 .seen
@@ -195,19 +197,20 @@ impl RedisQueue {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let now = tokio::time::Instant::now();
             match seen.get(&stage) {
-                Some(last) if now.duration_since(*last) < SEEN_EVERY => return Ok(()),
+                Some(last) if now.duration_since(*last) < SEEN_EVERY => return,
                 _ => seen.insert(stage, now),
             };
         }
         let mut c = self.conn();
-        let _: i64 = redis::cmd("HSET")
+        let written: redis::RedisResult<i64> = redis::cmd("HSET")
             .arg(self.seen_key(stage))
             .arg(&self.consumer)
             .arg(now_ms())
             .query_async(&mut c)
-            .await
-            .map_err(queue_error)?;
-        Ok(())
+            .await;
+        if let Err(e) = written {
+            tracing::debug!(error = %e, stage = stage.as_str(), "could not record that this worker is alive");
+        }
     }
 
     fn conn(&self) -> redis::aio::ConnectionManager {
@@ -454,7 +457,7 @@ impl JobQueue for RedisQueue {
         self.ensure_group(stage).await?;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            self.say_seen(stage).await?;
+            self.say_seen(stage).await;
             let mut entry = None;
             if self.maintenance_due(stage) {
                 self.promote_due().await?;
@@ -530,6 +533,7 @@ impl JobQueue for RedisQueue {
     }
 
     async fn renew(&self, lease: &Lease) -> Result<(), QueueError> {
+        self.say_seen(lease.stage).await;
         let mut c = self.conn();
         let held: i64 = self
             .renew
@@ -569,6 +573,58 @@ impl JobQueue for RedisQueue {
         Ok(len)
     }
 
+    async fn stats(&self, stage: Stage) -> Result<QueueStats, QueueError> {
+        let mut c = self.conn();
+        let stream = self.stream(stage);
+        let groups: redis::RedisResult<redis::streams::StreamInfoGroupsReply> = redis::cmd("XINFO")
+            .arg("GROUPS")
+            .arg(&stream)
+            .query_async(&mut c)
+            .await;
+        let group = match groups {
+            Ok(reply) => reply.groups.into_iter().find(|g| g.name == GROUP),
+            Err(e) if e.to_string().contains("no such key") => None,
+            Err(e) => return Err(queue_error(e)),
+        };
+        let Some(group) = group else {
+            return Ok(QueueStats::default());
+        };
+        // Entries are deleted once settled: the stream holds what waits and what is held.
+        let len: u64 = redis::cmd("XLEN")
+            .arg(&stream)
+            .query_async(&mut c)
+            .await
+            .map_err(queue_error)?;
+        let held = group.pending as u64;
+        let waiting = len.saturating_sub(held);
+        // The oldest entry not yet delivered comes right after the last delivered one; its
+        // id is the time it was added (due retries are added when they become due).
+        let next: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(&stream)
+            .arg(format!("({}", group.last_delivered_id))
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut c)
+            .await
+            .map_err(queue_error)?;
+        let oldest_waiting = next
+            .ids
+            .first()
+            .and_then(|e| e.id.split('-').next())
+            .and_then(|ms| ms.parse::<u64>().ok())
+            .map(|added| Duration::from_millis(now_ms().saturating_sub(added)));
+        Ok(QueueStats {
+            waiting,
+            oldest_waiting: oldest_waiting.filter(|_| waiting > 0),
+            held,
+        })
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64, QueueError> {
+        self.dead_letters().await
+    }
+
     async fn workers(&self, stage: Stage) -> Result<Vec<WorkerSeen>, QueueError> {
         let mut c = self.conn();
         let seen: HashMap<String, u64> = redis::cmd("HGETALL")
@@ -583,20 +639,30 @@ impl JobQueue for RedisQueue {
                 .arg(GROUP)
                 .query_async(&mut c)
                 .await;
-        let pending: HashMap<String, u64> = match reply {
-            Ok(reply) => reply
-                .consumers
-                .into_iter()
-                .map(|c| (c.name, c.pending as u64))
-                .collect(),
+        let consumers: Vec<redis::streams::StreamInfoConsumer> = match reply {
+            Ok(reply) => reply.consumers,
             // No worker has asked yet: the stream or its group does not exist.
             Err(e) if e.code() == Some("NOGROUP") || e.to_string().contains("no such key") => {
-                HashMap::new()
+                Vec::new()
             }
             Err(e) => return Err(queue_error(e)),
         };
+        let pending: HashMap<&str, u64> = consumers
+            .iter()
+            .map(|c| (c.name.as_str(), c.pending as u64))
+            .collect();
         let now = now_ms();
         let mut workers = Vec::new();
+        // A worker that holds messages is shown even if its heartbeat is missing.
+        for c in consumers.iter().filter(|c| c.pending > 0) {
+            if !seen.contains_key(&c.name) {
+                workers.push(WorkerSeen {
+                    name: c.name.clone(),
+                    idle: Duration::from_millis(c.idle as u64),
+                    pending: c.pending as u64,
+                });
+            }
+        }
         for (name, at) in seen {
             let idle = now.saturating_sub(at);
             if idle > FORGET_AFTER_MS {
@@ -608,7 +674,7 @@ impl JobQueue for RedisQueue {
                 continue;
             }
             workers.push(WorkerSeen {
-                pending: pending.get(&name).copied().unwrap_or(0),
+                pending: pending.get(name.as_str()).copied().unwrap_or(0),
                 name,
                 idle: Duration::from_millis(idle),
             });

@@ -407,6 +407,7 @@ async fn api(ports: &Ports, config: &Config, token: ApiToken) -> anyhow::Result<
         max_streams_per_owner: config.limits.max_streams_per_owner.get(),
         seed_by_default: config.seed.default,
         seed_limits: ports.seed_policy(),
+        gauges: ferry_api::Sampler::new(ports.volumes()),
     });
     Ok(Api {
         acceptor: TcpAcceptor::from_tokio(listener)?,

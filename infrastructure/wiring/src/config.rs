@@ -614,6 +614,7 @@ pub struct LogConfig {
     /// The default keeps libraries (OpenTelemetry, librqbit, sea-orm, sqlx, hyper, …) to
     /// warnings, and Ferry's own lines and the HTTP request log at `info`.
     pub level: String,
+    pub loki: LokiConfig,
 }
 
 impl Default for LogConfig {
@@ -621,6 +622,28 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Auto,
             level: "warn,ferry=info".to_owned(),
+            loki: LokiConfig::default(),
+        }
+    }
+}
+
+/// The same lines, also sent to Grafana Loki (stdout keeps them either way).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LokiConfig {
+    /// Loki's base URL (`http://loki:3100`); unset, nothing is sent.
+    #[serde(deserialize_with = "parse::optional_http_url")]
+    pub url: Option<Url>,
+    /// Lines held at most while Loki is slow or away; past that they are dropped and
+    /// counted (`ferry_log_lines_dropped_total`).
+    pub buffer_lines: NonZeroUsize,
+}
+
+impl Default for LokiConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            buffer_lines: parse::non_zero_usize(10_000),
         }
     }
 }
@@ -813,6 +836,23 @@ mod tests {
     }
 
     #[test]
+    fn loki_is_off_by_default_and_set_by_its_url() {
+        let defaults = Config::default().log.loki;
+        assert!(defaults.url.is_none(), "no Loki unless one is named");
+        assert_eq!(defaults.buffer_lines.get(), 10_000);
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FERRY_LOG__LOKI__URL", "http://loki:3100");
+            jail.set_env("FERRY_LOG__LOKI__BUFFER_LINES", "500");
+            let loaded = Config::load(None).unwrap();
+            let loki = loaded.config.log.loki;
+            assert_eq!(loki.url.unwrap().as_str(), "http://loki:3100/");
+            assert_eq!(loki.buffer_lines.get(), 500);
+            assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_secret_of_the_wrong_shape_is_never_echoed() {
         let key = "ab".repeat(32);
         for (var, value) in [
@@ -878,6 +918,17 @@ mod tests {
                 r#"fetch.proxy_dns: expected one of "proxy", "local", got "remot" (from FERRY_FETCH__PROXY_DNS)"#,
             ),
             ("FERRY_LOG__FORMAT", "jsno", "log.format: expected one of"),
+            (
+                "FERRY_LOG__LOKI__URL",
+                "loki:3100",
+                "log.loki.url: expected an http:// or https:// URL",
+            ),
+            ("FERRY_LOG__LOKI__URL", "udp://loki:3100", "log.loki.url"),
+            (
+                "FERRY_LOG__LOKI__BUFFER_LINES",
+                "0",
+                "log.loki.buffer_lines",
+            ),
             // Address ranges and addresses.
             (
                 "FERRY_FETCH__ALLOW",
@@ -992,6 +1043,7 @@ mod tests {
             ("FERRY_DATABASE_URL", "mysql://ferry:hunter2@db/ferry"),
             ("FERRY_REDIS_URL", "http://:hunter2@redis:6379"),
             ("FERRY_FETCH__PROXY", "ftp://user:hunter2@proxy:21"),
+            ("FERRY_LOG__LOKI__URL", "tcp://user:hunter2@loki:3100"),
         ] {
             let err = load_with(key, value).unwrap_or_else(|| panic!("{key} accepted"));
             assert!(!err.contains("hunter2"), "{key}: {err}");

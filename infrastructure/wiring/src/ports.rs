@@ -309,6 +309,20 @@ impl Ports {
         })))
     }
 
+    /// The disks Ferry writes to, for the free-space gauges.
+    pub fn volumes(&self) -> Vec<ferry_api::Volume> {
+        vec![
+            ferry_api::Volume {
+                name: "staging",
+                path: self.config.staging_dir(),
+            },
+            ferry_api::Volume {
+                name: "storage",
+                path: self.config.storage_dir(),
+            },
+        ]
+    }
+
     pub fn health(&self) -> Arc<HealthCheck> {
         Arc::new(HealthCheck {
             repo: self.repo.clone(),

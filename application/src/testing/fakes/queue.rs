@@ -145,6 +145,30 @@ impl JobQueue for MemoryQueue {
         Ok(waiting || held)
     }
 
+    async fn stats(&self, stage: Stage) -> Result<QueueStats, QueueError> {
+        let st = lock(&self.state);
+        let now = tokio::time::Instant::now();
+        let ready: Vec<tokio::time::Instant> = st
+            .ready
+            .get(stage.as_str())
+            .map(|q| {
+                q.iter()
+                    .map(|d| d.visible_at)
+                    .filter(|at| *at <= now)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(QueueStats {
+            waiting: ready.len() as u64,
+            oldest_waiting: ready.iter().min().map(|at| now.duration_since(*at)),
+            held: st.leased.values().filter(|l| l.0 == stage).count() as u64,
+        })
+    }
+
+    async fn dead_letter_count(&self) -> Result<u64, QueueError> {
+        Ok(lock(&self.state).dead.len() as u64)
+    }
+
     async fn depth(&self, stage: Stage) -> Result<u64, QueueError> {
         Ok(lock(&self.state)
             .ready

@@ -181,6 +181,16 @@ impl JobRepository for MemoryRepository {
         Ok(out)
     }
 
+    async fn count_by_status(&self) -> Result<Vec<(JobStatus, u64)>, RepoError> {
+        let mut counts: HashMap<JobStatus, u64> = HashMap::new();
+        for job in lock(&self.jobs).values() {
+            *counts.entry(job.status).or_default() += 1;
+        }
+        let mut out: Vec<(JobStatus, u64)> = counts.into_iter().collect();
+        out.sort_by_key(|(s, _)| s.as_str());
+        Ok(out)
+    }
+
     async fn record_byte_limit(&self, id: JobId, limit: Option<u64>) -> Result<(), RepoError> {
         let mut jobs = lock(&self.jobs);
         jobs.get_mut(&id).ok_or(RepoError::NotFound)?.byte_limit = limit;

@@ -19,7 +19,7 @@ use super::{TOUCH_GAP, corrupt, from_hex, to_hex};
 use crate::db_error;
 
 /// The most sessions one user's list shows.
-const MAX_LISTED: u64 = 200;
+const MAX_LISTED: u64 = 10_000;
 
 pub struct SqlSessions {
     db: DatabaseConnection,
