@@ -651,10 +651,28 @@ fn labelled(scrape: &str, family: &str, labels: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_answer_what_ferry_holds_and_requests_carry_an_id() {
     let dir = tempfile::tempdir().unwrap();
-    let f = ferry(&dir, &[]);
+    let f = ferry(&dir, &[("FERRY_FETCH__ALLOW", "[\"127.0.0.1/32\"]")]);
+    // A URL job fetched and delivered: its bytes are counted on the way in and out.
+    let file = dir.path().join("origin").join("counted.bin");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    common::origin::random_file(&file, 300 * 1024);
+    let origin = common::origin::Origin::start(&file, "counted.bin").await;
+    let (status, job) = f
+        .post_json(
+            "/jobs",
+            json!({"source": {"url": format!("http://{}/counted.bin", origin.addr)}, "seed": false}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    f.wait_status(
+        job["id"].as_str().unwrap(),
+        "completed",
+        std::time::Duration::from_secs(60),
+    )
+    .await;
     for i in 0..3u8 {
         let hash = format!("{:02x}{}", i + 0x40, &HASH[2..]);
         f.submit_magnet(&format!("magnet:?xt=urn:btih:{hash}"))
@@ -679,7 +697,31 @@ async fn metrics_answer_what_ferry_holds_and_requests_carry_an_id() {
                 .unwrap_or_else(|| panic!("no ferry_jobs for {s}:\n{scrape}"))
         })
         .sum();
-    assert_eq!(jobs, 3.0, "{scrape}");
+    assert_eq!(jobs, 4.0, "{scrape}");
+    let counted = |family: &str, labels: &str| labelled(&scrape, family, labels).unwrap_or(0.0);
+    assert!(
+        counted("ferry_fetch_bytes_total", "route=\"direct\"") >= 300.0 * 1024.0,
+        "{scrape}"
+    );
+    assert!(
+        counted("ferry_delivery_bytes_total", "backend=\"local\"") >= 300.0 * 1024.0,
+        "{scrape}"
+    );
+    assert!(
+        counted("ferry_fetch_duration_seconds_count", "outcome=\"ok\"") >= 1.0,
+        "{scrape}"
+    );
+    for family in [
+        "ferry_torrent_peers",
+        "ferry_torrent_download_rate_bytes_per_second",
+        "ferry_torrent_upload_rate_bytes_per_second",
+        "ferry_torrents_running",
+    ] {
+        assert!(
+            gauge(&scrape, family).is_some(),
+            "{family} missing:\n{scrape}"
+        );
+    }
     for stage in ["download", "upload", "fetch", "seed"] {
         let label = format!("stage=\"{stage}\"");
         for family in [

@@ -318,17 +318,14 @@ async fn pools(
 ) -> anyhow::Result<(Vec<StagePool>, Option<Arc<RqbitEngine>>)> {
     Ok(match role {
         Role::Serve => {
-            let (download, engine) = ports.download_pool().await?;
-            let seed = ports.seed_pool(engine.clone());
+            let (download, engine, metered) = ports.download_pool().await?;
+            let seed = ports.seed_pool(metered);
             let pools = vec![download, ports.deliver_pool(), ports.fetch_pool(), seed];
             (pools, Some(engine))
         }
         Role::TorrentWorker => {
-            let (download, engine) = ports.download_pool().await?;
-            (
-                vec![download, ports.seed_pool(engine.clone())],
-                Some(engine),
-            )
+            let (download, engine, metered) = ports.download_pool().await?;
+            (vec![download, ports.seed_pool(metered)], Some(engine))
         }
         Role::UploadWorker => (vec![ports.deliver_pool()], None),
         Role::FetchWorker => (vec![ports.fetch_pool()], None),

@@ -10,6 +10,7 @@
 mod accounts;
 mod app;
 pub mod config;
+mod metered;
 mod ports;
 mod stores;
 mod token;

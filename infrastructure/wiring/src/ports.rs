@@ -128,7 +128,10 @@ async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
         google: config.google.clone(),
         guard: storage_guard.clone(),
     });
-    let fetcher = Arc::new(ferry_fetch::HttpFetcher::new(fetch_settings(config))?);
+    let fetcher = Arc::new(crate::metered::MeteredFetcher::new(
+        Arc::new(ferry_fetch::HttpFetcher::new(fetch_settings(config))?),
+        config.fetch.proxy.is_some(),
+    ));
     Ok(Shared {
         fetcher,
         repo,
@@ -415,7 +418,7 @@ impl Ports {
     }
 
     /// The seed stage on a running engine.
-    pub fn seed_pool(&self, engine: Arc<RqbitEngine>) -> StagePool {
+    pub fn seed_pool(&self, engine: Arc<dyn TorrentEngine>) -> StagePool {
         StagePool {
             handler: Arc::new(SeedStage {
                 lifecycle: self.lifecycle(),
@@ -438,7 +441,10 @@ impl Ports {
     ///
     /// # Errors
     /// When the engine cannot start (staging folder, listening port).
-    pub async fn download_pool(&self) -> anyhow::Result<(StagePool, Arc<RqbitEngine>)> {
+    /// Also returns the engine as the stages see it (metered), for the seed stage.
+    pub async fn download_pool(
+        &self,
+    ) -> anyhow::Result<(StagePool, Arc<RqbitEngine>, Arc<dyn TorrentEngine>)> {
         let t = &self.config.torrent;
         let engine = Arc::new(
             RqbitEngine::start(EngineConfig {
@@ -454,12 +460,12 @@ impl Ports {
             })
             .await?,
         );
-        let port: Arc<dyn TorrentEngine> = engine.clone();
+        let port: Arc<dyn TorrentEngine> = crate::metered::MeteredEngine::new(engine.clone());
         let pool = StagePool {
             handler: Arc::new(DownloadStage {
                 lifecycle: self.lifecycle(),
                 queue: self.queue.clone(),
-                engine: port,
+                engine: port.clone(),
                 staging: self.staging.clone(),
                 limits: self.limits(),
                 settings: DownloadSettings {
@@ -470,6 +476,6 @@ impl Ports {
             }),
             concurrency: self.config.workers.downloads.get(),
         };
-        Ok((pool, engine))
+        Ok((pool, engine, port))
     }
 }

@@ -12,6 +12,7 @@ use ferry_domain::{Credentials, OwnerId, ProfileId, StorageBackend, StorageProfi
 use ferry_s3::{S3Settings, S3Store};
 
 use crate::config::{GoogleConfig, StorageConfig};
+use crate::metered::MeteredStore;
 
 pub struct ProfileStores {
     pub local: Arc<dyn ObjectStore>,
@@ -32,7 +33,7 @@ impl StoreResolver for ProfileStores {
         profile: Option<ProfileId>,
     ) -> Result<Arc<dyn ObjectStore>, StoreError> {
         let Some(id) = profile else {
-            return Ok(self.local.clone());
+            return Ok(MeteredStore::wrap(self.local.clone(), "local"));
         };
         let sealed = self
             .profiles
@@ -50,7 +51,14 @@ impl StoreResolver for ProfileStores {
         let credentials: Credentials = serde_json::from_slice(&plain).map_err(|e| {
             StoreError::Unexpected(anyhow::Error::new(e).context("sealed credentials are corrupt"))
         })?;
-        self.build(&sealed.profile, &credentials).await
+        let backend = match sealed.profile.backend {
+            StorageBackend::S3 { .. } => "s3",
+            StorageBackend::GoogleDrive { .. } => "google_drive",
+        };
+        Ok(MeteredStore::wrap(
+            self.build(&sealed.profile, &credentials).await?,
+            backend,
+        ))
     }
 
     async fn build(
