@@ -83,6 +83,18 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Requests/s of `GET url` over keep-alive connections; every answer must be 200.
+    Http {
+        #[arg(long)]
+        url: String,
+        /// A request header, `Name: value`.
+        #[arg(long)]
+        header: Option<String>,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+    },
     /// SSE fan-out latency.
     Fanout {
         #[arg(long)]
@@ -147,6 +159,21 @@ fn main() -> anyhow::Result<()> {
                 engine,
                 out,
             } => package(&file, piece_length, &engine, out.as_deref()).await,
+            Command::Http {
+                url,
+                header,
+                seconds,
+                connections,
+            } => {
+                let header = header
+                    .as_deref()
+                    .map(|h| h.split_once(':').map(|(k, v)| (k.trim(), v.trim())))
+                    .map(|h| h.context("--header is `Name: value`"))
+                    .transpose()?;
+                let rps = auth::load(&url, header, connections, seconds).await?;
+                println!("{rps:.1}");
+                Ok(())
+            }
             Command::Fanout {
                 api,
                 token,
