@@ -117,6 +117,16 @@ pub struct DefaultProfile {
     pub profile: Option<Uuid>,
 }
 
+impl ProfileDto {
+    /// `p` as the API shows it to its owner, whose default profile is `default`.
+    fn of(p: &StorageProfile, default: Option<ProfileId>) -> Self {
+        Self {
+            is_default: default == Some(p.id),
+            ..p.into()
+        }
+    }
+}
+
 impl From<&StorageProfile> for ProfileDto {
     fn from(p: &StorageProfile) -> Self {
         let (s3, google_drive) = match &p.backend {
@@ -249,12 +259,7 @@ impl ProfilesApi {
         let all = self.state.profiles.list(caller.owner()).await?;
         let default = self.state.profiles.default_of(caller.owner()).await?;
         Ok(Json(
-            all.iter()
-                .map(|p| ProfileDto {
-                    is_default: default == Some(p.id),
-                    ..p.into()
-                })
-                .collect(),
+            all.iter().map(|p| ProfileDto::of(p, default)).collect(),
         ))
     }
 
@@ -318,10 +323,7 @@ impl ProfilesApi {
             .get(caller.owner(), parse_id(&id)?)
             .await?;
         let default = self.state.profiles.default_of(caller.owner()).await?;
-        Ok(Json(ProfileDto {
-            is_default: default == Some(p.id),
-            ..(&p).into()
-        }))
+        Ok(Json(ProfileDto::of(&p, default)))
     }
 
     /// Delete a storage profile (jobs already delivered keep their files).

@@ -158,6 +158,24 @@ pub struct QueueStats {
     pub held: u64,
 }
 
+impl QueueStats {
+    /// The stats of a queue held in memory: its messages' visibility times (delayed ones
+    /// are not waiting yet) and the leases held, at `now`.
+    pub fn in_memory(
+        now: tokio::time::Instant,
+        visible_at: impl IntoIterator<Item = tokio::time::Instant>,
+        held: u64,
+    ) -> Self {
+        let ready: Vec<tokio::time::Instant> =
+            visible_at.into_iter().filter(|at| *at <= now).collect();
+        Self {
+            waiting: ready.len() as u64,
+            oldest_waiting: ready.iter().min().map(|at| now.duration_since(*at)),
+            held,
+        }
+    }
+}
+
 /// A worker as its queue last saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerSeen {

@@ -197,22 +197,15 @@ impl JobQueue for EmbeddedQueue {
 
     async fn stats(&self, stage: Stage) -> Result<QueueStats, QueueError> {
         let st = self.lock();
-        let now = Instant::now();
-        let ready: Vec<Instant> = st
-            .waiting
-            .get(&stage)
-            .map(|q| {
-                q.iter()
-                    .map(|w| w.visible_at)
-                    .filter(|at| *at <= now)
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(QueueStats {
-            waiting: ready.len() as u64,
-            oldest_waiting: ready.iter().min().map(|at| now.duration_since(*at)),
-            held: st.leased.values().filter(|l| l.stage == stage).count() as u64,
-        })
+        Ok(QueueStats::in_memory(
+            Instant::now(),
+            st.waiting
+                .get(&stage)
+                .into_iter()
+                .flatten()
+                .map(|w| w.visible_at),
+            st.leased.values().filter(|l| l.stage == stage).count() as u64,
+        ))
     }
 
     /// This process's workers, for each stage they have claimed from: alive as long as the

@@ -147,22 +147,15 @@ impl JobQueue for MemoryQueue {
 
     async fn stats(&self, stage: Stage) -> Result<QueueStats, QueueError> {
         let st = lock(&self.state);
-        let now = tokio::time::Instant::now();
-        let ready: Vec<tokio::time::Instant> = st
-            .ready
-            .get(stage.as_str())
-            .map(|q| {
-                q.iter()
-                    .map(|d| d.visible_at)
-                    .filter(|at| *at <= now)
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(QueueStats {
-            waiting: ready.len() as u64,
-            oldest_waiting: ready.iter().min().map(|at| now.duration_since(*at)),
-            held: st.leased.values().filter(|l| l.0 == stage).count() as u64,
-        })
+        Ok(QueueStats::in_memory(
+            tokio::time::Instant::now(),
+            st.ready
+                .get(stage.as_str())
+                .into_iter()
+                .flatten()
+                .map(|d| d.visible_at),
+            st.leased.values().filter(|l| l.0 == stage).count() as u64,
+        ))
     }
 
     async fn dead_letter_count(&self) -> Result<u64, QueueError> {

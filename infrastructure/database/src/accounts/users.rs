@@ -133,6 +133,30 @@ impl SqlUsers {
     }
 }
 
+/// `update` writing the four quota overrides.
+fn set_quotas(
+    update: sea_orm::UpdateMany<user::Entity>,
+    q: Quotas,
+) -> sea_orm::UpdateMany<user::Entity> {
+    update
+        .col_expr(
+            user::Column::QuotaActiveJobs,
+            Expr::value(stored_quota(q.active_jobs)),
+        )
+        .col_expr(
+            user::Column::QuotaJobBytes,
+            Expr::value(stored_quota(q.job_bytes)),
+        )
+        .col_expr(
+            user::Column::QuotaStoredBytes,
+            Expr::value(stored_quota(q.stored_bytes)),
+        )
+        .col_expr(
+            user::Column::QuotaSeedingJobs,
+            Expr::value(stored_quota(q.seeding_jobs)),
+        )
+}
+
 #[async_trait]
 impl UserRepository for SqlUsers {
     async fn insert(&self, user: &User, identity: Option<&Identity>) -> Result<(), RepoError> {
@@ -269,8 +293,7 @@ impl UserRepository for SqlUsers {
     }
 
     async fn update(&self, user: &User) -> Result<(), RepoError> {
-        let q = user.quotas;
-        let result = user::Entity::update_many()
+        let result = set_quotas(user::Entity::update_many(), user.quotas)
             .col_expr(
                 user::Column::DisplayName,
                 Expr::value(user.display_name.clone()),
@@ -278,22 +301,6 @@ impl UserRepository for SqlUsers {
             .col_expr(user::Column::Email, Expr::value(user.email.clone()))
             .col_expr(user::Column::Role, Expr::value(user.role.as_str()))
             .col_expr(user::Column::Disabled, Expr::value(user.disabled))
-            .col_expr(
-                user::Column::QuotaActiveJobs,
-                Expr::value(stored_quota(q.active_jobs)),
-            )
-            .col_expr(
-                user::Column::QuotaJobBytes,
-                Expr::value(stored_quota(q.job_bytes)),
-            )
-            .col_expr(
-                user::Column::QuotaStoredBytes,
-                Expr::value(stored_quota(q.stored_bytes)),
-            )
-            .col_expr(
-                user::Column::QuotaSeedingJobs,
-                Expr::value(stored_quota(q.seeding_jobs)),
-            )
             .filter(user::Column::Id.eq(user.id.as_str()))
             .exec(&self.db)
             .await
@@ -313,23 +320,7 @@ impl UserRepository for SqlUsers {
             update = update.col_expr(user::Column::Disabled, Expr::value(disabled));
         }
         if let Some(q) = change.quotas {
-            update = update
-                .col_expr(
-                    user::Column::QuotaActiveJobs,
-                    Expr::value(stored_quota(q.active_jobs)),
-                )
-                .col_expr(
-                    user::Column::QuotaJobBytes,
-                    Expr::value(stored_quota(q.job_bytes)),
-                )
-                .col_expr(
-                    user::Column::QuotaStoredBytes,
-                    Expr::value(stored_quota(q.stored_bytes)),
-                )
-                .col_expr(
-                    user::Column::QuotaSeedingJobs,
-                    Expr::value(stored_quota(q.seeding_jobs)),
-                );
+            update = set_quotas(update, q);
         }
         if change == &UserChange::default() {
             // Nothing to write; the user must still exist.
