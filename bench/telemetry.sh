@@ -6,26 +6,36 @@
 #     a request-log line at info, so "on" pushes one Loki line per request);
 #   - a SIZE_MIB URL job fetched from a local origin and delivered to local storage: seconds
 #     from submission to `completed`.
-# Prints both medians and the ratios. Target: telemetry costs under 5 % (throughput on/off
-# ≥ 0.95, download time on/off ≤ 1.05). The Loki endpoint accepts every push (no decoding):
-# this measures Ferry's side of the push.
+# Prints the medians and the ratios, and what Ferry itself spent: CPU milliseconds per
+# thousand requests and CPU seconds per download (from /proc, the steadiest measure on a
+# small shared box, where the load generator, the origin and the Loki endpoint run on the
+# same cores). Target: telemetry costs under 5 % (throughput on/off ≥ 0.95, download time
+# on/off ≤ 1.05). The Loki endpoint accepts every push (no decoding): this measures Ferry's
+# side of the push. Each round warms up first and the order alternates (off/on, on/off).
 #
-#   bench/telemetry.sh        # SIZE_MIB=256 ROUNDS=3 SECONDS_PER_RUN=5 CONNECTIONS=16
+#   bench/telemetry.sh        # FERRY_BIN=… BENCH_BIN=… skip the build; SIZE_MIB=256 ROUNDS=5 SECONDS_PER_RUN=5 CONNECTIONS=16 DOWNLOADS=3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${SIZE_MIB:-256}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
+DOWNLOADS=${DOWNLOADS:-3}
 SECS=${SECONDS_PER_RUN:-5}
 CONN=${CONNECTIONS:-16}
 for p in curl python3; do
   command -v $p >/dev/null || { echo "bench: $p is missing (scripts/test-deps.sh installs it)" >&2; exit 1; }
 done
 
-echo "building (release)…" >&2
-cargo build --release -q -p ferry -p ferry-bench
-target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-FERRY="$target/release/ferry"
-BENCH="$target/release/ferry-bench"
+if [ -n "${FERRY_BIN:-}" ] && [ -n "${BENCH_BIN:-}" ]; then
+  # Binaries built elsewhere (e.g. copied out of the target folder to compare versions).
+  FERRY=$FERRY_BIN
+  BENCH=$BENCH_BIN
+else
+  echo "building (release)…" >&2
+  cargo build --release -q -p ferry -p ferry-bench
+  target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  FERRY="$target/release/ferry"
+  BENCH="$target/release/ferry-bench"
+fi
 
 W=$(mktemp -d /tmp/ferry-bench.XXXXXX)
 pids=()
@@ -100,6 +110,9 @@ stop_ferry() {
   wait "$FPID" 2>/dev/null || true
 }
 
+# CPU seconds (user + system) the ferry process has used so far.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$FPID/stat"; }
+
 # Seconds from submitting the URL job to its completion.
 download() {
   local started id status
@@ -118,16 +131,30 @@ download() {
   awk "BEGIN { printf \"%.3f\", $(now) - $started }"
 }
 
-declare -A rps secs
+declare -A rps secs cpu_req cpu_dl
 for round in $(seq 1 "$ROUNDS"); do
-  for mode in off on; do
+  order="off on"
+  [ $((round % 2)) -eq 0 ] && order="on off"
+  for mode in $order; do
     start_ferry "$mode"
+    # Warm-up: connections, the database's caches, the first Loki push.
+    "$BENCH" http --url "$API/jobs" --header "Authorization: Bearer $TOKEN" --seconds 1 --connections "$CONN" >/dev/null
+    c0=$(cpu)
     r=$("$BENCH" http --url "$API/jobs" --header "Authorization: Bearer $TOKEN" --seconds "$SECS" --connections "$CONN")
-    s=$(download)
+    c1=$(cpu)
+    per_k=$(awk "BEGIN { printf \"%.1f\", ($c1 - $c0) * 1000 / ($r * $SECS) * 1000 }")
+    ds=""
+    c2=$(cpu)
+    for _ in $(seq 1 "$DOWNLOADS"); do ds+="$(download) "; done
+    c3=$(cpu)
+    s=$(tr ' ' '\n' <<<"$ds" | grep . | median)
+    per_dl=$(awk "BEGIN { printf \"%.3f\", ($c3 - $c2) / $DOWNLOADS }")
     stop_ferry
     rps[$mode]+="$r "
     secs[$mode]+="$s "
-    echo "round $round, telemetry $mode: $r requests/s, ${SIZE_MIB} MiB URL job in $s s" >&2
+    cpu_req[$mode]+="$per_k "
+    cpu_dl[$mode]+="$per_dl "
+    echo "round $round, telemetry $mode: $r requests/s ($per_k CPU ms per 1000), ${SIZE_MIB} MiB URL job in $s s (median of $DOWNLOADS; $per_dl CPU s each)" >&2
   done
 done
 
@@ -137,3 +164,8 @@ secs_off=$(tr ' ' '\n' <<<"${secs[off]}" | grep . | median)
 secs_on=$(tr ' ' '\n' <<<"${secs[on]}" | grep . | median)
 echo "API throughput (median): off $rps_off requests/s, on $rps_on requests/s, on/off $(awk "BEGIN { printf \"%.3f\", $rps_on / $rps_off }") (target ≥ 0.95)"
 echo "${SIZE_MIB} MiB URL job (median): off $secs_off s, on $secs_on s, on/off $(awk "BEGIN { printf \"%.3f\", $secs_on / $secs_off }") (target ≤ 1.05)"
+med() { tr ' ' '\n' <<<"$1" | grep . | median; }
+k_off=$(med "${cpu_req[off]}"); k_on=$(med "${cpu_req[on]}")
+d_off=$(med "${cpu_dl[off]}"); d_on=$(med "${cpu_dl[on]}")
+echo "Ferry's CPU per 1000 requests (median): off $k_off ms, on $k_on ms, on/off $(awk "BEGIN { printf \"%.3f\", $k_on / $k_off }")"
+echo "Ferry's CPU per ${SIZE_MIB} MiB URL job (median): off $d_off s, on $d_on s, on/off $(awk "BEGIN { printf \"%.3f\", $d_on / $d_off }")"

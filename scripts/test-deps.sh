@@ -119,6 +119,13 @@ if ! schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS"; then
   python3 -m pip install -q "schemathesis==$SCHEMATHESIS" || $SUDO python3 -m pip install -q "schemathesis==$SCHEMATHESIS"
 fi
 
+# The qBittorrent-compatible API is driven by the Python client scripts use (cli/tests/qbittorrent.rs).
+QBITTORRENT_API=2026.10.1
+if ! python3 -c "import sys, importlib.metadata as m; sys.exit(m.version('qbittorrent-api') != '$QBITTORRENT_API')" 2>/dev/null; then
+  echo "test-deps: installing qbittorrent-api $QBITTORRENT_API"
+  python3 -m pip install -q "qbittorrent-api==$QBITTORRENT_API" || $SUDO python3 -m pip install -q "qbittorrent-api==$QBITTORRENT_API"
+fi
+
 # The browser tests (cli/tests/web.rs) drive Debian's chromium with Playwright for Python;
 # Playwright's own browser download is never used.
 PLAYWRIGHT=1.56.0

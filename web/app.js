@@ -653,6 +653,18 @@ function initStorage() {
       say($('#s3-error'), error.message);
     }
   });
+  const folder = $('#folder-form');
+  folder?.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    say($('#folder-error'), '');
+    const body = { name: folder.name.value.trim(), kind: 'folder', path: folder.path.value.trim() };
+    try {
+      await api('POST', '/storage-profiles', body);
+      location.reload();
+    } catch (error) {
+      say($('#folder-error'), error.message);
+    }
+  });
   const drive = $('#drive-form');
   drive?.addEventListener('submit', async (e) => {
     e.preventDefault();

@@ -57,7 +57,8 @@ impl Edge {
     pub async fn handle<E: Endpoint>(&self, ep: &E, mut req: Request) -> Response {
         let started = Instant::now();
         let method = method_label(req.method());
-        let cap = if UPLOADS.contains(&req.uri().path()) {
+        let path = req.uri().path();
+        let cap = if UPLOADS.contains(&path) || crate::qbittorrent::is_upload(path) {
             self.upload_cap
         } else {
             self.json_cap
@@ -102,7 +103,9 @@ impl Edge {
             // too large.
             resp = too_large(cap);
         }
-        if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+            && !resp.headers().contains_key(header::ALLOW)
+        {
             let allow = self
                 .routes
                 .get(&shape(&route))

@@ -83,6 +83,7 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         | C::InvalidUrl
         | C::InvalidEventId
         | C::InvalidStorageProfile
+        | C::StorageFolderNotAllowed
         | C::InvalidAccount
         | C::LoginFailed
         | C::InvalidSetupLink
@@ -114,6 +115,7 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         | C::TorrentTooLarge
         | C::StorageEndpointNotAllowed
         | C::StorageAuthFailed
+        | C::SharedDirUnset
         | C::UrlNotAllowed
         | C::UrlUnavailable
         | C::TrackerNotAllowed
@@ -171,6 +173,24 @@ impl ApiError {
             | Self::BadGateway(b)
             | Self::Unavailable(b)
             | Self::Internal(b) => &b.code,
+        }
+    }
+
+    /// The error's message.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::BadRequest(b)
+            | Self::Unauthorized(b, _)
+            | Self::Forbidden(b)
+            | Self::NotFound(b)
+            | Self::Conflict(b)
+            | Self::PayloadTooLarge(b)
+            | Self::UnsupportedMediaType(b)
+            | Self::Unprocessable(b)
+            | Self::TooManyRequests(b, _)
+            | Self::BadGateway(b)
+            | Self::Unavailable(b)
+            | Self::Internal(b) => &b.message,
         }
     }
 
@@ -372,6 +392,8 @@ impl From<ProfilesError> for ApiError {
             ProfilesError::NotFound => C::StorageProfileNotFound,
             ProfilesError::Unreachable(_) => C::StorageUnreachable,
             ProfilesError::AuthFailed(_) => C::StorageAuthFailed,
+            ProfilesError::SharedDirUnset => C::SharedDirUnset,
+            ProfilesError::FolderRefused(_) => C::StorageFolderNotAllowed,
             ProfilesError::Unavailable(_) => return Self::from(JobsError::Unavailable(message)),
             ProfilesError::Unexpected(e) => return Self::internal(&format!("{e:#}")),
         };

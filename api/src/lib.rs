@@ -13,6 +13,7 @@ mod gauges;
 mod jobs;
 mod links;
 mod profiles;
+mod qbittorrent;
 mod range;
 mod server;
 mod streams;
@@ -25,7 +26,8 @@ use std::time::Duration;
 use ferry_application::ports::IdentityProvider;
 use ferry_application::ports::ProgressBus;
 use ferry_application::{
-    Accounts, DriveConnect, FileLinks, HealthCheck, Jobs, ProvisionPolicy, StorageProfiles,
+    Accounts, Categories, DriveConnect, FileLinks, HealthCheck, Jobs, ProvisionPolicy,
+    StorageProfiles,
 };
 use poem::listener::TcpAcceptor;
 use poem::{EndpointExt, Response};
@@ -41,6 +43,12 @@ const FORM_SLACK: u64 = 64 * 1024;
 /// What the API needs from the rest of Ferry.
 pub struct ApiState {
     pub jobs: Arc<Jobs>,
+    /// Categories and tags (the qBittorrent-compatible API under `/api/v2`).
+    pub categories: Arc<Categories>,
+    /// The server's local storage (`{dir}/{owner}/{job}/…`), when this process sees it.
+    pub local_storage_dir: Option<std::path::PathBuf>,
+    /// Whether the engine uses the DHT (`torrent.dht`), as qBittorrent's clients ask.
+    pub torrent_dht: bool,
     pub profiles: Arc<StorageProfiles>,
     /// "Connect Google Drive" (`None`: no Google OAuth client is configured).
     pub drive: Option<Arc<DriveConnect>>,
@@ -132,6 +140,7 @@ pub fn app(state: Arc<ApiState>, stopping: CancellationToken) -> impl poem::Endp
             }),
         )
         .nest("/docs", docs)
+        .nest("/api/v2", qbittorrent::routes())
         .at("/metrics", {
             let state = state.clone();
             poem::endpoint::make(move |_| {

@@ -7,16 +7,19 @@ use chrono::{DateTime, Utc};
 use ferry_domain::{Credentials, ErrorCode, ProfileId, StorageBackend, StorageProfile};
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object, OpenApi, Tags, Union};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags, Union};
 use uuid::Uuid;
 
 use crate::ApiState;
 use crate::auth::Caller;
+use crate::dto::Text;
 use crate::error::{ApiError, Fails, statuses};
+use ferry_application::StorageProfiles;
 
 #[derive(Tags)]
 enum Tag {
-    /// Storage profiles: S3 buckets and Google Drive folders to deliver to.
+    /// Storage profiles: S3 buckets, Google Drive folders and folders on the server's shared
+    /// volume to deliver to.
     StorageProfiles,
 }
 
@@ -30,7 +33,7 @@ statuses! {
     ListFails: 401, 403, 429, 500, 503;
     ReadFails: 401, 403, 404, 429, 500, 503;
     DefaultFails: 400, 401, 403, 404, 413, 415, 429, 500, 503;
-    TestFails: 401, 403, 404, 422, 429, 500, 502, 503;
+    TestFails: 400, 401, 403, 404, 422, 429, 500, 502, 503;
 }
 
 /// An S3-compatible bucket.
@@ -56,12 +59,34 @@ pub struct DriveRequest {
     pub refresh_token: String,
 }
 
-/// A new profile: a name and exactly one of `s3` or `google_drive`.
+/// A new profile: a name and exactly one of `s3` or `google_drive`, or a folder on the
+/// shared volume (`"kind": "folder"`).
 #[derive(Debug, Union)]
 #[oai(one_of)]
 pub enum ProfileRequest {
     S3(S3Profile),
     GoogleDrive(DriveProfile),
+    Folder(FolderProfile),
+}
+
+/// A folder on the server's shared volume (`storage.shared_dir`), which other programs
+/// (Sonarr, Radarr) mounting the same volume read directly: each job's files go to
+/// `{location}/{job id}/…` and stay there. Refused with `422 shared_dir_unset` on a server
+/// without a shared volume.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct FolderProfile {
+    pub name: Text,
+    pub kind: FolderKind,
+    /// The folder, relative to your area of the shared volume: `/`-separated file names
+    /// (`tv`, `media/films`); `""` is the area itself.
+    pub path: Text,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum FolderKind {
+    Folder,
 }
 
 #[derive(Debug, Object)]
@@ -97,10 +122,16 @@ pub struct DriveDto {
 pub struct ProfileDto {
     pub id: Uuid,
     pub name: String,
-    /// `s3` or `google_drive`.
+    /// `s3`, `google_drive` or `folder`.
     pub kind: String,
     pub s3: Option<S3Dto>,
     pub google_drive: Option<DriveDto>,
+    /// `folder`: the folder, relative to the owner's area of the shared volume (`""`: the
+    /// area itself).
+    pub path: Option<String>,
+    /// `folder`: the absolute directory on the server's shared volume it maps to; a job's
+    /// files are in `{location}/{job id}/`. Absent when this server has no shared volume.
+    pub location: Option<String>,
     pub created_at: DateTime<Utc>,
     /// Jobs that name no destination are delivered here.
     #[oai(rename = "default")]
@@ -119,9 +150,12 @@ pub struct DefaultProfile {
 
 impl ProfileDto {
     /// `p` as the API shows it to its owner, whose default profile is `default`.
-    fn of(p: &StorageProfile, default: Option<ProfileId>) -> Self {
+    fn of(p: &StorageProfile, default: Option<ProfileId>, profiles: &StorageProfiles) -> Self {
         Self {
             is_default: default == Some(p.id),
+            location: profiles
+                .location(p)
+                .map(|dir| dir.to_string_lossy().into_owned()),
             ..p.into()
         }
     }
@@ -129,7 +163,7 @@ impl ProfileDto {
 
 impl From<&StorageProfile> for ProfileDto {
     fn from(p: &StorageProfile) -> Self {
-        let (s3, google_drive) = match &p.backend {
+        let (s3, google_drive, path) = match &p.backend {
             StorageBackend::S3 {
                 endpoint,
                 region,
@@ -145,13 +179,16 @@ impl From<&StorageProfile> for ProfileDto {
                     path_style: *path_style,
                 }),
                 None,
+                None,
             ),
             StorageBackend::GoogleDrive { folder_id } => (
                 None,
                 Some(DriveDto {
                     folder_id: folder_id.clone(),
                 }),
+                None,
             ),
+            StorageBackend::Folder { path } => (None, None, Some(path.clone())),
         };
         Self {
             id: p.id.as_uuid(),
@@ -159,6 +196,8 @@ impl From<&StorageProfile> for ProfileDto {
             kind: p.backend.kind().to_owned(),
             s3,
             google_drive,
+            path,
+            location: None,
             created_at: p.created_at,
             is_default: false,
         }
@@ -236,6 +275,26 @@ impl ProfilesApi {
                     refresh_token: d.refresh_token,
                 },
             ),
+            ProfileRequest::Folder(FolderProfile {
+                name: Text(name),
+                kind: _,
+                path: Text(path),
+            }) => {
+                // The domain trims a leading '/' for programs; a person who types one
+                // means an absolute path, which is not what they would get.
+                if path.starts_with('/') {
+                    return Err(invalid(
+                        "the folder path is relative to your area of the shared volume: it may not start with '/'"
+                            .to_owned(),
+                    )
+                    .into());
+                }
+                (
+                    name,
+                    StorageBackend::folder(&path).map_err(|e| invalid(e.to_string()))?,
+                    Credentials::None,
+                )
+            }
         };
         let profile = self
             .state
@@ -245,7 +304,11 @@ impl ProfilesApi {
         caller
             .audit(&self.state, req, "profile.create", profile.id.to_string())
             .await;
-        Ok(Created::Created(Json((&profile).into())))
+        Ok(Created::Created(Json(ProfileDto::of(
+            &profile,
+            None,
+            &self.state.profiles,
+        ))))
     }
 
     /// The caller's storage profiles.
@@ -259,7 +322,9 @@ impl ProfilesApi {
         let all = self.state.profiles.list(caller.owner()).await?;
         let default = self.state.profiles.default_of(caller.owner()).await?;
         Ok(Json(
-            all.iter().map(|p| ProfileDto::of(p, default)).collect(),
+            all.iter()
+                .map(|p| ProfileDto::of(p, default, &self.state.profiles))
+                .collect(),
         ))
     }
 
@@ -323,7 +388,7 @@ impl ProfilesApi {
             .get(caller.owner(), parse_id(&id)?)
             .await?;
         let default = self.state.profiles.default_of(caller.owner()).await?;
-        Ok(Json(ProfileDto::of(&p, default)))
+        Ok(Json(ProfileDto::of(&p, default, &self.state.profiles)))
     }
 
     /// Delete a storage profile (jobs already delivered keep their files).

@@ -421,6 +421,65 @@ impl Accounts {
         self.bearer(token, Use::Request).await
     }
 
+    /// The caller for a user name and a token given as its password (qBittorrent's login, and
+    /// HTTP Basic authentication): the token must be a live credential of the user so named
+    /// (their local login name, their e-mail address or their id), and a personal token.
+    /// Failures are audited and rate limited per address, like password logins.
+    ///
+    /// # Errors
+    /// `RateLimited`, `InvalidCredentials` (a wrong pair, whichever half is wrong).
+    pub async fn login_with_token(
+        &self,
+        name: &str,
+        token: &str,
+        client: &ClientInfo,
+    ) -> Result<Caller, AccountsError> {
+        let ip = client_key(client);
+        // Only failures count against the address: a client authenticating every request
+        // (HTTP Basic) must not use up the budget of the people logging in beside it.
+        let refused = async |detail: &str, user: Option<&OwnerId>| {
+            // A name that looks like a token (fields swapped) is not written down.
+            let named = (!name.contains(TOKEN_PREFIX)).then(|| name.trim().to_owned());
+            self.audit_failure(user, "login", named, client, detail)
+                .await;
+            self.limited(&format!("login-ip:{ip}"), self.settings.login_ip_limit)
+                .await
+                .and(Err(AccountsError::InvalidCredentials))
+        };
+        let name = name.trim();
+        let caller = match self.authenticate_bearer(token).await {
+            // Personal tokens only: the bootstrap token is the operator's, and an identity
+            // provider's access tokens expire under a client that stores its password.
+            Ok(caller) if matches!(caller.via, Via::Token(_)) => caller,
+            Ok(_) | Err(AccountsError::Unauthorized) => return refused("bad token", None).await,
+            Err(other) => return Err(other),
+        };
+        let user = self.users.get(&caller.user).await?;
+        let named = match &user {
+            _ if caller.user.as_str() == name => true,
+            Some(user)
+                if user
+                    .email
+                    .as_deref()
+                    .is_some_and(|e| e.eq_ignore_ascii_case(name)) =>
+            {
+                true
+            }
+            Some(user) => match UserName::parse(name) {
+                Ok(parsed) => matches!(
+                    self.users.by_local_name(&parsed).await?,
+                    Some((found, _)) if found.id == user.id
+                ),
+                Err(_) => false,
+            },
+            None => false,
+        };
+        if !named {
+            return refused("the token belongs to another user", Some(&caller.user)).await;
+        }
+        Ok(caller)
+    }
+
     /// Whom a bearer token stands for now, changing nothing (no last-use times, no
     /// provisioning): for an answer that lasts, such as an event stream, to ask again.
     ///

@@ -198,6 +198,7 @@ mod tests {
             resolver: f.resolver.clone(),
             clock: f.clock.clone(),
             endpoints: Arc::new(FakeAddressGuard::default()),
+            shared_dir: None,
         });
         let connect = DriveConnect {
             consent: consent.clone(),

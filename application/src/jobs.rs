@@ -109,9 +109,11 @@ impl From<EngineError> for JobsError {
 impl From<StoreError> for JobsError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unreachable(m) | StoreError::AuthFailed(m) | StoreError::NotAllowed(m) => {
-                Self::Unavailable(m)
-            }
+            StoreError::Unreachable(m)
+            | StoreError::AuthFailed(m)
+            | StoreError::NotAllowed(m)
+            | StoreError::NotConfigured(m)
+            | StoreError::FolderRefused(m) => Self::Unavailable(m),
             other => Self::Unexpected(other.into()),
         }
     }
@@ -172,6 +174,15 @@ pub struct Jobs {
     /// Where trackers and peers may be (`torrent.allow`): the engine must not be made to
     /// contact internal addresses on a user's behalf.
     pub torrent_addresses: Arc<dyn AddressGuard>,
+}
+
+impl JobsError {
+    fn from_fetch(e: crate::ports::FetchError) -> Self {
+        match e {
+            crate::ports::FetchError::NotAllowed(m) => Self::UrlNotAllowed(m),
+            other => Self::UrlRefused(other.to_string()),
+        }
+    }
 }
 
 impl Jobs {
@@ -640,6 +651,41 @@ impl Jobs {
     pub async fn torrent(&self, owner: &OwnerId, id: JobId) -> Result<TorrentMetadata, JobsError> {
         let job = self.get(owner, id).await?;
         job.metadata.ok_or(JobsError::TorrentNotReady)
+    }
+
+    /// Changes how the job seeds once finished (`None`: not at all). A job seeding now
+    /// takes the new limits within the seed stage's re-read interval (30 s).
+    ///
+    /// # Errors
+    /// `NotFound`.
+    pub async fn set_seed_policy(
+        &self,
+        owner: &OwnerId,
+        id: JobId,
+        seed: Option<ferry_domain::SeedPolicy>,
+    ) -> Result<(), JobsError> {
+        self.get(owner, id).await?;
+        Ok(self.lifecycle.repo.record_seed(id, seed).await?)
+    }
+
+    /// The .torrent file at `url` (at most `max_bytes`), fetched like a URL job's content:
+    /// through the proxy, every address checked against the policy.
+    ///
+    /// # Errors
+    /// `InvalidUrl`, `UrlNotAllowed`, `UrlRefused` (unreachable, an error status, too large).
+    pub async fn fetch_torrent(&self, url: &str, max_bytes: u64) -> Result<Vec<u8>, JobsError> {
+        let url = ferry_domain::FetchUrl::parse(url)?;
+        let body = self
+            .fetcher
+            .open(&url, None)
+            .await
+            .map_err(JobsError::from_fetch)?;
+        if body.info().size.is_some_and(|size| size > max_bytes) {
+            return Err(JobsError::UrlRefused(format!(
+                "the .torrent is larger than {max_bytes} bytes"
+            )));
+        }
+        body.bytes(max_bytes).await.map_err(JobsError::from_fetch)
     }
 
     /// A user-requested move; a job that moved meanwhile reports the move as illegal from

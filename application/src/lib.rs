@@ -5,6 +5,7 @@
 //! queue, torrent client or storage is behind a port.
 
 pub mod accounts;
+pub mod categories;
 pub mod drive_connect;
 pub mod health;
 pub mod jobs;
@@ -22,6 +23,7 @@ pub use accounts::{
     AccountSettings, Accounts, AccountsError, Caller, ClientInfo, NewSession, ProvisionPolicy,
     SessionView, SetupLink, UserChange, Via,
 };
+pub use categories::{Categories, CategoriesError};
 pub use drive_connect::{
     CONNECT_TTL, ConnectStart, DriveConnect, DriveConnectError, PendingConnect,
 };

@@ -1,6 +1,7 @@
 //! The storage-profile use cases: create (with sealed credentials), list, delete, test; and
 //! re-sealing every profile's credentials under the current key (`ferry keys rotate`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use ferry_domain::{Credentials, OwnerId, ProfileError, ProfileId, StorageBackend, StorageProfile};
@@ -25,6 +26,14 @@ pub enum ProfilesError {
     PrivateEndpoint(String),
     #[error("storage profile not found")]
     NotFound,
+    #[error(
+        "folder profiles are not available: this server has no shared volume (storage.shared_dir)"
+    )]
+    SharedDirUnset,
+    #[error(
+        "the folder leads outside your area of the shared volume (through a symbolic link), or a file stands in its way"
+    )]
+    FolderRefused(String),
     #[error("the storage cannot be reached, or it does not answer like the storage it should be")]
     Unreachable(String),
     #[error("the storage rejected the credentials")]
@@ -62,6 +71,14 @@ impl From<StoreError> for ProfilesError {
                 tracing::info!(error = %m, "storage check: address not allowed");
                 Self::PrivateEndpoint(m)
             }
+            StoreError::NotConfigured(m) => {
+                tracing::info!(error = %m, "storage check: not configured");
+                Self::SharedDirUnset
+            }
+            StoreError::FolderRefused(m) => {
+                tracing::info!(error = %m, "storage check: folder refused");
+                Self::FolderRefused(m)
+            }
             StoreError::Unexpected(e) => Self::Unexpected(e),
         }
     }
@@ -75,6 +92,8 @@ pub struct StorageProfiles {
     /// The storage policy (`storage.allow_private_endpoints`, `storage.allow`): the same one
     /// the storage clients resolve names with.
     pub endpoints: Arc<dyn AddressGuard>,
+    /// The shared volume folder profiles deliver into (`storage.shared_dir`), if any.
+    pub shared_dir: Option<PathBuf>,
 }
 
 impl StorageProfiles {
@@ -145,6 +164,12 @@ impl StorageProfiles {
             }
         }
         Ok(())
+    }
+
+    /// The absolute directory a folder profile delivers into, as this server sees it
+    /// (`None` for other kinds, or without a shared volume).
+    pub fn location(&self, profile: &StorageProfile) -> Option<PathBuf> {
+        profile.folder_dir(self.shared_dir.as_deref()?)
     }
 
     /// # Errors

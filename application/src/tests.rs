@@ -780,6 +780,7 @@ async fn a_job_with_a_storage_profile_is_delivered_there_with_digests() {
             guard.map("s3.internal.example", "10.0.0.9");
             Arc::new(guard)
         },
+        shared_dir: None,
     };
     let creds = Credentials::S3 {
         access_key_id: "AK".into(),

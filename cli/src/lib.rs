@@ -3,9 +3,11 @@
 //! configuration, set up logging and metrics, and run a [`Role`]'s [`ferry_wiring::App`]
 //! (the composition root) until SIGTERM or SIGINT.
 //!
-//! They live in one package so the end-to-end tests can start every binary.
+//! They live in one package so the end-to-end tests can start every binary. `ferry` is
+//! also the API's command-line client ([`client`]: `login`, `add`, `ls`, `watch`, `get`, …).
 
 mod banner;
+pub mod client;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -981,3 +981,414 @@ async fn purging_a_job_mid_upload_leaves_no_object_no_staging_and_no_job() {
         );
     }
 }
+
+// ---- folders on the shared volume ----
+
+fn folder_profile(name: &str, path: &str) -> Value {
+    json!({"name": name, "kind": "folder", "path": path})
+}
+
+/// Asserts an error answer: its status, its code, and a message saying why.
+fn assert_refused((status, answer): &(u16, Value), want: u16, code: &str, what: &str) {
+    assert_eq!(
+        (*status, answer["code"].as_str()),
+        (want, Some(code)),
+        "{what}: {answer}"
+    );
+    assert!(
+        answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{what}: {answer}"
+    );
+}
+
+/// Serves `size` random bytes as `/{name}` from the test's own origin; returns its URL (the
+/// origin lives as long as the test's runtime) and their SHA-256.
+async fn origin_file(root: &std::path::Path, name: &str, size: u64) -> (String, String) {
+    let file = root.join("origin").join(name);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let sha = common::origin::random_file(&file, size);
+    let origin = common::origin::Origin::start(&file, name).await;
+    (format!("http://{}/{name}", origin.addr), sha)
+}
+
+/// `ferry serve` (its shared folder the default `{data_dir}/shared`), allowed to fetch from
+/// the test's own origin on loopback.
+fn serve_with_origin(root: &std::path::Path) -> Ferry {
+    Ferry::start(
+        &root.join("ferry"),
+        &[
+            ("FERRY_FETCH__ALLOW", "[\"127.0.0.1/32\"]"),
+            ("FERRY_WORKERS__PROGRESS_INTERVAL", "50ms"),
+        ],
+    )
+}
+
+/// Submits a URL job delivered to `profile`; returns its id.
+async fn url_job(ferry: &Ferry, url: &str, profile: &str) -> String {
+    let (status, job) = ferry
+        .post_json(
+            "/jobs",
+            json!({"source": {"url": url}, "storage_profile": profile}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    job["id"].as_str().unwrap().to_owned()
+}
+
+/// The names in a folder.
+fn names(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A folder profile: a URL job delivered there is a plain file in
+/// `{shared_dir}/{owner}/{path}/{job}/`, where another program reads it (and may rewrite it
+/// without touching Ferry's copies); the API serves it; the folder takes the jobs that name
+/// none once it is the default; a purge removes the job's folder only, and deleting the
+/// profile leaves the files where they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_job_is_delivered_into_a_folder_of_the_shared_volume_and_stays_there() {
+    use std::os::unix::fs::MetadataExt;
+    init();
+    let (_keep, root) = test_dir();
+    let ferry = serve_with_origin(&root);
+    let owner = owner_id(&ferry).await;
+    let shared = ferry.data_dir.join("shared");
+    assert!(shared.is_dir(), "ferry serve makes {{data_dir}}/shared");
+
+    let (status, profile) = ferry
+        .post_json("/storage-profiles", folder_profile("TV", "tv/"))
+        .await;
+    assert_eq!(status, 201, "{profile}");
+    let folder = shared.join(&owner).join("tv");
+    assert_eq!(
+        (
+            profile["kind"].as_str(),
+            profile["path"].as_str(),
+            profile["location"].as_str()
+        ),
+        (Some("folder"), Some("tv"), folder.to_str()),
+        "{profile}"
+    );
+    assert!(folder.is_dir(), "the profile's check made its folder");
+    let pid = profile["id"].as_str().unwrap().to_owned();
+    let (status, tested) = ferry
+        .post_json(&format!("/storage-profiles/{pid}/test"), json!({}))
+        .await;
+    assert_eq!(
+        (status, tested["ok"].as_bool()),
+        (200, Some(true)),
+        "{tested}"
+    );
+    let (_, listed) = ferry.get_json("/storage-profiles").await;
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["location"].as_str(), folder.to_str(), "{listed}");
+    let (status, got) = ferry.get_json(&format!("/storage-profiles/{pid}")).await;
+    assert_eq!((status, got["path"].as_str()), (200, Some("tv")), "{got}");
+
+    // A URL job with the folder as its destination.
+    let (url, sha) = origin_file(&root, "episode.mkv", 3 * MIB + 7).await;
+    let id = url_job(&ferry, &url, &pid).await;
+    ferry
+        .wait_status(&id, "completed", Duration::from_secs(120))
+        .await;
+    let (_, files) = ferry.get_json(&format!("/jobs/{id}/files")).await;
+    let name = files[0]["path"].as_str().unwrap().to_owned();
+    assert_eq!(files[0]["sha256"].as_str(), Some(sha.as_str()), "{files}");
+    let delivered = folder.join(&id).join(&name);
+    assert_eq!(sha256_hex(&std::fs::read(&delivered).unwrap()), sha);
+    assert_eq!(
+        std::fs::metadata(&delivered).unwrap().nlink(),
+        1,
+        "the delivered file is its own, not another name of the content store's"
+    );
+    let r = ferry
+        .req(Method::GET, &format!("/jobs/{id}/files/0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(sha256_hex(&r.bytes().await.unwrap()), sha);
+
+    // The default destination: a job that names none goes there (the same content, stored
+    // once by Ferry, is a file of its own in the folder).
+    let r = ferry
+        .req(Method::PUT, "/me/default-storage-profile")
+        .json(&json!({"profile": pid}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (status, again) = ferry
+        .post_json("/jobs", json!({"source": {"url": url}}))
+        .await;
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(
+        again["storage_profile"].as_str(),
+        Some(pid.as_str()),
+        "{again}"
+    );
+    let again = again["id"].as_str().unwrap().to_owned();
+    ferry
+        .wait_status(&again, "completed", Duration::from_secs(120))
+        .await;
+    let second = folder.join(&again).join(&name);
+    assert_eq!(sha256_hex(&std::fs::read(&second).unwrap()), sha);
+    // Another program rewriting one delivered file changes nothing else.
+    std::fs::write(&delivered, b"retagged").unwrap();
+    assert_eq!(sha256_hex(&std::fs::read(&second).unwrap()), sha);
+
+    // A purge removes the job's folder, not the profile's; nor the other job's files.
+    ferry.purge(&id).await;
+    assert!(
+        !folder.join(&id).exists(),
+        "the purged job's folder is gone"
+    );
+    assert!(folder.is_dir() && second.is_file());
+    // Deleting the profile leaves the delivered files in place.
+    let r = ferry
+        .req(Method::DELETE, &format!("/storage-profiles/{pid}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(sha256_hex(&std::fs::read(&second).unwrap()), sha);
+    let (_, default) = ferry.get_json("/me/default-storage-profile").await;
+    assert_eq!(default, json!({}), "the default went with the profile");
+}
+
+/// Hostile folder paths, links planted in a user's area by another program on the volume,
+/// and two users with a folder of the same name: every path stays in its owner's area.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_profiles_keep_each_user_inside_their_own_area() {
+    use common::login::{add_user, browser};
+    init();
+    let (_keep, root) = test_dir();
+    let ferry = serve_with_origin(&root);
+    let shared = ferry.data_dir.join("shared");
+    let alice = owner_id(&ferry).await;
+    add_user(&ferry, "bob", false);
+    let bob = browser(&ferry, "bob").await;
+    let bob_id = bob.user_id().await;
+    assert_ne!(alice, bob_id);
+
+    let long = "x".repeat(300);
+    let cases: Vec<(Value, &str)> = vec![
+        (folder_profile("p", "../x"), "invalid_storage_profile"),
+        (folder_profile("p", "/etc"), "invalid_storage_profile"),
+        (folder_profile("p", "a/../../b"), "invalid_storage_profile"),
+        (folder_profile("p", ".."), "invalid_storage_profile"),
+        (folder_profile("p", "tv/./x"), "invalid_storage_profile"),
+        (folder_profile("p", "a//b"), "invalid_storage_profile"),
+        (folder_profile("p", "a\u{0}b"), "invalid_storage_profile"),
+        (folder_profile("p", "a\\b"), "invalid_storage_profile"),
+        (folder_profile("p", "tv\nx"), "invalid_storage_profile"),
+        (folder_profile("p", &long), "invalid_storage_profile"),
+        (
+            folder_profile("p", &format!("../{bob_id}/tv")),
+            "invalid_storage_profile",
+        ),
+        (folder_profile("", "tv"), "invalid_storage_profile"),
+        (
+            json!({"name": "p", "kind": "folder", "path": "tv", "prefix": "x"}),
+            "invalid_request",
+        ),
+        (
+            json!({"name": "p", "kind": "disk", "path": "tv"}),
+            "invalid_request",
+        ),
+        (json!({"name": "p", "kind": "folder"}), "invalid_request"),
+        (
+            json!({"name": false, "kind": "folder", "path": "tv"}),
+            "invalid_request",
+        ),
+        (
+            json!({"name": "p", "kind": "folder", "path": 5}),
+            "invalid_request",
+        ),
+    ];
+    for (body, code) in cases {
+        let answer = ferry.post_json("/storage-profiles", body.clone()).await;
+        assert_refused(&answer, 400, code, &body.to_string());
+    }
+    assert!(!shared.join("x").exists() && !shared.join("b").exists());
+
+    // Two users, one folder name, two folders.
+    let (status, mine) = ferry
+        .post_json("/storage-profiles", folder_profile("TV", "tv"))
+        .await;
+    assert_eq!(status, 201, "{mine}");
+    let (status, theirs) = bob
+        .json(
+            Method::POST,
+            "/storage-profiles",
+            Some(folder_profile("TV", "tv")),
+        )
+        .await;
+    assert_eq!(status, 201, "{theirs}");
+    assert_eq!(
+        mine["location"].as_str(),
+        shared.join(&alice).join("tv").to_str()
+    );
+    assert_eq!(
+        theirs["location"].as_str(),
+        shared.join(&bob_id).join("tv").to_str()
+    );
+    let mine = mine["id"].as_str().unwrap().to_owned();
+
+    // Bob can neither see, test, use nor delete Alice's profile, nor read her files.
+    for (method, path) in [
+        (Method::GET, format!("/storage-profiles/{mine}")),
+        (Method::POST, format!("/storage-profiles/{mine}/test")),
+        (Method::DELETE, format!("/storage-profiles/{mine}")),
+    ] {
+        let answer = bob.json(method.clone(), &path, None).await;
+        assert_refused(&answer, 404, "storage_profile_not_found", &path);
+    }
+    let (url, sha) = origin_file(&root, "film.mkv", MIB).await;
+    let answer = bob
+        .json(
+            Method::POST,
+            "/jobs",
+            Some(json!({"source": {"url": url}, "storage_profile": mine})),
+        )
+        .await;
+    assert_refused(&answer, 422, "storage_profile_not_found", "a job");
+    let id = url_job(&ferry, &url, &mine).await;
+    ferry
+        .wait_status(&id, "completed", Duration::from_secs(120))
+        .await;
+    let (status, _) = bob
+        .json(Method::GET, &format!("/jobs/{id}/files/0"), None)
+        .await;
+    assert_eq!(status, 404);
+    let (_, files) = ferry.get_json(&format!("/jobs/{id}/files")).await;
+    let name = files[0]["path"].as_str().unwrap();
+    let delivered = shared.join(&alice).join("tv").join(&id).join(name);
+    assert_eq!(sha256_hex(&std::fs::read(delivered).unwrap()), sha);
+
+    // Links another program planted in Alice's area: to `/`, to Bob's area.
+    let area = shared.join(&alice);
+    std::os::unix::fs::symlink("/", area.join("root")).unwrap();
+    std::os::unix::fs::symlink(shared.join(&bob_id), area.join("bob")).unwrap();
+    std::os::unix::fs::symlink(format!("../{bob_id}/tv"), area.join("bobs-tv")).unwrap();
+    for path in ["root", "root/tmp", "bob", "bob/tv", "bobs-tv/new"] {
+        let answer = ferry
+            .post_json("/storage-profiles", folder_profile("p", path))
+            .await;
+        assert_refused(&answer, 400, "storage_folder_not_allowed", path);
+    }
+    assert_eq!(
+        names(&shared.join(&bob_id)),
+        ["tv"],
+        "nothing made in Bob's area"
+    );
+    assert!(names(&shared.join(&bob_id).join("tv")).is_empty());
+
+    // A folder that becomes a link after the profile was saved: refused by the test, and a
+    // job delivering there fails with the same code, writing nothing in Bob's area.
+    let (status, later) = ferry
+        .post_json("/storage-profiles", folder_profile("Later", "later"))
+        .await;
+    assert_eq!(status, 201, "{later}");
+    let later = later["id"].as_str().unwrap().to_owned();
+    std::fs::remove_dir(area.join("later")).unwrap();
+    std::os::unix::fs::symlink(shared.join(&bob_id), area.join("later")).unwrap();
+    let answer = ferry
+        .post_json(&format!("/storage-profiles/{later}/test"), json!({}))
+        .await;
+    assert_refused(&answer, 400, "storage_folder_not_allowed", "the test");
+    let id = url_job(&ferry, &url, &later).await;
+    let failed = ferry
+        .wait_status(&id, "failed", Duration::from_secs(120))
+        .await;
+    assert_eq!(
+        failed["error"]["code"].as_str(),
+        Some("storage_folder_not_allowed"),
+        "{failed}"
+    );
+    assert_eq!(
+        names(&shared.join(&bob_id)),
+        ["tv"],
+        "nothing delivered to Bob"
+    );
+}
+
+/// The distributed processes have no shared volume unless one is configured: a folder profile
+/// is then refused (`422 shared_dir_unset`), and a job whose upload worker lacks the volume
+/// fails with that code rather than writing somewhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_shared_dir_folder_profiles_are_refused_and_their_jobs_fail_clearly() {
+    init();
+    if !require(&["psql", "redis-cli"]) {
+        return;
+    }
+    let Some(db) = FreshDb::create() else { return };
+    let (_keep, root) = test_dir();
+    let redis = test_redis_url();
+    let mut cluster = Cluster::new(
+        &root,
+        &db.url,
+        &redis,
+        &[
+            ("FERRY_FETCH__ALLOW", "[\"127.0.0.1/32\"]"),
+            ("FERRY_WORKERS__PROGRESS_INTERVAL", "50ms"),
+        ],
+    );
+    cluster.migrate();
+    let plain = cluster.api();
+    let answer = plain
+        .post_json("/storage-profiles", folder_profile("TV", "tv"))
+        .await;
+    assert_refused(&answer, 422, "shared_dir_unset", "an API without a volume");
+
+    // An API with the volume saves the profile; the upload worker has none.
+    let shared = root.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    cluster.env.push((
+        "FERRY_STORAGE__SHARED_DIR".to_owned(),
+        shared.display().to_string(),
+    ));
+    let api = cluster.api();
+    cluster.env.pop();
+    let (status, profile) = api
+        .post_json("/storage-profiles", folder_profile("TV", "tv"))
+        .await;
+    assert_eq!(status, 201, "{profile}");
+    let pid = profile["id"].as_str().unwrap().to_owned();
+    let (_, seen) = plain.get_json(&format!("/storage-profiles/{pid}")).await;
+    assert_eq!(seen["kind"], "folder", "{seen}");
+    assert!(
+        seen.get("location").is_none(),
+        "no volume, no location: {seen}"
+    );
+    let _fetcher = cluster.worker("fetch");
+    let _uploader = cluster.worker("upload");
+    let (url, _) = origin_file(&root, "film.mkv", MIB).await;
+    let id = url_job(&api, &url, &pid).await;
+    let failed = api
+        .wait_status(&id, "failed", Duration::from_secs(120))
+        .await;
+    assert_eq!(
+        failed["error"]["code"].as_str(),
+        Some("shared_dir_unset"),
+        "{failed}"
+    );
+    assert!(
+        names(&shared.join(owner_id(&api).await).join("tv")).is_empty(),
+        "nothing delivered"
+    );
+    redis_cli(
+        &redis,
+        &[
+            "EVAL",
+            "for _,k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end",
+            "0",
+            &format!("{}:*", cluster.prefix),
+        ],
+    );
+}

@@ -216,6 +216,26 @@ fn every_page_passes_axe_in_light_and_dark_and_fits_a_phone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_adds_a_folder_on_the_shared_volume_from_the_storage_page() {
+    if !browser_ready() {
+        return;
+    }
+    init();
+    let (_dir, root) = test_dir();
+    let f = Ferry::start(&root.join("ferry"), &[]);
+    add_user(&f, "alice", false);
+    let alice = browser(&f, "alice").await.user_id().await;
+    let folder = f.data_dir.join("shared").join(&alice).join("tv");
+    let location = folder.display().to_string();
+    tokio::task::block_in_place(|| scenario(&f, "folder", &[("FERRY_FOLDER", &location)]));
+    assert!(folder.is_dir(), "the folder was made on the volume");
+    assert!(
+        !f.data_dir.join("shared").join("bob").exists(),
+        "the refused path made nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_adds_an_s3_bucket_gets_a_job_delivered_there_and_revokes_a_token() {
     if !browser_ready() || !require(&["opentracker", "aria2c", "mktorrent", "ffmpeg", "aws"]) {
         return;

@@ -69,6 +69,9 @@ error_codes! {
     InvalidEventId = "invalid_event_id", jobs: false;
     /// The storage profile's fields are not valid.
     InvalidStorageProfile = "invalid_storage_profile", jobs: false;
+    /// A folder profile's path leads outside its owner's area of the shared volume (through
+    /// a symbolic link), or something other than a folder stands in its way.
+    StorageFolderNotAllowed = "storage_folder_not_allowed", jobs: true;
     /// A user name, display name, email, token name, scope or role is not valid.
     InvalidAccount = "invalid_account", jobs: false;
     /// The login's `state` does not match this browser's, the login is too old, or the
@@ -161,6 +164,9 @@ error_codes! {
     StorageEndpointNotAllowed = "storage_endpoint_not_allowed", jobs: true;
     /// The storage refused the profile's credentials.
     StorageAuthFailed = "storage_auth_failed", jobs: true;
+    /// Folder profiles need a shared volume, and this server has none configured
+    /// (`storage.shared_dir`).
+    SharedDirUnset = "shared_dir_unset", jobs: true;
     /// The URL (or a redirect) is, or resolves to, an address that may not be reached.
     UrlNotAllowed = "url_not_allowed", jobs: true;
     /// The URL answered with an HTTP error.

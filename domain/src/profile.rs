@@ -1,13 +1,18 @@
 //! Storage profiles: where a user wants a job's files delivered.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use url::Url;
 use uuid::Uuid;
 
-use crate::OwnerId;
+use crate::{OwnerId, SafePath};
+
+/// Longest folder path accepted, in bytes (each segment is also held to [`SafePath`]'s
+/// limits: at most 255 bytes, no device names).
+pub const MAX_FOLDER_PATH_LEN: usize = 1024;
 
 #[derive(
     Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -71,6 +76,13 @@ pub enum StorageBackend {
     },
     /// A Google Drive folder; each job gets a folder of its own under it.
     GoogleDrive { folder_id: String },
+    /// A folder on the server's shared volume (`storage.shared_dir`) that other programs
+    /// read directly: `{shared_dir}/{owner}/{path}`, each job in a folder of its own under it.
+    Folder {
+        /// Relative to the owner's area of the shared volume: `/`-separated safe file names;
+        /// empty for the area itself.
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,6 +99,10 @@ pub enum ProfileError {
     Prefix,
     #[error("the Drive folder id must be 1 to 128 letters, digits, '-' or '_'")]
     Folder,
+    #[error(
+        "the folder path must be relative to your area of the shared volume: '/'-separated file names (1 to 255 bytes each, not '.' or '..', no '\\', NUL or control characters), 1024 bytes at most"
+    )]
+    FolderPath,
     #[error("{0} is required")]
     Missing(&'static str),
 }
@@ -181,12 +197,47 @@ impl StorageBackend {
         }
     }
 
+    /// A validated folder on the shared volume. Leading and trailing `/` are trimmed; the
+    /// empty path is the owner's area itself.
+    ///
+    /// # Errors
+    /// [`ProfileError::FolderPath`] for a segment that is not a safe file name, or a path
+    /// that is too long.
+    pub fn folder(path: &str) -> Result<Self, ProfileError> {
+        let path = path.trim_matches('/');
+        let ok =
+            path.is_empty() || (path.len() <= MAX_FOLDER_PATH_LEN && SafePath::parse(path).is_ok());
+        if ok {
+            Ok(Self::Folder {
+                path: path.to_owned(),
+            })
+        } else {
+            Err(ProfileError::FolderPath)
+        }
+    }
+
+    /// The kind as the API names it (`s3`, `google_drive`, `folder`), also the `backend`
+    /// label of delivery metrics.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::S3 { .. } => "s3",
             Self::GoogleDrive { .. } => "google_drive",
+            Self::Folder { .. } => "folder",
         }
     }
+}
+
+/// The owner's area of the shared volume: `{shared_dir}/{owner}`. Owner ids are safe file
+/// names ([`OwnerId::parse`]), so the area is always directly under `shared_dir`.
+pub fn shared_area(shared_dir: &Path, owner: &OwnerId) -> PathBuf {
+    shared_dir.join(owner.as_str())
+}
+
+/// Where a folder profile's files go: `{shared_dir}/{owner}/{path}`.
+pub fn folder_dir(shared_dir: &Path, owner: &OwnerId, path: &str) -> PathBuf {
+    path.split('/')
+        .filter(|seg| !seg.is_empty())
+        .fold(shared_area(shared_dir, owner), |dir, seg| dir.join(seg))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +270,14 @@ impl StorageProfile {
             created_at: now,
         })
     }
+
+    /// The directory a folder profile delivers into (`None` for other kinds).
+    pub fn folder_dir(&self, shared_dir: &Path) -> Option<PathBuf> {
+        match &self.backend {
+            StorageBackend::Folder { path } => Some(folder_dir(shared_dir, &self.owner, path)),
+            _ => None,
+        }
+    }
 }
 
 /// Credentials of a profile, sealed at rest. `Debug` never prints them.
@@ -232,6 +291,9 @@ pub enum Credentials {
     GoogleDrive {
         refresh_token: String,
     },
+    /// No credentials: a folder on the shared volume needs none. Sealed like the others,
+    /// so every profile is stored, listed and re-sealed the same way.
+    None,
 }
 
 impl fmt::Debug for Credentials {
@@ -239,6 +301,7 @@ impl fmt::Debug for Credentials {
         match self {
             Self::S3 { .. } => f.write_str("Credentials::S3(***)"),
             Self::GoogleDrive { .. } => f.write_str("Credentials::GoogleDrive(***)"),
+            Self::None => f.write_str("Credentials::None"),
         }
     }
 }
@@ -249,6 +312,7 @@ impl Credentials {
             (self, backend),
             (Self::S3 { .. }, StorageBackend::S3 { .. })
                 | (Self::GoogleDrive { .. }, StorageBackend::GoogleDrive { .. })
+                | (Self::None, StorageBackend::Folder { .. })
         )
     }
 }
@@ -321,11 +385,84 @@ mod tests {
         assert!(!format!("{c:?}").contains("SECRET"));
     }
 
+    #[test]
+    fn folders_are_relative_safe_names_and_trimmed() {
+        for (given, want) in [
+            ("tv", "tv"),
+            ("/tv/", "tv"),
+            ("/etc", "etc"),
+            ("", ""),
+            ("/", ""),
+            ("Series/Some Show (2024)", "Series/Some Show (2024)"),
+            ("films/été", "films/été"),
+        ] {
+            assert_eq!(
+                StorageBackend::folder(given),
+                Ok(StorageBackend::Folder { path: want.into() }),
+                "{given:?}"
+            );
+        }
+        let long = "x".repeat(300);
+        let deep = vec!["abcdefghij"; 100].join("/");
+        for bad in [
+            "..",
+            "../x",
+            "a/../../b",
+            "a/./b",
+            "a//b",
+            "a\\b",
+            "a\0b",
+            "a\nb",
+            "tv/\u{7f}",
+            "C:",
+            "nul",
+            long.as_str(),
+            deep.as_str(),
+        ] {
+            assert_eq!(
+                StorageBackend::folder(bad),
+                Err(ProfileError::FolderPath),
+                "{bad:?}"
+            );
+        }
+        let owner = OwnerId::parse("alice").unwrap_or_else(OwnerId::local);
+        let folder = StorageBackend::folder("tv/new").unwrap_or_else(|e| panic!("{e}"));
+        let p =
+            StorageProfile::new(owner, "TV", folder, Utc::now()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            p.folder_dir(Path::new("/srv/shared")),
+            Some(PathBuf::from("/srv/shared/alice/tv/new"))
+        );
+        assert_eq!(
+            folder_dir(Path::new("/srv/shared"), &p.owner, ""),
+            PathBuf::from("/srv/shared/alice")
+        );
+        assert!(Credentials::None.matches(&p.backend));
+        assert!(
+            !Credentials::None
+                .matches(&StorageBackend::google_drive("x").unwrap_or_else(|e| panic!("{e}")))
+        );
+        assert_eq!(
+            serde_json::to_value(&p.backend).unwrap_or_default(),
+            serde_json::json!({"kind": "folder", "path": "tv/new"})
+        );
+    }
+
     proptest! {
         #[test]
         fn validation_never_panics(e in "\\PC{0,40}", b in "\\PC{0,70}", p in "\\PC{0,30}") {
             let _ = StorageBackend::s3(&e, "r", &b, Some(&p), true);
             let _ = StorageBackend::google_drive(&b);
+            let _ = StorageBackend::folder(&b);
+        }
+
+        #[test]
+        fn a_folder_never_leaves_the_owners_area(p in "[a./\\\\\\x00-]{0,12}") {
+            if let Ok(StorageBackend::Folder { path }) = StorageBackend::folder(&p) {
+                let dir = folder_dir(Path::new("/s"), &OwnerId::local(), &path);
+                prop_assert!(dir.starts_with("/s/local"));
+                prop_assert!(dir.components().all(|c| matches!(c, std::path::Component::RootDir | std::path::Component::Normal(_))));
+            }
         }
     }
 }

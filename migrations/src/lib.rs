@@ -13,6 +13,7 @@ mod m20261202_000001_one_unfinished_torrent;
 mod m20261210_000001_accounts;
 mod m20261230_000001_job_byte_limit;
 mod m20261230_000002_default_storage;
+mod m20261231_000002_labels;
 
 pub struct Migrator;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261210_000001_accounts::Migration),
             Box::new(m20261230_000001_job_byte_limit::Migration),
             Box::new(m20261230_000002_default_storage::Migration),
+            Box::new(m20261231_000002_labels::Migration),
         ]
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_application::ports::{AuditQuery, EventKind, JobQuery, Replay};
-use ferry_domain::{Job, JobId, JobStatus, OwnerId, Role, StorageBackend};
+use ferry_domain::{Job, JobId, JobStatus, OwnerId, Role, StorageBackend, StorageProfile};
 use maud::{DOCTYPE, Markup, html};
 use poem::http::StatusCode;
 use poem::web::{Data, Path, Query};
@@ -818,7 +818,7 @@ pub async fn storage_page(
                             tr data-profile=(p.id.to_string()) {
                                 td { (p.name) }
                                 td { (p.backend.kind()) }
-                                td { (where_of(&p.backend)) }
+                                td { (where_of(p, state)) }
                                 td.actions {
                                     button type="button" data-test=(p.id.to_string()) { "Test" }
                                     button type="button" data-remove=(p.id.to_string()) data-name=(p.name) { "Delete" }
@@ -858,6 +858,20 @@ pub async fn storage_page(
                 }
             }
         }
+        @if state.profiles.shared_dir.is_some() {
+            section.card {
+                h2 { "Add a folder on the shared volume" }
+                p { "Files stay in this folder of the server's shared volume, each job in a folder of its own, where other programs mounting the volume (Sonarr, Radarr) find them." }
+                form #folder-form method="post" action="#" {
+                    label for="folder-name" { "Name" }
+                    input #folder-name name="name" required maxlength="100" value="Shared folder";
+                    label for="folder-path" { "Folder, inside your area (empty: the area itself)" }
+                    input #folder-path name="path" maxlength="1024" placeholder="tv";
+                    p.error #folder-error role="alert" {}
+                    button type="submit" { "Add folder" }
+                }
+            }
+        }
         section.card {
             h2 { "Add an S3 bucket" }
             form #s3-form method="post" action="#" novalidate {
@@ -884,8 +898,8 @@ pub async fn storage_page(
     html_response(StatusCode::OK, layout("Storage", "storage", Some(&v), main))
 }
 
-fn where_of(backend: &StorageBackend) -> String {
-    match backend {
+fn where_of(profile: &StorageProfile, state: &ApiState) -> String {
+    match &profile.backend {
         StorageBackend::S3 {
             endpoint,
             bucket,
@@ -899,6 +913,10 @@ fn where_of(backend: &StorageBackend) -> String {
             "the root of the Drive".to_owned()
         }
         StorageBackend::GoogleDrive { folder_id } => format!("folder {folder_id}"),
+        StorageBackend::Folder { path } => state.profiles.location(profile).map_or_else(
+            || format!("{path} (this server has no shared volume)"),
+            |dir| dir.display().to_string(),
+        ),
     }
 }
 

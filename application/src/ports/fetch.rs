@@ -62,6 +62,12 @@ pub struct Fetched {
 pub trait FetchBody: Send {
     fn info(&self) -> &FetchInfo;
 
+    /// Reads the whole body into memory, for small content (a .torrent file).
+    ///
+    /// # Errors
+    /// `TooLarge` past `max` bytes (or the fetch limit), `Unreachable`, `Unexpected`.
+    async fn bytes(self: Box<Self>, max: u64) -> Result<Vec<u8>, FetchError>;
+
     /// Streams the body to `dest` (appending when the response resumed a partial file),
     /// enforcing the size limit while streaming. Returns the size and SHA-256 of the whole
     /// file.

@@ -2,7 +2,9 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ferry_domain::{InfoHash, Job, JobError, JobId, JobStatus, OwnerId, Progress, TorrentMetadata};
+use ferry_domain::{
+    InfoHash, Job, JobError, JobId, JobStatus, OwnerId, Progress, SeedPolicy, TorrentMetadata,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -151,6 +153,12 @@ pub trait JobRepository: Send + Sync + 'static {
     /// # Errors
     /// `NotFound` if no such job exists.
     async fn record_byte_limit(&self, id: JobId, limit: Option<u64>) -> Result<(), RepoError>;
+
+    /// Records how the job seeds once finished (`None`: it does not).
+    ///
+    /// # Errors
+    /// `NotFound` if no such job exists.
+    async fn record_seed(&self, id: JobId, seed: Option<SeedPolicy>) -> Result<(), RepoError>;
 
     /// Records a fetched URL's content address.
     ///

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod fetch;
 pub mod identity;
 pub mod jobs;
+pub mod labels;
 pub mod links;
 pub mod net;
 pub mod profiles;
@@ -31,6 +32,7 @@ pub use identity::{
     RateDecision, RateLimit, RateLimiter, VerifiedIdentity,
 };
 pub use jobs::{JobQuery, JobRepository, RepoError, Transition, Unfinished};
+pub use labels::{Category, JobLabels, LabelRepository};
 pub use links::{LinkClaims, LinkError, LinkSigner};
 pub use net::{AddressError, AddressGuard};
 pub use profiles::{

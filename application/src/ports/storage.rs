@@ -1,4 +1,5 @@
-//! `ObjectStore`: where delivered files end up (local disk now; S3 and Drive later).
+//! `ObjectStore`: where delivered files end up (the server's disk, a folder on the shared
+//! volume, S3, Google Drive).
 
 use std::path::{Path, PathBuf};
 
@@ -19,6 +20,14 @@ pub enum StoreError {
     /// The storage's address is internal and the operator does not allow it.
     #[error("the storage's address is not allowed: {0}")]
     NotAllowed(String),
+    /// The storage needs a setting this server lacks (a folder profile without
+    /// `storage.shared_dir`).
+    #[error("this server is not configured for the storage: {0}")]
+    NotConfigured(String),
+    /// A folder leads outside its owner's area of the shared volume (a symbolic link), or
+    /// something other than a folder stands where one must be created.
+    #[error("the folder cannot be used: {0}")]
+    FolderRefused(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }

@@ -44,6 +44,19 @@ fn store_outcome(job: &Job, e: StoreError) -> StageOutcome {
                 "the storage's address is not allowed on this server",
             );
         }
+        // Neither heals by itself: an operator (or the user) has to act, then retry the job.
+        StoreError::NotConfigured(_) => {
+            return StageOutcome::fail(
+                ErrorCode::SharedDirUnset,
+                "folder profiles are not available: this server has no shared volume (storage.shared_dir)",
+            );
+        }
+        StoreError::FolderRefused(_) => {
+            return StageOutcome::fail(
+                ErrorCode::StorageFolderNotAllowed,
+                "the profile's folder leads outside your area of the shared volume, or a file stands in its way",
+            );
+        }
         StoreError::NotFound | StoreError::Unexpected(_) => (
             ErrorCode::StorageError,
             "the storage answered with an error",

@@ -15,6 +15,9 @@ use crate::ports::{
     EngineError, JobQueue, Lease, RepoError, Stage, Staging, TorrentEngine, TorrentSpec,
 };
 
+/// How often a seeding job's limits are read again.
+const POLICY_REREAD: Duration = Duration::from_secs(30);
+
 pub struct SeedStage {
     pub lifecycle: Lifecycle,
     pub queue: Arc<dyn JobQueue>,
@@ -66,7 +69,7 @@ impl SeedStage {
         let meta = job.metadata.clone().ok_or_else(|| {
             StageOutcome::fail(ErrorCode::InternalError, "seeding without metadata")
         })?;
-        let policy = job.seed.unwrap_or(self.default_policy);
+        let mut policy = job.seed.unwrap_or(self.default_policy);
         let size = meta.selected_bytes();
         let spec = TorrentSpec {
             job_id: job.id,
@@ -94,6 +97,7 @@ impl SeedStage {
         let mut last_upload = Instant::now();
         let mut ticker = Ticker::new(&self.lifecycle, &job, JobStatus::Seeding, self.tick)
             .snapshot_every(self.snapshot_every);
+        let mut policy_read = Instant::now();
         loop {
             tokio::select! {
                 () = ticker.tick() => {}
@@ -134,6 +138,18 @@ impl SeedStage {
                     self.stop(job.id).await;
                     tracing::info!(job_id = %job.id, uploaded, "seeding stopped");
                     return super::hand_over_purge(&self.lifecycle, &*self.queue, job.id).await;
+                }
+            }
+            // Limits changed while seeding (qBittorrent's `setShareLimits`) apply within
+            // POLICY_REREAD.
+            if policy_read.elapsed() >= POLICY_REREAD {
+                policy_read = Instant::now();
+                if let Ok(fresh) = self.lifecycle.repo.get(job.id).await
+                    && let Some(fresh) = fresh.seed
+                    && fresh != policy
+                {
+                    tracing::info!(job_id = %job.id, policy = ?fresh, "seeding limits changed");
+                    policy = fresh;
                 }
             }
             let seeded = (self.lifecycle.clock.now() - since).num_seconds().max(0) as u64;

@@ -942,6 +942,40 @@ pub async fn profile_repository_contract(repo: &dyn ProfileRepository) {
         repo.delete(&alice, first.profile.id).await,
         Err(RepoError::NotFound)
     ));
+
+    // A folder on the shared volume: stored, listed, the default, deleted like the others.
+    let folder = SealedProfile {
+        profile: ferry_domain::StorageProfile::new(
+            alice.clone(),
+            "TV",
+            ferry_domain::StorageBackend::folder("/tv/Some Show (2024)/").unwrap(),
+            epoch() + ChronoDuration::seconds(2),
+        )
+        .unwrap(),
+        credentials: vec![4; 28],
+    };
+    repo.insert(&folder).await.unwrap();
+    let read = repo.get(&alice, folder.profile.id).await.unwrap().unwrap();
+    assert_eq!(read, folder);
+    assert_eq!(
+        read.profile.backend,
+        ferry_domain::StorageBackend::Folder {
+            path: "tv/Some Show (2024)".into()
+        }
+    );
+    assert_eq!(
+        repo.list(&alice).await.unwrap(),
+        vec![second.profile.clone(), folder.profile.clone()]
+    );
+    repo.set_default(&alice, Some(folder.profile.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        repo.default_of(&alice).await.unwrap(),
+        Some(folder.profile.id)
+    );
+    repo.delete(&alice, folder.profile.id).await.unwrap();
+    assert_eq!(repo.default_of(&alice).await.unwrap(), None);
 }
 
 /// `UploadSessions`: remembered per job and key.

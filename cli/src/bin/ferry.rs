@@ -1,10 +1,13 @@
 //! `ferry`: run the server (`ferry serve`), migrate the database (`ferry migrate`), manage the
-//! keys that seal stored credentials (`ferry keys generate|rotate`).
+//! keys that seal stored credentials (`ferry keys generate|rotate`) and local users (`ferry
+//! user add`); and, as a client of a server's API, `ferry login`, `add`, `ls`, `watch`,
+//! `get`, `pause`, `resume`, `retry`, `rm` ([`ferry::client`]), with shell completions
+//! (`ferry completions bash|zsh|fish`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,6 +46,16 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    #[command(flatten)]
+    Client(ferry::client::Command),
+    /// Print a shell's completion script for `ferry`.
+    ///
+    /// For example: `ferry completions bash >
+    /// ~/.local/share/bash-completion/completions/ferry`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +93,11 @@ enum KeysAction {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Client(command) => return ferry::client::main(command),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
+            return std::process::ExitCode::SUCCESS;
+        }
         Command::Serve { listen, data_dir } => ferry::boot(
             "serve",
             cli.config,

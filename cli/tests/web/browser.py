@@ -265,8 +265,8 @@ def scenario_storage_and_tokens():
         form = page.locator("#s3-form")
         form.get_by_role("button", name="Add bucket").click()
         expect(form.locator(".field-error", has_text="Give the bucket a name")).to_be_visible()
-        expect(page.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
-        page.get_by_label("Name").fill("alice's bucket")
+        expect(form.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
+        form.get_by_label("Name").fill("alice's bucket")
         page.get_by_label("Endpoint URL").fill("not a url")
         page.get_by_label("Bucket").fill("B")
         form.get_by_role("button", name="Add bucket").click()
@@ -416,6 +416,33 @@ def scenario_share():
 
 
 CALLBACK = "/api/v1/storage-profiles/google-drive/callback"
+
+
+def scenario_folder():
+    """Alice adds a folder on the shared volume from the storage page: a path out of her
+    area is refused with the server's reason; `tv` is added, shows where it is on the
+    volume (FERRY_FOLDER) and passes its test."""
+    with sync_playwright() as p:
+        browser = launch(p)
+        page = new_page(browser)
+        sign_in(page, "alice")
+        page.goto("/storage")
+        form = page.locator("#folder-form")
+        form.get_by_label("Name").fill("TV")
+        form.get_by_label("Folder, inside your area").fill("../bob")
+        form.get_by_role("button", name="Add folder").click()
+        expect(page.locator("#folder-error")).to_contain_text("relative to your area")
+        form.get_by_label("Folder, inside your area").fill("tv")
+        form.get_by_role("button", name="Add folder").click()
+        row = page.locator("tr[data-profile]", has_text="TV")
+        expect(row).to_have_count(1)
+        expect(row).to_contain_text("folder")
+        expect(row).to_contain_text(env("FERRY_FOLDER"))
+        row.get_by_role("button", name="Test").click()
+        expect(row.get_by_role("status")).to_have_text("Works.", timeout=30_000)
+        shots(page, "storage-folder")
+        check_clean(page)
+        browser.close()
 
 
 def connect_drive(page: Page, name: str):

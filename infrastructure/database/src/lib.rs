@@ -3,17 +3,21 @@
 
 mod accounts;
 mod entity;
+mod labels;
 mod mapping;
 mod profiles;
 
 pub use accounts::{AUDIT_PAGE_MAX, SqlAudit, SqlSessions, SqlTokens, SqlUsers};
+pub use labels::SqlLabelRepository;
 pub use profiles::{SqlProfileRepository, SqlUploadSessions};
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use ferry_application::ports::{JobQuery, JobRepository, RepoError, Transition, Unfinished};
-use ferry_domain::{InfoHash, Job, JobError, JobId, JobStatus, OwnerId, Progress, TorrentMetadata};
+use ferry_domain::{
+    InfoHash, Job, JobError, JobId, JobStatus, OwnerId, Progress, SeedPolicy, TorrentMetadata,
+};
 use ferry_migrations::{Migrator, MigratorTrait};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
@@ -357,6 +361,12 @@ impl JobRepository for SqlJobRepository {
     async fn record_byte_limit(&self, id: JobId, limit: Option<u64>) -> Result<(), RepoError> {
         let limit = limit.map(|b| i64::try_from(b).unwrap_or(i64::MAX));
         let update = Jobs::update_many().col_expr(Column::ByteLimit, Expr::value(limit));
+        self.update_one(id, update).await
+    }
+
+    async fn record_seed(&self, id: JobId, seed: Option<SeedPolicy>) -> Result<(), RepoError> {
+        let seed = seed.as_ref().map(json).transpose()?;
+        let update = Jobs::update_many().col_expr(Column::Seed, Expr::value(seed));
         self.update_one(id, update).await
     }
 

@@ -267,6 +267,19 @@ impl FetchBody for Body {
         &self.info
     }
 
+    async fn bytes(self: Box<Self>, max: u64) -> Result<Vec<u8>, FetchError> {
+        let limit = max.min(self.max);
+        let mut resp = self.resp;
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(request_error)? {
+            if (bytes.len() + chunk.len()) as u64 > limit {
+                return Err(FetchError::TooLarge { limit });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+
     async fn save(
         self: Box<Self>,
         dest: &Path,

@@ -1,9 +1,14 @@
-//! `LocalStore`: delivered files on this server's disk, under `{root}/{owner}/{job}/…`.
+//! `LocalStore`: delivered files on this server's disk: the server's own storage, under
+//! `{root}/{owner}/{job}/…`, or a folder profile's folder on the shared volume, under
+//! `{shared_dir}/{owner}/{path}/{job}/…`, where other programs read them directly.
 //!
 //! Delivery moves the staged file into place when staging and storage share a file system
 //! (instant, no extra space) and copies it otherwise, through a temporary name, so a reader
-//! never sees a half-written object.
+//! never sees a half-written object. A folder on the shared volume gets a file of its own
+//! when the staged one has other names (content store, seeding copy): other programs may
+//! write to what they find there, and that must not reach what Ferry shares between jobs.
 
+mod folder;
 mod staging;
 
 pub use staging::{LocalStaging, replace_with_link};
@@ -13,25 +18,112 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use ferry_application::ports::{ObjectLocation, ObjectStore, PutRequest, StoreError, StoredObject};
-use ferry_domain::{JobId, StorageKey};
+use ferry_domain::{JobId, OwnerId, StorageKey};
 use sha2::{Digest, Sha256};
 
 pub struct LocalStore {
     root: PathBuf,
+    layout: Layout,
+}
+
+/// How keys map onto files.
+enum Layout {
+    /// `{owner}/{job}/{path}` → `{root}/{owner}/{job}/{path}`: every owner's files.
+    Owners,
+    /// `{owner}/{job}/{path}` → `{root}/{job}/{path}`, for `owner`'s keys only. `real` is the
+    /// folder's canonical path: folders are created, and files read, only where they resolve
+    /// inside it.
+    Folder { owner: OwnerId, real: PathBuf },
 }
 
 impl LocalStore {
+    /// The server's own storage.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            layout: Layout::Owners,
+        }
     }
 
-    /// Keys are validated (`StorageKey`), so joining their segments cannot leave `root`.
-    fn path(&self, key: &StorageKey) -> PathBuf {
-        key.segments().fold(self.root.clone(), |p, seg| p.join(seg))
+    /// The store of `owner`'s folder `path` on the shared volume: `{shared_dir}/{owner}/{path}`,
+    /// checked and created (every component a folder inside `{shared_dir}/{owner}`).
+    ///
+    /// # Errors
+    /// `Unreachable` when `shared_dir` is not there; `FolderRefused` when the folder leads
+    /// outside the owner's area (a symbolic link) or a file stands in its way.
+    pub async fn folder(
+        shared_dir: &Path,
+        owner: &OwnerId,
+        path: &str,
+    ) -> Result<Self, StoreError> {
+        let real = folder::prepare(shared_dir, owner, path).await?;
+        Ok(Self {
+            root: ferry_domain::profile::folder_dir(shared_dir, owner, path),
+            layout: Layout::Folder {
+                owner: owner.clone(),
+                real,
+            },
+        })
+    }
+
+    /// Where the files are: the storage folder, or the profile's folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Keys are validated (`StorageKey`), so joining their segments cannot leave `root`. A
+    /// folder takes its owner's keys under a job only (never the folder itself).
+    fn path(&self, key: &StorageKey) -> Result<PathBuf, StoreError> {
+        let mut segments = key.segments();
+        if let Layout::Folder { owner, .. } = &self.layout
+            && (segments.next() != Some(owner.as_str()) || key.segments().count() < 2)
+        {
+            return Err(StoreError::Unexpected(anyhow::anyhow!(
+                "key {key} is not under {}/ (this folder's owner)",
+                owner.as_str()
+            )));
+        }
+        Ok(segments.fold(self.root.clone(), |p, seg| p.join(seg)))
+    }
+
+    /// The file of `key` to read: in a folder, only one that resolves inside it.
+    async fn existing(&self, key: &StorageKey) -> Result<PathBuf, StoreError> {
+        let path = self.path(key)?;
+        if let Layout::Folder { real, .. } = &self.layout {
+            folder::resolve_within(real, &path).await?;
+        }
+        Ok(path)
+    }
+
+    /// Creates the folder `dest` goes in.
+    async fn create_parent(&self, dest: &Path) -> Result<(), StoreError> {
+        let Some(parent) = dest.parent() else {
+            return Ok(());
+        };
+        match &self.layout {
+            Layout::Owners => tokio::fs::create_dir_all(parent).await.map_err(io),
+            Layout::Folder { real, .. } => {
+                let below = parent.strip_prefix(&self.root).map_err(|_| {
+                    StoreError::Unexpected(anyhow::anyhow!(
+                        "{} is outside the folder",
+                        parent.display()
+                    ))
+                })?;
+                let segments: Vec<&str> =
+                    below.iter().map(|s| s.to_str().unwrap_or("..")).collect();
+                folder::create_within(real, real, segments).await.map(drop)
+            }
+        }
+    }
+
+    /// Whether the staged file must be copied rather than moved: in a folder, a file with
+    /// other names (content store, seeding copy) is not handed to other programs.
+    fn copies(&self, source: &std::fs::Metadata) -> bool {
+        matches!(self.layout, Layout::Folder { .. }) && staging::links(source) > 1
     }
 }
 
-fn io(e: std::io::Error) -> StoreError {
+pub(crate) fn io(e: std::io::Error) -> StoreError {
     match e.kind() {
         ErrorKind::NotFound => StoreError::NotFound,
         _ => StoreError::Unexpected(e.into()),
@@ -88,9 +180,9 @@ pub(crate) async fn digest(
 #[async_trait]
 impl ObjectStore for LocalStore {
     async fn put_file(&self, req: PutRequest<'_>) -> Result<StoredObject, StoreError> {
-        let dest = self.path(req.key);
-        let size = match tokio::fs::metadata(req.source).await {
-            Ok(m) => m.len(),
+        let dest = self.path(req.key)?;
+        let source = match tokio::fs::metadata(req.source).await {
+            Ok(m) => m,
             // A retry after the file was moved into place but before it was recorded.
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return match tokio::fs::metadata(&dest).await {
@@ -106,9 +198,12 @@ impl ObjectStore for LocalStore {
             }
             Err(e) => return Err(io(e)),
         };
+        let size = source.len();
         let sha256 = digest(req.source, req.progress).await.map_err(io)?;
-        if let Some(parent) = dest.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(io)?;
+        self.create_parent(&dest).await?;
+        if self.copies(&source) {
+            copy_into_place(req.source, &dest).await.map_err(io)?;
+            return Ok(StoredObject { size, sha256 });
         }
         match tokio::fs::rename(req.source, &dest).await {
             Ok(()) => {}
@@ -127,7 +222,12 @@ impl ObjectStore for LocalStore {
     }
 
     async fn size(&self, key: &StorageKey) -> Result<Option<u64>, StoreError> {
-        match tokio::fs::metadata(self.path(key)).await {
+        let path = match self.existing(key).await {
+            Ok(path) => path,
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        match tokio::fs::metadata(path).await {
             Ok(m) if m.is_file() => Ok(Some(m.len())),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
@@ -136,7 +236,7 @@ impl ObjectStore for LocalStore {
     }
 
     async fn locate(&self, key: &StorageKey) -> Result<ObjectLocation, StoreError> {
-        let path = self.path(key);
+        let path = self.existing(key).await?;
         match tokio::fs::metadata(&path).await {
             Ok(m) if m.is_file() => Ok(ObjectLocation::LocalFile(path)),
             Ok(_) => Err(StoreError::NotFound),
@@ -145,7 +245,8 @@ impl ObjectStore for LocalStore {
     }
 
     async fn delete_prefix(&self, prefix: &StorageKey) -> Result<(), StoreError> {
-        let path = self.path(prefix);
+        // `remove_dir_all` removes a link, never what it points to.
+        let path = self.path(prefix)?;
         let result = match tokio::fs::metadata(&path).await {
             Ok(m) if m.is_dir() => tokio::fs::remove_dir_all(&path).await,
             Ok(_) => tokio::fs::remove_file(&path).await,
@@ -234,6 +335,167 @@ mod tests {
         let stored = root.path().join("u/j/big.bin");
         assert_eq!(std::fs::read(&stored).unwrap(), vec![1u8; 3 << 20]);
         assert!(!root.path().join("u/j/big.ferry-partial").exists());
+    }
+
+    fn put_req<'a>(key: &'a StorageKey, source: &'a Path, size: u64) -> PutRequest<'a> {
+        PutRequest {
+            job: JobId::new(),
+            key,
+            source,
+            size,
+            progress: &|_| {},
+        }
+    }
+
+    #[tokio::test]
+    async fn a_folder_passes_the_contract() {
+        let shared = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let alice = OwnerId::parse("alice").unwrap();
+        let store = LocalStore::folder(shared.path(), &alice, "tv/shows")
+            .await
+            .unwrap();
+        assert_eq!(store.root(), shared.path().join("alice/tv/shows"));
+        ferry_application::testing::contracts::object_store_contract(
+            &store,
+            scratch.path(),
+            3 << 20,
+        )
+        .await;
+        assert!(
+            shared.path().join("alice/tv/shows").is_dir(),
+            "deleting a job's files leaves the folder"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_folder_holds_its_owners_jobs_only_and_each_job_in_a_folder_of_its_own() {
+        let shared = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let (alice, bob) = (
+            OwnerId::parse("alice").unwrap(),
+            OwnerId::parse("bob").unwrap(),
+        );
+        let store = LocalStore::folder(shared.path(), &alice, "tv")
+            .await
+            .unwrap();
+        let bobs = LocalStore::folder(shared.path(), &bob, "tv").await.unwrap();
+        let job = JobId::new();
+        let path = ferry_domain::SafePath::parse("Show/e01.mkv").unwrap();
+        let key = StorageKey::for_file(&alice, job, &path);
+        let src = scratch.path().join("e01");
+        std::fs::write(&src, b"episode one").unwrap();
+        let stored = store.put_file(put_req(&key, &src, 11)).await.unwrap();
+        assert_eq!(stored.sha256, hex::encode(Sha256::digest(b"episode one")));
+        let file = shared.path().join(format!("alice/tv/{job}/Show/e01.mkv"));
+        assert_eq!(std::fs::read(&file).unwrap(), b"episode one");
+        assert_eq!(
+            store.locate(&key).await.unwrap(),
+            ObjectLocation::LocalFile(file.clone())
+        );
+
+        // Two owners' `tv` are two folders; one's keys never map into the other's.
+        assert_ne!(store.root(), bobs.root());
+        let theirs = StorageKey::for_file(&bob, job, &path);
+        std::fs::write(&src, b"x").unwrap();
+        assert!(matches!(
+            store.put_file(put_req(&theirs, &src, 1)).await,
+            Err(StoreError::Unexpected(_))
+        ));
+        assert!(store.size(&theirs).await.is_err());
+        assert!(bobs.size(&key).await.is_err());
+        assert!(
+            store
+                .delete_prefix(&StorageKey::parse("alice").unwrap())
+                .await
+                .is_err()
+        );
+        assert!(
+            store
+                .delete_prefix(&StorageKey::job_prefix(&bob, job))
+                .await
+                .is_err()
+        );
+        assert!(file.exists());
+
+        // Deleting the job's files removes its folder, not the profile's.
+        store
+            .delete_prefix(&StorageKey::job_prefix(&alice, job))
+            .await
+            .unwrap();
+        assert!(!shared.path().join(format!("alice/tv/{job}")).exists());
+        assert!(shared.path().join("alice/tv").is_dir());
+    }
+
+    #[tokio::test]
+    async fn a_staged_file_with_other_names_is_copied_into_a_folder() {
+        let shared = tempfile::tempdir().unwrap();
+        let staging = tempfile::tempdir().unwrap();
+        let alice = OwnerId::parse("alice").unwrap();
+        let store = LocalStore::folder(shared.path(), &alice, "").await.unwrap();
+        // The content store's entry and the job's staged name are one file.
+        let entry = staging.path().join("entry");
+        let staged = staging.path().join("staged.bin");
+        std::fs::write(&entry, b"shared bytes").unwrap();
+        std::fs::hard_link(&entry, &staged).unwrap();
+        let job = JobId::new();
+        let key = StorageKey::for_file(
+            &alice,
+            job,
+            &ferry_domain::SafePath::parse("staged.bin").unwrap(),
+        );
+        store.put_file(put_req(&key, &staged, 12)).await.unwrap();
+        let delivered = shared.path().join(format!("alice/{job}/staged.bin"));
+        assert_eq!(staging::links(&std::fs::metadata(&delivered).unwrap()), 1);
+        assert!(!staged.exists(), "the staged name is freed");
+        // Another program rewriting the delivered file leaves the entry alone.
+        std::fs::write(&delivered, b"tags rewritten").unwrap();
+        assert_eq!(std::fs::read(&entry).unwrap(), b"shared bytes");
+    }
+
+    #[tokio::test]
+    async fn links_planted_in_a_folder_lead_nowhere() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(outside.join("secret"), b"not yours").unwrap();
+        let alice = OwnerId::parse("alice").unwrap();
+        std::fs::create_dir_all(&shared).unwrap();
+        let store = LocalStore::folder(&shared, &alice, "tv").await.unwrap();
+        let job = JobId::new();
+        // A job's folder that is a link out: nothing is written there.
+        std::os::unix::fs::symlink(&outside, shared.join(format!("alice/tv/{job}"))).unwrap();
+        let key = StorageKey::for_file(
+            &alice,
+            job,
+            &ferry_domain::SafePath::parse("a/b.bin").unwrap(),
+        );
+        let src = tmp.path().join("src");
+        std::fs::write(&src, b"data").unwrap();
+        assert!(matches!(
+            store.put_file(put_req(&key, &src, 4)).await,
+            Err(StoreError::FolderRefused(_))
+        ));
+        assert!(!outside.join("a").exists());
+        // A file that is a link out is not read (nor served).
+        let secret = StorageKey::for_file(
+            &alice,
+            job,
+            &ferry_domain::SafePath::parse("secret").unwrap(),
+        );
+        assert!(matches!(
+            store.locate(&secret).await,
+            Err(StoreError::FolderRefused(_))
+        ));
+        assert!(store.size(&secret).await.is_err());
+        // Deleting the job's files removes the link, not what it points to.
+        store
+            .delete_prefix(&StorageKey::job_prefix(&alice, job))
+            .await
+            .unwrap();
+        assert!(outside.join("secret").exists());
+        assert!(!shared.join(format!("alice/tv/{job}")).exists());
     }
 
     #[tokio::test]

@@ -74,13 +74,13 @@ async fn remove_dir(path: &Path) -> anyhow::Result<()> {
 }
 
 #[cfg(unix)]
-fn links(m: &std::fs::Metadata) -> u64 {
+pub(crate) fn links(m: &std::fs::Metadata) -> u64 {
     use std::os::unix::fs::MetadataExt;
     m.nlink()
 }
 
 #[cfg(not(unix))]
-fn links(_m: &std::fs::Metadata) -> u64 {
+pub(crate) fn links(_m: &std::fs::Metadata) -> u64 {
     2
 }
 

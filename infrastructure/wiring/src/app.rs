@@ -130,6 +130,13 @@ impl App {
     /// When a backend cannot be reached or set up, the engine cannot start, or an address
     /// cannot be listened on.
     pub async fn build(role: Role, config: &Config) -> anyhow::Result<Self> {
+        let serve;
+        let config = if role == Role::Serve {
+            serve = config.for_serve();
+            &serve
+        } else {
+            config
+        };
         let token = if role.serves_api() {
             Some(token::ensure(
                 config.api_token.as_ref().map(|s| s.expose()),
@@ -385,8 +392,13 @@ async fn api(ports: &Ports, config: &Config, token: ApiToken) -> anyhow::Result<
     ));
     let profiles = ports.storage_profiles();
     let drive = ports.drive_connect(&profiles, &accounts)?;
+    let categories = ports.categories(&profiles);
     let state = Arc::new(ApiState {
         jobs,
+        categories,
+        // Absolute, as the paths the qBittorrent API shows must be.
+        local_storage_dir: Some(std::path::absolute(config.storage_dir())?),
+        torrent_dht: config.torrent.dht,
         links,
         profiles,
         drive,

@@ -234,6 +234,12 @@ pub struct StorageConfig {
     /// Internal ranges storage endpoints may be at anyway (`10.1.0.0/16`), when
     /// `allow_private_endpoints` is off.
     pub allow: Vec<Cidr>,
+    /// The shared volume folder profiles deliver into, `{shared_dir}/{user}/{path}/{job}/…`,
+    /// for other programs (Sonarr, Radarr) that mount it too. `ferry serve` defaults it to
+    /// `{data_dir}/shared`; the distributed processes have none unless it is set, and then the
+    /// API and the upload workers must see the same volume at this path. Without it, folder
+    /// profiles are refused (`shared_dir_unset`).
+    pub shared_dir: Option<PathBuf>,
 }
 
 impl Default for StorageConfig {
@@ -244,6 +250,7 @@ impl Default for StorageConfig {
             upload_concurrency: parse::non_zero_usize(8),
             allow_private_endpoints: false,
             allow: Vec::new(),
+            shared_dir: None,
         }
     }
 }
@@ -674,7 +681,9 @@ impl Config {
         figment = figment.merge(
             Env::prefixed("FERRY_")
                 .split("__")
-                .ignore(&["config"])
+                // FERRY_CONFIG names the file; FERRY_URL, FERRY_TOKEN and FERRY_CONFIG_DIR
+                // are the command-line client's (`ferry login`, `ferry add`, …).
+                .ignore(&["config", "url", "token", "config_dir"])
                 .map(|k| k.as_str().to_ascii_lowercase().into()),
         );
         let mut config: Config = figment
@@ -767,6 +776,24 @@ impl Config {
         self.storage_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("storage"))
+    }
+
+    /// The shared volume of folder profiles (`storage.shared_dir`), if there is one; made
+    /// absolute (against the working directory), since the folders under it are shown to
+    /// users and other programs as the place to find a job's files.
+    pub fn shared_dir(&self) -> Option<PathBuf> {
+        let dir = self.storage.shared_dir.as_ref()?;
+        Some(std::path::absolute(dir).unwrap_or_else(|_| dir.clone()))
+    }
+
+    /// The configuration as `ferry serve` runs it: the one-box defaults the distributed
+    /// processes cannot have are filled in (`storage.shared_dir`: `{data_dir}/shared`).
+    pub fn for_serve(&self) -> Self {
+        let mut config = self.clone();
+        if config.storage.shared_dir.is_none() {
+            config.storage.shared_dir = Some(config.data_dir.join("shared"));
+        }
+        config
     }
 }
 
@@ -1035,6 +1062,36 @@ mod tests {
             let err = load_with(key, value).unwrap_or_else(|| panic!("{key}={value} was accepted"));
             assert!(err.contains(says), "{key}={value}: {err}");
         }
+    }
+
+    #[test]
+    fn the_shared_dir_is_set_or_defaulted_by_serve_only() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("FERRY_DATA_DIR", "/srv/ferry");
+            let c = Config::load(None).unwrap().config;
+            assert_eq!(c.shared_dir(), None, "distributed: none unless set");
+            let mut relative = c.for_serve();
+            relative.data_dir = PathBuf::from("ferry-data");
+            relative.storage.shared_dir = None;
+            assert!(
+                relative
+                    .for_serve()
+                    .shared_dir()
+                    .is_some_and(|d| d.is_absolute()),
+                "shown to users, so absolute"
+            );
+            assert_eq!(
+                c.for_serve().shared_dir(),
+                Some(PathBuf::from("/srv/ferry/shared"))
+            );
+            jail.set_env("FERRY_STORAGE__SHARED_DIR", "/mnt/media");
+            let loaded = Config::load(None).unwrap();
+            assert!(loaded.unknown_keys.is_empty(), "{:?}", loaded.unknown_keys);
+            let c = loaded.config;
+            assert_eq!(c.shared_dir(), Some(PathBuf::from("/mnt/media")));
+            assert_eq!(c.for_serve().shared_dir(), c.shared_dir());
+            Ok(())
+        });
     }
 
     #[test]

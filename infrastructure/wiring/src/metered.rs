@@ -113,6 +113,15 @@ impl FetchBody for MeteredBody {
         self.inner.info()
     }
 
+    async fn bytes(self: Box<Self>, max: u64) -> Result<Vec<u8>, FetchError> {
+        let route = self.route;
+        let bytes = self.inner.bytes(max).await?;
+        instruments()
+            .fetch_bytes
+            .add(bytes.len() as u64, &[KeyValue::new("route", route)]);
+        Ok(bytes)
+    }
+
     async fn save(
         self: Box<Self>,
         dest: &Path,

@@ -14,8 +14,8 @@ use ferry_application::stages::{
     DeliverStage, DownloadSettings, DownloadStage, FetchStage, SeedStage,
 };
 use ferry_application::{
-    Accounts, DriveConnect, HealthCheck, Jobs, Lifecycle, Recovery, RetryPolicy, StageHandler,
-    StageRunner, StorageProfiles,
+    Accounts, Categories, DriveConnect, HealthCheck, Jobs, Lifecycle, Recovery, RetryPolicy,
+    StageHandler, StageRunner, StorageProfiles,
 };
 use ferry_domain::TorrentLimits;
 use ferry_embedded::{EmbeddedBus, EmbeddedQueue};
@@ -108,6 +108,12 @@ async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
     let repo: Arc<dyn JobRepository> = Arc::new(ferry_database::SqlJobRepository::new(db.clone()));
     let store: Arc<dyn ObjectStore> = Arc::new(LocalStore::new(config.storage_dir()));
     store.check().await.context("checking the storage folder")?;
+    if let Some(shared) = config.shared_dir() {
+        LocalStore::new(shared)
+            .check()
+            .await
+            .context("checking the shared folder (storage.shared_dir)")?;
+    }
     let staging: Arc<dyn Staging> = Arc::new(LocalStaging::new(config.staging_dir()));
     let profiles: Arc<dyn ProfileRepository> =
         Arc::new(ferry_database::SqlProfileRepository::new(db.clone()));
@@ -127,6 +133,7 @@ async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
         settings: config.storage.clone(),
         google: config.google.clone(),
         guard: storage_guard.clone(),
+        shared_dir: config.shared_dir(),
     });
     let fetcher = Arc::new(crate::metered::MeteredFetcher::new(
         Arc::new(ferry_fetch::HttpFetcher::new(fetch_settings(config))?),
@@ -277,6 +284,25 @@ impl Ports {
             resolver: self.stores.clone(),
             clock: self.clock.clone(),
             endpoints: self.storage_guard.clone(),
+            shared_dir: self
+                .config
+                .shared_dir()
+                .map(|d| std::path::absolute(&d).unwrap_or(d)),
+        })
+    }
+
+    /// Categories and tags (the qBittorrent-compatible API), with folders on the shared
+    /// volume when one is configured.
+    pub fn categories(&self, profiles: &Arc<StorageProfiles>) -> Arc<Categories> {
+        Arc::new(Categories {
+            labels: Arc::new(ferry_database::SqlLabelRepository::new(
+                self.database.clone(),
+            )),
+            profiles: profiles.clone(),
+            shared_dir: self
+                .config
+                .shared_dir()
+                .map(|d| std::path::absolute(&d).unwrap_or(d)),
         })
     }
 
@@ -324,6 +350,12 @@ impl Ports {
                 path: self.config.storage_dir(),
             },
         ]
+        .into_iter()
+        .chain(self.config.shared_dir().map(|path| ferry_api::Volume {
+            name: "shared",
+            path,
+        }))
+        .collect()
     }
 
     pub fn health(&self) -> Arc<HealthCheck> {

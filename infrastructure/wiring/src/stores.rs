@@ -1,6 +1,7 @@
 //! `ProfileStores`: the `StoreResolver` that opens a profile's sealed credentials and builds
-//! its object store (local disk, S3, Google Drive).
+//! its object store (local disk, a folder on the shared volume, S3, Google Drive).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -9,6 +10,7 @@ use ferry_application::ports::{
     credentials_context,
 };
 use ferry_domain::{Credentials, OwnerId, ProfileId, StorageBackend, StorageProfile};
+use ferry_local_storage::LocalStore;
 use ferry_s3::{S3Settings, S3Store};
 
 use crate::config::{GoogleConfig, StorageConfig};
@@ -23,6 +25,8 @@ pub struct ProfileStores {
     pub google: GoogleConfig,
     /// What storage endpoints may resolve to (`storage.allow_private_endpoints`, `storage.allow`).
     pub guard: Arc<ferry_net::NetGuard>,
+    /// The shared volume of folder profiles (`storage.shared_dir`), if this process has one.
+    pub shared_dir: Option<PathBuf>,
 }
 
 #[async_trait]
@@ -51,13 +55,9 @@ impl StoreResolver for ProfileStores {
         let credentials: Credentials = serde_json::from_slice(&plain).map_err(|e| {
             StoreError::Unexpected(anyhow::Error::new(e).context("sealed credentials are corrupt"))
         })?;
-        let backend = match sealed.profile.backend {
-            StorageBackend::S3 { .. } => "s3",
-            StorageBackend::GoogleDrive { .. } => "google_drive",
-        };
         Ok(MeteredStore::wrap(
             self.build(&sealed.profile, &credentials).await?,
-            backend,
+            sealed.profile.backend.kind(),
         ))
     }
 
@@ -114,6 +114,14 @@ impl StoreResolver for ProfileStores {
                     self.guard.clone(),
                 )?))
             }
+            (StorageBackend::Folder { path }, Credentials::None) => {
+                let shared = self.shared_dir.as_deref().ok_or_else(|| {
+                    StoreError::NotConfigured("storage.shared_dir is not set".to_owned())
+                })?;
+                Ok(Arc::new(
+                    LocalStore::folder(shared, &profile.owner, path).await?,
+                ))
+            }
             _ => Err(StoreError::AuthFailed(
                 "the profile's credentials do not match its storage kind".to_owned(),
             )),
@@ -145,6 +153,24 @@ mod tests {
         chrono::Utc::now()
     }
 
+    /// A resolver over `profiles`, sealed with `secrets`, with `shared_dir` as its volume.
+    fn stores(
+        profiles: &Arc<MemoryProfiles>,
+        secrets: &Arc<dyn SecretBox>,
+        shared_dir: Option<PathBuf>,
+    ) -> ProfileStores {
+        ProfileStores {
+            local: Arc::new(MemoryStore::default()),
+            profiles: profiles.clone(),
+            secrets: secrets.clone(),
+            sessions: Arc::new(MemorySessions::default()),
+            settings: StorageConfig::default(),
+            google: GoogleConfig::default(),
+            guard: Arc::new(ferry_net::NetGuard::allow_all()),
+            shared_dir,
+        }
+    }
+
     #[tokio::test]
     async fn sealed_credentials_open_only_for_their_own_profile() {
         let secrets: Arc<dyn SecretBox> = Arc::new(ferry_secrets::AesGcmBox::new(&[7; 32]));
@@ -167,15 +193,7 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let stores = ProfileStores {
-            local: Arc::new(MemoryStore::default()),
-            profiles: profiles.clone(),
-            secrets: secrets.clone(),
-            sessions: Arc::new(MemorySessions::default()),
-            settings: StorageConfig::default(),
-            google: GoogleConfig::default(),
-            guard: Arc::new(ferry_net::NetGuard::allow_all()),
-        };
+        let stores = stores(&profiles, &secrets, None);
         assert!(stores.store(&mine.owner, Some(mine.id)).await.is_ok());
         // A database writer copies one profile's sealed credentials onto another's.
         let stolen = profiles
@@ -201,5 +219,62 @@ mod tests {
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("another profile's credentials opened"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_folder_profile_needs_the_shared_dir_and_delivers_into_its_folder() {
+        let secrets: Arc<dyn SecretBox> = Arc::new(ferry_secrets::AesGcmBox::new(&[7; 32]));
+        let profiles = Arc::new(MemoryProfiles::default());
+        let owner = OwnerId::parse("alice").unwrap();
+        let folder = StorageProfile::new(
+            owner.clone(),
+            "TV",
+            StorageBackend::folder("tv").unwrap(),
+            chrono_now(),
+        )
+        .unwrap();
+        let plain = serde_json::to_vec(&Credentials::None).unwrap();
+        profiles
+            .insert(&SealedProfile {
+                profile: folder.clone(),
+                credentials: secrets.seal(&plain, &credentials_context(&folder)),
+            })
+            .await
+            .unwrap();
+        let shared = tempfile::tempdir().unwrap();
+        match stores(&profiles, &secrets, None)
+            .store(&owner, Some(folder.id))
+            .await
+        {
+            Err(StoreError::NotConfigured(_)) => {}
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a folder without a shared volume"),
+        }
+        let store = stores(&profiles, &secrets, Some(shared.path().to_owned()))
+            .store(&owner, Some(folder.id))
+            .await
+            .unwrap();
+        store.check().await.unwrap();
+        let job = ferry_domain::JobId::new();
+        let path = ferry_domain::SafePath::parse("e01.mkv").unwrap();
+        let key = ferry_domain::StorageKey::for_file(&owner, job, &path);
+        let src = shared.path().join("staged");
+        std::fs::write(&src, b"episode").unwrap();
+        store
+            .put_file(ferry_application::ports::PutRequest {
+                job,
+                key: &key,
+                source: &src,
+                size: 7,
+                progress: &|_| {},
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            store.locate(&key).await.unwrap(),
+            ferry_application::ports::ObjectLocation::LocalFile(
+                shared.path().join(format!("alice/tv/{job}/e01.mkv"))
+            )
+        );
     }
 }

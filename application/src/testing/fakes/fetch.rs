@@ -51,6 +51,13 @@ impl FetchBody for FakeBody {
         &self.info
     }
 
+    async fn bytes(self: Box<Self>, max: u64) -> Result<Vec<u8>, FetchError> {
+        if self.bytes.len() as u64 > max {
+            return Err(FetchError::TooLarge { limit: max });
+        }
+        Ok(self.bytes)
+    }
+
     async fn save(
         self: Box<Self>,
         dest: &Path,

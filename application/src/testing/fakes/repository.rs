@@ -197,6 +197,16 @@ impl JobRepository for MemoryRepository {
         Ok(())
     }
 
+    async fn record_seed(
+        &self,
+        id: JobId,
+        seed: Option<ferry_domain::SeedPolicy>,
+    ) -> Result<(), RepoError> {
+        let mut jobs = lock(&self.jobs);
+        jobs.get_mut(&id).ok_or(RepoError::NotFound)?.seed = seed;
+        Ok(())
+    }
+
     async fn record_content(&self, id: JobId, sha256: &str) -> Result<(), RepoError> {
         let mut jobs = lock(&self.jobs);
         let job = jobs.get_mut(&id).ok_or(RepoError::NotFound)?;
