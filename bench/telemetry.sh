@@ -21,6 +21,18 @@ ROUNDS=${ROUNDS:-5}
 DOWNLOADS=${DOWNLOADS:-3}
 SECS=${SECONDS_PER_RUN:-5}
 CONN=${CONNECTIONS:-16}
+# PIN=1 (the default where taskset exists): Ferry on the first CPU, everything else — the
+# load generator, the origin, the Loki endpoint and the scraper — on the others, so what the
+# receiving side spends (it runs elsewhere in production) is not taken from Ferry.
+PIN=${PIN:-1}
+ncpu=$(nproc)
+if [ "$PIN" = 1 ] && command -v taskset >/dev/null && [ "$ncpu" -ge 2 ]; then
+  ON_FERRY=(taskset -c 0)
+  ON_REST=(taskset -c "1-$((ncpu - 1))")
+else
+  ON_FERRY=()
+  ON_REST=()
+fi
 for p in curl python3; do
   command -v $p >/dev/null || { echo "bench: $p is missing (scripts/test-deps.sh installs it)" >&2; exit 1; }
 done
@@ -50,12 +62,12 @@ median() { sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] 
 mkdir -p "$W/origin"
 head -c $((SIZE_MIB << 20)) /dev/urandom > "$W/origin/big.bin"
 origin_port=$(free_port)
-python3 -m http.server "$origin_port" --bind 127.0.0.1 --directory "$W/origin" >/dev/null 2>&1 &
+"${ON_REST[@]}" python3 -m http.server "$origin_port" --bind 127.0.0.1 --directory "$W/origin" >/dev/null 2>&1 &
 pids+=($!)
 
 # A Loki endpoint: accepts every push, is always ready.
 loki_port=$(free_port)
-python3 - "$loki_port" <<'PY' &
+"${ON_REST[@]}" python3 - "$loki_port" <<'PY' &
 import http.server, sys
 class Sink(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -85,7 +97,7 @@ start_ferry() {
              FERRY_AUTH__API_RATE=1000000 FERRY_AUTH__API_BURST=1000000
              "FERRY_FETCH__ALLOW=[\"127.0.0.1/32\"]" FERRY_LOG__FORMAT=json)
   [ "$1" = on ] && env+=("FERRY_LOG__LOKI__URL=http://127.0.0.1:$loki_port")
-  env "${env[@]}" "$FERRY" serve --listen "127.0.0.1:$port" --data-dir "$dir" \
+  "${ON_FERRY[@]}" env "${env[@]}" "$FERRY" serve --listen "127.0.0.1:$port" --data-dir "$dir" \
     >"$dir/stdout.log" 2>"$dir/stderr.log" &
   FPID=$!
   pids+=($FPID)
@@ -98,7 +110,7 @@ start_ferry() {
   TOKEN=$(cat "$dir/api-token")
   SPID=
   if [ "$1" = on ]; then
-    (while kill -0 "$FPID" 2>/dev/null; do curl -s -o /dev/null "http://127.0.0.1:$port/metrics"; sleep 1; done) &
+    (while kill -0 "$FPID" 2>/dev/null; do "${ON_REST[@]}" curl -s -o /dev/null "http://127.0.0.1:$port/metrics"; sleep 1; done) &
     SPID=$!
     pids+=($SPID)
   fi
@@ -138,9 +150,9 @@ for round in $(seq 1 "$ROUNDS"); do
   for mode in $order; do
     start_ferry "$mode"
     # Warm-up: connections, the database's caches, the first Loki push.
-    "$BENCH" http --url "$API/jobs" --header "Authorization: Bearer $TOKEN" --seconds 1 --connections "$CONN" >/dev/null
+    "${ON_REST[@]}" "$BENCH" http --url "$API/jobs" --header "Authorization: Bearer $TOKEN" --seconds 1 --connections "$CONN" >/dev/null
     c0=$(cpu)
-    r=$("$BENCH" http --url "$API/jobs" --header "Authorization: Bearer $TOKEN" --seconds "$SECS" --connections "$CONN")
+    r=$("${ON_REST[@]}" "$BENCH" http --url "$API/jobs" --header "Authorization: Bearer $TOKEN" --seconds "$SECS" --connections "$CONN")
     c1=$(cpu)
     per_k=$(awk "BEGIN { printf \"%.1f\", ($c1 - $c0) * 1000 / ($r * $SECS) * 1000 }")
     ds=""
