@@ -890,6 +890,7 @@ impl AccountsApi {
         #[oai(validator(pattern = "^[A-Za-z0-9_-]{1,64}$"))]
         actor: Query<Option<String>>,
         /// An action (`login`), or a prefix ending in `.` (`admin.`).
+        #[oai(validator(max_length = 64))]
         action: Query<Option<String>>,
         since: Query<Option<DateTime<Utc>>>,
         until: Query<Option<DateTime<Utc>>>,
@@ -902,7 +903,8 @@ impl AccountsApi {
             Some(a) => Some(OwnerId::parse(&a).ok_or_else(|| bad("`actor` is not a user id"))?),
             None => None,
         };
-        if action.0.as_ref().is_some_and(|a| a.len() > 64) {
+        // The document's limit, counted the same way (characters), in case of another caller.
+        if action.0.as_ref().is_some_and(|a| a.chars().count() > 64) {
             return Err(bad("`action` is at most 64 characters").into());
         }
         let query = AuditQuery {
