@@ -158,8 +158,8 @@ fn body(code: ErrorCode, message: impl Into<String>) -> Json<ErrorBody> {
 const INTERNAL_MESSAGE: &str = "an unexpected error occurred; see the server log";
 
 impl ApiError {
-    /// The error's code (`drive_connect_failed`, …).
-    pub fn code(&self) -> &str {
+    /// The error's body, whatever its status.
+    fn body(&self) -> &ErrorBody {
         match self {
             Self::BadRequest(b)
             | Self::Unauthorized(b, _)
@@ -172,26 +172,18 @@ impl ApiError {
             | Self::TooManyRequests(b, _)
             | Self::BadGateway(b)
             | Self::Unavailable(b)
-            | Self::Internal(b) => &b.code,
+            | Self::Internal(b) => &b.0,
         }
+    }
+
+    /// The error's code (`drive_connect_failed`, …).
+    pub fn code(&self) -> &str {
+        &self.body().code
     }
 
     /// The error's message.
     pub fn message(&self) -> &str {
-        match self {
-            Self::BadRequest(b)
-            | Self::Unauthorized(b, _)
-            | Self::Forbidden(b)
-            | Self::NotFound(b)
-            | Self::Conflict(b)
-            | Self::PayloadTooLarge(b)
-            | Self::UnsupportedMediaType(b)
-            | Self::Unprocessable(b)
-            | Self::TooManyRequests(b, _)
-            | Self::BadGateway(b)
-            | Self::Unavailable(b)
-            | Self::Internal(b) => &b.message,
-        }
+        &self.body().message
     }
 
     /// The error with `code`, answered with the code's [`status`].

@@ -553,6 +553,12 @@ impl Session<'_> {
         })
     }
 
+    /// The ids of the listed jobs `hashes` names.
+    async fn ids_for(&self, owner: &OwnerId, params: &Params) -> Result<Vec<JobId>, Response> {
+        let listed = self.listed_for(owner, params, "hashes").await?;
+        Ok(listed.iter().map(|l| l.job.id).collect())
+    }
+
     /// The one listed job `hash` names: 404 otherwise (Sonarr polls `properties` to learn
     /// whether a torrent is still there).
     async fn one(&self, owner: &OwnerId, params: &Params) -> Result<Listed, Response> {
@@ -961,12 +967,7 @@ impl Session<'_> {
 
     async fn set_category(&self, owner: &OwnerId, params: &Params) -> Result<Response, Response> {
         let category = params.get("category").unwrap_or_default().trim();
-        let jobs: Vec<JobId> = self
-            .listed_for(owner, params, "hashes")
-            .await?
-            .iter()
-            .map(|l| l.job.id)
-            .collect();
+        let jobs = self.ids_for(owner, params).await?;
         self.state
             .categories
             .set_category(owner, &jobs, category)
@@ -1013,12 +1014,7 @@ impl Session<'_> {
     }
 
     async fn tag(&self, owner: &OwnerId, params: &Params, add: bool) -> Result<Response, Response> {
-        let jobs: Vec<JobId> = self
-            .listed_for(owner, params, "hashes")
-            .await?
-            .iter()
-            .map(|l| l.job.id)
-            .collect();
+        let jobs = self.ids_for(owner, params).await?;
         self.state
             .categories
             .tag(owner, &jobs, params.get("tags").unwrap_or_default(), add)
