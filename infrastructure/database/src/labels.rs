@@ -12,6 +12,10 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOr
 use crate::db_error;
 use crate::entity::{Column as JobColumn, Entity as Jobs, category, job_label};
 
+/// Jobs changed per statement: a `hashes=all` over thousands of jobs stays under the
+/// databases' bind-parameter limits (PostgreSQL's 65,535; five per inserted row).
+const CHUNK: usize = 1000;
+
 pub struct SqlLabelRepository {
     db: DatabaseConnection,
 }
@@ -178,37 +182,41 @@ impl LabelRepository for SqlLabelRepository {
         jobs: &[JobId],
         category: Option<&str>,
     ) -> Result<(), RepoError> {
-        let jobs = self.owned(owner, jobs).await?;
-        self.ensure_rows(owner, &jobs).await?;
-        if jobs.is_empty() {
-            return Ok(());
+        for jobs in jobs.chunks(CHUNK) {
+            let jobs = self.owned(owner, jobs).await?;
+            self.ensure_rows(owner, &jobs).await?;
+            if jobs.is_empty() {
+                continue;
+            }
+            job_label::Entity::update_many()
+                .col_expr(
+                    job_label::Column::Category,
+                    Expr::value(category.map(str::to_owned)),
+                )
+                .filter(job_label::Column::Owner.eq(owner.as_str()))
+                .filter(job_label::Column::JobId.is_in(jobs.iter().map(JobId::as_uuid)))
+                .exec(&self.db)
+                .await
+                .map_err(db_error)?;
         }
-        job_label::Entity::update_many()
-            .col_expr(
-                job_label::Column::Category,
-                Expr::value(category.map(str::to_owned)),
-            )
-            .filter(job_label::Column::Owner.eq(owner.as_str()))
-            .filter(job_label::Column::JobId.is_in(jobs.iter().map(JobId::as_uuid)))
-            .exec(&self.db)
-            .await
-            .map_err(db_error)?;
         Ok(())
     }
 
     async fn set_removed(&self, owner: &OwnerId, jobs: &[JobId]) -> Result<(), RepoError> {
-        let jobs = self.owned(owner, jobs).await?;
-        self.ensure_rows(owner, &jobs).await?;
-        if jobs.is_empty() {
-            return Ok(());
+        for jobs in jobs.chunks(CHUNK) {
+            let jobs = self.owned(owner, jobs).await?;
+            self.ensure_rows(owner, &jobs).await?;
+            if jobs.is_empty() {
+                continue;
+            }
+            job_label::Entity::update_many()
+                .col_expr(job_label::Column::Removed, Expr::value(true))
+                .filter(job_label::Column::Owner.eq(owner.as_str()))
+                .filter(job_label::Column::JobId.is_in(jobs.iter().map(JobId::as_uuid)))
+                .exec(&self.db)
+                .await
+                .map_err(db_error)?;
         }
-        job_label::Entity::update_many()
-            .col_expr(job_label::Column::Removed, Expr::value(true))
-            .filter(job_label::Column::Owner.eq(owner.as_str()))
-            .filter(job_label::Column::JobId.is_in(jobs.iter().map(JobId::as_uuid)))
-            .exec(&self.db)
-            .await
-            .map_err(db_error)?;
         Ok(())
     }
 
@@ -219,9 +227,13 @@ impl LabelRepository for SqlLabelRepository {
         tags: &[String],
         add: bool,
     ) -> Result<(), RepoError> {
-        let jobs = self.owned(owner, jobs).await?;
-        self.ensure_rows(owner, &jobs).await?;
-        for job in jobs {
+        let mut owned = Vec::with_capacity(jobs.len());
+        for jobs in jobs.chunks(CHUNK) {
+            let jobs = self.owned(owner, jobs).await?;
+            self.ensure_rows(owner, &jobs).await?;
+            owned.extend(jobs);
+        }
+        for job in owned {
             // Compare and set: two callers tagging the same job at once both keep theirs.
             loop {
                 let Some(row) = job_label::Entity::find_by_id(job.as_uuid())

@@ -133,3 +133,67 @@ async fn postgres_keeps_categories_and_tags() {
     labels_hold(&db).await;
     db.close().await.unwrap();
 }
+
+/// `hashes=all` over more jobs than one statement may bind (SQLite 32,766 parameters,
+/// PostgreSQL 65,535; a labels row takes five): categories, tags and removal still apply to
+/// every job.
+async fn labels_of_many_jobs(db: &Connection, count: u32) {
+    migrate(db).await.unwrap();
+    let jobs = SqlJobRepository::new(db.clone());
+    let labels = SqlLabelRepository::new(db.clone());
+    let owner = OwnerId::parse("many").unwrap();
+    let made: Vec<Job> = (0..count)
+        .map(|n| {
+            let magnet = MagnetLink::parse(&format!("magnet:?xt=urn:btih:{n:040x}")).unwrap();
+            Job::from_magnet(
+                owner.clone(),
+                magnet,
+                FileSelection::All,
+                ferry_application::testing::epoch(),
+            )
+        })
+        .collect();
+    for chunk in made.chunks(64) {
+        futures::future::try_join_all(chunk.iter().map(|job| jobs.insert(job)))
+            .await
+            .unwrap();
+    }
+    let ids: Vec<_> = made.iter().map(|job| job.id).collect();
+    labels
+        .create_category(&owner, &category("tv"))
+        .await
+        .unwrap();
+    labels.set_category(&owner, &ids, Some("tv")).await.unwrap();
+    labels
+        .tag(&owner, &ids[..10], &["x".into()], true)
+        .await
+        .unwrap();
+    labels.set_removed(&owner, &ids).await.unwrap();
+    let all = labels.labels(&owner).await.unwrap();
+    assert_eq!(all.len(), ids.len());
+    assert!(
+        all.values()
+            .all(|l| l.category.as_deref() == Some("tv") && l.removed)
+    );
+    assert_eq!(all.values().filter(|l| l.tags == ["x"]).count(), 10);
+}
+
+#[tokio::test]
+async fn sqlite_labels_thousands_of_jobs_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("ferry.db").display()
+    );
+    labels_of_many_jobs(&connect(&url).await.unwrap(), 7_000).await;
+}
+
+#[tokio::test]
+async fn postgres_labels_thousands_of_jobs_at_once() {
+    let Some(pg) = FreshDatabase::create() else {
+        return;
+    };
+    let db = connect(&pg.url).await.unwrap();
+    labels_of_many_jobs(&db, 14_000).await;
+    db.close().await.unwrap();
+}
