@@ -17,7 +17,8 @@ for pair in opentracker:opentracker aria2c:aria2 mktorrent:mktorrent curl:curl \
             qbittorrent-nox:qbittorrent-nox microsocks:microsocks tinyproxy:tinyproxy \
             psql:postgresql redis-server:redis-server unshare:util-linux nsenter:util-linux \
             ip:iproute2 node:nodejs npm:npm chromium:chromium ffmpeg:ffmpeg \
-            prometheus:prometheus promtool:prometheus sqlite3:sqlite3; do
+            prometheus:prometheus promtool:prometheus sqlite3:sqlite3 \
+            unzip:unzip bsdtar:libarchive-tools; do
   cmd=${pair%%:*}; pkg=${pair##*:}
   command -v "$cmd" >/dev/null || need+=("$pkg")
 done

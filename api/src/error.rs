@@ -107,7 +107,8 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         | C::UserNameTaken
         | C::JobNotFinished
         | C::JobPurging
-        | C::TorrentNotReady => StatusCode::CONFLICT,
+        | C::TorrentNotReady
+        | C::ArchiveNotAvailable => StatusCode::CONFLICT,
         C::TorrentFileTooLarge | C::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         C::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         C::TorrentUnsafePath

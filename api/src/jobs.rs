@@ -18,6 +18,7 @@ use tokio::io::AsyncReadExt;
 use uuid::Uuid;
 
 use crate::ApiState;
+use crate::archive;
 use crate::auth::Caller;
 use crate::download::{self, FileResponse, content_disposition};
 use crate::dto::*;
@@ -53,8 +54,20 @@ statuses! {
     EventsFails: 400, 401, 403, 404, 429, 500, 503;
     FeedFails: 400, 401, 403, 429, 500, 503;
     FileFails: 400, 401, 403, 404, 409, 429, 500, 503;
+    ArchiveFails: 400, 401, 403, 404, 409, 429, 500, 503;
     TorrentFails: 401, 403, 404, 409, 429, 500, 503;
     AnalyzeFails: 400, 401, 403, 413, 415, 422, 429, 500;
+}
+
+#[derive(ApiResponse)]
+pub enum ArchiveResponse {
+    /// The archive.
+    #[oai(status = 200)]
+    Ok(
+        Binary<poem::Body>,
+        #[oai(header = "Content-Disposition")] String,
+        #[oai(header = "Content-Length")] u64,
+    ),
 }
 
 #[derive(Debug, Multipart)]
@@ -660,6 +673,75 @@ impl JobsApi {
             .file(caller.owner(), parse_id(&id)?, index.0 as usize)
             .await?;
         Ok(download::send(file, range.0.as_deref()).await?)
+    }
+
+    /// Download a finished job's files as one archive, streamed without staging it: `zip`
+    /// (stored, ZIP64 past 4 GiB) or `tar`. `Content-Length` is exact, so a browser shows
+    /// progress. Files in remote storage (S3, Google Drive) answer 409
+    /// `archive_not_available`: fetch those one by one.
+    #[oai(
+        path = "/jobs/:id/archive",
+        method = "get",
+        tag = "Tag::Jobs",
+        operation_id = "jobArchive"
+    )]
+    async fn archive(
+        &self,
+        caller: Caller,
+        id: Path<String>,
+        /// `zip` (default) or `tar`.
+        #[oai(validator(max_length = 8))]
+        format: Query<Option<String>>,
+        /// Indices of the files to put in, as `0,2,5`; every downloaded file when absent.
+        #[oai(validator(max_length = 65536))]
+        files: Query<Option<String>>,
+    ) -> Result<ArchiveResponse, Fails<ArchiveFails>> {
+        let format = match format.0.as_deref().unwrap_or("zip") {
+            "zip" => archive::Format::Zip,
+            "tar" => archive::Format::Tar,
+            other => {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("format must be zip or tar, not {other:?}"),
+                )
+                .into());
+            }
+        };
+        let files = parse_files(files.0.as_deref(), self.state.jobs.limits.max_files)?;
+        let (job, located) = self
+            .state
+            .jobs
+            .archive(caller.owner(), parse_id(&id)?, files.as_deref())
+            .await?;
+        let mut entries = Vec::with_capacity(located.len());
+        for found in located {
+            let ferry_application::ports::ObjectLocation::LocalFile(path) = found.location else {
+                return Err(ApiError::new(
+                    ErrorCode::ArchiveNotAvailable,
+                    "this job's files are in remote storage: download them one by one",
+                )
+                .into());
+            };
+            entries.push(archive::Entry {
+                name: found.file.path.clone(),
+                size: found.file.size,
+                path,
+            });
+        }
+        let archive = archive::Archive {
+            format,
+            entries,
+            modified: job.finished_at.unwrap_or(job.updated_at),
+        };
+        let len = archive.len();
+        let body = poem::Body::from_bytes_stream(tokio_stream::wrappers::ReceiverStream::new(
+            archive.stream(),
+        ));
+        Ok(ArchiveResponse::Ok(
+            Binary(body),
+            content_disposition(&format!("{}.{}", job.name, format.extension())),
+            len,
+        ))
     }
 
     /// The job's .torrent: the uploaded one, a magnet's once resolved, or the one made of a

@@ -3,6 +3,7 @@
 
 mod access_log;
 mod accounts;
+mod archive;
 mod auth;
 mod download;
 mod drive;

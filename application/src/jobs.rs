@@ -812,4 +812,62 @@ impl Jobs {
         };
         Ok(FileDownload { file, location })
     }
+
+    /// Where each of a finished job's files is, for an archive of them: the files named by
+    /// `indexes` (in that order, each once), or every selected file.
+    ///
+    /// # Errors
+    /// As [`Self::file`]; `FileNotSelected` for a file the job did not download.
+    pub async fn archive(
+        &self,
+        owner: &OwnerId,
+        id: JobId,
+        indexes: Option<&[usize]>,
+    ) -> Result<(Job, Vec<FileDownload>), JobsError> {
+        let job = self.get(owner, id).await?;
+        if job.purge_requested {
+            return Err(JobsError::Purging);
+        }
+        if !matches!(job.status, JobStatus::Completed | JobStatus::Seeding) {
+            return Err(JobsError::NotFinished(job.status));
+        }
+        let files: Vec<JobFile> = match indexes {
+            None => job.selected_files().cloned().collect(),
+            Some(indexes) => {
+                let mut seen = std::collections::HashSet::new();
+                let mut chosen = Vec::new();
+                for &index in indexes {
+                    let file = job
+                        .files()
+                        .iter()
+                        .find(|f| f.index == index)
+                        .ok_or(JobsError::FileNotFound(index))?;
+                    if !file.selected {
+                        return Err(JobsError::FileNotSelected(index));
+                    }
+                    if seen.insert(index) {
+                        chosen.push(file.clone());
+                    }
+                }
+                chosen
+            }
+        };
+        let store = self.stores.store(&job.owner, job.storage_profile).await?;
+        let mut located = Vec::with_capacity(files.len());
+        for file in files {
+            let key = StorageKey::for_file(&job.owner, id, &file.safe_path()?);
+            let location = match store.locate(&key).await {
+                Ok(l) => l,
+                Err(StoreError::NotFound) => {
+                    return Err(anyhow::anyhow!(
+                        "stored object {key} of a completed job is missing"
+                    )
+                    .into());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            located.push(FileDownload { file, location });
+        }
+        Ok((job, located))
+    }
 }

@@ -142,6 +142,8 @@ error_codes! {
     JobPurging = "job_purging", jobs: false;
     /// The job's torrent is not known yet (a magnet still resolving).
     TorrentNotReady = "torrent_not_ready", jobs: false;
+    /// An archive of a job whose files are in remote storage (fetch them one by one).
+    ArchiveNotAvailable = "archive_not_available", jobs: false;
 
     // Bodies (413, 415).
 
