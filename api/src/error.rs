@@ -100,7 +100,9 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         | C::StorageProfileNotFound
         | C::UserNotFound
         | C::TokenNotFound
-        | C::SessionNotFound => StatusCode::NOT_FOUND,
+        | C::SessionNotFound
+        | C::FeedNotFound
+        | C::FeedRuleNotFound => StatusCode::NOT_FOUND,
         C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         C::IllegalTransition
         | C::JobAlreadyExists
@@ -120,7 +122,10 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         | C::UrlNotAllowed
         | C::UrlUnavailable
         | C::TrackerNotAllowed
-        | C::PeerNotAllowed => StatusCode::UNPROCESSABLE_ENTITY,
+        | C::PeerNotAllowed
+        | C::InvalidFeed
+        | C::InvalidFeedRule
+        | C::FeedLimitReached => StatusCode::UNPROCESSABLE_ENTITY,
         C::TooManyStreams | C::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         C::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         C::StorageUnreachable | C::IdentityProviderUnreachable => StatusCode::BAD_GATEWAY,

@@ -10,6 +10,7 @@ mod drive;
 mod dto;
 mod edge;
 mod error;
+mod feeds;
 mod gauges;
 mod jobs;
 mod links;
@@ -46,6 +47,8 @@ pub struct ApiState {
     pub jobs: Arc<Jobs>,
     /// Categories and tags (the qBittorrent-compatible API under `/api/v2`).
     pub categories: Arc<Categories>,
+    /// RSS feeds and download rules.
+    pub feeds: Arc<ferry_application::Feeds>,
     /// The server's local storage (`{dir}/{owner}/{job}/…`), when this process sees it.
     pub local_storage_dir: Option<std::path::PathBuf>,
     /// Whether the engine uses the DHT (`torrent.dht`), as qBittorrent's clients ask.
@@ -115,6 +118,9 @@ pub fn app(state: Arc<ApiState>, stopping: CancellationToken) -> impl poem::Endp
                 state: state.clone(),
             },
             links::LinksApi {
+                state: state.clone(),
+            },
+            feeds::FeedsApi {
                 state: state.clone(),
             },
         ),

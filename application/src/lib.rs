@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod categories;
 pub mod drive_connect;
+pub mod feeds;
 pub mod health;
 pub mod jobs;
 pub mod lifecycle;
@@ -27,6 +28,7 @@ pub use categories::{Categories, CategoriesError};
 pub use drive_connect::{
     CONNECT_TTL, ConnectStart, DriveConnect, DriveConnectError, PendingConnect,
 };
+pub use feeds::{Feed, FeedInput, FeedSettings, Feeds, FeedsError};
 pub use health::{ComponentHealth, HealthCheck, Worker};
 pub use jobs::{FileDownload, Jobs, JobsError, Submission, SubmitOptions, Usage};
 pub use lifecycle::Lifecycle;

@@ -125,6 +125,10 @@ error_codes! {
     /// No such storage profile (or it is someone else's); on a job submission, the profile
     /// the job names.
     StorageProfileNotFound = "storage_profile_not_found", jobs: false;
+    /// No such RSS feed (or it is someone else's).
+    FeedNotFound = "feed_not_found", jobs: false;
+    /// No such RSS download rule (or it is someone else's).
+    FeedRuleNotFound = "feed_rule_not_found", jobs: false;
     /// The route exists but not with this method (the answer has `Allow`).
     MethodNotAllowed = "method_not_allowed", jobs: false;
 
@@ -177,6 +181,15 @@ error_codes! {
     TrackerNotAllowed = "tracker_not_allowed", jobs: false;
     /// A magnet's `x.pe` peer is at an internal address.
     PeerNotAllowed = "peer_not_allowed", jobs: false;
+    /// An RSS feed's fields are not valid (name, interval).
+    InvalidFeed = "invalid_feed", jobs: false;
+    /// An RSS download rule's fields are not valid: a pattern that does not compile or is
+    /// too large, an episode filter that does not parse, a feed, category or storage profile
+    /// the caller does not have.
+    InvalidFeedRule = "invalid_feed_rule", jobs: false;
+    /// The caller has as many feeds (or rules) as `feeds.max_per_user`
+    /// (`feeds.max_rules_per_user`) allows.
+    FeedLimitReached = "feed_limit_reached", jobs: false;
 
     // Capacity and failures (429, 5xx, and the same failures in a stage).
 

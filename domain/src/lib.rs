@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod error_code;
+pub mod feed;
 pub mod info_hash;
 pub mod job;
 pub mod magnet;

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod clock;
 pub mod drive;
 pub mod engine;
+pub mod feeds;
 pub mod fetch;
 pub mod identity;
 pub mod jobs;
@@ -26,6 +27,10 @@ pub use accounts::{
 pub use clock::{Clock, SystemClock};
 pub use drive::{ConsentError, ConsentStart, DriveConsent};
 pub use engine::{EngineError, EngineStats, TorrentEngine, TorrentInspector, TorrentSpec};
+pub use feeds::{
+    Feed, FeedFetch, FeedItem, FeedLimits, FeedMatch, FeedRepository, FeedRule, FeedSource,
+    ItemLink, MatchClaim, MatchOutcome, PollRecord,
+};
 pub use fetch::{FetchBody, FetchError, FetchInfo, Fetched, Fetcher, TorrentPackager};
 pub use identity::{
     AccessTokenVerifier, IdentityError, IdentityProvider, LoginStart, PasswordHasher, PendingLogin,

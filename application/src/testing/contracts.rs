@@ -16,12 +16,14 @@ use crate::ports::*;
 mod accounts;
 mod audit;
 mod consent;
+mod feeds;
 mod links;
 mod sessions;
 
 pub use accounts::{token_repository_contract, user_repository_contract};
 pub use audit::{AUDIT_PAGE_MAX, audit_log_contract};
 pub use consent::{Agree, drive_consent_contract};
+pub use feeds::feed_repository_contract;
 pub use links::link_signer_contract;
 pub use sessions::sessions_contract;
 

@@ -9,7 +9,7 @@ mod fakes;
 
 pub use fakes::{
     FakeAddressGuard, FakeConsent, FakeEngine, FakeFetcher, FakeResolver, FixedClock, MemoryAudit,
-    MemoryBrowserSessions, MemoryBus, MemoryProfiles, MemoryQueue, MemoryRateLimiter,
+    MemoryBrowserSessions, MemoryBus, MemoryFeeds, MemoryProfiles, MemoryQueue, MemoryRateLimiter,
     MemoryRepository, MemorySessions, MemoryStore, MemoryTokens, MemoryUsers, PlainBox,
     PlainLinkSigner,
 };

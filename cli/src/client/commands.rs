@@ -183,7 +183,7 @@ async fn password_login(
 }
 
 /// Where `--to` delivers: a profile's id, or `None` for the server's own storage.
-async fn destination(api: &Api, to: &str) -> Result<Option<Uuid>, ClientError> {
+pub(super) async fn destination(api: &Api, to: &str) -> Result<Option<Uuid>, ClientError> {
     if to == "server" {
         return Ok(None);
     }

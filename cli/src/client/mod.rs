@@ -7,6 +7,7 @@ mod api;
 mod commands;
 mod config;
 mod error;
+mod feeds;
 mod get;
 mod model;
 mod progress;
@@ -50,6 +51,16 @@ pub enum Command {
     ///
     /// A seeding job stops seeding and stays completed, with its files.
     Rm(RmArgs),
+    /// Your RSS feeds: add, list, remove.
+    Feeds {
+        #[command(subcommand)]
+        action: feeds::FeedsAction,
+    },
+    /// Your RSS download rules: add, list, remove, and what each matched.
+    Rules {
+        #[command(subcommand)]
+        action: feeds::RulesAction,
+    },
 }
 
 /// How a command reports.
@@ -177,6 +188,8 @@ impl Command {
             Self::Get(a) => a.output,
             Self::Pause(a) | Self::Resume(a) | Self::Retry(a) => a.output,
             Self::Rm(a) => a.output,
+            Self::Feeds { action } => action.output(),
+            Self::Rules { action } => action.output(),
         }
     }
 }
@@ -221,5 +234,7 @@ async fn run(command: Command) -> Result<(), ClientError> {
         Command::Resume(args) => commands::act(&api, "resume", args).await,
         Command::Retry(args) => commands::act(&api, "retry", args).await,
         Command::Rm(args) => commands::rm(&api, args).await,
+        Command::Feeds { action } => feeds::feeds(&api, action).await,
+        Command::Rules { action } => feeds::rules(&api, action).await,
     }
 }

@@ -3,11 +3,13 @@
 
 mod accounts;
 mod entity;
+mod feeds;
 mod labels;
 mod mapping;
 mod profiles;
 
 pub use accounts::{AUDIT_PAGE_MAX, SqlAudit, SqlSessions, SqlTokens, SqlUsers};
+pub use feeds::SqlFeedRepository;
 pub use labels::SqlLabelRepository;
 pub use profiles::{SqlProfileRepository, SqlUploadSessions};
 

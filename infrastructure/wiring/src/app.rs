@@ -233,6 +233,11 @@ impl App {
         let tasks = TaskTracker::new();
         if let Some(api) = &api {
             tasks.spawn(sweep_sessions(api.state.accounts.clone(), stop.clone()));
+            tasks.spawn(poll_feeds(
+                api.state.feeds.clone(),
+                ports.feeds_check_every(),
+                stop.clone(),
+            ));
         }
         let mut server =
             api.map(|api| tasks.spawn(ferry_api::serve(api.acceptor, api.state, stop.clone())));
@@ -359,6 +364,49 @@ async fn sweep_sessions(accounts: Arc<ferry_application::Accounts>, stop: Cancel
     }
 }
 
+/// How long a stopping process gives the feed polls in hand to finish.
+const FEED_DRAIN: Duration = Duration::from_secs(10);
+
+/// Polls the feeds that are due, every `every` (at start too), until `stop`: several API
+/// processes share the work, each feed taken by one at a time.
+async fn poll_feeds(
+    feeds: Arc<ferry_application::Feeds>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        let polled = feeds.poll_due();
+        tokio::pin!(polled);
+        let polled = tokio::select! {
+            polled = &mut polled => polled,
+            // The batch in hand is finished (briefly), so its feeds are not left held until
+            // their lease ends.
+            () = stop.cancelled() => match tokio::time::timeout(FEED_DRAIN, polled).await {
+                Ok(polled) => polled,
+                Err(_) => return,
+            },
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        // A full batch: more may be due at once.
+        let busy = match polled {
+            Ok(n) => n >= ferry_application::feeds::CLAIM_BATCH,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not poll feeds");
+                false
+            }
+        };
+        if busy {
+            continue;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
 async fn api(ports: &Ports, config: &Config, token: ApiToken) -> anyhow::Result<Api> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -393,9 +441,11 @@ async fn api(ports: &Ports, config: &Config, token: ApiToken) -> anyhow::Result<
     let profiles = ports.storage_profiles();
     let drive = ports.drive_connect(&profiles, &accounts)?;
     let categories = ports.categories(&profiles);
+    let feeds = ports.feeds(jobs.clone(), accounts.clone(), categories.clone())?;
     let state = Arc::new(ApiState {
         jobs,
         categories,
+        feeds,
         // Absolute, as the paths the qBittorrent API shows must be.
         local_storage_dir: Some(std::path::absolute(config.storage_dir())?),
         torrent_dht: config.torrent.dht,

@@ -117,6 +117,7 @@ pub struct Config {
     pub fetch: FetchConfig,
     pub package: PackageConfig,
     pub seed: SeedConfig,
+    pub feeds: FeedsConfig,
     pub limits: LimitsConfig,
     pub workers: WorkersConfig,
     pub log: LogConfig,
@@ -145,6 +146,7 @@ impl Default for Config {
             fetch: FetchConfig::default(),
             package: PackageConfig::default(),
             seed: SeedConfig::default(),
+            feeds: FeedsConfig::default(),
             limits: LimitsConfig::default(),
             workers: WorkersConfig::default(),
             log: LogConfig::default(),
@@ -342,6 +344,42 @@ impl Default for SeedConfig {
             ratio: Some(2.0),
             time: Some(Duration::from_secs(7 * 24 * 3600)),
             idle: None,
+        }
+    }
+}
+
+/// RSS feeds and download rules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FeedsConfig {
+    /// A feed's poll interval when it names none.
+    #[serde(with = "parse::interval")]
+    pub default_interval: Duration,
+    /// The shortest poll interval a feed may ask for.
+    #[serde(with = "parse::interval")]
+    pub min_interval: Duration,
+    /// How often a process looks for feeds that are due.
+    #[serde(with = "parse::interval")]
+    pub check_every: Duration,
+    /// Largest feed document, in bytes.
+    pub max_bytes: NonZeroU64,
+    /// Items read from one feed (the first ones).
+    pub max_items: NonZeroUsize,
+    /// Feeds, and rules, per user.
+    pub max_per_user: NonZeroUsize,
+    pub max_rules_per_user: NonZeroUsize,
+}
+
+impl Default for FeedsConfig {
+    fn default() -> Self {
+        Self {
+            default_interval: Duration::from_secs(15 * 60),
+            min_interval: Duration::from_secs(5 * 60),
+            check_every: Duration::from_secs(5),
+            max_bytes: parse::non_zero_u64(8 << 20),
+            max_items: parse::non_zero_usize(500),
+            max_per_user: parse::non_zero_usize(100),
+            max_rules_per_user: parse::non_zero_usize(100),
         }
     }
 }

@@ -306,6 +306,50 @@ impl Ports {
         })
     }
 
+    /// How often a process looks for feeds that are due.
+    pub fn feeds_check_every(&self) -> Duration {
+        self.config.feeds.check_every
+    }
+
+    /// RSS feeds and download rules: the poller's and the API's use case. Feeds are read
+    /// with a client of their own on the fetch settings (proxy, guard), without the URL
+    /// jobs' content types.
+    ///
+    /// # Errors
+    /// When the fetch proxy is misconfigured.
+    pub fn feeds(
+        &self,
+        jobs: Arc<Jobs>,
+        accounts: Arc<Accounts>,
+        categories: Arc<Categories>,
+    ) -> anyhow::Result<Arc<ferry_application::Feeds>> {
+        let f = &self.config.feeds;
+        Ok(Arc::new(ferry_application::Feeds {
+            repo: Arc::new(ferry_database::SqlFeedRepository::new(
+                self.database.clone(),
+            )),
+            source: Arc::new(ferry_fetch::HttpFetcher::new(fetch_settings(&self.config))?),
+            jobs,
+            accounts,
+            categories,
+            clock: self.clock.clone(),
+            settings: ferry_application::FeedSettings {
+                default_interval: f.default_interval.max(f.min_interval),
+                min_interval: f.min_interval,
+                limits: ferry_application::ports::FeedLimits {
+                    max_bytes: f.max_bytes.get(),
+                    max_items: f.max_items.get(),
+                },
+                max_feeds_per_user: f.max_per_user.get(),
+                max_rules_per_user: f.max_rules_per_user.get(),
+                lease: std::time::Duration::from_secs(120),
+                max_torrent_bytes: self.config.limits.max_torrent_file_bytes.get(),
+                seed_by_default: self.config.seed.default,
+                seed_limits: self.seed_policy(),
+            },
+        }))
+    }
+
     /// "Connect Google Drive", when the operator configured a Google OAuth client
     /// (`google.client_id`); its token exchange goes through the storage guard.
     ///

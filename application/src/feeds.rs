@@ -1,0 +1,662 @@
+//! RSS feeds and download rules (qBittorrent's auto-downloader, per user): feeds polled on
+//! an interval with conditional GETs, rules applied to every item of the feeds they name,
+//! and each match submitted as a job of the rule's owner exactly once.
+//!
+//! Exactly once, across restarts and API instances: a poller takes a feed with a lease (a
+//! conditional update of its next poll time), and a match is claimed by inserting (rule,
+//! item) — with the smart filter's episode keys, all or nothing — under unique constraints;
+//! only the inserter submits. A submission that failed for now (an unreachable .torrent, a
+//! full quota, a backend down) is left in `Retry` and submitted again at a later poll; a
+//! claimer that stopped between claim and answer leaves it `Pending`, taken again after
+//! [`STALE_CLAIM`] (a magnet then finds its own unfinished job as a duplicate).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ferry_domain::feed::{RuleError, RuleMatcher, smart_filter};
+use ferry_domain::{FetchUrl, OwnerId, SeedPolicy};
+use uuid::Uuid;
+
+use crate::ports::{
+    Clock, FeedFetch, FeedItem, FeedLimits, FeedMatch, FeedRepository, FeedRule, FeedSource,
+    FetchError, ItemLink, MatchClaim, MatchOutcome, PollRecord, RepoError,
+};
+use crate::{Accounts, Categories, Jobs, JobsError, Submission, SubmitOptions};
+
+pub use crate::ports::Feed;
+
+/// A claim whose claimer gave no answer for this long is taken again.
+pub const STALE_CLAIM: Duration = Duration::from_secs(600);
+/// Longest feed URL.
+pub const MAX_URL_CHARS: usize = 2048;
+/// Longest feed or rule name, and category.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Feeds a poller takes at once.
+pub const CLAIM_BATCH: u64 = 16;
+/// Matches kept in view per rule for retries.
+const RETRY_WINDOW: u64 = 1000;
+
+#[derive(Debug, Clone)]
+pub struct FeedSettings {
+    pub default_interval: Duration,
+    pub min_interval: Duration,
+    pub limits: FeedLimits,
+    pub max_feeds_per_user: usize,
+    pub max_rules_per_user: usize,
+    /// How long a poller holds a feed.
+    pub lease: Duration,
+    /// Largest .torrent fetched for an item.
+    pub max_torrent_bytes: u64,
+    pub seed_by_default: bool,
+    pub seed_limits: SeedPolicy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedsError {
+    #[error("{0}")]
+    InvalidFeed(String),
+    #[error(transparent)]
+    InvalidRule(#[from] RuleError),
+    #[error("{0}")]
+    InvalidRuleField(String),
+    #[error(transparent)]
+    InvalidUrl(#[from] ferry_domain::FetchUrlError),
+    #[error("{0}")]
+    UrlNotAllowed(String),
+    #[error("{0}")]
+    Limit(String),
+    #[error("no such feed")]
+    FeedNotFound,
+    #[error("no such feed rule")]
+    RuleNotFound,
+    #[error("a backend is unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Unexpected(anyhow::Error),
+}
+
+impl From<RepoError> for FeedsError {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::Unavailable(m) => Self::Unavailable(m),
+            other => Self::Unexpected(other.into()),
+        }
+    }
+}
+
+/// A feed as a user gives it.
+#[derive(Debug, Clone, Default)]
+pub struct FeedInput {
+    pub url: Option<String>,
+    pub name: Option<String>,
+    pub interval_secs: Option<u64>,
+}
+
+pub struct Feeds {
+    pub repo: Arc<dyn FeedRepository>,
+    pub source: Arc<dyn FeedSource>,
+    pub jobs: Arc<Jobs>,
+    pub accounts: Arc<Accounts>,
+    pub categories: Arc<Categories>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: FeedSettings,
+}
+
+fn bounded(field: &str, text: &str, max: usize) -> Result<(), String> {
+    if text.chars().count() > max || text.chars().any(char::is_control) {
+        return Err(format!(
+            "{field}: at most {max} characters, without control characters"
+        ));
+    }
+    Ok(())
+}
+
+fn after(now: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(now)
+}
+
+impl Feeds {
+    async fn url(&self, url: &str) -> Result<String, FeedsError> {
+        if url.chars().count() > MAX_URL_CHARS {
+            return Err(FeedsError::InvalidFeed(format!(
+                "url: at most {MAX_URL_CHARS} characters"
+            )));
+        }
+        let parsed = FetchUrl::parse(url)?;
+        match self.source.check(&parsed).await {
+            Ok(()) => Ok(parsed.as_url().to_string()),
+            Err(FetchError::NotAllowed(m)) => Err(FeedsError::UrlNotAllowed(m)),
+            // A name that does not resolve now may later: the poll records it.
+            Err(_) => Ok(parsed.as_url().to_string()),
+        }
+    }
+
+    fn interval(&self, secs: Option<u64>) -> Result<u32, FeedsError> {
+        let secs = secs.unwrap_or(self.settings.default_interval.as_secs());
+        let min = self.settings.min_interval.as_secs();
+        let max = 7 * 24 * 3600;
+        if secs < min || secs > max {
+            return Err(FeedsError::InvalidFeed(format!(
+                "interval_secs: from {min} (feeds.min_interval) to {max}"
+            )));
+        }
+        u32::try_from(secs).map_err(|_| FeedsError::InvalidFeed("interval_secs".into()))
+    }
+
+    /// Adds a feed, polled at once.
+    ///
+    /// # Errors
+    /// `InvalidFeed`, `InvalidUrl`, `UrlNotAllowed`, `Limit`.
+    pub async fn create(&self, owner: &OwnerId, input: FeedInput) -> Result<Feed, FeedsError> {
+        let url = self.url(input.url.as_deref().unwrap_or_default()).await?;
+        let name = input.name.unwrap_or_default();
+        bounded("name", &name, MAX_NAME_CHARS).map_err(FeedsError::InvalidFeed)?;
+        let interval_secs = self.interval(input.interval_secs)?;
+        if self.repo.feeds(owner).await?.len() >= self.settings.max_feeds_per_user {
+            return Err(FeedsError::Limit(format!(
+                "at most {} feeds per user",
+                self.settings.max_feeds_per_user
+            )));
+        }
+        let now = self.clock.now();
+        let feed = Feed {
+            id: Uuid::now_v7(),
+            owner: owner.clone(),
+            url,
+            name,
+            interval_secs,
+            etag: None,
+            last_modified: None,
+            last_error: None,
+            last_polled_at: None,
+            next_poll_at: now,
+            created_at: now,
+            items: Vec::new(),
+        };
+        self.repo.create_feed(&feed).await?;
+        Ok(feed)
+    }
+
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn list(&self, owner: &OwnerId) -> Result<Vec<Feed>, FeedsError> {
+        Ok(self.repo.feeds(owner).await?)
+    }
+
+    /// # Errors
+    /// `FeedNotFound` (also for another owner's).
+    pub async fn get(&self, owner: &OwnerId, id: Uuid) -> Result<Feed, FeedsError> {
+        self.repo
+            .feed(owner, id)
+            .await?
+            .ok_or(FeedsError::FeedNotFound)
+    }
+
+    /// Changes a feed's URL (its validators are forgotten), name or interval.
+    ///
+    /// # Errors
+    /// As [`Self::create`], and `FeedNotFound`.
+    pub async fn update(
+        &self,
+        owner: &OwnerId,
+        id: Uuid,
+        input: FeedInput,
+    ) -> Result<Feed, FeedsError> {
+        let mut feed = self.get(owner, id).await?;
+        if let Some(url) = input.url {
+            let url = self.url(&url).await?;
+            if url != feed.url {
+                feed.url = url;
+                feed.etag = None;
+                feed.last_modified = None;
+                feed.next_poll_at = self.clock.now();
+            }
+        }
+        if let Some(name) = input.name {
+            bounded("name", &name, MAX_NAME_CHARS).map_err(FeedsError::InvalidFeed)?;
+            feed.name = name;
+        }
+        if input.interval_secs.is_some() {
+            feed.interval_secs = self.interval(input.interval_secs)?;
+        }
+        self.repo.update_feed(&feed).await.map_err(not_found_feed)?;
+        Ok(feed)
+    }
+
+    /// # Errors
+    /// `FeedNotFound`.
+    pub async fn delete(&self, owner: &OwnerId, id: Uuid) -> Result<(), FeedsError> {
+        self.repo
+            .delete_feed(owner, id)
+            .await
+            .map_err(not_found_feed)
+    }
+
+    /// Polls a feed now (unless a poller is at it) and answers it as it then is.
+    ///
+    /// # Errors
+    /// `FeedNotFound`.
+    pub async fn refresh(&self, owner: &OwnerId, id: Uuid) -> Result<Feed, FeedsError> {
+        let now = self.clock.now();
+        let claimed = self
+            .repo
+            .claim_now(owner, id, now, after(now, self.settings.lease))
+            .await
+            .map_err(not_found_feed)?;
+        if let Some(feed) = claimed {
+            self.poll(feed).await;
+        }
+        self.get(owner, id).await
+    }
+
+    /// The matches of a feed's items.
+    ///
+    /// # Errors
+    /// `FeedNotFound`.
+    pub async fn feed_matches(
+        &self,
+        owner: &OwnerId,
+        id: Uuid,
+    ) -> Result<(Feed, Vec<FeedMatch>), FeedsError> {
+        let feed = self.get(owner, id).await?;
+        let matches = self.repo.feed_matches(id, RETRY_WINDOW).await?;
+        Ok((feed, matches))
+    }
+
+    fn check_rule(&self, rule: &FeedRule) -> Result<(), FeedsError> {
+        RuleMatcher::new(&rule.patterns)?;
+        let invalid = FeedsError::InvalidRuleField;
+        bounded("name", &rule.name, MAX_NAME_CHARS).map_err(invalid)?;
+        if rule.name.trim().is_empty() {
+            return Err(FeedsError::InvalidRuleField("name: required".into()));
+        }
+        if rule.feeds.len() > self.settings.max_feeds_per_user {
+            return Err(FeedsError::InvalidRuleField("feeds: too many".into()));
+        }
+        if rule.category.is_some() && rule.storage_profile.is_some() {
+            return Err(FeedsError::InvalidRuleField(
+                "category and storage_profile: one or the other".into(),
+            ));
+        }
+        if let Some(c) = &rule.category {
+            crate::categories::check_category_name(c)
+                .map_err(|e| FeedsError::InvalidRuleField(format!("category: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Checks that the feeds, the category and the profile a rule names are the owner's.
+    async fn check_refs(&self, rule: &FeedRule) -> Result<(), FeedsError> {
+        let feeds: HashSet<Uuid> = self
+            .repo
+            .feeds(&rule.owner)
+            .await?
+            .into_iter()
+            .map(|f| f.id)
+            .collect();
+        if let Some(id) = rule.feeds.iter().find(|id| !feeds.contains(id)) {
+            return Err(FeedsError::InvalidRuleField(format!("feeds: no feed {id}")));
+        }
+        if let Some(c) = &rule.category
+            && self
+                .categories
+                .get(&rule.owner, c)
+                .await
+                .map_err(|e| FeedsError::Unavailable(e.to_string()))?
+                .is_none()
+        {
+            return Err(FeedsError::InvalidRuleField(format!(
+                "category: you have no category {c:?}"
+            )));
+        }
+        if let Some(p) = rule.storage_profile
+            && self.jobs.profiles.get(&rule.owner, p).await?.is_none()
+        {
+            return Err(FeedsError::InvalidRuleField(format!(
+                "storage_profile: you have no storage profile {p}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Adds a rule (its patterns compiled, what it names checked).
+    ///
+    /// # Errors
+    /// `InvalidRule`, `InvalidRuleField`, `Limit`.
+    pub async fn create_rule(&self, mut rule: FeedRule) -> Result<FeedRule, FeedsError> {
+        self.check_rule(&rule)?;
+        self.check_refs(&rule).await?;
+        if self.repo.rules(&rule.owner).await?.len() >= self.settings.max_rules_per_user {
+            return Err(FeedsError::Limit(format!(
+                "at most {} rules per user",
+                self.settings.max_rules_per_user
+            )));
+        }
+        rule.id = Uuid::now_v7();
+        rule.created_at = self.clock.now();
+        self.repo.create_rule(&rule).await?;
+        Ok(rule)
+    }
+
+    /// # Errors
+    /// `Unavailable`.
+    pub async fn rules(&self, owner: &OwnerId) -> Result<Vec<FeedRule>, FeedsError> {
+        Ok(self.repo.rules(owner).await?)
+    }
+
+    /// # Errors
+    /// `RuleNotFound` (also for another owner's).
+    pub async fn rule(&self, owner: &OwnerId, id: Uuid) -> Result<FeedRule, FeedsError> {
+        self.repo
+            .rule(owner, id)
+            .await?
+            .ok_or(FeedsError::RuleNotFound)
+    }
+
+    /// Replaces a rule's fields with `change`'s.
+    ///
+    /// # Errors
+    /// As [`Self::create_rule`], and `RuleNotFound`.
+    pub async fn update_rule(&self, rule: FeedRule) -> Result<FeedRule, FeedsError> {
+        self.check_rule(&rule)?;
+        self.check_refs(&rule).await?;
+        self.repo.update_rule(&rule).await.map_err(not_found_rule)?;
+        Ok(rule)
+    }
+
+    /// # Errors
+    /// `RuleNotFound`.
+    pub async fn delete_rule(&self, owner: &OwnerId, id: Uuid) -> Result<(), FeedsError> {
+        self.repo
+            .delete_rule(owner, id)
+            .await
+            .map_err(not_found_rule)
+    }
+
+    /// # Errors
+    /// `RuleNotFound`.
+    pub async fn rule_matches(
+        &self,
+        owner: &OwnerId,
+        id: Uuid,
+        limit: u64,
+    ) -> Result<Vec<FeedMatch>, FeedsError> {
+        self.rule(owner, id).await?;
+        Ok(self.repo.matches(id, limit).await?)
+    }
+
+    /// Polls every feed that is due (one batch); returns how many were polled.
+    ///
+    /// # Errors
+    /// `Unavailable` when the feeds cannot be claimed.
+    pub async fn poll_due(&self) -> Result<u64, FeedsError> {
+        let now = self.clock.now();
+        let feeds = self
+            .repo
+            .claim_due(now, after(now, self.settings.lease), CLAIM_BATCH)
+            .await?;
+        let count = feeds.len() as u64;
+        for feed in feeds {
+            self.poll(feed).await;
+        }
+        Ok(count)
+    }
+
+    /// Fetches a claimed feed, records what came, and applies its owner's rules to its items
+    /// (every item of the feed, as qBittorrent does, also when nothing changed: a rule made
+    /// since, or a submission to try again, then takes effect).
+    async fn poll(&self, feed: Feed) {
+        let fetched = match FetchUrl::parse(&feed.url) {
+            Ok(url) => {
+                self.source
+                    .fetch(
+                        &url,
+                        feed.etag.as_deref(),
+                        feed.last_modified.as_deref(),
+                        self.settings.limits,
+                    )
+                    .await
+            }
+            Err(e) => Err(FetchError::NotAllowed(e.to_string())),
+        };
+        let now = self.clock.now();
+        let next = after(now, Duration::from_secs(u64::from(feed.interval_secs)));
+        let (record, items) = match fetched {
+            Ok(FeedFetch::NotModified) => (
+                PollRecord {
+                    etag: feed.etag.clone(),
+                    last_modified: feed.last_modified.clone(),
+                    last_error: None,
+                    items: None,
+                    polled_at: now,
+                    next_poll_at: next,
+                },
+                Some(feed.items.clone()),
+            ),
+            Ok(FeedFetch::Fetched {
+                items,
+                etag,
+                last_modified,
+            }) => (
+                PollRecord {
+                    etag,
+                    last_modified,
+                    last_error: None,
+                    items: Some(items.clone()),
+                    polled_at: now,
+                    next_poll_at: next,
+                },
+                Some(items),
+            ),
+            Err(e) => {
+                tracing::info!(feed = %feed.id, error = %e, "feed poll failed");
+                (
+                    PollRecord {
+                        etag: feed.etag.clone(),
+                        last_modified: feed.last_modified.clone(),
+                        last_error: Some(truncate(&e.to_string(), 500)),
+                        items: None,
+                        polled_at: now,
+                        next_poll_at: next,
+                    },
+                    None,
+                )
+            }
+        };
+        if let Err(e) = self.repo.record_poll(feed.id, &record).await {
+            tracing::warn!(feed = %feed.id, error = %e, "cannot record a feed poll");
+        }
+        if let Some(items) = items
+            && let Err(e) = self.apply(&feed, &items).await
+        {
+            tracing::warn!(feed = %feed.id, error = %e, "cannot apply the feed's rules");
+        }
+    }
+
+    /// Applies the owner's enabled rules for `feed` to `items` (oldest first, so the first
+    /// release of an episode is the one the smart filter takes, and a later repack a repack).
+    async fn apply(&self, feed: &Feed, items: &[FeedItem]) -> Result<(), FeedsError> {
+        let rules = self.repo.rules(&feed.owner).await?;
+        for rule in rules
+            .iter()
+            .filter(|r| r.enabled && (r.feeds.is_empty() || r.feeds.contains(&feed.id)))
+        {
+            let Ok(matcher) = RuleMatcher::new(&rule.patterns) else {
+                continue;
+            };
+            let mut taken: HashSet<String> = if rule.smart_filter {
+                self.repo
+                    .taken_episodes(rule.id)
+                    .await?
+                    .into_iter()
+                    .collect()
+            } else {
+                HashSet::new()
+            };
+            let again: HashSet<String> = self
+                .repo
+                .matches(rule.id, RETRY_WINDOW)
+                .await?
+                .into_iter()
+                .filter(|m| matches!(m.outcome, MatchOutcome::Retry(_) | MatchOutcome::Pending))
+                .map(|m| m.item_key)
+                .collect();
+            for item in items.iter().rev() {
+                let Some(link) = &item.link else { continue };
+                if !matcher.matches(&item.title) {
+                    continue;
+                }
+                let episodes = if again.contains(&item.key) {
+                    Vec::new()
+                } else if rule.smart_filter {
+                    match smart_filter(&item.title, |k| taken.contains(k)) {
+                        Some(keys) => keys,
+                        None => continue,
+                    }
+                } else {
+                    Vec::new()
+                };
+                let now = self.clock.now();
+                let mut matched = FeedMatch {
+                    rule: rule.id,
+                    feed: feed.id,
+                    item_key: item.key.clone(),
+                    title: item.title.clone(),
+                    episodes: episodes.join(","),
+                    outcome: MatchOutcome::Pending,
+                    created_at: now,
+                };
+                let stale = now - chrono::Duration::from_std(STALE_CLAIM).unwrap_or_default();
+                let mut claim = self.repo.claim_match(&matched, &episodes, stale).await?;
+                let mut episodes = episodes;
+                if claim == MatchClaim::Taken && !episodes.is_empty() {
+                    // Another poller took an episode meanwhile: decide again on what it
+                    // took (this may be a repack of it now).
+                    taken = self
+                        .repo
+                        .taken_episodes(rule.id)
+                        .await?
+                        .into_iter()
+                        .collect();
+                    match smart_filter(&item.title, |k| taken.contains(k)) {
+                        Some(keys) if keys != episodes => {
+                            matched.episodes = keys.join(",");
+                            claim = self.repo.claim_match(&matched, &keys, stale).await?;
+                            episodes = keys;
+                        }
+                        _ => {}
+                    }
+                }
+                if claim == MatchClaim::Taken {
+                    continue;
+                }
+                taken.extend(episodes);
+                let outcome = self.submit(rule, link).await;
+                tracing::info!(rule = %rule.id, item = %item.key, ?outcome, "feed rule matched");
+                self.repo
+                    .settle_match(rule.id, &item.key, &outcome, self.clock.now())
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Submits an item's download as the rule's owner, within the owner's quotas.
+    async fn submit(&self, rule: &FeedRule, link: &ItemLink) -> MatchOutcome {
+        match self.try_submit(rule, link).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                let message = truncate(&e.to_string(), 500);
+                match e {
+                    JobsError::Unavailable(_)
+                    | JobsError::UrlRefused(_)
+                    | JobsError::QuotaExceeded { .. }
+                    | JobsError::Unexpected(_) => MatchOutcome::Retry(message),
+                    _ => MatchOutcome::Failed(message),
+                }
+            }
+        }
+    }
+
+    async fn try_submit(
+        &self,
+        rule: &FeedRule,
+        link: &ItemLink,
+    ) -> Result<MatchOutcome, JobsError> {
+        let owner = &rule.owner;
+        let quotas = self
+            .accounts
+            .quotas_of(owner)
+            .await
+            .map_err(|e| JobsError::Unavailable(e.to_string()))?;
+        let submission = match link {
+            ItemLink::Magnet(m) => Submission::Magnet(m.clone()),
+            ItemLink::Torrent(url) => Submission::Torrent(
+                self.jobs
+                    .fetch_torrent(url, self.settings.max_torrent_bytes)
+                    .await?,
+            ),
+        };
+        let storage_profile = match (&rule.category, rule.storage_profile) {
+            (Some(c), _) => match self.categories.destination(owner, c).await {
+                Ok(p) => p,
+                Err(crate::CategoriesError::NotFound) => {
+                    return Ok(MatchOutcome::Failed(format!("no category {c:?}")));
+                }
+                Err(e) => return Err(JobsError::Unavailable(e.to_string())),
+            },
+            (None, p) => p,
+        };
+        let seed = rule
+            .seed
+            .unwrap_or(self.settings.seed_by_default)
+            .then_some(self.settings.seed_limits);
+        let options = SubmitOptions {
+            files: None,
+            storage_profile,
+            seed,
+        };
+        let id = match self
+            .jobs
+            .submit_within(owner.clone(), submission, options, quotas)
+            .await
+        {
+            Ok(job) => job.id,
+            Err(JobsError::Duplicate(id)) => id,
+            Err(e) => return Err(e),
+        };
+        if let Some(c) = &rule.category
+            && let Err(e) = self
+                .categories
+                .labels
+                .set_category(owner, &[id], Some(c.as_str()))
+                .await
+        {
+            tracing::warn!(job = %id, error = %e, "cannot set a feed job's category");
+        }
+        Ok(MatchOutcome::Submitted(id))
+    }
+}
+
+fn not_found_feed(e: RepoError) -> FeedsError {
+    match e {
+        RepoError::NotFound => FeedsError::FeedNotFound,
+        other => other.into(),
+    }
+}
+
+fn not_found_rule(e: RepoError) -> FeedsError {
+    match e {
+        RepoError::NotFound => FeedsError::RuleNotFound,
+        other => other.into(),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}

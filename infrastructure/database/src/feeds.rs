@@ -1,0 +1,608 @@
+//! `FeedRepository` on sea-orm (schema: `m20270101_000002_feeds`): feeds claimed by a
+//! conditional update of their next poll time, matches and episodes claimed by inserts under
+//! their primary keys (one transaction for a match and its episodes).
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ferry_application::ports::{
+    Feed, FeedMatch, FeedRepository, FeedRule, MatchClaim, MatchOutcome, PollRecord, RepoError,
+};
+use ferry_domain::feed::RulePatterns;
+use ferry_domain::{JobId, OwnerId, ProfileId};
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, SqlErr, TransactionTrait,
+};
+use uuid::Uuid;
+
+use crate::db_error;
+
+mod entity {
+    pub mod feed {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "feeds")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: Uuid,
+            pub owner: String,
+            pub url: String,
+            pub name: String,
+            pub interval_secs: i32,
+            pub etag: Option<String>,
+            pub last_modified: Option<String>,
+            pub last_error: Option<String>,
+            pub last_polled_at: Option<ChronoDateTimeUtc>,
+            pub next_poll_at: ChronoDateTimeUtc,
+            pub created_at: ChronoDateTimeUtc,
+            pub items: String,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    pub mod rule {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "feed_rules")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: Uuid,
+            pub owner: String,
+            pub name: String,
+            pub enabled: bool,
+            pub feeds: String,
+            pub must_contain: String,
+            pub must_not_contain: String,
+            pub use_regex: bool,
+            pub episode_filter: String,
+            pub smart_filter: bool,
+            pub category: Option<String>,
+            pub storage_profile: Option<Uuid>,
+            pub seed: Option<bool>,
+            pub created_at: ChronoDateTimeUtc,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    pub mod matched {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "feed_matches")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub rule_id: Uuid,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub item_key: String,
+            pub feed_id: Uuid,
+            pub title: String,
+            pub episodes: String,
+            pub status: String,
+            pub job_id: Option<Uuid>,
+            pub error: Option<String>,
+            pub created_at: ChronoDateTimeUtc,
+            pub updated_at: ChronoDateTimeUtc,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+
+    pub mod episode {
+        use sea_orm::entity::prelude::*;
+
+        #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+        #[sea_orm(table_name = "feed_episodes")]
+        pub struct Model {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub rule_id: Uuid,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub episode_key: String,
+        }
+
+        #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+        pub enum Relation {}
+
+        impl ActiveModelBehavior for ActiveModel {}
+    }
+}
+
+use entity::{episode, feed, matched, rule};
+
+pub struct SqlFeedRepository {
+    db: DatabaseConnection,
+}
+
+impl SqlFeedRepository {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+}
+
+fn unexpected(e: impl std::fmt::Display) -> RepoError {
+    RepoError::Unexpected(anyhow::anyhow!("{e}"))
+}
+
+fn is_unique(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+fn to_feed(row: feed::Model) -> Result<Feed, RepoError> {
+    Ok(Feed {
+        id: row.id,
+        owner: OwnerId::parse(&row.owner)
+            .ok_or_else(|| unexpected("a stored owner does not parse"))?,
+        url: row.url,
+        name: row.name,
+        interval_secs: u32::try_from(row.interval_secs).unwrap_or(u32::MAX),
+        etag: row.etag,
+        last_modified: row.last_modified,
+        last_error: row.last_error,
+        last_polled_at: row.last_polled_at,
+        next_poll_at: row.next_poll_at,
+        created_at: row.created_at,
+        items: serde_json::from_str(&row.items).unwrap_or_default(),
+    })
+}
+
+fn to_rule(row: rule::Model) -> Result<FeedRule, RepoError> {
+    Ok(FeedRule {
+        id: row.id,
+        owner: OwnerId::parse(&row.owner)
+            .ok_or_else(|| unexpected("a stored owner does not parse"))?,
+        name: row.name,
+        enabled: row.enabled,
+        feeds: serde_json::from_str(&row.feeds).unwrap_or_default(),
+        patterns: RulePatterns {
+            must_contain: row.must_contain,
+            must_not_contain: row.must_not_contain,
+            use_regex: row.use_regex,
+            episode_filter: row.episode_filter,
+        },
+        smart_filter: row.smart_filter,
+        category: row.category,
+        storage_profile: row.storage_profile.map(ProfileId::from_uuid),
+        seed: row.seed,
+        created_at: row.created_at,
+    })
+}
+
+fn rule_row(r: &FeedRule) -> Result<rule::ActiveModel, RepoError> {
+    Ok(rule::ActiveModel {
+        id: Set(r.id),
+        owner: Set(r.owner.as_str().to_owned()),
+        name: Set(r.name.clone()),
+        enabled: Set(r.enabled),
+        feeds: Set(serde_json::to_string(&r.feeds).map_err(unexpected)?),
+        must_contain: Set(r.patterns.must_contain.clone()),
+        must_not_contain: Set(r.patterns.must_not_contain.clone()),
+        use_regex: Set(r.patterns.use_regex),
+        episode_filter: Set(r.patterns.episode_filter.clone()),
+        smart_filter: Set(r.smart_filter),
+        category: Set(r.category.clone()),
+        storage_profile: Set(r.storage_profile.map(|p| p.as_uuid())),
+        seed: Set(r.seed),
+        created_at: Set(r.created_at),
+    })
+}
+
+fn to_match(row: matched::Model) -> FeedMatch {
+    let error = row.error.unwrap_or_default();
+    FeedMatch {
+        rule: row.rule_id,
+        feed: row.feed_id,
+        item_key: row.item_key,
+        title: row.title,
+        episodes: row.episodes,
+        outcome: match (row.status.as_str(), row.job_id) {
+            ("submitted", Some(id)) => MatchOutcome::Submitted(JobId::from_uuid(id)),
+            ("failed", _) => MatchOutcome::Failed(error),
+            ("retry", _) => MatchOutcome::Retry(error),
+            _ => MatchOutcome::Pending,
+        },
+        created_at: row.created_at,
+    }
+}
+
+fn outcome_columns(o: &MatchOutcome) -> (&'static str, Option<Uuid>, Option<String>) {
+    match o {
+        MatchOutcome::Pending => ("pending", None, None),
+        MatchOutcome::Submitted(id) => ("submitted", Some(id.as_uuid()), None),
+        MatchOutcome::Failed(e) => ("failed", None, Some(e.clone())),
+        MatchOutcome::Retry(e) => ("retry", None, Some(e.clone())),
+    }
+}
+
+#[async_trait]
+impl FeedRepository for SqlFeedRepository {
+    async fn create_feed(&self, f: &Feed) -> Result<(), RepoError> {
+        let row = feed::ActiveModel {
+            id: Set(f.id),
+            owner: Set(f.owner.as_str().to_owned()),
+            url: Set(f.url.clone()),
+            name: Set(f.name.clone()),
+            interval_secs: Set(i32::try_from(f.interval_secs).unwrap_or(i32::MAX)),
+            etag: Set(f.etag.clone()),
+            last_modified: Set(f.last_modified.clone()),
+            last_error: Set(f.last_error.clone()),
+            last_polled_at: Set(f.last_polled_at),
+            next_poll_at: Set(f.next_poll_at),
+            created_at: Set(f.created_at),
+            items: Set(serde_json::to_string(&f.items).map_err(unexpected)?),
+        };
+        feed::Entity::insert(row)
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn feeds(&self, owner: &OwnerId) -> Result<Vec<Feed>, RepoError> {
+        feed::Entity::find()
+            .filter(feed::Column::Owner.eq(owner.as_str()))
+            .order_by_asc(feed::Column::CreatedAt)
+            .order_by_asc(feed::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(to_feed)
+            .collect()
+    }
+
+    async fn feed(&self, owner: &OwnerId, id: Uuid) -> Result<Option<Feed>, RepoError> {
+        feed::Entity::find_by_id(id)
+            .filter(feed::Column::Owner.eq(owner.as_str()))
+            .one(&self.db)
+            .await
+            .map_err(db_error)?
+            .map(to_feed)
+            .transpose()
+    }
+
+    async fn update_feed(&self, f: &Feed) -> Result<(), RepoError> {
+        let result = feed::Entity::update_many()
+            .col_expr(feed::Column::Url, Expr::value(f.url.clone()))
+            .col_expr(feed::Column::Name, Expr::value(f.name.clone()))
+            .col_expr(
+                feed::Column::IntervalSecs,
+                Expr::value(i32::try_from(f.interval_secs).unwrap_or(i32::MAX)),
+            )
+            .col_expr(feed::Column::Etag, Expr::value(f.etag.clone()))
+            .col_expr(
+                feed::Column::LastModified,
+                Expr::value(f.last_modified.clone()),
+            )
+            .col_expr(feed::Column::NextPollAt, Expr::value(f.next_poll_at))
+            .filter(feed::Column::Id.eq(f.id))
+            .filter(feed::Column::Owner.eq(f.owner.as_str()))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn delete_feed(&self, owner: &OwnerId, id: Uuid) -> Result<(), RepoError> {
+        let result = feed::Entity::delete_many()
+            .filter(feed::Column::Id.eq(id))
+            .filter(feed::Column::Owner.eq(owner.as_str()))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<Feed>, RepoError> {
+        let due = feed::Entity::find()
+            .filter(feed::Column::NextPollAt.lte(now))
+            .order_by_asc(feed::Column::NextPollAt)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        let mut claimed = Vec::new();
+        for row in due {
+            // Taken only if no other poller moved its time meanwhile.
+            let result = feed::Entity::update_many()
+                .col_expr(feed::Column::NextPollAt, Expr::value(lease_until))
+                .filter(feed::Column::Id.eq(row.id))
+                .filter(feed::Column::NextPollAt.eq(row.next_poll_at))
+                .exec(&self.db)
+                .await
+                .map_err(db_error)?;
+            if result.rows_affected == 1 {
+                claimed.push(to_feed(row)?);
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn claim_now(
+        &self,
+        owner: &OwnerId,
+        id: Uuid,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Option<Feed>, RepoError> {
+        let row = feed::Entity::find_by_id(id)
+            .filter(feed::Column::Owner.eq(owner.as_str()))
+            .one(&self.db)
+            .await
+            .map_err(db_error)?
+            .ok_or(RepoError::NotFound)?;
+        // A lease runs past its poll's interval; a feed due later than one interval from
+        // now is held by a poller.
+        let held_until = now + chrono::Duration::seconds(i64::from(row.interval_secs));
+        if row.next_poll_at > held_until {
+            return Ok(None);
+        }
+        let result = feed::Entity::update_many()
+            .col_expr(feed::Column::NextPollAt, Expr::value(lease_until))
+            .filter(feed::Column::Id.eq(row.id))
+            .filter(feed::Column::NextPollAt.eq(row.next_poll_at))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 1 {
+            Ok(Some(to_feed(row)?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    async fn record_poll(&self, id: Uuid, poll: &PollRecord) -> Result<(), RepoError> {
+        let mut update = feed::Entity::update_many()
+            .col_expr(feed::Column::Etag, Expr::value(poll.etag.clone()))
+            .col_expr(
+                feed::Column::LastModified,
+                Expr::value(poll.last_modified.clone()),
+            )
+            .col_expr(
+                feed::Column::LastError,
+                Expr::value(poll.last_error.clone()),
+            )
+            .col_expr(feed::Column::LastPolledAt, Expr::value(poll.polled_at))
+            .col_expr(feed::Column::NextPollAt, Expr::value(poll.next_poll_at));
+        if let Some(items) = &poll.items {
+            update = update.col_expr(
+                feed::Column::Items,
+                Expr::value(serde_json::to_string(items).map_err(unexpected)?),
+            );
+        }
+        update
+            .filter(feed::Column::Id.eq(id))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn create_rule(&self, r: &FeedRule) -> Result<(), RepoError> {
+        rule::Entity::insert(rule_row(r)?)
+            .exec_without_returning(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn rules(&self, owner: &OwnerId) -> Result<Vec<FeedRule>, RepoError> {
+        rule::Entity::find()
+            .filter(rule::Column::Owner.eq(owner.as_str()))
+            .order_by_asc(rule::Column::CreatedAt)
+            .order_by_asc(rule::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(to_rule)
+            .collect()
+    }
+
+    async fn rule(&self, owner: &OwnerId, id: Uuid) -> Result<Option<FeedRule>, RepoError> {
+        rule::Entity::find_by_id(id)
+            .filter(rule::Column::Owner.eq(owner.as_str()))
+            .one(&self.db)
+            .await
+            .map_err(db_error)?
+            .map(to_rule)
+            .transpose()
+    }
+
+    async fn update_rule(&self, r: &FeedRule) -> Result<(), RepoError> {
+        let row = rule_row(r)?;
+        let result = rule::Entity::update_many()
+            .set(row)
+            .filter(rule::Column::Id.eq(r.id))
+            .filter(rule::Column::Owner.eq(r.owner.as_str()))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn delete_rule(&self, owner: &OwnerId, id: Uuid) -> Result<(), RepoError> {
+        let txn = self.db.begin().await.map_err(db_error)?;
+        let result = rule::Entity::delete_many()
+            .filter(rule::Column::Id.eq(id))
+            .filter(rule::Column::Owner.eq(owner.as_str()))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 0 {
+            return Err(RepoError::NotFound);
+        }
+        matched::Entity::delete_many()
+            .filter(matched::Column::RuleId.eq(id))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        episode::Entity::delete_many()
+            .filter(episode::Column::RuleId.eq(id))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        txn.commit().await.map_err(db_error)
+    }
+
+    async fn taken_episodes(&self, rule: Uuid) -> Result<Vec<String>, RepoError> {
+        episode::Entity::find()
+            .select_only()
+            .column(episode::Column::EpisodeKey)
+            .filter(episode::Column::RuleId.eq(rule))
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(db_error)
+    }
+
+    async fn claim_match(
+        &self,
+        m: &FeedMatch,
+        episodes: &[String],
+        stale_before: DateTime<Utc>,
+    ) -> Result<MatchClaim, RepoError> {
+        let (status, job_id, error) = outcome_columns(&m.outcome);
+        let row = matched::ActiveModel {
+            rule_id: Set(m.rule),
+            item_key: Set(m.item_key.clone()),
+            feed_id: Set(m.feed),
+            title: Set(m.title.clone()),
+            episodes: Set(m.episodes.clone()),
+            status: Set(status.to_owned()),
+            job_id: Set(job_id),
+            error: Set(error),
+            created_at: Set(m.created_at),
+            updated_at: Set(m.created_at),
+        };
+        let txn = self.db.begin().await.map_err(db_error)?;
+        match matched::Entity::insert(row)
+            .exec_without_returning(&txn)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_unique(&e) => {
+                txn.rollback().await.map_err(db_error)?;
+                // There: taken again only from `retry`, or from a claim left long ago.
+                let result = matched::Entity::update_many()
+                    .col_expr(matched::Column::Status, Expr::value("pending"))
+                    .col_expr(matched::Column::UpdatedAt, Expr::value(m.created_at))
+                    .filter(matched::Column::RuleId.eq(m.rule))
+                    .filter(matched::Column::ItemKey.eq(m.item_key.as_str()))
+                    .filter(
+                        Condition::any()
+                            .add(matched::Column::Status.eq("retry"))
+                            .add(
+                                Condition::all()
+                                    .add(matched::Column::Status.eq("pending"))
+                                    .add(matched::Column::UpdatedAt.lt(stale_before)),
+                            ),
+                    )
+                    .exec(&self.db)
+                    .await
+                    .map_err(db_error)?;
+                return Ok(if result.rows_affected == 1 {
+                    MatchClaim::Retry
+                } else {
+                    MatchClaim::Taken
+                });
+            }
+            Err(e) => return Err(db_error(e)),
+        }
+        for key in episodes {
+            let row = episode::ActiveModel {
+                rule_id: Set(m.rule),
+                episode_key: Set(key.clone()),
+            };
+            match episode::Entity::insert(row)
+                .exec_without_returning(&txn)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_unique(&e) => {
+                    txn.rollback().await.map_err(db_error)?;
+                    return Ok(MatchClaim::Taken);
+                }
+                Err(e) => return Err(db_error(e)),
+            }
+        }
+        txn.commit().await.map_err(db_error)?;
+        Ok(MatchClaim::New)
+    }
+
+    async fn settle_match(
+        &self,
+        rule: Uuid,
+        item_key: &str,
+        outcome: &MatchOutcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), RepoError> {
+        let (status, job_id, error) = outcome_columns(outcome);
+        matched::Entity::update_many()
+            .col_expr(matched::Column::Status, Expr::value(status))
+            .col_expr(matched::Column::JobId, Expr::value(job_id))
+            .col_expr(matched::Column::Error, Expr::value(error))
+            .col_expr(matched::Column::UpdatedAt, Expr::value(now))
+            .filter(matched::Column::RuleId.eq(rule))
+            .filter(matched::Column::ItemKey.eq(item_key))
+            .exec(&self.db)
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn matches(&self, rule: Uuid, limit: u64) -> Result<Vec<FeedMatch>, RepoError> {
+        Ok(matched::Entity::find()
+            .filter(matched::Column::RuleId.eq(rule))
+            .order_by_desc(matched::Column::CreatedAt)
+            .order_by_asc(matched::Column::ItemKey)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(to_match)
+            .collect())
+    }
+
+    async fn feed_matches(&self, feed: Uuid, limit: u64) -> Result<Vec<FeedMatch>, RepoError> {
+        Ok(matched::Entity::find()
+            .filter(matched::Column::FeedId.eq(feed))
+            .order_by_desc(matched::Column::CreatedAt)
+            .order_by_asc(matched::Column::ItemKey)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(to_match)
+            .collect())
+    }
+}

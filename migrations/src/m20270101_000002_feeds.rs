@@ -1,0 +1,244 @@
+//! RSS feeds and download rules, per user: the feeds (with the last fetch's validators and
+//! items), the rules, each rule's matches (one row per (rule, item): the claim that makes a
+//! match submit once) and the episodes each rule took (the smart episode filter).
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum Feeds {
+    Table,
+    Id,
+    Owner,
+    Url,
+    Name,
+    IntervalSecs,
+    Etag,
+    LastModified,
+    LastError,
+    LastPolledAt,
+    NextPollAt,
+    CreatedAt,
+    Items,
+}
+
+#[derive(DeriveIden)]
+enum FeedRules {
+    Table,
+    Id,
+    Owner,
+    Name,
+    Enabled,
+    Feeds,
+    MustContain,
+    MustNotContain,
+    UseRegex,
+    EpisodeFilter,
+    SmartFilter,
+    Category,
+    StorageProfile,
+    Seed,
+    CreatedAt,
+}
+
+#[derive(DeriveIden)]
+enum FeedMatches {
+    Table,
+    RuleId,
+    ItemKey,
+    FeedId,
+    Title,
+    Episodes,
+    Status,
+    JobId,
+    Error,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum FeedEpisodes {
+    Table,
+    RuleId,
+    EpisodeKey,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(Feeds::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(Feeds::Id).uuid().not_null().primary_key())
+                    .col(ColumnDef::new(Feeds::Owner).string_len(64).not_null())
+                    .col(ColumnDef::new(Feeds::Url).text().not_null())
+                    .col(ColumnDef::new(Feeds::Name).text().not_null())
+                    .col(ColumnDef::new(Feeds::IntervalSecs).integer().not_null())
+                    .col(ColumnDef::new(Feeds::Etag).text().null())
+                    .col(ColumnDef::new(Feeds::LastModified).text().null())
+                    .col(ColumnDef::new(Feeds::LastError).text().null())
+                    .col(
+                        ColumnDef::new(Feeds::LastPolledAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
+                    .col(
+                        ColumnDef::new(Feeds::NextPollAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Feeds::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    // The last fetch's items, JSON.
+                    .col(ColumnDef::new(Feeds::Items).text().not_null())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("feeds_next_poll")
+                    .table(Feeds::Table)
+                    .col(Feeds::NextPollAt)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("feeds_owner")
+                    .table(Feeds::Table)
+                    .col(Feeds::Owner)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(FeedRules::Table)
+                    .if_not_exists()
+                    .col(
+                        ColumnDef::new(FeedRules::Id)
+                            .uuid()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .col(ColumnDef::new(FeedRules::Owner).string_len(64).not_null())
+                    .col(ColumnDef::new(FeedRules::Name).text().not_null())
+                    .col(ColumnDef::new(FeedRules::Enabled).boolean().not_null())
+                    // Feed ids, JSON.
+                    .col(ColumnDef::new(FeedRules::Feeds).text().not_null())
+                    .col(ColumnDef::new(FeedRules::MustContain).text().not_null())
+                    .col(ColumnDef::new(FeedRules::MustNotContain).text().not_null())
+                    .col(ColumnDef::new(FeedRules::UseRegex).boolean().not_null())
+                    .col(ColumnDef::new(FeedRules::EpisodeFilter).text().not_null())
+                    .col(ColumnDef::new(FeedRules::SmartFilter).boolean().not_null())
+                    .col(ColumnDef::new(FeedRules::Category).text().null())
+                    .col(ColumnDef::new(FeedRules::StorageProfile).uuid().null())
+                    .col(ColumnDef::new(FeedRules::Seed).boolean().null())
+                    .col(
+                        ColumnDef::new(FeedRules::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("feed_rules_owner")
+                    .table(FeedRules::Table)
+                    .col(FeedRules::Owner)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(FeedMatches::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(FeedMatches::RuleId).uuid().not_null())
+                    .col(ColumnDef::new(FeedMatches::ItemKey).text().not_null())
+                    .col(ColumnDef::new(FeedMatches::FeedId).uuid().not_null())
+                    .col(ColumnDef::new(FeedMatches::Title).text().not_null())
+                    .col(ColumnDef::new(FeedMatches::Episodes).text().not_null())
+                    // pending, submitted, failed, retry
+                    .col(
+                        ColumnDef::new(FeedMatches::Status)
+                            .string_len(16)
+                            .not_null(),
+                    )
+                    .col(ColumnDef::new(FeedMatches::JobId).uuid().null())
+                    .col(ColumnDef::new(FeedMatches::Error).text().null())
+                    .col(
+                        ColumnDef::new(FeedMatches::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(FeedMatches::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(FeedMatches::RuleId)
+                            .col(FeedMatches::ItemKey),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("feed_matches_feed")
+                    .table(FeedMatches::Table)
+                    .col(FeedMatches::FeedId)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(FeedEpisodes::Table)
+                    .if_not_exists()
+                    .col(ColumnDef::new(FeedEpisodes::RuleId).uuid().not_null())
+                    .col(
+                        ColumnDef::new(FeedEpisodes::EpisodeKey)
+                            .string_len(64)
+                            .not_null(),
+                    )
+                    .primary_key(
+                        Index::create()
+                            .col(FeedEpisodes::RuleId)
+                            .col(FeedEpisodes::EpisodeKey),
+                    )
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(FeedEpisodes::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(FeedMatches::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(FeedRules::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Feeds::Table).to_owned())
+            .await?;
+        Ok(())
+    }
+}
