@@ -11,6 +11,7 @@ mod get;
 mod model;
 mod progress;
 mod watch;
+mod webhooks;
 
 use std::path::PathBuf;
 
@@ -18,6 +19,7 @@ use clap::{Args, Subcommand};
 
 pub use config::{Stored, Target};
 pub use error::{ClientError, Exit};
+pub use webhooks::WebhooksCommand;
 
 /// The client commands of `ferry`.
 #[derive(Debug, Subcommand)]
@@ -50,6 +52,10 @@ pub enum Command {
     ///
     /// A seeding job stops seeding and stays completed, with its files.
     Rm(RmArgs),
+    /// Your webhooks: endpoints told (signed) when your jobs complete, fail or finish
+    /// seeding.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
 }
 
 /// How a command reports.
@@ -177,6 +183,7 @@ impl Command {
             Self::Get(a) => a.output,
             Self::Pause(a) | Self::Resume(a) | Self::Retry(a) => a.output,
             Self::Rm(a) => a.output,
+            Self::Webhooks(c) => c.output(),
         }
     }
 }
@@ -221,5 +228,6 @@ async fn run(command: Command) -> Result<(), ClientError> {
         Command::Resume(args) => commands::act(&api, "resume", args).await,
         Command::Retry(args) => commands::act(&api, "retry", args).await,
         Command::Rm(args) => commands::rm(&api, args).await,
+        Command::Webhooks(command) => webhooks::run(&api, command).await,
     }
 }

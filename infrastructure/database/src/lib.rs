@@ -6,10 +6,12 @@ mod entity;
 mod labels;
 mod mapping;
 mod profiles;
+mod webhooks;
 
 pub use accounts::{AUDIT_PAGE_MAX, SqlAudit, SqlSessions, SqlTokens, SqlUsers};
 pub use labels::SqlLabelRepository;
 pub use profiles::{SqlProfileRepository, SqlUploadSessions};
+pub use webhooks::SqlWebhookRepository;
 
 use std::time::Duration;
 

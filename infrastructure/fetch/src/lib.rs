@@ -23,6 +23,8 @@ use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod webhook;
+
 /// Who resolves names when a proxy is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProxyDns {
