@@ -5,7 +5,7 @@
 
 use std::marker::PhantomData;
 
-use ferry_application::{JobsError, ProfilesError};
+use ferry_application::{JobsError, ProfilesError, WebhooksError};
 use ferry_domain::{ErrorCode, TorrentLimitError};
 use poem::IntoResponse;
 use poem::http::StatusCode;
@@ -88,7 +88,8 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         | C::LoginFailed
         | C::InvalidSetupLink
         | C::DriveConnectFailed
-        | C::DriveConsentDenied => StatusCode::BAD_REQUEST,
+        | C::DriveConsentDenied
+        | C::InvalidWebhook => StatusCode::BAD_REQUEST,
         C::Unauthorized | C::InvalidCredentials => StatusCode::UNAUTHORIZED,
         C::Forbidden | C::AccountDisabled | C::InvalidLink | C::NotInvited | C::QuotaExceeded => {
             StatusCode::FORBIDDEN
@@ -102,7 +103,8 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         | C::TokenNotFound
         | C::SessionNotFound
         | C::FeedNotFound
-        | C::FeedRuleNotFound => StatusCode::NOT_FOUND,
+        | C::FeedRuleNotFound
+        | C::WebhookNotFound => StatusCode::NOT_FOUND,
         C::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         C::IllegalTransition
         | C::JobAlreadyExists
@@ -394,6 +396,22 @@ impl From<ProfilesError> for ApiError {
             ProfilesError::FolderRefused(_) => C::StorageFolderNotAllowed,
             ProfilesError::Unavailable(_) => return Self::from(JobsError::Unavailable(message)),
             ProfilesError::Unexpected(e) => return Self::internal(&format!("{e:#}")),
+        };
+        Self::new(code, message)
+    }
+}
+
+impl From<WebhooksError> for ApiError {
+    fn from(e: WebhooksError) -> Self {
+        use ErrorCode as C;
+        let message = e.to_string();
+        let code = match e {
+            WebhooksError::Invalid(_) => C::InvalidWebhook,
+            WebhooksError::NotAllowed(_) => C::UrlNotAllowed,
+            WebhooksError::NotFound => C::WebhookNotFound,
+            WebhooksError::TooMany(_) => C::QuotaExceeded,
+            WebhooksError::Unavailable(_) => return Self::from(JobsError::Unavailable(message)),
+            WebhooksError::Unexpected(e) => return Self::internal(&format!("{e:#}")),
         };
         Self::new(code, message)
     }

@@ -21,6 +21,7 @@ mod server;
 mod streams;
 mod system;
 mod web;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +88,13 @@ pub struct ApiState {
     pub seed_limits: ferry_domain::SeedPolicy,
     /// The gauges of what Ferry holds, brought up to date when `/metrics` is scraped.
     pub gauges: Sampler,
+    /// The caller's webhooks (and the dispatcher, which the wiring runs).
+    pub webhooks: Arc<ferry_application::Webhooks>,
+}
+
+/// A job as the API shows it (`GET /jobs/{id}`), as JSON: what webhook deliveries carry.
+pub fn job_json(job: &ferry_domain::Job) -> serde_json::Value {
+    poem_openapi::types::ToJSON::to_json(&dto::JobDto::from(job)).unwrap_or_default()
 }
 
 /// One identity provider and how its users become Ferry's.
@@ -121,6 +129,9 @@ pub fn app(state: Arc<ApiState>, stopping: CancellationToken) -> impl poem::Endp
                 state: state.clone(),
             },
             feeds::FeedsApi {
+                state: state.clone(),
+            },
+            webhooks::WebhooksApi {
                 state: state.clone(),
             },
         ),
@@ -194,6 +205,14 @@ where
         "deleteStorageProfile",
         "testStorageProfile",
     ];
+    let webhook_ops = [
+        "getWebhook",
+        "updateWebhook",
+        "deleteWebhook",
+        "rotateWebhookSecret",
+        "pingWebhook",
+        "webhookDeliveries",
+    ];
     event_streams(&mut doc);
     // Bodies that refuse unknown fields (poem-openapi does not say so in the document).
     for closed in ["DefaultProfile"] {
@@ -208,6 +227,7 @@ where
         ("/api/v1/jobs", &job_ops[..]),
         ("/api/v1/jobs/torrent", &job_ops[..]),
         ("/api/v1/storage-profiles", &profile_ops[..]),
+        ("/api/v1/webhooks", &webhook_ops[..]),
     ] {
         let links: serde_json::Map<String, serde_json::Value> = targets
             .iter()

@@ -16,6 +16,7 @@ pub mod ports;
 pub mod profiles;
 pub mod recovery;
 pub mod stages;
+pub mod webhooks;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -36,6 +37,12 @@ pub use links::{FileLink, FileLinks, LinkSettings, LinksError};
 pub use profiles::{KeyRotation, ProfilesError, Resealed, StorageProfiles};
 pub use recovery::Recovery;
 pub use stages::{RetryPolicy, StageHandler, StageOutcome, StageRunner};
+pub use webhooks::{
+    JobRenderer, WebhookChange, WebhookNotices, WebhookSettings, Webhooks, WebhooksError,
+    WithSecret,
+};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod webhook_tests;

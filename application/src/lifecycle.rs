@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use ferry_domain::{IllegalTransition, Job, JobError, JobId, JobStatus};
 
-use crate::ports::{Clock, EventKind, JobEvent, JobRepository, ProgressBus, RepoError, Transition};
+use crate::ports::{
+    Clock, EventKind, JobEvent, JobNotices, JobRepository, ProgressBus, RepoError, Transition,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MoveError {
@@ -21,6 +23,8 @@ pub struct Lifecycle {
     pub repo: Arc<dyn JobRepository>,
     pub bus: Arc<dyn ProgressBus>,
     pub clock: Arc<dyn super::ports::Clock>,
+    /// Told after every change (webhooks' outbox); `None`: nobody is.
+    pub notices: Option<Arc<dyn JobNotices>>,
 }
 
 impl Lifecycle {
@@ -29,7 +33,19 @@ impl Lifecycle {
         bus: Arc<dyn ProgressBus>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self { repo, bus, clock }
+        Self {
+            repo,
+            bus,
+            clock,
+            notices: None,
+        }
+    }
+
+    /// The same lifecycle, telling `notices` about every change it makes.
+    #[must_use]
+    pub fn with_notices(mut self, notices: Arc<dyn JobNotices>) -> Self {
+        self.notices = Some(notices);
+        self
     }
 
     /// Moves the job `from → to` if it is still in `from`, then publishes a status event.
@@ -53,6 +69,9 @@ impl Lifecycle {
         let job = self.repo.transition(id, &change).await?;
         tracing::info!(job_id = %id, %from, %to, "job status changed");
         self.announce(&job, EventKind::Status).await;
+        if let Some(notices) = &self.notices {
+            notices.job_moved(&job, from).await;
+        }
         Ok(job)
     }
 

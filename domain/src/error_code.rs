@@ -85,6 +85,9 @@ error_codes! {
     DriveConnectFailed = "drive_connect_failed", jobs: false;
     /// The user declined Ferry's access to their Google Drive on Google's consent page.
     DriveConsentDenied = "drive_consent_denied", jobs: false;
+    /// The webhook's URL is not an http(s) URL of at most 2048 characters, or its events
+    /// are empty or unknown.
+    InvalidWebhook = "invalid_webhook", jobs: false;
 
     // Who and what (401, 404, 405).
 
@@ -131,6 +134,8 @@ error_codes! {
     FeedRuleNotFound = "feed_rule_not_found", jobs: false;
     /// The route exists but not with this method (the answer has `Allow`).
     MethodNotAllowed = "method_not_allowed", jobs: false;
+    /// No such webhook (or it is someone else's).
+    WebhookNotFound = "webhook_not_found", jobs: false;
 
     // The job's state (409).
 

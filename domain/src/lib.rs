@@ -15,6 +15,7 @@ pub mod progress;
 pub mod status;
 pub mod storage_key;
 pub mod torrent;
+pub mod webhook;
 
 pub use account::{
     AccountError, Identity, PersonalToken, Quotas, Role, Scope, Scopes, TokenId, User, UserName,
@@ -33,3 +34,7 @@ pub use progress::Progress;
 pub use status::{IllegalTransition, JobStatus};
 pub use storage_key::{StorageKey, StorageKeyError};
 pub use torrent::{SafePath, SafePathError, TorrentLimitError, TorrentLimits};
+pub use webhook::{
+    DeliveryId, DeliveryState, MAX_WEBHOOK_URL_CHARS, Webhook, WebhookError, WebhookEvent,
+    WebhookId,
+};

@@ -14,6 +14,7 @@ mod m20261210_000001_accounts;
 mod m20261230_000001_job_byte_limit;
 mod m20261230_000002_default_storage;
 mod m20261231_000002_labels;
+mod m20270101_000001_webhooks;
 mod m20270101_000002_feeds;
 
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261230_000001_job_byte_limit::Migration),
             Box::new(m20261230_000002_default_storage::Migration),
             Box::new(m20261231_000002_labels::Migration),
+            Box::new(m20270101_000001_webhooks::Migration),
             Box::new(m20270101_000002_feeds::Migration),
         ]
     }

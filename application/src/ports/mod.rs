@@ -19,6 +19,7 @@ pub mod progress;
 pub mod queue;
 pub mod staging;
 pub mod storage;
+pub mod webhooks;
 
 pub use accounts::{
     AuditEntry, AuditLog, AuditOutcome, AuditQuery, SecretHash, Session, Sessions, TokenRepository,
@@ -48,3 +49,7 @@ pub use progress::{BusError, EventId, EventKind, JobEvent, ProgressBus, Publishe
 pub use queue::{JobQueue, Lease, QueueError, QueueStats, Stage, WorkerSeen};
 pub use staging::Staging;
 pub use storage::{ObjectLocation, ObjectStore, PutRequest, StoreError, StoredObject};
+pub use webhooks::{
+    Attempt, Delivery, JobNotices, SealedWebhook, TransportError, WebhookRepository,
+    WebhookTransport, secret_context,
+};

@@ -19,6 +19,7 @@ mod consent;
 mod feeds;
 mod links;
 mod sessions;
+mod webhooks;
 
 pub use accounts::{token_repository_contract, user_repository_contract};
 pub use audit::{AUDIT_PAGE_MAX, audit_log_contract};
@@ -26,6 +27,7 @@ pub use consent::{Agree, drive_consent_contract};
 pub use feeds::feed_repository_contract;
 pub use links::link_signer_contract;
 pub use sessions::sessions_contract;
+pub use webhooks::{webhook_repository_contract, webhook_transport_contract};
 
 fn magnet_job(owner: &OwnerId, seed: u8) -> Job {
     let link = format!(
@@ -1513,6 +1515,19 @@ mod tests {
 
     async fn job_repository_contract_fake() {
         super::job_repository_contract(&MemoryRepository::default()).await;
+    }
+
+    #[tokio::test]
+    async fn memory_webhooks_pass() {
+        let repo = MemoryWebhooks::default();
+        super::webhook_repository_contract(&repo, &repo).await;
+        let url = |u: &str| ferry_domain::FetchUrl::parse(u).unwrap();
+        super::webhook_transport_contract(
+            &FakeTransport::default(),
+            &url("https://hooks.example.org/ferry"),
+            &url("http://10.0.0.1/hook"),
+        )
+        .await;
     }
 
     #[tokio::test]

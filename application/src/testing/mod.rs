@@ -13,6 +13,7 @@ pub use fakes::{
     MemoryRepository, MemorySessions, MemoryStore, MemoryTokens, MemoryUsers, PlainBox,
     PlainLinkSigner,
 };
+pub use fakes::{FakeTransport, MemoryWebhooks, SentRequest};
 
 use std::sync::Arc;
 

@@ -12,6 +12,7 @@ mod get;
 mod model;
 mod progress;
 mod watch;
+mod webhooks;
 
 use std::path::PathBuf;
 
@@ -19,6 +20,7 @@ use clap::{Args, Subcommand};
 
 pub use config::{Stored, Target};
 pub use error::{ClientError, Exit};
+pub use webhooks::WebhooksCommand;
 
 /// The client commands of `ferry`.
 #[derive(Debug, Subcommand)]
@@ -61,6 +63,10 @@ pub enum Command {
         #[command(subcommand)]
         action: feeds::RulesAction,
     },
+    /// Your webhooks: endpoints told (signed) when your jobs complete, fail or finish
+    /// seeding.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
 }
 
 /// How a command reports.
@@ -190,6 +196,7 @@ impl Command {
             Self::Rm(a) => a.output,
             Self::Feeds { action } => action.output(),
             Self::Rules { action } => action.output(),
+            Self::Webhooks(c) => c.output(),
         }
     }
 }
@@ -236,5 +243,6 @@ async fn run(command: Command) -> Result<(), ClientError> {
         Command::Rm(args) => commands::rm(&api, args).await,
         Command::Feeds { action } => feeds::feeds(&api, action).await,
         Command::Rules { action } => feeds::rules(&api, action).await,
+        Command::Webhooks(command) => webhooks::run(&api, command).await,
     }
 }

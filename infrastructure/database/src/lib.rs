@@ -7,11 +7,13 @@ mod feeds;
 mod labels;
 mod mapping;
 mod profiles;
+mod webhooks;
 
 pub use accounts::{AUDIT_PAGE_MAX, SqlAudit, SqlSessions, SqlTokens, SqlUsers};
 pub use feeds::SqlFeedRepository;
 pub use labels::SqlLabelRepository;
 pub use profiles::{SqlProfileRepository, SqlUploadSessions};
+pub use webhooks::SqlWebhookRepository;
 
 use std::time::Duration;
 

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod feed;
+mod webhook;
 
 /// Who resolves names when a proxy is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

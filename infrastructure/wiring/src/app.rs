@@ -238,6 +238,9 @@ impl App {
                 ports.feeds_check_every(),
                 stop.clone(),
             ));
+            // The webhooks' dispatcher: in every API process (claims are leased, so several
+            // may run at once).
+            tasks.spawn(api.state.webhooks.clone().run(stop.clone()));
         }
         let mut server =
             api.map(|api| tasks.spawn(ferry_api::serve(api.acceptor, api.state, stop.clone())));
@@ -467,6 +470,7 @@ async fn api(ports: &Ports, config: &Config, token: ApiToken) -> anyhow::Result<
         seed_by_default: config.seed.default,
         seed_limits: ports.seed_policy(),
         gauges: ferry_api::Sampler::new(ports.volumes()),
+        webhooks: ports.webhooks(),
     });
     Ok(Api {
         acceptor: TcpAcceptor::from_tokio(listener)?,

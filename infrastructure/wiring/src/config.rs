@@ -122,6 +122,7 @@ pub struct Config {
     pub workers: WorkersConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 impl Default for Config {
@@ -151,6 +152,7 @@ impl Default for Config {
             workers: WorkersConfig::default(),
             log: LogConfig::default(),
             auth: AuthConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -611,6 +613,43 @@ impl Default for WorkersConfig {
             lease: Duration::from_secs(60),
             reconcile_every: Duration::from_secs(30),
             probe_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+        }
+    }
+}
+
+/// Webhooks: users' endpoints told when their jobs complete, fail or finish seeding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebhooksConfig {
+    /// Webhooks one user may have.
+    pub max_per_user: NonZeroUsize,
+    /// The wait after a delivery's first failed attempt; it doubles after each further one
+    /// (plus up to a quarter of jitter, at most 6 h).
+    #[serde(with = "parse::interval")]
+    pub retry_base: Duration,
+    /// Attempts before a delivery is given up.
+    pub max_attempts: NonZeroU32,
+    /// How long one attempt may take (connect, send, the answer's status).
+    #[serde(with = "parse::interval")]
+    pub timeout: Duration,
+    /// How often the dispatcher looks for due deliveries (a job's change in this process
+    /// wakes it at once).
+    #[serde(with = "parse::interval")]
+    pub poll: Duration,
+    /// How long delivered and failed deliveries stay in the history.
+    #[serde(with = "parse::interval")]
+    pub keep: Duration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            max_per_user: parse::non_zero_usize(20),
+            retry_base: Duration::from_secs(30),
+            max_attempts: parse::non_zero_u32(8),
+            timeout: Duration::from_secs(10),
+            poll: Duration::from_secs(1),
+            keep: Duration::from_secs(30 * 86_400),
         }
     }
 }

@@ -54,6 +54,38 @@ pub(crate) struct Ports {
     storage_guard: Arc<ferry_net::NetGuard>,
     torrent_guard: Arc<ferry_net::NetGuard>,
     config: Config,
+    /// Webhooks: the outbox every lifecycle writes to, and what the dispatcher sends with.
+    webhooks: WebhookParts,
+}
+
+/// The webhooks' ports: built once per process, shared by every lifecycle and the use case.
+struct WebhookParts {
+    repo: Arc<dyn ferry_application::ports::WebhookRepository>,
+    transport: Arc<dyn ferry_application::ports::WebhookTransport>,
+    notices: Arc<dyn ferry_application::ports::JobNotices>,
+    /// Wakes this process's dispatcher when a delivery is recorded here.
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl WebhookParts {
+    fn new(config: &Config, db: &ferry_database::Connection) -> anyhow::Result<Self> {
+        let repo: Arc<dyn ferry_application::ports::WebhookRepository> =
+            Arc::new(ferry_database::SqlWebhookRepository::new(db.clone()));
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let notices = Arc::new(ferry_application::WebhookNotices {
+            repo: repo.clone(),
+            clock: Arc::new(SystemClock),
+            render: Arc::new(ferry_api::job_json),
+            wake: wake.clone(),
+        });
+        Ok(Self {
+            repo,
+            // Endpoints are reached like URL jobs: the same guard, allow list and proxy.
+            transport: Arc::new(ferry_fetch::HttpFetcher::new(fetch_settings(config))?),
+            notices,
+            wake,
+        })
+    }
 }
 
 /// What both modes share: the database, local storage and staging, profiles and secrets.
@@ -183,6 +215,7 @@ impl Ports {
     /// When the database or the storage folder cannot be set up.
     pub async fn embedded(config: &Config) -> anyhow::Result<Self> {
         let s = shared(config, &secret_key(config, true)?).await?;
+        let webhooks = WebhookParts::new(config, &s.db)?;
         Ok(Self {
             repo: s.repo,
             queue: Arc::new(EmbeddedQueue::new()),
@@ -197,6 +230,7 @@ impl Ports {
             sessions: Arc::new(ferry_database::SqlSessions::new(s.db.clone())),
             limiter: Arc::new(ferry_embedded::GovernorLimiter::new()),
             database: s.db,
+            webhooks,
             storage_guard: s.storage_guard,
             torrent_guard: s.torrent_guard,
             config: config.clone(),
@@ -217,6 +251,7 @@ impl Ports {
             .await
             .with_context(|| format!("connecting to Redis at {}", redact(url)))?;
         let s = shared(config, &secret_key(config, false)?).await?;
+        let webhooks = WebhookParts::new(config, &s.db)?;
         let queue = Arc::new(RedisQueue::new(
             redis.clone(),
             consumer_name(),
@@ -236,6 +271,7 @@ impl Ports {
             sessions: Arc::new(ferry_redis::RedisSessions::new(redis.clone())),
             limiter: Arc::new(ferry_redis::RedisRateLimiter::new(redis)),
             database: s.db,
+            webhooks,
             storage_guard: s.storage_guard,
             torrent_guard: s.torrent_guard,
             config: config.clone(),
@@ -260,6 +296,27 @@ impl Ports {
 
     pub fn lifecycle(&self) -> Lifecycle {
         Lifecycle::new(self.repo.clone(), self.bus.clone(), self.clock.clone())
+            .with_notices(self.webhooks.notices.clone())
+    }
+
+    /// The webhook use cases and dispatcher.
+    pub fn webhooks(&self) -> Arc<ferry_application::Webhooks> {
+        let c = &self.config.webhooks;
+        Arc::new(ferry_application::Webhooks {
+            repo: self.webhooks.repo.clone(),
+            transport: self.webhooks.transport.clone(),
+            secrets: self.secrets.clone(),
+            clock: self.clock.clone(),
+            settings: ferry_application::WebhookSettings {
+                max_per_user: c.max_per_user.get(),
+                retry_base: c.retry_base,
+                max_attempts: c.max_attempts.get(),
+                timeout: c.timeout,
+                poll: c.poll,
+                keep: c.keep,
+            },
+            wake: self.webhooks.wake.clone(),
+        })
     }
 
     /// The API's use cases.

@@ -33,6 +33,7 @@ mod rate;
 mod repository;
 mod resolver;
 mod store;
+mod webhooks;
 
 pub use accounts::{MemoryBrowserSessions, MemoryTokens, MemoryUsers};
 pub use audit::MemoryAudit;
@@ -50,6 +51,7 @@ pub use rate::MemoryRateLimiter;
 pub use repository::MemoryRepository;
 pub use resolver::FakeResolver;
 pub use store::MemoryStore;
+pub use webhooks::{FakeTransport, MemoryWebhooks, SentRequest};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -1,0 +1,253 @@
+//! Webhooks in memory, and a transport that records what it was asked to send and answers
+//! with statuses the test queues.
+
+use ferry_domain::{DeliveryId, DeliveryState, FetchUrl, Webhook, WebhookEvent, WebhookId};
+
+use super::*;
+
+#[derive(Default)]
+pub struct MemoryWebhooks {
+    state: Mutex<(Vec<SealedWebhook>, Vec<Delivery>)>,
+}
+
+#[async_trait]
+impl WebhookRepository for MemoryWebhooks {
+    async fn insert(&self, webhook: &SealedWebhook) -> Result<(), RepoError> {
+        let mut s = lock(&self.state);
+        if s.0.iter().any(|w| w.webhook.id == webhook.webhook.id) {
+            return Err(RepoError::AlreadyExists);
+        }
+        s.0.push(webhook.clone());
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        owner: &OwnerId,
+        id: WebhookId,
+    ) -> Result<Option<SealedWebhook>, RepoError> {
+        Ok(lock(&self.state)
+            .0
+            .iter()
+            .find(|w| w.webhook.id == id && &w.webhook.owner == owner)
+            .cloned())
+    }
+
+    async fn list(&self, owner: &OwnerId) -> Result<Vec<Webhook>, RepoError> {
+        Ok(lock(&self.state)
+            .0
+            .iter()
+            .filter(|w| &w.webhook.owner == owner)
+            .map(|w| w.webhook.clone())
+            .collect())
+    }
+
+    async fn update(&self, webhook: &Webhook, secret: Option<&[u8]>) -> Result<(), RepoError> {
+        let mut s = lock(&self.state);
+        let found =
+            s.0.iter_mut()
+                .find(|w| w.webhook.id == webhook.id && w.webhook.owner == webhook.owner)
+                .ok_or(RepoError::NotFound)?;
+        found.webhook.url = webhook.url.clone();
+        found.webhook.events = webhook.events.clone();
+        found.webhook.enabled = webhook.enabled;
+        if let Some(secret) = secret {
+            found.secret = secret.to_vec();
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, owner: &OwnerId, id: WebhookId) -> Result<(), RepoError> {
+        let mut s = lock(&self.state);
+        let before = s.0.len();
+        s.0.retain(|w| !(w.webhook.id == id && &w.webhook.owner == owner));
+        if s.0.len() == before {
+            return Err(RepoError::NotFound);
+        }
+        s.1.retain(|d| d.webhook != id);
+        Ok(())
+    }
+
+    async fn subscribers(
+        &self,
+        owner: &OwnerId,
+        event: WebhookEvent,
+    ) -> Result<Vec<WebhookId>, RepoError> {
+        Ok(lock(&self.state)
+            .0
+            .iter()
+            .filter(|w| &w.webhook.owner == owner && w.webhook.wants(event))
+            .map(|w| w.webhook.id)
+            .collect())
+    }
+
+    async fn enqueue(&self, deliveries: &[Delivery]) -> Result<(), RepoError> {
+        let mut s = lock(&self.state);
+        for d in deliveries {
+            if s.1.iter().any(|x| x.id == d.id) {
+                return Err(RepoError::AlreadyExists);
+            }
+            if !s.0.iter().any(|w| w.webhook.id == d.webhook) {
+                return Err(RepoError::Unexpected(anyhow::anyhow!("no such webhook")));
+            }
+        }
+        s.1.extend(deliveries.iter().cloned());
+        Ok(())
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, RepoError> {
+        let mut s = lock(&self.state);
+        let mut due: Vec<&mut Delivery> =
+            s.1.iter_mut()
+                .filter(|d| {
+                    d.state == DeliveryState::Pending && d.next_attempt_at.is_some_and(|t| t <= now)
+                })
+                .collect();
+        due.sort_by_key(|d| d.next_attempt_at);
+        let lease = chrono::Duration::from_std(lease).unwrap_or_default();
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|d| {
+                d.next_attempt_at = Some(now + lease);
+                d.claim += 1;
+                d.clone()
+            })
+            .collect())
+    }
+
+    async fn record(
+        &self,
+        id: DeliveryId,
+        claim: i64,
+        attempt: &Attempt,
+    ) -> Result<bool, RepoError> {
+        let mut s = lock(&self.state);
+        let Some(d) =
+            s.1.iter_mut()
+                .find(|d| d.id == id && d.claim == claim && d.state == DeliveryState::Pending)
+        else {
+            return Ok(false);
+        };
+        d.attempts += 1;
+        d.last_status = attempt.status;
+        d.last_error = attempt.error.clone();
+        d.state = attempt.state;
+        d.next_attempt_at = attempt.next_attempt_at;
+        if attempt.state == DeliveryState::Delivered {
+            d.delivered_at = Some(attempt.at);
+        }
+        Ok(true)
+    }
+
+    async fn webhook(&self, id: WebhookId) -> Result<Option<SealedWebhook>, RepoError> {
+        Ok(lock(&self.state)
+            .0
+            .iter()
+            .find(|w| w.webhook.id == id)
+            .cloned())
+    }
+
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64, RepoError> {
+        let mut s = lock(&self.state);
+        let n = s.1.len();
+        s.1.retain(|d| d.state == DeliveryState::Pending || d.created_at >= before);
+        Ok((n - s.1.len()) as u64)
+    }
+
+    async fn deliveries(
+        &self,
+        owner: &OwnerId,
+        webhook: WebhookId,
+        before: Option<DeliveryId>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, RepoError> {
+        let s = lock(&self.state);
+        let mut found: Vec<Delivery> =
+            s.1.iter()
+                .filter(|d| d.webhook == webhook && &d.owner == owner)
+                .filter(|d| before.is_none_or(|b| d.id < b))
+                .cloned()
+                .collect();
+        found.sort_by_key(|d| std::cmp::Reverse(d.id));
+        found.truncate(limit);
+        Ok(found)
+    }
+}
+
+/// One request the fake transport was asked to send.
+#[derive(Debug, Clone)]
+pub struct SentRequest {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl SentRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Refuses hosts under 10.0.0.0/8 and `internal.test`; answers the queued statuses, then 200.
+#[derive(Default)]
+pub struct FakeTransport {
+    answers: Mutex<VecDeque<u16>>,
+    sent: Mutex<Vec<SentRequest>>,
+}
+
+impl FakeTransport {
+    /// The next posts answer these statuses, in order.
+    pub fn answer(&self, statuses: &[u16]) {
+        lock(&self.answers).extend(statuses.iter().copied());
+    }
+
+    pub fn sent(&self) -> Vec<SentRequest> {
+        lock(&self.sent).clone()
+    }
+
+    fn refused(url: &FetchUrl) -> Option<String> {
+        let host = url.as_url().host_str().unwrap_or_default();
+        (host.starts_with("10.") || host == "internal.test")
+            .then(|| format!("{host} is a private address"))
+    }
+}
+
+#[async_trait]
+impl WebhookTransport for FakeTransport {
+    async fn check(&self, url: &FetchUrl) -> Result<(), TransportError> {
+        match Self::refused(url) {
+            Some(why) => Err(TransportError::NotAllowed(why)),
+            None => Ok(()),
+        }
+    }
+
+    async fn post(
+        &self,
+        url: &FetchUrl,
+        headers: &[(&'static str, String)],
+        body: &[u8],
+        _timeout: Duration,
+    ) -> Result<u16, TransportError> {
+        if let Some(why) = Self::refused(url) {
+            return Err(TransportError::NotAllowed(why));
+        }
+        lock(&self.sent).push(SentRequest {
+            url: url.to_string(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            body: body.to_vec(),
+        });
+        Ok(lock(&self.answers).pop_front().unwrap_or(200))
+    }
+}
