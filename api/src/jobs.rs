@@ -59,6 +59,14 @@ statuses! {
     AnalyzeFails: 400, 401, 403, 413, 415, 422, 429, 500;
 }
 
+/// What `GET /jobs/{id}/archive` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ArchiveFormat {
+    Zip,
+    Tar,
+}
+
 #[derive(ApiResponse)]
 pub enum ArchiveResponse {
     /// The archive.
@@ -690,22 +698,14 @@ impl JobsApi {
         caller: Caller,
         id: Path<String>,
         /// `zip` (default) or `tar`.
-        #[oai(validator(max_length = 8))]
-        format: Query<Option<String>>,
+        format: Query<Option<ArchiveFormat>>,
         /// Indices of the files to put in, as `0,2,5`; every downloaded file when absent.
-        #[oai(validator(max_length = 65536))]
+        #[oai(validator(max_length = 4096, pattern = r"^[0-9]{1,9}(,[0-9]{1,9})*$"))]
         files: Query<Option<String>>,
     ) -> Result<ArchiveResponse, Fails<ArchiveFails>> {
-        let format = match format.0.as_deref().unwrap_or("zip") {
-            "zip" => archive::Format::Zip,
-            "tar" => archive::Format::Tar,
-            other => {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidRequest,
-                    format!("format must be zip or tar, not {other:?}"),
-                )
-                .into());
-            }
+        let format = match format.0.unwrap_or(ArchiveFormat::Zip) {
+            ArchiveFormat::Zip => archive::Format::Zip,
+            ArchiveFormat::Tar => archive::Format::Tar,
         };
         let files = parse_files(files.0.as_deref(), self.state.jobs.limits.max_files)?;
         let (job, located) = self

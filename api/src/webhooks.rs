@@ -120,8 +120,8 @@ impl From<&Webhook> for WebhookDto {
     }
 }
 
-/// A webhook with its signing secret, shown this once.
-#[derive(Debug, Object)]
+/// A webhook with its signing secret, shown this once (never in `Debug`).
+#[derive(Object)]
 pub struct WebhookWithSecret {
     pub id: Uuid,
     pub url: String,
@@ -130,6 +130,19 @@ pub struct WebhookWithSecret {
     pub created_at: DateTime<Utc>,
     /// `whsec_…`: the HMAC-SHA256 key of `X-Ferry-Signature`, as is. Shown once.
     pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookWithSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookWithSecret")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("enabled", &self.enabled)
+            .field("created_at", &self.created_at)
+            .field("secret", &"***")
+            .finish()
+    }
 }
 
 impl WebhookWithSecret {
@@ -443,5 +456,25 @@ impl WebhooksApi {
             )
             .await?;
         Ok(Json(found.iter().map(DeliveryDto::from).collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_secret() {
+        let w = WebhookWithSecret {
+            id: Uuid::nil(),
+            url: "https://hooks.example.org/ferry".to_owned(),
+            events: Vec::new(),
+            enabled: true,
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+            secret: "whsec_0123456789abcdef".to_owned(),
+        };
+        let shown = format!("{w:?}");
+        assert!(!shown.contains("whsec_0123"), "{shown}");
+        assert!(shown.contains("***"), "{shown}");
     }
 }

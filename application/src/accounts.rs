@@ -1232,6 +1232,15 @@ impl Accounts {
         Ok((user, quotas))
     }
 
+    /// Whether `owner` is a user who may act now (exists and is not disabled): what a
+    /// background task acting for them (feed rules) checks first.
+    ///
+    /// # Errors
+    /// A backend failure.
+    pub async fn is_active(&self, owner: &OwnerId) -> Result<bool, AccountsError> {
+        Ok(self.users.get(owner).await?.is_some_and(|u| !u.disabled))
+    }
+
     /// The quotas that apply to `owner`: their overrides over the server's defaults.
     ///
     /// # Errors

@@ -37,6 +37,13 @@ pub const MAX_NAME_CHARS: usize = 200;
 pub const CLAIM_BATCH: u64 = 16;
 /// Matches kept in view per rule for retries.
 const RETRY_WINDOW: u64 = 1000;
+/// Longest a feed's fetch may take, however slowly its server drips the body.
+const FETCH_DEADLINE: Duration = Duration::from_secs(60);
+/// Longest a .torrent of an item may take to arrive.
+const TORRENT_DEADLINE: Duration = Duration::from_secs(30);
+/// Longest one poll applies its rules; items left over are taken at the next poll (oldest
+/// first, so nothing is skipped for good), and other feeds are not held up.
+const APPLY_BUDGET: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 pub struct FeedSettings {
@@ -411,18 +418,31 @@ impl Feeds {
     /// (every item of the feed, as qBittorrent does, also when nothing changed: a rule made
     /// since, or a submission to try again, then takes effect).
     async fn poll(&self, feed: Feed) {
-        let fetched = match FetchUrl::parse(&feed.url) {
-            Ok(url) => {
-                self.source
-                    .fetch(
+        let fetched = match self.accounts.is_active(&feed.owner).await {
+            // A disabled (or deleted) user's rules do nothing: their feeds are not fetched.
+            Ok(false) => Err(FetchError::NotAllowed(
+                "the feed's owner is disabled: not polled".into(),
+            )),
+            Err(e) => Err(FetchError::Unreachable(e.to_string())),
+            Ok(true) => match FetchUrl::parse(&feed.url) {
+                Ok(url) => tokio::time::timeout(
+                    FETCH_DEADLINE,
+                    self.source.fetch(
                         &url,
                         feed.etag.as_deref(),
                         feed.last_modified.as_deref(),
                         self.settings.limits,
-                    )
-                    .await
-            }
-            Err(e) => Err(FetchError::NotAllowed(e.to_string())),
+                    ),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(FetchError::Unreachable(format!(
+                        "the feed took longer than {} s to arrive",
+                        FETCH_DEADLINE.as_secs()
+                    )))
+                }),
+                Err(e) => Err(FetchError::NotAllowed(e.to_string())),
+            },
         };
         let now = self.clock.now();
         let next = after(now, Duration::from_secs(u64::from(feed.interval_secs)));
@@ -481,6 +501,7 @@ impl Feeds {
     /// Applies the owner's enabled rules for `feed` to `items` (oldest first, so the first
     /// release of an episode is the one the smart filter takes, and a later repack a repack).
     async fn apply(&self, feed: &Feed, items: &[FeedItem]) -> Result<(), FeedsError> {
+        let started = tokio::time::Instant::now();
         let rules = self.repo.rules(&feed.owner).await?;
         for rule in rules
             .iter()
@@ -507,6 +528,10 @@ impl Feeds {
                 .map(|m| m.item_key)
                 .collect();
             for item in items.iter().rev() {
+                if started.elapsed() > APPLY_BUDGET {
+                    tracing::info!(feed = %feed.id, "feed rules out of time: the rest next poll");
+                    return Ok(());
+                }
                 let Some(link) = &item.link else { continue };
                 if !matcher.matches(&item.title) {
                     continue;
@@ -557,7 +582,12 @@ impl Feeds {
                 }
                 taken.extend(episodes);
                 let outcome = self.submit(rule, link).await;
-                tracing::info!(rule = %rule.id, item = %item.key, ?outcome, "feed rule matched");
+                tracing::info!(
+                    rule = %rule.id,
+                    item = %ferry_domain::net::loggable_url(&item.key),
+                    ?outcome,
+                    "feed rule matched"
+                );
                 self.repo
                     .settle_match(rule.id, &item.key, &outcome, self.clock.now())
                     .await?;
@@ -597,9 +627,18 @@ impl Feeds {
         let submission = match link {
             ItemLink::Magnet(m) => Submission::Magnet(m.clone()),
             ItemLink::Torrent(url) => Submission::Torrent(
-                self.jobs
-                    .fetch_torrent(url, self.settings.max_torrent_bytes)
-                    .await?,
+                tokio::time::timeout(
+                    TORRENT_DEADLINE,
+                    self.jobs
+                        .fetch_torrent(url, self.settings.max_torrent_bytes),
+                )
+                .await
+                .map_err(|_| {
+                    JobsError::Unavailable(format!(
+                        "the .torrent took longer than {} s to arrive",
+                        TORRENT_DEADLINE.as_secs()
+                    ))
+                })??,
             ),
         };
         let storage_profile = match (&rule.category, rule.storage_profile) {

@@ -34,7 +34,7 @@ pub use health::{ComponentHealth, HealthCheck, Worker};
 pub use jobs::{FileDownload, Jobs, JobsError, Submission, SubmitOptions, Usage};
 pub use lifecycle::Lifecycle;
 pub use links::{FileLink, FileLinks, LinkSettings, LinksError};
-pub use profiles::{KeyRotation, ProfilesError, Resealed, StorageProfiles};
+pub use profiles::{KeyRotation, ProfilesError, Resealed, ResealedWebhooks, StorageProfiles};
 pub use recovery::Recovery;
 pub use stages::{RetryPolicy, StageHandler, StageOutcome, StageRunner};
 pub use webhooks::{

@@ -48,7 +48,9 @@ impl Lifecycle {
         self
     }
 
-    /// Moves the job `from → to` if it is still in `from`, then publishes a status event.
+    /// Moves the job `from → to` if it is still in `from`, then publishes a status event and
+    /// tells `notices` about this transition (`from`, `to`: the job read back may already be
+    /// in a later status).
     ///
     /// # Errors
     /// `Illegal` if the table forbids the move; `Repo(Conflict)` if the job moved meanwhile.
@@ -70,7 +72,7 @@ impl Lifecycle {
         tracing::info!(job_id = %id, %from, %to, "job status changed");
         self.announce(&job, EventKind::Status).await;
         if let Some(notices) = &self.notices {
-            notices.job_moved(&job, from).await;
+            notices.job_moved(&job, from, to).await;
         }
         Ok(job)
     }

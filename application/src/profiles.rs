@@ -1,14 +1,17 @@
 //! The storage-profile use cases: create (with sealed credentials), list, delete, test; and
-//! re-sealing every profile's credentials under the current key (`ferry keys rotate`).
+//! re-sealing every profile's credentials and every webhook's signing secret under the
+//! current key (`ferry keys rotate`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ferry_domain::{Credentials, OwnerId, ProfileError, ProfileId, StorageBackend, StorageProfile};
+use ferry_domain::{
+    Credentials, OwnerId, ProfileError, ProfileId, StorageBackend, StorageProfile, WebhookId,
+};
 
 use crate::ports::{
     AddressError, AddressGuard, Clock, ProfileRepository, RepoError, SealedProfile, SecretBox,
-    StoreError, StoreResolver, credentials_context,
+    StoreError, StoreResolver, WebhookRepository, credentials_context, secret_context,
 };
 
 /// The strings of `PrivateEndpoint`, `Unreachable` and `AuthFailed` are details for the
@@ -232,7 +235,7 @@ impl StorageProfiles {
 /// What a re-sealing run did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resealed {
-    /// Sealed again with the current key (and bound to their profile).
+    /// Profiles' credentials sealed again with the current key (and bound to their profile).
     pub resealed: usize,
     /// Already sealed with the current key.
     pub current: usize,
@@ -241,44 +244,110 @@ pub struct Resealed {
     /// Could not be opened with any configured key (a missing old key, or data that was
     /// altered or copied from another profile).
     pub failed: Vec<ProfileId>,
+    /// The same for webhooks' signing secrets.
+    pub webhooks: ResealedWebhooks,
 }
 
-/// Re-seals every profile's credentials with the current key, so older keys can be removed.
+impl Resealed {
+    /// Whether everything is sealed with the current key now, so older keys can go.
+    pub fn complete(&self) -> bool {
+        self.failed.is_empty()
+            && self.skipped == 0
+            && self.webhooks.failed.is_empty()
+            && self.webhooks.skipped == 0
+    }
+}
+
+/// What a re-sealing run did to webhooks' signing secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResealedWebhooks {
+    /// Sealed again with the current key (and bound to their webhook and owner).
+    pub resealed: usize,
+    /// Already sealed with the current key.
+    pub current: usize,
+    /// Changed meanwhile (a new secret, a deleted webhook); a next run picks them up.
+    pub skipped: usize,
+    /// Could not be opened with any configured key.
+    pub failed: Vec<WebhookId>,
+}
+
+/// Re-seals every profile's credentials and every webhook's signing secret with the current
+/// key, so older keys can be removed.
 pub struct KeyRotation {
     pub profiles: Arc<dyn ProfileRepository>,
+    pub webhooks: Arc<dyn WebhookRepository>,
     pub secrets: Arc<dyn SecretBox>,
 }
 
+/// How re-sealing one secret went.
+enum Outcome {
+    Current,
+    Resealed,
+    Skipped,
+    Failed,
+}
+
 impl KeyRotation {
-    /// Opens each profile's credentials (with whichever configured key sealed them, in any
-    /// format the box reads) and seals them again with the current key, bound to the
-    /// profile. Idempotent; a profile that cannot be opened is reported, not touched.
+    /// Opens each profile's credentials and each webhook's signing secret (with whichever
+    /// configured key sealed them, in any format the box reads) and seals them again with
+    /// the current key, bound to the same context. Idempotent; what cannot be opened is
+    /// reported, not touched.
     ///
     /// # Errors
-    /// `Unavailable` when the repository is.
+    /// `Unavailable` when a repository is.
     pub async fn rotate(&self) -> Result<Resealed, ProfilesError> {
         let mut report = Resealed::default();
         for sealed in self.profiles.all_sealed().await? {
             let id = sealed.profile.id;
-            if self.secrets.is_current(&sealed.credentials) {
+            let context = credentials_context(&sealed.profile);
+            let Some(again) = self.reseal(&sealed.credentials, &context) else {
                 report.current += 1;
                 continue;
-            }
-            let context = credentials_context(&sealed.profile);
-            let Ok(plain) = self.secrets.open(&sealed.credentials, &context) else {
-                tracing::warn!(profile_id = %id, "credentials cannot be opened with any configured key; left as they are");
-                report.failed.push(id);
-                continue;
             };
-            let again = self.secrets.seal(&plain, &context);
-            if self
-                .profiles
-                .replace_credentials(id, &sealed.credentials, &again)
-                .await?
-            {
-                report.resealed += 1;
-            } else {
-                report.skipped += 1;
+            match again {
+                Err(()) => {
+                    tracing::warn!(profile_id = %id, "credentials cannot be opened with any configured key; left as they are");
+                    report.failed.push(id);
+                }
+                Ok(again) => {
+                    if self
+                        .profiles
+                        .replace_credentials(id, &sealed.credentials, &again)
+                        .await?
+                    {
+                        report.resealed += 1;
+                    } else {
+                        report.skipped += 1;
+                    }
+                }
+            }
+        }
+        for sealed in self.webhooks.all_sealed().await? {
+            let id = sealed.webhook.id;
+            let outcome = match self.reseal(&sealed.secret, &secret_context(&sealed.webhook)) {
+                None => Outcome::Current,
+                Some(Err(())) => Outcome::Failed,
+                Some(Ok(again)) => {
+                    if self
+                        .webhooks
+                        .replace_secret(id, &sealed.secret, &again)
+                        .await?
+                    {
+                        Outcome::Resealed
+                    } else {
+                        Outcome::Skipped
+                    }
+                }
+            };
+            let w = &mut report.webhooks;
+            match outcome {
+                Outcome::Current => w.current += 1,
+                Outcome::Resealed => w.resealed += 1,
+                Outcome::Skipped => w.skipped += 1,
+                Outcome::Failed => {
+                    tracing::warn!(webhook_id = %id, "webhook secret cannot be opened with any configured key; left as it is");
+                    w.failed.push(id);
+                }
             }
         }
         tracing::info!(
@@ -286,8 +355,26 @@ impl KeyRotation {
             current = report.current,
             skipped = report.skipped,
             failed = report.failed.len(),
-            "credentials re-sealed"
+            webhooks_resealed = report.webhooks.resealed,
+            webhooks_current = report.webhooks.current,
+            webhooks_skipped = report.webhooks.skipped,
+            webhooks_failed = report.webhooks.failed.len(),
+            "credentials and webhook secrets re-sealed"
         );
         Ok(report)
+    }
+
+    /// `None` when `sealed` is current; else it, sealed again with the current key, or
+    /// `Err` when no configured key opens it.
+    fn reseal(&self, sealed: &[u8], context: &[u8]) -> Option<Result<Vec<u8>, ()>> {
+        if self.secrets.is_current(sealed) {
+            return None;
+        }
+        Some(
+            self.secrets
+                .open(sealed, context)
+                .map(|plain| self.secrets.seal(&plain, context))
+                .map_err(|_| ()),
+        )
     }
 }

@@ -455,3 +455,193 @@ async fn a_delivery_for_a_webhook_disabled_since_fails_at_once() {
     assert_eq!(d.last_error.as_deref(), Some("the webhook is disabled"));
     assert!(s.transport.sent().is_empty(), "nothing was sent");
 }
+
+/// The event comes from the transition written, not from the job as read back: a retry
+/// (`failed → queued`) racing in before the read must not lose `job.failed`.
+#[tokio::test]
+async fn the_event_is_the_transition_written_even_if_the_job_moved_on() {
+    use crate::ports::JobNotices;
+    use JobStatus as S;
+    let s = setup(WebhookSettings::default());
+    let alice = owner("alice");
+    let hook = s
+        .webhooks
+        .create(&alice, "https://a.example/all", None, true)
+        .await
+        .unwrap();
+    let notices = WebhookNotices {
+        repo: s.hooks.clone(),
+        clock: s.fakes.clock.clone(),
+        render: Arc::new(|job: &Job| serde_json::json!({"id": job.id.to_string()})),
+        wake: Arc::new(Notify::new()),
+    };
+    let mut job = new_job(&s, &alice).await;
+    // Read back after a retry already moved it on.
+    job.status = S::Queued;
+    notices.job_moved(&job, S::Downloading, S::Failed).await;
+    let got = all_deliveries(&s, &alice, hook.webhook.id).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].event, WebhookEvent::JobFailed);
+    assert_eq!(got[0].job, Some(job.id));
+}
+
+/// A subscriber deleted between reading the subscribers and enqueueing: the owner's other
+/// webhooks still get their deliveries.
+#[tokio::test]
+async fn a_webhook_deleted_meanwhile_does_not_drop_the_others_deliveries() {
+    let s = setup(WebhookSettings::default());
+    let alice = owner("alice");
+    let kept = s
+        .webhooks
+        .create(&alice, "https://a.example/kept", None, true)
+        .await
+        .unwrap();
+    let gone = s
+        .webhooks
+        .create(&alice, "https://a.example/gone", None, true)
+        .await
+        .unwrap();
+    let job = new_job(&s, &alice).await;
+    let now = s.fakes.clock.now();
+    let deliveries: Vec<Delivery> = [kept.webhook.id, gone.webhook.id]
+        .into_iter()
+        .map(|hook| {
+            crate::webhooks::pending(
+                hook,
+                &alice,
+                WebhookEvent::JobFailed,
+                Some((job.id, serde_json::json!({}))),
+                now,
+            )
+        })
+        .collect();
+    s.webhooks.delete(&alice, gone.webhook.id).await.unwrap();
+    assert_eq!(s.hooks.enqueue(&deliveries).await.unwrap(), 1);
+    assert_eq!(all_deliveries(&s, &alice, kept.webhook.id).await.len(), 1);
+    assert!(matches!(
+        s.webhooks.ping(&alice, gone.webhook.id).await,
+        Err(WebhooksError::NotFound)
+    ));
+}
+
+/// A secret box with key ids: the first byte names the key that sealed; only `known` keys
+/// open, `current` seals.
+struct KeyedBox {
+    current: u8,
+    known: Vec<u8>,
+}
+
+impl crate::ports::SecretBox for KeyedBox {
+    fn seal(&self, plain: &[u8], context: &[u8]) -> Vec<u8> {
+        let mut out = vec![self.current];
+        out.extend(PlainBox.seal(plain, &[context, &[self.current]].concat()));
+        out
+    }
+
+    fn open(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, crate::ports::SecretError> {
+        let (&key, rest) = sealed.split_first().ok_or(crate::ports::SecretError)?;
+        if !self.known.contains(&key) {
+            return Err(crate::ports::SecretError);
+        }
+        PlainBox.open(rest, &[context, &[key]].concat())
+    }
+
+    fn is_current(&self, sealed: &[u8]) -> bool {
+        sealed.first() == Some(&self.current)
+    }
+}
+
+/// `ferry keys rotate` re-seals webhook secrets too: after it, the old key can go and
+/// deliveries are still signed with the same secret.
+#[tokio::test]
+async fn key_rotation_reseals_webhook_secrets_so_the_old_key_can_go() {
+    use crate::ports::SecretBox;
+    let s = setup(WebhookSettings::default());
+    let alice = owner("alice");
+    let old = Arc::new(KeyedBox {
+        current: 1,
+        known: vec![1],
+    });
+    let both = Arc::new(KeyedBox {
+        current: 2,
+        known: vec![2, 1],
+    });
+    let new_only = Arc::new(KeyedBox {
+        current: 2,
+        known: vec![2],
+    });
+    let webhooks = |secrets: Arc<KeyedBox>| Webhooks {
+        repo: s.hooks.clone(),
+        transport: s.transport.clone(),
+        secrets,
+        clock: s.fakes.clock.clone(),
+        settings: WebhookSettings::default(),
+        wake: Arc::new(Notify::new()),
+    };
+    let created = webhooks(old.clone())
+        .create(&alice, "https://a.example/hook", None, true)
+        .await
+        .unwrap();
+    let id = created.webhook.id;
+    let rotation = |secrets: Arc<KeyedBox>| crate::KeyRotation {
+        profiles: Arc::new(crate::testing::MemoryProfiles::default()),
+        webhooks: s.hooks.clone(),
+        secrets,
+    };
+
+    let report = rotation(both.clone()).rotate().await.unwrap();
+    assert_eq!(
+        report.webhooks,
+        crate::ResealedWebhooks {
+            resealed: 1,
+            ..Default::default()
+        }
+    );
+    assert!(report.complete());
+    let again = rotation(both.clone()).rotate().await.unwrap();
+    assert_eq!(again.webhooks.current, 1);
+    assert_eq!(again.webhooks.resealed, 0);
+
+    // The old key is gone: the secret still opens, bound to the same webhook.
+    let sealed = s.hooks.webhook(id).await.unwrap().unwrap();
+    let plain = new_only
+        .open(
+            &sealed.secret,
+            &crate::ports::secret_context(&sealed.webhook),
+        )
+        .unwrap();
+    assert_eq!(plain, created.secret.as_bytes());
+    let pinged = webhooks(new_only.clone()).ping(&alice, id).await.unwrap();
+    assert_eq!(webhooks(new_only.clone()).dispatch_due().await.unwrap(), 1);
+    let sent = s.transport.sent();
+    assert_eq!(sent.len(), 1);
+    let header = sent[0].header("X-Ferry-Signature").unwrap();
+    let now = s.fakes.clock.now().timestamp();
+    assert!(verify(&created.secret, header, &sent[0].body, now));
+    let done = all_deliveries(&s, &alice, id).await;
+    assert_eq!(done[0].id, pinged.id);
+    assert_eq!(done[0].state, DeliveryState::Delivered);
+
+    // Without the key that sealed it, it is reported, not touched.
+    let other = webhooks(old.clone())
+        .create(&alice, "https://a.example/other", None, true)
+        .await
+        .unwrap();
+    let report = rotation(new_only).rotate().await.unwrap();
+    assert_eq!(report.webhooks.failed, vec![other.webhook.id]);
+    assert_eq!(report.webhooks.current, 1);
+    assert!(!report.complete());
+}
+
+#[tokio::test]
+async fn debug_never_shows_a_secret() {
+    let s = setup(WebhookSettings::default());
+    let made = s
+        .webhooks
+        .create(&owner("alice"), "https://a.example/all", None, true)
+        .await
+        .unwrap();
+    let shown = format!("{made:?}");
+    assert!(!shown.contains(&made.secret), "{shown}");
+    assert!(shown.contains("***"), "{shown}");
+}

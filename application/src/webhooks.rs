@@ -1,8 +1,10 @@
 //! Webhooks: users' endpoints told when their jobs complete, fail or finish seeding.
 //!
-//! Nothing is lost between a status change and its notice: `Lifecycle` calls
-//! [`WebhookNotices`] after each change it writes, which records one pending delivery per
-//! subscribed webhook in the database (the outbox). The dispatcher ([`Webhooks::run`], in
+//! `Lifecycle` calls [`WebhookNotices`] right after each status change it writes has
+//! committed, with the transition (`from`, `to`); it records one pending delivery per
+//! subscribed webhook in the database (the outbox), in its own statement, not in the status
+//! change's transaction: a crash (or a database failure) in the instant between the two loses
+//! that change's notices. From the moment a delivery is written it is sent at least once. The dispatcher ([`Webhooks::run`], in
 //! every API process) claims due deliveries with a lease, signs and POSTs them through the
 //! fetch policy's guard, and writes each attempt's outcome before letting go; a failed
 //! attempt is retried with exponential backoff and jitter until `max_attempts`.
@@ -104,11 +106,20 @@ pub struct WebhookChange {
     pub enabled: Option<bool>,
 }
 
-/// A webhook and its signing secret, shown once.
-#[derive(Debug, Clone)]
+/// A webhook and its signing secret, shown once (never in `Debug`).
+#[derive(Clone)]
 pub struct WithSecret {
     pub webhook: Webhook,
     pub secret: String,
+}
+
+impl std::fmt::Debug for WithSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WithSecret")
+            .field("webhook", &self.webhook)
+            .field("secret", &"***")
+            .finish()
+    }
 }
 
 /// `X-Ferry-Signature` of `body` signed with `secret` at `t` (unix seconds).
@@ -187,7 +198,7 @@ fn body(
     body.to_string()
 }
 
-fn pending(
+pub(crate) fn pending(
     webhook: WebhookId,
     owner: &OwnerId,
     event: WebhookEvent,
@@ -250,16 +261,20 @@ impl WebhookNotices {
                 )
             })
             .collect();
-        self.repo.enqueue(&deliveries).await?;
-        self.wake.notify_one();
-        Ok(deliveries.len())
+        let added = self.repo.enqueue(&deliveries).await?;
+        if added > 0 {
+            self.wake.notify_one();
+        }
+        Ok(added)
     }
 }
 
 #[async_trait::async_trait]
 impl JobNotices for WebhookNotices {
-    async fn job_moved(&self, job: &Job, from: JobStatus) {
-        let Some(event) = WebhookEvent::of_transition(from, job.status) else {
+    async fn job_moved(&self, job: &Job, from: JobStatus, to: JobStatus) {
+        // The transition written, not `job.status`: the job may have moved on since (a
+        // retry right after a failure), and the failure must still be told.
+        let Some(event) = WebhookEvent::of_transition(from, to) else {
             return;
         };
         if let Err(e) = self.record(job, event).await {
@@ -417,7 +432,10 @@ impl Webhooks {
             None,
             self.clock.now(),
         );
-        self.repo.enqueue(std::slice::from_ref(&delivery)).await?;
+        if self.repo.enqueue(std::slice::from_ref(&delivery)).await? == 0 {
+            // Deleted since it was read.
+            return Err(WebhooksError::NotFound);
+        }
         self.wake.notify_one();
         Ok(delivery)
     }

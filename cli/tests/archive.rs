@@ -142,7 +142,8 @@ async fn a_finished_job_downloads_as_one_zip_or_tar() {
     for (query, status, code) in [
         ("format=rar", 400, "invalid_request"),
         ("files=9", 404, "file_not_found"),
-        ("files=zero", 400, "invalid_file_selection"),
+        ("files=zero", 400, "invalid_request"),
+        ("files=99999999999", 400, "invalid_request"),
     ] {
         let r = ferry
             .req(Method::GET, &format!("/jobs/{id}/archive?{query}"))

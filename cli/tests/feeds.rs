@@ -146,6 +146,17 @@ fn lolz() -> &'static str {
     r#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;"><!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">]><rss version="2.0"><channel><title>&lol2;</title><item><title>&lol2;</title><link>magnet:?xt=urn:btih:0101010101010101010101010101010101010101</link></item></channel></rss>"#
 }
 
+/// Extension elements nested 8,000 deep in 40 KB: the `rss` crate's recursive reader would
+/// overflow its stack and abort the process.
+#[handler]
+fn deep() -> String {
+    format!(
+        r#"<rss version="2.0" xmlns:x="urn:x"><channel><title>t</title><item><title>a</title>{}{}</item></channel></rss>"#,
+        "<x:a>".repeat(8000),
+        "</x:a>".repeat(8000)
+    )
+}
+
 async fn feed_server() -> (SocketAddr, Arc<Feed>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -155,6 +166,7 @@ async fn feed_server() -> (SocketAddr, Arc<Feed>) {
         .at("/huge.xml", huge)
         .at("/not.xml", not_xml)
         .at("/lolz.xml", lolz)
+        .at("/deep.xml", deep)
         .at("/torrents.xml", torrent_feed)
         .at("/show.torrent", torrent)
         .data(feed.clone());
@@ -323,7 +335,7 @@ async fn a_rule_makes_each_episode_once_across_polls_and_restarts() {
 async fn feeds_and_rules_are_their_owners_and_hostile_input_is_refused() {
     init();
     let (_keep, root) = test_dir();
-    let (addr, _feed) = feed_server().await;
+    let (addr, served) = feed_server().await;
     let (tripwire_addr, tripwire_hits) = origin::tripwire("127.0.0.2").await;
     let ferry = Ferry::start(&root.join("ferry"), FAST);
 
@@ -428,10 +440,10 @@ async fn feeds_and_rules_are_their_owners_and_hostile_input_is_refused() {
         );
     }
 
-    // Feeds that are too large, not XML, or an entity bomb: the error is recorded, the
-    // server carries on.
+    // Feeds that are too large, not XML, an entity bomb or a nesting bomb: the error is
+    // recorded, the server carries on.
     let mut ids = Vec::new();
-    for path in ["huge.xml", "not.xml", "lolz.xml"] {
+    for path in ["huge.xml", "not.xml", "lolz.xml", "deep.xml"] {
         let (status, f) = ferry
             .post_json(
                 "/feeds",
@@ -463,7 +475,7 @@ async fn feeds_and_rules_are_their_owners_and_hostile_input_is_refused() {
         .post_json("/feed-rules", json!({"name": "mine"}))
         .await;
     assert_eq!(status, 201, "{rule}");
-    let _admin = admin(&ferry).await;
+    let admin = admin(&ferry).await;
     add_user(&ferry, "mallory", false);
     let mallory = browser(&ferry, "mallory").await;
     let feed_id = &ids[0];
@@ -509,6 +521,52 @@ async fn feeds_and_rules_are_their_owners_and_hostile_input_is_refused() {
     // The owner still has them.
     let (status, _) = ferry.get_json(&format!("/feed-rules/{rule_id}")).await;
     assert_eq!(status, 200);
+
+    // A disabled user's feeds are not fetched (their rules make nothing): mallory's feed is
+    // polled, mallory is disabled, and while the owner's feeds are polled three more times
+    // hers is asked at most once more (a poll already under way).
+    let (status, mine) = mallory
+        .json(
+            Method::POST,
+            "/feeds",
+            Some(json!({"url": format!("http://{addr}/feed.xml"), "interval_secs": 1})),
+        )
+        .await;
+    assert_eq!(status, 201, "{mine}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while served.requests.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "mallory's feed never polled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, me) = mallory.json(Method::GET, "/me", None).await;
+    let mallory_id = me["user"]["id"].as_str().unwrap().to_owned();
+    let (status, changed) = admin
+        .json(
+            Method::PATCH,
+            &format!("/admin/users/{mallory_id}"),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{changed}");
+    let asked = served.requests.load(Ordering::SeqCst);
+    let polled_at = |f: &Value| f["last_polled_at"].as_str().map(str::to_owned);
+    let (_, first) = ferry.get_json(&format!("/feeds/{}", ids[1])).await;
+    let mut seen = vec![polled_at(&first)];
+    while seen.len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the owner's feeds stopped being polled"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (_, f) = ferry.get_json(&format!("/feeds/{}", ids[1])).await;
+        if seen.last() != Some(&polled_at(&f)) {
+            seen.push(polled_at(&f));
+        }
+    }
+    assert!(
+        served.requests.load(Ordering::SeqCst) <= asked + 1,
+        "a disabled user's feed was fetched"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,10 +1,13 @@
 //! Webhooks end to end, with the real `ferry serve` and a receiver written here: URL jobs
 //! against a local origin complete and fail; the receiver checks each delivery's signature
 //! (HMAC-SHA256 computed here, independently) with the secret given at creation, its event
-//! and its job; it answers 500 twice, then 200, and sees three attempts with growing gaps and
-//! one delivery id; internal endpoints are refused at creation (a tripwire sees nothing);
+//! and its job; it answers 500 twice, then 200, and sees three attempts, each wait at least
+//! its step of the backoff schedule, and one delivery id; a failed job has exactly one
+//! `job.failed` delivery; internal endpoints are refused at creation (a tripwire sees nothing);
 //! another user's webhooks answer 404; hostile bodies get 4xx with a code; a delivery
-//! pending across a restart is still delivered; and `ferry webhooks …` on the command line.
+//! pending across a restart is still delivered; `ferry keys rotate` re-seals the secrets (a
+//! delivery after the old key is gone is signed with the same secret); and `ferry webhooks …`
+//! on the command line.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -389,6 +392,18 @@ async fn webhooks_are_signed_retried_kept_apart_and_survive_a_restart() {
     );
     assert_eq!(bob.json(Method::GET, "/webhooks", None).await.1, json!([]));
 
+    // Bob's own webhook, on every event, there before alice's jobs run: it must never hear
+    // of them.
+    let bobs_receiver = Receiver::start().await;
+    let (status, _) = bob
+        .json(
+            Method::POST,
+            "/webhooks",
+            Some(json!({"url": bobs_receiver.url()})),
+        )
+        .await;
+    assert_eq!(status, 201);
+
     // A completed job: the receiver answers 500 twice, then 200.
     receiver.inbox.answers.lock().unwrap().extend([500, 500]);
     let (status, job) = f
@@ -416,9 +431,19 @@ async fn webhooks_are_signed_retried_kept_apart_and_survive_a_restart() {
         assert_eq!(body["job"]["status"], "completed");
         assert_eq!(body["job"]["content_sha256"], sha.as_str());
     }
+    // Each wait is at least its step of the schedule: retry_base (1s) × 2ⁿ, stretched (never
+    // shortened) by up to 25 % jitter, counted from after the failed attempt's answer. Each
+    // gap is checked against its own lower bound (with 10 % slack for the clocks), not
+    // against the other gap: under load either may run long.
     let gaps: Vec<Duration> = tries.windows(2).map(|w| w[1].at - w[0].at).collect();
-    assert!(gaps[0] >= Duration::from_millis(900), "{gaps:?}");
-    assert!(gaps[1] > gaps[0], "waits grow: {gaps:?}");
+    assert!(
+        gaps[0] >= Duration::from_millis(900),
+        "first wait ≥ 1s: {gaps:?}"
+    );
+    assert!(
+        gaps[1] >= Duration::from_millis(1800),
+        "second wait ≥ 2s: {gaps:?}"
+    );
     let d = wait_delivery(&f, &hook, &id, "delivered").await;
     assert_eq!(
         (d["attempts"].as_u64(), d["last_status"].as_u64()),
@@ -451,17 +476,16 @@ async fn webhooks_are_signed_retried_kept_apart_and_survive_a_restart() {
     assert_eq!(body["job"]["id"], failed_id.as_str());
     assert_eq!(body["job"]["status"], "failed");
     assert_eq!(body["job"]["error"]["code"], "url_unavailable");
-
-    // Bob's own webhook never hears of alice's jobs.
-    let bobs_receiver = Receiver::start().await;
-    let (status, _) = bob
-        .json(
-            Method::POST,
-            "/webhooks",
-            Some(json!({"url": bobs_receiver.url()})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    // Exactly one job.failed delivery for that job in the history, once delivered.
+    let failed_delivery = failed[0].delivery.clone();
+    wait_delivery(&f, &hook, &failed_delivery, "delivered").await;
+    let of_failed: Vec<Value> = deliveries(&f, &hook)
+        .await
+        .into_iter()
+        .filter(|d| d["event"] == "job.failed" && d["job_id"] == failed_id.as_str())
+        .collect();
+    assert_eq!(of_failed.len(), 1, "no duplicate: {of_failed:?}");
+    assert_eq!(of_failed[0]["id"], failed_delivery.as_str());
 
     // A delivery pending across a restart: the receiver is down (503) for the first
     // attempt, Ferry stops, the receiver comes back, Ferry starts again and delivers it.
@@ -525,6 +549,86 @@ async fn webhooks_are_signed_retried_kept_apart_and_survive_a_restart() {
         "nothing reached the tripwire"
     );
     f.stop();
+}
+
+/// `ferry keys rotate` re-seals webhook signing secrets too: after it, with the old key gone
+/// from the configuration, a delivery is still signed with the secret shown at creation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_the_secret_key_keeps_webhook_secrets_working() {
+    init();
+    let (_keep, root) = test_dir();
+    let receiver = Receiver::start().await;
+    let data = root.join("ferry");
+    let old_key = "1111111111111111111111111111111111111111111111111111111111111111";
+    let new_key = "2222222222222222222222222222222222222222222222222222222222222222";
+    let allow = ("FERRY_FETCH__ALLOW", "[\"127.0.0.1/32\"]");
+    let poll = ("FERRY_WEBHOOKS__POLL", "200ms");
+    let f = Ferry::start(&data, &[allow, poll, ("FERRY_SECRET_KEY", old_key)]);
+    let (status, created) = send(
+        &f,
+        Method::POST,
+        "/webhooks",
+        Some(json!({"url": receiver.url()})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let hook = created["id"].as_str().unwrap().to_owned();
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    f.stop();
+
+    let rotate = |env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+        cmd.args(["keys", "rotate", "--data-dir"])
+            .arg(&data)
+            .env("FERRY_LOG__FORMAT", "pretty");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let both = format!("[\"{old_key}\"]");
+    let env = [
+        ("FERRY_SECRET_KEY", new_key),
+        ("FERRY_OLD_SECRET_KEYS", both.as_str()),
+    ];
+    let (ok, out) = rotate(&env);
+    assert!(
+        ok && out.contains("webhook secrets: re-sealed 1, already current 0"),
+        "{out}"
+    );
+    let (ok, out) = rotate(&env);
+    assert!(
+        ok && out.contains("webhook secrets: re-sealed 0, already current 1"),
+        "{out}"
+    );
+
+    // The old key is gone: a ping is delivered, signed with the same secret.
+    let f = Ferry::start(&data, &[allow, poll, ("FERRY_SECRET_KEY", new_key)]);
+    let (status, ping) = send(&f, Method::POST, &format!("/webhooks/{hook}/ping"), None).await;
+    assert_eq!(status, 202, "{ping}");
+    let ping_id = ping["id"].as_str().unwrap().to_owned();
+    let d = wait_delivery(&f, &hook, &ping_id, "delivered").await;
+    assert_eq!(d["attempts"].as_u64(), Some(1), "{d}");
+    let got = receiver.wait_for("ping", 1).await;
+    assert_signed(&got[0], &secret);
+    f.stop();
+
+    // Without the key that sealed it, rotation reports the webhook and fails.
+    let (ok, out) = rotate(&[(
+        "FERRY_SECRET_KEY",
+        "3333333333333333333333333333333333333333333333333333333333333333",
+    )]);
+    assert!(
+        !ok && out.contains(
+            "webhook secrets: re-sealed 0, already current 0, changed meanwhile 0, unreadable 1"
+        ),
+        "{out}"
+    );
 }
 
 /// `ferry webhooks add/ls/ping/deliveries/rm` with `--json` and without, and exit codes.

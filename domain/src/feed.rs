@@ -258,6 +258,7 @@ pub fn episode_keys(title: &str) -> Vec<String> {
             }
             _ => episodes.extend(others.iter().take(100)),
         }
+        episodes.sort_unstable();
         episodes.dedup();
         return episodes.into_iter().map(|e| key(s, e)).collect();
     }

@@ -109,12 +109,13 @@ pub trait WebhookRepository: Send + Sync + 'static {
         event: WebhookEvent,
     ) -> Result<Vec<WebhookId>, RepoError>;
 
-    /// Adds pending deliveries (due at their `next_attempt_at`), all or none. A delivery for
-    /// a webhook deleted meanwhile may be refused with the rest (`Unexpected`).
+    /// Adds pending deliveries (due at their `next_attempt_at`). A delivery for a webhook
+    /// that does not exist (deleted since `subscribers` named it) is skipped, never the
+    /// others with it. Returns how many were added.
     ///
     /// # Errors
-    /// `AlreadyExists` for a taken id.
-    async fn enqueue(&self, deliveries: &[Delivery]) -> Result<(), RepoError>;
+    /// `AlreadyExists` for a taken id (then none is added).
+    async fn enqueue(&self, deliveries: &[Delivery]) -> Result<usize, RepoError>;
 
     /// Claims up to `limit` pending deliveries due at `now`, oldest due first: each one's
     /// `next_attempt_at` becomes `now + lease` and its `claim` changes, by a conditional
@@ -140,6 +141,25 @@ pub trait WebhookRepository: Send + Sync + 'static {
         id: DeliveryId,
         claim: i64,
         attempt: &Attempt,
+    ) -> Result<bool, RepoError>;
+
+    /// Every owner's webhooks with their sealed secrets, oldest first (for re-sealing them
+    /// under a new key).
+    ///
+    /// # Errors
+    /// Only `Unavailable` / `Unexpected`.
+    async fn all_sealed(&self) -> Result<Vec<SealedWebhook>, RepoError>;
+
+    /// Replaces webhook `id`'s sealed secret with `sealed` if it is still `expected`.
+    /// Returns `false` (and changes nothing) when it changed meanwhile or the webhook is gone.
+    ///
+    /// # Errors
+    /// Only `Unavailable` / `Unexpected`.
+    async fn replace_secret(
+        &self,
+        id: WebhookId,
+        expected: &[u8],
+        sealed: &[u8],
     ) -> Result<bool, RepoError>;
 
     /// The webhook a delivery goes to, whoever owns it (for the dispatcher).
@@ -209,5 +229,7 @@ pub trait WebhookTransport: Send + Sync + 'static {
 /// change: an implementation logs what it could not do.
 #[async_trait]
 pub trait JobNotices: Send + Sync + 'static {
-    async fn job_moved(&self, job: &Job, from: JobStatus);
+    /// The job moved `from → to` (the transition written, whatever moved it since: `job` is
+    /// as it was read back, and its `status` may already be a later one).
+    async fn job_moved(&self, job: &Job, from: JobStatus, to: JobStatus);
 }

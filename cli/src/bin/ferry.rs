@@ -81,8 +81,9 @@ enum UserAction {
 enum KeysAction {
     /// Print a new random key (64 hex digits) for `secret_key`.
     Generate,
-    /// Re-seal every storage profile's credentials with `secret_key` (opening them with it or
-    /// any of `old_secret_keys`); afterwards the old keys can be removed.
+    /// Re-seal every storage profile's credentials and every webhook's signing secret with
+    /// `secret_key` (opening them with it or any of `old_secret_keys`); afterwards the old
+    /// keys can be removed.
     Rotate {
         /// Where `ferry serve` keeps its data (and a generated key), if no key is configured.
         #[arg(long)]
@@ -139,17 +140,24 @@ fn main() -> std::process::ExitCode {
             },
             |config| async move {
                 let report = ferry_wiring::key_rotation(&config).await?.rotate().await?;
+                let w = &report.webhooks;
                 println!(
-                    "re-sealed {}, already current {}, changed meanwhile {}, unreadable {}",
+                    "re-sealed {}, already current {}, changed meanwhile {}, unreadable {}; \
+                     webhook secrets: re-sealed {}, already current {}, changed meanwhile {}, unreadable {}",
                     report.resealed,
                     report.current,
                     report.skipped,
-                    report.failed.len()
+                    report.failed.len(),
+                    w.resealed,
+                    w.current,
+                    w.skipped,
+                    w.failed.len()
                 );
                 anyhow::ensure!(
-                    report.failed.is_empty() && report.skipped == 0,
-                    "not every profile is sealed with the current key yet (unreadable: {:?}); keep the old keys",
-                    report.failed
+                    report.complete(),
+                    "not every profile and webhook secret is sealed with the current key yet (unreadable profiles: {:?}, webhooks: {:?}); keep the old keys",
+                    report.failed,
+                    w.failed
                 );
                 Ok(())
             },

@@ -2,6 +2,7 @@
 //! by conditional updates (`… WHERE id = ? AND state = 'pending' AND claim = ?`), which
 //! PostgreSQL and SQLite both apply to one claimer only.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -133,6 +134,25 @@ fn to_delivery(row: delivery::Model) -> Result<Delivery, RepoError> {
     })
 }
 
+fn to_row(d: &Delivery) -> delivery::ActiveModel {
+    delivery::ActiveModel {
+        id: Set(d.id.as_uuid()),
+        webhook_id: Set(d.webhook.as_uuid()),
+        owner: Set(d.owner.as_str().to_owned()),
+        event: Set(d.event.as_str().to_owned()),
+        job_id: Set(d.job.map(|j| j.as_uuid())),
+        body: Set(d.body.clone()),
+        attempts: Set(i32::try_from(d.attempts).unwrap_or(i32::MAX)),
+        state: Set(d.state.as_str().to_owned()),
+        last_status: Set(d.last_status.map(i32::from)),
+        last_error: Set(d.last_error.clone()),
+        created_at: Set(d.created_at),
+        next_attempt_at: Set(d.next_attempt_at),
+        delivered_at: Set(d.delivered_at),
+        claim: Set(d.claim),
+    }
+}
+
 #[async_trait]
 impl WebhookRepository for SqlWebhookRepository {
     async fn insert(&self, sealed: &SealedWebhook) -> Result<(), RepoError> {
@@ -246,31 +266,90 @@ impl WebhookRepository for SqlWebhookRepository {
             .collect())
     }
 
-    async fn enqueue(&self, deliveries: &[Delivery]) -> Result<(), RepoError> {
-        if deliveries.is_empty() {
-            return Ok(());
+    async fn enqueue(&self, deliveries: &[Delivery]) -> Result<usize, RepoError> {
+        // Only deliveries of webhooks that exist: one deleted since `subscribers` named it
+        // must not take the others down with it (the foreign key would refuse the whole
+        // statement). A deletion between this read and the insert makes the insert fail:
+        // then read again and retry once without it.
+        let mut last: Option<(HashSet<uuid::Uuid>, RepoError)> = None;
+        for _ in 0..2 {
+            let wanted: Vec<uuid::Uuid> = deliveries
+                .iter()
+                .map(|d| d.webhook.as_uuid())
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
+            if wanted.is_empty() {
+                return Ok(0);
+            }
+            let existing: HashSet<uuid::Uuid> = hook::Entity::find()
+                .select_only()
+                .column(hook::Column::Id)
+                .filter(hook::Column::Id.is_in(wanted))
+                .into_tuple::<uuid::Uuid>()
+                .all(&self.db)
+                .await
+                .map_err(db_error)?
+                .into_iter()
+                .collect();
+            if let Some((before, e)) = last.take()
+                && existing == before
+            {
+                // Nothing was deleted meanwhile: the failure was something else.
+                return Err(e);
+            }
+            let rows: Vec<delivery::ActiveModel> = deliveries
+                .iter()
+                .filter(|d| existing.contains(&d.webhook.as_uuid()))
+                .map(to_row)
+                .collect();
+            let n = rows.len();
+            if n == 0 {
+                return Ok(0);
+            }
+            match delivery::Entity::insert_many(rows)
+                .exec_without_returning(&self.db)
+                .await
+                .map_err(db_error)
+            {
+                Ok(_) => return Ok(n),
+                Err(RepoError::AlreadyExists) => return Err(RepoError::AlreadyExists),
+                Err(e) => last = Some((existing, e)),
+            }
         }
-        let rows = deliveries.iter().map(|d| delivery::ActiveModel {
-            id: Set(d.id.as_uuid()),
-            webhook_id: Set(d.webhook.as_uuid()),
-            owner: Set(d.owner.as_str().to_owned()),
-            event: Set(d.event.as_str().to_owned()),
-            job_id: Set(d.job.map(|j| j.as_uuid())),
-            body: Set(d.body.clone()),
-            attempts: Set(i32::try_from(d.attempts).unwrap_or(i32::MAX)),
-            state: Set(d.state.as_str().to_owned()),
-            last_status: Set(d.last_status.map(i32::from)),
-            last_error: Set(d.last_error.clone()),
-            created_at: Set(d.created_at),
-            next_attempt_at: Set(d.next_attempt_at),
-            delivered_at: Set(d.delivered_at),
-            claim: Set(d.claim),
-        });
-        delivery::Entity::insert_many(rows)
-            .exec_without_returning(&self.db)
+        Err(last.map_or_else(
+            || RepoError::Unexpected(anyhow::anyhow!("webhook deliveries not added")),
+            |(_, e)| e,
+        ))
+    }
+
+    async fn all_sealed(&self) -> Result<Vec<SealedWebhook>, RepoError> {
+        hook::Entity::find()
+            .order_by_asc(hook::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(to_webhook)
+            .collect()
+    }
+
+    async fn replace_secret(
+        &self,
+        id: WebhookId,
+        expected: &[u8],
+        sealed: &[u8],
+    ) -> Result<bool, RepoError> {
+        // Conditional: a concurrent change (a new secret, or a deleted webhook) is not
+        // overwritten.
+        let result = hook::Entity::update_many()
+            .col_expr(hook::Column::Secret, Expr::value(sealed.to_vec()))
+            .filter(hook::Column::Id.eq(id.as_uuid()))
+            .filter(hook::Column::Secret.eq(expected.to_vec()))
+            .exec(&self.db)
             .await
             .map_err(db_error)?;
-        Ok(())
+        Ok(result.rows_affected == 1)
     }
 
     async fn claim_due(

@@ -21,6 +21,12 @@ use crate::{HttpFetcher, request_error};
 const MAX_KEY_BYTES: usize = 512;
 /// Longest title kept.
 const MAX_TITLE_CHARS: usize = 1000;
+/// Deepest element nesting accepted: RSS needs about five levels; the `rss` crate reads
+/// extension elements recursively, so a document nested thousands deep would exhaust the
+/// stack (an abort, not an error).
+const MAX_DEPTH: usize = 64;
+/// Longest download link kept (a magnet with many trackers is a few KiB).
+const MAX_LINK_BYTES: usize = 16 << 10;
 /// Longest validator kept.
 const MAX_VALIDATOR_BYTES: usize = 1024;
 
@@ -115,6 +121,11 @@ pub fn parse(body: &[u8], max_items: usize) -> Result<Vec<FeedItem>, FetchError>
             "the document declares XML entities: refused"
         )));
     }
+    if nesting(body) > MAX_DEPTH {
+        return Err(FetchError::Unexpected(anyhow::anyhow!(
+            "the document nests elements deeper than {MAX_DEPTH} levels: refused"
+        )));
+    }
     let channel = rss::Channel::read_from(body).map_err(|e| {
         FetchError::Unexpected(anyhow::anyhow!("the document is not an RSS feed: {e}"))
     })?;
@@ -126,9 +137,69 @@ pub fn parse(body: &[u8], max_items: usize) -> Result<Vec<FeedItem>, FetchError>
         .collect())
 }
 
+/// The deepest element nesting of an XML document, read without parsing it: comments,
+/// CDATA sections, declarations and quoted attribute values are skipped, so nothing in them
+/// counts.
+fn nesting(body: &[u8]) -> usize {
+    fn find(hay: &[u8], from: usize, needle: &[u8]) -> usize {
+        hay[from.min(hay.len())..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .map_or(hay.len(), |p| from + p + needle.len())
+    }
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    while i < body.len() {
+        if body[i] != b'<' {
+            i += 1;
+            continue;
+        }
+        let rest = &body[i..];
+        if rest.starts_with(b"<!--") {
+            i = find(body, i + 4, b"-->");
+        } else if rest.starts_with(b"<![CDATA[") {
+            i = find(body, i + 9, b"]]>");
+        } else if rest.starts_with(b"<!") || rest.starts_with(b"<?") {
+            i = find(body, i + 2, b">");
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            i = find(body, i + 2, b">");
+        } else {
+            let mut j = i + 1;
+            let mut quote = None;
+            while j < body.len() {
+                let c = body[j];
+                match quote {
+                    Some(q) if c == q => quote = None,
+                    Some(_) => {}
+                    None if c == b'"' || c == b'\'' => quote = Some(c),
+                    None if c == b'>' => break,
+                    None => {}
+                }
+                j += 1;
+            }
+            if body.get(j.wrapping_sub(1)) != Some(&b'/') {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            i = j + 1;
+        }
+    }
+    deepest
+}
+
+/// `text` without control characters (a NUL cannot be stored in PostgreSQL's text).
+fn printable(text: &str) -> String {
+    text.chars().filter(|c| !c.is_control()).collect()
+}
+
 fn item(i: &rss::Item) -> Option<FeedItem> {
-    let title: String = i.title()?.trim().chars().take(MAX_TITLE_CHARS).collect();
-    let link = download(i);
+    let title: String = printable(i.title()?.trim())
+        .chars()
+        .take(MAX_TITLE_CHARS)
+        .collect();
+    let link = download(i).filter(|l| match l {
+        ItemLink::Magnet(s) | ItemLink::Torrent(s) => s.len() <= MAX_LINK_BYTES,
+    });
     let key = i
         .guid()
         .map(rss::Guid::value)
@@ -136,10 +207,11 @@ fn item(i: &rss::Item) -> Option<FeedItem> {
         .or(i.enclosure().map(rss::Enclosure::url))
         .unwrap_or(title.as_str())
         .trim();
+    let key = printable(key);
     let key = if key.len() > MAX_KEY_BYTES {
         format!("sha256:{}", hex::encode(Sha256::digest(key.as_bytes())))
     } else {
-        key.to_owned()
+        key
     };
     let size = i
         .enclosure()
@@ -426,5 +498,42 @@ mod tests {
         let items = parse(xml.as_bytes(), 10).unwrap();
         assert_eq!(items.len(), 1);
         assert!(items[0].key.starts_with("sha256:"));
+    }
+
+    /// Extension elements nested thousands deep (40 KB) would overflow the stack of the `rss`
+    /// crate's recursive reader and abort the process: refused before it reads them.
+    #[test]
+    fn a_nesting_bomb_is_refused_not_a_crash() {
+        let deep = 8000;
+        let xml = format!(
+            r#"<rss version="2.0" xmlns:x="urn:x"><channel><title>t</title><item><title>a</title>{}{}</item></channel></rss>"#,
+            "<x:a>".repeat(deep),
+            "</x:a>".repeat(deep)
+        );
+        let e = parse(xml.as_bytes(), 10).unwrap_err();
+        assert!(e.to_string().contains("deeper"), "{e}");
+    }
+
+    #[test]
+    fn nesting_skips_comments_cdata_declarations_and_quoted_values() {
+        assert_eq!(nesting(b"<a><b/><c x='>' y=\"/>\"><d></d></c></a>"), 3);
+        assert_eq!(
+            nesting(b"<?xml version='1.0'?><!-- <a><a><a> --><a><![CDATA[<b><b>]]></a>"),
+            1
+        );
+        assert_eq!(nesting(b"<a><b><c>"), 3);
+        assert_eq!(nesting(b"<<<<"), 1); // one unterminated tag
+        assert_eq!(nesting(b""), 0);
+    }
+
+    /// Control characters (a NUL cannot be stored in PostgreSQL's text) leave titles and keys.
+    #[test]
+    fn control_characters_leave_titles_and_keys() {
+        let item = one(&rss(
+            "",
+            "<title>Show\u{1}.S01E01</title><guid>g\u{7}1</guid><link>magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567</link>",
+        ));
+        assert_eq!(item.title, "Show.S01E01");
+        assert_eq!(item.key, "g1");
     }
 }

@@ -77,8 +77,8 @@ pub fn new_secret_key() -> String {
     ferry_secrets::AesGcmBox::generate_hex()
 }
 
-/// Re-sealing every storage profile's credentials with the current `secret_key`
-/// (`ferry keys rotate`): the database and the keys, nothing else.
+/// Re-sealing every storage profile's credentials and every webhook's signing secret with
+/// the current `secret_key` (`ferry keys rotate`): the database and the keys, nothing else.
 ///
 /// # Errors
 /// When the database cannot be reached or no secret key is configured or stored.
@@ -87,7 +87,8 @@ pub async fn key_rotation(config: &Config) -> anyhow::Result<ferry_application::
     let secrets = secret_box(config, &secret_key(config, false)?)?;
     tracing::info!(key_id = %secrets.key_id(), old_keys = config.old_secret_keys.len(), "sealing with the current key");
     Ok(ferry_application::KeyRotation {
-        profiles: Arc::new(ferry_database::SqlProfileRepository::new(db)),
+        profiles: Arc::new(ferry_database::SqlProfileRepository::new(db.clone())),
+        webhooks: Arc::new(ferry_database::SqlWebhookRepository::new(db)),
         secrets: Arc::new(secrets),
     })
 }

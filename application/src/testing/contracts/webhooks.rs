@@ -137,9 +137,12 @@ pub async fn webhook_repository_contract(
     let d1 = delivery(&w1, at(0));
     let d2 = delivery(&w2, at(0));
     let later = delivery(&w1, at(60));
-    repo.enqueue(&[d1.clone(), d2.clone(), later.clone()])
-        .await
-        .unwrap();
+    assert_eq!(
+        repo.enqueue(&[d1.clone(), d2.clone(), later.clone()])
+            .await
+            .unwrap(),
+        3
+    );
     assert!(matches!(
         repo.enqueue(std::slice::from_ref(&d1)).await,
         Err(RepoError::AlreadyExists)
@@ -308,6 +311,70 @@ pub async fn webhook_repository_contract(
             .unwrap()
             .map(|w| w.webhook),
         Some(b1.webhook.clone())
+    );
+
+    // A subscriber deleted between `subscribers` and `enqueue`: its delivery is skipped,
+    // the owner's other webhooks still get theirs.
+    let gone = delivery(&w1, at(20_000));
+    let kept = delivery(&w2, at(20_000));
+    assert_eq!(
+        repo.enqueue(&[gone.clone(), kept.clone()]).await.unwrap(),
+        1
+    );
+    let w2s = repo
+        .deliveries(&alice, w2.webhook.id, None, 100)
+        .await
+        .unwrap();
+    assert!(w2s.iter().any(|d| d.id == kept.id));
+    assert_eq!(repo.enqueue(std::slice::from_ref(&gone)).await.unwrap(), 0);
+    assert!(
+        repo.deliveries(&alice, w1.webhook.id, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Across owners, for re-sealing; a replacement only if nothing changed meanwhile.
+    let all: HashSet<WebhookId> = repo
+        .all_sealed()
+        .await
+        .unwrap()
+        .iter()
+        .map(|w| w.webhook.id)
+        .collect();
+    assert_eq!(
+        all,
+        [w2.webhook.id, off.webhook.id, b1.webhook.id]
+            .into_iter()
+            .collect()
+    );
+    assert!(
+        !repo
+            .replace_secret(b1.webhook.id, b"stale", b"resealed")
+            .await
+            .unwrap(),
+        "stale expectation"
+    );
+    assert!(
+        repo.replace_secret(b1.webhook.id, b"sealed secret", b"resealed")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        other
+            .get(&bob, b1.webhook.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .secret,
+        b"resealed"
+    );
+    assert!(
+        !repo
+            .replace_secret(w1.webhook.id, b"sealed secret", b"x")
+            .await
+            .unwrap(),
+        "a deleted webhook"
     );
 }
 

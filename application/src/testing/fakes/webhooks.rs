@@ -81,18 +81,46 @@ impl WebhookRepository for MemoryWebhooks {
             .collect())
     }
 
-    async fn enqueue(&self, deliveries: &[Delivery]) -> Result<(), RepoError> {
+    async fn enqueue(&self, deliveries: &[Delivery]) -> Result<usize, RepoError> {
         let mut s = lock(&self.state);
-        for d in deliveries {
-            if s.1.iter().any(|x| x.id == d.id) {
-                return Err(RepoError::AlreadyExists);
-            }
-            if !s.0.iter().any(|w| w.webhook.id == d.webhook) {
-                return Err(RepoError::Unexpected(anyhow::anyhow!("no such webhook")));
-            }
+        if deliveries.iter().any(|d| s.1.iter().any(|x| x.id == d.id)) {
+            return Err(RepoError::AlreadyExists);
         }
-        s.1.extend(deliveries.iter().cloned());
-        Ok(())
+        // A webhook deleted meanwhile: its delivery is skipped, the others are added.
+        let added: Vec<Delivery> = deliveries
+            .iter()
+            .filter(|d| s.0.iter().any(|w| w.webhook.id == d.webhook))
+            .cloned()
+            .collect();
+        let n = added.len();
+        s.1.extend(added);
+        Ok(n)
+    }
+
+    async fn all_sealed(&self) -> Result<Vec<SealedWebhook>, RepoError> {
+        let mut all = lock(&self.state).0.clone();
+        all.sort_by_key(|w| w.webhook.id);
+        Ok(all)
+    }
+
+    async fn replace_secret(
+        &self,
+        id: WebhookId,
+        expected: &[u8],
+        sealed: &[u8],
+    ) -> Result<bool, RepoError> {
+        let mut s = lock(&self.state);
+        match s
+            .0
+            .iter_mut()
+            .find(|w| w.webhook.id == id && w.secret == expected)
+        {
+            Some(w) => {
+                w.secret = sealed.to_vec();
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     async fn claim_due(
