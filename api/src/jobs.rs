@@ -303,6 +303,7 @@ impl JobsApi {
             files: indices(files),
             storage_profile,
             seed,
+            paused: false,
         };
         let job = self
             .state
@@ -354,6 +355,7 @@ impl JobsApi {
             files,
             storage_profile,
             seed,
+            paused: false,
         };
         let job = self
             .state

@@ -711,6 +711,11 @@ impl Session<'_> {
         ferry_application::categories::parse_tags(tags).map_err(categories_error)?;
         let storage_profile = self.destination(owner, params, category).await?;
         let seed = self.seed_policy(params)?;
+        // `paused` before WebAPI 2.11, `stopped` since: added, not started.
+        let paused = params
+            .flag("stopped")
+            .or_else(|| params.flag("paused"))
+            .unwrap_or(false);
         let quotas = self
             .state
             .accounts
@@ -741,6 +746,7 @@ impl Session<'_> {
                 files: None,
                 storage_profile,
                 seed,
+                paused,
             };
             let submitted = match self
                 .state
@@ -757,6 +763,7 @@ impl Session<'_> {
                         files: None,
                         storage_profile,
                         seed: None,
+                        paused,
                     };
                     self.state
                         .jobs

@@ -519,13 +519,22 @@ impl Feeds {
             } else {
                 HashSet::new()
             };
-            let again: HashSet<String> = self
-                .repo
-                .matches(rule.id, RETRY_WINDOW)
-                .await?
-                .into_iter()
+            let recent = self.repo.matches(rule.id, RETRY_WINDOW).await?;
+            let again: HashSet<&str> = recent
+                .iter()
                 .filter(|m| matches!(m.outcome, MatchOutcome::Retry(_) | MatchOutcome::Pending))
-                .map(|m| m.item_key)
+                .map(|m| m.item_key.as_str())
+                .collect();
+            // Settled for good (submitted or failed): not claimed again at every poll.
+            let settled: HashSet<&str> = recent
+                .iter()
+                .filter(|m| {
+                    matches!(
+                        m.outcome,
+                        MatchOutcome::Submitted(_) | MatchOutcome::Failed(_)
+                    )
+                })
+                .map(|m| m.item_key.as_str())
                 .collect();
             for item in items.iter().rev() {
                 if started.elapsed() > APPLY_BUDGET {
@@ -533,10 +542,10 @@ impl Feeds {
                     return Ok(());
                 }
                 let Some(link) = &item.link else { continue };
-                if !matcher.matches(&item.title) {
+                if settled.contains(item.key.as_str()) || !matcher.matches(&item.title) {
                     continue;
                 }
-                let episodes = if again.contains(&item.key) {
+                let episodes = if again.contains(item.key.as_str()) {
                     Vec::new()
                 } else if rule.smart_filter {
                     match smart_filter(&item.title, |k| taken.contains(k)) {
@@ -659,6 +668,7 @@ impl Feeds {
             files: None,
             storage_profile,
             seed,
+            paused: false,
         };
         let id = match self
             .jobs

@@ -144,6 +144,8 @@ pub struct SubmitOptions {
     pub storage_profile: Option<ProfileId>,
     /// Seed the finished job under this policy.
     pub seed: Option<ferry_domain::SeedPolicy>,
+    /// Add it paused (qBittorrent's `paused`/`stopped`): nothing runs until it is resumed.
+    pub paused: bool,
 }
 
 /// What an owner uses of what quotas limit.
@@ -212,6 +214,7 @@ impl Jobs {
             files,
             storage_profile,
             seed: None,
+            paused: false,
         };
         self.submit_with(owner, submission, options).await
     }
@@ -247,6 +250,7 @@ impl Jobs {
             files,
             storage_profile,
             seed,
+            paused,
         } = options;
         let selection = FileSelection::chosen(files, self.limits.max_files)?;
         if let Some(id) = storage_profile
@@ -286,10 +290,16 @@ impl Jobs {
             }
         };
         let stage = Self::stage_of(&job);
+        let status = if paused {
+            JobStatus::Paused
+        } else {
+            job.status
+        };
         let job = Job {
             storage_profile,
             seed,
             byte_limit: quotas.job_bytes,
+            status,
             ..job
         };
         if let Some(hash) = job.info_hash
@@ -310,7 +320,9 @@ impl Jobs {
             }
             Err(e) => return Err(e.into()),
         }
-        if let Err(e) = self.queue.enqueue(stage, job.id).await {
+        if paused {
+            // Queued by `resume`.
+        } else if let Err(e) = self.queue.enqueue(stage, job.id).await {
             // Refuse cleanly rather than leave a job the caller was told failed.
             if let Err(undo) = self.lifecycle.repo.delete(job.id).await {
                 tracing::error!(job_id = %job.id, error = %undo, "could not remove a job that was not queued");
@@ -429,9 +441,14 @@ impl Jobs {
             }
             .into());
         }
-        let job = self
-            .advance(id, JobStatus::Paused, JobStatus::Downloading)
-            .await?;
+        // A magnet added paused has no metadata yet: it starts from the beginning.
+        let to =
+            if job.metadata.is_none() && matches!(job.source, ferry_domain::JobSource::Magnet(_)) {
+                JobStatus::Queued
+            } else {
+                JobStatus::Downloading
+            };
+        let job = self.advance(id, JobStatus::Paused, to).await?;
         self.queue.enqueue(Self::stage_of(&job), id).await?;
         Ok(job)
     }

@@ -1573,3 +1573,31 @@ async fn forged_and_oversized_links_are_refused_and_genuine_ones_are_rate_limite
         Err(LinksError::RateLimited { .. })
     ));
 }
+
+/// Added paused (qBittorrent's `paused`/`stopped`): nothing is queued and nothing runs until
+/// the job is resumed; a magnet without metadata then starts from the beginning (`queued`)
+/// and downloads like any other.
+#[tokio::test]
+async fn a_job_added_paused_waits_for_resume_then_runs() {
+    let w = world();
+    w.f.engine.register(sample_metadata(60, &[100, 200]));
+    let options = SubmitOptions {
+        paused: true,
+        ..SubmitOptions::default()
+    };
+    let job = w
+        .jobs
+        .submit_with(me(), Submission::Magnet(magnet_for(60)), options)
+        .await
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Paused);
+    assert_eq!(w.status(job.id).await, JobStatus::Paused);
+    assert_eq!(w.f.queue.depth(Stage::Download).await.unwrap(), 0);
+    let resumed = w.jobs.resume(&me(), job.id).await.unwrap();
+    assert_eq!(resumed.status, JobStatus::Queued);
+    assert_eq!(w.f.queue.depth(Stage::Download).await.unwrap(), 1);
+    w.run_stage(Stage::Download).await;
+    assert_eq!(w.status(job.id).await, JobStatus::Uploading);
+    w.run_stage(Stage::Upload).await;
+    assert_eq!(w.status(job.id).await, JobStatus::Completed);
+}

@@ -456,6 +456,87 @@ async fn poll(http: &reqwest::Client, url: &str, auth: Option<&str>) -> Value {
     r.json().await.unwrap()
 }
 
+/// `torrents/add` with `paused`/`stopped` (both spellings sent, as clients of either version
+/// do): the torrent is listed stopped and fetches nothing; `torrents/resume` starts it and it
+/// completes — in Ferry as in qbittorrent-nox.
+#[tokio::test]
+async fn a_torrent_added_stopped_waits_until_started_as_in_qbittorrent() {
+    if !require(&["qbittorrent-nox", "opentracker", "aria2c", "mktorrent"]) {
+        return;
+    }
+    let swarm = Swarm::start("held", &[("a.mkv", 2 << 20)]);
+    let dir = tempfile::tempdir().unwrap();
+    let f = ferry(dir.path());
+    let _admin = admin(&f).await;
+    add_user(&f, "sonarr", false);
+    let user = browser(&f, "sonarr").await;
+    let token = token(&user, "sonarr").await;
+    let qbt = common::origin::Qbt::start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let targets = [
+        (format!("{}/api/v2", f.base), Some(token.as_str())),
+        (format!("{}/api/v2", qbt.url), None),
+    ];
+    let send = |base: &str, auth: Option<&str>, path: &str, form: Vec<(&str, String)>| {
+        let mut req = http.post(format!("{base}{path}")).form(&form);
+        if let Some(token) = auth {
+            req = req.bearer_auth(token);
+        }
+        req.send()
+    };
+    let hash = swarm.torrent.info_hash.clone();
+    for (base, auth) in &targets {
+        let form = vec![
+            ("urls", swarm.magnet()),
+            ("paused", "true".into()),
+            ("stopped", "true".into()),
+        ];
+        let r = send(base, *auth, "/torrents/add", form).await.unwrap();
+        assert!(r.status().is_success(), "{base}: {}", r.status());
+    }
+    // Stopped, and staying so: polled until each has been seen stopped five times.
+    let mut seen = [0, 0];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while seen.iter().any(|&n| n < 5) {
+        for (i, (base, auth)) in targets.iter().enumerate() {
+            let info = poll(&http, &format!("{base}/torrents/info?hashes={hash}"), *auth).await;
+            let Some(t) = info.get(0) else { continue };
+            let state = t["state"].as_str().unwrap();
+            assert_eq!(meaning(state), "stopped before the end", "{base}: {t}");
+            assert_eq!(t["progress"].as_f64(), Some(0.0), "{base}: {t}");
+            seen[i] += 1;
+        }
+        assert!(std::time::Instant::now() < deadline, "not listed: {seen:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for (base, auth) in &targets {
+        let r = send(
+            base,
+            *auth,
+            "/torrents/resume",
+            vec![("hashes", hash.clone())],
+        )
+        .await
+        .unwrap();
+        assert!(r.status().is_success(), "{base}: {}", r.status());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut done = [false, false];
+    while !done.iter().all(|d| *d) {
+        for (i, (base, auth)) in targets.iter().enumerate() {
+            let info = poll(&http, &format!("{base}/torrents/info?hashes={hash}"), *auth).await;
+            done[i] = info
+                .get(0)
+                .is_some_and(|t| t["progress"].as_f64() == Some(1.0));
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not complete: {done:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn ferry_answers_like_qbittorrent_nox_through_a_torrents_life() {
     if !require(&["qbittorrent-nox", "opentracker", "aria2c", "mktorrent"]) {

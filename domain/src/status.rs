@@ -1,8 +1,9 @@
 //! A job's status and the one table that decides which status may follow which.
 //!
 //! ```text
-//! queued ──> resolving ──> downloading <──> paused
-//!                               │
+//! queued ──> resolving ──> downloading <──> paused     (added paused: a job starts
+//!                               │                      paused; a magnet without metadata
+//!                               │                      resumes as queued)
 //!                               ▼
 //!                           uploading ──> completed ──(optional)──> seeding ──> completed
 //! any unfinished but seeding ──> cancelled    any unfinished but seeding ──(retries exhausted)──> failed
@@ -61,6 +62,8 @@ impl JobStatus {
             (Queued, Resolving) => true,
             (Resolving, Downloading) => true,
             (Downloading, Paused) | (Paused, Downloading) => true,
+            // A magnet added paused (no metadata yet) starts from the beginning when resumed.
+            (Paused, Queued) => true,
             (Downloading, Uploading) => true,
             (Uploading, Completed) => true,
             (Completed, Seeding) | (Seeding, Completed) => true,

@@ -10,10 +10,10 @@ use ferry_application::ports::{
 use ferry_domain::feed::RulePatterns;
 use ferry_domain::{JobId, OwnerId, ProfileId};
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, SqlErr, TransactionTrait,
+    ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
 };
 use uuid::Uuid;
 
@@ -135,10 +135,6 @@ impl SqlFeedRepository {
 
 fn unexpected(e: impl std::fmt::Display) -> RepoError {
     RepoError::Unexpected(anyhow::anyhow!("{e}"))
-}
-
-fn is_unique(e: &DbErr) -> bool {
-    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
 }
 
 fn to_feed(row: feed::Model) -> Result<Feed, RepoError> {
@@ -502,13 +498,22 @@ impl FeedRepository for SqlFeedRepository {
             created_at: Set(m.created_at),
             updated_at: Set(m.created_at),
         };
+        // Inserted only if absent (`ON CONFLICT DO NOTHING`): a match already there is the
+        // common case at every poll, and a failed insert would be an error in PostgreSQL's
+        // log each time.
         let txn = self.db.begin().await.map_err(db_error)?;
-        match matched::Entity::insert(row)
+        let inserted = matched::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([matched::Column::RuleId, matched::Column::ItemKey])
+                    .do_nothing()
+                    .to_owned(),
+            )
             .exec_without_returning(&txn)
             .await
-        {
-            Ok(_) => {}
-            Err(e) if is_unique(&e) => {
+            .map_err(db_error)?;
+        match inserted {
+            1 => {}
+            _ => {
                 txn.rollback().await.map_err(db_error)?;
                 // There: taken again only from `retry`, or from a claim left long ago.
                 let result = matched::Entity::update_many()
@@ -534,23 +539,24 @@ impl FeedRepository for SqlFeedRepository {
                     MatchClaim::Taken
                 });
             }
-            Err(e) => return Err(db_error(e)),
         }
         for key in episodes {
             let row = episode::ActiveModel {
                 rule_id: Set(m.rule),
                 episode_key: Set(key.clone()),
             };
-            match episode::Entity::insert(row)
+            let inserted = episode::Entity::insert(row)
+                .on_conflict(
+                    OnConflict::columns([episode::Column::RuleId, episode::Column::EpisodeKey])
+                        .do_nothing()
+                        .to_owned(),
+                )
                 .exec_without_returning(&txn)
                 .await
-            {
-                Ok(_) => {}
-                Err(e) if is_unique(&e) => {
-                    txn.rollback().await.map_err(db_error)?;
-                    return Ok(MatchClaim::Taken);
-                }
-                Err(e) => return Err(db_error(e)),
+                .map_err(db_error)?;
+            if inserted != 1 {
+                txn.rollback().await.map_err(db_error)?;
+                return Ok(MatchClaim::Taken);
             }
         }
         txn.commit().await.map_err(db_error)?;
