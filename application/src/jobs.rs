@@ -11,7 +11,8 @@ use ferry_domain::{
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{
     AddressError, AddressGuard, EngineError, EventKind, JobQuery, JobQueue, ObjectLocation,
-    ProfileRepository, QueueError, RepoError, Stage, StoreError, StoreResolver, TorrentInspector,
+    ObjectStore, ProfileRepository, QueueError, RepoError, Stage, StoreError, StoreResolver,
+    TorrentInspector,
 };
 
 /// Trackers checked at once when a submission names many.
@@ -816,18 +817,26 @@ impl Jobs {
         if !matches!(job.status, JobStatus::Completed | JobStatus::Seeding) {
             return Err(JobsError::NotFinished(job.status));
         }
-        let key = StorageKey::for_file(&job.owner, id, &file.safe_path()?);
         let store = self.stores.store(&job.owner, job.storage_profile).await?;
-        let location = match store.locate(&key).await {
-            Ok(l) => l,
-            Err(StoreError::NotFound) => {
-                return Err(
-                    anyhow::anyhow!("stored object {key} of a completed job is missing").into(),
-                );
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let location = Self::locate(store.as_ref(), &job, &file).await?;
         Ok(FileDownload { file, location })
+    }
+
+    /// Where a delivered file of a finished job is in `store`; a missing object is an
+    /// unexpected error (a completed job's files are never gone while it exists).
+    async fn locate(
+        store: &dyn ObjectStore,
+        job: &Job,
+        file: &JobFile,
+    ) -> Result<ObjectLocation, JobsError> {
+        let key = StorageKey::for_file(&job.owner, job.id, &file.safe_path()?);
+        match store.locate(&key).await {
+            Ok(l) => Ok(l),
+            Err(StoreError::NotFound) => {
+                Err(anyhow::anyhow!("stored object {key} of a completed job is missing").into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Where each of a finished job's files is, for an archive of them: the files named by
@@ -872,17 +881,7 @@ impl Jobs {
         let store = self.stores.store(&job.owner, job.storage_profile).await?;
         let mut located = Vec::with_capacity(files.len());
         for file in files {
-            let key = StorageKey::for_file(&job.owner, id, &file.safe_path()?);
-            let location = match store.locate(&key).await {
-                Ok(l) => l,
-                Err(StoreError::NotFound) => {
-                    return Err(anyhow::anyhow!(
-                        "stored object {key} of a completed job is missing"
-                    )
-                    .into());
-                }
-                Err(e) => return Err(e.into()),
-            };
+            let location = Self::locate(store.as_ref(), &job, &file).await?;
             located.push(FileDownload { file, location });
         }
         Ok((job, located))
