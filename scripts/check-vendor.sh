@@ -2,7 +2,10 @@
 # Checks that vendor/librqbit is upstream librqbit 9.1.0 as published on crates.io, less the
 # folders and files Ferry does not ship, plus vendor/librqbit/ferry.patch — nothing else.
 # The .crate comes from cargo's registry cache, or is fetched with cargo (checksum pinned below).
+# `--update` rewrites ferry.patch from the folder instead (after a deliberate change to it).
 set -euo pipefail
+update=false
+[ "${1:-}" = "--update" ] && update=true
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
@@ -47,6 +50,14 @@ fi
 tar -xzf "$crate" -C "$work"
 expected="$work/$NAME-$VERSION"
 for d in "${DROPPED[@]}"; do rm -rf "${expected:?}/$d"; done
+if $update; then
+  mkdir -p "$work/a" "$work/b"
+  cp -a "$expected/." "$work/a/"
+  cp -a "$VENDOR/." "$work/b/"
+  for f in "${OURS[@]}"; do rm -f "$work/b/$f"; done
+  (cd "$work" && diff -ruN a b | grep -v '^diff -ruN' | sed -E 's/^(---|\+\+\+) ([ab]\/[^	]*)	.*/\1 \2/' > "$root/$VENDOR/ferry.patch") || true
+  echo "check-vendor: wrote $VENDOR/ferry.patch ($(grep -c '^@@' "$VENDOR/ferry.patch") hunk(s))"
+fi
 if ! (cd "$expected" && patch -p1 --quiet --forward --no-backup-if-mismatch < "$root/$VENDOR/ferry.patch"); then
   echo "check-vendor: $VENDOR/ferry.patch does not apply to $NAME $VERSION" >&2
   exit 1

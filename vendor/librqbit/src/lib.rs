@@ -58,6 +58,8 @@ pub mod http_api_client;
 #[cfg(any(feature = "http-api", feature = "http-api-client"))]
 pub mod http_api_types;
 mod ip_ranges;
+// Ferry patch: the block list can be built by the caller (`Session::set_blocklist`).
+pub use ip_ranges::IpRanges;
 pub mod limits;
 mod listen;
 mod merge_streams;

@@ -138,8 +138,12 @@ pub struct Session {
     pub(crate) concurrent_initialize_semaphore: Arc<tokio::sync::Semaphore>,
     pub ratelimits: Limits,
 
-    pub blocklist: IpRanges,
+    // Ferry patch: the block list can be replaced while the session runs
+    // (`Session::set_blocklist`).
+    pub blocklist: arc_swap::ArcSwap<IpRanges>,
     pub allowlist: Option<IpRanges>,
+    // Ferry patch: peers are reached through a SOCKS5 proxy, which carries no UDP.
+    proxied: bool,
 
     // Monitoring / tracing / logging
     pub(crate) stats: Arc<SessionStats>,
@@ -731,6 +735,7 @@ impl Session {
                     .context("error building HTTP(S) client")?
             };
 
+            let proxied = proxy_config.is_some();
             let stream_connector = Arc::new(
                 StreamConnector::new(StreamConnectorArgs {
                     enable_tcp: opts.connect.as_ref().map(|c| c.enable_tcp).unwrap_or(true),
@@ -816,8 +821,9 @@ impl Session {
 
                 #[cfg(feature = "disable-upload")]
                 _disable_upload: opts.disable_upload,
-                blocklist,
+                blocklist: arc_swap::ArcSwap::from_pointee(blocklist),
                 allowlist,
+                proxied,
                 lsd,
             });
 
@@ -921,7 +927,7 @@ impl Session {
             .unwrap_or_else(|| Duration::from_secs(10));
 
         let incoming_ip = addr.ip();
-        if self.blocklist.has(incoming_ip) {
+        if self.blocklist.load().has(incoming_ip) {
             self.stats
                 .counters
                 .blocked_incoming
@@ -1568,6 +1574,12 @@ impl Session {
             trackers.clear();
         }
 
+        // Ferry patch: through a SOCKS5 proxy only HTTP(S) announces can go (over TCP, by
+        // the proxied HTTP client); a UDP announce would leave directly.
+        if self.proxied {
+            trackers.retain(|t| matches!(t.scheme(), "http" | "https"));
+        }
+
         if is_private && trackers.len() > 1 {
             warn!(
                 ?info_hash,
@@ -1575,7 +1587,12 @@ impl Session {
             );
             trackers.truncate(1);
         } else if !self.disable_trackers {
-            trackers.extend(self.trackers.iter().cloned());
+            trackers.extend(
+                self.trackers
+                    .iter()
+                    .filter(|t| !self.proxied || matches!(t.scheme(), "http" | "https"))
+                    .cloned(),
+            );
         }
 
         let tracker_rx_stats = PeerRxTorrentInfo {
@@ -1613,7 +1630,7 @@ impl Session {
             peers
                 .filter(move |addr| {
                     let allowed = session.upgrade().is_none_or(|s| {
-                        !s.blocklist.has(addr.ip())
+                        !s.blocklist.load().has(addr.ip())
                             && s.allowlist.as_ref().is_none_or(|l| l.has(addr.ip()))
                     });
                     if !allowed {
@@ -1631,6 +1648,17 @@ impl Session {
         {
             warn!(storage=?p, error=?e, "error updating metadata")
         }
+    }
+
+    /// Ferry patch: replaces the block list. Peers from every source are checked against
+    /// the new list from now on; connections already open stay.
+    pub fn set_blocklist(&self, blocklist: IpRanges) {
+        self.blocklist.store(Arc::new(blocklist));
+    }
+
+    /// Ferry patch: whether peers and trackers are reached through a SOCKS5 proxy.
+    pub fn is_proxied(&self) -> bool {
+        self.proxied
     }
 
     pub async fn pause(&self, handle: &ManagedTorrentHandle) -> anyhow::Result<()> {

@@ -634,7 +634,7 @@ impl TorrentStateLive {
                 continue;
             }
 
-            if session.blocklist.has(addr.ip()) {
+            if session.blocklist.load().has(addr.ip()) {
                 session
                     .stats
                     .counters
