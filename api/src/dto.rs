@@ -505,6 +505,41 @@ pub struct WorkerDto {
     pub pending: u64,
 }
 
+/// How the server's downloads reach the network.
+#[derive(Debug, Object)]
+pub struct NetworkDto {
+    pub torrent: TorrentNetworkDto,
+    pub fetch: FetchNetworkDto,
+}
+
+/// The BitTorrent engine's ways into the swarm.
+#[derive(Debug, Object)]
+pub struct TorrentNetworkDto {
+    /// Peer connections and HTTP(S) tracker announces go through the operator's SOCKS5
+    /// proxy; nothing connects around it.
+    pub proxied: bool,
+    /// A job fails with `proxy_unavailable` when the proxy is down.
+    pub proxy_required: bool,
+    /// The DHT (trackerless magnets). Off while proxied.
+    pub dht: bool,
+    /// Local service discovery. Off while proxied.
+    pub lsd: bool,
+    /// `udp://` trackers are announced to. Off while proxied: a magnet or torrent then
+    /// needs an `http(s)://` tracker or `x.pe` peers.
+    pub udp_trackers: bool,
+    /// Peers can connect to the server (off while proxied unless the operator says so).
+    pub incoming: bool,
+    /// What the above means for a user, in a sentence.
+    pub note: String,
+}
+
+/// URL jobs.
+#[derive(Debug, Object)]
+pub struct FetchNetworkDto {
+    /// URL fetches go through the operator's proxy.
+    pub proxied: bool,
+}
+
 #[derive(Debug, Object)]
 #[oai(skip_serializing_if_is_none)]
 pub struct VersionDto {

@@ -134,6 +134,7 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         C::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         C::MetadataTimeout
         | C::EngineError
+        | C::ProxyUnavailable
         | C::DatabaseError
         | C::QueueError
         | C::StorageError

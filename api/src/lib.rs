@@ -43,6 +43,22 @@ pub use gauges::{Sampler, Volume};
 /// Slack over the largest .torrent for the multipart framing and the form's other fields.
 const FORM_SLACK: u64 = 64 * 1024;
 
+/// How this server's downloads reach the network, from its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct NetworkInfo {
+    /// Peer connections and tracker announces go through a SOCKS5 proxy (`torrent.proxy`).
+    pub torrent_proxied: bool,
+    /// A torrent job fails (`proxy_unavailable`) rather than connect around a down proxy.
+    pub torrent_proxy_required: bool,
+    pub dht: bool,
+    pub lsd: bool,
+    pub udp_trackers: bool,
+    /// Incoming peer connections are accepted.
+    pub incoming: bool,
+    /// URL jobs go through `fetch.proxy`.
+    pub fetch_proxied: bool,
+}
+
 /// What the API needs from the rest of Ferry.
 pub struct ApiState {
     pub jobs: Arc<Jobs>,
@@ -52,8 +68,9 @@ pub struct ApiState {
     pub feeds: Arc<ferry_application::Feeds>,
     /// The server's local storage (`{dir}/{owner}/{job}/…`), when this process sees it.
     pub local_storage_dir: Option<std::path::PathBuf>,
-    /// Whether the engine uses the DHT (`torrent.dht`), as qBittorrent's clients ask.
-    pub torrent_dht: bool,
+    /// How the BitTorrent engine and URL fetches reach the network (`GET /network`, and
+    /// qBittorrent's preferences).
+    pub network: NetworkInfo,
     pub profiles: Arc<StorageProfiles>,
     /// "Connect Google Drive" (`None`: no Google OAuth client is configured).
     pub drive: Option<Arc<DriveConnect>>,

@@ -7,8 +7,17 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 
 use crate::ApiState;
+use crate::auth::Caller;
 use crate::auth::optional_caller;
-use crate::dto::{ComponentDto, HealthDto, QueueDto, VersionDto, WorkerDto};
+use crate::dto::{
+    ComponentDto, FetchNetworkDto, HealthDto, NetworkDto, QueueDto, TorrentNetworkDto, VersionDto,
+    WorkerDto,
+};
+use crate::error::Fails;
+
+crate::error::statuses! {
+    NetworkFails: 401, 403, 429, 500, 503;
+}
 
 #[derive(Tags)]
 enum Tag {
@@ -99,6 +108,39 @@ impl SystemApi {
         } else {
             HealthResponse::Degraded(Json(body))
         }
+    }
+
+    /// How this server's downloads reach the network: whether BitTorrent traffic goes
+    /// through a proxy, and what that turns off (the DHT, UDP trackers, incoming peers).
+    #[oai(
+        path = "/network",
+        method = "get",
+        tag = "Tag::System",
+        operation_id = "network"
+    )]
+    async fn network(&self, _caller: Caller) -> Result<Json<NetworkDto>, Fails<NetworkFails>> {
+        let n = &self.state.network;
+        let note = if n.torrent_proxied {
+            "BitTorrent traffic goes through the server's proxy: the DHT and UDP trackers are off, so a magnet or torrent needs an http(s) tracker (or x.pe peers) to find peers."
+        } else if n.dht {
+            "BitTorrent traffic leaves the server directly; trackerless magnets are found through the DHT."
+        } else {
+            "BitTorrent traffic leaves the server directly; the DHT is off, so a magnet needs a tracker (or x.pe peers)."
+        };
+        Ok(Json(NetworkDto {
+            torrent: TorrentNetworkDto {
+                proxied: n.torrent_proxied,
+                proxy_required: n.torrent_proxy_required,
+                dht: n.dht,
+                lsd: n.lsd,
+                udp_trackers: n.udp_trackers,
+                incoming: n.incoming,
+                note: note.to_owned(),
+            },
+            fetch: FetchNetworkDto {
+                proxied: n.fetch_proxied,
+            },
+        }))
     }
 
     /// The server's name and version. Needs no token.

@@ -1601,3 +1601,76 @@ async fn a_job_added_paused_waits_for_resume_then_runs() {
     w.run_stage(Stage::Upload).await;
     assert_eq!(w.status(job.id).await, JobStatus::Completed);
 }
+
+#[tokio::test]
+async fn a_required_proxy_that_is_down_fails_the_download_before_it_starts() {
+    let w = world();
+    let meta = sample_metadata(40, &[5]);
+    w.f.engine.register(meta.clone());
+    w.f.engine
+        .set_proxy_down(Some("the torrent proxy 127.0.0.9:1080 is unreachable"));
+    let job = w
+        .jobs
+        .submit(me(), Submission::Torrent(meta.metainfo.clone()), None, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.run_stage(Stage::Download).await,
+        StageOutcome::Fail(_)
+    ));
+    let failed = w.jobs.get(&me(), job.id).await.unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(
+        failed.error.unwrap().code,
+        ErrorCode::ProxyUnavailable.as_str()
+    );
+    assert!(!w.f.engine.is_running(job.id), "the torrent never started");
+
+    // Once the proxy is back, the user's retry completes.
+    w.f.engine.set_proxy_down(None);
+    w.jobs.retry(&me(), job.id).await.unwrap();
+    w.run_stage(Stage::Download).await;
+    w.run_stage(Stage::Upload).await;
+    assert_eq!(w.status(job.id).await, JobStatus::Completed);
+}
+
+#[tokio::test]
+async fn a_required_proxy_going_down_stops_a_running_download_and_a_resolve() {
+    let w = world();
+    let meta = sample_metadata(41, &[1000]);
+    w.f.engine.register(meta.clone());
+    w.f.engine.set_stalled(true);
+    let job = w
+        .jobs
+        .submit(me(), Submission::Torrent(meta.metainfo.clone()), None, None)
+        .await
+        .unwrap();
+    let magnet = w
+        .jobs
+        .submit(me(), Submission::Magnet(magnet_for(42)), None, None)
+        .await
+        .unwrap();
+    let engine = w.f.engine.clone();
+    let down = async {
+        // Both stages are waiting (a stalled download, a magnet nobody answers) when the
+        // proxy goes.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        engine.set_proxy_down(Some("the torrent proxy is unreachable"));
+    };
+    let (a, b, ()) = tokio::join!(
+        w.run_stage(Stage::Download),
+        w.run_stage(Stage::Download),
+        down
+    );
+    assert!(matches!(a, StageOutcome::Fail(_)), "{a:?}");
+    assert!(matches!(b, StageOutcome::Fail(_)), "{b:?}");
+    for id in [job.id, magnet.id] {
+        let failed = w.jobs.get(&me(), id).await.unwrap();
+        assert_eq!(failed.status, JobStatus::Failed);
+        assert_eq!(
+            failed.error.unwrap().code,
+            ErrorCode::ProxyUnavailable.as_str()
+        );
+        assert!(!w.f.engine.is_running(id), "the torrent was stopped");
+    }
+}

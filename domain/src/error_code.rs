@@ -218,6 +218,9 @@ error_codes! {
     MetadataTimeout = "metadata_timeout", jobs: true;
     /// The BitTorrent engine (or the packager) failed.
     EngineError = "engine_error", jobs: true;
+    /// `torrent.proxy_required` is set and the torrent proxy could not be reached: the job
+    /// stopped rather than connect to anyone directly.
+    ProxyUnavailable = "proxy_unavailable", jobs: true;
     /// The database failed while a stage ran.
     DatabaseError = "database_error", jobs: true;
     /// The queue failed while a stage ran.

@@ -538,7 +538,7 @@ pub fn preferences(state: &ApiState, save_path: &str) -> serde_json::Value {
         // 0, "pause": at a limit Ferry stops seeding and keeps the torrent and its files.
         "max_ratio_act": 0,
         "queueing_enabled": false,
-        "dht": state.torrent_dht,
+        "dht": state.network.dht,
         "auto_tmm_enabled": false,
         "torrent_content_layout": "Original",
         "start_paused_enabled": false,

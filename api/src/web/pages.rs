@@ -401,6 +401,11 @@ pub async fn add_page(req: &Request, Data(state): Data<&Arc<ApiState>>) -> Respo
         }
     };
     let main = html! {
+        @if state.network.torrent_proxied {
+            p.notice #network-note role="note" {
+                "BitTorrent traffic goes through this server's proxy: the DHT and UDP trackers are off, so a magnet or torrent needs an http(s) tracker to find peers."
+            }
+        }
         section.card {
             h2 { "Magnets and links" }
             form #add-links method="post" action="#" {

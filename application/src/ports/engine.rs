@@ -20,6 +20,9 @@ pub enum EngineError {
     /// Another job already downloads the same torrent in this engine.
     #[error("another job is already downloading this torrent")]
     Busy,
+    /// A proxy is required (`torrent.proxy_required`) and cannot be reached.
+    #[error("{0}")]
+    ProxyUnavailable(String),
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
 }
@@ -104,4 +107,14 @@ pub trait TorrentEngine: Send + Sync + 'static {
     /// `NotRunning` when the job's torrent is not in the engine, `Unexpected` when the
     /// files cannot be placed.
     async fn hand_over(&self, job_id: JobId) -> Result<(), EngineError>;
+
+    /// Whether the engine can reach the swarm the way it must: with `torrent.proxy_required`,
+    /// whether its proxy answers. Downloads ask before they start and while they run, and
+    /// stop rather than wait on a proxy that is gone.
+    ///
+    /// # Errors
+    /// `ProxyUnavailable` when a required proxy has not answered for a few seconds.
+    async fn network(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
 }

@@ -128,10 +128,12 @@ impl DownloadStage {
                 JobStatus::Resolving,
                 self.settings.tick,
             );
+            self.engine.network().await.map_err(engine_outcome)?;
             let fetched = tokio::select! {
                 r = tokio::time::timeout(self.settings.resolve_timeout, self.engine.resolve(magnet)) => r,
                 () = shutdown.cancelled() => return Err(StageOutcome::Released),
                 () = ticker.until_moved() => return Ok(Moved::Elsewhere),
+                e = self.until_network_fails() => return Err(engine_outcome(e)),
             };
             let mut meta = fetched
                 .map_err(|_| {
@@ -189,6 +191,7 @@ impl DownloadStage {
             peers,
             data_dir: None,
         };
+        self.engine.network().await.map_err(engine_outcome)?;
         self.engine.start(spec).await.map_err(engine_outcome)?;
         tracing::info!(job_id = %job.id, "download running");
 
@@ -228,6 +231,13 @@ impl DownloadStage {
             if let Some(error) = stats.error {
                 self.stop(job.id, false).await;
                 return Err(StageOutcome::retry(ErrorCode::EngineError, error));
+            }
+            if let Err(e) = self.engine.network().await {
+                // Fail closed: the torrent stops (it made no direct connection: nothing
+                // bypasses the proxy) and the job says why.
+                self.stop(job.id, false).await;
+                ticker.snapshot().await;
+                return Err(engine_outcome(e));
             }
             if stats.finished && !stats.checking {
                 return self.finish(&job, ticker).await;
@@ -272,6 +282,17 @@ impl DownloadStage {
         super::hand_over_purge(&self.lifecycle, &*self.queue, id).await
     }
 
+    /// Returns when the engine says it can no longer reach the swarm (a required proxy is
+    /// down); never while it can.
+    async fn until_network_fails(&self) -> EngineError {
+        loop {
+            if let Err(e) = self.engine.network().await {
+                return e;
+            }
+            tokio::time::sleep(self.settings.tick).await;
+        }
+    }
+
     async fn stop(&self, id: JobId, delete_data: bool) {
         if let Err(e) = self.engine.stop(id, delete_data).await {
             tracing::warn!(job_id = %id, error = %e, "could not stop the torrent");
@@ -295,6 +316,7 @@ fn engine_outcome(e: EngineError) -> StageOutcome {
         busy @ EngineError::Busy => {
             StageOutcome::Wait(JobError::new(ErrorCode::EngineError, busy.to_string()))
         }
+        EngineError::ProxyUnavailable(m) => StageOutcome::fail(ErrorCode::ProxyUnavailable, m),
         other => StageOutcome::retry(ErrorCode::EngineError, other),
     }
 }

@@ -19,6 +19,7 @@
 
 mod inspect;
 mod package;
+mod proxy;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -75,6 +76,12 @@ pub struct EngineConfig {
     pub peer_limit: Option<usize>,
     /// Which peer addresses the engine may connect to or accept (`torrent.allow`).
     pub peer_policy: AddressPolicy,
+    /// A SOCKS5 proxy (`socks5://` or `socks5h://host:port`) for every peer connection and
+    /// HTTP(S) tracker announce. UDP trackers are skipped while proxied; the caller turns
+    /// the DHT, LSD, UPnP and listening off (see the wiring's `TorrentNetwork`).
+    pub proxy: Option<String>,
+    /// With a proxy: downloads fail (`EngineError::ProxyUnavailable`) while it is down.
+    pub proxy_required: bool,
 }
 
 /// Writes the ranges `policy` refuses as a P2P block list (`name:first-last` lines) into
@@ -120,6 +127,8 @@ pub struct RqbitEngine {
     /// torrent workers may share one staging volume, and two processes must never write one
     /// folder.
     locks: Mutex<HashMap<PathBuf, std::fs::File>>,
+    /// The required proxy's health (`proxy_required`).
+    proxy: Option<proxy::ProxyWatch>,
 }
 
 struct Running {
@@ -204,8 +213,26 @@ impl RqbitEngine {
             ),
             None => None,
         };
+        let watch = match (&config.proxy, config.proxy_required) {
+            (Some(url), true) => Some(proxy::ProxyWatch::start(proxy::ProxyAddress::parse(url)?)),
+            (Some(url), false) => {
+                proxy::ProxyAddress::parse(url)?;
+                None
+            }
+            (None, true) => anyhow::bail!(
+                "a proxy is required but none is configured: refusing to connect to peers directly"
+            ),
+            (None, false) => None,
+        };
         let opts = SessionOptions {
             blocklist_url,
+            connect: config
+                .proxy
+                .as_ref()
+                .map(|url| librqbit::ConnectionOptions {
+                    proxy_url: Some(url.clone()),
+                    ..Default::default()
+                }),
             dht: if config.dht {
                 Some(Default::default())
             } else {
@@ -242,13 +269,20 @@ impl RqbitEngine {
             .await
             .context("starting the BitTorrent session")?;
         drop(blocked);
-        tracing::info!(listen = ?session.listen_addr(), dht = config.dht, "torrent engine started");
+        tracing::info!(
+            listen = ?session.listen_addr(),
+            dht = config.dht,
+            proxied = session.is_proxied(),
+            proxy_required = config.proxy_required,
+            "torrent engine started"
+        );
         let engine = Self {
             session,
             staging: LocalStaging::new(config.staging_dir),
             running: Mutex::new(HashMap::new()),
             turns: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
+            proxy: watch,
         };
         engine.sweep_shares().await;
         Ok(engine)
@@ -415,6 +449,13 @@ impl TorrentEngine for RqbitEngine {
                 .map_err(|e| unexpected(e.context("removing the torrent's data")))?;
         }
         Ok(())
+    }
+
+    async fn network(&self) -> Result<(), EngineError> {
+        match &self.proxy {
+            Some(watch) => watch.check().map_err(EngineError::ProxyUnavailable),
+            None => Ok(()),
+        }
     }
 
     async fn hand_over(&self, job_id: JobId) -> Result<(), EngineError> {

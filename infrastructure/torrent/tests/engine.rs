@@ -52,6 +52,8 @@ async fn librqbit_passes_the_contract() {
         upload_limit_bps: None,
         peer_limit: None,
         peer_policy: ferry_domain::AddressPolicy::default(),
+        proxy: None,
+        proxy_required: false,
     })
     .await
     .unwrap();
@@ -79,6 +81,8 @@ fn engine_config(staging: std::path::PathBuf, listen: bool) -> EngineConfig {
         peer_policy: ferry_domain::AddressPolicy {
             allow: vec!["127.0.0.1/32".parse().unwrap()],
         },
+        proxy: None,
+        proxy_required: false,
     }
 }
 

@@ -451,7 +451,18 @@ async fn api(ports: &Ports, config: &Config, token: ApiToken) -> anyhow::Result<
         feeds,
         // Absolute, as the paths the qBittorrent API shows must be.
         local_storage_dir: Some(std::path::absolute(config.storage_dir())?),
-        torrent_dht: config.torrent.dht,
+        network: {
+            let n = config.torrent.network(&config.fetch)?;
+            ferry_api::NetworkInfo {
+                torrent_proxied: n.proxy.is_some(),
+                torrent_proxy_required: n.proxy_required,
+                dht: n.dht,
+                lsd: n.lsd,
+                udp_trackers: n.udp_trackers,
+                incoming: n.listen.is_some(),
+                fetch_proxied: config.fetch.proxy.is_some(),
+            }
+        },
         links,
         profiles,
         drive,

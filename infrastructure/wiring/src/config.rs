@@ -182,6 +182,19 @@ pub struct TorrentConfig {
     /// addresses are refused at submission, and the engine neither connects to nor accepts
     /// peers there.
     pub allow: Vec<Cidr>,
+    /// A SOCKS5 proxy for peer connections and HTTP(S) tracker announces
+    /// (`socks5h://host:port` resolves tracker names through the proxy). While proxied, UDP
+    /// trackers, the DHT, LSD and UPnP are off (SOCKS5 over TCP cannot carry them), and so
+    /// is listening unless `proxy_incoming`.
+    #[serde(deserialize_with = "parse::socks_proxy_url")]
+    pub proxy: Option<Url>,
+    /// Without `proxy`, use `fetch.proxy` (which must then be a SOCKS5 one).
+    pub proxy_follows_fetch: bool,
+    /// Fail closed: refuse to start the engine without a proxy, and fail a job
+    /// (`proxy_unavailable`) as soon as its proxy is down.
+    pub proxy_required: bool,
+    /// Keep accepting incoming peer connections (on `listen`) while proxied.
+    pub proxy_incoming: bool,
 }
 
 impl Default for TorrentConfig {
@@ -196,7 +209,68 @@ impl Default for TorrentConfig {
             peer_limit: None,
             resolve_timeout: Duration::from_secs(600),
             allow: Vec::new(),
+            proxy: None,
+            proxy_follows_fetch: false,
+            proxy_required: false,
+            proxy_incoming: false,
         }
+    }
+}
+
+/// How the engine reaches the swarm, from `torrent.*` and `fetch.proxy`: what a proxy
+/// turns off, in one place (the engine is started with it, the API shows it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TorrentNetwork {
+    /// The SOCKS5 proxy every peer connection and tracker announce goes through.
+    pub proxy: Option<Url>,
+    pub proxy_required: bool,
+    pub listen: Option<SocketAddr>,
+    pub dht: bool,
+    pub lsd: bool,
+    pub upnp: bool,
+    /// Whether `udp://` trackers are announced to.
+    pub udp_trackers: bool,
+}
+
+impl TorrentConfig {
+    /// The network the engine runs with.
+    ///
+    /// # Errors
+    /// `proxy_follows_fetch` with an HTTP `fetch.proxy` (it cannot carry peer connections),
+    /// or `proxy_required` without any proxy.
+    pub fn network(&self, fetch: &FetchConfig) -> anyhow::Result<TorrentNetwork> {
+        let proxy = match (&self.proxy, self.proxy_follows_fetch, &fetch.proxy) {
+            (Some(p), _, _) => Some(p.clone()),
+            (None, true, Some(p)) => {
+                anyhow::ensure!(
+                    matches!(p.scheme(), "socks5" | "socks5h"),
+                    "torrent.proxy_follows_fetch: fetch.proxy is an {} proxy, and BitTorrent peers need a SOCKS5 one (set torrent.proxy)",
+                    p.scheme()
+                );
+                Some(p.clone())
+            }
+            _ => None,
+        };
+        if let Some(p) = &proxy {
+            anyhow::ensure!(
+                p.port().is_some(),
+                "torrent.proxy: the proxy URL needs a port (socks5h://host:1080)"
+            );
+        }
+        anyhow::ensure!(
+            proxy.is_some() || !self.proxy_required,
+            "torrent.proxy_required is set but there is no torrent.proxy (nor fetch.proxy with torrent.proxy_follows_fetch): refusing to connect to peers directly"
+        );
+        let proxied = proxy.is_some();
+        Ok(TorrentNetwork {
+            listen: self.listen.filter(|_| !proxied || self.proxy_incoming),
+            dht: self.dht && !proxied,
+            lsd: self.lsd && !proxied,
+            upnp: self.upnp && !proxied,
+            udp_trackers: !proxied,
+            proxy_required: self.proxy_required,
+            proxy,
+        })
     }
 }
 
@@ -778,6 +852,7 @@ impl Config {
 
     /// Values that parse but make no sense, refused at start with the key's name.
     fn check_values(&self) -> anyhow::Result<()> {
+        self.torrent.network(&self.fetch)?;
         if let Some(r) = self.seed.ratio {
             anyhow::ensure!(
                 r.is_finite() && r > 0.0,
@@ -915,6 +990,79 @@ fn walk(
 mod tests {
     #![allow(clippy::result_large_err)]
     use super::*;
+
+    #[test]
+    fn a_torrent_proxy_turns_off_what_it_cannot_carry() {
+        let direct = TorrentConfig::default()
+            .network(&FetchConfig::default())
+            .unwrap();
+        assert_eq!(
+            (direct.proxy, direct.dht, direct.udp_trackers),
+            (None, true, true)
+        );
+        assert!(direct.listen.is_some());
+
+        let socks: Url = "socks5h://127.0.0.1:1080".parse().unwrap();
+        let t = TorrentConfig {
+            proxy: Some(socks.clone()),
+            lsd: true,
+            upnp: true,
+            ..TorrentConfig::default()
+        };
+        let n = t.network(&FetchConfig::default()).unwrap();
+        assert_eq!(n.proxy.as_ref(), Some(&socks));
+        assert!(!n.dht && !n.lsd && !n.upnp && !n.udp_trackers);
+        assert_eq!(n.listen, None, "no listening while proxied");
+        let incoming = TorrentConfig {
+            proxy_incoming: true,
+            ..t.clone()
+        };
+        assert!(
+            incoming
+                .network(&FetchConfig::default())
+                .unwrap()
+                .listen
+                .is_some()
+        );
+
+        // Following fetch.proxy: only a SOCKS5 one can carry peers.
+        let follows = TorrentConfig {
+            proxy_follows_fetch: true,
+            ..TorrentConfig::default()
+        };
+        let fetch = FetchConfig {
+            proxy: Some(socks.clone()),
+            ..FetchConfig::default()
+        };
+        assert_eq!(follows.network(&fetch).unwrap().proxy, Some(socks));
+        let http = FetchConfig {
+            proxy: Some("http://127.0.0.1:3128".parse().unwrap()),
+            ..FetchConfig::default()
+        };
+        let err = follows.network(&http).unwrap_err().to_string();
+        assert!(err.contains("need a SOCKS5 one"), "{err}");
+        // Without following, fetch.proxy does not touch the torrent traffic.
+        assert_eq!(
+            TorrentConfig::default().network(&fetch).unwrap().proxy,
+            None
+        );
+
+        // Fail closed: required without any proxy refuses to start.
+        let required = TorrentConfig {
+            proxy_required: true,
+            ..TorrentConfig::default()
+        };
+        let err = required
+            .network(&FetchConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy_required"), "{err}");
+        let no_port = TorrentConfig {
+            proxy: Some("socks5://proxy".parse().unwrap()),
+            ..TorrentConfig::default()
+        };
+        assert!(no_port.network(&FetchConfig::default()).is_err());
+    }
 
     #[test]
     fn logs_are_for_humans_on_a_terminal_and_json_elsewhere_unless_set() {
@@ -1062,6 +1210,11 @@ mod tests {
                 r#"fetch.proxy: expected an http://, https://, socks5:// or socks5h:// URL, got the scheme "socks""#,
             ),
             ("FERRY_FETCH__PROXY", "127.0.0.1:1080", "fetch.proxy"),
+            (
+                "FERRY_TORRENT__PROXY",
+                "http://127.0.0.1:3128",
+                r#"torrent.proxy: expected a socks5:// or socks5h:// URL, got the scheme "http""#,
+            ),
             ("FERRY_REDIS_URL", "http://redis:6379", "redis_url"),
             ("FERRY_DATABASE_URL", "mysql://db/ferry", "database_url"),
             (

@@ -348,4 +348,8 @@ impl TorrentEngine for MeteredEngine {
         self.forget(job_id);
         self.inner.hand_over(job_id).await
     }
+
+    async fn network(&self) -> Result<(), EngineError> {
+        self.inner.network().await
+    }
 }

@@ -579,17 +579,20 @@ impl Ports {
         &self,
     ) -> anyhow::Result<(StagePool, Arc<RqbitEngine>, Arc<dyn TorrentEngine>)> {
         let t = &self.config.torrent;
+        let network = t.network(&self.config.fetch)?;
         let engine = Arc::new(
             RqbitEngine::start(EngineConfig {
                 staging_dir: self.config.staging_dir(),
-                listen: t.listen,
-                dht: t.dht,
-                lsd: t.lsd,
-                upnp: t.upnp,
+                listen: network.listen,
+                dht: network.dht,
+                lsd: network.lsd,
+                upnp: network.upnp,
                 download_limit_bps: t.download_limit,
                 upload_limit_bps: t.upload_limit,
                 peer_limit: t.peer_limit.map(std::num::NonZeroUsize::get),
                 peer_policy: self.torrent_guard.policy().clone(),
+                proxy: network.proxy.map(|u| u.to_string()),
+                proxy_required: network.proxy_required,
             })
             .await?,
         );

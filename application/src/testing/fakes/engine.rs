@@ -15,6 +15,8 @@ pub struct FakeEngine {
     pub checking_calls: AtomicU64,
     stalled: std::sync::atomic::AtomicBool,
     failures: Mutex<VecDeque<EngineError>>,
+    /// What `network` answers while a required proxy is "down".
+    proxy_down: Mutex<Option<String>>,
 }
 
 struct FakeTorrent {
@@ -40,6 +42,7 @@ impl FakeEngine {
             checking_calls: AtomicU64::new(0),
             stalled: std::sync::atomic::AtomicBool::new(false),
             failures: Mutex::new(VecDeque::new()),
+            proxy_down: Mutex::new(None),
         }
     }
 
@@ -51,6 +54,11 @@ impl FakeEngine {
     /// While stalled, downloads make no progress.
     pub fn set_stalled(&self, stalled: bool) {
         self.stalled.store(stalled, Ordering::SeqCst);
+    }
+
+    /// While `Some`, `network` fails with `ProxyUnavailable(message)`.
+    pub fn set_proxy_down(&self, message: Option<&str>) {
+        *lock(&self.proxy_down) = message.map(str::to_owned);
     }
 
     /// The next `start` fails with `error`.
@@ -266,5 +274,12 @@ impl TorrentEngine for FakeEngine {
             let _ = std::fs::remove_dir_all(Staging::job_dir(self, job_id));
         }
         Ok(())
+    }
+
+    async fn network(&self) -> Result<(), EngineError> {
+        match lock(&self.proxy_down).clone() {
+            Some(message) => Err(EngineError::ProxyUnavailable(message)),
+            None => Ok(()),
+        }
     }
 }

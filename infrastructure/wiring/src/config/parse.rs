@@ -121,6 +121,11 @@ pub(super) fn proxy_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, 
     optional(d, &["http", "https", "socks5", "socks5h"], true)
 }
 
+/// `torrent.proxy`: SOCKS5 only (peer connections are TCP streams through it).
+pub(super) fn socks_proxy_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
+    optional(d, &["socks5", "socks5h"], true)
+}
+
 /// `redis_url`: the schemes the Redis client knows.
 pub(super) fn redis_url<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
     optional(

@@ -1,0 +1,289 @@
+//! BitTorrent through a SOCKS5 proxy (`torrent.proxy`), end to end on loopback: microsocks
+//! makes its outgoing connections from an address of its own, so every tracker and peer
+//! can tell whether a connection came through it. With `torrent.proxy_required` and the
+//! proxy gone, jobs fail `proxy_unavailable` and nothing is ever contacted directly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::origin::{microsocks, tripwire};
+use common::swarm::Swarm;
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MIB: u64 = 1 << 20;
+const LONG: Duration = Duration::from_secs(180);
+/// The address microsocks connects from.
+const PROXY_EGRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 7);
+
+/// A UDP socket counting the datagrams it gets (a `udp://` tracker nobody may announce to).
+async fn udp_tripwire() -> (SocketAddr, Arc<AtomicUsize>) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let count = hits.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while socket.recv_from(&mut buf).await.is_ok() {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (addr, hits)
+}
+
+/// An HTTP tracker that answers every announce with no peers and records where each
+/// connection came from.
+async fn recording_tracker() -> (SocketAddr, Arc<Mutex<Vec<SocketAddr>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, from)) = listener.accept().await {
+            record.lock().unwrap().push(from);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut read = 0;
+                while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") && read < buf.len() {
+                    match conn.read(&mut buf[read..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    }
+                }
+                let body = b"d8:intervali1800e5:peers0:e";
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(body).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// The addresses connected to `pid`'s listening `port`, from `/proc/net/tcp` (every loopback
+/// connection of the machine, both ends), leaving out the process's connections to itself
+/// (aria2c dials its own address when a tracker lists it).
+fn peers_of(pid: u32, port: u16) -> BTreeSet<Ipv4Addr> {
+    let parse = |field: &str| {
+        let (ip, port) = field.split_once(':').unwrap();
+        let ip = u32::from_str_radix(ip, 16).unwrap();
+        // The address is in the kernel's byte order (little-endian here).
+        let ip = Ipv4Addr::from(ip.swap_bytes());
+        SocketAddrV4::new(ip, u16::from_str_radix(port, 16).unwrap())
+    };
+    // (local, remote, inode) of every established connection.
+    let table: Vec<(SocketAddrV4, SocketAddrV4, String)> = std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f[3] == "01").then(|| (parse(f[1]), parse(f[2]), f[9].to_owned()))
+        })
+        .collect();
+    let own: BTreeSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .filter_map(|l| {
+                    l.to_string_lossy()
+                        .strip_prefix("socket:[")
+                        .and_then(|r| r.strip_suffix(']'))
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    table
+        .iter()
+        .filter(|(local, _, _)| local.port() == port)
+        .filter(|(_, remote, _)| {
+            !table
+                .iter()
+                .any(|(l, _, inode)| l == remote && own.contains(inode))
+        })
+        .map(|(_, remote, _)| *remote.ip())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_and_trackers_see_only_the_proxy_and_udp_trackers_are_never_used() {
+    if !require(&["microsocks", "opentracker", "aria2c", "mktorrent"]) {
+        return;
+    }
+    let s = Swarm::start(
+        "payload",
+        &[("big.bin", 48 * MIB + 777), ("small.txt", 5000)],
+    );
+    let (socks, _socks) = microsocks(&s.root, &PROXY_EGRESS.to_string());
+    let (udp, udp_hits) = udp_tripwire().await;
+    let (recorder, announces) = recording_tracker().await;
+    let ferry = Ferry::start(
+        &s.root.join("ferry"),
+        &[
+            (
+                "FERRY_TORRENT__PROXY",
+                &format!("socks5h://127.0.0.1:{socks}"),
+            ),
+            ("FERRY_TORRENT__PROXY_REQUIRED", "true"),
+        ],
+    );
+
+    // The API says what the proxy turns off.
+    let (status, network) = ferry.get_json("/network").await;
+    assert_eq!(status, 200, "{network}");
+    assert_eq!(network["torrent"]["proxied"], true);
+    assert_eq!(network["torrent"]["proxy_required"], true);
+    assert_eq!(network["torrent"]["dht"], false);
+    assert_eq!(network["torrent"]["udp_trackers"], false);
+    assert_eq!(
+        network["torrent"]["incoming"], false,
+        "no listening while proxied"
+    );
+
+    // Watch the seeder's connections for as long as the job runs.
+    let done = Arc::new(AtomicBool::new(false));
+    let seeder_port = s.seeder.port;
+    let seeder_pid = s.seeder.proc.child.id();
+    let watcher = {
+        let done = done.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut seen = BTreeSet::new();
+            while !done.load(Ordering::SeqCst) {
+                seen.extend(peers_of(seeder_pid, seeder_port));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            seen
+        })
+    };
+
+    let magnet = format!(
+        "{}&tr={}&tr={}",
+        s.magnet(),
+        url_escape_all(&format!("udp://{udp}/announce")),
+        url_escape_all(&format!("http://{recorder}/announce")),
+    );
+    let job = ferry.submit_magnet(&magnet).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    ferry.wait_status(&id, "completed", LONG).await;
+    done.store(true, Ordering::SeqCst);
+    let peers = watcher.await.unwrap();
+    ferry.assert_files_match(&id, &s.payload, None).await;
+
+    assert_eq!(
+        peers,
+        BTreeSet::from([PROXY_EGRESS]),
+        "the seeder was reached from the proxy's address only"
+    );
+    let announces = announces.lock().unwrap().clone();
+    assert!(!announces.is_empty(), "the HTTP tracker was announced to");
+    assert!(
+        announces
+            .iter()
+            .all(|a| a.ip() == std::net::IpAddr::V4(PROXY_EGRESS)),
+        "every announce came through the proxy: {announces:?}"
+    );
+    assert_eq!(udp_hits.load(Ordering::SeqCst), 0, "no UDP announce");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_required_proxy_down_jobs_fail_and_nothing_is_contacted_directly() {
+    if !require(&["microsocks"]) {
+        return;
+    }
+    init();
+    let (_keep, root) = test_dir();
+    let (socks, mut socks_proc) = microsocks(&root, &PROXY_EGRESS.to_string());
+    // The proxy is stopped: its port refuses connections.
+    socks_proc.signal(9);
+    socks_proc.wait_timeout(Duration::from_secs(10));
+
+    let (peer, peer_hits) = tripwire("127.0.0.1").await;
+    let (tracker, tracker_hits) = tripwire("127.0.0.1").await;
+    let (udp, udp_hits) = udp_tripwire().await;
+    let ferry = Ferry::start(
+        &root.join("ferry"),
+        &[
+            (
+                "FERRY_TORRENT__PROXY",
+                &format!("socks5h://127.0.0.1:{socks}"),
+            ),
+            ("FERRY_TORRENT__PROXY_REQUIRED", "true"),
+        ],
+    );
+    let magnet = format!(
+        "{}&x.pe={peer}&tr={}&tr={}",
+        lonely_magnet("behind-the-proxy"),
+        url_escape_all(&format!("http://{tracker}/announce")),
+        url_escape_all(&format!("udp://{udp}/announce")),
+    );
+    let job = ferry.submit_magnet(&magnet).await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let failed = ferry
+        .wait_status(&id, "failed", Duration::from_secs(60))
+        .await;
+    assert_eq!(failed["error"]["code"], "proxy_unavailable", "{failed}");
+    let message = failed["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("127.0.0.1:{socks}")), "{message}");
+
+    // A .torrent whose metadata is known starts no download either.
+    let (status, torrent_job) = ferry
+        .submit_torrent(&lonely_torrent("behind-the-proxy-2"), None)
+        .await;
+    assert_eq!(status, 201, "{torrent_job}");
+    let id = torrent_job["id"].as_str().unwrap().to_owned();
+    let failed = ferry
+        .wait_status(&id, "failed", Duration::from_secs(60))
+        .await;
+    assert_eq!(failed["error"]["code"], "proxy_unavailable", "{failed}");
+
+    assert_eq!(
+        peer_hits.load(Ordering::SeqCst),
+        0,
+        "no direct peer connection"
+    );
+    assert_eq!(tracker_hits.load(Ordering::SeqCst), 0, "no direct announce");
+    assert_eq!(udp_hits.load(Ordering::SeqCst), 0, "no UDP announce");
+}
+
+#[test]
+fn a_required_proxy_that_is_not_configured_stops_the_server_from_starting() {
+    init();
+    let (_keep, root) = test_dir();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(root.join("ferry"))
+        .env("FERRY_TORRENT__PROXY_REQUIRED", "true")
+        .env_remove("FERRY_TORRENT__PROXY")
+        .env_remove("FERRY_FETCH__PROXY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("torrent.proxy_required is set but there is no torrent.proxy"),
+        "{stderr}"
+    );
+}
+
+fn url_escape_all(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
