@@ -125,6 +125,7 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         | C::UrlUnavailable
         | C::TrackerNotAllowed
         | C::PeerNotAllowed
+        | C::Blocked
         | C::InvalidFeed
         | C::InvalidFeedRule
         | C::FeedLimitReached => StatusCode::UNPROCESSABLE_ENTITY,
@@ -348,6 +349,7 @@ impl From<JobsError> for ApiError {
             JobsError::UrlRefused(_) => C::UrlUnavailable,
             JobsError::TrackerNotAllowed { .. } => C::TrackerNotAllowed,
             JobsError::PeerNotAllowed(_) => C::PeerNotAllowed,
+            JobsError::Blocked(_) => C::Blocked,
             JobsError::TorrentNotReady => C::TorrentNotReady,
             JobsError::InvalidTorrent(_) => C::InvalidTorrent,
             JobsError::InvalidSelection(_) => C::InvalidFileSelection,

@@ -34,6 +34,9 @@ pub enum JobsError {
     /// A peer given with the magnet (`x.pe`) is at an internal address.
     #[error("peer {0} is not allowed: it is an internal address")]
     PeerNotAllowed(std::net::SocketAddr),
+    /// The operator's block list refuses the torrent or URL.
+    #[error("{0}")]
+    Blocked(String),
     /// The job has no torrent yet (metadata unknown, or not packaged yet).
     #[error("the job's torrent is not known yet")]
     TorrentNotReady,
@@ -177,6 +180,56 @@ pub struct Jobs {
     /// Where trackers and peers may be (`torrent.allow`): the engine must not be made to
     /// contact internal addresses on a user's behalf.
     pub torrent_addresses: Arc<dyn AddressGuard>,
+    /// Torrents and URLs the operator refuses (`blocklist.*`), reloaded while running.
+    pub blocklist: Arc<SubmissionBlocklistHandle>,
+}
+
+/// The submission block list in force; the wiring replaces it when its file changes.
+#[derive(Debug, Default)]
+pub struct SubmissionBlocklistHandle {
+    current: std::sync::RwLock<Arc<ferry_domain::SubmissionBlocklist>>,
+}
+
+impl SubmissionBlocklistHandle {
+    pub fn new(list: ferry_domain::SubmissionBlocklist) -> Self {
+        Self {
+            current: std::sync::RwLock::new(Arc::new(list)),
+        }
+    }
+
+    pub fn replace(&self, list: ferry_domain::SubmissionBlocklist) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(list);
+    }
+
+    pub fn current(&self) -> Arc<ferry_domain::SubmissionBlocklist> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn check_hash(&self, hash: &ferry_domain::InfoHash) -> Result<(), JobsError> {
+        if self.current().blocks_hash(hash) {
+            tracing::info!(info_hash = %hash, "torrent refused by the block list");
+            return Err(JobsError::Blocked(format!(
+                "this server does not download the torrent {hash}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_url(&self, url: &str) -> Result<(), JobsError> {
+        if let Some(pattern) = self.current().blocking_pattern(url) {
+            tracing::info!(pattern, "URL refused by the block list");
+            return Err(JobsError::Blocked(
+                "this server does not fetch this URL (the operator's block list)".to_owned(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl JobsError {
@@ -263,6 +316,7 @@ impl Jobs {
         let job = match submission {
             Submission::Magnet(text) => {
                 let magnet = MagnetLink::parse(&text)?;
+                self.blocklist.check_hash(&magnet.info_hash())?;
                 self.check_peers(magnet.peers()).await?;
                 self.check_trackers(magnet.trackers().iter().map(url::Url::as_str))
                     .await?;
@@ -270,6 +324,7 @@ impl Jobs {
             }
             Submission::Torrent(bytes) => {
                 let meta = self.analyze(&bytes)?;
+                self.blocklist.check_hash(&meta.info_hash)?;
                 selection.validate(&meta.files)?;
                 self.check_trackers(meta.trackers.iter().map(String::as_str))
                     .await?;
@@ -277,6 +332,8 @@ impl Jobs {
             }
             Submission::Url(text) => {
                 let url = ferry_domain::FetchUrl::parse(&text)?;
+                // Before any connection: a refused URL is never contacted.
+                self.blocklist.check_url(url.as_url().as_str())?;
                 let size = self.probe(&url).await?;
                 if let (Some(limit), Some(size)) = (quotas.job_bytes, size)
                     && size > limit
@@ -693,6 +750,7 @@ impl Jobs {
     /// `InvalidUrl`, `UrlNotAllowed`, `UrlRefused` (unreachable, an error status, too large).
     pub async fn fetch_torrent(&self, url: &str, max_bytes: u64) -> Result<Vec<u8>, JobsError> {
         let url = ferry_domain::FetchUrl::parse(url)?;
+        self.blocklist.check_url(url.as_url().as_str())?;
         let body = self
             .fetcher
             .open(&url, None)

@@ -39,6 +39,7 @@ fn jobs_over(f: &Fakes, limits: TorrentLimits) -> Jobs {
         fetcher: f.fetcher.clone(),
         limits,
         torrent_addresses: f.addresses.clone(),
+        blocklist: Arc::default(),
     }
 }
 
@@ -1673,4 +1674,57 @@ async fn a_required_proxy_going_down_stops_a_running_download_and_a_resolve() {
         );
         assert!(!w.f.engine.is_running(id), "the torrent was stopped");
     }
+}
+
+#[tokio::test]
+async fn the_operators_block_list_refuses_torrents_and_urls_and_can_be_replaced() {
+    let w = world();
+    let meta = sample_metadata(43, &[5]);
+    w.f.engine.register(meta.clone());
+    w.f.fetcher
+        .serve("https://cdn.example/setup.exe", b"MZ".to_vec());
+    let list = ferry_domain::SubmissionBlocklist::parse([
+        meta.info_hash.to_hex().as_str(),
+        "https://*.exe",
+    ])
+    .unwrap();
+    w.jobs.blocklist.replace(list);
+    let magnet = format!("magnet:?xt=urn:btih:{}&dn=x", meta.info_hash.to_hex());
+    for submission in [
+        Submission::Magnet(magnet.clone()),
+        Submission::Torrent(meta.metainfo.clone()),
+        Submission::Url("https://CDN.example/setup.EXE".into()),
+    ] {
+        let r = w.jobs.submit(me(), submission, None, None).await;
+        assert!(matches!(r, Err(JobsError::Blocked(_))), "{r:?}");
+    }
+    assert!(matches!(
+        w.jobs
+            .fetch_torrent("https://cdn.example/setup.exe", 1 << 20)
+            .await,
+        Err(JobsError::Blocked(_))
+    ));
+    assert!(
+        w.jobs
+            .list(&JobQuery {
+                owner: me(),
+                status: None,
+                name_contains: None,
+                before: None,
+                limit: 10
+            })
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing was created"
+    );
+
+    // A new list replaces the old one at once.
+    w.jobs
+        .blocklist
+        .replace(ferry_domain::SubmissionBlocklist::default());
+    w.jobs
+        .submit(me(), Submission::Magnet(magnet), None, None)
+        .await
+        .unwrap();
 }

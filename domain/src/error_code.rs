@@ -186,6 +186,8 @@ error_codes! {
     TrackerNotAllowed = "tracker_not_allowed", jobs: false;
     /// A magnet's `x.pe` peer is at an internal address.
     PeerNotAllowed = "peer_not_allowed", jobs: false;
+    /// The operator's block list refuses this torrent (its info-hash) or URL (a pattern).
+    Blocked = "blocked", jobs: false;
     /// An RSS feed's fields are not valid (name, interval).
     InvalidFeed = "invalid_feed", jobs: false;
     /// An RSS download rule's fields are not valid: a pattern that does not compile or is

@@ -4,6 +4,7 @@
 //! ("parse, don't validate"), so the layers above can trust what they hold.
 
 pub mod account;
+pub mod blocklist;
 pub mod error_code;
 pub mod feed;
 pub mod info_hash;
@@ -21,6 +22,7 @@ pub use account::{
     AccountError, Identity, PersonalToken, Quotas, Role, Scope, Scopes, TokenId, User, UserName,
     clean_text,
 };
+pub use blocklist::{BlocklistError, PeerBlocklist, SubmissionBlocklist};
 pub use error_code::{ErrorCode, UnknownErrorCode};
 pub use info_hash::{InfoHash, InfoHashError};
 pub use job::{

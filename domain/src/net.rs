@@ -132,6 +132,22 @@ impl Cidr {
         (first, first | span)
     }
 
+    /// The first and last address of the range.
+    pub fn first_last(&self) -> (IpAddr, IpAddr) {
+        let (first, last) = self.bounds();
+        match self.network {
+            // IPv4 bounds are in the low 32 bits.
+            IpAddr::V4(_) => (
+                IpAddr::V4(std::net::Ipv4Addr::from(first as u32)),
+                IpAddr::V4(std::net::Ipv4Addr::from(last as u32)),
+            ),
+            IpAddr::V6(_) => (
+                IpAddr::V6(std::net::Ipv6Addr::from(first)),
+                IpAddr::V6(std::net::Ipv6Addr::from(last)),
+            ),
+        }
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),

@@ -476,6 +476,7 @@ mod tests {
             fetcher: f.fetcher.clone(),
             limits: TorrentLimits::default(),
             torrent_addresses: f.addresses.clone(),
+            blocklist: std::sync::Arc::default(),
         };
         let runner = Arc::new(StageRunner {
             lifecycle: lifecycle.clone(),

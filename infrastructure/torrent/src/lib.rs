@@ -26,7 +26,7 @@ pub mod testing;
 pub use package::{Packager, piece_length_for};
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -82,28 +82,34 @@ pub struct EngineConfig {
     pub proxy: Option<String>,
     /// With a proxy: downloads fail (`EngineError::ProxyUnavailable`) while it is down.
     pub proxy_required: bool,
+    /// The operator's peer block list (inclusive ranges), replaced later with
+    /// [`RqbitEngine::set_peer_blocklist`].
+    pub peer_blocklist: Vec<(IpAddr, IpAddr)>,
 }
 
-/// Writes the ranges `policy` refuses as a P2P block list (`name:first-last` lines) into
-/// `dir`; `None` when it refuses nothing. The file is only read while the session starts.
-fn block_list(
-    policy: &AddressPolicy,
-    dir: &std::path::Path,
-) -> anyhow::Result<Option<tempfile::TempPath>> {
-    use std::io::Write;
-    let ranges = policy.refused_ranges();
-    if ranges.is_empty() {
-        return Ok(None);
+/// The session's block list: the ranges `policy` refuses (internal addresses not in
+/// `torrent.allow`) and the operator's peer block list (`blocklist.peers`).
+fn block_list(policy: &AddressPolicy, operator: &[(IpAddr, IpAddr)]) -> librqbit::IpRanges {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for (first, last) in policy
+        .refused_ranges()
+        .into_iter()
+        .chain(operator.iter().copied())
+    {
+        // librqbit's ranges end before their `end`; one past the last address (the very
+        // last address of a family cannot be named that way and stays open).
+        match (first, last) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                v4.push(a..std::net::Ipv4Addr::from_bits(b.to_bits().saturating_add(1)));
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                v6.push(a..std::net::Ipv6Addr::from_bits(b.to_bits().saturating_add(1)));
+            }
+            _ => {}
+        }
     }
-    let mut file = tempfile::Builder::new()
-        .prefix(".peer-blocklist-")
-        .tempfile_in(dir)
-        .context("writing the peer block list")?;
-    for (first, last) in ranges {
-        writeln!(file, "ferry:{first}-{last}")?;
-    }
-    file.flush()?;
-    Ok(Some(file.into_temp_path()))
+    librqbit::IpRanges::new(v4, v6)
 }
 
 /// Port 0 means "any free port"; pick it now so it can be announced to trackers.
@@ -129,6 +135,8 @@ pub struct RqbitEngine {
     locks: Mutex<HashMap<PathBuf, std::fs::File>>,
     /// The required proxy's health (`proxy_required`).
     proxy: Option<proxy::ProxyWatch>,
+    /// Internal addresses the engine must not reach (part of every block list).
+    peer_policy: AddressPolicy,
 }
 
 struct Running {
@@ -204,15 +212,6 @@ impl RqbitEngine {
         tokio::fs::create_dir_all(&config.staging_dir)
             .await
             .with_context(|| format!("creating staging folder {}", config.staging_dir.display()))?;
-        let blocked = block_list(&config.peer_policy, &config.staging_dir)?;
-        let blocklist_url = match &blocked {
-            Some(path) => Some(
-                url::Url::from_file_path(std::path::absolute(path)?)
-                    .map_err(|()| anyhow::anyhow!("the block list's path is not absolute"))?
-                    .to_string(),
-            ),
-            None => None,
-        };
         let watch = match (&config.proxy, config.proxy_required) {
             (Some(url), true) => Some(proxy::ProxyWatch::start(proxy::ProxyAddress::parse(url)?)),
             (Some(url), false) => {
@@ -225,7 +224,6 @@ impl RqbitEngine {
             (None, false) => None,
         };
         let opts = SessionOptions {
-            blocklist_url,
             connect: config
                 .proxy
                 .as_ref()
@@ -268,7 +266,8 @@ impl RqbitEngine {
         let session = Session::new_with_opts(config.staging_dir.clone(), opts)
             .await
             .context("starting the BitTorrent session")?;
-        drop(blocked);
+        // Before any torrent is added: every peer source is filtered through it.
+        session.set_blocklist(block_list(&config.peer_policy, &config.peer_blocklist));
         tracing::info!(
             listen = ?session.listen_addr(),
             dht = config.dht,
@@ -283,9 +282,18 @@ impl RqbitEngine {
             turns: tokio::sync::Mutex::new(()),
             locks: Mutex::new(HashMap::new()),
             proxy: watch,
+            peer_policy: config.peer_policy,
         };
         engine.sweep_shares().await;
         Ok(engine)
+    }
+
+    /// Replaces the operator's peer block list: peers in it are neither connected to nor
+    /// accepted from now on (connections already open stay until they end).
+    pub fn set_peer_blocklist(&self, ranges: &[(IpAddr, IpAddr)]) {
+        self.session
+            .set_blocklist(block_list(&self.peer_policy, ranges));
+        tracing::info!(ranges = ranges.len(), "peer block list replaced");
     }
 
     /// The address peers can reach this engine on, if it listens.

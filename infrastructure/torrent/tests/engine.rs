@@ -54,6 +54,7 @@ async fn librqbit_passes_the_contract() {
         peer_policy: ferry_domain::AddressPolicy::default(),
         proxy: None,
         proxy_required: false,
+        peer_blocklist: Vec::new(),
     })
     .await
     .unwrap();
@@ -83,6 +84,7 @@ fn engine_config(staging: std::path::PathBuf, listen: bool) -> EngineConfig {
         },
         proxy: None,
         proxy_required: false,
+        peer_blocklist: Vec::new(),
     }
 }
 

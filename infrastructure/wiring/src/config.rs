@@ -123,6 +123,7 @@ pub struct Config {
     pub log: LogConfig,
     pub auth: AuthConfig,
     pub webhooks: WebhooksConfig,
+    pub blocklist: BlocklistConfig,
 }
 
 impl Default for Config {
@@ -153,6 +154,7 @@ impl Default for Config {
             log: LogConfig::default(),
             auth: AuthConfig::default(),
             webhooks: WebhooksConfig::default(),
+            blocklist: BlocklistConfig::default(),
         }
     }
 }
@@ -687,6 +689,38 @@ impl Default for WorkersConfig {
             lease: Duration::from_secs(60),
             reconcile_every: Duration::from_secs(30),
             probe_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+        }
+    }
+}
+
+/// The operator's block lists.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BlocklistConfig {
+    /// Info-hashes refused at submission (`422 blocked`).
+    pub info_hashes: Vec<String>,
+    /// URL patterns (`*` for any run of characters) refused at submission, for URL jobs and
+    /// .torrent files fetched by URL.
+    pub urls: Vec<String>,
+    /// A file of more entries (info-hashes and URL patterns, one per line), re-read when it
+    /// changes.
+    pub file: Option<PathBuf>,
+    /// Peer addresses the engine never connects to nor accepts: a P2P (`.p2p`) or eMule
+    /// (`.dat`) list, or addresses and CIDR ranges; re-read when it changes.
+    pub peers: Option<PathBuf>,
+    /// How often the files are checked for changes.
+    #[serde(with = "parse::interval")]
+    pub reload_every: Duration,
+}
+
+impl Default for BlocklistConfig {
+    fn default() -> Self {
+        Self {
+            info_hashes: Vec::new(),
+            urls: Vec::new(),
+            file: None,
+            peers: None,
+            reload_every: Duration::from_secs(30),
         }
     }
 }

@@ -9,6 +9,7 @@
 
 mod accounts;
 mod app;
+mod blocklists;
 pub mod config;
 mod metered;
 mod ports;

@@ -53,6 +53,8 @@ pub(crate) struct Ports {
     /// The address policy of storage endpoints and of trackers and peers.
     storage_guard: Arc<ferry_net::NetGuard>,
     torrent_guard: Arc<ferry_net::NetGuard>,
+    /// The operator's block lists, re-read when their files change.
+    blocklists: Arc<crate::blocklists::Blocklists>,
     config: Config,
     /// Webhooks: the outbox every lifecycle writes to, and what the dispatcher sends with.
     webhooks: WebhookParts,
@@ -100,6 +102,7 @@ struct Shared {
     db: ferry_database::Connection,
     storage_guard: Arc<ferry_net::NetGuard>,
     torrent_guard: Arc<ferry_net::NetGuard>,
+    blocklists: Arc<crate::blocklists::Blocklists>,
 }
 
 /// The guard storage clients resolve through: everything when private endpoints are
@@ -171,7 +174,9 @@ async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
         Arc::new(ferry_fetch::HttpFetcher::new(fetch_settings(config))?),
         config.fetch.proxy.is_some(),
     ));
+    let blocklists = crate::blocklists::Blocklists::load(&config.blocklist)?;
     Ok(Shared {
+        blocklists,
         fetcher,
         repo,
         store,
@@ -233,6 +238,7 @@ impl Ports {
             webhooks,
             storage_guard: s.storage_guard,
             torrent_guard: s.torrent_guard,
+            blocklists: s.blocklists,
             config: config.clone(),
         })
     }
@@ -274,6 +280,7 @@ impl Ports {
             webhooks,
             storage_guard: s.storage_guard,
             torrent_guard: s.torrent_guard,
+            blocklists: s.blocklists,
             config: config.clone(),
         })
     }
@@ -330,6 +337,7 @@ impl Ports {
             fetcher: self.fetcher.clone(),
             limits: self.limits(),
             torrent_addresses: self.torrent_guard.clone(),
+            blocklist: self.blocklists.submission.clone(),
         })
     }
 
@@ -593,9 +601,11 @@ impl Ports {
                 peer_policy: self.torrent_guard.policy().clone(),
                 proxy: network.proxy.map(|u| u.to_string()),
                 proxy_required: network.proxy_required,
+                peer_blocklist: self.blocklists.peer_ranges(),
             })
             .await?,
         );
+        self.blocklists.attach(&engine);
         let port: Arc<dyn TorrentEngine> = crate::metered::MeteredEngine::new(engine.clone());
         let pool = StagePool {
             handler: Arc::new(DownloadStage {
