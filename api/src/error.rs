@@ -346,7 +346,7 @@ impl From<JobsError> for ApiError {
             JobsError::InvalidMagnet(_) => C::InvalidMagnet,
             JobsError::InvalidUrl(_) => C::InvalidUrl,
             JobsError::UrlNotAllowed(_) => C::UrlNotAllowed,
-            JobsError::UrlRefused(_) => C::UrlUnavailable,
+            JobsError::UrlRefused(_) | JobsError::UrlUnreachable(_) => C::UrlUnavailable,
             JobsError::TrackerNotAllowed { .. } => C::TrackerNotAllowed,
             JobsError::PeerNotAllowed(_) => C::PeerNotAllowed,
             JobsError::Blocked(_) => C::Blocked,
@@ -365,7 +365,7 @@ impl From<JobsError> for ApiError {
             }
             JobsError::FileNotFound(_) => C::FileNotFound,
             JobsError::FileNotSelected(_) => C::FileNotSelected,
-            JobsError::Duplicate(_) => C::JobAlreadyExists,
+            JobsError::Duplicate(_) | JobsError::AlreadySubmitted(_) => C::JobAlreadyExists,
             JobsError::QuotaExceeded { .. } => C::QuotaExceeded,
             JobsError::IllegalTransition(_) => C::IllegalTransition,
             JobsError::NotFinished(_) => C::JobNotFinished,

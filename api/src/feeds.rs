@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use ferry_application::feeds::RuleChange as Change;
 use ferry_application::ports::{FeedItem, FeedMatch, FeedRule, ItemLink, MatchOutcome};
 use ferry_application::{Feed, FeedInput, FeedsError};
 use ferry_domain::feed::{MAX_PATTERN_CHARS, RulePatterns};
@@ -139,7 +140,7 @@ impl From<&Feed> for FeedDto {
             last_polled_at: f.last_polled_at,
             next_poll_at: f.next_poll_at,
             created_at: f.created_at,
-            items: f.items.len() as u64,
+            items: f.item_count,
         }
     }
 }
@@ -384,6 +385,15 @@ fn category(v: Option<Name>) -> Option<String> {
     text(v).filter(|c| !c.is_empty())
 }
 
+/// A nullable field of a change: absent stays (`None`), `null` clears (`Some(None)`).
+fn nullable<T, U>(v: MaybeUndefined<T>, f: impl FnOnce(T) -> Option<U>) -> Option<Option<U>> {
+    match v {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(v) => Some(f(v)),
+    }
+}
+
 /// Matches answered at most.
 const MATCHES_MAX: u64 = 1000;
 
@@ -546,6 +556,7 @@ impl FeedsApi {
             storage_profile: b.storage_profile.map(ProfileId::from_uuid),
             seed: b.seed,
             created_at: DateTime::<Utc>::UNIX_EPOCH,
+            version: 0,
         };
         let rule = self.state.feeds.create_rule(rule).await?;
         caller
@@ -586,49 +597,25 @@ impl FeedsApi {
         body: Json<RuleChange>,
     ) -> Result<Json<RuleDto>, Fails<ChangeFails>> {
         let id = rule_id(&id)?;
-        let mut rule = self.state.feeds.rule(caller.owner(), id).await?;
         let b = body.0;
-        if let Some(name) = b.name {
-            rule.name = name.0;
-        }
-        if let Some(enabled) = b.enabled {
-            rule.enabled = enabled;
-        }
-        if let Some(feeds) = b.feeds {
-            rule.feeds = feeds;
-        }
-        let p = &mut rule.patterns;
-        if let Some(v) = b.must_contain {
-            p.must_contain = v.0;
-        }
-        if let Some(v) = b.must_not_contain {
-            p.must_not_contain = v.0;
-        }
-        if let Some(v) = b.use_regex {
-            p.use_regex = v;
-        }
-        if let Some(v) = b.episode_filter {
-            p.episode_filter = v.0;
-        }
-        if let Some(v) = b.smart_filter {
-            rule.smart_filter = v;
-        }
-        match b.category {
-            MaybeUndefined::Undefined => {}
-            MaybeUndefined::Null => rule.category = None,
-            MaybeUndefined::Value(c) => rule.category = category(Some(c)),
-        }
-        match b.storage_profile {
-            MaybeUndefined::Undefined => {}
-            MaybeUndefined::Null => rule.storage_profile = None,
-            MaybeUndefined::Value(p) => rule.storage_profile = Some(ProfileId::from_uuid(p)),
-        }
-        match b.seed {
-            MaybeUndefined::Undefined => {}
-            MaybeUndefined::Null => rule.seed = None,
-            MaybeUndefined::Value(s) => rule.seed = Some(s),
-        }
-        let rule = self.state.feeds.update_rule(rule).await?;
+        let change = Change {
+            name: text(b.name),
+            enabled: b.enabled,
+            feeds: b.feeds,
+            must_contain: text(b.must_contain),
+            must_not_contain: text(b.must_not_contain),
+            use_regex: b.use_regex,
+            episode_filter: text(b.episode_filter),
+            smart_filter: b.smart_filter,
+            category: nullable(b.category, |c| category(Some(c))),
+            storage_profile: nullable(b.storage_profile, |p| Some(ProfileId::from_uuid(p))),
+            seed: nullable(b.seed, Some),
+        };
+        let rule = self
+            .state
+            .feeds
+            .update_rule(caller.owner(), id, &change)
+            .await?;
         caller
             .audit(&self.state, req, "feed_rule.update", id.to_string())
             .await;

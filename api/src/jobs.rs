@@ -304,6 +304,7 @@ impl JobsApi {
             storage_profile,
             seed,
             paused: false,
+            id: None,
         };
         let job = self
             .state
@@ -356,6 +357,7 @@ impl JobsApi {
             storage_profile,
             seed,
             paused: false,
+            id: None,
         };
         let job = self
             .state

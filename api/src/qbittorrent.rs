@@ -747,6 +747,7 @@ impl Session<'_> {
                 storage_profile,
                 seed,
                 paused,
+                id: None,
             };
             let submitted = match self
                 .state
@@ -764,6 +765,7 @@ impl Session<'_> {
                         storage_profile,
                         seed: None,
                         paused,
+                        id: None,
                     };
                     self.state
                         .jobs

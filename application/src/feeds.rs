@@ -3,20 +3,22 @@
 //! and each match submitted as a job of the rule's owner exactly once.
 //!
 //! Exactly once, across restarts and API instances: a poller takes a feed with a lease (a
-//! conditional update of its next poll time), and a match is claimed by inserting (rule,
-//! item) — with the smart filter's episode keys, all or nothing — under unique constraints;
-//! only the inserter submits. A submission that failed for now (an unreachable .torrent, a
-//! full quota, a backend down) is left in `Retry` and submitted again at a later poll; a
-//! claimer that stopped between claim and answer leaves it `Pending`, taken again after
-//! [`STALE_CLAIM`] (a magnet then finds its own unfinished job as a duplicate).
+//! conditional update of its next poll time and lease), and a match is claimed by inserting
+//! (rule, feed, item) — with the smart filter's episode keys, all or nothing, and the id its
+//! job is to have — under unique constraints; only the inserter submits. A submission that
+//! failed for now (an unreachable .torrent, a full quota, a backend down) is left in `Retry`
+//! and submitted again at a later poll; one that cannot succeed (a .torrent that is gone,
+//! too large or not a torrent) is `Failed` for good. A claimer that stopped between claim
+//! and answer leaves it `Pending`, taken again after [`STALE_CLAIM`] and submitted with the
+//! id recorded at the claim: a job the first attempt made is found, not made twice.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use ferry_domain::feed::{RuleError, RuleMatcher, smart_filter};
-use ferry_domain::{FetchUrl, OwnerId, SeedPolicy};
+use ferry_domain::{FetchUrl, JobId, OwnerId, ProfileId, SeedPolicy};
 use uuid::Uuid;
 
 use crate::ports::{
@@ -44,6 +46,10 @@ const TORRENT_DEADLINE: Duration = Duration::from_secs(30);
 /// Longest one poll applies its rules; items left over are taken at the next poll (oldest
 /// first, so nothing is skipped for good), and other feeds are not held up.
 const APPLY_BUDGET: Duration = Duration::from_secs(60);
+/// Times a change of a feed or rule is made again over a newer version before giving up.
+const CHANGE_ATTEMPTS: usize = 5;
+/// Rules whose compiled patterns are kept at most (all forgotten past it).
+const MATCHERS_KEPT: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct FeedSettings {
@@ -101,6 +107,76 @@ pub struct FeedInput {
     pub interval_secs: Option<u64>,
 }
 
+/// Changes to a rule (`None`: the field stays; `Some(None)` clears an optional one).
+#[derive(Debug, Clone, Default)]
+pub struct RuleChange {
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub feeds: Option<Vec<Uuid>>,
+    pub must_contain: Option<String>,
+    pub must_not_contain: Option<String>,
+    pub use_regex: Option<bool>,
+    pub episode_filter: Option<String>,
+    pub smart_filter: Option<bool>,
+    pub category: Option<Option<String>>,
+    pub storage_profile: Option<Option<ProfileId>>,
+    pub seed: Option<Option<bool>>,
+}
+
+impl RuleChange {
+    fn apply(&self, rule: &mut FeedRule) {
+        fn set<T: Clone>(field: &mut T, value: Option<&T>) {
+            if let Some(v) = value {
+                field.clone_from(v);
+            }
+        }
+        set(&mut rule.name, self.name.as_ref());
+        set(&mut rule.enabled, self.enabled.as_ref());
+        set(&mut rule.feeds, self.feeds.as_ref());
+        let p = &mut rule.patterns;
+        set(&mut p.must_contain, self.must_contain.as_ref());
+        set(&mut p.must_not_contain, self.must_not_contain.as_ref());
+        set(&mut p.use_regex, self.use_regex.as_ref());
+        set(&mut p.episode_filter, self.episode_filter.as_ref());
+        set(&mut rule.smart_filter, self.smart_filter.as_ref());
+        set(&mut rule.category, self.category.as_ref());
+        set(&mut rule.storage_profile, self.storage_profile.as_ref());
+        set(&mut rule.seed, self.seed.as_ref());
+    }
+}
+
+/// Rules' compiled patterns, each kept while its rule's version stays (a poll does not
+/// compile them again).
+#[derive(Default)]
+pub struct Matchers(std::sync::Mutex<HashMap<Uuid, (i64, Arc<RuleMatcher>)>>);
+
+impl Matchers {
+    fn kept(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, (i64, Arc<RuleMatcher>)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The rule's compiled patterns, compiled only if its version has none yet.
+    ///
+    /// # Errors
+    /// The rule's patterns do not compile.
+    pub fn of(&self, rule: &FeedRule) -> Result<Arc<RuleMatcher>, RuleError> {
+        if let Some((version, matcher)) = self.kept().get(&rule.id)
+            && *version == rule.version
+        {
+            return Ok(matcher.clone());
+        }
+        let matcher = Arc::new(RuleMatcher::new(&rule.patterns)?);
+        let mut kept = self.kept();
+        if kept.len() >= MATCHERS_KEPT {
+            kept.clear();
+        }
+        kept.insert(rule.id, (rule.version, matcher.clone()));
+        Ok(matcher)
+    }
+}
+
 pub struct Feeds {
     pub repo: Arc<dyn FeedRepository>,
     pub source: Arc<dyn FeedSource>,
@@ -109,6 +185,7 @@ pub struct Feeds {
     pub categories: Arc<Categories>,
     pub clock: Arc<dyn Clock>,
     pub settings: FeedSettings,
+    pub matchers: Matchers,
 }
 
 fn bounded(field: &str, text: &str, max: usize) -> Result<(), String> {
@@ -184,11 +261,15 @@ impl Feeds {
             next_poll_at: now,
             created_at: now,
             items: Vec::new(),
+            item_count: 0,
+            version: 0,
         };
         self.repo.create_feed(&feed).await?;
         Ok(feed)
     }
 
+    /// The owner's feeds, without their items (`item_count` says how many).
+    ///
     /// # Errors
     /// `Unavailable`.
     pub async fn list(&self, owner: &OwnerId) -> Result<Vec<Feed>, FeedsError> {
@@ -204,35 +285,58 @@ impl Feeds {
             .ok_or(FeedsError::FeedNotFound)
     }
 
-    /// Changes a feed's URL (its validators are forgotten), name or interval.
+    /// Changes a feed's URL (its validators are forgotten), name or interval. The change is
+    /// written over the version it was made from: a concurrent change of another field is
+    /// kept (this one is made again over it).
     ///
     /// # Errors
-    /// As [`Self::create`], and `FeedNotFound`.
+    /// As [`Self::create`], `FeedNotFound`, and `Unavailable` when the feed kept changing.
     pub async fn update(
         &self,
         owner: &OwnerId,
         id: Uuid,
         input: FeedInput,
     ) -> Result<Feed, FeedsError> {
-        let mut feed = self.get(owner, id).await?;
-        if let Some(url) = input.url {
-            let url = self.url(&url).await?;
-            if url != feed.url {
-                feed.url = url;
+        // Checked once, before the feed is read: a URL's check may take a while.
+        let url = match &input.url {
+            Some(url) => Some(self.url(url).await?),
+            None => None,
+        };
+        if let Some(name) = &input.name {
+            bounded("name", name, MAX_NAME_CHARS).map_err(FeedsError::InvalidFeed)?;
+        }
+        let interval = match input.interval_secs {
+            Some(secs) => Some(self.interval(Some(secs))?),
+            None => None,
+        };
+        for _ in 0..CHANGE_ATTEMPTS {
+            let mut feed = self.get(owner, id).await?;
+            let new_url = url.as_ref().filter(|url| **url != feed.url);
+            if let Some(url) = new_url {
+                feed.url.clone_from(url);
                 feed.etag = None;
                 feed.last_modified = None;
                 feed.next_poll_at = self.clock.now();
             }
+            if let Some(name) = &input.name {
+                feed.name.clone_from(name);
+            }
+            if let Some(interval) = interval {
+                feed.interval_secs = interval;
+            }
+            if self
+                .repo
+                .update_feed(&feed, new_url.is_some())
+                .await
+                .map_err(not_found_feed)?
+            {
+                feed.version += 1;
+                return Ok(feed);
+            }
         }
-        if let Some(name) = input.name {
-            bounded("name", &name, MAX_NAME_CHARS).map_err(FeedsError::InvalidFeed)?;
-            feed.name = name;
-        }
-        if input.interval_secs.is_some() {
-            feed.interval_secs = self.interval(input.interval_secs)?;
-        }
-        self.repo.update_feed(&feed).await.map_err(not_found_feed)?;
-        Ok(feed)
+        Err(FeedsError::Unavailable(
+            "the feed kept changing meanwhile; try again".into(),
+        ))
     }
 
     /// # Errors
@@ -244,7 +348,8 @@ impl Feeds {
             .map_err(not_found_feed)
     }
 
-    /// Polls a feed now (unless a poller is at it) and answers it as it then is.
+    /// Polls a feed now and answers it as it then is; while a poller holds it (its lease
+    /// runs), it is not polled again, only answered as it is.
     ///
     /// # Errors
     /// `FeedNotFound`.
@@ -346,6 +451,7 @@ impl Feeds {
         }
         rule.id = Uuid::now_v7();
         rule.created_at = self.clock.now();
+        rule.version = 0;
         self.repo.create_rule(&rule).await?;
         Ok(rule)
     }
@@ -365,15 +471,32 @@ impl Feeds {
             .ok_or(FeedsError::RuleNotFound)
     }
 
-    /// Replaces a rule's fields with `change`'s.
+    /// Changes the fields of the owner's rule `id` that `change` names. The change is written
+    /// over the version it was made from: a concurrent change of other fields is kept (this
+    /// one is made again over it).
     ///
     /// # Errors
-    /// As [`Self::create_rule`], and `RuleNotFound`.
-    pub async fn update_rule(&self, rule: FeedRule) -> Result<FeedRule, FeedsError> {
-        self.check_rule(&rule)?;
-        self.check_refs(&rule).await?;
-        self.repo.update_rule(&rule).await.map_err(not_found_rule)?;
-        Ok(rule)
+    /// As [`Self::create_rule`], `RuleNotFound`, and `Unavailable` when the rule kept
+    /// changing.
+    pub async fn update_rule(
+        &self,
+        owner: &OwnerId,
+        id: Uuid,
+        change: &RuleChange,
+    ) -> Result<FeedRule, FeedsError> {
+        for _ in 0..CHANGE_ATTEMPTS {
+            let mut rule = self.rule(owner, id).await?;
+            change.apply(&mut rule);
+            self.check_rule(&rule)?;
+            self.check_refs(&rule).await?;
+            if self.repo.update_rule(&rule).await.map_err(not_found_rule)? {
+                rule.version += 1;
+                return Ok(rule);
+            }
+        }
+        Err(FeedsError::Unavailable(
+            "the rule kept changing meanwhile; try again".into(),
+        ))
     }
 
     /// # Errors
@@ -507,7 +630,7 @@ impl Feeds {
             .iter()
             .filter(|r| r.enabled && (r.feeds.is_empty() || r.feeds.contains(&feed.id)))
         {
-            let Ok(matcher) = RuleMatcher::new(&rule.patterns) else {
+            let Ok(matcher) = self.matchers.of(rule) else {
                 continue;
             };
             let mut taken: HashSet<String> = if rule.smart_filter {
@@ -520,22 +643,24 @@ impl Feeds {
                 HashSet::new()
             };
             let recent = self.repo.matches(rule.id, RETRY_WINDOW).await?;
-            let again: HashSet<&str> = recent
-                .iter()
-                .filter(|m| matches!(m.outcome, MatchOutcome::Retry(_) | MatchOutcome::Pending))
-                .map(|m| m.item_key.as_str())
-                .collect();
+            // This feed's matches: another feed's item with the same key is another item.
+            let ours = |settled: bool| -> HashSet<&str> {
+                recent
+                    .iter()
+                    .filter(|m| m.feed == feed.id)
+                    .filter(|m| {
+                        settled
+                            == matches!(
+                                m.outcome,
+                                MatchOutcome::Submitted(_) | MatchOutcome::Failed(_)
+                            )
+                    })
+                    .map(|m| m.item_key.as_str())
+                    .collect()
+            };
+            let again = ours(false);
             // Settled for good (submitted or failed): not claimed again at every poll.
-            let settled: HashSet<&str> = recent
-                .iter()
-                .filter(|m| {
-                    matches!(
-                        m.outcome,
-                        MatchOutcome::Submitted(_) | MatchOutcome::Failed(_)
-                    )
-                })
-                .map(|m| m.item_key.as_str())
-                .collect();
+            let settled = ours(true);
             for item in items.iter().rev() {
                 if started.elapsed() > APPLY_BUDGET {
                     tracing::info!(feed = %feed.id, "feed rules out of time: the rest next poll");
@@ -555,42 +680,22 @@ impl Feeds {
                 } else {
                     Vec::new()
                 };
-                let now = self.clock.now();
-                let mut matched = FeedMatch {
+                let matched = FeedMatch {
                     rule: rule.id,
                     feed: feed.id,
                     item_key: item.key.clone(),
                     title: item.title.clone(),
                     episodes: episodes.join(","),
                     outcome: MatchOutcome::Pending,
-                    created_at: now,
+                    created_at: self.clock.now(),
                 };
-                let stale = now - chrono::Duration::from_std(STALE_CLAIM).unwrap_or_default();
-                let mut claim = self.repo.claim_match(&matched, &episodes, stale).await?;
-                let mut episodes = episodes;
-                if claim == MatchClaim::Taken && !episodes.is_empty() {
-                    // Another poller took an episode meanwhile: decide again on what it
-                    // took (this may be a repack of it now).
-                    taken = self
-                        .repo
-                        .taken_episodes(rule.id)
-                        .await?
-                        .into_iter()
-                        .collect();
-                    match smart_filter(&item.title, |k| taken.contains(k)) {
-                        Some(keys) if keys != episodes => {
-                            matched.episodes = keys.join(",");
-                            claim = self.repo.claim_match(&matched, &keys, stale).await?;
-                            episodes = keys;
-                        }
-                        _ => {}
-                    }
-                }
-                if claim == MatchClaim::Taken {
+                let Some(job) = self
+                    .claim(rule, matched.clone(), episodes, &mut taken)
+                    .await?
+                else {
                     continue;
-                }
-                taken.extend(episodes);
-                let outcome = self.submit(rule, link).await;
+                };
+                let outcome = self.submit(rule, link, job).await;
                 tracing::info!(
                     rule = %rule.id,
                     item = %ferry_domain::net::loggable_url(&item.key),
@@ -598,24 +703,72 @@ impl Feeds {
                     "feed rule matched"
                 );
                 self.repo
-                    .settle_match(rule.id, &item.key, &outcome, self.clock.now())
+                    .settle_match(&matched.key(), &outcome, self.clock.now())
                     .await?;
             }
         }
         Ok(())
     }
 
+    /// Claims `matched` with its episode keys; the id to submit its job with when this
+    /// caller has it (the episodes it took added to `taken`), `None` when someone else has.
+    async fn claim(
+        &self,
+        rule: &FeedRule,
+        mut matched: FeedMatch,
+        mut episodes: Vec<String>,
+        taken: &mut HashSet<String>,
+    ) -> Result<Option<JobId>, FeedsError> {
+        let stale =
+            matched.created_at - chrono::Duration::from_std(STALE_CLAIM).unwrap_or_default();
+        let job = JobId::new();
+        let mut claim = self
+            .repo
+            .claim_match(&matched, &episodes, job, stale)
+            .await?;
+        if claim == MatchClaim::Taken && !episodes.is_empty() {
+            // Another poller took an episode meanwhile: decide again on what it took (this
+            // may be a repack of it now).
+            *taken = self
+                .repo
+                .taken_episodes(rule.id)
+                .await?
+                .into_iter()
+                .collect();
+            match smart_filter(&matched.title, |k| taken.contains(k)) {
+                Some(keys) if keys != episodes => {
+                    matched.episodes = keys.join(",");
+                    claim = self.repo.claim_match(&matched, &keys, job, stale).await?;
+                    episodes = keys;
+                }
+                _ => {}
+            }
+        }
+        let job = match claim {
+            MatchClaim::New => job,
+            MatchClaim::Retry(recorded) => recorded,
+            MatchClaim::Taken => return Ok(None),
+        };
+        taken.extend(episodes);
+        Ok(Some(job))
+    }
+
     /// Submits an item's download as the rule's owner, within the owner's quotas.
-    async fn submit(&self, rule: &FeedRule, link: &ItemLink) -> MatchOutcome {
-        match self.try_submit(rule, link).await {
+    /// The job gets the id `job` (recorded with the claim): when an earlier attempt made
+    /// it, it is found and the match settled with it.
+    async fn submit(&self, rule: &FeedRule, link: &ItemLink, job: JobId) -> MatchOutcome {
+        match self.try_submit(rule, link, job).await {
             Ok(outcome) => outcome,
             Err(e) => {
                 let message = truncate(&e.to_string(), 500);
                 match e {
+                    // May pass: a later poll tries again.
                     JobsError::Unavailable(_)
-                    | JobsError::UrlRefused(_)
+                    | JobsError::UrlUnreachable(_)
                     | JobsError::QuotaExceeded { .. }
                     | JobsError::Unexpected(_) => MatchOutcome::Retry(message),
+                    // Will not (a .torrent gone, too large or not a torrent; a refused
+                    // tracker…): recorded for good, not fetched again at every poll.
                     _ => MatchOutcome::Failed(message),
                 }
             }
@@ -626,8 +779,15 @@ impl Feeds {
         &self,
         rule: &FeedRule,
         link: &ItemLink,
+        job: JobId,
     ) -> Result<MatchOutcome, JobsError> {
         let owner = &rule.owner;
+        // An earlier attempt made it (and stopped before it could say): nothing to fetch.
+        match self.jobs.get(owner, job).await {
+            Ok(_) => return self.submitted(rule, job).await,
+            Err(JobsError::NotFound) => {}
+            Err(e) => return Err(e),
+        }
         let quotas = self
             .accounts
             .quotas_of(owner)
@@ -669,6 +829,7 @@ impl Feeds {
             storage_profile,
             seed,
             paused: false,
+            id: Some(job),
         };
         let id = match self
             .jobs
@@ -676,9 +837,16 @@ impl Feeds {
             .await
         {
             Ok(job) => job.id,
-            Err(JobsError::Duplicate(id)) => id,
+            Err(JobsError::Duplicate(id) | JobsError::AlreadySubmitted(id)) => id,
             Err(e) => return Err(e),
         };
+        self.submitted(rule, id).await
+    }
+
+    /// The match's job `id` is submitted: it gets the rule's category (again, if an earlier
+    /// attempt stopped before).
+    async fn submitted(&self, rule: &FeedRule, id: JobId) -> Result<MatchOutcome, JobsError> {
+        let owner = &rule.owner;
         if let Some(c) = &rule.category
             && let Err(e) = self
                 .categories

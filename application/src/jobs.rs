@@ -25,9 +25,14 @@ pub enum JobsError {
     /// The URL, a redirect or an address it resolves to is internal.
     #[error("{0}")]
     UrlNotAllowed(String),
-    /// The server refused or the content breaks a limit (size, type).
+    /// The server refused for good (a 4xx such as 404 or 410) or the content breaks a limit
+    /// (size, type): asking again will not help.
     #[error("{0}")]
     UrlRefused(String),
+    /// The server cannot be reached now, timed out, or answered an error that may pass
+    /// (5xx, 408, 429): asking again later may succeed.
+    #[error("{0}")]
+    UrlUnreachable(String),
     /// A tracker is, or resolves to, an internal address (the reason is for the log).
     #[error("tracker {host} is not allowed: it is, or resolves to, an internal address")]
     TrackerNotAllowed { host: String, reason: String },
@@ -63,6 +68,10 @@ pub enum JobsError {
     ProfileNotFound(ProfileId),
     #[error("an unfinished job ({0}) already downloads this torrent")]
     Duplicate(JobId),
+    /// A submission with a chosen id ([`SubmitOptions::id`]) whose job already exists: an
+    /// earlier attempt of the same submission got through.
+    #[error("job {0} was already submitted")]
+    AlreadySubmitted(JobId),
     #[error(transparent)]
     IllegalTransition(#[from] IllegalTransition),
     #[error("the job is {0}; its files can be fetched once it is completed")]
@@ -150,6 +159,10 @@ pub struct SubmitOptions {
     pub seed: Option<ferry_domain::SeedPolicy>,
     /// Add it paused (qBittorrent's `paused`/`stopped`): nothing runs until it is resumed.
     pub paused: bool,
+    /// The job's id, chosen by the caller (`None`: a new one). A caller that records the
+    /// id before it submits (a feed's match) can submit again after a crash: the second
+    /// attempt answers [`JobsError::AlreadySubmitted`] instead of making a second job.
+    pub id: Option<JobId>,
 }
 
 /// What an owner uses of what quotas limit.
@@ -236,6 +249,7 @@ impl JobsError {
     fn from_fetch(e: crate::ports::FetchError) -> Self {
         match e {
             crate::ports::FetchError::NotAllowed(m) => Self::UrlNotAllowed(m),
+            other if other.is_transient() => Self::UrlUnreachable(other.to_string()),
             other => Self::UrlRefused(other.to_string()),
         }
     }
@@ -269,6 +283,7 @@ impl Jobs {
             storage_profile,
             seed: None,
             paused: false,
+            id: None,
         };
         self.submit_with(owner, submission, options).await
     }
@@ -305,7 +320,11 @@ impl Jobs {
             storage_profile,
             seed,
             paused,
+            id: chosen,
         } = options;
+        if let Some(id) = chosen {
+            self.check_submitted(&owner, id).await?;
+        }
         let selection = FileSelection::chosen(files, self.limits.max_files)?;
         if let Some(id) = storage_profile
             && self.profiles.get(&owner, id).await?.is_none()
@@ -354,6 +373,7 @@ impl Jobs {
             job.status
         };
         let job = Job {
+            id: chosen.unwrap_or(job.id),
             storage_profile,
             seed,
             byte_limit: quotas.job_bytes,
@@ -372,6 +392,11 @@ impl Jobs {
         self.check_quotas(&job, quotas).await?;
         match self.lifecycle.repo.insert(&job).await {
             Ok(()) => {}
+            // A concurrent attempt of the same submission inserted it first.
+            Err(RepoError::AlreadyExists) if chosen.is_some() => {
+                self.check_submitted(&job.owner, job.id).await?;
+                return Err(self.duplicate_of(&job).await);
+            }
             // A concurrent submission of the same torrent won the unique index.
             Err(RepoError::AlreadyExists) if job.info_hash.is_some() => {
                 return Err(self.duplicate_of(&job).await);
@@ -390,6 +415,19 @@ impl Jobs {
         tracing::info!(job_id = %job.id, source = job.source.kind(), name = %job.name, "job submitted");
         self.lifecycle.announce(&job, EventKind::Status).await;
         Ok(job)
+    }
+
+    /// `AlreadySubmitted` when the owner's job `id` exists (another owner's is no answer:
+    /// `Unexpected`, never a sign of theirs).
+    async fn check_submitted(&self, owner: &OwnerId, id: JobId) -> Result<(), JobsError> {
+        match self.lifecycle.repo.get(id).await {
+            Ok(job) if &job.owner == owner => Err(JobsError::AlreadySubmitted(id)),
+            Ok(_) => Err(JobsError::Unexpected(anyhow::anyhow!(
+                "a chosen job id belongs to another owner's job"
+            ))),
+            Err(RepoError::NotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Refuses a tracker that is, or resolves to, an internal address. A name that does not
@@ -747,7 +785,8 @@ impl Jobs {
     /// through the proxy, every address checked against the policy.
     ///
     /// # Errors
-    /// `InvalidUrl`, `UrlNotAllowed`, `UrlRefused` (unreachable, an error status, too large).
+    /// `InvalidUrl`, `UrlNotAllowed`, `UrlRefused` (for good: a 4xx such as 404 or 410, too
+    /// large), `UrlUnreachable` (for now: no connection, a timeout, a 5xx).
     pub async fn fetch_torrent(&self, url: &str, max_bytes: u64) -> Result<Vec<u8>, JobsError> {
         let url = ferry_domain::FetchUrl::parse(url)?;
         self.blocklist.check_url(url.as_url().as_str())?;

@@ -29,7 +29,7 @@ pub use categories::{Categories, CategoriesError};
 pub use drive_connect::{
     CONNECT_TTL, ConnectStart, DriveConnect, DriveConnectError, PendingConnect,
 };
-pub use feeds::{Feed, FeedInput, FeedSettings, Feeds, FeedsError};
+pub use feeds::{Feed, FeedInput, FeedSettings, Feeds, FeedsError, Matchers, RuleChange};
 pub use health::{ComponentHealth, HealthCheck, Worker};
 pub use jobs::{
     FileDownload, Jobs, JobsError, Submission, SubmissionBlocklistHandle, SubmitOptions, Usage,
@@ -44,6 +44,8 @@ pub use webhooks::{
     WithSecret,
 };
 
+#[cfg(test)]
+mod feed_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -39,6 +39,8 @@ struct Feed {
     /// `/show.torrent` answers 503 this many times before the file.
     torrent_failures: AtomicUsize,
     torrent_requests: AtomicUsize,
+    /// Requests for `/gone.torrent` (always `404`).
+    gone_requests: AtomicUsize,
 }
 
 impl Feed {
@@ -112,6 +114,12 @@ fn torrent(feed: Data<&Arc<Feed>>) -> Response {
 }
 
 #[handler]
+fn gone(feed: Data<&Arc<Feed>>) -> StatusCode {
+    feed.gone_requests.fetch_add(1, Ordering::SeqCst);
+    StatusCode::NOT_FOUND
+}
+
+#[handler]
 fn torrent_feed(req: &Request, feed: Data<&Arc<Feed>>) -> String {
     feed.requests.fetch_add(1, Ordering::SeqCst);
     let host = req
@@ -120,7 +128,7 @@ fn torrent_feed(req: &Request, feed: Data<&Arc<Feed>>) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     format!(
-        r#"<rss version="2.0"><channel><title>t</title><item><title>Show S01E05</title><guid>t5</guid><enclosure url="http://{host}/show.torrent" length="1000" type="application/x-bittorrent"/></item></channel></rss>"#
+        r#"<rss version="2.0"><channel><title>t</title><item><title>Show S01E05</title><guid>t5</guid><enclosure url="http://{host}/show.torrent" length="1000" type="application/x-bittorrent"/></item><item><title>Show S01E06</title><guid>t6</guid><enclosure url="http://{host}/gone.torrent" length="1000" type="application/x-bittorrent"/></item></channel></rss>"#
     )
 }
 
@@ -169,6 +177,7 @@ async fn feed_server() -> (SocketAddr, Arc<Feed>) {
         .at("/deep.xml", deep)
         .at("/torrents.xml", torrent_feed)
         .at("/show.torrent", torrent)
+        .at("/gone.torrent", gone)
         .data(feed.clone());
     tokio::spawn(
         Server::new_with_acceptor(poem::listener::TcpAcceptor::from_tokio(listener).unwrap())
@@ -756,6 +765,8 @@ async fn the_command_line_adds_feeds_and_rules_and_shows_matches() {
     assert_eq!((code, out.trim()), (0, "[]"));
 }
 
+/// A .torrent that answers 503 three times is submitted at a later poll; one that answers
+/// 404 is recorded `failed` and never asked for again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torrent_that_fails_for_now_is_submitted_at_a_later_poll() {
     init();
@@ -787,8 +798,8 @@ async fn a_torrent_that_fails_for_now_is_submitted_at_a_later_poll() {
             .get_json(&format!("/feed-rules/{rule_id}/matches"))
             .await;
         let matches = matches.as_array().unwrap().clone();
-        assert!(matches.len() <= 1, "{matches:?}");
-        if let Some(m) = matches.first() {
+        assert!(matches.len() <= 2, "{matches:?}");
+        if let Some(m) = matches.iter().find(|m| m["item_key"] == "t5") {
             match m["status"].as_str().unwrap() {
                 "retry" => saw_retry = true,
                 "submitted" => break m["job_id"].as_str().unwrap().to_owned(),
@@ -816,4 +827,21 @@ async fn a_torrent_that_fails_for_now_is_submitted_at_a_later_poll() {
     assert_eq!(feed.torrent_requests.load(Ordering::SeqCst), fetched);
     let (_, page) = ferry.get_json("/jobs").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    // The 404 settled its match at the first answer, with the reason.
+    assert_eq!(feed.gone_requests.load(Ordering::SeqCst), 1);
+    let (_, matches) = ferry
+        .get_json(&format!("/feed-rules/{rule_id}/matches"))
+        .await;
+    let refused = matches
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["item_key"] == "t6")
+        .expect("a match of the gone .torrent")
+        .clone();
+    assert_eq!(refused["status"], "failed", "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("404"),
+        "{refused}"
+    );
 }

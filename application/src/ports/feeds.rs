@@ -47,8 +47,13 @@ pub struct Feed {
     /// When it is due; while a poller holds it, the end of that poller's lease.
     pub next_poll_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
-    /// The items of the last successful fetch.
+    /// The items of the last successful fetch (left empty by [`FeedRepository::feeds`]).
     pub items: Vec<FeedItem>,
+    /// How many items the last successful fetch read.
+    pub item_count: u64,
+    /// Bumped by every change of its URL, name or interval (not by polls): a change is
+    /// written only over the version it was made from.
+    pub version: i64,
 }
 
 /// A download rule (qBittorrent's auto-downloading rule).
@@ -68,6 +73,9 @@ pub struct FeedRule {
     /// `None`: the server's default.
     pub seed: Option<bool>,
     pub created_at: DateTime<Utc>,
+    /// Bumped by every change: a change is written only over the version it was made from
+    /// (and compiled patterns are kept per version).
+    pub version: i64,
 }
 
 /// How a match's submission ended.
@@ -96,14 +104,33 @@ pub struct FeedMatch {
     pub created_at: DateTime<Utc>,
 }
 
-/// What a claim of a (rule, item) found.
+/// Which match: a rule's, of one item of one feed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MatchKey {
+    pub rule: Uuid,
+    pub feed: Uuid,
+    pub item_key: String,
+}
+
+impl FeedMatch {
+    pub fn key(&self) -> MatchKey {
+        MatchKey {
+            rule: self.rule,
+            feed: self.feed,
+            item_key: self.item_key.clone(),
+        }
+    }
+}
+
+/// What a claim of a (rule, feed, item) found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatchClaim {
-    /// This caller inserted it: it submits the job.
+    /// This caller inserted it: it submits the job, with the id it gave the claim.
     New,
     /// It failed for now before (or its claimer stopped long ago): this caller submits
-    /// again.
-    Retry,
+    /// again, with this id (the one recorded at the first claim, so a job that attempt made
+    /// is found rather than made twice).
+    Retry(JobId),
     /// Someone has it, or one of its episodes was taken: nothing to do.
     Taken,
 }
@@ -126,7 +153,7 @@ pub trait FeedRepository: Send + Sync + 'static {
     /// Only `Unavailable` / `Unexpected`.
     async fn create_feed(&self, feed: &Feed) -> Result<(), RepoError>;
 
-    /// The owner's feeds, oldest first.
+    /// The owner's feeds, oldest first, without their items (`item_count` says how many).
     ///
     /// # Errors
     /// Only `Unavailable` / `Unexpected`.
@@ -136,11 +163,15 @@ pub trait FeedRepository: Send + Sync + 'static {
     /// Only `Unavailable` / `Unexpected` (another owner's feed is `None`).
     async fn feed(&self, owner: &OwnerId, id: Uuid) -> Result<Option<Feed>, RepoError>;
 
-    /// Changes a feed's URL, name, interval and next poll.
+    /// Writes a feed's URL, name and interval and bumps its version, only if its version is
+    /// still `feed.version`: `Ok(false)` (nothing written) when another change came first.
+    /// With `new_url`, its validators are also forgotten and it is due at
+    /// `feed.next_poll_at` (a poller's lease on it still holds). Nothing a poll writes is
+    /// touched otherwise.
     ///
     /// # Errors
     /// `NotFound` for a feed the owner does not have.
-    async fn update_feed(&self, feed: &Feed) -> Result<(), RepoError>;
+    async fn update_feed(&self, feed: &Feed, new_url: bool) -> Result<bool, RepoError>;
 
     /// Deletes a feed and its items.
     ///
@@ -148,8 +179,9 @@ pub trait FeedRepository: Send + Sync + 'static {
     /// `NotFound` for a feed the owner does not have.
     async fn delete_feed(&self, owner: &OwnerId, id: Uuid) -> Result<(), RepoError>;
 
-    /// Takes up to `limit` feeds due at `now` (any owner's), each with a conditional update
-    /// of its `next_poll_at` to `lease_until`: of several pollers, one gets each feed.
+    /// Takes up to `limit` feeds due at `now` (any owner's) and not leased past `now`, each
+    /// with a conditional update of its `next_poll_at` and its lease to `lease_until`: of
+    /// several pollers, one gets each feed.
     ///
     /// # Errors
     /// Only `Unavailable` / `Unexpected`.
@@ -160,8 +192,9 @@ pub trait FeedRepository: Send + Sync + 'static {
         limit: u64,
     ) -> Result<Vec<Feed>, RepoError>;
 
-    /// Takes one feed of the owner now, due or not, unless a poller holds it (its lease
-    /// runs past `now`); `None` when it is held.
+    /// Takes one feed of the owner now (its lease and `next_poll_at` to `lease_until`), due
+    /// or not, unless a poller holds it (a lease given by [`Self::claim_due`] or this, not
+    /// yet ended by [`Self::record_poll`], runs past `now`); `None` when it is held.
     ///
     /// # Errors
     /// `NotFound` for a feed the owner does not have.
@@ -173,7 +206,8 @@ pub trait FeedRepository: Send + Sync + 'static {
         lease_until: DateTime<Utc>,
     ) -> Result<Option<Feed>, RepoError>;
 
-    /// Records a poll (and the next one) of a feed that may have been deleted meanwhile.
+    /// Records a poll (and the next one) of a feed that may have been deleted meanwhile, and
+    /// ends the poller's lease.
     ///
     /// # Errors
     /// Only `Unavailable` / `Unexpected`.
@@ -193,11 +227,13 @@ pub trait FeedRepository: Send + Sync + 'static {
     /// Only `Unavailable` / `Unexpected`.
     async fn rule(&self, owner: &OwnerId, id: Uuid) -> Result<Option<FeedRule>, RepoError>;
 
-    /// Replaces a rule's fields (not its owner, id or creation time).
+    /// Replaces a rule's fields (not its owner, id or creation time) and bumps its version,
+    /// only if its version is still `rule.version`: `Ok(false)` (nothing written) when
+    /// another change came first.
     ///
     /// # Errors
     /// `NotFound` for a rule the owner does not have.
-    async fn update_rule(&self, rule: &FeedRule) -> Result<(), RepoError>;
+    async fn update_rule(&self, rule: &FeedRule) -> Result<bool, RepoError>;
 
     /// Deletes a rule with its matches and taken episodes.
     ///
@@ -211,10 +247,13 @@ pub trait FeedRepository: Send + Sync + 'static {
     /// Only `Unavailable` / `Unexpected`.
     async fn taken_episodes(&self, rule: Uuid) -> Result<Vec<String>, RepoError>;
 
-    /// Claims `item` for `matched.rule`, with its `episodes` (keys, each unique per rule),
-    /// all or nothing: `New` for the one caller that inserted them; `Retry` for the one
-    /// caller that moved a match in `Retry` (or `Pending` since before `stale_before`) back
-    /// to `Pending`; else `Taken`.
+    /// Claims the item (`matched.feed`, `matched.item_key`) for `matched.rule`, with its
+    /// `episodes` (keys, each unique per rule), all or nothing, recording `job` as the id
+    /// its job is to have: `New` for the one caller that inserted them; `Retry` (with the
+    /// id recorded first, else `job`) for the one caller that moved a match in `Retry` (or
+    /// `Pending` since before `stale_before`) back to `Pending`; else `Taken`. A match
+    /// recorded before matches were kept per feed holds its item key in every feed of the
+    /// rule (`Taken` elsewhere).
     ///
     /// # Errors
     /// Only `Unavailable` / `Unexpected`.
@@ -222,6 +261,7 @@ pub trait FeedRepository: Send + Sync + 'static {
         &self,
         matched: &FeedMatch,
         episodes: &[String],
+        job: JobId,
         stale_before: DateTime<Utc>,
     ) -> Result<MatchClaim, RepoError>;
 
@@ -231,8 +271,7 @@ pub trait FeedRepository: Send + Sync + 'static {
     /// Only `Unavailable` / `Unexpected`.
     async fn settle_match(
         &self,
-        rule: Uuid,
-        item_key: &str,
+        matched: &MatchKey,
         outcome: &MatchOutcome,
         now: DateTime<Utc>,
     ) -> Result<(), RepoError>;

@@ -30,7 +30,7 @@ pub use drive::{ConsentError, ConsentStart, DriveConsent};
 pub use engine::{EngineError, EngineStats, TorrentEngine, TorrentInspector, TorrentSpec};
 pub use feeds::{
     Feed, FeedFetch, FeedItem, FeedLimits, FeedMatch, FeedRepository, FeedRule, FeedSource,
-    ItemLink, MatchClaim, MatchOutcome, PollRecord,
+    ItemLink, MatchClaim, MatchKey, MatchOutcome, PollRecord,
 };
 pub use fetch::{FetchBody, FetchError, FetchInfo, Fetched, Fetcher, TorrentPackager};
 pub use identity::{

@@ -8,10 +8,10 @@ pub mod contracts;
 mod fakes;
 
 pub use fakes::{
-    FakeAddressGuard, FakeConsent, FakeEngine, FakeFetcher, FakeResolver, FixedClock, MemoryAudit,
-    MemoryBrowserSessions, MemoryBus, MemoryFeeds, MemoryProfiles, MemoryQueue, MemoryRateLimiter,
-    MemoryRepository, MemorySessions, MemoryStore, MemoryTokens, MemoryUsers, PlainBox,
-    PlainLinkSigner,
+    FakeAddressGuard, FakeConsent, FakeEngine, FakeFeedSource, FakeFetcher, FakeResolver,
+    FixedClock, MemoryAudit, MemoryBrowserSessions, MemoryBus, MemoryFeeds, MemoryProfiles,
+    MemoryQueue, MemoryRateLimiter, MemoryRepository, MemorySessions, MemoryStore, MemoryTokens,
+    MemoryUsers, PlainBox, PlainLinkSigner,
 };
 pub use fakes::{FakeTransport, MemoryWebhooks, SentRequest};
 

@@ -398,6 +398,7 @@ impl Ports {
             accounts,
             categories,
             clock: self.clock.clone(),
+            matchers: ferry_application::feeds::Matchers::default(),
             settings: ferry_application::FeedSettings {
                 default_interval: f.default_interval.max(f.min_interval),
                 min_interval: f.min_interval,

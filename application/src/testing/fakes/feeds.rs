@@ -1,23 +1,35 @@
 //! `FeedRepository` in memory.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ferry_domain::OwnerId;
+use ferry_domain::{JobId, OwnerId};
 use uuid::Uuid;
 
 use crate::ports::{
-    Feed, FeedMatch, FeedRepository, FeedRule, MatchClaim, MatchOutcome, PollRecord, RepoError,
+    Feed, FeedFetch, FeedItem, FeedLimits, FeedMatch, FeedRepository, FeedRule, FeedSource,
+    FetchError, MatchClaim, MatchKey, MatchOutcome, PollRecord, RepoError,
 };
+
+/// A match as kept: when it last changed, and the id its job is to have.
+struct Kept {
+    matched: FeedMatch,
+    updated: DateTime<Utc>,
+    job: JobId,
+}
 
 #[derive(Default)]
 struct State {
     feeds: Vec<Feed>,
+    /// Feeds a poller holds, until when.
+    leases: HashMap<Uuid, DateTime<Utc>>,
     rules: Vec<FeedRule>,
-    matches: BTreeMap<(Uuid, String), (FeedMatch, DateTime<Utc>)>,
+    matches: BTreeMap<(Uuid, Uuid, String), Kept>,
     episodes: BTreeSet<(Uuid, String)>,
+    /// The next `settle_match` fails (a poller that stops between submitting and recording).
+    fail_settle: bool,
 }
 
 #[derive(Default)]
@@ -33,6 +45,16 @@ impl MemoryFeeds {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut state)
     }
+
+    /// The next [`FeedRepository::settle_match`] answers `Unavailable` and records
+    /// nothing, as if its caller stopped between submitting a match's job and recording it.
+    pub fn fail_next_settle(&self) {
+        self.with(|s| s.fail_settle = true);
+    }
+}
+
+fn key_of(m: &MatchKey) -> (Uuid, Uuid, String) {
+    (m.rule, m.feed, m.item_key.clone())
 }
 
 fn newest_first(mut all: Vec<FeedMatch>, limit: u64) -> Vec<FeedMatch> {
@@ -57,7 +79,10 @@ impl FeedRepository for MemoryFeeds {
             s.feeds
                 .iter()
                 .filter(|f| &f.owner == owner)
-                .cloned()
+                .map(|f| Feed {
+                    items: Vec::new(),
+                    ..f.clone()
+                })
                 .collect()
         }))
     }
@@ -71,20 +96,26 @@ impl FeedRepository for MemoryFeeds {
         }))
     }
 
-    async fn update_feed(&self, feed: &Feed) -> Result<(), RepoError> {
+    async fn update_feed(&self, feed: &Feed, new_url: bool) -> Result<bool, RepoError> {
         self.with(|s| {
             let f = s
                 .feeds
                 .iter_mut()
                 .find(|f| f.id == feed.id && f.owner == feed.owner)
                 .ok_or(RepoError::NotFound)?;
+            if f.version != feed.version {
+                return Ok(false);
+            }
             f.url.clone_from(&feed.url);
             f.name.clone_from(&feed.name);
             f.interval_secs = feed.interval_secs;
-            f.etag.clone_from(&feed.etag);
-            f.last_modified.clone_from(&feed.last_modified);
-            f.next_poll_at = feed.next_poll_at;
-            Ok(())
+            f.version += 1;
+            if new_url {
+                f.etag = None;
+                f.last_modified = None;
+                f.next_poll_at = feed.next_poll_at;
+            }
+            Ok(true)
         })
     }
 
@@ -108,12 +139,17 @@ impl FeedRepository for MemoryFeeds {
     ) -> Result<Vec<Feed>, RepoError> {
         Ok(self.with(|s| {
             let mut out = Vec::new();
+            let leases = &mut s.leases;
             for f in s.feeds.iter_mut().filter(|f| f.next_poll_at <= now) {
                 if out.len() as u64 >= limit {
                     break;
                 }
+                if leases.get(&f.id).is_some_and(|until| *until > now) {
+                    continue;
+                }
                 out.push(f.clone());
                 f.next_poll_at = lease_until;
+                leases.insert(f.id, lease_until);
             }
             out
         }))
@@ -132,11 +168,12 @@ impl FeedRepository for MemoryFeeds {
                 .iter_mut()
                 .find(|f| f.id == id && &f.owner == owner)
                 .ok_or(RepoError::NotFound)?;
-            if f.next_poll_at > now + chrono::Duration::seconds(i64::from(f.interval_secs)) {
+            if s.leases.get(&id).is_some_and(|until| *until > now) {
                 return Ok(None);
             }
             let claimed = f.clone();
             f.next_poll_at = lease_until;
+            s.leases.insert(id, lease_until);
             Ok(Some(claimed))
         })
     }
@@ -151,8 +188,10 @@ impl FeedRepository for MemoryFeeds {
                 f.next_poll_at = poll.next_poll_at;
                 if let Some(items) = &poll.items {
                     f.items.clone_from(items);
+                    f.item_count = items.len() as u64;
                 }
             }
+            s.leases.remove(&id);
         });
         Ok(())
     }
@@ -181,17 +220,21 @@ impl FeedRepository for MemoryFeeds {
         }))
     }
 
-    async fn update_rule(&self, rule: &FeedRule) -> Result<(), RepoError> {
+    async fn update_rule(&self, rule: &FeedRule) -> Result<bool, RepoError> {
         self.with(|s| {
             let r = s
                 .rules
                 .iter_mut()
                 .find(|r| r.id == rule.id && r.owner == rule.owner)
                 .ok_or(RepoError::NotFound)?;
+            if r.version != rule.version {
+                return Ok(false);
+            }
             let created_at = r.created_at;
             *r = rule.clone();
             r.created_at = created_at;
-            Ok(())
+            r.version += 1;
+            Ok(true)
         })
     }
 
@@ -202,7 +245,7 @@ impl FeedRepository for MemoryFeeds {
             if s.rules.len() == before {
                 return Err(RepoError::NotFound);
             }
-            s.matches.retain(|(rule, _), _| *rule != id);
+            s.matches.retain(|(rule, _, _), _| *rule != id);
             s.episodes.retain(|(rule, _)| *rule != id);
             Ok(())
         })
@@ -222,17 +265,19 @@ impl FeedRepository for MemoryFeeds {
         &self,
         m: &FeedMatch,
         episodes: &[String],
+        job: JobId,
         stale_before: DateTime<Utc>,
     ) -> Result<MatchClaim, RepoError> {
         Ok(self.with(|s| {
-            let key = (m.rule, m.item_key.clone());
-            if let Some((existing, updated)) = s.matches.get_mut(&key) {
-                let again = matches!(existing.outcome, MatchOutcome::Retry(_))
-                    || (existing.outcome == MatchOutcome::Pending && *updated < stale_before);
+            let key = key_of(&m.key());
+            if let Some(kept) = s.matches.get_mut(&key) {
+                let again = matches!(kept.matched.outcome, MatchOutcome::Retry(_))
+                    || (kept.matched.outcome == MatchOutcome::Pending
+                        && kept.updated < stale_before);
                 if again {
-                    existing.outcome = MatchOutcome::Pending;
-                    *updated = m.created_at;
-                    return MatchClaim::Retry;
+                    kept.matched.outcome = MatchOutcome::Pending;
+                    kept.updated = m.created_at;
+                    return MatchClaim::Retry(kept.job);
                 }
                 return MatchClaim::Taken;
             }
@@ -245,33 +290,44 @@ impl FeedRepository for MemoryFeeds {
             for e in episodes {
                 s.episodes.insert((m.rule, e.clone()));
             }
-            s.matches.insert(key, (m.clone(), m.created_at));
+            s.matches.insert(
+                key,
+                Kept {
+                    matched: m.clone(),
+                    updated: m.created_at,
+                    job,
+                },
+            );
             MatchClaim::New
         }))
     }
 
     async fn settle_match(
         &self,
-        rule: Uuid,
-        item_key: &str,
+        matched: &MatchKey,
         outcome: &MatchOutcome,
         now: DateTime<Utc>,
     ) -> Result<(), RepoError> {
         self.with(|s| {
-            if let Some((m, updated)) = s.matches.get_mut(&(rule, item_key.to_owned())) {
-                m.outcome = outcome.clone();
-                *updated = now;
+            if std::mem::take(&mut s.fail_settle) {
+                return Err(RepoError::Unavailable(
+                    "the fake's settle fails once".into(),
+                ));
             }
-        });
-        Ok(())
+            if let Some(kept) = s.matches.get_mut(&key_of(matched)) {
+                kept.matched.outcome = outcome.clone();
+                kept.updated = now;
+            }
+            Ok(())
+        })
     }
 
     async fn matches(&self, rule: Uuid, limit: u64) -> Result<Vec<FeedMatch>, RepoError> {
         let all = self.with(|s| {
             s.matches
                 .values()
-                .filter(|(m, _)| m.rule == rule)
-                .map(|(m, _)| m.clone())
+                .filter(|k| k.matched.rule == rule)
+                .map(|k| k.matched.clone())
                 .collect()
         });
         Ok(newest_first(all, limit))
@@ -281,11 +337,55 @@ impl FeedRepository for MemoryFeeds {
         let all = self.with(|s| {
             s.matches
                 .values()
-                .filter(|(m, _)| m.feed == feed)
-                .map(|(m, _)| m.clone())
+                .filter(|k| k.matched.feed == feed)
+                .map(|k| k.matched.clone())
                 .collect()
         });
         Ok(newest_first(all, limit))
+    }
+}
+
+/// A `FeedSource` serving the items set per URL (every fetch a `200`).
+#[derive(Default)]
+pub struct FakeFeedSource {
+    feeds: Mutex<HashMap<String, Vec<FeedItem>>>,
+}
+
+impl FakeFeedSource {
+    /// `url` serves `items` (newest first, as feeds list them).
+    pub fn serve(&self, url: &str, items: Vec<FeedItem>) {
+        self.feeds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(url.to_owned(), items);
+    }
+}
+
+#[async_trait]
+impl FeedSource for FakeFeedSource {
+    async fn check(&self, _url: &ferry_domain::FetchUrl) -> Result<(), FetchError> {
+        Ok(())
+    }
+
+    async fn fetch(
+        &self,
+        url: &ferry_domain::FetchUrl,
+        _etag: Option<&str>,
+        _last_modified: Option<&str>,
+        _limits: FeedLimits,
+    ) -> Result<FeedFetch, FetchError> {
+        let items = self
+            .feeds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(url.as_url().as_str())
+            .cloned()
+            .ok_or(FetchError::Status(404))?;
+        Ok(FeedFetch::Fetched {
+            items,
+            etag: None,
+            last_modified: None,
+        })
     }
 }
 

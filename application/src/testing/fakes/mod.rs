@@ -41,7 +41,7 @@ pub use bus::MemoryBus;
 pub use clock::FixedClock;
 pub use consent::FakeConsent;
 pub use engine::FakeEngine;
-pub use feeds::MemoryFeeds;
+pub use feeds::{FakeFeedSource, MemoryFeeds};
 pub use fetch::FakeFetcher;
 pub use links::PlainLinkSigner;
 pub use net::FakeAddressGuard;
