@@ -98,6 +98,7 @@ async fn world() -> World {
         fetcher: f.fetcher.clone(),
         limits: TorrentLimits::default(),
         torrent_addresses: f.addresses.clone(),
+        blocklist: Arc::default(),
     });
     let users = Arc::new(MemoryUsers::default());
     let alice = User::new("alice", None, Role::User, epoch()).unwrap();
