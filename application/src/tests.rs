@@ -301,7 +301,8 @@ async fn bad_submissions_are_refused_with_their_reason() {
                 status: None,
                 name_contains: None,
                 before: None,
-                limit: 10
+                limit: 10,
+                torrents: None,
             })
             .await
             .unwrap()
@@ -981,7 +982,8 @@ async fn urls_are_checked_before_a_job_exists() {
                 status: None,
                 name_contains: None,
                 before: None,
-                limit: 10
+                limit: 10,
+                torrents: None,
             })
             .await
             .unwrap()

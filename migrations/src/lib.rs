@@ -16,6 +16,7 @@ mod m20261230_000002_default_storage;
 mod m20261231_000002_labels;
 mod m20270101_000001_webhooks;
 mod m20270101_000002_feeds;
+mod m20270102_000002_seeding_started;
 
 pub struct Migrator;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261231_000002_labels::Migration),
             Box::new(m20270101_000001_webhooks::Migration),
             Box::new(m20270101_000002_feeds::Migration),
+            Box::new(m20270102_000002_seeding_started::Migration),
         ]
     }
 }
