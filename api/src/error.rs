@@ -413,6 +413,7 @@ impl From<WebhooksError> for ApiError {
             WebhooksError::NotAllowed(_) => C::UrlNotAllowed,
             WebhooksError::NotFound => C::WebhookNotFound,
             WebhooksError::TooMany(_) => C::QuotaExceeded,
+            WebhooksError::RateLimited { retry_after } => return Self::rate_limited(retry_after),
             WebhooksError::Unavailable(_) => return Self::from(JobsError::Unavailable(message)),
             WebhooksError::Unexpected(e) => return Self::internal(&format!("{e:#}")),
         };

@@ -406,6 +406,7 @@ impl JobsApi {
             name_contains: q.0.filter(|q| !q.trim().is_empty()),
             before: before.0.map(JobId::from_uuid),
             limit,
+            torrents: None,
         };
         let jobs = self.state.jobs.list(&query).await?;
         let next_cursor = (jobs.len() == limit as usize)

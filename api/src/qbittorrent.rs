@@ -23,10 +23,10 @@
 mod model;
 mod params;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use ferry_application::ports::{JobLabels, JobQuery};
+use ferry_application::ports::{JobLabels, JobQuery, MAX_FILTER_VALUES, TorrentFilter};
 use ferry_application::{CategoriesError, Submission, SubmitOptions};
 use ferry_domain::{ErrorCode, InfoHash, Job, JobId, JobSource, JobStatus, OwnerId, Scope};
 use poem::http::{Method, StatusCode, header};
@@ -298,6 +298,50 @@ struct Listed {
     labels: JobLabels,
 }
 
+/// Which torrents a request is about: `None` is any.
+struct Wanted<'a> {
+    /// Lowercase hex, as clients send them.
+    hashes: Option<HashSet<String>>,
+    /// A category's name (`""`: no category).
+    category: Option<&'a str>,
+    /// Statuses the job may be in (what a `filter` can match).
+    statuses: Option<Vec<JobStatus>>,
+}
+
+impl Wanted<'_> {
+    fn named(hashes: Option<HashSet<String>>) -> Self {
+        Self {
+            hashes,
+            category: None,
+            statuses: None,
+        }
+    }
+
+    /// The part the database selects by: every job this request wants is in it. A list past
+    /// [`MAX_FILTER_VALUES`] is left to the checks made on the rows.
+    fn torrent_filter(&self, labels: &HashMap<JobId, JobLabels>) -> TorrentFilter {
+        let info_hashes = self
+            .hashes
+            .as_ref()
+            .filter(|hs| hs.len() <= MAX_FILTER_VALUES)
+            // A hash that is not one matches no job.
+            .map(|hs| hs.iter().filter_map(|h| InfoHash::parse(h).ok()).collect());
+        let ids = self.category.filter(|c| !c.is_empty()).and_then(|c| {
+            let ids: Vec<JobId> = labels
+                .iter()
+                .filter(|(_, l)| !l.removed && l.category.as_deref() == Some(c))
+                .map(|(id, _)| *id)
+                .collect();
+            (ids.len() <= MAX_FILTER_VALUES).then_some(ids)
+        });
+        TorrentFilter {
+            info_hashes,
+            ids,
+            statuses: self.statuses.clone(),
+        }
+    }
+}
+
 impl Session<'_> {
     /// The caller, from `Authorization` (Bearer or Basic) or the `SID` cookie, with the
     /// scope `op` needs and one request of their API budget taken.
@@ -497,14 +541,23 @@ impl Session<'_> {
         }
     }
 
-    /// The owner's torrent jobs on this API's list, oldest first.
-    async fn listed(&self, owner: &OwnerId) -> Result<Vec<Listed>, Response> {
+    /// The owner's torrent jobs on this API's list, oldest first: those `wanted` names as
+    /// far as the database can tell (info-hashes, a category's jobs, the statuses a
+    /// `filter` can match), the rest decided here.
+    async fn listed(&self, owner: &OwnerId, wanted: &Wanted<'_>) -> Result<Vec<Listed>, Response> {
+        let mut labels = self
+            .state
+            .categories
+            .labels(owner)
+            .await
+            .map_err(categories_error)?;
         let query = JobQuery {
             owner: owner.clone(),
             status: None,
             name_contains: None,
             before: None,
             limit: MAX_LISTED,
+            torrents: Some(wanted.torrent_filter(&labels)),
         };
         let jobs = self
             .state
@@ -512,12 +565,6 @@ impl Session<'_> {
             .list(&query)
             .await
             .map_err(|e| refusal(e.into()))?;
-        let mut labels = self
-            .state
-            .categories
-            .labels(owner)
-            .await
-            .map_err(categories_error)?;
         let mut listed: Vec<Listed> = jobs
             .into_iter()
             .filter(|job| !job.purge_requested && !matches!(job.source, JobSource::Url(_)))
@@ -525,6 +572,17 @@ impl Session<'_> {
                 let hash = job.info_hash?;
                 let labels = labels.remove(&job.id).unwrap_or_default();
                 (!labels.removed).then_some(Listed { job, hash, labels })
+            })
+            .filter(|l| {
+                wanted
+                    .hashes
+                    .as_ref()
+                    .is_none_or(|hs| hs.contains(&l.hash.to_hex()))
+            })
+            .filter(|l| {
+                wanted
+                    .category
+                    .is_none_or(|c| l.labels.category.as_deref().unwrap_or("") == c)
             })
             .collect();
         listed.reverse();
@@ -538,19 +596,17 @@ impl Session<'_> {
         params: &Params,
         key: &str,
     ) -> Result<Vec<Listed>, Response> {
+        self.listed(owner, &Wanted::named(self.hashes_param(params, key)))
+            .await
+    }
+
+    /// What the `key` parameter names: `None` for every torrent.
+    fn hashes_param(&self, params: &Params, key: &str) -> Option<HashSet<String>> {
         // `torrents/info` without `hashes` lists everything; a change names what it changes.
-        let wanted = match params.get(key) {
+        match params.get(key) {
             None if key == "hashes" && self.req.uri().path().ends_with("/torrents/info") => None,
             given => params::hashes(given.unwrap_or_default()),
-        };
-        let listed = self.listed(owner).await?;
-        Ok(match wanted {
-            None => listed,
-            Some(hashes) => listed
-                .into_iter()
-                .filter(|l| hashes.contains(&l.hash.to_hex()))
-                .collect(),
-        })
+        }
     }
 
     /// The ids of the listed jobs `hashes` names.
@@ -567,11 +623,9 @@ impl Session<'_> {
             .unwrap_or_default()
             .trim()
             .to_ascii_lowercase();
-        self.listed(owner)
+        self.listed(owner, &Wanted::named(Some(HashSet::from([hash]))))
             .await?
-            .into_iter()
-            .rev()
-            .find(|l| l.hash.to_hex() == hash)
+            .pop()
             .ok_or_else(|| text(StatusCode::NOT_FOUND, "Not Found"))
     }
 
@@ -595,19 +649,19 @@ impl Session<'_> {
     }
 
     async fn info(&self, owner: &OwnerId, params: &Params) -> Result<Response, Response> {
-        let listed = self.listed_for(owner, params, "hashes").await?;
+        let filter = params.get("filter").unwrap_or("all");
+        let wanted = Wanted {
+            hashes: self.hashes_param(params, "hashes"),
+            category: params.get("category"),
+            statuses: model::statuses_for(filter),
+        };
+        let listed = self.listed(owner, &wanted).await?;
         let folders = self.folders(owner).await?;
         let place = self.place(owner);
         let now = chrono::Utc::now();
-        let category = params.get("category");
         let tag = params.get("tag");
-        let filter = params.get("filter").unwrap_or("all");
         let mut torrents: Vec<TorrentInfo> = listed
             .iter()
-            .filter(|l| match category {
-                None => true,
-                Some(c) => l.labels.category.as_deref().unwrap_or("") == c,
-            })
             .filter(|l| match tag {
                 None => true,
                 Some("") => l.labels.tags.is_empty(),
@@ -661,7 +715,7 @@ impl Session<'_> {
     }
 
     async fn transfer_info(&self, owner: &OwnerId) -> Result<Response, Response> {
-        let listed = self.listed(owner).await?;
+        let listed = self.listed(owner, &Wanted::named(None)).await?;
         Ok(json(&model::transfer_info(listed.iter().map(|l| &l.job))))
     }
 
@@ -723,6 +777,7 @@ impl Session<'_> {
             .await
             .map_err(|e| refusal(e.into()))?;
         let mut added = 0usize;
+        let mut known = 0usize;
         let mut last_error = None;
         for source in sources {
             // One at a time: a fetched .torrent is submitted, then dropped.
@@ -742,6 +797,12 @@ impl Session<'_> {
                     }
                 },
             };
+            // A torrent already on the list, whatever its state, is not added again (nor
+            // moved to this category): qBittorrent answers `Fails.` for one it has.
+            if self.is_listed(owner, &submission).await? {
+                known += 1;
+                continue;
+            }
             let options = SubmitOptions {
                 files: None,
                 storage_profile,
@@ -779,8 +840,16 @@ impl Session<'_> {
                     self.audit(caller, "job.submit", job.id.to_string()).await;
                     job.id
                 }
-                // Already there, unfinished: qBittorrent keeps the one it has.
-                Err(ferry_application::JobsError::Duplicate(id)) => id,
+                // Unfinished but off the list (removed from it while its delivery was under
+                // way): added again, it is back on the list, as a removed torrent would be.
+                Err(ferry_application::JobsError::Duplicate(id)) => {
+                    if !self.restore(owner, id).await? {
+                        let e = ferry_application::JobsError::Duplicate(id);
+                        last_error = Some(ApiError::from(e));
+                        continue;
+                    }
+                    id
+                }
                 Err(e) => {
                     last_error = Some(ApiError::from(e));
                     continue;
@@ -795,8 +864,43 @@ impl Session<'_> {
                 format!("Torrent file is not valid. ({})", e.message()),
             )),
             (0, Some(e)) => Err(refusal(e)),
+            // Every torrent named was already there.
+            (0, None) if known > 0 => Ok(text(StatusCode::OK, "Fails.")),
             _ => Ok(ok()),
         }
+    }
+
+    /// Whether the torrent `submission` names is on the owner's list already (a submission
+    /// that does not parse is not: submitting it says why).
+    async fn is_listed(&self, owner: &OwnerId, submission: &Submission) -> Result<bool, Response> {
+        let hash = match submission {
+            Submission::Magnet(text) => ferry_domain::MagnetLink::parse(text)
+                .ok()
+                .map(|m| m.info_hash()),
+            Submission::Torrent(bytes) => self.state.jobs.analyze(bytes).ok().map(|m| m.info_hash),
+            Submission::Url(_) => None,
+        };
+        let Some(hash) = hash else {
+            return Ok(false);
+        };
+        let wanted = Wanted::named(Some(HashSet::from([hash.to_hex()])));
+        Ok(!self.listed(owner, &wanted).await?.is_empty())
+    }
+
+    /// Puts the owner's unfinished job `id`, taken off the list, back on it; `false` when
+    /// it is being deleted (then it stays a duplicate).
+    async fn restore(&self, owner: &OwnerId, id: JobId) -> Result<bool, Response> {
+        match self.state.jobs.get(owner, id).await {
+            Ok(job) if !job.purge_requested => {}
+            Ok(_) | Err(ferry_application::JobsError::NotFound) => return Ok(false),
+            Err(e) => return Err(refusal(e.into())),
+        }
+        self.state
+            .categories
+            .set_removed(owner, &[id], false)
+            .await
+            .map_err(categories_error)?;
+        Ok(true)
     }
 
     /// Where added torrents go: an explicit save path, the category's folder (a category
@@ -924,7 +1028,7 @@ impl Session<'_> {
         }
         self.state
             .categories
-            .set_removed(owner, &kept)
+            .set_removed(owner, &kept, true)
             .await
             .map_err(categories_error)?;
         Ok(ok())
@@ -1091,4 +1195,61 @@ fn into_response(r: impl IntoResponse) -> Response {
 #[allow(dead_code)]
 fn empty_body() -> Body {
     Body::empty()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// What `torrents/info` asks of the database: the hashes named (one that is not a hash
+    /// matching nothing), a category's jobs still on the list, the statuses of a filter.
+    #[test]
+    fn the_database_is_asked_only_for_what_a_request_names() {
+        let (tv, other, removed) = (JobId::new(), JobId::new(), JobId::new());
+        let labels: HashMap<JobId, JobLabels> = [
+            (tv, Some("tv"), false),
+            (other, Some("films"), false),
+            (removed, Some("tv"), true),
+        ]
+        .into_iter()
+        .map(|(id, category, removed)| {
+            let labels = JobLabels {
+                category: category.map(str::to_owned),
+                tags: Vec::new(),
+                removed,
+            };
+            (id, labels)
+        })
+        .collect();
+        let hash = "ab".repeat(20);
+        let wanted = Wanted {
+            hashes: Some(HashSet::from([hash.clone(), "nonsense".to_owned()])),
+            category: Some("tv"),
+            statuses: model::statuses_for("seeding"),
+        };
+        let filter = wanted.torrent_filter(&labels);
+        assert_eq!(
+            filter.info_hashes,
+            Some(vec![InfoHash::parse(&hash).unwrap()])
+        );
+        assert_eq!(filter.ids, Some(vec![tv]));
+        assert_eq!(filter.statuses, Some(vec![JobStatus::Seeding]));
+        // Nothing named: every torrent; no category (`""`) is decided on the rows.
+        let all = Wanted::named(None).torrent_filter(&labels);
+        assert_eq!(all, TorrentFilter::default());
+        let uncategorised = Wanted {
+            category: Some(""),
+            ..Wanted::named(None)
+        };
+        assert_eq!(uncategorised.torrent_filter(&labels).ids, None);
+        // Too many to bind: left to the checks on the rows.
+        let many = Wanted::named(Some(
+            (0..=MAX_FILTER_VALUES)
+                .map(|i| format!("{i:040x}"))
+                .collect(),
+        ));
+        assert_eq!(many.torrent_filter(&labels).info_hashes, None);
+    }
 }

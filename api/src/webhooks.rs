@@ -408,7 +408,9 @@ impl WebhooksApi {
         Ok(Json(WebhookWithSecret::of(made)))
     }
 
-    /// Queue a `ping` delivery (no job), to try the endpoint and its signature check.
+    /// Queue a `ping` delivery (no job), to try the endpoint and its signature check. One
+    /// per webhook per `webhooks.ping_interval` (10 s by default); a ping sooner is answered
+    /// 429 `rate_limited` with `Retry-After`.
     #[oai(
         path = "/webhooks/:id/ping",
         method = "post",

@@ -253,7 +253,8 @@ impl Categories {
         Ok(self.labels.set_category(owner, jobs, category).await?)
     }
 
-    /// Takes the owner's `jobs` off the qBittorrent client's list, their files kept.
+    /// Takes the owner's `jobs` off the qBittorrent client's list, their files kept, or
+    /// (`removed = false`) puts them back on it.
     ///
     /// # Errors
     /// `Unavailable`.
@@ -261,8 +262,9 @@ impl Categories {
         &self,
         owner: &OwnerId,
         jobs: &[JobId],
+        removed: bool,
     ) -> Result<(), CategoriesError> {
-        Ok(self.labels.set_removed(owner, jobs).await?)
+        Ok(self.labels.set_removed(owner, jobs, removed).await?)
     }
 
     /// Adds or removes tags on the owner's `jobs`.

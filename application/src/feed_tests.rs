@@ -70,7 +70,7 @@ impl LabelRepository for NoLabels {
     ) -> Result<(), RepoError> {
         Ok(())
     }
-    async fn set_removed(&self, _: &OwnerId, _: &[JobId]) -> Result<(), RepoError> {
+    async fn set_removed(&self, _: &OwnerId, _: &[JobId], _: bool) -> Result<(), RepoError> {
         Ok(())
     }
     async fn tag(&self, _: &OwnerId, _: &[JobId], _: &[String], _: bool) -> Result<(), RepoError> {
@@ -231,6 +231,7 @@ impl World {
                 name_contains: None,
                 before: None,
                 limit: 100,
+                torrents: None,
             })
             .await
             .unwrap()

@@ -581,6 +581,7 @@ impl Jobs {
                         name_contains: None,
                         before,
                         limit: 500,
+                        torrents: None,
                     })
                     .await?;
                 for job in &page {

@@ -302,7 +302,8 @@ async fn bad_submissions_are_refused_with_their_reason() {
                 status: None,
                 name_contains: None,
                 before: None,
-                limit: 10
+                limit: 10,
+                torrents: None,
             })
             .await
             .unwrap()
@@ -982,7 +983,8 @@ async fn urls_are_checked_before_a_job_exists() {
                 status: None,
                 name_contains: None,
                 before: None,
-                limit: 10
+                limit: 10,
+                torrents: None,
             })
             .await
             .unwrap()
@@ -1711,7 +1713,8 @@ async fn the_operators_block_list_refuses_torrents_and_urls_and_can_be_replaced(
                 status: None,
                 name_contains: None,
                 before: None,
-                limit: 10
+                limit: 10,
+                torrents: None,
             })
             .await
             .unwrap()

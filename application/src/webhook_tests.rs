@@ -10,7 +10,7 @@ use ferry_domain::{DeliveryState, FetchUrl, Job, JobStatus, OwnerId, WebhookEven
 use tokio::sync::Notify;
 
 use crate::ports::{Clock, Delivery, JobRepository, WebhookRepository};
-use crate::testing::{FakeTransport, Fakes, MemoryWebhooks, PlainBox, epoch};
+use crate::testing::{FakeTransport, Fakes, MemoryRateLimiter, MemoryWebhooks, PlainBox, epoch};
 use crate::webhooks::{MAX_BACKOFF, backoff, signature, verify};
 use crate::{WebhookNotices, WebhookSettings, Webhooks, WebhooksError};
 
@@ -83,6 +83,7 @@ fn setup(settings: WebhookSettings) -> Setup {
         clock: fakes.clock.clone(),
         settings,
         wake,
+        limiter: Arc::new(MemoryRateLimiter::default()),
     };
     Setup {
         fakes,
@@ -577,6 +578,7 @@ async fn key_rotation_reseals_webhook_secrets_so_the_old_key_can_go() {
         clock: s.fakes.clock.clone(),
         settings: WebhookSettings::default(),
         wake: Arc::new(Notify::new()),
+        limiter: Arc::new(MemoryRateLimiter::default()),
     };
     let created = webhooks(old.clone())
         .create(&alice, "https://a.example/hook", None, true)
@@ -644,4 +646,109 @@ async fn debug_never_shows_a_secret() {
     let shown = format!("{made:?}");
     assert!(!shown.contains(&made.secret), "{shown}");
     assert!(shown.contains("***"), "{shown}");
+}
+
+/// A user whose endpoints never answer (each attempt lasts the whole timeout) holds at most
+/// their share of the dispatcher's places; another user's delivery recorded meanwhile goes
+/// out at once, not after the tarpit's timeouts.
+#[tokio::test(start_paused = true)]
+async fn endpoints_that_never_answer_hold_up_only_their_owners_deliveries() {
+    let settings = WebhookSettings {
+        timeout: Duration::from_secs(10),
+        concurrency: 8,
+        per_owner_concurrency: 2,
+        ..WebhookSettings::default()
+    };
+    let s = setup(settings.clone());
+    s.transport.never_answer("tarpit.example");
+    let (mallory, bob) = (owner("mallory"), owner("bob"));
+    // More tarpit endpoints, each pinged, than the dispatcher has places.
+    for i in 0..settings.concurrency + 2 {
+        let hook = s
+            .webhooks
+            .create(&mallory, &format!("https://tarpit.example/{i}"), None, true)
+            .await
+            .unwrap();
+        s.webhooks.ping(&mallory, hook.webhook.id).await.unwrap();
+    }
+    let bobs = s
+        .webhooks
+        .create(&bob, "https://bob.example/hook", None, true)
+        .await
+        .unwrap();
+    let transport = s.transport.clone();
+    let webhooks = Arc::new(s.webhooks);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let dispatcher = tokio::spawn(webhooks.clone().run(stop.clone()));
+    let sent_to = |host: &str| {
+        transport
+            .sent()
+            .iter()
+            .filter(|r| r.url.contains(host))
+            .count()
+    };
+    // The tarpit's requests are under way, and hang.
+    let step = Duration::from_millis(5);
+    while sent_to("tarpit.example") < settings.per_owner_concurrency {
+        tokio::time::sleep(step).await;
+    }
+    tokio::time::sleep(settings.poll * 2).await;
+
+    let asked = tokio::time::Instant::now();
+    webhooks.ping(&bob, bobs.webhook.id).await.unwrap();
+    while sent_to("bob.example") == 0 {
+        assert!(
+            asked.elapsed() < settings.timeout / 4,
+            "bob's ping waited for the tarpit"
+        );
+        tokio::time::sleep(step).await;
+    }
+    assert!(asked.elapsed() <= settings.poll, "{:?}", asked.elapsed());
+    assert_eq!(
+        sent_to("tarpit.example"),
+        settings.per_owner_concurrency,
+        "the tarpit's owner holds no more than their share"
+    );
+    stop.cancel();
+    dispatcher.await.unwrap();
+}
+
+/// A ping is the one delivery a caller can ask for at will: one per `ping_interval` per
+/// webhook, the next refused with how long to wait.
+#[tokio::test(start_paused = true)]
+async fn pings_are_spaced_out_per_webhook() {
+    let s = setup(WebhookSettings {
+        ping_interval: Duration::from_secs(10),
+        ..WebhookSettings::default()
+    });
+    let alice = owner("alice");
+    let one = s
+        .webhooks
+        .create(&alice, "https://a.example/one", None, true)
+        .await
+        .unwrap();
+    let two = s
+        .webhooks
+        .create(&alice, "https://a.example/two", None, true)
+        .await
+        .unwrap();
+    s.webhooks.ping(&alice, one.webhook.id).await.unwrap();
+    let retry_after = match s.webhooks.ping(&alice, one.webhook.id).await {
+        Err(WebhooksError::RateLimited { retry_after }) => retry_after,
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        retry_after > Duration::from_secs(9) && retry_after <= Duration::from_secs(10),
+        "{retry_after:?}"
+    );
+    // Per webhook: another one of hers may be pinged; another user's id is still unknown.
+    s.webhooks.ping(&alice, two.webhook.id).await.unwrap();
+    assert!(matches!(
+        s.webhooks.ping(&owner("bob"), one.webhook.id).await,
+        Err(WebhooksError::NotFound)
+    ));
+    tokio::time::advance(retry_after).await;
+    s.webhooks.ping(&alice, one.webhook.id).await.unwrap();
+    let pings = all_deliveries(&s, &alice, one.webhook.id).await;
+    assert_eq!(pings.len(), 2, "one refused ping queued nothing");
 }

@@ -26,8 +26,8 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 
 use crate::ports::{
-    Clock, Delivery, JobNotices, RepoError, SealedWebhook, SecretBox, TransportError,
-    WebhookRepository, WebhookTransport, secret_context,
+    Clock, Delivery, JobNotices, RateDecision, RateLimit, RateLimiter, RepoError, SealedWebhook,
+    SecretBox, TransportError, WebhookRepository, WebhookTransport, secret_context,
 };
 
 mod dispatch;
@@ -56,6 +56,12 @@ pub struct WebhookSettings {
     pub poll: Duration,
     /// How long delivered and failed deliveries are kept in the history.
     pub keep: Duration,
+    /// Most attempts one dispatcher has in flight at once.
+    pub concurrency: usize,
+    /// Most of those one owner's deliveries may take.
+    pub per_owner_concurrency: usize,
+    /// The shortest time between two pings of one webhook.
+    pub ping_interval: Duration,
 }
 
 impl Default for WebhookSettings {
@@ -67,6 +73,9 @@ impl Default for WebhookSettings {
             timeout: Duration::from_secs(10),
             poll: Duration::from_secs(1),
             keep: Duration::from_secs(30 * 86_400),
+            concurrency: 16,
+            per_owner_concurrency: 4,
+            ping_interval: Duration::from_secs(10),
         }
     }
 }
@@ -82,6 +91,9 @@ pub enum WebhooksError {
     NotFound,
     #[error("you have {0} webhooks, the most allowed; delete one first")]
     TooMany(usize),
+    /// The webhook was pinged less than `ping_interval` ago.
+    #[error("this webhook was pinged moments ago; try again in {} s", retry_after.as_secs().max(1))]
+    RateLimited { retry_after: Duration },
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -292,6 +304,8 @@ pub struct Webhooks {
     pub settings: WebhookSettings,
     /// Shared with [`WebhookNotices`]: wakes the dispatcher.
     pub wake: Arc<Notify>,
+    /// Spaces pings out (one per webhook per `ping_interval`, across API processes).
+    pub limiter: Arc<dyn RateLimiter>,
 }
 
 impl Webhooks {
@@ -329,9 +343,11 @@ impl Webhooks {
             Some(names) => ferry_domain::webhook::parse_events(names)?,
             None => WebhookEvent::SUBSCRIBABLE.to_vec(),
         };
-        let count = self.repo.list(owner).await?.len();
-        if count >= self.settings.max_per_user {
-            return Err(WebhooksError::TooMany(self.settings.max_per_user));
+        // Counted here to refuse early (before the address check); the insert counts
+        // again, atomically, so concurrent creations cannot pass the limit together.
+        let max = self.settings.max_per_user;
+        if self.repo.list(owner).await?.len() >= max {
+            return Err(WebhooksError::TooMany(max));
         }
         self.check(&url).await?;
         let webhook = Webhook {
@@ -343,12 +359,13 @@ impl Webhooks {
             created_at: self.clock.now(),
         };
         let secret = new_secret();
-        self.repo
-            .insert(&SealedWebhook {
-                secret: self.seal(&webhook, &secret),
-                webhook: webhook.clone(),
-            })
-            .await?;
+        let sealed = SealedWebhook {
+            secret: self.seal(&webhook, &secret),
+            webhook: webhook.clone(),
+        };
+        if !self.repo.insert(&sealed, max).await? {
+            return Err(WebhooksError::TooMany(max));
+        }
         tracing::info!(webhook_id = %webhook.id, "webhook created");
         Ok(WithSecret { webhook, secret })
     }
@@ -419,12 +436,26 @@ impl Webhooks {
         Ok(WithSecret { webhook, secret })
     }
 
-    /// Queues a `ping` delivery to the webhook (even a disabled one).
+    /// Queues a `ping` delivery to the webhook (even a disabled one), at most one per
+    /// `ping_interval`: pings are the one delivery a caller can ask for at will, and must
+    /// not make Ferry hammer an endpoint.
     ///
     /// # Errors
-    /// `NotFound`.
+    /// `NotFound`, `RateLimited`.
     pub async fn ping(&self, owner: &OwnerId, id: WebhookId) -> Result<Delivery, WebhooksError> {
+        // Ownership first: another user's (or a made-up) id spends no webhook's budget.
         let webhook = self.get(owner, id).await?;
+        let limit = RateLimit {
+            burst: 1,
+            period: self.settings.ping_interval,
+        };
+        if let RateDecision::Limited { retry_after } = self
+            .limiter
+            .check(&format!("webhook-ping:{}", webhook.id), limit)
+            .await
+        {
+            return Err(WebhooksError::RateLimited { retry_after });
+        }
         let delivery = pending(
             webhook.id,
             owner,

@@ -937,3 +937,224 @@ async fn sonarrs_request_sequence_passes() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// Adding a torrent that is already there: qbittorrent-nox keeps the one it has and answers
+/// `Fails.`; Ferry answers the same, with no second entry and the category unchanged.
+/// Removed (its files kept) and added again, it is back, once, in both.
+#[tokio::test]
+async fn adding_a_torrent_already_there_fails_as_in_qbittorrent() {
+    if !require(&["qbittorrent-nox"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = ferry(dir.path());
+    let _admin = admin(&f).await;
+    add_user(&f, "sonarr", false);
+    let user = browser(&f, "sonarr").await;
+    let token = token(&user, "sonarr").await;
+    let qbt = common::origin::Qbt::start(dir.path()).await;
+    let http = reqwest::Client::new();
+    let targets = [
+        (format!("{}/api/v2", f.base), Some(token.as_str())),
+        (format!("{}/api/v2", qbt.url), None),
+    ];
+    let send = |base: &str, auth: Option<&str>, path: &str, form: Vec<(&str, String)>| {
+        let mut req = http.post(format!("{base}{path}")).form(&form);
+        if let Some(token) = auth {
+            req = req.bearer_auth(token);
+        }
+        req.send()
+    };
+    // Nobody seeds it: it stays looking for its metadata.
+    let hash = "cd".repeat(20);
+    let magnet = format!("magnet:?xt=urn:btih:{hash}&dn=again");
+    let listed = |base: String, auth: Option<String>| {
+        let http = http.clone();
+        let hash = hash.clone();
+        async move {
+            poll(
+                &http,
+                &format!("{base}/torrents/info?hashes={hash}"),
+                auth.as_deref(),
+            )
+            .await
+        }
+    };
+    // Until it is listed `n` times (each server lists what it was given a moment later).
+    let settle = |base: String, auth: Option<String>, n: usize| {
+        let listed = &listed;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let got = listed(base.clone(), auth.clone()).await;
+                if got.as_array().unwrap().len() == n {
+                    return got;
+                }
+                assert!(std::time::Instant::now() < deadline, "{base}: {got}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let mut answers = Vec::new();
+    for (base, auth) in &targets {
+        for category in ["tv", "films"] {
+            let r = send(
+                base,
+                *auth,
+                "/torrents/createCategory",
+                vec![("category", category.into()), ("savePath", String::new())],
+            )
+            .await
+            .unwrap();
+            assert!(r.status().is_success(), "{base}: {}", r.status());
+        }
+        let r = send(
+            base,
+            *auth,
+            "/torrents/add",
+            vec![("urls", magnet.clone()), ("category", "tv".into())],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.text().await.unwrap(), "Ok.", "{base}");
+        settle(base.clone(), auth.map(str::to_owned), 1).await;
+        let mut mine = Vec::new();
+        // Again, as a magnet and as a bare info hash, into another category.
+        for again in [magnet.clone(), hash.clone()] {
+            let r = send(
+                base,
+                *auth,
+                "/torrents/add",
+                vec![("urls", again), ("category", "films".into())],
+            )
+            .await
+            .unwrap();
+            mine.push((r.status().as_u16(), r.text().await.unwrap()));
+        }
+        answers.push(mine);
+        let info = settle(base.clone(), auth.map(str::to_owned), 1).await;
+        assert_eq!(info[0]["category"], json!("tv"), "{base}: {info}");
+    }
+    assert_eq!(answers[0], answers[1], "Ferry, then qbittorrent-nox");
+    assert_eq!(answers[1][0], (200, "Fails.".to_owned()));
+
+    // Removed from the list, files kept; added again: listed once more, in both.
+    for (base, auth) in &targets {
+        let r = send(
+            base,
+            *auth,
+            "/torrents/delete",
+            vec![("hashes", hash.clone()), ("deleteFiles", "false".into())],
+        )
+        .await
+        .unwrap();
+        assert!(r.status().is_success(), "{base}: {}", r.status());
+        settle(base.clone(), auth.map(str::to_owned), 0).await;
+        let r = send(
+            base,
+            *auth,
+            "/torrents/add",
+            vec![("urls", magnet.clone()), ("category", "films".into())],
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.text().await.unwrap(), "Ok.", "{base}");
+        let info = settle(base.clone(), auth.map(str::to_owned), 1).await;
+        assert_eq!(info[0]["category"], json!("films"), "{base}: {info}");
+    }
+}
+
+/// `torrents/info` narrows by `hashes`, `category` and `filter` (now asked of the
+/// database) exactly as it did when it filtered the whole list: each selection alone and
+/// together, another user's torrents never in it.
+#[tokio::test]
+async fn torrents_info_selects_by_hash_category_and_filter() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = ferry(dir.path());
+    let _admin = admin(&f).await;
+    add_user(&f, "alice", false);
+    add_user(&f, "bob", false);
+    let alice = token(&browser(&f, "alice").await, "a").await;
+    let bob = token(&browser(&f, "bob").await, "b").await;
+    let http = reqwest::Client::new();
+    let add = |token: &str, hash: String, category: &str, stopped: bool| {
+        let mut form = vec![
+            ("urls", format!("magnet:?xt=urn:btih:{hash}&dn=t-{hash}")),
+            ("category", category.to_owned()),
+        ];
+        if stopped {
+            form.push(("stopped", "true".to_owned()));
+        }
+        http.post(v2(&f, "/torrents/add"))
+            .bearer_auth(token)
+            .form(&form)
+            .send()
+    };
+    let h = |c: char| c.to_string().repeat(40);
+    // Nobody seeds these: running ones look for metadata, stopped ones stay stopped.
+    for (hash, category, stopped) in [
+        (h('1'), "tv", false),
+        (h('2'), "tv", true),
+        (h('3'), "films", false),
+        (h('4'), "", true),
+    ] {
+        let r = add(&alice, hash, category, stopped).await.unwrap();
+        assert_eq!(r.text().await.unwrap(), "Ok.");
+    }
+    // Bob has one of the same torrents, in his own "tv".
+    let r = add(&bob, h('1'), "tv", false).await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "Ok.");
+    let hashes = |query: &str| {
+        let url = v2(&f, &format!("/torrents/info{query}"));
+        let http = http.clone();
+        let alice = alice.clone();
+        async move {
+            let got = poll(&http, &url, Some(&alice)).await;
+            let mut hs: Vec<String> = got
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["hash"].as_str().unwrap().to_owned())
+                .collect();
+            hs.sort();
+            hs
+        }
+    };
+    assert_eq!(hashes("").await, vec![h('1'), h('2'), h('3'), h('4')]);
+    assert_eq!(
+        hashes(&format!("?hashes={}|{}|nonsense", h('1'), h('3'))).await,
+        vec![h('1'), h('3')]
+    );
+    assert_eq!(hashes("?category=tv").await, vec![h('1'), h('2')]);
+    assert_eq!(hashes("?category=").await, vec![h('4')]);
+    assert_eq!(hashes("?category=none-such").await, Vec::<String>::new());
+    assert_eq!(hashes("?filter=stopped").await, vec![h('2'), h('4')]);
+    assert_eq!(hashes("?filter=paused").await, vec![h('2'), h('4')]);
+    assert_eq!(
+        hashes("?filter=downloading").await,
+        vec![h('1'), h('2'), h('3'), h('4')]
+    );
+    assert_eq!(hashes("?filter=running").await, vec![h('1'), h('3')]);
+    assert_eq!(hashes("?filter=seeding").await, Vec::<String>::new());
+    assert_eq!(hashes("?filter=errored").await, Vec::<String>::new());
+    assert_eq!(hashes("?filter=checking").await, Vec::<String>::new());
+    assert_eq!(
+        hashes(&format!(
+            "?category=tv&filter=running&hashes={}|{}",
+            h('1'),
+            h('2')
+        ))
+        .await,
+        vec![h('1')]
+    );
+    // Paging and sorting still apply to what was selected.
+    assert_eq!(hashes("?category=tv&sort=name&limit=1").await, vec![h('1')]);
+    assert_eq!(
+        hashes("?category=tv&sort=name&limit=1&offset=1").await,
+        vec![h('2')]
+    );
+    assert_eq!(
+        hashes("?filter=stopped&sort=name&reverse=true&limit=1").await,
+        vec![h('4')]
+    );
+}

@@ -493,6 +493,21 @@ async fn webhooks_are_signed_retried_kept_apart_and_survive_a_restart() {
     let (status, ping) = send(&f, Method::POST, &format!("/webhooks/{hook}/ping"), None).await;
     assert_eq!(status, 202, "{ping}");
     let ping_id = ping["id"].as_str().unwrap().to_owned();
+    // Pings are spaced out per webhook: a second one at once is refused, with when to retry.
+    let r = f
+        .req(Method::POST, &format!("/webhooks/{hook}/ping"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&wait), "Retry-After: {wait}");
+    let refused: Value = r.json().await.unwrap();
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
     receiver.wait_for("ping", 1).await;
     let f = Ferry::restart(f.stop());
     receiver.inbox.otherwise.store(200, Ordering::SeqCst);

@@ -327,6 +327,9 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// When the job last started seeding (its move to `seeding`): kept once seeding ends, so
+    /// the time it seeded is `finished_at` less this.
+    pub seeding_started_at: Option<DateTime<Utc>>,
     /// The user asked for the job and its files to be deleted; the last stage to let go of
     /// the job carries it out (the row goes last). Once set, the job only moves to finished
     /// statuses.
@@ -418,6 +421,7 @@ impl Job {
             created_at: now,
             updated_at: now,
             finished_at: None,
+            seeding_started_at: None,
             purge_requested: false,
             byte_limit: None,
         }

@@ -17,6 +17,7 @@ mod m20261231_000002_labels;
 mod m20270101_000001_webhooks;
 mod m20270101_000002_feeds;
 mod m20270102_000001_feed_matches_per_feed;
+mod m20270102_000002_seeding_started;
 
 pub struct Migrator;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20270101_000001_webhooks::Migration),
             Box::new(m20270101_000002_feeds::Migration),
             Box::new(m20270102_000001_feed_matches_per_feed::Migration),
+            Box::new(m20270102_000002_seeding_started::Migration),
         ]
     }
 }

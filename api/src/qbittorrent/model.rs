@@ -200,10 +200,7 @@ impl TorrentInfo {
         } else {
             p.uploaded_bytes as f64 / done as f64
         };
-        let seeding_time = match (job.status, job.finished_at) {
-            (JobStatus::Seeding, Some(at)) => (now - at).num_seconds().max(0),
-            _ => 0,
-        };
+        let seeding_time = seeding_secs(job, now);
         let trackers = trackers_of(job);
         let job_dir = place.job_dir(job, folders);
         let root = job
@@ -308,6 +305,52 @@ impl TorrentInfo {
             upspeed: int(p.upload_rate),
         }
     }
+}
+
+/// Seconds the job has seeded: since its move to `seeding` while it seeds (a job from
+/// before that was recorded: since its last status change, which was that move), until
+/// its seeding ended once it has.
+fn seeding_secs(job: &Job, now: DateTime<Utc>) -> i64 {
+    let end = match job.status {
+        JobStatus::Seeding => now,
+        _ => match (job.seeding_started_at, job.finished_at) {
+            (Some(_), Some(end)) => end,
+            _ => return 0,
+        },
+    };
+    let start = job.seeding_started_at.unwrap_or(job.updated_at);
+    (end - start).num_seconds().max(0)
+}
+
+/// The statuses a job must be in to match `filter` (a superset: the exact test is
+/// [`matches_filter`] on the job as listed), or `None` when any status may.
+pub fn statuses_for(filter: &str) -> Option<Vec<JobStatus>> {
+    use JobStatus as S;
+    Some(match filter {
+        "all" | "" | "completed" | "active" | "inactive" => return None,
+        "downloading" => vec![
+            S::Queued,
+            S::Resolving,
+            S::Downloading,
+            S::Paused,
+            S::Cancelled,
+        ],
+        "seeding" | "stalled_uploading" => vec![S::Seeding],
+        "paused" | "stopped" => vec![S::Paused, S::Completed, S::Cancelled],
+        "resumed" | "running" => vec![
+            S::Queued,
+            S::Resolving,
+            S::Downloading,
+            S::Uploading,
+            S::Seeding,
+        ],
+        "stalled" => vec![S::Downloading, S::Seeding],
+        "stalled_downloading" => vec![S::Downloading],
+        "moving" => vec![S::Uploading],
+        "errored" => vec![S::Failed],
+        // `checking` and unknown filters match nothing.
+        _ => Vec::new(),
+    })
 }
 
 /// qBittorrent's `filter` values, both vocabularies (`paused`/`stopped`,
@@ -544,4 +587,117 @@ pub fn preferences(state: &ApiState, save_path: &str) -> serde_json::Value {
         "start_paused_enabled": false,
         "web_ui_username": "",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use ferry_domain::{FileSelection, MagnetLink, OwnerId, Progress};
+
+    use super::*;
+
+    fn job(status: JobStatus, progress: Progress) -> Job {
+        let magnet =
+            MagnetLink::parse(&format!("magnet:?xt=urn:btih:{}", "ab".repeat(20))).unwrap();
+        let mut job = Job::from_magnet(
+            OwnerId::parse("alice").unwrap(),
+            magnet,
+            FileSelection::All,
+            DateTime::<Utc>::UNIX_EPOCH,
+        );
+        job.status = status;
+        job.progress = progress;
+        job
+    }
+
+    fn info(job: &Job, now: DateTime<Utc>) -> TorrentInfo {
+        let place = Place {
+            local_root: None,
+            area: None,
+        };
+        TorrentInfo::of(
+            job,
+            job.info_hash.unwrap(),
+            &JobLabels::default(),
+            &place,
+            &HashMap::new(),
+            now,
+        )
+    }
+
+    /// The database is asked only for the statuses a filter can match: every job that
+    /// matches a filter is in one of them, whatever its progress.
+    #[test]
+    fn a_filters_statuses_hold_every_job_it_matches() {
+        let filters = [
+            "all",
+            "",
+            "downloading",
+            "seeding",
+            "completed",
+            "paused",
+            "stopped",
+            "resumed",
+            "running",
+            "active",
+            "inactive",
+            "stalled",
+            "stalled_uploading",
+            "stalled_downloading",
+            "checking",
+            "moving",
+            "errored",
+            "nonsense",
+        ];
+        let progresses = [
+            Progress::default(),
+            Progress::measured(5, 10, 3),
+            Progress::measured(10, 10, 0),
+            Progress {
+                upload_rate: 7,
+                ..Progress::measured(10, 10, 0)
+            },
+        ];
+        let now = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::hours(1);
+        for status in JobStatus::ALL {
+            for progress in &progresses {
+                let t = info(&job(status, *progress), now);
+                for filter in filters {
+                    if matches_filter(&t, filter)
+                        && let Some(statuses) = statuses_for(filter)
+                    {
+                        assert!(
+                            statuses.contains(&status),
+                            "{filter}: {status} ({}) left out",
+                            t.state
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A torrent that seeded reports how long it did, while seeding and once it stopped.
+    #[test]
+    fn seeding_time_is_the_time_spent_seeding() {
+        let at = |secs: i64| DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(secs);
+        let mut seeding = job(JobStatus::Seeding, Progress::measured(10, 10, 0));
+        seeding.seeding_started_at = Some(at(100));
+        seeding.updated_at = at(100);
+        assert_eq!(info(&seeding, at(130)).seeding_time, 30);
+        let mut done = seeding.clone();
+        done.status = JobStatus::Completed;
+        done.finished_at = Some(at(190));
+        done.updated_at = at(190);
+        assert_eq!(info(&done, at(5_000)).seeding_time, 90);
+        // Completed without seeding: none.
+        let mut never = job(JobStatus::Completed, Progress::measured(10, 10, 0));
+        never.finished_at = Some(at(50));
+        assert_eq!(info(&never, at(5_000)).seeding_time, 0);
+        // Seeding since before the start was recorded: since its move to seeding.
+        let mut old = seeding.clone();
+        old.seeding_started_at = None;
+        assert_eq!(info(&old, at(160)).seeding_time, 60);
+    }
 }

@@ -259,6 +259,7 @@ pub async fn jobs_page(
         name_contains: q.clone(),
         before,
         limit: PAGE_SIZE,
+        torrents: None,
     };
     let list = match state.jobs.list(&query).await {
         Ok(list) => list,

@@ -26,8 +26,9 @@ pub enum RepoError {
 }
 
 /// A status change `from → to` at `at`. Moving to `failed` records `error`; any other move
-/// clears it. Moving to a terminal status stamps `finished_at`; moving back to `queued`
-/// (a retry) resets the attempt count and clears `finished_at`.
+/// clears it. Moving to a terminal status stamps `finished_at`; moving to `seeding` stamps
+/// `seeding_started_at` (kept when seeding ends); moving back to `queued` (a retry) resets
+/// the attempt count and clears `finished_at`.
 #[derive(Debug, Clone)]
 pub struct Transition {
     pub from: JobStatus,
@@ -57,7 +58,23 @@ pub struct JobQuery {
     /// Only jobs created before this one (keyset paging).
     pub before: Option<JobId>,
     pub limit: u32,
+    /// Only torrent jobs, narrowed as given (qBittorrent's list).
+    pub torrents: Option<TorrentFilter>,
 }
+
+/// Narrows a [`JobQuery`] to torrent jobs (magnets and .torrent files, not URL jobs, even
+/// packaged ones) that have an info-hash and are not being purged, and to those of them
+/// that match every filter given. Each list holds at most [`MAX_FILTER_VALUES`] values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TorrentFilter {
+    pub info_hashes: Option<Vec<InfoHash>>,
+    pub ids: Option<Vec<JobId>>,
+    pub statuses: Option<Vec<JobStatus>>,
+}
+
+/// Most values one list of a [`TorrentFilter`] may hold (well under the databases' limits
+/// on bound parameters).
+pub const MAX_FILTER_VALUES: usize = 10_000;
 
 #[async_trait]
 pub trait JobRepository: Send + Sync + 'static {

@@ -73,11 +73,17 @@ pub trait LabelRepository: Send + Sync + 'static {
         category: Option<&str>,
     ) -> Result<(), RepoError>;
 
-    /// Takes the owner's `jobs` off the qBittorrent client's list (their files stay).
+    /// Takes the owner's `jobs` off the qBittorrent client's list (their files stay), or
+    /// (`removed = false`) puts them back on it.
     ///
     /// # Errors
     /// Only `Unavailable` / `Unexpected`.
-    async fn set_removed(&self, owner: &OwnerId, jobs: &[JobId]) -> Result<(), RepoError>;
+    async fn set_removed(
+        &self,
+        owner: &OwnerId,
+        jobs: &[JobId],
+        removed: bool,
+    ) -> Result<(), RepoError>;
 
     /// Adds (`add = true`) or removes `tags` on the owner's `jobs`.
     ///

@@ -37,7 +37,9 @@ pub use identity::{
     AccessTokenVerifier, IdentityError, IdentityProvider, LoginStart, PasswordHasher, PendingLogin,
     RateDecision, RateLimit, RateLimiter, VerifiedIdentity,
 };
-pub use jobs::{JobQuery, JobRepository, RepoError, Transition, Unfinished};
+pub use jobs::{
+    JobQuery, JobRepository, MAX_FILTER_VALUES, RepoError, TorrentFilter, Transition, Unfinished,
+};
 pub use labels::{Category, JobLabels, LabelRepository};
 pub use links::{LinkClaims, LinkError, LinkSigner};
 pub use net::{AddressError, AddressGuard};
@@ -50,6 +52,6 @@ pub use queue::{JobQueue, Lease, QueueError, QueueStats, Stage, WorkerSeen};
 pub use staging::Staging;
 pub use storage::{ObjectLocation, ObjectStore, PutRequest, StoreError, StoredObject};
 pub use webhooks::{
-    Attempt, Delivery, JobNotices, SealedWebhook, TransportError, WebhookRepository,
+    Attempt, ClaimLimits, Delivery, JobNotices, SealedWebhook, TransportError, WebhookRepository,
     WebhookTransport, secret_context,
 };

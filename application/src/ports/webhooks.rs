@@ -2,6 +2,7 @@
 //! (claimed with a lease, so several dispatchers never send one delivery at once), the
 //! transport that POSTs a signed body, and the hook `Lifecycle` calls after a status change.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -67,11 +68,38 @@ pub struct Attempt {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
+/// How much one `claim_due` may take: at most `total`, and of one owner no more than
+/// `per_owner` less what the claimer already holds of that owner (`held`), so one owner's
+/// slow endpoints never take every place a dispatcher has.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimLimits<'a> {
+    pub total: usize,
+    pub per_owner: usize,
+    pub held: &'a HashMap<OwnerId, usize>,
+}
+
+impl ClaimLimits<'_> {
+    /// How many more of `owner`'s deliveries may be claimed, `taken` being those this claim
+    /// already took.
+    pub fn room(&self, owner: &OwnerId, taken: usize) -> usize {
+        let held = self.held.get(owner).copied().unwrap_or(0);
+        self.per_owner.saturating_sub(held + taken)
+    }
+}
+
 #[async_trait]
 pub trait WebhookRepository: Send + Sync + 'static {
+    /// Adds the webhook unless its owner already has `max_per_owner`; the count and the
+    /// insert are one atomic step, so concurrent inserts (from any process) never take an
+    /// owner past it. Returns `false`, adding nothing, when the owner is at the limit.
+    ///
     /// # Errors
     /// `AlreadyExists` if the id is taken.
-    async fn insert(&self, webhook: &SealedWebhook) -> Result<(), RepoError>;
+    async fn insert(
+        &self,
+        webhook: &SealedWebhook,
+        max_per_owner: usize,
+    ) -> Result<bool, RepoError>;
 
     /// The owner's webhook, if it exists.
     ///
@@ -117,10 +145,11 @@ pub trait WebhookRepository: Send + Sync + 'static {
     /// `AlreadyExists` for a taken id (then none is added).
     async fn enqueue(&self, deliveries: &[Delivery]) -> Result<usize, RepoError>;
 
-    /// Claims up to `limit` pending deliveries due at `now`, oldest due first: each one's
-    /// `next_attempt_at` becomes `now + lease` and its `claim` changes, by a conditional
-    /// update, so two claimers never hold the same delivery; one whose claimer died is due
-    /// again when its lease ends. Returns them as claimed.
+    /// Claims pending deliveries due at `now`, oldest due first, within `limits` (an owner
+    /// with no room left is passed over, and the next owners' deliveries are claimed
+    /// instead): each one's `next_attempt_at` becomes `now + lease` and its `claim`
+    /// changes, by a conditional update, so two claimers never hold the same delivery; one
+    /// whose claimer died is due again when its lease ends. Returns them as claimed.
     ///
     /// # Errors
     /// Only `Unavailable` / `Unexpected`.
@@ -128,7 +157,7 @@ pub trait WebhookRepository: Send + Sync + 'static {
         &self,
         now: DateTime<Utc>,
         lease: Duration,
-        limit: usize,
+        limits: ClaimLimits<'_>,
     ) -> Result<Vec<Delivery>, RepoError>;
 
     /// Records an attempt of a claimed delivery (attempts + 1) if `claim` still holds it.

@@ -219,6 +219,7 @@ pub async fn job_repository_contract(repo: &dyn JobRepository) {
         name_contains: None,
         before,
         limit,
+        torrents: None,
     };
     let all = repo.list(&query(None, None, 100)).await.unwrap();
     assert_eq!(all.len(), 7);
@@ -432,6 +433,157 @@ pub async fn job_repository_contract(repo: &dyn JobRepository) {
     assert_eq!(repo.status(first.id).await.unwrap(), JobStatus::Failed);
     for id in [first.id, bobs.id, second.id] {
         repo.delete(id).await.unwrap();
+    }
+
+    seeding_time_and_torrent_filters(repo).await;
+}
+
+/// The move to `seeding` is stamped and kept once seeding ends; qBittorrent's list asks for
+/// torrent jobs only, by info-hash, id and status, each owner's alone.
+async fn seeding_time_and_torrent_filters(repo: &dyn JobRepository) {
+    use JobStatus as S;
+    let carol = OwnerId::parse("carol").unwrap();
+    let dave = OwnerId::parse("dave").unwrap();
+    let at = |secs: i64| epoch() + ChronoDuration::seconds(secs);
+    let seeded = magnet_job(&carol, 60);
+    repo.insert(&seeded).await.unwrap();
+    let path = [
+        (S::Queued, S::Resolving, 1),
+        (S::Resolving, S::Downloading, 2),
+        (S::Downloading, S::Uploading, 3),
+        (S::Uploading, S::Completed, 4),
+        (S::Completed, S::Seeding, 5),
+    ];
+    for (from, to, secs) in path {
+        let moved = repo
+            .transition(
+                seeded.id,
+                &Transition {
+                    at: at(secs),
+                    ..change(from, to)
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(moved.seeding_started_at.is_some(), to == S::Seeding);
+    }
+    let done = repo
+        .transition(
+            seeded.id,
+            &Transition {
+                at: at(65),
+                ..change(S::Seeding, S::Completed)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.seeding_started_at, done.finished_at),
+        (Some(at(5)), Some(at(65)))
+    );
+    assert_eq!(repo.get(seeded.id).await.unwrap(), done);
+
+    let magnet = magnet_job(&carol, 61);
+    let resolving = magnet_job(&carol, 62);
+    let file = Job::from_torrent(
+        carol.clone(),
+        sample_metadata(63, &[10]),
+        FileSelection::All,
+        epoch(),
+    );
+    let purging = magnet_job(&carol, 64);
+    let mut url = Job::from_url(
+        carol.clone(),
+        ferry_domain::FetchUrl::parse("https://files.example/a.iso").unwrap(),
+        epoch(),
+    );
+    url.name = "a.iso".into();
+    let other = magnet_job(&dave, 61);
+    for job in [&magnet, &resolving, &file, &purging, &url, &other] {
+        repo.insert(job).await.unwrap();
+    }
+    repo.transition(resolving.id, &change(S::Queued, S::Resolving))
+        .await
+        .unwrap();
+    repo.request_purge(purging.id).await.unwrap();
+    // A packaged URL job has an info-hash, and is still no torrent job.
+    repo.record_metadata(url.id, &sample_metadata(65, &[1]))
+        .await
+        .unwrap();
+    let listed = |filter: TorrentFilter| {
+        let query = JobQuery {
+            owner: carol.clone(),
+            status: None,
+            name_contains: None,
+            before: None,
+            limit: 100,
+            torrents: Some(filter),
+        };
+        async move {
+            let mut ids: Vec<JobId> = repo
+                .list(&query)
+                .await
+                .unwrap()
+                .iter()
+                .map(|j| j.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let sorted = |mut ids: Vec<JobId>| {
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        listed(TorrentFilter::default()).await,
+        sorted(vec![seeded.id, magnet.id, resolving.id, file.id])
+    );
+    let hash = |seed: u8| InfoHash::from_bytes([seed; 20]);
+    assert_eq!(
+        listed(TorrentFilter {
+            info_hashes: Some(vec![hash(61), hash(63), hash(64), hash(65)]),
+            ..TorrentFilter::default()
+        })
+        .await,
+        sorted(vec![magnet.id, file.id]),
+        "not dave's, not the purging one, not the URL job"
+    );
+    assert_eq!(
+        listed(TorrentFilter {
+            ids: Some(vec![magnet.id, url.id, other.id]),
+            ..TorrentFilter::default()
+        })
+        .await,
+        vec![magnet.id]
+    );
+    assert_eq!(
+        listed(TorrentFilter {
+            statuses: Some(vec![S::Resolving, S::Completed]),
+            ..TorrentFilter::default()
+        })
+        .await,
+        sorted(vec![seeded.id, resolving.id])
+    );
+    assert!(
+        listed(TorrentFilter {
+            info_hashes: Some(vec![hash(61)]),
+            statuses: Some(vec![S::Resolving]),
+            ..TorrentFilter::default()
+        })
+        .await
+        .is_empty()
+    );
+    assert!(
+        listed(TorrentFilter {
+            ids: Some(Vec::new()),
+            ..TorrentFilter::default()
+        })
+        .await
+        .is_empty()
+    );
+    for job in [&seeded, &magnet, &resolving, &file, &purging, &url, &other] {
+        repo.delete(job.id).await.unwrap();
     }
 }
 

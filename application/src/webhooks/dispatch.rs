@@ -1,18 +1,23 @@
 //! The dispatcher: claims due deliveries with a lease, signs and POSTs each, and writes the
 //! outcome (delivered, retried after a backoff, or failed) before letting it go; every hour it
 //! also deletes finished deliveries older than `keep`.
+//!
+//! Sends are a pipeline, not batches: up to `concurrency` are in flight, and a place that
+//! frees is filled at once, so a slow endpoint holds up only its own send. One owner holds at
+//! most `per_owner_concurrency` of those places, so a user whose endpoints never answer (each
+//! attempt lasting the whole `timeout`) cannot keep other users' deliveries waiting.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_domain::{DeliveryState, WebhookEvent};
+use ferry_domain::{DeliveryState, OwnerId, WebhookEvent};
+use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::{Webhooks, backoff, signature};
-use crate::ports::{Attempt, Delivery, RepoError, TransportError, secret_context};
+use crate::ports::{Attempt, ClaimLimits, Delivery, RepoError, TransportError, secret_context};
 
-/// Deliveries one dispatcher claims (and sends concurrently) at a time.
-const BATCH: usize = 16;
 /// How often a dispatcher deletes deliveries past `keep`.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -41,15 +46,32 @@ impl Webhooks {
         self.settings.timeout * 2 + Duration::from_secs(10)
     }
 
-    /// Claims the deliveries due now and makes one attempt of each (concurrently); returns
-    /// how many were claimed.
+    /// Claims what is due now, within the places left beside the sends in flight (`held`
+    /// of them per owner).
+    async fn claim(
+        &self,
+        room: usize,
+        held: &HashMap<OwnerId, usize>,
+    ) -> Result<Vec<Delivery>, RepoError> {
+        let limits = ClaimLimits {
+            total: room,
+            per_owner: self.settings.per_owner_concurrency.max(1),
+            held,
+        };
+        self.repo
+            .claim_due(self.clock.now(), self.lease(), limits)
+            .await
+    }
+
+    /// Claims the deliveries due now (as many as one dispatcher sends at once, within the
+    /// per-owner share) and makes one attempt of each, concurrently; returns how many were
+    /// claimed.
     ///
     /// # Errors
     /// When the repository fails to claim.
     pub async fn dispatch_due(&self) -> Result<usize, RepoError> {
         let claimed = self
-            .repo
-            .claim_due(self.clock.now(), self.lease(), BATCH)
+            .claim(self.settings.concurrency.max(1), &HashMap::new())
             .await?;
         let n = claimed.len();
         futures::future::join_all(claimed.into_iter().map(|d| self.attempt(d))).await;
@@ -171,31 +193,73 @@ impl Webhooks {
             })
     }
 
-    /// The dispatcher: sends due deliveries until `stop`, waking every `poll` and whenever
-    /// a delivery is recorded in this process. A delivery in hand when `stop` fires is
-    /// finished (an attempt is bounded by `timeout`).
+    /// The dispatcher: sends due deliveries until `stop`, claiming more whenever a send
+    /// ends, every `poll`, and whenever a delivery is recorded in this process. Deliveries in
+    /// hand when `stop` fires are finished (an attempt is bounded by `timeout`).
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        let mut sending: JoinSet<()> = JoinSet::new();
+        // Whose delivery each send is, and how many each owner has in flight.
+        let mut owners: HashMap<Id, OwnerId> = HashMap::new();
+        let mut held: HashMap<OwnerId, usize> = HashMap::new();
         let mut pruned_at: Option<tokio::time::Instant> = None;
         loop {
             if pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
                 pruned_at = Some(tokio::time::Instant::now());
                 self.prune().await;
             }
-            let busy = match self.dispatch_due().await {
-                Ok(n) => n == BATCH,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not claim webhook deliveries");
-                    false
+            let room = self
+                .settings
+                .concurrency
+                .max(1)
+                .saturating_sub(sending.len());
+            if room > 0 {
+                match self.claim(room, &held).await {
+                    Ok(claimed) => {
+                        for delivery in claimed {
+                            *held.entry(delivery.owner.clone()).or_default() += 1;
+                            let owner = delivery.owner.clone();
+                            let me = self.clone();
+                            let task = sending.spawn(async move { me.attempt(delivery).await });
+                            owners.insert(task.id(), owner);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not claim webhook deliveries"),
                 }
-            };
-            if busy && !stop.is_cancelled() {
-                continue;
             }
             tokio::select! {
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
+                Some(done) = sending.join_next_with_id(), if !sending.is_empty() => {
+                    release(&mut owners, &mut held, done);
+                }
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.settings.poll) => {}
             }
+        }
+        while let Some(done) = sending.join_next_with_id().await {
+            release(&mut owners, &mut held, done);
+        }
+    }
+}
+
+/// A send ended (or its task died): its owner's place is free again.
+fn release(
+    owners: &mut HashMap<Id, OwnerId>,
+    held: &mut HashMap<OwnerId, usize>,
+    done: Result<(Id, ()), tokio::task::JoinError>,
+) {
+    let id = match done {
+        Ok((id, ())) => id,
+        Err(e) => {
+            tracing::error!(error = %e, "a webhook send ended abnormally; its delivery is retried after its lease");
+            e.id()
+        }
+    };
+    if let Some(owner) = owners.remove(&id)
+        && let Some(n) = held.get_mut(&owner)
+    {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            held.remove(&owner);
         }
     }
 }

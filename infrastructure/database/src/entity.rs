@@ -26,6 +26,7 @@ pub struct Model {
     pub created_at: ChronoDateTimeUtc,
     pub updated_at: ChronoDateTimeUtc,
     pub finished_at: Option<ChronoDateTimeUtc>,
+    pub seeding_started_at: Option<ChronoDateTimeUtc>,
     pub purge_requested: bool,
     pub byte_limit: Option<i64>,
 }

@@ -202,7 +202,12 @@ impl LabelRepository for SqlLabelRepository {
         Ok(())
     }
 
-    async fn set_removed(&self, owner: &OwnerId, jobs: &[JobId]) -> Result<(), RepoError> {
+    async fn set_removed(
+        &self,
+        owner: &OwnerId,
+        jobs: &[JobId],
+        removed: bool,
+    ) -> Result<(), RepoError> {
         for jobs in jobs.chunks(CHUNK) {
             let jobs = self.owned(owner, jobs).await?;
             self.ensure_rows(owner, &jobs).await?;
@@ -210,7 +215,7 @@ impl LabelRepository for SqlLabelRepository {
                 continue;
             }
             job_label::Entity::update_many()
-                .col_expr(job_label::Column::Removed, Expr::value(true))
+                .col_expr(job_label::Column::Removed, Expr::value(removed))
                 .filter(job_label::Column::Owner.eq(owner.as_str()))
                 .filter(job_label::Column::JobId.is_in(jobs.iter().map(JobId::as_uuid)))
                 .exec(&self.db)

@@ -172,6 +172,21 @@ impl JobRepository for SqlJobRepository {
         if let Some(before) = q.before {
             select = select.filter(Column::Id.lt(before.as_uuid()));
         }
+        if let Some(t) = &q.torrents {
+            select = select
+                .filter(Column::SourceKind.ne("url"))
+                .filter(Column::InfoHash.is_not_null())
+                .filter(Column::PurgeRequested.eq(false));
+            if let Some(hashes) = &t.info_hashes {
+                select = select.filter(Column::InfoHash.is_in(hashes.iter().map(InfoHash::to_hex)));
+            }
+            if let Some(ids) = &t.ids {
+                select = select.filter(Column::Id.is_in(ids.iter().map(JobId::as_uuid)));
+            }
+            if let Some(statuses) = &t.statuses {
+                select = select.filter(Column::Status.is_in(statuses.iter().map(|s| s.as_str())));
+            }
+        }
         if let Some(text) = q.name_contains.as_deref().filter(|t| !t.is_empty()) {
             // LOWER on the column, lowercase text on the other side: PostgreSQL's LIKE minds
             // case (and its LOWER knows Unicode); SQLite's ignores ASCII case only.
@@ -217,6 +232,9 @@ impl JobRepository for SqlJobRepository {
             )
             .filter(Column::Id.eq(id.as_uuid()))
             .filter(Column::Status.eq(c.from.as_str()));
+        if c.to == JobStatus::Seeding {
+            update = update.col_expr(Column::SeedingStartedAt, Expr::value(Some(c.at)));
+        }
         if c.to == JobStatus::Queued {
             update = update.col_expr(Column::Attempts, Expr::value(0));
         }

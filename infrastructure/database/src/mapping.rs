@@ -53,8 +53,9 @@ pub fn to_active(job: &Job) -> anyhow::Result<entity::ActiveModel> {
         updated_at: Set(job.updated_at),
         finished_at: Set(job.finished_at),
         purge_requested: Set(job.purge_requested),
-        // Left out when absent, so a job can be stored in a schema from before the column
-        // (upgrade tests write one).
+        // These two are left out when absent, so a job can be stored in a schema from
+        // before their columns (upgrade tests write one).
+        seeding_started_at: job.seeding_started_at.map_or(NotSet, |t| Set(Some(t))),
         byte_limit: job
             .byte_limit
             .map_or(NotSet, |b| Set(Some(i64::try_from(b).unwrap_or(i64::MAX)))),
@@ -139,6 +140,7 @@ pub fn from_row(row: entity::Model) -> anyhow::Result<Job> {
             created_at: row.created_at,
             updated_at: row.updated_at,
             finished_at: row.finished_at,
+            seeding_started_at: row.seeding_started_at,
             purge_requested: row.purge_requested,
             byte_limit: row.byte_limit.map(|b| u64::try_from(b).unwrap_or(0)),
         })

@@ -2,23 +2,32 @@
 //! by conditional updates (`… WHERE id = ? AND state = 'pending' AND claim = ?`), which
 //! PostgreSQL and SQLite both apply to one claimer only.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use ferry_application::ports::{Attempt, Delivery, RepoError, SealedWebhook, WebhookRepository};
+use ferry_application::ports::{
+    Attempt, ClaimLimits, Delivery, RepoError, SealedWebhook, WebhookRepository,
+};
 use ferry_domain::{
     DeliveryId, DeliveryState, FetchUrl, JobId, OwnerId, Webhook, WebhookEvent, WebhookId,
 };
 use sea_orm::ActiveValue::Set;
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{Expr, ExprTrait, Query};
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 
 use crate::db_error;
+
+/// The first key of PostgreSQL's advisory lock taken while an owner's webhooks are counted
+/// and one added (the second is a hash of the owner).
+const OWNER_LOCK_CLASS: i32 = 0x4645_5748; // "FEWH"
+
+/// Looks one `claim_due` takes at most (each passes over owners that have no room left).
+const MAX_CLAIM_ROUNDS: usize = 8;
 
 mod hook {
     use sea_orm::entity::prelude::*;
@@ -155,22 +164,64 @@ fn to_row(d: &Delivery) -> delivery::ActiveModel {
 
 #[async_trait]
 impl WebhookRepository for SqlWebhookRepository {
-    async fn insert(&self, sealed: &SealedWebhook) -> Result<(), RepoError> {
+    async fn insert(
+        &self,
+        sealed: &SealedWebhook,
+        max_per_owner: usize,
+    ) -> Result<bool, RepoError> {
         let w = &sealed.webhook;
-        let row = hook::ActiveModel {
-            id: Set(w.id.as_uuid()),
-            owner: Set(w.owner.as_str().to_owned()),
-            url: Set(w.url.to_string()),
-            events: Set(join_events(&w.events)),
-            enabled: Set(w.enabled),
-            secret: Set(sealed.secret.clone()),
-            created_at: Set(w.created_at),
-        };
-        hook::Entity::insert(row)
-            .exec_without_returning(&self.db)
+        let owner = w.owner.as_str().to_owned();
+        let tx = self.db.begin().await.map_err(db_error)?;
+        if tx.get_database_backend() == DbBackend::Postgres {
+            // Under READ COMMITTED two transactions would each count the other's row as not
+            // there yet: inserts for one owner take turns (the lock ends with the transaction).
+            tx.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                [OWNER_LOCK_CLASS.into(), owner.clone().into()],
+            ))
             .await
             .map_err(db_error)?;
-        Ok(())
+        }
+        // One statement: the count and the insert together (SQLite runs it under its one
+        // write lock; PostgreSQL under the lock above).
+        let owned = Query::select()
+            .expr(Expr::col(hook::Column::Id).count())
+            .from(hook::Entity)
+            .and_where(Expr::col(hook::Column::Owner).eq(owner.clone()))
+            .to_owned();
+        let row = Query::select()
+            .exprs([
+                Expr::val(w.id.as_uuid()),
+                Expr::val(owner),
+                Expr::val(w.url.to_string()),
+                Expr::val(join_events(&w.events)),
+                Expr::val(w.enabled),
+                Expr::val(sealed.secret.clone()),
+                Expr::val(w.created_at),
+            ])
+            .and_where(
+                Expr::SubQuery(None, Box::new(owned.into()))
+                    .lt(i64::try_from(max_per_owner).unwrap_or(i64::MAX)),
+            )
+            .to_owned();
+        let insert = Query::insert()
+            .into_table(hook::Entity)
+            .columns([
+                hook::Column::Id,
+                hook::Column::Owner,
+                hook::Column::Url,
+                hook::Column::Events,
+                hook::Column::Enabled,
+                hook::Column::Secret,
+                hook::Column::CreatedAt,
+            ])
+            .select_from(row)
+            .map_err(|e| RepoError::Unexpected(e.into()))?
+            .to_owned();
+        let result = tx.execute(&insert).await.map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(result.rows_affected() == 1)
     }
 
     async fn get(
@@ -356,33 +407,66 @@ impl WebhookRepository for SqlWebhookRepository {
         &self,
         now: DateTime<Utc>,
         lease: Duration,
-        limit: usize,
+        limits: ClaimLimits<'_>,
     ) -> Result<Vec<Delivery>, RepoError> {
-        let candidates = delivery::Entity::find()
-            .filter(delivery::Column::State.eq(DeliveryState::Pending.as_str()))
-            .filter(delivery::Column::NextAttemptAt.lte(now))
-            .order_by_asc(delivery::Column::NextAttemptAt)
-            .order_by_asc(delivery::Column::Id)
-            .limit(limit as u64)
-            .all(&self.db)
-            .await
-            .map_err(db_error)?;
         let until = now + chrono::Duration::from_std(lease).unwrap_or_default();
-        let mut claimed = Vec::with_capacity(candidates.len());
-        for mut row in candidates {
-            let result = delivery::Entity::update_many()
-                .col_expr(delivery::Column::NextAttemptAt, Expr::value(Some(until)))
-                .col_expr(delivery::Column::Claim, Expr::value(row.claim + 1))
-                .filter(delivery::Column::Id.eq(row.id))
+        let mut claimed: Vec<Delivery> = Vec::new();
+        let mut taken: HashMap<OwnerId, usize> = HashMap::new();
+        // Owners with no room left are left out of the next look, so the deliveries behind
+        // theirs are reached; each round claims something, fills an owner, or finds its
+        // candidates taken by another claimer.
+        for _ in 0..MAX_CLAIM_ROUNDS {
+            if claimed.len() >= limits.total {
+                break;
+            }
+            let full: HashSet<String> = limits
+                .held
+                .keys()
+                .chain(taken.keys())
+                .filter(|o| limits.room(o, taken.get(*o).copied().unwrap_or(0)) == 0)
+                .map(|o| o.as_str().to_owned())
+                .collect();
+            let mut select = delivery::Entity::find()
                 .filter(delivery::Column::State.eq(DeliveryState::Pending.as_str()))
-                .filter(delivery::Column::Claim.eq(row.claim))
-                .exec(&self.db)
+                .filter(delivery::Column::NextAttemptAt.lte(now));
+            if !full.is_empty() {
+                select = select.filter(delivery::Column::Owner.is_not_in(full));
+            }
+            let candidates = select
+                .order_by_asc(delivery::Column::NextAttemptAt)
+                .order_by_asc(delivery::Column::Id)
+                .limit((limits.total - claimed.len()) as u64)
+                .all(&self.db)
                 .await
                 .map_err(db_error)?;
-            if result.rows_affected == 1 {
-                row.next_attempt_at = Some(until);
-                row.claim += 1;
-                claimed.push(to_delivery(row)?);
+            if candidates.is_empty() {
+                break;
+            }
+            for mut row in candidates {
+                if claimed.len() >= limits.total {
+                    break;
+                }
+                let owner = OwnerId::parse(&row.owner)
+                    .ok_or_else(|| corrupt("webhook delivery", row.id))?;
+                let of_owner = taken.get(&owner).copied().unwrap_or(0);
+                if limits.room(&owner, of_owner) == 0 {
+                    continue;
+                }
+                let result = delivery::Entity::update_many()
+                    .col_expr(delivery::Column::NextAttemptAt, Expr::value(Some(until)))
+                    .col_expr(delivery::Column::Claim, Expr::value(row.claim + 1))
+                    .filter(delivery::Column::Id.eq(row.id))
+                    .filter(delivery::Column::State.eq(DeliveryState::Pending.as_str()))
+                    .filter(delivery::Column::Claim.eq(row.claim))
+                    .exec(&self.db)
+                    .await
+                    .map_err(db_error)?;
+                if result.rows_affected == 1 {
+                    *taken.entry(owner).or_default() += 1;
+                    row.next_attempt_at = Some(until);
+                    row.claim += 1;
+                    claimed.push(to_delivery(row)?);
+                }
             }
         }
         Ok(claimed)

@@ -100,10 +100,17 @@ async fn labels_hold(db: &Connection) {
         .unwrap();
     assert_eq!(labels.labels(&alice).await.unwrap()[&a1.id].category, None);
     assert_eq!(labels.categories(&bob).await.unwrap().len(), 1);
-    labels.set_removed(&alice, &[a2.id, b1.id]).await.unwrap();
+    labels
+        .set_removed(&alice, &[a2.id, b1.id], true)
+        .await
+        .unwrap();
     let mine = labels.labels(&alice).await.unwrap();
     assert!(mine[&a2.id].removed && !mine[&a1.id].removed);
     assert!(labels.labels(&bob).await.unwrap().is_empty());
+    // Put back on the list (a torrent added again).
+    labels.set_removed(&alice, &[a2.id], false).await.unwrap();
+    assert!(!labels.labels(&alice).await.unwrap()[&a2.id].removed);
+    labels.set_removed(&alice, &[a2.id], true).await.unwrap();
 
     // The labels go with the job.
     jobs.delete(a1.id).await.unwrap();
@@ -168,7 +175,7 @@ async fn labels_of_many_jobs(db: &Connection, count: u32) {
         .tag(&owner, &ids[..10], &["x".into()], true)
         .await
         .unwrap();
-    labels.set_removed(&owner, &ids).await.unwrap();
+    labels.set_removed(&owner, &ids, true).await.unwrap();
     let all = labels.labels(&owner).await.unwrap();
     assert_eq!(all.len(), ids.len());
     assert!(

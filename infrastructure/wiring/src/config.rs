@@ -747,6 +747,16 @@ pub struct WebhooksConfig {
     /// How long delivered and failed deliveries stay in the history.
     #[serde(with = "parse::interval")]
     pub keep: Duration,
+    /// Most attempts one API process has in flight at once (a place that frees is taken
+    /// by the next due delivery at once).
+    pub concurrency: NonZeroUsize,
+    /// Most of those places one user's deliveries may take, so a user whose endpoints do
+    /// not answer holds up no one else's.
+    pub concurrency_per_user: NonZeroUsize,
+    /// The shortest time between two pings of one webhook (a quicker one is answered 429
+    /// `rate_limited`).
+    #[serde(with = "parse::interval")]
+    pub ping_interval: Duration,
 }
 
 impl Default for WebhooksConfig {
@@ -758,6 +768,9 @@ impl Default for WebhooksConfig {
             timeout: Duration::from_secs(10),
             poll: Duration::from_secs(1),
             keep: Duration::from_secs(30 * 86_400),
+            concurrency: parse::non_zero_usize(16),
+            concurrency_per_user: parse::non_zero_usize(4),
+            ping_interval: Duration::from_secs(10),
         }
     }
 }

@@ -321,8 +321,12 @@ impl Ports {
                 timeout: c.timeout,
                 poll: c.poll,
                 keep: c.keep,
+                concurrency: c.concurrency.get(),
+                per_owner_concurrency: c.concurrency_per_user.get(),
+                ping_interval: c.ping_interval,
             },
             wake: self.webhooks.wake.clone(),
+            limiter: self.limiter.clone(),
         })
     }
 

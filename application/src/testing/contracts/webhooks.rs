@@ -3,7 +3,7 @@
 //! outcomes written only by the claim that holds a delivery, history paged newest first,
 //! and a deleted webhook's deliveries gone with it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -69,12 +69,18 @@ pub async fn webhook_repository_contract(
     let off = hook(&alice, &E::SUBSCRIBABLE, false);
     let b1 = hook(&bob, &E::SUBSCRIBABLE, true);
     for w in [&w1, &w2, &off, &b1] {
-        repo.insert(w).await.unwrap();
+        assert!(repo.insert(w, 100).await.unwrap());
     }
     assert!(matches!(
-        repo.insert(&w1).await,
+        repo.insert(&w1, 100).await,
         Err(RepoError::AlreadyExists)
     ));
+    let none = HashMap::new();
+    let up_to = |total| ClaimLimits {
+        total,
+        per_owner: usize::MAX,
+        held: &none,
+    };
 
     // Kept per owner: another owner's id is unknown to them.
     assert_eq!(
@@ -148,7 +154,7 @@ pub async fn webhook_repository_contract(
         Err(RepoError::AlreadyExists)
     ));
     let lease = Duration::from_secs(30);
-    let first = repo.claim_due(at(1), lease, 10).await.unwrap();
+    let first = repo.claim_due(at(1), lease, up_to(10)).await.unwrap();
     assert_eq!(ids(&first), ids(&[d1.clone(), d2.clone()]));
     assert!(first.iter().all(|d| d.next_attempt_at == Some(at(31))));
     let stored = first.iter().find(|d| d.id == d1.id).unwrap();
@@ -157,10 +163,16 @@ pub async fn webhook_repository_contract(
         (stored.event, stored.job, stored.attempts),
         (d1.event, d1.job, 0)
     );
-    assert!(other.claim_due(at(2), lease, 10).await.unwrap().is_empty());
+    assert!(
+        other
+            .claim_due(at(2), lease, up_to(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // A claim whose lease ended is taken over; the first claim can no longer write.
-    let again = other.claim_due(at(32), lease, 1).await.unwrap();
+    let again = other.claim_due(at(32), lease, up_to(1)).await.unwrap();
     assert_eq!(again.len(), 1);
     let taken = &again[0];
     let stale = first.iter().find(|d| d.id == taken.id).unwrap();
@@ -197,7 +209,7 @@ pub async fn webhook_repository_contract(
     );
 
     // Delivered: not due again.
-    let due = repo.claim_due(at(200), lease, 10).await.unwrap();
+    let due = repo.claim_due(at(200), lease, up_to(10)).await.unwrap();
     for d in &due {
         let done = Attempt {
             at: at(201),
@@ -210,7 +222,7 @@ pub async fn webhook_repository_contract(
     }
     assert_eq!(due.len(), 3);
     assert!(
-        repo.claim_due(at(10_000), lease, 10)
+        repo.claim_due(at(10_000), lease, up_to(10))
             .await
             .unwrap()
             .is_empty()
@@ -233,8 +245,8 @@ pub async fn webhook_repository_contract(
     for round in 0..4 {
         let now = at(400 + round * 100);
         let (x, y) = tokio::join!(
-            repo.claim_due(now, lease, 5),
-            other.claim_due(now, lease, 5)
+            repo.claim_due(now, lease, up_to(5)),
+            other.claim_due(now, lease, up_to(5))
         );
         let (x, y) = (x.unwrap(), y.unwrap());
         let (xs, ys) = (ids(&x), ids(&y));
@@ -256,7 +268,7 @@ pub async fn webhook_repository_contract(
         }
     }
     // Whatever was left is claimed by the next call.
-    let rest = repo.claim_due(at(10_000), lease, 100).await.unwrap();
+    let rest = repo.claim_due(at(10_000), lease, up_to(100)).await.unwrap();
     assert_eq!(seen.len() + rest.len(), many.len());
 
     // History pages: newest first, `before` continues.
@@ -375,6 +387,77 @@ pub async fn webhook_repository_contract(
             .await
             .unwrap(),
         "a deleted webhook"
+    );
+
+    // Fairness: an owner with no room left is passed over, and the deliveries due after
+    // theirs are claimed instead (nothing else is due this early).
+    let erin = OwnerId::parse("erin").unwrap();
+    let frank = OwnerId::parse("frank").unwrap();
+    let e1 = hook(&erin, &E::SUBSCRIBABLE, true);
+    let f1 = hook(&frank, &E::SUBSCRIBABLE, true);
+    assert!(repo.insert(&e1, 100).await.unwrap());
+    assert!(repo.insert(&f1, 100).await.unwrap());
+    let erins: Vec<Delivery> = (0..6).map(|_| delivery(&e1, at(5))).collect();
+    let franks = delivery(&f1, at(6));
+    repo.enqueue(&erins).await.unwrap();
+    repo.enqueue(std::slice::from_ref(&franks)).await.unwrap();
+    let mut held = HashMap::from([(erin.clone(), 1)]);
+    fn limits(held: &HashMap<OwnerId, usize>) -> ClaimLimits<'_> {
+        ClaimLimits {
+            total: 3,
+            per_owner: 2,
+            held,
+        }
+    }
+    let got = other.claim_due(at(6), lease, limits(&held)).await.unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got.iter().filter(|d| d.owner == erin).count(), 1);
+    assert!(got.iter().any(|d| d.id == franks.id));
+    held.insert(erin.clone(), 2);
+    assert!(
+        repo.claim_due(at(6), lease, limits(&held))
+            .await
+            .unwrap()
+            .is_empty(),
+        "erin has no room, frank nothing due"
+    );
+    held.remove(&erin);
+    assert_eq!(
+        repo.claim_due(at(6), lease, limits(&held))
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "two of erin's, her share"
+    );
+
+    // The per-owner limit holds when inserts race, from both processes at once.
+    let dave = OwnerId::parse("dave").unwrap();
+    let racing: Vec<SealedWebhook> = (0..12)
+        .map(|_| hook(&dave, &E::SUBSCRIBABLE, true))
+        .collect();
+    let results = futures::future::join_all(racing.iter().enumerate().map(|(i, w)| async move {
+        if i % 2 == 0 {
+            repo.insert(w, 5).await
+        } else {
+            other.insert(w, 5).await
+        }
+    }))
+    .await;
+    let added = results.iter().filter(|r| matches!(r, Ok(true))).count();
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(added, 5, "{results:?}");
+    assert_eq!(repo.list(&dave).await.unwrap().len(), 5);
+    assert!(
+        !repo
+            .insert(&hook(&dave, &E::SUBSCRIBABLE, true), 5)
+            .await
+            .unwrap()
+    );
+    assert!(
+        repo.insert(&hook(&dave, &E::SUBSCRIBABLE, true), 6)
+            .await
+            .unwrap()
     );
 }
 

@@ -68,6 +68,7 @@ impl JobRepository for MemoryRepository {
                 })
             })
             .filter(|j| q.before.is_none_or(|b| j.id < b))
+            .filter(|j| q.torrents.as_ref().is_none_or(|t| torrent_matches(j, t)))
             .cloned()
             .collect();
         out.sort_by_key(|j| std::cmp::Reverse(j.id));
@@ -95,6 +96,9 @@ impl JobRepository for MemoryRepository {
         job.updated_at = c.at;
         job.error = c.error.clone();
         job.finished_at = c.to.is_terminal().then_some(c.at);
+        if c.to == JobStatus::Seeding {
+            job.seeding_started_at = Some(c.at);
+        }
         if c.to == JobStatus::Queued {
             job.attempts = 0;
         }
@@ -236,4 +240,22 @@ impl JobRepository for MemoryRepository {
     async fn ping(&self) -> Result<(), RepoError> {
         Ok(())
     }
+}
+
+/// Whether `job` is a torrent job the filter keeps.
+fn torrent_matches(job: &Job, filter: &TorrentFilter) -> bool {
+    let Some(hash) = job.info_hash else {
+        return false;
+    };
+    !job.purge_requested
+        && !matches!(job.source, ferry_domain::JobSource::Url(_))
+        && filter
+            .info_hashes
+            .as_ref()
+            .is_none_or(|hs| hs.contains(&hash))
+        && filter.ids.as_ref().is_none_or(|ids| ids.contains(&job.id))
+        && filter
+            .statuses
+            .as_ref()
+            .is_none_or(|ss| ss.contains(&job.status))
 }

@@ -12,13 +12,24 @@ pub struct MemoryWebhooks {
 
 #[async_trait]
 impl WebhookRepository for MemoryWebhooks {
-    async fn insert(&self, webhook: &SealedWebhook) -> Result<(), RepoError> {
+    async fn insert(
+        &self,
+        webhook: &SealedWebhook,
+        max_per_owner: usize,
+    ) -> Result<bool, RepoError> {
         let mut s = lock(&self.state);
         if s.0.iter().any(|w| w.webhook.id == webhook.webhook.id) {
             return Err(RepoError::AlreadyExists);
         }
+        let owned =
+            s.0.iter()
+                .filter(|w| w.webhook.owner == webhook.webhook.owner)
+                .count();
+        if owned >= max_per_owner {
+            return Ok(false);
+        }
         s.0.push(webhook.clone());
-        Ok(())
+        Ok(true)
     }
 
     async fn get(
@@ -127,7 +138,7 @@ impl WebhookRepository for MemoryWebhooks {
         &self,
         now: DateTime<Utc>,
         lease: Duration,
-        limit: usize,
+        limits: ClaimLimits<'_>,
     ) -> Result<Vec<Delivery>, RepoError> {
         let mut s = lock(&self.state);
         let mut due: Vec<&mut Delivery> =
@@ -136,17 +147,24 @@ impl WebhookRepository for MemoryWebhooks {
                     d.state == DeliveryState::Pending && d.next_attempt_at.is_some_and(|t| t <= now)
                 })
                 .collect();
-        due.sort_by_key(|d| d.next_attempt_at);
+        due.sort_by_key(|d| (d.next_attempt_at, d.id));
         let lease = chrono::Duration::from_std(lease).unwrap_or_default();
-        Ok(due
-            .into_iter()
-            .take(limit)
-            .map(|d| {
-                d.next_attempt_at = Some(now + lease);
-                d.claim += 1;
-                d.clone()
-            })
-            .collect())
+        let mut taken: HashMap<OwnerId, usize> = HashMap::new();
+        let mut claimed = Vec::new();
+        for d in due {
+            if claimed.len() >= limits.total {
+                break;
+            }
+            let of_owner = taken.entry(d.owner.clone()).or_default();
+            if limits.room(&d.owner, *of_owner) == 0 {
+                continue;
+            }
+            *of_owner += 1;
+            d.next_attempt_at = Some(now + lease);
+            d.claim += 1;
+            claimed.push(d.clone());
+        }
+        Ok(claimed)
     }
 
     async fn record(
@@ -225,17 +243,26 @@ impl SentRequest {
     }
 }
 
-/// Refuses hosts under 10.0.0.0/8 and `internal.test`; answers the queued statuses, then 200.
+/// Refuses hosts under 10.0.0.0/8 and `internal.test`; answers the queued statuses, then 200;
+/// a tarpit host (`never_answer`) takes every request and answers none (the attempt's
+/// timeout ends it).
 #[derive(Default)]
 pub struct FakeTransport {
     answers: Mutex<VecDeque<u16>>,
     sent: Mutex<Vec<SentRequest>>,
+    tarpits: Mutex<Vec<String>>,
 }
 
 impl FakeTransport {
     /// The next posts answer these statuses, in order.
     pub fn answer(&self, statuses: &[u16]) {
         lock(&self.answers).extend(statuses.iter().copied());
+    }
+
+    /// Requests to `host` are taken (and recorded) but never answered: each one lasts its
+    /// whole timeout, then fails with `Timeout`.
+    pub fn never_answer(&self, host: &str) {
+        lock(&self.tarpits).push(host.to_owned());
     }
 
     pub fn sent(&self) -> Vec<SentRequest> {
@@ -263,7 +290,7 @@ impl WebhookTransport for FakeTransport {
         url: &FetchUrl,
         headers: &[(&'static str, String)],
         body: &[u8],
-        _timeout: Duration,
+        timeout: Duration,
     ) -> Result<u16, TransportError> {
         if let Some(why) = Self::refused(url) {
             return Err(TransportError::NotAllowed(why));
@@ -276,6 +303,11 @@ impl WebhookTransport for FakeTransport {
                 .collect(),
             body: body.to_vec(),
         });
+        let host = url.as_url().host_str().unwrap_or_default();
+        if lock(&self.tarpits).iter().any(|t| t == host) {
+            tokio::time::sleep(timeout).await;
+            return Err(TransportError::Timeout(timeout));
+        }
         Ok(lock(&self.answers).pop_front().unwrap_or(200))
     }
 }
