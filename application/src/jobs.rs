@@ -336,6 +336,9 @@ impl Jobs {
             Submission::Magnet(text) => {
                 let magnet = MagnetLink::parse(&text)?;
                 self.blocklist.check_hash(&magnet.info_hash())?;
+                for tracker in magnet.trackers() {
+                    self.blocklist.check_url(tracker.as_str())?;
+                }
                 self.check_peers(magnet.peers()).await?;
                 self.check_trackers(magnet.trackers().iter().map(url::Url::as_str))
                     .await?;
@@ -344,6 +347,9 @@ impl Jobs {
             Submission::Torrent(bytes) => {
                 let meta = self.analyze(&bytes)?;
                 self.blocklist.check_hash(&meta.info_hash)?;
+                for tracker in &meta.trackers {
+                    self.blocklist.check_url(tracker)?;
+                }
                 selection.validate(&meta.files)?;
                 self.check_trackers(meta.trackers.iter().map(String::as_str))
                     .await?;

@@ -234,7 +234,18 @@ async fn with_a_required_proxy_down_jobs_fail_and_nothing_is_contacted_directly(
         .await;
     assert_eq!(failed["error"]["code"], "proxy_unavailable", "{failed}");
     let message = failed["error"]["message"].as_str().unwrap();
-    assert!(message.contains(&format!("127.0.0.1:{socks}")), "{message}");
+    assert!(message.contains("proxy is unreachable"), "{message}");
+    assert!(
+        !message.contains(&socks.to_string()),
+        "no address for users: {message}"
+    );
+    assert!(
+        ferry
+            .proc
+            .log_text()
+            .contains(&format!("127.0.0.1:{socks}")),
+        "the operator's log names the proxy"
+    );
 
     // A .torrent whose metadata is known starts no download either.
     let (status, torrent_job) = ferry

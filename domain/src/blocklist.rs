@@ -86,13 +86,63 @@ impl SubmissionBlocklist {
         self.hashes.contains(hash)
     }
 
-    /// The pattern that refuses `url`, if any.
+    /// The pattern that refuses `url`, if any: matched against the URL as given and as
+    /// canonical text (percent-escapes of printable ASCII decoded, the host's trailing dot
+    /// dropped), so `setup%2Eexe` is `setup.exe`.
     pub fn blocking_pattern(&self, url: &str) -> Option<&str> {
+        let canonical = canonical(url);
         self.patterns
             .iter()
-            .find(|p| p.matches(url))
+            .find(|p| p.matches(url) || p.matches(&canonical))
             .map(|p| p.text.as_str())
     }
+}
+
+/// `url` with percent-escapes of printable ASCII decoded (repeatedly, so `%252E` too) and
+/// the dot that may end its host removed.
+fn canonical(url: &str) -> String {
+    let mut text = url.to_owned();
+    for _ in 0..3 {
+        let bytes = text.as_bytes();
+        let mut out = String::with_capacity(text.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let decoded = (bytes[i] == b'%' && i + 2 < bytes.len())
+                .then(|| std::str::from_utf8(&bytes[i + 1..i + 3]).ok())
+                .flatten()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .filter(|b| (0x21..0x7f).contains(b));
+            match decoded {
+                Some(b) => {
+                    out.push(char::from(b));
+                    i += 3;
+                }
+                None => {
+                    let c = text[i..].chars().next().unwrap_or_default();
+                    out.push(c);
+                    i += c.len_utf8().max(1);
+                }
+            }
+        }
+        if out == text {
+            break;
+        }
+        text = out;
+    }
+    // `scheme://host./path` → `scheme://host/path`.
+    if let Some((scheme, rest)) = text.split_once("://") {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        let host_end = authority
+            .rfind(':')
+            .filter(|&c| !authority[c..].contains(']'))
+            .unwrap_or(authority.len());
+        let (host, port) = authority.split_at(host_end);
+        if let Some(host) = host.strip_suffix('.') {
+            return format!("{scheme}://{host}{port}{tail}");
+        }
+    }
+    text
 }
 
 /// A URL pattern: literal text and `*` wildcards, compared case-insensitively.
@@ -278,6 +328,15 @@ mod tests {
             list.blocking_pattern("https://cdn.example/setup.exe.txt"),
             None
         );
+        // Respelled: escapes, a trailing dot on the host.
+        for respelled in [
+            "https://cdn.example/setup%2Eexe",
+            "https://cdn.example/setup.%65xe",
+            "https://cdn.example/setup%252Eexe",
+            "http://tracker.bad.example./announce",
+        ] {
+            assert!(list.blocking_pattern(respelled).is_some(), "{respelled}");
+        }
         assert_eq!(list.blocking_pattern("http://tracker.good.example/a"), None);
 
         let err = SubmissionBlocklist::parse(["# c", "not-a-hash"]).unwrap_err();

@@ -102,6 +102,14 @@ fn block_list(policy: &AddressPolicy, operator: &[(IpAddr, IpAddr)]) -> librqbit
         match (first, last) {
             (IpAddr::V4(a), IpAddr::V4(b)) => {
                 v4.push(a..std::net::Ipv4Addr::from_bits(b.to_bits().saturating_add(1)));
+                // The same hosts written as IPv4-mapped IPv6 (`::ffff:1.2.3.4`), which
+                // librqbit compares as IPv6.
+                v6.push(
+                    a.to_ipv6_mapped()
+                        ..std::net::Ipv6Addr::from_bits(
+                            b.to_ipv6_mapped().to_bits().saturating_add(1),
+                        ),
+                );
             }
             (IpAddr::V6(a), IpAddr::V6(b)) => {
                 v6.push(a..std::net::Ipv6Addr::from_bits(b.to_bits().saturating_add(1)));
@@ -823,4 +831,25 @@ impl RqbitEngine {
 fn torrent_folder(meta: &TorrentMetadata) -> Option<&str> {
     let first = meta.files.first()?;
     first.path.split_once('/').map(|(top, _)| top)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_block_list_holds_ipv4_ranges_in_their_mapped_ipv6_form_too() {
+        let operator = [("1.2.3.0".parse().unwrap(), "1.2.3.255".parse().unwrap())];
+        let list = block_list(&AddressPolicy::allow_all(), &operator);
+        for blocked in ["1.2.3.4", "::ffff:1.2.3.4", "1.2.3.255", "::ffff:1.2.3.255"] {
+            assert!(list.has(blocked.parse().unwrap()), "{blocked}");
+        }
+        for open in ["1.2.4.0", "::ffff:1.2.4.0", "2001:db8::1"] {
+            assert!(!list.has(open.parse().unwrap()), "{open}");
+        }
+        // Internal ranges the policy refuses, in both forms.
+        let internal = block_list(&AddressPolicy::default(), &[]);
+        assert!(internal.has("127.0.0.1".parse().unwrap()));
+        assert!(internal.has("::ffff:127.0.0.1".parse().unwrap()));
+    }
 }

@@ -92,9 +92,12 @@ impl Blocklists {
         lock(&self.peers).clone()
     }
 
-    /// Tells `engine` about every later change of the peer list.
+    /// Tells `engine` about every later change of the peer list, and gives it the list in
+    /// force now (a reload may have happened while it started).
     pub fn attach(&self, engine: &Arc<RqbitEngine>) {
-        lock(&self.engines).push(Arc::downgrade(engine));
+        let mut engines = lock(&self.engines);
+        engines.push(Arc::downgrade(engine));
+        engine.set_peer_blocklist(&lock(&self.peers));
     }
 
     /// Re-reads the files that changed since they were last read.
@@ -121,11 +124,15 @@ impl Blocklists {
             let path = path.clone();
             match tokio::task::spawn_blocking(move || read_peers(&path)).await {
                 Ok(Ok((ranges, seen))) => {
-                    for engine in lock(&self.engines).iter().filter_map(Weak::upgrade) {
+                    // Under the engines' lock, as `attach`: an engine attached meanwhile
+                    // gets this list, not the one before.
+                    let engines = lock(&self.engines);
+                    for engine in engines.iter().filter_map(Weak::upgrade) {
                         engine.set_peer_blocklist(&ranges);
                     }
                     tracing::info!(ranges = ranges.len(), "peer block list reloaded");
                     *lock(&self.peers) = ranges;
+                    drop(engines);
                     lock(&self.seen).1 = seen;
                 }
                 Ok(Err(e)) => self.keep(e, false),
