@@ -31,7 +31,9 @@ pub use drive_connect::{
 };
 pub use feeds::{Feed, FeedInput, FeedSettings, Feeds, FeedsError};
 pub use health::{ComponentHealth, HealthCheck, Worker};
-pub use jobs::{FileDownload, Jobs, JobsError, Submission, SubmitOptions, Usage};
+pub use jobs::{
+    FileDownload, FileSource, Jobs, JobsError, LiveFile, Submission, SubmitOptions, Usage,
+};
 pub use lifecycle::Lifecycle;
 pub use links::{FileLink, FileLinks, LinkSettings, LinksError};
 pub use profiles::{KeyRotation, ProfilesError, Resealed, ResealedWebhooks, StorageProfiles};

@@ -476,6 +476,7 @@ mod tests {
             fetcher: f.fetcher.clone(),
             limits: TorrentLimits::default(),
             torrent_addresses: f.addresses.clone(),
+            live: None,
         };
         let runner = Arc::new(StageRunner {
             lifecycle: lifecycle.clone(),

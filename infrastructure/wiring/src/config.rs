@@ -182,6 +182,10 @@ pub struct TorrentConfig {
     /// addresses are refused at submission, and the engine neither connects to nor accepts
     /// peers there.
     pub allow: Vec<Cidr>,
+    /// How long a read of a file streamed while it downloads waits for its data: past it
+    /// the answer is `504 stream_timeout` (or, once bytes were sent, the connection ends).
+    #[serde(with = "parse::interval")]
+    pub stream_timeout: Duration,
 }
 
 impl Default for TorrentConfig {
@@ -196,6 +200,7 @@ impl Default for TorrentConfig {
             peer_limit: None,
             resolve_timeout: Duration::from_secs(600),
             allow: Vec::new(),
+            stream_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -1130,6 +1135,11 @@ mod tests {
                 "FERRY_TORRENT__RESOLVE_TIMEOUT",
                 "0m",
                 "torrent.resolve_timeout",
+            ),
+            (
+                "FERRY_TORRENT__STREAM_TIMEOUT",
+                "0s",
+                "torrent.stream_timeout",
             ),
             ("FERRY_FETCH__READ_TIMEOUT", "0s", "fetch.read_timeout"),
             ("FERRY_STORAGE__PRESIGN_TTL", "0s", "storage.presign_ttl"),
