@@ -2,8 +2,8 @@
 # Installs and starts what Ferry's tests talk to: BitTorrent peers (opentracker, aria2c,
 # mktorrent, qbittorrent-nox), proxies (microsocks, tinyproxy), PostgreSQL and Redis, an
 # OpenID Connect provider (node + npm oidc-provider), a browser (chromium, Playwright for
-# Python, axe-core) and ffmpeg for the web page's tests. Idempotent; safe to run before every
-# test run.
+# Python, axe-core) and ffmpeg (with ffprobe) for the web page's and the streaming tests.
+# Idempotent; safe to run before every test run.
 # It changes no server's configuration on a developer's machine unless asked (see PostgreSQL).
 set -euo pipefail
 
@@ -16,7 +16,7 @@ need=()
 for pair in opentracker:opentracker aria2c:aria2 mktorrent:mktorrent curl:curl \
             qbittorrent-nox:qbittorrent-nox microsocks:microsocks tinyproxy:tinyproxy \
             psql:postgresql redis-server:redis-server unshare:util-linux nsenter:util-linux \
-            ip:iproute2 node:nodejs npm:npm chromium:chromium ffmpeg:ffmpeg \
+            ip:iproute2 node:nodejs npm:npm chromium:chromium ffmpeg:ffmpeg ffprobe:ffmpeg \
             prometheus:prometheus promtool:prometheus sqlite3:sqlite3 \
             unzip:unzip bsdtar:libarchive-tools; do
   cmd=${pair%%:*}; pkg=${pair##*:}

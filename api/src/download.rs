@@ -1,9 +1,16 @@
-//! Sending a finished file, as the job's file endpoint and a signed link both do: the bytes
-//! from local storage (one `Range` honoured, RFC 9110 §14), or a redirect to the link of a
-//! remote storage (a presigned S3 URL, made afresh for each request).
+//! Sending a file, as the job's file endpoint and a signed link both do: a finished file's
+//! bytes from local storage (one `Range` honoured, RFC 9110 §14), or a redirect to the link
+//! of a remote storage (a presigned S3 URL, made afresh for each request); an unfinished
+//! file's bytes from the engine as they arrive (the same `Range` handling, and nothing
+//! opened for `HEAD`).
+//!
+//! A streamed file's answer is decided once its first bytes are in hand: when they do not
+//! come in time the answer is `504 stream_timeout`; a later stall (or the job stopping)
+//! ends the body early, and the connection with it, so a client never takes a short body
+//! for the file.
 
-use ferry_application::FileDownload;
 use ferry_application::ports::ObjectLocation;
+use ferry_application::{FileDownload, FileSource, LiveFile};
 use poem::Body;
 use poem_openapi::ApiResponse;
 use poem_openapi::payload::Binary;
@@ -28,6 +35,7 @@ pub enum FileResponse {
         Binary<Body>,
         #[oai(header = "Content-Range")] String,
         #[oai(header = "Content-Disposition")] String,
+        #[oai(header = "Accept-Ranges")] String,
         #[oai(header = "Content-Length")] u64,
     ),
     /// The file is in remote storage: follow the link.
@@ -36,6 +44,61 @@ pub enum FileResponse {
     /// The range lies outside the file.
     #[oai(status = 416)]
     RangeNotSatisfiable(#[oai(header = "Content-Range")] String),
+}
+
+/// The answer for the file `source` and the request's `Range` header; `head`: the request
+/// is a `HEAD` (an unfinished file is then not opened).
+///
+/// # Errors
+/// As [`send`]; for an unfinished file, what opening it in the engine answers
+/// (`stream_timeout`, `too_many_streams`, `job_not_finished`).
+pub async fn send_source(
+    source: FileSource,
+    range: Option<&str>,
+    head: bool,
+) -> Result<FileResponse, ApiError> {
+    match source {
+        FileSource::Stored(download) => send(download, range).await,
+        FileSource::Live(live) => send_live(live, range, head).await,
+    }
+}
+
+/// An unfinished file's bytes as the engine gets them.
+async fn send_live(
+    live: LiveFile,
+    range: Option<&str>,
+    head: bool,
+) -> Result<FileResponse, ApiError> {
+    let size = live.file.size;
+    let disposition = content_disposition(file_name(&live.file.path));
+    let reply = resolve(range, size);
+    let (start, len) = match reply {
+        RangeReply::Full => (0, size),
+        RangeReply::Partial { start, end } => (start, end - start + 1),
+        RangeReply::Unsatisfiable => {
+            return Ok(FileResponse::RangeNotSatisfiable(format!("bytes */{size}")));
+        }
+    };
+    let body = if head || len == 0 {
+        Body::empty()
+    } else {
+        Body::from_async_read(live.open(start).await?.take(len))
+    };
+    Ok(match reply {
+        RangeReply::Partial { start, end } => FileResponse::Partial(
+            Binary(body),
+            format!("bytes {start}-{end}/{size}"),
+            disposition,
+            "bytes".to_owned(),
+            len,
+        ),
+        _ => FileResponse::Full(Binary(body), disposition, "bytes".to_owned(), size),
+    })
+}
+
+/// The last part of a file's path in the torrent.
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or("file")
 }
 
 /// The answer for `download` and the request's `Range` header.
@@ -47,14 +110,7 @@ pub async fn send(download: FileDownload, range: Option<&str>) -> Result<FileRes
         ObjectLocation::Url(url) => return Ok(FileResponse::Redirect(url)),
         ObjectLocation::LocalFile(path) => path,
     };
-    let name = download
-        .file
-        .path
-        .rsplit('/')
-        .next()
-        .unwrap_or("file")
-        .to_owned();
-    let disposition = content_disposition(&name);
+    let disposition = content_disposition(file_name(&download.file.path));
     let mut file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| ApiError::internal(&format!("opening {}: {e}", path.display())))?;
@@ -79,6 +135,7 @@ pub async fn send(download: FileDownload, range: Option<&str>) -> Result<FileRes
                 Binary(Body::from_async_read(file.take(len))),
                 format!("bytes {start}-{end}/{size}"),
                 disposition,
+                "bytes".to_owned(),
                 len,
             ))
         }

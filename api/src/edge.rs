@@ -24,6 +24,16 @@ const UPLOADS: &[&str] = &["/api/v1/jobs/torrent", "/api/v1/torrents/analyze"];
 /// The route label of requests that matched no route.
 const UNMATCHED: &str = "unmatched";
 
+/// Marks a `HEAD` request: poem answers it with the `GET` operation, which then sees `GET`
+/// as the method; an operation that would start work for a body reads this instead.
+#[derive(Debug, Clone, Copy)]
+struct HeadRequest;
+
+/// Whether `req` came as `HEAD` (its body will not be sent).
+pub fn is_head(req: &Request) -> bool {
+    req.method() == Method::HEAD || req.extensions().get::<HeadRequest>().is_some()
+}
+
 pub struct Edge {
     json_cap: u64,
     upload_cap: u64,
@@ -78,6 +88,9 @@ impl Edge {
             req.set_body(body);
             let refused = crate::auth::Refusal::default();
             req.extensions_mut().insert(refused.clone());
+            if req.method() == Method::HEAD {
+                req.extensions_mut().insert(HeadRequest);
+            }
             match ep.call(req).await {
                 Ok(out) => {
                     let resp = out.into_response();

@@ -5,6 +5,7 @@
 
 use std::marker::PhantomData;
 
+use ferry_application::ports::LiveFileError;
 use ferry_application::{JobsError, ProfilesError, WebhooksError};
 use ferry_domain::{ErrorCode, TorrentLimitError};
 use poem::IntoResponse;
@@ -65,6 +66,9 @@ pub enum ApiError {
     /// A backend (database, queue, storage) is unavailable; try again later.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
+    /// A file read while it downloads: its data did not arrive in time (`stream_timeout`).
+    #[oai(status = 504)]
+    GatewayTimeout(Json<ErrorBody>),
     /// An unexpected failure; the details are in the server's log.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
@@ -133,6 +137,7 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         C::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         C::StorageUnreachable | C::IdentityProviderUnreachable => StatusCode::BAD_GATEWAY,
         C::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        C::StreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         C::MetadataTimeout
         | C::EngineError
         | C::ProxyUnavailable
@@ -182,6 +187,7 @@ impl ApiError {
             | Self::TooManyRequests(b, _)
             | Self::BadGateway(b)
             | Self::Unavailable(b)
+            | Self::GatewayTimeout(b)
             | Self::Internal(b) => &b.0,
         }
     }
@@ -222,6 +228,7 @@ impl ApiError {
             StatusCode::TOO_MANY_REQUESTS => Self::TooManyRequests(body, None),
             StatusCode::BAD_GATEWAY => Self::BadGateway(body),
             StatusCode::SERVICE_UNAVAILABLE => Self::Unavailable(body),
+            StatusCode::GATEWAY_TIMEOUT => Self::GatewayTimeout(body),
             StatusCode::INTERNAL_SERVER_ERROR => Self::Internal(body),
             other => {
                 // 405 comes from the router (`edge`), never from an operation.
@@ -271,6 +278,7 @@ impl ApiError {
             Self::TooManyRequests(..) => 429,
             Self::BadGateway(_) => 502,
             Self::Unavailable(_) => 503,
+            Self::GatewayTimeout(_) => 504,
             Self::Internal(_) => 500,
         }
     }
@@ -380,6 +388,25 @@ impl From<JobsError> for ApiError {
             JobsError::Unexpected(e) => return Self::internal(&format!("{e:#}")),
         };
         Self::new(code, message)
+    }
+}
+
+impl From<LiveFileError> for ApiError {
+    fn from(e: LiveFileError) -> Self {
+        use ErrorCode as C;
+        match e {
+            // Between two of the job's steps (starting, pausing, handed over for delivery).
+            LiveFileError::NotRunning => Self::new(
+                C::JobNotFinished,
+                "the job's file cannot be read right now (its download is starting or stopping, or the file is being delivered); try again shortly",
+            ),
+            LiveFileError::Busy => Self::new(C::TooManyStreams, e.to_string()),
+            LiveFileError::TimedOut => Self::new(
+                C::StreamTimeout,
+                "the file's data did not arrive in time: no peer sent the pieces it asks for",
+            ),
+            LiveFileError::Unexpected(e) => Self::internal(&format!("{e:#}")),
+        }
     }
 }
 

@@ -53,7 +53,7 @@ statuses! {
     CancelFails: 400, 401, 403, 404, 409, 429, 500, 503;
     EventsFails: 400, 401, 403, 404, 429, 500, 503;
     FeedFails: 400, 401, 403, 429, 500, 503;
-    FileFails: 400, 401, 403, 404, 409, 429, 500, 503;
+    FileFails: 400, 401, 403, 404, 409, 429, 500, 503, 504;
     ArchiveFails: 400, 401, 403, 404, 409, 429, 500, 503;
     TorrentFails: 401, 403, 404, 409, 429, 500, 503;
     AnalyzeFails: 400, 401, 403, 413, 415, 422, 429, 500;
@@ -666,7 +666,14 @@ impl JobsApi {
         ))
     }
 
-    /// Download one finished file. Supports `Range: bytes=…`.
+    /// Download one file. Supports `Range: bytes=…`. A finished job's file comes from its
+    /// storage (a file in S3 or Google Drive answers with a redirect). With `ferry serve`,
+    /// a torrent job's file can also be read while it downloads (and until it is
+    /// delivered): each read waits for the pieces it needs, which are fetched before all
+    /// others, so a video plays from the start or any position seconds after the job
+    /// starts. If they do not come within `torrent.stream_timeout` the answer is `504
+    /// stream_timeout`, or — once bytes were sent — the connection is closed. Elsewhere (an
+    /// API process without an engine) an unfinished job's file is `409 job_not_finished`.
     #[oai(
         path = "/jobs/:id/files/:index",
         method = "get",
@@ -675,17 +682,18 @@ impl JobsApi {
     )]
     async fn file(
         &self,
+        req: &Request,
         caller: Caller,
         id: Path<String>,
         #[oai(validator(minimum(value = "0"), maximum(value = "4294967295")))] index: Path<u32>,
         #[oai(name = "Range")] range: Header<Option<String>>,
     ) -> Result<FileResponse, Fails<FileFails>> {
-        let file = self
+        let source = self
             .state
             .jobs
-            .file(caller.owner(), parse_id(&id)?, index.0 as usize)
+            .source(caller.owner(), parse_id(&id)?, index.0 as usize)
             .await?;
-        Ok(download::send(file, range.0.as_deref()).await?)
+        Ok(download::send_source(source, range.0.as_deref(), crate::edge::is_head(req)).await?)
     }
 
     /// Download a finished job's files as one archive, streamed without staging it: `zip`

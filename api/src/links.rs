@@ -33,7 +33,7 @@ pub struct LinksApi {
 // the file endpoint answers; 503 a backend down.
 statuses! {
     MintFails: 400, 401, 403, 404, 409, 429, 500, 503;
-    OpenFails: 403, 404, 409, 429, 500, 503;
+    OpenFails: 403, 404, 409, 429, 500, 503, 504;
 }
 
 impl From<LinksError> for ApiError {
@@ -51,10 +51,10 @@ impl From<LinksError> for ApiError {
 
 #[OpenApi(prefix_path = "/api/v1")]
 impl LinksApi {
-    /// A link to one finished file that works without a cookie or a token, for
-    /// `<video src>`, download managers and sharing: whoever has it can download the file
-    /// until `expires_at` (`auth.link_ttl`), unless the job is deleted or its owner disabled
-    /// first.
+    /// A link to one file (finished, or — with `ferry serve` — one a torrent job is
+    /// downloading) that works without a cookie or a token, for `<video src>`, download
+    /// managers and sharing: whoever has it can download the file until `expires_at`
+    /// (`auth.link_ttl`), unless the job is deleted or its owner disabled first.
     #[oai(
         path = "/jobs/:id/files/:index/link",
         method = "get",
@@ -79,9 +79,10 @@ impl LinksApi {
         }))
     }
 
-    /// Download the file a link stands for; no cookie or token needed. Supports
-    /// `Range: bytes=…`; a file in remote storage answers with a redirect. An expired,
-    /// altered or revoked link is `403 invalid_link`.
+    /// Download the file a link stands for; no cookie or token needed. Answers as
+    /// `jobFile` does: `Range: bytes=…`, a redirect for a file in remote storage, and (with
+    /// `ferry serve`) a file streamed while it downloads. An expired, altered or revoked
+    /// link is `403 invalid_link`.
     #[oai(
         path = "/links/:token",
         method = "get",
@@ -90,11 +91,12 @@ impl LinksApi {
     )]
     async fn open(
         &self,
+        req: &poem::Request,
         /// The link's token, as `jobFileLink` made it.
         token: Path<String>,
         #[oai(name = "Range")] range: Header<Option<String>>,
     ) -> Result<FileResponse, Fails<OpenFails>> {
-        let file = self.state.links.open(&token).await?;
-        Ok(download::send(file, range.0.as_deref()).await?)
+        let source = self.state.links.open(&token).await?;
+        Ok(download::send_source(source, range.0.as_deref(), crate::edge::is_head(req)).await?)
     }
 }

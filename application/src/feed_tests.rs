@@ -99,6 +99,7 @@ async fn world() -> World {
         limits: TorrentLimits::default(),
         torrent_addresses: f.addresses.clone(),
         blocklist: Arc::default(),
+        live: None,
     });
     let users = Arc::new(MemoryUsers::default());
     let alice = User::new("alice", None, Role::User, epoch()).unwrap();

@@ -10,9 +10,9 @@ use ferry_domain::{
 
 use crate::lifecycle::{Lifecycle, MoveError};
 use crate::ports::{
-    AddressError, AddressGuard, EngineError, EventKind, JobQuery, JobQueue, ObjectLocation,
-    ObjectStore, ProfileRepository, QueueError, RepoError, Stage, StoreError, StoreResolver,
-    TorrentInspector,
+    AddressError, AddressGuard, EngineError, EventKind, JobQuery, JobQueue, LiveFileError,
+    LiveFiles, LiveReader, ObjectLocation, ObjectStore, ProfileRepository, QueueError, RepoError,
+    Stage, StoreError, StoreResolver, TorrentInspector,
 };
 
 /// Trackers checked at once when a submission names many.
@@ -182,6 +182,63 @@ pub struct FileDownload {
     pub location: ObjectLocation,
 }
 
+/// Where a job's file can be read now.
+pub enum FileSource {
+    /// Delivered: in the job's storage.
+    Stored(FileDownload),
+    /// Not delivered yet, readable from this process's engine.
+    Live(LiveFile),
+}
+
+impl FileSource {
+    pub fn file(&self) -> &JobFile {
+        match self {
+            Self::Stored(d) => &d.file,
+            Self::Live(l) => &l.file,
+        }
+    }
+}
+
+/// A file of an unfinished job, to be opened at the position a request asks for.
+pub struct LiveFile {
+    pub file: JobFile,
+    job_id: JobId,
+    /// The job's download is over: the file is whole in staging, waiting for delivery.
+    staged: bool,
+    files: Arc<dyn LiveFiles>,
+}
+
+impl LiveFile {
+    /// The file from byte `start` (less than its size). Waits for the first bytes.
+    ///
+    /// # Errors
+    /// As [`LiveFiles::open`].
+    pub async fn open(&self, start: u64) -> Result<LiveReader, LiveFileError> {
+        if self.staged {
+            let path = self
+                .file
+                .safe_path()
+                .map_err(|e| LiveFileError::Unexpected(e.into()))?;
+            self.files.open_staged(self.job_id, &path, start).await
+        } else {
+            // The job says `downloading` a moment before its torrent is in the engine (and
+            // longer on a busy machine): a read then waits for it as for its first bytes.
+            let deadline = tokio::time::Instant::now() + LIVE_START_GRACE;
+            loop {
+                match self.files.open(self.job_id, self.file.index, start).await {
+                    Err(LiveFileError::NotRunning) if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    other => return other,
+                }
+            }
+        }
+    }
+}
+
+/// How long a read of a downloading job's file waits for its torrent to start.
+const LIVE_START_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct Jobs {
     pub lifecycle: Lifecycle,
     pub queue: Arc<dyn JobQueue>,
@@ -195,6 +252,9 @@ pub struct Jobs {
     pub torrent_addresses: Arc<dyn AddressGuard>,
     /// Torrents and URLs the operator refuses (`blocklist.*`), reloaded while running.
     pub blocklist: Arc<SubmissionBlocklistHandle>,
+    /// Files of unfinished jobs, where this process runs the engine (`ferry serve`);
+    /// `None` elsewhere: an unfinished job's files are then not readable.
+    pub live: Option<Arc<dyn LiveFiles>>,
 }
 
 /// The submission block list in force; the wiring replaces it when its file changes.
@@ -898,16 +958,73 @@ impl Jobs {
     /// Where to read file `index` of a completed job.
     ///
     /// # Errors
-    /// `NotFound`, `FileNotFound`, `FileNotSelected`, `NotFinished`.
+    /// `NotFound`, `FileNotFound`, `FileNotSelected`, `NotFinished`, `TorrentNotReady`.
     pub async fn file(
         &self,
         owner: &OwnerId,
         id: JobId,
         index: usize,
     ) -> Result<FileDownload, JobsError> {
+        let (job, file) = self.readable_file(owner, id, index).await?;
+        if !matches!(job.status, JobStatus::Completed | JobStatus::Seeding) {
+            return Err(JobsError::NotFinished(job.status));
+        }
+        let store = self.stores.store(&job.owner, job.storage_profile).await?;
+        let location = Self::locate(store.as_ref(), &job, &file).await?;
+        Ok(FileDownload { file, location })
+    }
+
+    /// Where to read file `index` of a job now: a finished job's from its storage; with an
+    /// engine in this process ([`Self::live`]), a torrent job's while it downloads and any
+    /// job's while its downloaded files wait for delivery. Nothing is opened yet.
+    ///
+    /// # Errors
+    /// As [`Self::file`]; `NotFinished` for a job that is not downloading (queued, paused,
+    /// failed, …) or whose files this process cannot read before delivery.
+    pub async fn source(
+        &self,
+        owner: &OwnerId,
+        id: JobId,
+        index: usize,
+    ) -> Result<FileSource, JobsError> {
+        let (job, file) = self.readable_file(owner, id, index).await?;
+        if matches!(job.status, JobStatus::Completed | JobStatus::Seeding) {
+            let store = self.stores.store(&job.owner, job.storage_profile).await?;
+            let location = Self::locate(store.as_ref(), &job, &file).await?;
+            return Ok(FileSource::Stored(FileDownload { file, location }));
+        }
+        let downloading = job.status == JobStatus::Downloading
+            && !matches!(job.source, ferry_domain::JobSource::Url(_));
+        let staged = job.status == JobStatus::Uploading;
+        match &self.live {
+            Some(files) if downloading || staged => Ok(FileSource::Live(LiveFile {
+                file,
+                job_id: job.id,
+                staged,
+                files: files.clone(),
+            })),
+            _ => Err(JobsError::NotFinished(job.status)),
+        }
+    }
+
+    /// The caller's job `id` and its file `index`, if the file can ever be read: not being
+    /// purged, known, selected. A job whose files are not known yet (a magnet resolving, a
+    /// URL still fetching) is `TorrentNotReady` or `NotFinished`.
+    async fn readable_file(
+        &self,
+        owner: &OwnerId,
+        id: JobId,
+        index: usize,
+    ) -> Result<(Job, JobFile), JobsError> {
         let job = self.get(owner, id).await?;
         if job.purge_requested {
             return Err(JobsError::Purging);
+        }
+        if job.metadata.is_none() && !job.status.is_terminal() {
+            return Err(match job.source {
+                ferry_domain::JobSource::Url(_) => JobsError::NotFinished(job.status),
+                _ => JobsError::TorrentNotReady,
+            });
         }
         let file = job
             .files()
@@ -918,12 +1035,7 @@ impl Jobs {
         if !file.selected {
             return Err(JobsError::FileNotSelected(index));
         }
-        if !matches!(job.status, JobStatus::Completed | JobStatus::Seeding) {
-            return Err(JobsError::NotFinished(job.status));
-        }
-        let store = self.stores.store(&job.owner, job.storage_profile).await?;
-        let location = Self::locate(store.as_ref(), &job, &file).await?;
-        Ok(FileDownload { file, location })
+        Ok((job, file))
     }
 
     /// Where a delivered file of a finished job is in `store`; a missing object is an

@@ -32,7 +32,8 @@ pub use drive_connect::{
 pub use feeds::{Feed, FeedInput, FeedSettings, Feeds, FeedsError, Matchers, RuleChange};
 pub use health::{ComponentHealth, HealthCheck, Worker};
 pub use jobs::{
-    FileDownload, Jobs, JobsError, Submission, SubmissionBlocklistHandle, SubmitOptions, Usage,
+    FileDownload, FileSource, Jobs, JobsError, LiveFile, Submission, SubmissionBlocklistHandle,
+    SubmitOptions, Usage,
 };
 pub use lifecycle::Lifecycle;
 pub use links::{FileLink, FileLinks, LinkSettings, LinksError};

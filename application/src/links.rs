@@ -1,5 +1,6 @@
-//! Signed file links: a caller who may read a finished file gets a short-lived link to it
-//! that works without a cookie or a token (`<video src>`, download managers, sharing).
+//! Signed file links: a caller who may read a file (finished, or streamed while it
+//! downloads) gets a short-lived link to it that works without a cookie or a token
+//! (`<video src>`, download managers, sharing).
 //!
 //! A link names one file of one job of one owner and ends at its expiry. Whether it still
 //! works is decided again at every use: the signature and expiry (the [`LinkSigner`]), then
@@ -13,7 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use ferry_domain::{JobId, OwnerId};
 
-use crate::jobs::{FileDownload, Jobs, JobsError};
+use crate::jobs::{FileSource, Jobs, JobsError};
 use crate::ports::{
     Clock, LinkClaims, LinkError, LinkSigner, RateDecision, RateLimit, RateLimiter, RepoError,
     UserRepository,
@@ -73,10 +74,11 @@ pub struct FileLinks {
 
 impl FileLinks {
     /// A link to file `index` of `owner`'s job `id`, which must be readable now (the same
-    /// checks as [`Jobs::file`]).
+    /// checks as [`Jobs::source`]: a finished file, or one being downloaded by this
+    /// process's engine).
     ///
     /// # Errors
-    /// `Jobs` with what [`Jobs::file`] refuses (`NotFound` for another owner's job).
+    /// `Jobs` with what [`Jobs::source`] refuses (`NotFound` for another owner's job).
     pub async fn mint(
         &self,
         owner: &OwnerId,
@@ -84,7 +86,7 @@ impl FileLinks {
         index: usize,
     ) -> Result<FileLink, LinksError> {
         // Ownership and readiness first: nothing is signed for a file the caller cannot read.
-        self.jobs.file(owner, id, index).await?;
+        self.jobs.source(owner, id, index).await?;
         let ttl = chrono::Duration::from_std(self.settings.ttl).unwrap_or(chrono::Duration::MAX);
         let end = self
             .clock
@@ -112,8 +114,8 @@ impl FileLinks {
     /// # Errors
     /// `Expired`; `Invalid` for a token this server did not sign (or signed for something
     /// else), and for a link whose owner was deleted or disabled; `RateLimited`; `Jobs` with
-    /// what [`Jobs::file`] answers now (the job purged, being purged, …).
-    pub async fn open(&self, token: &str) -> Result<FileDownload, LinksError> {
+    /// what [`Jobs::source`] answers now (the job purged, being purged, …).
+    pub async fn open(&self, token: &str) -> Result<FileSource, LinksError> {
         if token.len() > MAX_LINK_TOKEN_BYTES {
             return Err(LinksError::Invalid);
         }
@@ -142,7 +144,7 @@ impl FileLinks {
         }
         Ok(self
             .jobs
-            .file(&claims.owner, claims.job, claims.file)
+            .source(&claims.owner, claims.job, claims.file)
             .await?)
     }
 }

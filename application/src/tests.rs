@@ -40,6 +40,7 @@ fn jobs_over(f: &Fakes, limits: TorrentLimits) -> Jobs {
         limits,
         torrent_addresses: f.addresses.clone(),
         blocklist: Arc::default(),
+        live: Some(f.engine.clone()),
     }
 }
 
@@ -1461,13 +1462,15 @@ async fn a_link_opens_its_one_file_until_it_expires() {
         link.expires_at,
         crate::testing::epoch() + chrono::Duration::seconds(3600)
     );
-    let opened = lw.links.open(&link.token).await.unwrap();
+    let FileSource::Stored(opened) = lw.links.open(&link.token).await.unwrap() else {
+        panic!("a finished file comes from storage");
+    };
     assert_eq!((opened.file.index, opened.file.size), (2, 30));
     assert!(matches!(opened.location, ObjectLocation::Url(_)));
 
     // One second before the end it works; at the end it does not.
     lw.w.f.clock.advance(chrono::Duration::seconds(3599));
-    assert_eq!(lw.links.open(&link.token).await.unwrap().file.index, 2);
+    assert_eq!(lw.links.open(&link.token).await.unwrap().file().index, 2);
     lw.w.f.clock.advance(chrono::Duration::seconds(1));
     assert!(matches!(
         lw.links.open(&link.token).await,
@@ -1516,7 +1519,7 @@ async fn a_link_stops_working_when_its_owner_is_disabled_or_deleted_or_the_job_p
         Err(LinksError::Invalid)
     ));
     lw.users.update(&lw.user).await.unwrap();
-    assert_eq!(lw.links.open(&link.token).await.unwrap().file.index, 0);
+    assert_eq!(lw.links.open(&link.token).await.unwrap().file().index, 0);
 
     // A link signed for an owner who does not exist (as after a user is deleted).
     let ghost = crate::testing::PlainLinkSigner::new(7)
@@ -1730,4 +1733,176 @@ async fn the_operators_block_list_refuses_torrents_and_urls_and_can_be_replaced(
         .submit(me(), Submission::Magnet(magnet), None, None)
         .await
         .unwrap();
+}
+
+/// Reads all of a live file from `start`.
+async fn read_live(source: FileSource, start: u64) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let FileSource::Live(live) = source else {
+        panic!("an unfinished file is read live");
+    };
+    let mut out = Vec::new();
+    live.open(start)
+        .await
+        .unwrap()
+        .read_to_end(&mut out)
+        .await
+        .unwrap();
+    out
+}
+
+#[tokio::test]
+async fn a_downloading_torrent_jobs_file_is_read_live_by_its_owner_only() {
+    let w = Arc::new(world());
+    let meta = sample_metadata(70, &[1000, 50]);
+    w.f.engine.register(meta.clone());
+    w.f.engine.set_stalled(true);
+    let job = w
+        .jobs
+        .submit(
+            me(),
+            Submission::Torrent(meta.metainfo.clone()),
+            Some(vec![0]),
+            None,
+        )
+        .await
+        .unwrap();
+    // Queued: nothing to read yet.
+    assert!(matches!(
+        w.jobs.source(&me(), job.id, 0).await,
+        Err(JobsError::NotFinished(JobStatus::Queued))
+    ));
+    let runner = {
+        let w = w.clone();
+        tokio::spawn(async move { w.run_stage(Stage::Download).await })
+    };
+    while !w.f.engine.is_running(job.id) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(w.status(job.id).await, JobStatus::Downloading);
+    let source = w.jobs.source(&me(), job.id, 0).await.unwrap();
+    assert_eq!(source.file().size, 1000);
+    assert_eq!(read_live(source, 0).await.len(), 1000);
+    let source = w.jobs.source(&me(), job.id, 0).await.unwrap();
+    assert_eq!(read_live(source, 990).await.len(), 10);
+    // Only the owner's, only selected files, only known ones.
+    let stranger = OwnerId::parse("someone-else").unwrap();
+    assert!(matches!(
+        w.jobs.source(&stranger, job.id, 0).await,
+        Err(JobsError::NotFound)
+    ));
+    assert!(matches!(
+        w.jobs.source(&me(), job.id, 1).await,
+        Err(JobsError::FileNotSelected(1))
+    ));
+    assert!(matches!(
+        w.jobs.source(&me(), job.id, 7).await,
+        Err(JobsError::FileNotFound(7))
+    ));
+    // A process without the engine (the distributed API) cannot read it.
+    let apart = Jobs {
+        live: None,
+        ..jobs_over(&w.f, TorrentLimits::default())
+    };
+    assert!(matches!(
+        apart.source(&me(), job.id, 0).await,
+        Err(JobsError::NotFinished(JobStatus::Downloading))
+    ));
+    assert!(matches!(
+        apart.file(&me(), job.id, 0).await,
+        Err(JobsError::NotFinished(JobStatus::Downloading))
+    ));
+
+    // Paused: not readable; the download finishing: read from staging until delivered,
+    // then from storage.
+    w.jobs.pause(&me(), job.id).await.unwrap();
+    assert_eq!(runner.await.unwrap(), StageOutcome::Done);
+    assert!(matches!(
+        w.jobs.source(&me(), job.id, 0).await,
+        Err(JobsError::NotFinished(JobStatus::Paused))
+    ));
+    w.f.engine.set_stalled(false);
+    w.jobs.resume(&me(), job.id).await.unwrap();
+    assert_eq!(w.run_stage(Stage::Download).await, StageOutcome::Done);
+    assert_eq!(w.status(job.id).await, JobStatus::Uploading);
+    let staged = w.jobs.source(&me(), job.id, 0).await.unwrap();
+    assert_eq!(read_live(staged, 400).await.len(), 600);
+    w.run_stage(Stage::Upload).await;
+    assert!(matches!(
+        w.jobs.source(&me(), job.id, 0).await,
+        Ok(FileSource::Stored(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_file_is_not_ready_while_its_magnet_resolves_nor_while_a_url_fetches() {
+    let w = Arc::new(world());
+    let job = w
+        .jobs
+        .submit(me(), Submission::Magnet(magnet_for(71)), None, None)
+        .await
+        .unwrap();
+    // The engine does not know the magnet: it stays resolving.
+    let runner = {
+        let w = w.clone();
+        tokio::spawn(async move { w.run_stage(Stage::Download).await })
+    };
+    while w.status(job.id).await != JobStatus::Resolving {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(matches!(
+        w.jobs.source(&me(), job.id, 0).await,
+        Err(JobsError::TorrentNotReady)
+    ));
+    runner.abort();
+    let mut fetching = ferry_domain::Job::from_magnet(
+        me(),
+        ferry_domain::MagnetLink::parse(&magnet_for(72)).unwrap(),
+        ferry_domain::FileSelection::All,
+        crate::testing::epoch(),
+    );
+    fetching.source =
+        ferry_domain::JobSource::Url(url::Url::parse("https://example.org/a.iso").unwrap());
+    fetching.status = JobStatus::Downloading;
+    w.f.repo.insert(&fetching).await.unwrap();
+    assert!(matches!(
+        w.jobs.source(&me(), fetching.id, 0).await,
+        Err(JobsError::NotFinished(JobStatus::Downloading))
+    ));
+}
+
+#[tokio::test]
+async fn a_link_can_be_made_to_a_file_that_is_downloading() {
+    let (lw, _) = link_world().await;
+    let w = &lw.w;
+    let meta = sample_metadata(73, &[64]);
+    w.f.engine.register(meta.clone());
+    w.f.engine.set_stalled(true);
+    let job = w
+        .jobs
+        .submit(me(), Submission::Torrent(meta.metainfo), None, None)
+        .await
+        .unwrap();
+    let claim =
+        w.f.queue
+            .claim(Stage::Download, Duration::from_secs(2))
+            .await
+            .unwrap()
+            .unwrap();
+    let never = CancellationToken::new();
+    let run = w.download.run(&claim, &never);
+    tokio::pin!(run);
+    // Drive the stage until the engine runs the job (it then waits for progress).
+    loop {
+        tokio::select! {
+            _ = &mut run => panic!("the stalled download ended"),
+            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+        if w.f.engine.is_running(job.id) {
+            break;
+        }
+    }
+    let link = lw.links.mint(&me(), job.id, 0).await.unwrap();
+    let opened = lw.links.open(&link.token).await.unwrap();
+    assert_eq!(read_live(opened, 0).await.len(), 64);
 }

@@ -533,10 +533,11 @@ async fn unknown_jobs_and_illegal_moves_are_clear() {
         (409, Some("illegal_transition")),
         "{body}"
     );
+    // Its files are not known until its metadata is.
     let (status, body) = f.get_json(&format!("/jobs/{id}/files/0")).await;
     assert_eq!(
         (status, body["code"].as_str()),
-        (404, Some("file_not_found")),
+        (409, Some("torrent_not_ready")),
         "{body}"
     );
     let (status, body) = f

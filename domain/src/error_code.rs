@@ -200,7 +200,8 @@ error_codes! {
 
     // Capacity and failures (429, 5xx, and the same failures in a stage).
 
-    /// Too many event streams are open, for this owner or on this server.
+    /// Too many event streams are open, for this owner or on this server; or too many files
+    /// are streamed while they download.
     TooManyStreams = "too_many_streams", jobs: false;
     /// Too many requests from this user, token or address: try again after `Retry-After`
     /// seconds.
@@ -213,6 +214,9 @@ error_codes! {
     IdentityProviderUnreachable = "identity_provider_unreachable", jobs: false;
     /// A backend (database, queue) is unavailable; try again shortly.
     ServiceUnavailable = "service_unavailable", jobs: false;
+    /// A file read while it downloads: the data it asks for did not arrive within
+    /// `torrent.stream_timeout`.
+    StreamTimeout = "stream_timeout", jobs: false;
 
     // Only on failed jobs.
 

@@ -477,6 +477,7 @@ mod tests {
             limits: TorrentLimits::default(),
             torrent_addresses: f.addresses.clone(),
             blocklist: std::sync::Arc::default(),
+            live: None,
         };
         let runner = Arc::new(StageRunner {
             lifecycle: lifecycle.clone(),

@@ -13,6 +13,7 @@ pub mod identity;
 pub mod jobs;
 pub mod labels;
 pub mod links;
+pub mod live;
 pub mod net;
 pub mod profiles;
 pub mod progress;
@@ -42,6 +43,7 @@ pub use jobs::{
 };
 pub use labels::{Category, JobLabels, LabelRepository};
 pub use links::{LinkClaims, LinkError, LinkSigner};
+pub use live::{LiveFileError, LiveFiles, LiveReader};
 pub use net::{AddressError, AddressGuard};
 pub use profiles::{
     ProfileRepository, SealedProfile, SecretBox, SecretError, StoreResolver, UploadSessions,

@@ -18,6 +18,7 @@ mod audit;
 mod consent;
 mod feeds;
 mod links;
+mod live;
 mod sessions;
 mod webhooks;
 
@@ -26,6 +27,7 @@ pub use audit::{AUDIT_PAGE_MAX, audit_log_contract};
 pub use consent::{Agree, drive_consent_contract};
 pub use feeds::feed_repository_contract;
 pub use links::link_signer_contract;
+pub use live::live_files_contract;
 pub use sessions::sessions_contract;
 pub use webhooks::{webhook_repository_contract, webhook_transport_contract};
 
@@ -1708,6 +1710,23 @@ mod tests {
             files,
         };
         super::torrent_engine_contract(&engine, &engine, &engine, &fixture).await;
+    }
+
+    #[tokio::test]
+    async fn fake_live_files_pass() {
+        let engine = FakeEngine::new();
+        let meta = crate::testing::sample_metadata(4, &[3000, 5]);
+        engine.register(meta.clone());
+        let files = meta
+            .files
+            .iter()
+            .map(|f| (f.safe_path().unwrap(), vec![0u8; f.size as usize]))
+            .collect();
+        let fixture = super::EngineFixture {
+            metainfo: meta.metainfo,
+            files,
+        };
+        super::live_files_contract(&engine, &engine, &engine, &engine, &fixture).await;
     }
 
     #[tokio::test]

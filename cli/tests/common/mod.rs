@@ -300,6 +300,11 @@ pub struct Seeder {
 
 impl Seeder {
     pub fn start(dir: &Path, content_dir: &Path, torrents: &[&Path]) -> Self {
+        Self::start_with(dir, content_dir, torrents, &[])
+    }
+
+    /// As [`Seeder::start`], with more aria2c arguments (`--max-upload-limit=2M`).
+    pub fn start_with(dir: &Path, content_dir: &Path, torrents: &[&Path], args: &[String]) -> Self {
         let port = free_port();
         let mut cmd = Command::new("aria2c");
         cmd.arg("--interface=127.0.0.1")
@@ -322,6 +327,7 @@ impl Seeder {
                 torrents.len().max(5)
             ))
             .arg(format!("--listen-port={port}"))
+            .args(args)
             .args(torrents);
         let proc = Proc::spawn("aria2c", cmd, dir.join(format!("aria2c-{port}.log")));
         wait_for_port(port, "aria2c");

@@ -26,6 +26,30 @@ impl Swarm {
     /// the torrent is made, to add files of its own (they are in the torrent, not in
     /// `payload.files`).
     pub fn start_with(name: &str, files: &[(&str, u64)], extra: impl FnOnce(&Path)) -> Self {
+        Self::start_seeding(name, files, extra, &[])
+    }
+
+    /// As [`Swarm::start_with`], the seeder sending at most `limit` per second (aria2c's
+    /// notation: `2M` is 2 MiB).
+    pub fn start_throttled(
+        name: &str,
+        files: &[(&str, u64)],
+        extra: impl FnOnce(&Path),
+        limit: &str,
+    ) -> Self {
+        let args = [
+            format!("--max-upload-limit={limit}"),
+            format!("--max-overall-upload-limit={limit}"),
+        ];
+        Self::start_seeding(name, files, extra, &args)
+    }
+
+    fn start_seeding(
+        name: &str,
+        files: &[(&str, u64)],
+        extra: impl FnOnce(&Path),
+        seeder_args: &[String],
+    ) -> Self {
         init();
         let (dir, root) = test_dir();
         let content = root.join("seed");
@@ -41,7 +65,7 @@ impl Swarm {
         let torrent =
             payload.make_torrent(&tracker.announce(), &root.join(format!("{name}.torrent")));
         assert_eq!(torrent.info_hash, probe.info_hash);
-        let seeder = Seeder::start(&root, &content, &[&torrent.path]);
+        let seeder = Seeder::start_with(&root, &content, &[&torrent.path], seeder_args);
         tracker.wait_for_seeders(&torrent.info_hash, 1);
         Self {
             _dir: dir,

@@ -18,11 +18,13 @@
 //! metadata is resolved.
 
 mod inspect;
+mod live;
 mod package;
 mod proxy;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use live::{LiveStreams, STREAM_PERMITS};
 pub use package::{Packager, piece_length_for};
 
 use std::collections::{HashMap, HashSet};
@@ -161,6 +163,8 @@ struct Running {
     /// The torrent's trackers as the job gave them (sorted): jobs share a run only when
     /// they announce to the same trackers (a private tracker's URL names its user).
     trackers: Vec<String>,
+    /// Tells the job's open streams how its run ended.
+    board: live::Board,
 }
 
 /// A [`Running`] before its torrent is in the session.
@@ -181,6 +185,7 @@ impl Pending {
             only: self.only,
             wanted: self.wanted,
             trackers: self.trackers,
+            board: live::Board::default(),
         }
     }
 }
@@ -268,6 +273,8 @@ impl RqbitEngine {
                 upload_bps: config.upload_limit_bps,
             },
             peer_limit: config.peer_limit,
+            // Every open stream holds one of these for its life (see `live`).
+            runtime_worker_threads: Some(live::SESSION_BLOCKING_PERMITS),
             client_name_and_version: Some(format!("Ferry {}", env!("CARGO_PKG_VERSION"))),
             ..Default::default()
         };
@@ -457,6 +464,7 @@ impl TorrentEngine for RqbitEngine {
         let _turn = self.turns.lock().await;
         let running = self.running().remove(&job_id);
         if let Some(r) = &running {
+            r.board.stopped();
             self.let_go(r).await?;
         }
         if delete_data {
@@ -490,6 +498,13 @@ impl TorrentEngine for RqbitEngine {
         let Some(running) = self.running().remove(&job_id) else {
             return Ok(());
         };
+        // Open streams go on from the handed-over files before the torrent goes.
+        running.board.handed_over(|index| {
+            wanted
+                .iter()
+                .find(|(i, _, _)| *i == index)
+                .map(|(_, _, path)| self.staging.file(job_id, path))
+        });
         self.let_go(&running).await?;
         self.drop_share(job_id, Some(self.shares_used(&running)))
             .await

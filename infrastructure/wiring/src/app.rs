@@ -160,8 +160,17 @@ impl App {
         } else {
             0
         };
+        // Files are streamed while they download only where the API and the engine share
+        // a process.
+        let live = match (role, &engine) {
+            (Role::Serve, Some(engine)) => {
+                Some(Arc::new(engine.live_files(config.torrent.stream_timeout))
+                    as Arc<dyn ferry_application::ports::LiveFiles>)
+            }
+            _ => None,
+        };
         let api = match token {
-            Some(token) => Some(api(&ports, config, token).await?),
+            Some(token) => Some(api(&ports, config, token, live).await?),
             None => None,
         };
         let probes = if role.is_worker() {
@@ -410,7 +419,12 @@ async fn poll_feeds(
     }
 }
 
-async fn api(ports: &Ports, config: &Config, token: ApiToken) -> anyhow::Result<Api> {
+async fn api(
+    ports: &Ports,
+    config: &Config,
+    token: ApiToken,
+    live: Option<Arc<dyn ferry_application::ports::LiveFiles>>,
+) -> anyhow::Result<Api> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -434,7 +448,7 @@ async fn api(ports: &Ports, config: &Config, token: ApiToken) -> anyhow::Result<
         .ensure_first_admin()
         .await
         .context("making sure an admin can log in")?;
-    let jobs = ports.jobs();
+    let jobs = ports.jobs(live);
     let links = Arc::new(crate::accounts::file_links(
         config,
         &crate::secret_key(config, false)?,

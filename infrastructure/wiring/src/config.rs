@@ -197,6 +197,10 @@ pub struct TorrentConfig {
     pub proxy_required: bool,
     /// Keep accepting incoming peer connections (on `listen`) while proxied.
     pub proxy_incoming: bool,
+    /// How long a read of a file streamed while it downloads waits for its data: past it
+    /// the answer is `504 stream_timeout` (or, once bytes were sent, the connection ends).
+    #[serde(with = "parse::interval")]
+    pub stream_timeout: Duration,
 }
 
 impl Default for TorrentConfig {
@@ -215,6 +219,7 @@ impl Default for TorrentConfig {
             proxy_follows_fetch: false,
             proxy_required: false,
             proxy_incoming: false,
+            stream_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -1330,6 +1335,11 @@ mod tests {
                 "FERRY_TORRENT__RESOLVE_TIMEOUT",
                 "0m",
                 "torrent.resolve_timeout",
+            ),
+            (
+                "FERRY_TORRENT__STREAM_TIMEOUT",
+                "0s",
+                "torrent.stream_timeout",
             ),
             ("FERRY_FETCH__READ_TIMEOUT", "0s", "fetch.read_timeout"),
             ("FERRY_STORAGE__PRESIGN_TTL", "0s", "storage.presign_ttl"),

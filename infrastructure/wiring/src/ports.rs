@@ -330,8 +330,9 @@ impl Ports {
         })
     }
 
-    /// The API's use cases.
-    pub fn jobs(&self) -> Arc<Jobs> {
+    /// The API's use cases; `live`: the engine's files of unfinished jobs, where the API
+    /// runs in the engine's process.
+    pub fn jobs(&self, live: Option<Arc<dyn ferry_application::ports::LiveFiles>>) -> Arc<Jobs> {
         Arc::new(Jobs {
             lifecycle: self.lifecycle(),
             queue: self.queue.clone(),
@@ -342,6 +343,7 @@ impl Ports {
             limits: self.limits(),
             torrent_addresses: self.torrent_guard.clone(),
             blocklist: self.blocklists.submission.clone(),
+            live,
         })
     }
 

@@ -283,3 +283,53 @@ impl TorrentEngine for FakeEngine {
         }
     }
 }
+
+/// Files of running jobs read as they are (zeros, which the fake writes when a job
+/// finishes), and staged files from the fake's staging folder.
+#[async_trait]
+impl LiveFiles for FakeEngine {
+    async fn open(
+        &self,
+        job_id: JobId,
+        index: usize,
+        start: u64,
+    ) -> Result<LiveReader, LiveFileError> {
+        let size = {
+            let running = lock(&self.running);
+            let t = running.get(&job_id).ok_or(LiveFileError::NotRunning)?;
+            if !t.only.as_ref().is_none_or(|o| o.contains(&index)) {
+                return Err(LiveFileError::NotRunning);
+            }
+            t.meta
+                .files
+                .iter()
+                .find(|f| f.index == index)
+                .ok_or(LiveFileError::NotRunning)?
+                .size
+        };
+        let left = size.checked_sub(start).filter(|n| *n > 0).ok_or_else(|| {
+            LiveFileError::Unexpected(anyhow::anyhow!("{start} is past the file's end"))
+        })?;
+        let bytes = vec![0u8; usize::try_from(left).unwrap_or(0)];
+        Ok(Box::pin(std::io::Cursor::new(bytes)))
+    }
+
+    async fn open_staged(
+        &self,
+        job_id: JobId,
+        path: &SafePath,
+        start: u64,
+    ) -> Result<LiveReader, LiveFileError> {
+        let bytes = match std::fs::read(Staging::file(self, job_id, path)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LiveFileError::NotRunning);
+            }
+            Err(e) => return Err(LiveFileError::Unexpected(e.into())),
+        };
+        let from = usize::try_from(start)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        Ok(Box::pin(std::io::Cursor::new(bytes[from..].to_vec())))
+    }
+}
