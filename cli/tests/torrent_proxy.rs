@@ -173,8 +173,8 @@ async fn peers_and_trackers_see_only_the_proxy_and_udp_trackers_are_never_used()
     let magnet = format!(
         "{}&tr={}&tr={}",
         s.magnet(),
-        url_escape_all(&format!("udp://{udp}/announce")),
-        url_escape_all(&format!("http://{recorder}/announce")),
+        url_escape(&format!("udp://{udp}/announce")),
+        url_escape(&format!("http://{recorder}/announce")),
     );
     let job = ferry.submit_magnet(&magnet).await;
     let id = job["id"].as_str().unwrap().to_owned();
@@ -232,8 +232,8 @@ async fn with_a_required_proxy_down_jobs_fail_and_nothing_is_contacted_directly(
     let magnet = format!(
         "{}&x.pe={peer}&tr={}&tr={}",
         lonely_magnet("behind-the-proxy"),
-        url_escape_all(&format!("http://{tracker}/announce")),
-        url_escape_all(&format!("udp://{udp}/announce")),
+        url_escape(&format!("http://{tracker}/announce")),
+        url_escape(&format!("udp://{udp}/announce")),
     );
     let job = ferry.submit_magnet(&magnet).await;
     let id = job["id"].as_str().unwrap().to_owned();
@@ -293,16 +293,4 @@ fn a_required_proxy_that_is_not_configured_stops_the_server_from_starting() {
         stderr.contains("torrent.proxy_required is set but there is no torrent.proxy"),
         "{stderr}"
     );
-}
-
-fn url_escape_all(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

@@ -202,7 +202,8 @@ impl Torrent {
     }
 }
 
-fn url_escape(s: &str) -> String {
+/// `s` with every byte but unreserved ones percent-escaped (a URL in a magnet's `tr=`).
+pub fn url_escape(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {

@@ -263,6 +263,12 @@ impl TorrentConfig {
                 p.port().is_some(),
                 "torrent.proxy: the proxy URL needs a port (socks5h://host:1080)"
             );
+            // Peer connections would send the escapes as they are written (the trackers'
+            // HTTP client decodes them): the two would log in differently.
+            anyhow::ensure!(
+                !p.username().contains('%') && !p.password().unwrap_or_default().contains('%'),
+                "torrent.proxy: a user name or password that needs %-escapes in the URL is not supported; choose one of letters, digits and -._~"
+            );
         }
         anyhow::ensure!(
             proxy.is_some() || !self.proxy_required,
@@ -1114,6 +1120,20 @@ mod tests {
             ..TorrentConfig::default()
         };
         assert!(no_port.network(&FetchConfig::default()).is_err());
+        let escaped = TorrentConfig {
+            proxy: Some("socks5://user:p%40ss@proxy:1080".parse().unwrap()),
+            ..TorrentConfig::default()
+        };
+        let err = escaped
+            .network(&FetchConfig::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("%-escapes"), "{err}");
+        let plain = TorrentConfig {
+            proxy: Some("socks5://user:pass-1@proxy:1080".parse().unwrap()),
+            ..TorrentConfig::default()
+        };
+        assert!(plain.network(&FetchConfig::default()).is_ok());
     }
 
     #[test]
