@@ -396,9 +396,6 @@ impl Jobs {
             Submission::Magnet(text) => {
                 let magnet = MagnetLink::parse(&text)?;
                 self.blocklist.check_hash(&magnet.info_hash())?;
-                for tracker in magnet.trackers() {
-                    self.blocklist.check_url(tracker.as_str())?;
-                }
                 self.check_peers(magnet.peers()).await?;
                 self.check_trackers(magnet.trackers().iter().map(url::Url::as_str))
                     .await?;
@@ -407,9 +404,6 @@ impl Jobs {
             Submission::Torrent(bytes) => {
                 let meta = self.analyze(&bytes)?;
                 self.blocklist.check_hash(&meta.info_hash)?;
-                for tracker in &meta.trackers {
-                    self.blocklist.check_url(tracker)?;
-                }
                 selection.validate(&meta.files)?;
                 self.check_trackers(meta.trackers.iter().map(String::as_str))
                     .await?;
@@ -496,15 +490,20 @@ impl Jobs {
         }
     }
 
-    /// Refuses a tracker that is, or resolves to, an internal address. A name that does not
-    /// resolve now is accepted (trackers come and go); text that is not a URL is skipped,
-    /// as the engine skips it.
+    /// Refuses a tracker the operator's block list names, or that is, or resolves to, an
+    /// internal address. A name that does not resolve now is accepted (trackers come and
+    /// go); text that is not a URL is skipped, as the engine skips it.
     async fn check_trackers<'a>(
         &self,
         trackers: impl Iterator<Item = &'a str>,
     ) -> Result<(), JobsError> {
         use futures::StreamExt;
+        let trackers: Vec<&str> = trackers.collect();
+        for tracker in &trackers {
+            self.blocklist.check_url(tracker)?;
+        }
         let mut hosts: Vec<String> = trackers
+            .into_iter()
             .filter_map(|t| url::Url::parse(t).ok())
             .filter_map(|u| u.host_str().map(str::to_owned))
             .collect();

@@ -1699,6 +1699,11 @@ async fn the_operators_block_list_refuses_torrents_and_urls_and_can_be_replaced(
         Submission::Magnet(magnet.clone()),
         Submission::Torrent(meta.metainfo.clone()),
         Submission::Url("https://CDN.example/setup.EXE".into()),
+        // A torrent the list does not name, announcing to a tracker it refuses.
+        Submission::Magnet(format!(
+            "{}&tr=https%3A%2F%2Ftracker.example%2Fannounce.exe",
+            magnet_for(44)
+        )),
     ] {
         let r = w.jobs.submit(me(), submission, None, None).await;
         assert!(matches!(r, Err(JobsError::Blocked(_))), "{r:?}");
