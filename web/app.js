@@ -338,6 +338,19 @@ async function copy(text, fallbackNear) {
 function initJob() {
   bindJobActions();
   follow();
+  const limits = $('#limits-form');
+  limits?.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    say($('#limits-error'), '');
+    say($('#limits-status'), '');
+    const bad = $$('input', limits).find((i) => !i.checkValidity());
+    if (bad) { say($('#limits-error'), 'A limit is a whole number of KiB/s, at least 16.'); bad.focus(); return; }
+    const bps = (input) => (input.value.trim() ? Number(input.value) * 1024 : null);
+    try {
+      await api('PUT', `/jobs/${limits.dataset.job}/limits`, { download_limit: bps(limits.down), upload_limit: bps(limits.up) });
+      say($('#limits-status'), 'Saved.');
+    } catch (error) { say($('#limits-error'), error.message); }
+  });
   document.addEventListener('click', async (e) => {
     const link = e.target.closest('button[data-link]');
     if (link) {

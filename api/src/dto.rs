@@ -55,6 +55,23 @@ pub struct SubmitRequest {
     /// Stop seeding after this many seconds without uploading.
     #[oai(validator(minimum(value = "0"), maximum(value = "3155760000")))]
     pub seed_idle_secs: Option<u64>,
+    /// This job's download speed limit in bytes per second (at least 16384; absent: none
+    /// of its own). The server's global limits apply too.
+    #[oai(validator(minimum(value = "16384"), maximum(value = "4294967295")))]
+    pub download_limit: Option<u64>,
+    /// This job's upload speed limit in bytes per second, while it downloads and seeds.
+    #[oai(validator(minimum(value = "16384"), maximum(value = "4294967295")))]
+    pub upload_limit: Option<u64>,
+}
+
+/// A job's own speed limits in bytes per second; an absent or `null` one: no limit of the
+/// job's own (the server's global limits still apply).
+#[derive(Debug, Object)]
+pub struct SpeedLimitsRequest {
+    #[oai(validator(minimum(value = "16384"), maximum(value = "4294967295")))]
+    pub download_limit: Option<u64>,
+    #[oai(validator(minimum(value = "16384"), maximum(value = "4294967295")))]
+    pub upload_limit: Option<u64>,
 }
 
 impl Example for SubmitRequest {
@@ -70,6 +87,8 @@ impl Example for SubmitRequest {
             seed_ratio: None,
             seed_time_secs: None,
             seed_idle_secs: None,
+            download_limit: None,
+            upload_limit: None,
         }
     }
 }
@@ -202,6 +221,28 @@ pub struct JobDto {
     /// `DELETE …?purge=true` was accepted: the job and its files are being deleted, and the
     /// job answers 404 once that is done.
     pub purge_pending: bool,
+    /// The job's own download speed limit, bytes per second (absent: none).
+    pub download_limit: Option<u64>,
+    /// The job's own upload speed limit, bytes per second (absent: none).
+    pub upload_limit: Option<u64>,
+    /// A queued job's place in the queue: 1 starts next, when a worker has a free slot
+    /// (`workers.downloads` torrents, `workers.fetches` URLs at once per worker). Jobs of
+    /// every user count; absent unless queued.
+    pub queue_position: Option<u32>,
+}
+
+impl JobDto {
+    /// The job's view with its place in the queue, if queued (`positions` from
+    /// `Jobs::queue_positions`).
+    pub fn placed(
+        job: &Job,
+        positions: &std::collections::HashMap<ferry_domain::JobId, u32>,
+    ) -> Self {
+        Self {
+            queue_position: positions.get(&job.id).copied(),
+            ..job.into()
+        }
+    }
 }
 
 fn u32_of(n: usize) -> u32 {
@@ -246,6 +287,9 @@ impl From<&Job> for JobDto {
             updated_at: job.updated_at,
             finished_at: job.finished_at,
             purge_pending: job.purge_requested,
+            download_limit: job.speed_limits.download_bps.map(|b| u64::from(b.get())),
+            upload_limit: job.speed_limits.upload_bps.map(|b| u64::from(b.get())),
+            queue_position: None,
         }
     }
 }

@@ -361,6 +361,8 @@ impl From<JobsError> for ApiError {
             JobsError::TorrentNotReady => C::TorrentNotReady,
             JobsError::InvalidTorrent(_) => C::InvalidTorrent,
             JobsError::InvalidSelection(_) => C::InvalidFileSelection,
+            // The OpenAPI document states the same bounds, so this is a body that breaks it.
+            JobsError::InvalidSpeedLimit(_) => C::InvalidRequest,
             JobsError::UnsafePath(_) => C::TorrentUnsafePath,
             JobsError::TorrentLimit(TorrentLimitError::TooManyFiles { .. }) => {
                 C::TorrentTooManyFiles

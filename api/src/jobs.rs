@@ -50,6 +50,7 @@ statuses! {
     ListFails: 400, 401, 403, 429, 500, 503;
     ReadFails: 401, 403, 404, 429, 500, 503;
     MoveFails: 401, 403, 404, 409, 429, 500, 503;
+    LimitsFails: 400, 401, 403, 404, 409, 413, 415, 429, 500, 503;
     CancelFails: 400, 401, 403, 404, 409, 429, 500, 503;
     EventsFails: 400, 401, 403, 404, 429, 500, 503;
     FeedFails: 400, 401, 403, 429, 500, 503;
@@ -90,6 +91,12 @@ pub struct TorrentUpload {
     pub storage_profile: Option<String>,
     /// `true` to seed the finished job, `false` not to (absent: the server's default).
     pub seed: Option<bool>,
+    /// The job's download speed limit, bytes per second (at least 16384).
+    #[oai(validator(minimum(value = "16384"), maximum(value = "4294967295")))]
+    pub download_limit: Option<u64>,
+    /// The job's upload speed limit, bytes per second (at least 16384).
+    #[oai(validator(minimum(value = "16384"), maximum(value = "4294967295")))]
+    pub upload_limit: Option<u64>,
 }
 
 #[derive(Debug, Multipart)]
@@ -288,8 +295,12 @@ impl JobsApi {
             seed_ratio,
             seed_time_secs,
             seed_idle_secs,
+            download_limit,
+            upload_limit,
         } = body.0;
         let seed = self.seed_policy(seed, seed_ratio, seed_time_secs, seed_idle_secs)?;
+        let limits = ferry_domain::SpeedLimits::new(download_limit, upload_limit)
+            .map_err(ferry_application::JobsError::from)?;
         let submission = match source {
             SourceRequest::Magnet(m) => Submission::Magnet(m.magnet),
             SourceRequest::Url(u) => Submission::Url(u.url),
@@ -305,6 +316,7 @@ impl JobsApi {
             seed,
             paused: false,
             id: None,
+            limits,
         };
         let job = self
             .state
@@ -337,6 +349,8 @@ impl JobsApi {
     ) -> Result<Created, Fails<SubmitFails>> {
         let files = parse_files(form.files.as_deref(), self.state.jobs.limits.max_files)?;
         let seed = self.seed_policy(form.seed, None, None, None)?;
+        let limits = ferry_domain::SpeedLimits::new(form.download_limit, form.upload_limit)
+            .map_err(ferry_application::JobsError::from)?;
         let bytes = self.read_torrent(form.torrent).await?;
         let storage_profile = match form.storage_profile.as_deref().map(str::trim) {
             None => self.default_profile(&caller).await?,
@@ -358,6 +372,7 @@ impl JobsApi {
             seed,
             paused: false,
             id: None,
+            limits,
         };
         let job = self
             .state
@@ -409,11 +424,12 @@ impl JobsApi {
             torrents: None,
         };
         let jobs = self.state.jobs.list(&query).await?;
+        let positions = self.state.jobs.queue_positions(&jobs).await?;
         let next_cursor = (jobs.len() == limit as usize)
             .then(|| jobs.last().map(|j| j.id.as_uuid()))
             .flatten();
         Ok(Json(JobPage {
-            items: jobs.iter().map(JobDto::from).collect(),
+            items: jobs.iter().map(|j| JobDto::placed(j, &positions)).collect(),
             next_cursor,
         }))
     }
@@ -431,7 +447,43 @@ impl JobsApi {
         id: Path<String>,
     ) -> Result<Json<JobDto>, Fails<ReadFails>> {
         let job = self.state.jobs.get(caller.owner(), parse_id(&id)?).await?;
-        Ok(Json((&job).into()))
+        let positions = self
+            .state
+            .jobs
+            .queue_positions(std::slice::from_ref(&job))
+            .await?;
+        Ok(Json(JobDto::placed(&job, &positions)))
+    }
+
+    /// Change a job's own speed limits (bytes per second; an absent or `null` one removes
+    /// it). A running torrent takes them within a second, while it downloads or seeds; a
+    /// queued or paused job starts with them. A torrent that jobs of several users share
+    /// runs at the loosest of their limits.
+    #[oai(
+        path = "/jobs/:id/limits",
+        method = "put",
+        tag = "Tag::Jobs",
+        operation_id = "setJobSpeedLimits"
+    )]
+    async fn set_limits(
+        &self,
+        caller: Caller,
+        id: Path<String>,
+        body: Json<SpeedLimitsRequest>,
+    ) -> Result<Json<JobDto>, Fails<LimitsFails>> {
+        let limits = ferry_domain::SpeedLimits::new(body.0.download_limit, body.0.upload_limit)
+            .map_err(ferry_application::JobsError::from)?;
+        let job = self
+            .state
+            .jobs
+            .set_speed_limits(caller.owner(), parse_id(&id)?, limits)
+            .await?;
+        let positions = self
+            .state
+            .jobs
+            .queue_positions(std::slice::from_ref(&job))
+            .await?;
+        Ok(Json(JobDto::placed(&job, &positions)))
     }
 
     /// Cancel a job (a seeding job stops seeding and stays completed, with its files); with

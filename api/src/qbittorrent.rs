@@ -88,6 +88,10 @@ enum Op {
     RemoveTags,
     Tags,
     SetShareLimits,
+    SetDownloadLimit,
+    SetUploadLimit,
+    DownloadLimit,
+    UploadLimit,
     Prio,
     SetForceStart,
     Reannounce,
@@ -113,6 +117,8 @@ impl Op {
                 | Self::AddTags
                 | Self::RemoveTags
                 | Self::SetShareLimits
+                | Self::SetDownloadLimit
+                | Self::SetUploadLimit
                 | Self::Prio
                 | Self::SetForceStart
                 | Self::Reannounce
@@ -148,6 +154,10 @@ const ROUTES: &[(&str, Op)] = &[
     ("/torrents/removeTags", Op::RemoveTags),
     ("/torrents/tags", Op::Tags),
     ("/torrents/setShareLimits", Op::SetShareLimits),
+    ("/torrents/setDownloadLimit", Op::SetDownloadLimit),
+    ("/torrents/setUploadLimit", Op::SetUploadLimit),
+    ("/torrents/downloadLimit", Op::DownloadLimit),
+    ("/torrents/uploadLimit", Op::UploadLimit),
     ("/torrents/topPrio", Op::Prio),
     ("/torrents/bottomPrio", Op::Prio),
     ("/torrents/increasePrio", Op::Prio),
@@ -516,8 +526,16 @@ impl Session<'_> {
             Op::AddTags | Op::RemoveTags => self.tag(owner, params, op == Op::AddTags).await,
             Op::Tags => self.tags(owner).await,
             Op::SetShareLimits => self.share_limits(owner, params).await,
-            // Ferry runs every job at once: no queue to reorder, as qBittorrent answers
-            // with queueing off.
+            Op::SetDownloadLimit | Op::SetUploadLimit => {
+                self.set_speed_limit(owner, params, op == Op::SetDownloadLimit)
+                    .await
+            }
+            Op::DownloadLimit | Op::UploadLimit => {
+                self.speed_limits(owner, params, op == Op::DownloadLimit)
+                    .await
+            }
+            // Ferry's queue runs in the order jobs were queued, with nothing to reorder: as
+            // qBittorrent answers with queueing off.
             Op::Prio => Ok(text(
                 StatusCode::CONFLICT,
                 "Torrent queueing must be enabled",
@@ -776,6 +794,11 @@ impl Session<'_> {
             .quotas_of(owner)
             .await
             .map_err(|e| refusal(e.into()))?;
+        // qBittorrent's per-torrent limits, bytes per second (0 or less: none).
+        let limits = ferry_domain::SpeedLimits {
+            download_bps: params.int("dlLimit").and_then(qb_limit),
+            upload_bps: params.int("upLimit").and_then(qb_limit),
+        };
         let mut added = 0usize;
         let mut known = 0usize;
         let mut last_error = None;
@@ -809,6 +832,7 @@ impl Session<'_> {
                 seed,
                 paused,
                 id: None,
+                limits,
             };
             let submitted = match self
                 .state
@@ -827,6 +851,7 @@ impl Session<'_> {
                         seed: None,
                         paused,
                         id: None,
+                        limits,
                     };
                     self.state
                         .jobs
@@ -1149,6 +1174,58 @@ impl Session<'_> {
         Ok(json(&tags))
     }
 
+    /// `torrents/setDownloadLimit` / `setUploadLimit`: `limit` in bytes per second for each
+    /// of `hashes`; 0 or less removes it, and a limit under Ferry's least (16 KiB/s) is
+    /// raised to it.
+    async fn set_speed_limit(
+        &self,
+        owner: &OwnerId,
+        params: &Params,
+        download: bool,
+    ) -> Result<Response, Response> {
+        let Some(limit) = params.int("limit") else {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                "limit must be a whole number",
+            ));
+        };
+        let bps = qb_limit(limit);
+        for l in self.listed_for(owner, params, "hashes").await? {
+            let mut limits = l.job.speed_limits;
+            if download {
+                limits.download_bps = bps;
+            } else {
+                limits.upload_bps = bps;
+            }
+            self.state
+                .jobs
+                .set_speed_limits(owner, l.job.id, limits)
+                .await
+                .map_err(|e| refusal(e.into()))?;
+        }
+        Ok(ok())
+    }
+
+    /// `torrents/downloadLimit` / `uploadLimit`: `{hash: bytes per second}`, 0 for none.
+    async fn speed_limits(
+        &self,
+        owner: &OwnerId,
+        params: &Params,
+        download: bool,
+    ) -> Result<Response, Response> {
+        let mut out = std::collections::BTreeMap::new();
+        for l in self.listed_for(owner, params, "hashes").await? {
+            let limits = l.job.speed_limits;
+            let bps = if download {
+                limits.download_bps
+            } else {
+                limits.upload_bps
+            };
+            out.insert(l.hash.to_hex(), bps.map_or(0, |b| i64::from(b.get())));
+        }
+        Ok(json(&out))
+    }
+
     async fn share_limits(&self, owner: &OwnerId, params: &Params) -> Result<Response, Response> {
         if params.get("ratioLimit").is_none() && params.get("seedingTimeLimit").is_none() {
             return Err(text(
@@ -1179,6 +1256,18 @@ impl Session<'_> {
             )
             .await;
     }
+}
+
+/// A qBittorrent speed limit (bytes per second; 0 or less: none) as Ferry's: at least
+/// [`ferry_domain::SpeedLimits::MIN_BPS`], at most `u32::MAX`.
+fn qb_limit(limit: i64) -> Option<std::num::NonZeroU32> {
+    if limit <= 0 {
+        return None;
+    }
+    let bps = u32::try_from(limit)
+        .unwrap_or(u32::MAX)
+        .max(ferry_domain::SpeedLimits::MIN_BPS);
+    std::num::NonZeroU32::new(bps)
 }
 
 /// The credentials after `scheme ` in an `Authorization` value (scheme case-insensitive).

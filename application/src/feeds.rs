@@ -830,6 +830,7 @@ impl Feeds {
             seed,
             paused: false,
             id: Some(job),
+            limits: Default::default(),
         };
         let id = match self
             .jobs

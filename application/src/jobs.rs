@@ -55,6 +55,8 @@ pub enum JobsError {
     TorrentLimit(#[from] TorrentLimitError),
     #[error(transparent)]
     InvalidSelection(#[from] FileSelectionError),
+    #[error(transparent)]
+    InvalidSpeedLimit(#[from] ferry_domain::SpeedLimitError),
     #[error("job not found")]
     NotFound,
     /// The job would take its owner past a quota.
@@ -163,6 +165,8 @@ pub struct SubmitOptions {
     /// id before it submits (a feed's match) can submit again after a crash: the second
     /// attempt answers [`JobsError::AlreadySubmitted`] instead of making a second job.
     pub id: Option<JobId>,
+    /// The job's own speed limits.
+    pub limits: ferry_domain::SpeedLimits,
 }
 
 /// What an owner uses of what quotas limit.
@@ -344,6 +348,7 @@ impl Jobs {
             seed: None,
             paused: false,
             id: None,
+            limits: Default::default(),
         };
         self.submit_with(owner, submission, options).await
     }
@@ -381,6 +386,7 @@ impl Jobs {
             seed,
             paused,
             id: chosen,
+            limits,
         } = options;
         if let Some(id) = chosen {
             self.check_submitted(&owner, id).await?;
@@ -437,6 +443,7 @@ impl Jobs {
             storage_profile,
             seed,
             byte_limit: quotas.job_bytes,
+            speed_limits: limits,
             status,
             ..job
         };
@@ -576,6 +583,48 @@ impl Jobs {
     /// `Unavailable` when the repository is.
     pub async fn list(&self, query: &JobQuery) -> Result<Vec<Job>, JobsError> {
         Ok(self.lifecycle.repo.list(query).await?)
+    }
+
+    /// The place in the queue of each of `jobs` that is queued (1 runs next; see
+    /// [`crate::ports::JobRepository::queue_positions`]).
+    ///
+    /// # Errors
+    /// `Unavailable` when the repository is.
+    pub async fn queue_positions(
+        &self,
+        jobs: &[Job],
+    ) -> Result<std::collections::HashMap<JobId, u32>, JobsError> {
+        let queued: Vec<JobId> = jobs
+            .iter()
+            .filter(|j| j.status == JobStatus::Queued)
+            .map(|j| j.id)
+            .collect();
+        if queued.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        Ok(self.lifecycle.repo.queue_positions(&queued).await?)
+    }
+
+    /// Replaces a job's speed limits; a running torrent takes them within a tick of its
+    /// stage (downloading or seeding), a job that runs later starts with them.
+    ///
+    /// # Errors
+    /// `NotFound`, `Purging`.
+    pub async fn set_speed_limits(
+        &self,
+        owner: &OwnerId,
+        id: JobId,
+        limits: ferry_domain::SpeedLimits,
+    ) -> Result<Job, JobsError> {
+        let job = self.get(owner, id).await?;
+        if job.purge_requested {
+            return Err(JobsError::Purging);
+        }
+        self.lifecycle.repo.record_speed_limits(id, limits).await?;
+        Ok(Job {
+            speed_limits: limits,
+            ..job
+        })
     }
 
     /// Pauses a downloading job; its worker stops the torrent and keeps the data.

@@ -1911,3 +1911,108 @@ async fn a_link_can_be_made_to_a_file_that_is_downloading() {
     let opened = lw.links.open(&link.token).await.unwrap();
     assert_eq!(read_live(opened, 0).await.len(), 64);
 }
+
+#[tokio::test]
+async fn a_jobs_speed_limits_reach_its_torrent_from_the_start_and_when_changed() {
+    let w = Arc::new(world());
+    let meta = sample_metadata(80, &[1000]);
+    w.f.engine.register(meta.clone());
+    w.f.engine.set_stalled(true);
+    let limits = ferry_domain::SpeedLimits::new(Some(32 * 1024), None).unwrap();
+    let options = SubmitOptions {
+        limits,
+        ..SubmitOptions::default()
+    };
+    let job = w
+        .jobs
+        .submit_with(me(), Submission::Torrent(meta.metainfo.clone()), options)
+        .await
+        .unwrap();
+    assert_eq!(job.speed_limits, limits);
+    assert_eq!(w.f.repo.get(job.id).await.unwrap().speed_limits, limits);
+    let runner = {
+        let w = w.clone();
+        tokio::spawn(async move { w.run_stage(Stage::Download).await })
+    };
+    let engine_limits = |want: ferry_domain::SpeedLimits| {
+        let engine = w.f.engine.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while engine.limits(job.id) != Some(want) {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("the torrent never ran at {want:?}"));
+        }
+    };
+    // From its first byte.
+    engine_limits(limits).await;
+
+    // Changed while it runs: the torrent takes them within a tick.
+    let looser = ferry_domain::SpeedLimits::new(None, Some(64 * 1024)).unwrap();
+    let changed = w
+        .jobs
+        .set_speed_limits(&me(), job.id, looser)
+        .await
+        .unwrap();
+    assert_eq!(changed.speed_limits, looser);
+    engine_limits(looser).await;
+
+    // Only by its owner.
+    let eve = OwnerId::parse("eve").unwrap();
+    assert!(matches!(
+        w.jobs
+            .set_speed_limits(&eve, job.id, ferry_domain::SpeedLimits::NONE)
+            .await,
+        Err(JobsError::NotFound)
+    ));
+    assert_eq!(w.f.repo.get(job.id).await.unwrap().speed_limits, looser);
+
+    w.f.engine.set_stalled(false);
+    assert_eq!(runner.await.unwrap(), StageOutcome::Done);
+    assert_eq!(w.status(job.id).await, JobStatus::Uploading);
+}
+
+#[tokio::test]
+async fn queued_jobs_know_their_place_in_the_queue_of_their_kind() {
+    let w = world();
+    let eve = OwnerId::parse("eve").unwrap();
+    let url = "https://files.example/queued.bin";
+    w.f.fetcher.serve(url, vec![1u8; 100]);
+    let mut submitted = Vec::new();
+    for (owner, submission) in [
+        (me(), Submission::Magnet(magnet_for(90))),
+        (eve.clone(), Submission::Magnet(magnet_for(91))),
+        (me(), Submission::Url(url.into())),
+        (me(), Submission::Magnet(magnet_for(92))),
+    ] {
+        submitted.push(w.jobs.submit(owner, submission, None, None).await.unwrap());
+        w.f.clock.advance(chrono::Duration::seconds(1));
+    }
+    let [first, others, fetch, last] = <[_; 4]>::try_from(submitted).unwrap();
+    let places = w
+        .jobs
+        .queue_positions(&[first.clone(), fetch.clone(), last.clone()])
+        .await
+        .unwrap();
+    // Another user's queued torrent counts; a URL waits in a queue of its own.
+    assert_eq!(places.get(&first.id), Some(&1));
+    assert_eq!(places.get(&fetch.id), Some(&1));
+    assert_eq!(places.get(&last.id), Some(&3));
+    assert_eq!(places.len(), 3, "only the jobs asked about: {places:?}");
+
+    // The first starts: it leaves the queue, and the others move up.
+    w.f.engine.register(sample_metadata(90, &[10]));
+    w.run_stage(Stage::Download).await;
+    assert_eq!(w.status(first.id).await, JobStatus::Uploading);
+    let jobs = [
+        w.f.repo.get(first.id).await.unwrap(),
+        w.f.repo.get(others.id).await.unwrap(),
+        w.f.repo.get(last.id).await.unwrap(),
+    ];
+    let places = w.jobs.queue_positions(&jobs).await.unwrap();
+    assert_eq!(places.get(&first.id), None);
+    assert_eq!(places.get(&others.id), Some(&1));
+    assert_eq!(places.get(&last.id), Some(&2));
+}

@@ -1158,3 +1158,127 @@ async fn torrents_info_selects_by_hash_category_and_filter() {
         vec![h('4')]
     );
 }
+
+#[tokio::test]
+async fn per_torrent_speed_limits_are_set_and_read_as_in_qbittorrent() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = ferry(dir.path());
+    let _admin = admin(&f).await;
+    add_user(&f, "alice", false);
+    add_user(&f, "bob", false);
+    let alice = token(&browser(&f, "alice").await, "a").await;
+    let bob = token(&browser(&f, "bob").await, "b").await;
+    let http = reqwest::Client::new();
+    let hash = "7".repeat(40);
+    let r = http
+        .post(v2(&f, "/torrents/add"))
+        .bearer_auth(&alice)
+        .form(&[
+            ("urls", format!("magnet:?xt=urn:btih:{hash}&dn=limited")),
+            ("dlLimit", "200000".to_owned()),
+            ("upLimit", "0".to_owned()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "Ok.");
+    let info = |token: String| {
+        let (http, url) = (http.clone(), v2(&f, "/torrents/info"));
+        async move { poll(&http, &url, Some(&token)).await[0].clone() }
+    };
+    let t = info(alice.clone()).await;
+    assert_eq!(
+        (&t["dl_limit"], &t["up_limit"]),
+        (&json!(200000), &json!(-1)),
+        "{t}"
+    );
+
+    let post = |token: &str, path: &str, form: Vec<(&'static str, String)>| {
+        http.post(v2(&f, path))
+            .bearer_auth(token)
+            .form(&form)
+            .send()
+    };
+    // Below Ferry's least limit (16 KiB/s) is raised to it; 0 removes one.
+    let r = post(
+        &alice,
+        "/torrents/setUploadLimit",
+        vec![("hashes", hash.clone()), ("limit", "1000".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = post(
+        &alice,
+        "/torrents/setDownloadLimit",
+        vec![("hashes", "all".into()), ("limit", "0".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let read = |token: &str, path: &str| {
+        http.post(v2(&f, path))
+            .bearer_auth(token)
+            .form(&[("hashes", hash.clone())])
+            .send()
+    };
+    let up: Value = read(&alice, "/torrents/uploadLimit")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let down: Value = read(&alice, "/torrents/downloadLimit")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(up, json!({ hash.clone(): 16384 }));
+    assert_eq!(down, json!({ hash.clone(): 0 }));
+    let t = info(alice.clone()).await;
+    assert_eq!(
+        (&t["dl_limit"], &t["up_limit"]),
+        (&json!(-1), &json!(16384)),
+        "{t}"
+    );
+
+    // Bob cannot reach alice's torrent: his "all" is his own (none), and naming it changes
+    // nothing of hers.
+    let r = post(
+        &bob,
+        "/torrents/setUploadLimit",
+        vec![("hashes", hash.clone()), ("limit", "50000".into())],
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.status().is_success() || r.status() == StatusCode::NOT_FOUND,
+        "{}",
+        r.status()
+    );
+    let up: Value = read(&alice, "/torrents/uploadLimit")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(up, json!({ hash.clone(): 16384 }));
+    let mine: Value = read(&bob, "/torrents/uploadLimit")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine, json!({}));
+
+    // A limit that is not a number is refused.
+    let r = post(
+        &alice,
+        "/torrents/setUploadLimit",
+        vec![("hashes", hash.clone()), ("limit", "fast".into())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}

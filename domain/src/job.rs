@@ -337,6 +337,9 @@ pub struct Job {
     /// The most bytes this job may fetch: the owner's `job_bytes` quota when the job was
     /// submitted (checked again once a magnet's metadata or a URL's size is known).
     pub byte_limit: Option<u64>,
+    /// The job's own speed limits (the engine's global ones apply on top); the user may
+    /// change them while it runs.
+    pub speed_limits: crate::SpeedLimits,
 }
 
 impl Job {
@@ -424,6 +427,7 @@ impl Job {
             seeding_started_at: None,
             purge_requested: false,
             byte_limit: None,
+            speed_limits: crate::SpeedLimits::NONE,
         }
     }
 

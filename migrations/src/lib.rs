@@ -18,6 +18,7 @@ mod m20270101_000001_webhooks;
 mod m20270101_000002_feeds;
 mod m20270102_000001_feed_matches_per_feed;
 mod m20270102_000002_seeding_started;
+mod m20270103_000001_speed_limits;
 
 pub struct Migrator;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20270101_000002_feeds::Migration),
             Box::new(m20270102_000001_feed_matches_per_feed::Migration),
             Box::new(m20270102_000002_seeding_started::Migration),
+            Box::new(m20270103_000001_speed_limits::Migration),
         ]
     }
 }

@@ -235,7 +235,10 @@ impl TorrentInfo {
             completed: int(done),
             completion_on: finished.map_or(-1, unix),
             content_path: content_path.clone(),
-            dl_limit: -1,
+            dl_limit: job
+                .speed_limits
+                .download_bps
+                .map_or(-1, |b| i64::from(b.get())),
             dlspeed: int(p.download_rate),
             download_path: String::new(),
             downloaded: int(done),
@@ -299,7 +302,10 @@ impl TorrentInfo {
                 .map_or(p.bytes_total, |m| m.total_bytes)),
             tracker: trackers.first().cloned().unwrap_or_default(),
             trackers_count: i64::try_from(trackers.len()).unwrap_or(0),
-            up_limit: -1,
+            up_limit: job
+                .speed_limits
+                .upload_bps
+                .map_or(-1, |b| i64::from(b.get())),
             uploaded: int(p.uploaded_bytes),
             uploaded_session: int(p.uploaded_bytes),
             upspeed: int(p.upload_rate),

@@ -170,7 +170,7 @@ fn actions(status: JobStatus) -> &'static [(&'static str, &'static str)] {
     }
 }
 
-fn job_row(job: &Job) -> Markup {
+fn job_row(job: &Job, queue_position: Option<u32>) -> Markup {
     let p = &job.progress;
     let id = job.id.to_string();
     let percent = (p.fraction() * 1000.0).round() / 10.0;
@@ -186,7 +186,10 @@ fn job_row(job: &Job) -> Markup {
                 }
                 p.error data-f="error" role="alert" {}
             }
-            td data-f="status" { span.status data-s=(job.status.as_str()) { (status_label(job.status)) } }
+            td data-f="status" {
+                span.status data-s=(job.status.as_str()) { (status_label(job.status)) }
+                @if let Some(n) = queue_position { " " span.queue-pos title="Place in the queue: 1 starts next" { "#" (n) } }
+            }
             td.progress {
                 progress data-f="bar" max="100" value=(percent) aria-label={"Progress of " (job.name)} { (percent) "%" }
                 span.num data-f="percent" { (format!("{percent:.1}%")) }
@@ -222,10 +225,10 @@ fn ratio(p: &ferry_domain::Progress) -> f64 {
     }
 }
 
-fn rows(jobs: &[Job]) -> Markup {
+fn rows(jobs: &[Job], positions: &std::collections::HashMap<JobId, u32>) -> Markup {
     html! {
         tbody #jobs-rows {
-            @for job in jobs { (job_row(job)) }
+            @for job in jobs { (job_row(job, positions.get(&job.id).copied())) }
             @if jobs.is_empty() {
                 tr.empty { td colspan="10" { "No jobs here. " a href="/add" { "Add one" } "." } }
             }
@@ -265,8 +268,12 @@ pub async fn jobs_page(
         Ok(list) => list,
         Err(e) => return unavailable(&v, &e.to_string()),
     };
+    let positions = match state.jobs.queue_positions(&list).await {
+        Ok(p) => p,
+        Err(e) => return unavailable(&v, &e.to_string()),
+    };
     if p.fragment.as_deref() == Some("rows") {
-        return html_response(StatusCode::OK, rows(&list));
+        return html_response(StatusCode::OK, rows(&list, &positions));
     }
     let next = (list.len() == PAGE_SIZE as usize)
         .then(|| list.last().map(|j| j.id))
@@ -323,7 +330,7 @@ pub async fn jobs_page(
                         th scope="col" { span.visually-hidden { "Actions" } }
                     }
                 }
-                (rows(&list))
+                (rows(&list, &positions))
             }
         }
         nav.paging aria-label="Pages" {
@@ -472,6 +479,13 @@ pub async fn job_page(
         return not_found();
     };
     let history = history(state, id).await;
+    let position = state
+        .jobs
+        .queue_positions(std::slice::from_ref(&job))
+        .await
+        .ok()
+        .and_then(|p| p.get(&job.id).copied());
+    let kib = |b: Option<std::num::NonZeroU32>| b.map(|b| (b.get() / 1024).to_string());
     let files = job
         .metadata
         .as_ref()
@@ -491,7 +505,7 @@ pub async fn job_page(
                     th scope="col" { span.visually-hidden { "Actions" } }
                 }
             }
-            tbody #jobs-rows { (job_row(&job)) }
+            tbody #jobs-rows { (job_row(&job, position)) }
         }
         @if let Some(e) = &job.error {
             section.card.failure {
@@ -529,6 +543,21 @@ pub async fn job_page(
                 }
                 div #player {}
                 p.error #files-error role="alert" {}
+            }
+        }
+        @if !job.status.is_terminal() || job.status == JobStatus::Completed {
+            section.card {
+                h2 { "Speed limits" }
+                p { "This job's own limits, in KiB/s (empty: none). They apply at once, while it downloads and while it seeds." }
+                form #limits-form data-job=(id) {
+                    label for="limit-down" { "Download" }
+                    input #limit-down name="down" type="number" min="16" max="4194303" step="1" inputmode="numeric" value=[kib(job.speed_limits.download_bps)];
+                    label for="limit-up" { "Upload" }
+                    input #limit-up name="up" type="number" min="16" max="4194303" step="1" inputmode="numeric" value=[kib(job.speed_limits.upload_bps)];
+                    button type="submit" { "Save limits" }
+                    span.result #limits-status role="status" {}
+                }
+                p.error #limits-error role="alert" {}
             }
         }
         @if packaged {

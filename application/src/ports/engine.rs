@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
-use ferry_domain::{JobId, MagnetLink, SafePathError, TorrentMetadata};
+use ferry_domain::{JobId, MagnetLink, SafePathError, SpeedLimits, TorrentMetadata};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -39,6 +39,8 @@ pub struct TorrentSpec {
     /// Where the data is when it is not the job's staging folder (seeding from the seed
     /// folder).
     pub data_dir: Option<std::path::PathBuf>,
+    /// The job's own speed limits, from its first byte.
+    pub limits: SpeedLimits,
 }
 
 /// The engine's view of a running torrent, over the selected files only.
@@ -99,6 +101,13 @@ pub trait TorrentEngine: Send + Sync + 'static {
     /// # Errors
     /// `Unexpected` when the engine fails.
     async fn stop(&self, job_id: JobId, delete_data: bool) -> Result<(), EngineError>;
+
+    /// Changes a running job's speed limits. A torrent several jobs share runs at the
+    /// loosest of their limits (one job's limit never slows another's download).
+    ///
+    /// # Errors
+    /// `NotRunning` when the job's torrent is not in the engine.
+    async fn set_limits(&self, job_id: JobId, limits: SpeedLimits) -> Result<(), EngineError>;
 
     /// Puts a finished job's files into its staging folder (where [`super::Staging::file`]
     /// names them) and lets go of the torrent and of the engine's copy of its data.

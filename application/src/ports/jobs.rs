@@ -3,7 +3,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ferry_domain::{
-    InfoHash, Job, JobError, JobId, JobStatus, OwnerId, Progress, SeedPolicy, TorrentMetadata,
+    InfoHash, Job, JobError, JobId, JobStatus, OwnerId, Progress, SeedPolicy, SpeedLimits,
+    TorrentMetadata,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +93,23 @@ pub trait JobRepository: Send + Sync + 'static {
     /// `NotFound` if no such job exists.
     async fn status(&self, id: JobId) -> Result<JobStatus, RepoError>;
 
+    /// What a running stage polls each tick: the status and the job's speed limits.
+    ///
+    /// # Errors
+    /// `NotFound` if no such job exists.
+    async fn watch(&self, id: JobId) -> Result<(JobStatus, SpeedLimits), RepoError>;
+
+    /// Each of `ids` that is queued, with its place in the queue of its kind (torrents and
+    /// URLs wait for different workers): 1 runs next. Jobs of every owner count, in the
+    /// order they were queued (their last status change).
+    ///
+    /// # Errors
+    /// Only `Unavailable` / `Unexpected`.
+    async fn queue_positions(
+        &self,
+        ids: &[JobId],
+    ) -> Result<std::collections::HashMap<JobId, u32>, RepoError>;
+
     /// # Errors
     /// Only `Unavailable` / `Unexpected`.
     async fn list(&self, query: &JobQuery) -> Result<Vec<Job>, RepoError>;
@@ -176,6 +194,12 @@ pub trait JobRepository: Send + Sync + 'static {
     /// # Errors
     /// `NotFound` if no such job exists.
     async fn record_seed(&self, id: JobId, seed: Option<SeedPolicy>) -> Result<(), RepoError>;
+
+    /// Replaces the job's speed limits.
+    ///
+    /// # Errors
+    /// `NotFound` if no such job exists.
+    async fn record_speed_limits(&self, id: JobId, limits: SpeedLimits) -> Result<(), RepoError>;
 
     /// Records a fetched URL's content address.
     ///

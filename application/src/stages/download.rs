@@ -190,6 +190,7 @@ impl DownloadStage {
             only_files: job.selection.indices(),
             peers,
             data_dir: None,
+            limits: job.speed_limits,
         };
         self.engine.network().await.map_err(engine_outcome)?;
         self.engine.start(spec).await.map_err(engine_outcome)?;
@@ -202,6 +203,7 @@ impl DownloadStage {
             self.settings.tick,
         )
         .snapshot_every(self.settings.snapshot_every);
+        let mut limits = job.speed_limits;
         loop {
             tokio::select! {
                 () = ticker.tick() => {}
@@ -228,6 +230,7 @@ impl DownloadStage {
                     return Ok(StageOutcome::Done);
                 }
             }
+            super::follow_limits(&*self.engine, job.id, &mut limits, ticker.limits()).await;
             if let Some(error) = stats.error {
                 self.stop(job.id, false).await;
                 return Err(StageOutcome::retry(ErrorCode::EngineError, error));

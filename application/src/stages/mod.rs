@@ -296,6 +296,27 @@ pub(crate) async fn stop_if_purging_unfinished(lifecycle: &Lifecycle, job: &Job)
     Ok(true)
 }
 
+/// Applies the job's speed limits to its running torrent when the user changed them
+/// (`applied`: what the engine runs it under). A failure is logged, and tried again at the
+/// next tick.
+pub(crate) async fn follow_limits(
+    engine: &dyn crate::ports::TorrentEngine,
+    job_id: ferry_domain::JobId,
+    applied: &mut ferry_domain::SpeedLimits,
+    wanted: ferry_domain::SpeedLimits,
+) {
+    if *applied == wanted {
+        return;
+    }
+    match engine.set_limits(job_id, wanted).await {
+        Ok(()) => {
+            tracing::info!(job_id = %job_id, limits = ?wanted, "speed limits changed");
+            *applied = wanted;
+        }
+        Err(e) => tracing::warn!(job_id = %job_id, error = %e, "could not change the speed limits"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

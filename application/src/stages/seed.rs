@@ -77,6 +77,7 @@ impl SeedStage {
             only_files: job.selection.indices(),
             peers: vec![],
             data_dir: Some(self.staging.seed_dir(job.id)),
+            limits: job.speed_limits,
         };
         match self.engine.start(spec).await {
             Ok(()) => {}
@@ -98,6 +99,7 @@ impl SeedStage {
         let mut ticker = Ticker::new(&self.lifecycle, &job, JobStatus::Seeding, self.tick)
             .snapshot_every(self.snapshot_every);
         let mut policy_read = Instant::now();
+        let mut limits = job.speed_limits;
         loop {
             tokio::select! {
                 () = ticker.tick() => {}
@@ -140,6 +142,7 @@ impl SeedStage {
                     return super::hand_over_purge(&self.lifecycle, &*self.queue, job.id).await;
                 }
             }
+            super::follow_limits(&*self.engine, job.id, &mut limits, ticker.limits()).await;
             // Limits changed while seeding (qBittorrent's `setShareLimits`) apply within
             // POLICY_REREAD.
             if policy_read.elapsed() >= POLICY_REREAD {

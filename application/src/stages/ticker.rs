@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ferry_domain::{Job, JobId, JobStatus, OwnerId, Progress};
+use ferry_domain::{Job, JobId, JobStatus, OwnerId, Progress, SpeedLimits};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::lifecycle::Lifecycle;
@@ -36,6 +36,8 @@ pub(crate) struct Ticker<'a> {
     snapshot_every: Option<Duration>,
     last_snapshot: Instant,
     progress: Progress,
+    /// The job's speed limits as last read (the user may change them while it runs).
+    limits: SpeedLimits,
     /// Which of publish, snapshot and status read are failing now: each outage is logged
     /// at warn once (then at debug each tick) and its end at info.
     failing: [std::sync::atomic::AtomicBool; 3],
@@ -65,6 +67,7 @@ impl<'a> Ticker<'a> {
             snapshot_every: None,
             last_snapshot: Instant::now(),
             progress: job.progress,
+            limits: job.speed_limits,
             failing: Default::default(),
         }
     }
@@ -104,6 +107,11 @@ impl<'a> Ticker<'a> {
     /// The progress last reported (the job's stored progress before any).
     pub(crate) fn progress(&self) -> Progress {
         self.progress
+    }
+
+    /// The job's speed limits as last read.
+    pub(crate) fn limits(&self) -> SpeedLimits {
+        self.limits
     }
 
     /// One tick's work: report `progress` (`None`: nothing to report this tick), then read
@@ -153,15 +161,18 @@ impl<'a> Ticker<'a> {
         }
     }
 
-    /// Reads the job's status.
-    pub(crate) async fn observe(&self) -> Observed {
-        let read = self.lifecycle.repo.status(self.job).await;
+    /// Reads the job's status (and its speed limits).
+    pub(crate) async fn observe(&mut self) -> Observed {
+        let read = self.lifecycle.repo.watch(self.job).await;
         if read.is_ok() {
             self.worked(STATUS);
         }
         match read {
-            Ok(status) if status == self.running => Observed::Running,
-            Ok(status) => Observed::Moved(status),
+            Ok((status, limits)) if status == self.running => {
+                self.limits = limits;
+                Observed::Running
+            }
+            Ok((status, _)) => Observed::Moved(status),
             Err(RepoError::NotFound) => Observed::Gone,
             Err(e) => {
                 self.failed(STATUS, &e, "could not read the job's status");

@@ -1597,6 +1597,7 @@ pub async fn torrent_engine_contract(
         only_files: None,
         peers: vec![],
         data_dir: None,
+        limits: Default::default(),
     };
     engine.start(spec.clone()).await.unwrap();
     engine.start(spec.clone()).await.unwrap(); // idempotent

@@ -29,6 +29,8 @@ pub struct Model {
     pub seeding_started_at: Option<ChronoDateTimeUtc>,
     pub purge_requested: bool,
     pub byte_limit: Option<i64>,
+    pub download_limit: Option<i64>,
+    pub upload_limit: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -164,6 +164,56 @@ impl JobRepository for SqlJobRepository {
             .map_err(|e| RepoError::Unexpected(anyhow::Error::new(e)))
     }
 
+    async fn watch(&self, id: JobId) -> Result<(JobStatus, ferry_domain::SpeedLimits), RepoError> {
+        let row: Option<(String, Option<i64>, Option<i64>)> = Jobs::find_by_id(id.as_uuid())
+            .select_only()
+            .column(Column::Status)
+            .column(Column::DownloadLimit)
+            .column(Column::UploadLimit)
+            .into_tuple()
+            .one(&self.db)
+            .await
+            .map_err(db_error)?;
+        let (status, down, up) = row.ok_or(RepoError::NotFound)?;
+        let status = status
+            .parse()
+            .map_err(|e| RepoError::Unexpected(anyhow::Error::new(e)))?;
+        Ok((status, mapping::speed_limits(down, up)))
+    }
+
+    async fn queue_positions(
+        &self,
+        ids: &[JobId],
+    ) -> Result<std::collections::HashMap<JobId, u32>, RepoError> {
+        let mut out = std::collections::HashMap::new();
+        if ids.is_empty() {
+            return Ok(out);
+        }
+        // The whole queue, in the order it was queued; ids and kinds only (the index on
+        // status finds the rows).
+        let queued: Vec<(uuid::Uuid, String)> = Jobs::find()
+            .select_only()
+            .column(Column::Id)
+            .column(Column::SourceKind)
+            .filter(Column::Status.eq(JobStatus::Queued.as_str()))
+            .order_by_asc(Column::UpdatedAt)
+            .order_by_asc(Column::Id)
+            .into_tuple()
+            .all(&self.db)
+            .await
+            .map_err(db_error)?;
+        let mut next = [0u32; 2];
+        for (id, kind) in queued {
+            let kind = usize::from(kind == "url");
+            next[kind] += 1;
+            let id = JobId::from_uuid(id);
+            if ids.contains(&id) {
+                out.insert(id, next[kind]);
+            }
+        }
+        Ok(out)
+    }
+
     async fn list(&self, q: &JobQuery) -> Result<Vec<Job>, RepoError> {
         let mut select = Jobs::find().filter(Column::Owner.eq(q.owner.as_str()));
         if let Some(status) = q.status {
@@ -389,6 +439,19 @@ impl JobRepository for SqlJobRepository {
     async fn record_seed(&self, id: JobId, seed: Option<SeedPolicy>) -> Result<(), RepoError> {
         let seed = seed.as_ref().map(json).transpose()?;
         let update = Jobs::update_many().col_expr(Column::Seed, Expr::value(seed));
+        self.update_one(id, update).await
+    }
+
+    async fn record_speed_limits(
+        &self,
+        id: JobId,
+        limits: ferry_domain::SpeedLimits,
+    ) -> Result<(), RepoError> {
+        let bps = |v: Option<std::num::NonZeroU32>| v.map(|v| i64::from(v.get()));
+        // `updated_at` stays: it is the job's place in the queue.
+        let update = Jobs::update_many()
+            .col_expr(Column::DownloadLimit, Expr::value(bps(limits.download_bps)))
+            .col_expr(Column::UploadLimit, Expr::value(bps(limits.upload_bps)));
         self.update_one(id, update).await
     }
 

@@ -53,12 +53,20 @@ pub fn to_active(job: &Job) -> anyhow::Result<entity::ActiveModel> {
         updated_at: Set(job.updated_at),
         finished_at: Set(job.finished_at),
         purge_requested: Set(job.purge_requested),
-        // These two are left out when absent, so a job can be stored in a schema from
+        // These are left out when absent, so a job can be stored in a schema from
         // before their columns (upgrade tests write one).
         seeding_started_at: job.seeding_started_at.map_or(NotSet, |t| Set(Some(t))),
         byte_limit: job
             .byte_limit
             .map_or(NotSet, |b| Set(Some(i64::try_from(b).unwrap_or(i64::MAX)))),
+        download_limit: job
+            .speed_limits
+            .download_bps
+            .map_or(NotSet, |b| Set(Some(i64::from(b.get())))),
+        upload_limit: job
+            .speed_limits
+            .upload_bps
+            .map_or(NotSet, |b| Set(Some(i64::from(b.get())))),
     })
 }
 
@@ -143,7 +151,21 @@ pub fn from_row(row: entity::Model) -> anyhow::Result<Job> {
             seeding_started_at: row.seeding_started_at,
             purge_requested: row.purge_requested,
             byte_limit: row.byte_limit.map(|b| u64::try_from(b).unwrap_or(0)),
+            speed_limits: speed_limits(row.download_limit, row.upload_limit),
         })
     })()
     .with_context(|| format!("job row {id} is corrupt"))
+}
+
+/// The stored limits (written only through [`SpeedLimits`], so always in range; a value
+/// out of it reads as no limit rather than failing the whole row).
+pub fn speed_limits(download: Option<i64>, upload: Option<i64>) -> ferry_domain::SpeedLimits {
+    let bps = |v: Option<i64>| {
+        v.and_then(|v| u32::try_from(v).ok())
+            .and_then(std::num::NonZeroU32::new)
+    };
+    ferry_domain::SpeedLimits {
+        download_bps: bps(download),
+        upload_bps: bps(upload),
+    }
 }

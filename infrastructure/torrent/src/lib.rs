@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use ferry_application::ports::{
     EngineError, EngineStats, Staging, TorrentEngine, TorrentInspector, TorrentSpec,
 };
-use ferry_domain::{AddressPolicy, JobId, MagnetLink, TorrentMetadata};
+use ferry_domain::{AddressPolicy, JobId, MagnetLink, SpeedLimits, TorrentMetadata};
 use ferry_local_storage::LocalStaging;
 use librqbit::api::TorrentIdOrHash;
 use librqbit::limits::LimitsConfig;
@@ -163,6 +163,8 @@ struct Running {
     /// The torrent's trackers as the job gave them (sorted): jobs share a run only when
     /// they announce to the same trackers (a private tracker's URL names its user).
     trackers: Vec<String>,
+    /// The job's own speed limits (a shared torrent runs at the loosest of its jobs').
+    limits: SpeedLimits,
     /// Tells the job's open streams how its run ended.
     board: live::Board,
 }
@@ -174,6 +176,7 @@ struct Pending {
     only: Option<Vec<usize>>,
     wanted: Vec<(usize, u64, ferry_domain::SafePath)>,
     trackers: Vec<String>,
+    limits: SpeedLimits,
 }
 
 impl Pending {
@@ -185,6 +188,7 @@ impl Pending {
             only: self.only,
             wanted: self.wanted,
             trackers: self.trackers,
+            limits: self.limits,
             board: live::Board::default(),
         }
     }
@@ -391,6 +395,7 @@ impl TorrentEngine for RqbitEngine {
             only: spec.only_files.clone(),
             wanted,
             trackers,
+            limits: spec.limits,
         };
         let result = self.add(&spec, &meta, running).await;
         if result.is_err()
@@ -411,6 +416,8 @@ impl TorrentEngine for RqbitEngine {
         // A shared torrent's files may not have changed yet if it was checking its data when
         // a job joined or left.
         self.select_for_holders(&handle).await?;
+        // Nor its limits (they apply once it is live).
+        self.apply_limits(&handle);
         let s = handle.stats();
         // While it checks the data already on disk librqbit reports the bytes it has checked
         // as progress; those are not downloaded bytes, and reporting them made progress jump
@@ -475,6 +482,17 @@ impl TorrentEngine for RqbitEngine {
         Ok(())
     }
 
+    async fn set_limits(&self, job_id: JobId, limits: SpeedLimits) -> Result<(), EngineError> {
+        let handle = {
+            let mut running = self.running();
+            let r = running.get_mut(&job_id).ok_or(EngineError::NotRunning)?;
+            r.limits = limits;
+            r.handle.clone()
+        };
+        self.apply_limits(&handle);
+        Ok(())
+    }
+
     async fn network(&self) -> Result<(), EngineError> {
         match &self.proxy {
             Some(watch) => watch.check().map_err(EngineError::ProxyUnavailable),
@@ -513,6 +531,36 @@ impl TorrentEngine for RqbitEngine {
 }
 
 impl RqbitEngine {
+    /// Runs `handle`'s torrent at the loosest limits of the jobs that hold it (one job's
+    /// limit must not slow another's download). A torrent still checking its data has no
+    /// live state yet: it starts with the limits it was added with, and the next call
+    /// (each `stats`) brings them up to date.
+    fn apply_limits(&self, handle: &Arc<ManagedTorrent>) {
+        let wanted = {
+            let running = self.running();
+            let holders: Vec<SpeedLimits> = running
+                .values()
+                .filter(|r| Arc::ptr_eq(&r.handle, handle))
+                .map(|r| r.limits)
+                .collect();
+            if holders.is_empty() {
+                return;
+            }
+            SpeedLimits::loosest(&holders)
+        };
+        let Some(live) = handle.live() else {
+            return;
+        };
+        let limits = live.ratelimits();
+        // Setting one starts its budget afresh: only on a change.
+        if limits.get_download_bps() != wanted.download_bps {
+            limits.set_download_bps(wanted.download_bps);
+        }
+        if limits.get_upload_bps() != wanted.upload_bps {
+            limits.set_upload_bps(wanted.upload_bps);
+        }
+    }
+
     /// Adds the job's torrent to the session, or joins the run of it another job has.
     async fn add(
         &self,
@@ -531,6 +579,11 @@ impl RqbitEngine {
                 // The engine's own folder: reuse what an earlier run wrote.
                 overwrite: true,
                 initial_peers: Some(spec.peers.clone()).filter(|p| !p.is_empty()),
+                // Limited from the first byte; `apply_limits` keeps them up to date.
+                ratelimits: LimitsConfig {
+                    download_bps: spec.limits.download_bps,
+                    upload_bps: spec.limits.upload_bps,
+                },
                 ..Default::default()
             };
             let response = self

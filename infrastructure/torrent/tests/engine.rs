@@ -113,6 +113,7 @@ async fn repairing_a_file_never_writes_through_its_other_names() {
             only_files: None,
             peers: vec![],
             data_dir: Some(content.clone()),
+            limits: Default::default(),
         })
         .await
         .unwrap();
@@ -140,6 +141,7 @@ async fn repairing_a_file_never_writes_through_its_other_names() {
             only_files: None,
             peers: vec![seeder.listen_addr().unwrap()],
             data_dir: None,
+            limits: Default::default(),
         })
         .await
         .unwrap();
@@ -198,6 +200,7 @@ async fn two_engines_on_one_staging_volume_never_share_a_folder() {
         only_files: None,
         peers: vec![],
         data_dir: None,
+        limits: Default::default(),
     };
     one.start(spec(a)).await.unwrap();
     two.start(spec(b)).await.unwrap();
@@ -258,6 +261,7 @@ async fn downloads_and_seeds_of_one_torrent_never_write_each_others_folders() {
         only_files: None,
         peers: vec![],
         data_dir,
+        limits: Default::default(),
     };
     let until_finished = |job| {
         let engine = &engine;
@@ -354,6 +358,7 @@ async fn jobs_announcing_to_other_trackers_never_share_a_run() {
         only_files: None,
         peers: vec![],
         data_dir: None,
+        limits: Default::default(),
     };
     let (a, b, c) = (
         ferry_domain::JobId::new(),

@@ -126,6 +126,7 @@ impl Swarm {
                 only_files: None,
                 peers: vec![],
                 data_dir: Some(seed),
+                limits: Default::default(),
             })
             .await
             .unwrap();
@@ -156,6 +157,7 @@ impl Swarm {
                     vec![]
                 },
                 data_dir: None,
+                limits: Default::default(),
             })
             .await
             .unwrap();

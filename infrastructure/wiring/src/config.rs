@@ -911,6 +911,19 @@ impl Config {
     /// Values that parse but make no sense, refused at start with the key's name.
     fn check_values(&self) -> anyhow::Result<()> {
         self.torrent.network(&self.fetch)?;
+        for (key, limit) in [
+            ("torrent.download_limit", self.torrent.download_limit),
+            ("torrent.upload_limit", self.torrent.upload_limit),
+        ] {
+            if let Some(bps) = limit {
+                // The engine moves 16 KiB blocks; a smaller budget could never pass one.
+                anyhow::ensure!(
+                    bps.get() >= ferry_domain::SpeedLimits::MIN_BPS,
+                    "{key} is {bps} bytes per second; it must be at least {} (one 16 KiB block per second)",
+                    ferry_domain::SpeedLimits::MIN_BPS
+                );
+            }
+        }
         if let Some(r) = self.seed.ratio {
             anyhow::ensure!(
                 r.is_finite() && r > 0.0,
@@ -1304,6 +1317,17 @@ mod tests {
                 "FERRY_PACKAGE__TRACKERS",
                 r#"["udp:///announce"]"#,
                 "package.trackers",
+            ),
+            // Speed limits below one 16 KiB block per second.
+            (
+                "FERRY_TORRENT__DOWNLOAD_LIMIT",
+                "1000",
+                "torrent.download_limit is 1000 bytes per second; it must be at least 16384",
+            ),
+            (
+                "FERRY_TORRENT__UPLOAD_LIMIT",
+                "16383",
+                "torrent.upload_limit",
             ),
             // Counts and limits that must not be zero.
             (

@@ -344,6 +344,14 @@ impl TorrentEngine for MeteredEngine {
         self.inner.stop(job_id, delete_data).await
     }
 
+    async fn set_limits(
+        &self,
+        job_id: JobId,
+        limits: ferry_domain::SpeedLimits,
+    ) -> Result<(), EngineError> {
+        self.inner.set_limits(job_id, limits).await
+    }
+
     async fn hand_over(&self, job_id: JobId) -> Result<(), EngineError> {
         self.forget(job_id);
         self.inner.hand_over(job_id).await

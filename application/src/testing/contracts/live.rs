@@ -64,6 +64,7 @@ pub async fn live_files_contract(
             only_files: Some(vec![index]),
             peers: vec![],
             data_dir: None,
+            limits: Default::default(),
         })
         .await
         .unwrap();

@@ -21,6 +21,7 @@ pub struct FakeEngine {
 
 struct FakeTorrent {
     meta: TorrentMetadata,
+    limits: ferry_domain::SpeedLimits,
     only: Option<Vec<usize>>,
     done: u64,
     checks_left: u64,
@@ -49,6 +50,11 @@ impl FakeEngine {
     /// Makes `meta.metainfo` (and magnets with its hash) known to the engine.
     pub fn register(&self, meta: TorrentMetadata) {
         lock(&self.known).insert(meta.metainfo.clone(), meta);
+    }
+
+    /// The speed limits the job's torrent runs under (`None`: not running).
+    pub fn limits(&self, job_id: JobId) -> Option<ferry_domain::SpeedLimits> {
+        lock(&self.running).get(&job_id).map(|t| t.limits)
     }
 
     /// While stalled, downloads make no progress.
@@ -200,10 +206,23 @@ impl TorrentEngine for FakeEngine {
             .entry(spec.job_id)
             .or_insert(FakeTorrent {
                 meta,
+                limits: spec.limits,
                 only: spec.only_files,
                 done: 0,
                 checks_left: self.checking_calls.load(Ordering::SeqCst),
             });
+        Ok(())
+    }
+
+    async fn set_limits(
+        &self,
+        job_id: JobId,
+        limits: ferry_domain::SpeedLimits,
+    ) -> Result<(), EngineError> {
+        lock(&self.running)
+            .get_mut(&job_id)
+            .ok_or(EngineError::NotRunning)?
+            .limits = limits;
         Ok(())
     }
 

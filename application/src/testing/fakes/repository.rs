@@ -54,6 +54,32 @@ impl JobRepository for MemoryRepository {
             .ok_or(RepoError::NotFound)
     }
 
+    async fn watch(&self, id: JobId) -> Result<(JobStatus, ferry_domain::SpeedLimits), RepoError> {
+        lock(&self.jobs)
+            .get(&id)
+            .map(|j| (j.status, j.speed_limits))
+            .ok_or(RepoError::NotFound)
+    }
+
+    async fn queue_positions(&self, ids: &[JobId]) -> Result<HashMap<JobId, u32>, RepoError> {
+        let jobs = lock(&self.jobs);
+        let mut queued: Vec<&Job> = jobs
+            .values()
+            .filter(|j| j.status == JobStatus::Queued)
+            .collect();
+        queued.sort_by_key(|j| (j.updated_at, j.id.as_uuid()));
+        let mut next = [0u32; 2];
+        let mut out = HashMap::new();
+        for j in queued {
+            let kind = usize::from(matches!(j.source, ferry_domain::JobSource::Url(_)));
+            next[kind] += 1;
+            if ids.contains(&j.id) {
+                out.insert(j.id, next[kind]);
+            }
+        }
+        Ok(out)
+    }
+
     async fn list(&self, q: &JobQuery) -> Result<Vec<Job>, RepoError> {
         let jobs = lock(&self.jobs);
         let mut out: Vec<Job> = jobs
@@ -208,6 +234,16 @@ impl JobRepository for MemoryRepository {
     ) -> Result<(), RepoError> {
         let mut jobs = lock(&self.jobs);
         jobs.get_mut(&id).ok_or(RepoError::NotFound)?.seed = seed;
+        Ok(())
+    }
+
+    async fn record_speed_limits(
+        &self,
+        id: JobId,
+        limits: ferry_domain::SpeedLimits,
+    ) -> Result<(), RepoError> {
+        let mut jobs = lock(&self.jobs);
+        jobs.get_mut(&id).ok_or(RepoError::NotFound)?.speed_limits = limits;
         Ok(())
     }
 

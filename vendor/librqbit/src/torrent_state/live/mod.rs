@@ -367,6 +367,11 @@ impl TorrentStateLive {
         &self.up_speed_estimator
     }
 
+    /// FERRY-PATCH: this torrent's own rate limits, which can be changed while it runs.
+    pub fn ratelimits(&self) -> &Limits {
+        &self.ratelimits
+    }
+
     pub(crate) fn add_incoming_peer(
         self: &Arc<Self>,
         checked_peer: CheckedIncomingConnection,
