@@ -74,8 +74,11 @@ pub struct EngineConfig {
     pub upnp: bool,
     pub download_limit_bps: Option<NonZeroU32>,
     pub upload_limit_bps: Option<NonZeroU32>,
-    /// Peers per torrent.
+    /// Peers per torrent (librqbit's default, 128, when `None`).
     pub peer_limit: Option<usize>,
+    /// Peer connections across every torrent, magnet metadata requests included; `None`
+    /// is unlimited.
+    pub max_connections: Option<usize>,
     /// Which peer addresses the engine may connect to or accept (`torrent.allow`).
     pub peer_policy: AddressPolicy,
     /// A SOCKS5 proxy (`socks5://` or `socks5h://host:port`) for every peer connection and
@@ -277,6 +280,7 @@ impl RqbitEngine {
                 upload_bps: config.upload_limit_bps,
             },
             peer_limit: config.peer_limit,
+            max_peer_connections: config.max_connections,
             // Every open stream holds one of these for its life (see `live`).
             runtime_worker_threads: Some(live::SESSION_BLOCKING_PERMITS),
             client_name_and_version: Some(format!("Ferry {}", env!("CARGO_PKG_VERSION"))),

@@ -51,6 +51,7 @@ async fn librqbit_passes_the_contract() {
         download_limit_bps: None,
         upload_limit_bps: None,
         peer_limit: None,
+        max_connections: None,
         peer_policy: ferry_domain::AddressPolicy::default(),
         proxy: None,
         proxy_required: false,
@@ -79,6 +80,7 @@ fn engine_config(staging: std::path::PathBuf, listen: bool) -> EngineConfig {
         download_limit_bps: None,
         upload_limit_bps: None,
         peer_limit: None,
+        max_connections: None,
         peer_policy: ferry_domain::AddressPolicy {
             allow: vec!["127.0.0.1/32".parse().unwrap()],
         },

@@ -41,6 +41,7 @@ fn config(staging: std::path::PathBuf, upload_limit: Option<u32>) -> EngineConfi
         download_limit_bps: None,
         upload_limit_bps: upload_limit.and_then(NonZeroU32::new),
         peer_limit: None,
+        max_connections: None,
         peer_policy: ferry_domain::AddressPolicy {
             allow: vec!["127.0.0.1/32".parse().unwrap()],
         },

@@ -174,8 +174,17 @@ pub struct TorrentConfig {
     /// Bytes per second across all torrents; unset means unlimited.
     pub download_limit: Option<NonZeroU32>,
     pub upload_limit: Option<NonZeroU32>,
-    /// Connected peers per torrent.
+    /// Connected peers per torrent; unset is librqbit's default, 128.
     pub peer_limit: Option<NonZeroUsize>,
+    /// Peer connections across every torrent of the engine (downloads, seeds and magnets
+    /// being resolved), each held for its connection's life: an outgoing one waits for a
+    /// free slot, an incoming one is refused while there is none. 500 by default, as in
+    /// qBittorrent: with `peer_limit` alone, the 4 downloads and 64 seeds Ferry runs at once
+    /// by default could open thousands of sockets, past the usual limit of 1024 open files
+    /// per process and what a home router's NAT table holds, while 500 still leaves each of
+    /// the 4 downloads about librqbit's 128. Not optional: there is no way to turn the cap
+    /// off by leaving a value out; a large number does it.
+    pub max_connections: NonZeroUsize,
     /// How long to wait for a magnet's metadata before the attempt counts as failed.
     #[serde(with = "parse::interval")]
     pub resolve_timeout: Duration,
@@ -213,6 +222,7 @@ impl Default for TorrentConfig {
             download_limit: None,
             upload_limit: None,
             peer_limit: None,
+            max_connections: parse::non_zero_usize(500),
             resolve_timeout: Duration::from_secs(600),
             allow: Vec::new(),
             proxy: None,
@@ -1362,6 +1372,16 @@ mod tests {
             ),
             ("FERRY_FETCH__MAX_BYTES", "0", "fetch.max_bytes"),
             ("FERRY_TORRENT__PEER_LIMIT", "0", "torrent.peer_limit"),
+            (
+                "FERRY_TORRENT__MAX_CONNECTIONS",
+                "0",
+                "torrent.max_connections: expected a whole number of at least 1",
+            ),
+            (
+                "FERRY_TORRENT__MAX_CONNECTIONS",
+                "-3",
+                "torrent.max_connections",
+            ),
             ("FERRY_WORKERS__DOWNLOADS", "-1", "workers.downloads"),
             // Intervals.
             (
@@ -1487,6 +1507,14 @@ mod tests {
             Duration::from_secs(3600),
             "links work an hour by default"
         );
+        assert_eq!(
+            (
+                Config::default().torrent.peer_limit,
+                Config::default().torrent.max_connections.get()
+            ),
+            (None, 500),
+            "librqbit's 128 peers per torrent, 500 connections in all"
+        );
     }
 
     #[test]
@@ -1522,11 +1550,14 @@ mod tests {
                 dht = false
                 resolve_timeout = "2m"
                 listen = "off"
+                peer_limit = 40
+                max_connections = 300
                 [workers]
                 downloads = 7
                 "#,
             )?;
             jail.set_env("FERRY_WORKERS__DOWNLOADS", "9");
+            jail.set_env("FERRY_TORRENT__MAX_CONNECTIONS", "200");
             jail.set_env("FERRY_API_TOKEN", "12345");
             jail.set_env("FERRY_TORRENT__NONSENSE", "1");
             jail.set_env("FERRY_FETCH__HOSTS", "{files-internal = \"10.0.0.7\"}");
@@ -1537,6 +1568,8 @@ mod tests {
             assert!(!c.torrent.dht);
             assert_eq!(c.torrent.listen, None);
             assert_eq!(c.torrent.resolve_timeout, Duration::from_secs(120));
+            assert_eq!(c.torrent.peer_limit.map(NonZeroUsize::get), Some(40));
+            assert_eq!(c.torrent.max_connections.get(), 200);
             assert_eq!(c.workers.downloads.get(), 9);
             assert_eq!(c.api_token.as_ref().unwrap().expose(), "12345");
             assert_eq!(format!("{:?}", c.api_token), "Some(***)");

@@ -137,6 +137,9 @@ pub struct Session {
     // Limits and throttling
     pub(crate) concurrent_initialize_semaphore: Arc<tokio::sync::Semaphore>,
     pub ratelimits: Limits,
+    // Ferry patch: one permit per peer connection of any torrent (live peers and magnet
+    // metadata requests), held for the connection's life; `None` is unlimited.
+    pub(crate) peer_connections: Option<Arc<tokio::sync::Semaphore>>,
 
     // Ferry patch: the block list can be replaced while the session runs
     // (`Session::set_blocklist`).
@@ -478,6 +481,9 @@ pub struct SessionOptions {
     /// Default peer limit per torrent.
     pub peer_limit: Option<usize>,
 
+    /// Ferry patch: peer connections across every torrent of the session (unlimited if None).
+    pub max_peer_connections: Option<usize>,
+
     #[cfg(feature = "disable-upload")]
     pub disable_upload: bool,
 
@@ -513,6 +519,7 @@ impl Default for SessionOptions {
             allowlist_url: None,
             trackers: HashSet::new(),
             peer_limit: None,
+            max_peer_connections: None,
             #[cfg(feature = "disable-upload")]
             disable_upload: false,
             disable_local_service_discovery: false,
@@ -813,6 +820,9 @@ impl Session {
                 )),
                 udp_tracker_client,
                 ratelimits: Limits::new(opts.ratelimits),
+                peer_connections: opts
+                    .max_peer_connections
+                    .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
                 ipv4_only: opts.ipv4_only,
                 trackers: opts.trackers,
                 disable_trackers: opts.disable_trackers,
@@ -1707,6 +1717,7 @@ impl Session {
             Some(self.merge_peer_opts(peer_opts)),
             self.connector.clone(),
             self.client_name_and_version.clone(),
+            self.peer_connections.clone(),
         )
         .await
         {

@@ -178,6 +178,9 @@ pub enum AddIncomingPeerResult {
     ConcurrencyLimitReached,
 }
 
+// Ferry patch: a peer connection's permits, the torrent's and the session's (if limited).
+type PeerPermits = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>);
+
 pub struct TorrentStateLive {
     peers: PeerStates,
     pub(crate) shared: Arc<ManagedTorrentShared>,
@@ -193,6 +196,8 @@ pub struct TorrentStateLive {
 
     // Limits how many active (occupying network resources) peers there are at a moment in time.
     peer_semaphore: Arc<Semaphore>,
+    // Ferry patch: the session's limit across every torrent (`Session::peer_connections`).
+    session_peer_semaphore: Option<Arc<Semaphore>>,
 
     // The queue for peer manager to connect to them.
     peer_queue_tx: UnboundedSender<SocketAddr>,
@@ -289,6 +294,7 @@ impl TorrentStateLive {
             peer_semaphore: Arc::new(Semaphore::new(
                 paused.shared.options.peer_limit.unwrap_or(128),
             )),
+            session_peer_semaphore: session.peer_connections.clone(),
             new_pieces_notify: Notify::new(),
             peer_queue_tx,
             finished_notify: Notify::new(),
@@ -388,6 +394,20 @@ impl TorrentStateLive {
                 return Ok(AddIncomingPeerResult::ConcurrencyLimitReached);
             }
         };
+        // Ferry patch: and one of the session's, refused alike when there is none left.
+        let permit = match &self.session_peer_semaphore {
+            None => (permit, None),
+            Some(s) => match s.clone().try_acquire_owned() {
+                Ok(session_permit) => (permit, Some(session_permit)),
+                Err(_) => {
+                    debug!("session limit of live peers reached, dropping incoming peer");
+                    self.peers.with_peer(checked_peer.addr, |p| {
+                        atomic_inc(&p.stats.counters.incoming_connections);
+                    });
+                    return Ok(AddIncomingPeerResult::ConcurrencyLimitReached);
+                }
+            },
+        };
 
         let counters = match self.peers.states.entry(checked_peer.addr) {
             Entry::Occupied(mut occ) => {
@@ -482,7 +502,7 @@ impl TorrentStateLive {
         counters: Arc<AtomicPeerCounters>,
         tx: PeerTx,
         rx: PeerRx,
-        permit: OwnedSemaphorePermit,
+        permit: PeerPermits,
     ) -> crate::Result<()> {
         let handler = PeerHandler {
             addr: checked_peer.addr,
@@ -539,7 +559,7 @@ impl TorrentStateLive {
     async fn task_manage_outgoing_peer(
         self: Arc<Self>,
         addr: SocketAddr,
-        permit: OwnedSemaphorePermit,
+        permit: PeerPermits,
     ) -> crate::Result<()> {
         let state = self;
         let (rx, tx) = state.peers.mark_peer_connecting(addr)?;
@@ -664,6 +684,11 @@ impl TorrentStateLive {
             }
 
             let permit = state.peer_semaphore.clone().acquire_owned().await?;
+            // Ferry patch: then one of the session's (waiting, as for the torrent's own).
+            let permit = match &state.session_peer_semaphore {
+                Some(s) => (permit, Some(s.clone().acquire_owned().await?)),
+                None => (permit, None),
+            };
             state.spawn(
                 debug_span!(parent: state.shared.span.clone(), "manage_peer", peer = ?addr),
                 format!("[{}][addr={addr}]manage_peer", state.shared.id),
