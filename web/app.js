@@ -347,7 +347,9 @@ function initJob() {
     if (bad) { say($('#limits-error'), 'A limit is a whole number of KiB/s, at least 16.'); bad.focus(); return; }
     const bps = (input) => (input.value.trim() ? Number(input.value) * 1024 : null);
     try {
-      await api('PUT', `/jobs/${limits.dataset.job}/limits`, { download_limit: bps(limits.down), upload_limit: bps(limits.up) });
+      const body = { upload_limit: bps(limits.up) };
+      if (limits.down) body.download_limit = bps(limits.down);
+      await api('PUT', `/jobs/${limits.dataset.job}/limits`, body);
       say($('#limits-status'), 'Saved.');
     } catch (error) { say($('#limits-error'), error.message); }
   });

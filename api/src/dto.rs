@@ -56,7 +56,8 @@ pub struct SubmitRequest {
     #[oai(validator(minimum(value = "0"), maximum(value = "3155760000")))]
     pub seed_idle_secs: Option<u64>,
     /// This job's download speed limit in bytes per second (at least 16384; absent: none
-    /// of its own). The server's global limits apply too.
+    /// of its own), for a torrent (a URL is fetched at full speed). The server's global
+    /// limits apply too.
     #[oai(validator(minimum(value = "16384"), maximum(value = "4294967295")))]
     pub download_limit: Option<u64>,
     /// This job's upload speed limit in bytes per second, while it downloads and seeds.
@@ -65,8 +66,9 @@ pub struct SubmitRequest {
 }
 
 /// A job's own speed limits in bytes per second; an absent or `null` one: no limit of the
-/// job's own (the server's global limits still apply).
+/// job's own (the server's global limits still apply). A URL job takes `upload_limit` only.
 #[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
 pub struct SpeedLimitsRequest {
     #[oai(validator(minimum(value = "16384"), maximum(value = "4294967295")))]
     pub download_limit: Option<u64>,

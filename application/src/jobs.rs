@@ -392,6 +392,9 @@ impl Jobs {
             self.check_submitted(&owner, id).await?;
         }
         let selection = FileSelection::chosen(files, self.limits.max_files)?;
+        if matches!(submission, Submission::Url(_)) && limits.download_bps.is_some() {
+            return Err(ferry_domain::SpeedLimitError::DownloadOfUrl.into());
+        }
         if let Some(id) = storage_profile
             && self.profiles.get(&owner, id).await?.is_none()
         {
@@ -606,10 +609,11 @@ impl Jobs {
     }
 
     /// Replaces a job's speed limits; a running torrent takes them within a tick of its
-    /// stage (downloading or seeding), a job that runs later starts with them.
+    /// stage (downloading or seeding), a job that runs later starts with them. A URL job
+    /// takes an upload limit only (for when it seeds).
     ///
     /// # Errors
-    /// `NotFound`, `Purging`.
+    /// `NotFound`, `Purging`, `InvalidSpeedLimit` (a download limit for a URL).
     pub async fn set_speed_limits(
         &self,
         owner: &OwnerId,
@@ -619,6 +623,9 @@ impl Jobs {
         let job = self.get(owner, id).await?;
         if job.purge_requested {
             return Err(JobsError::Purging);
+        }
+        if matches!(job.source, ferry_domain::JobSource::Url(_)) && limits.download_bps.is_some() {
+            return Err(ferry_domain::SpeedLimitError::DownloadOfUrl.into());
         }
         self.lifecycle.repo.record_speed_limits(id, limits).await?;
         Ok(Job {

@@ -1975,6 +1975,41 @@ async fn a_jobs_speed_limits_reach_its_torrent_from_the_start_and_when_changed()
 }
 
 #[tokio::test]
+async fn a_url_job_takes_an_upload_limit_but_no_download_limit() {
+    let w = world();
+    let url = "https://files.example/limited.bin";
+    w.f.fetcher.serve(url, vec![1u8; 100]);
+    let down = ferry_domain::SpeedLimits::new(Some(32 * 1024), None).unwrap();
+    let refused = w
+        .jobs
+        .submit_with(
+            me(),
+            Submission::Url(url.into()),
+            SubmitOptions {
+                limits: down,
+                ..SubmitOptions::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(JobsError::InvalidSpeedLimit(_))),
+        "{refused:?}"
+    );
+    let job = w
+        .jobs
+        .submit(me(), Submission::Url(url.into()), None, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.jobs.set_speed_limits(&me(), job.id, down).await,
+        Err(JobsError::InvalidSpeedLimit(_))
+    ));
+    let up = ferry_domain::SpeedLimits::new(None, Some(32 * 1024)).unwrap();
+    let limited = w.jobs.set_speed_limits(&me(), job.id, up).await.unwrap();
+    assert_eq!(limited.speed_limits, up);
+}
+
+#[tokio::test]
 async fn queued_jobs_know_their_place_in_the_queue_of_their_kind() {
     let w = world();
     let eve = OwnerId::parse("eve").unwrap();

@@ -255,6 +255,22 @@ async fn hostile_speed_limits_are_refused_with_clear_errors() {
             "{bad}: {body}"
         );
     }
+    // A URL is fetched at full speed: a download limit for one is refused, not ignored.
+    let (status, body) = ferry
+        .post_json(
+            "/jobs",
+            json!({"source": {"url": "https://files.example/big.iso"}, "download_limit": 20000}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("torrents"),
+        "{body}"
+    );
     // The multipart form of a .torrent checks them too.
     let form = reqwest::multipart::Form::new()
         .part(
@@ -287,6 +303,9 @@ async fn hostile_speed_limits_are_refused_with_clear_errors() {
         json!({"upload_limit": 4294967296u64}),
         json!({"download_limit": 1.5}),
         json!([]),
+        // A misspelt field would otherwise read as "no limit".
+        json!({"download_limt": 20000}),
+        json!({"downloadLimit": 20000}),
     ] {
         let (status, body) = put_limits(&ferry, &id, bad.clone()).await;
         assert_eq!(

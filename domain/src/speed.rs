@@ -20,6 +20,9 @@ pub enum SpeedLimitError {
     TooLow { which: &'static str, bps: u64 },
     #[error("{which} is {bps} bytes per second; a limit is at most {max}", max = u32::MAX)]
     TooHigh { which: &'static str, bps: u64 },
+    /// URL fetches are not limited (only the upload of a packaged URL job that seeds is).
+    #[error("download_limit applies to torrents; a URL is fetched at full speed")]
+    DownloadOfUrl,
 }
 
 impl SpeedLimits {

@@ -550,8 +550,10 @@ pub async fn job_page(
                 h2 { "Speed limits" }
                 p { "This job's own limits, in KiB/s (empty: none). They apply at once, while it downloads and while it seeds." }
                 form #limits-form data-job=(id) {
-                    label for="limit-down" { "Download" }
-                    input #limit-down name="down" type="number" min="16" max="4194303" step="1" inputmode="numeric" value=[kib(job.speed_limits.download_bps)];
+                    @if !matches!(job.source, ferry_domain::JobSource::Url(_)) {
+                        label for="limit-down" { "Download" }
+                        input #limit-down name="down" type="number" min="16" max="4194303" step="1" inputmode="numeric" value=[kib(job.speed_limits.download_bps)];
+                    }
                     label for="limit-up" { "Upload" }
                     input #limit-up name="up" type="number" min="16" max="4194303" step="1" inputmode="numeric" value=[kib(job.speed_limits.upload_bps)];
                     button type="submit" { "Save limits" }

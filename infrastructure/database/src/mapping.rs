@@ -157,11 +157,17 @@ pub fn from_row(row: entity::Model) -> anyhow::Result<Job> {
     .with_context(|| format!("job row {id} is corrupt"))
 }
 
-/// The stored limits (written only through [`SpeedLimits`], so always in range; a value
-/// out of it reads as no limit rather than failing the whole row).
+/// The stored limits (written only through [`ferry_domain::SpeedLimits`], so in range; a
+/// row changed by hand reads as no limit (zero or less), the least limit, or the most,
+/// rather than failing the whole row or giving the engine a budget no block fits in).
 pub fn speed_limits(download: Option<i64>, upload: Option<i64>) -> ferry_domain::SpeedLimits {
     let bps = |v: Option<i64>| {
-        v.and_then(|v| u32::try_from(v).ok())
+        v.filter(|v| *v > 0)
+            .map(|v| {
+                u32::try_from(v)
+                    .unwrap_or(u32::MAX)
+                    .max(ferry_domain::SpeedLimits::MIN_BPS)
+            })
             .and_then(std::num::NonZeroU32::new)
     };
     ferry_domain::SpeedLimits {

@@ -178,13 +178,11 @@ pub struct TorrentConfig {
     pub peer_limit: Option<NonZeroUsize>,
     /// Peer connections across every torrent of the engine (downloads, seeds and magnets
     /// being resolved), each held for its connection's life: an outgoing one waits for a
-    /// free slot, an incoming one is refused while there is none. 500 by default, as in
-    /// qBittorrent: with `peer_limit` alone, the 4 downloads and 64 seeds Ferry runs at once
-    /// by default could open thousands of sockets, past the usual limit of 1024 open files
-    /// per process and what a home router's NAT table holds, while 500 still leaves each of
-    /// the 4 downloads about librqbit's 128. Not optional: there is no way to turn the cap
-    /// off by leaving a value out; a large number does it.
-    pub max_connections: NonZeroUsize,
+    /// free slot, an incoming one is refused while there is none. Unset: no cap beyond
+    /// `peer_limit` per torrent. Slots go first come, first served: seeds keep theirs while
+    /// their peers stay, so a cap below what the seeds use can hold downloads (and magnets'
+    /// metadata) back; leave room for `workers.downloads` × `peer_limit`.
+    pub max_connections: Option<NonZeroUsize>,
     /// How long to wait for a magnet's metadata before the attempt counts as failed.
     #[serde(with = "parse::interval")]
     pub resolve_timeout: Duration,
@@ -222,7 +220,7 @@ impl Default for TorrentConfig {
             download_limit: None,
             upload_limit: None,
             peer_limit: None,
-            max_connections: parse::non_zero_usize(500),
+            max_connections: None,
             resolve_timeout: Duration::from_secs(600),
             allow: Vec::new(),
             proxy: None,
@@ -921,6 +919,13 @@ impl Config {
     /// Values that parse but make no sense, refused at start with the key's name.
     fn check_values(&self) -> anyhow::Result<()> {
         self.torrent.network(&self.fetch)?;
+        if let Some(n) = self.torrent.max_connections {
+            // The engine's semaphore cannot hold more; no machine holds that many sockets.
+            anyhow::ensure!(
+                n.get() <= 1_000_000,
+                "torrent.max_connections is {n}; it must be at most 1000000"
+            );
+        }
         for (key, limit) in [
             ("torrent.download_limit", self.torrent.download_limit),
             ("torrent.upload_limit", self.torrent.upload_limit),
@@ -1375,7 +1380,12 @@ mod tests {
             (
                 "FERRY_TORRENT__MAX_CONNECTIONS",
                 "0",
-                "torrent.max_connections: expected a whole number of at least 1",
+                "torrent.max_connections",
+            ),
+            (
+                "FERRY_TORRENT__MAX_CONNECTIONS",
+                "1000001",
+                "torrent.max_connections is 1000001; it must be at most 1000000",
             ),
             (
                 "FERRY_TORRENT__MAX_CONNECTIONS",
@@ -1510,10 +1520,10 @@ mod tests {
         assert_eq!(
             (
                 Config::default().torrent.peer_limit,
-                Config::default().torrent.max_connections.get()
+                Config::default().torrent.max_connections
             ),
-            (None, 500),
-            "librqbit's 128 peers per torrent, 500 connections in all"
+            (None, None),
+            "librqbit's 128 peers per torrent, no cap in all"
         );
     }
 
@@ -1569,7 +1579,7 @@ mod tests {
             assert_eq!(c.torrent.listen, None);
             assert_eq!(c.torrent.resolve_timeout, Duration::from_secs(120));
             assert_eq!(c.torrent.peer_limit.map(NonZeroUsize::get), Some(40));
-            assert_eq!(c.torrent.max_connections.get(), 200);
+            assert_eq!(c.torrent.max_connections.map(NonZeroUsize::get), Some(200));
             assert_eq!(c.workers.downloads.get(), 9);
             assert_eq!(c.api_token.as_ref().unwrap().expose(), "12345");
             assert_eq!(format!("{:?}", c.api_token), "Some(***)");

@@ -605,7 +605,7 @@ impl Ports {
                 download_limit_bps: t.download_limit,
                 upload_limit_bps: t.upload_limit,
                 peer_limit: t.peer_limit.map(std::num::NonZeroUsize::get),
-                max_connections: Some(t.max_connections.get()),
+                max_connections: t.max_connections.map(std::num::NonZeroUsize::get),
                 peer_policy: self.torrent_guard.policy().clone(),
                 proxy: network.proxy.map(|u| u.to_string()),
                 proxy_required: network.proxy_required,

@@ -373,7 +373,7 @@ impl TorrentStateLive {
         &self.up_speed_estimator
     }
 
-    /// FERRY-PATCH: this torrent's own rate limits, which can be changed while it runs.
+    /// Ferry patch: this torrent's own rate limits, which can be changed while it runs.
     pub fn ratelimits(&self) -> &Limits {
         &self.ratelimits
     }
