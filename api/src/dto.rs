@@ -160,12 +160,13 @@ pub struct ProgressDto {
     pub ratio: f64,
 }
 
-impl From<&Progress> for ProgressDto {
-    fn from(p: &Progress) -> Self {
+impl ProgressDto {
+    /// The progress of a job in `status`.
+    fn of(p: &Progress, status: ferry_domain::JobStatus) -> Self {
         Self {
             bytes_done: p.bytes_done,
             bytes_total: p.bytes_total,
-            percent: (p.fraction() * 10_000.0).round() / 100.0,
+            percent: (p.fraction_in(status) * 10_000.0).round() / 100.0,
             download_rate: p.download_rate,
             upload_rate: p.upload_rate,
             uploaded_bytes: p.uploaded_bytes,
@@ -274,7 +275,7 @@ impl From<&Job> for JobDto {
                 time_secs: s.time_secs,
                 idle_secs: s.idle_secs,
             }),
-            progress: (&job.progress).into(),
+            progress: ProgressDto::of(&job.progress, job.status),
             selected_files: job
                 .selection
                 .indices()
@@ -425,7 +426,7 @@ impl JobEventDto {
             kind: EventType::Snapshot,
             job_id: job.id.as_uuid(),
             status: job.status.into(),
-            progress: (&job.progress).into(),
+            progress: ProgressDto::of(&job.progress, job.status),
             error: job.error.as_ref().map(|e| JobErrorDto {
                 code: e.code.clone(),
                 message: e.message.clone(),
@@ -446,7 +447,7 @@ impl From<PublishedEvent> for JobEventDto {
             },
             job_id: e.job_id.as_uuid(),
             status: e.status.into(),
-            progress: (&e.progress).into(),
+            progress: ProgressDto::of(&e.progress, e.status),
             error: e.error.map(|e| JobErrorDto {
                 code: e.code,
                 message: e.message,

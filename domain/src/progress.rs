@@ -1,5 +1,7 @@
 //! How far a job's current stage has come.
 
+use crate::JobStatus;
+
 /// A snapshot of a stage's progress. Rates are bytes per second.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Progress {
@@ -39,6 +41,17 @@ impl Progress {
             (self.bytes_done as f64 / self.bytes_total as f64).min(1.0)
         }
     }
+
+    /// Done fraction of a job in `status`: as [`Progress::fraction`], except that a completed
+    /// or seeding job with nothing to transfer (it chose only empty files) is done, not at 0.
+    pub fn fraction_in(&self, status: JobStatus) -> f64 {
+        let finished = matches!(status, JobStatus::Completed | JobStatus::Seeding);
+        if finished && self.bytes_total == 0 {
+            1.0
+        } else {
+            self.fraction()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -53,5 +66,19 @@ mod tests {
         assert_eq!(Progress::measured(100, 100, 0).eta_seconds, Some(0));
         assert_eq!(Progress::measured(5, 0, 0).fraction(), 0.0);
         assert_eq!(Progress::measured(50, 100, 0).fraction(), 0.5);
+    }
+
+    #[test]
+    fn a_finished_job_of_empty_files_is_done() {
+        let empty = Progress::measured(0, 0, 0);
+        assert_eq!(empty.fraction_in(JobStatus::Completed), 1.0);
+        assert_eq!(empty.fraction_in(JobStatus::Seeding), 1.0);
+        // Unknown totals (a magnet before its metadata) and unfinished jobs are not.
+        assert_eq!(Progress::default().fraction_in(JobStatus::Resolving), 0.0);
+        assert_eq!(empty.fraction_in(JobStatus::Downloading), 0.0);
+        assert_eq!(
+            Progress::measured(50, 100, 0).fraction_in(JobStatus::Completed),
+            0.5
+        );
     }
 }

@@ -173,7 +173,7 @@ fn actions(status: JobStatus) -> &'static [(&'static str, &'static str)] {
 fn job_row(job: &Job, queue_position: Option<u32>) -> Markup {
     let p = &job.progress;
     let id = job.id.to_string();
-    let percent = (p.fraction() * 1000.0).round() / 10.0;
+    let percent = (p.fraction_in(job.status) * 1000.0).round() / 10.0;
     html! {
         tr id={"job-" (id)} data-job=(id) data-status=(job.status.as_str()) {
             td.pick {

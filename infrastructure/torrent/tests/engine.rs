@@ -381,3 +381,111 @@ async fn jobs_announcing_to_other_trackers_never_share_a_run() {
     engine.stop(b, true).await.unwrap();
     engine.shutdown().await;
 }
+
+/// A zero-length file between two files that share a piece: the file after it gets that
+/// piece's bytes too, so a job of the whole torrent, or of that file alone, finishes
+/// (vendored librqbit, `FERRY-PATCH.md` change 6; before it, the job stayed at 95 %).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_after_an_empty_file_finishes() {
+    use ferry_application::ports::{Staging, TorrentEngine, TorrentSpec};
+    use ferry_torrent::testing::{B, encode, s};
+    use std::time::Duration;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    // `a.bin` ends inside the second piece, where `c.bin` begins; `b.nfo` lies between.
+    let files: [(&str, Vec<u8>); 3] = [
+        ("a.bin", (0..100_000u32).map(|i| (i % 251) as u8).collect()),
+        ("b.nfo", Vec::new()),
+        ("c.bin", (0..200_000u32).map(|i| (i % 239) as u8).collect()),
+    ];
+    let content = dir.path().join("seed");
+    std::fs::create_dir_all(content.join("album")).unwrap();
+    let mut all = Vec::new();
+    for (name, bytes) in &files {
+        std::fs::write(content.join("album").join(name), bytes).unwrap();
+        all.extend_from_slice(bytes);
+    }
+    let piece = 65_536usize;
+    let pieces: Vec<u8> = all
+        .chunks(piece)
+        .flat_map(|p| {
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, p)
+                .as_ref()
+                .to_vec()
+        })
+        .collect();
+    let list = files
+        .iter()
+        .map(|(name, bytes)| {
+            B::Dict(vec![
+                ("length", B::Int(bytes.len() as i64)),
+                ("path", B::List(vec![s(name)])),
+            ])
+        })
+        .collect();
+    let metainfo = encode(&B::Dict(vec![(
+        "info",
+        B::Dict(vec![
+            ("name", s("album")),
+            ("piece length", B::Int(piece as i64)),
+            ("pieces", B::Str(pieces)),
+            ("files", B::List(list)),
+        ]),
+    )]));
+
+    let seeder = RqbitEngine::start(engine_config(dir.path().join("s-staging"), true))
+        .await
+        .unwrap();
+    let seed_job = ferry_domain::JobId::new();
+    let spec = |job_id, only_files, peers, data_dir| TorrentSpec {
+        job_id,
+        metainfo: metainfo.clone(),
+        only_files,
+        peers,
+        data_dir,
+        limits: Default::default(),
+    };
+    seeder
+        .start(spec(seed_job, None, vec![], Some(content.clone())))
+        .await
+        .unwrap();
+    let leecher = RqbitEngine::start(engine_config(dir.path().join("l-staging"), true))
+        .await
+        .unwrap();
+    let staging = LocalStaging::new(dir.path().join("l-staging"));
+    let peers = vec![seeder.listen_addr().unwrap()];
+    // The whole torrent, then `c.bin` alone.
+    for (only, wanted) in [(None, vec![0, 1, 2]), (Some(vec![2]), vec![2])] {
+        let job = ferry_domain::JobId::new();
+        leecher
+            .start(spec(job, only, peers.clone(), None))
+            .await
+            .unwrap();
+        let total: u64 = wanted.iter().map(|&i| files[i].1.len() as u64).sum();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = leecher.stats(job).await.unwrap();
+            if s.finished {
+                assert_eq!((s.bytes_done, s.bytes_total), (total, total), "{s:?}");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never finished ({wanted:?}): {s:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        leecher.hand_over(job).await.unwrap();
+        for i in wanted {
+            let (name, bytes) = &files[i];
+            let path = SafePath::parse(&format!("album/{name}")).unwrap();
+            assert!(
+                std::fs::read(staging.file(job, &path)).unwrap() == *bytes,
+                "{name}"
+            );
+        }
+    }
+    leecher.shutdown().await;
+    seeder.stop(seed_job, false).await.unwrap();
+    seeder.shutdown().await;
+}

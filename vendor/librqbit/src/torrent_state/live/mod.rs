@@ -892,7 +892,10 @@ impl TorrentStateLive {
             .iter()
             .enumerate()
             .skip_while(|(_, fi)| !fi.piece_range.contains(&id.get()))
-            .take_while(|(_, fi)| fi.piece_range.contains(&id.get()))
+            // Ferry patch: a zero-length file has an empty piece range, yet it can sit between
+            // two files that share this piece; stopping at it left the files after it short of
+            // this piece's bytes for ever (it adds nothing itself).
+            .take_while(|(_, fi)| fi.len == 0 || fi.piece_range.contains(&id.get()))
         {
             let _remaining = pieces.update_file_have_on_piece_completed(id, idx, file_info);
         }
