@@ -267,6 +267,16 @@ impl JobsApi {
         }))
     }
 
+    /// The job's view with its place in the queue, if queued.
+    async fn placed(&self, job: &ferry_domain::Job) -> ApiResult<JobDto> {
+        let positions = self
+            .state
+            .jobs
+            .queue_positions(std::slice::from_ref(job))
+            .await?;
+        Ok(JobDto::placed(job, &positions))
+    }
+
     fn created(job: &ferry_domain::Job) -> Created {
         Created::Created(Json(job.into()), format!("/api/v1/jobs/{}", job.id))
     }
@@ -447,12 +457,7 @@ impl JobsApi {
         id: Path<String>,
     ) -> Result<Json<JobDto>, Fails<ReadFails>> {
         let job = self.state.jobs.get(caller.owner(), parse_id(&id)?).await?;
-        let positions = self
-            .state
-            .jobs
-            .queue_positions(std::slice::from_ref(&job))
-            .await?;
-        Ok(Json(JobDto::placed(&job, &positions)))
+        Ok(Json(self.placed(&job).await?))
     }
 
     /// Change a job's own speed limits (bytes per second; an absent or `null` one removes
@@ -478,12 +483,7 @@ impl JobsApi {
             .jobs
             .set_speed_limits(caller.owner(), parse_id(&id)?, limits)
             .await?;
-        let positions = self
-            .state
-            .jobs
-            .queue_positions(std::slice::from_ref(&job))
-            .await?;
-        Ok(Json(JobDto::placed(&job, &positions)))
+        Ok(Json(self.placed(&job).await?))
     }
 
     /// Cancel a job (a seeding job stops seeding and stays completed, with its files); with
