@@ -9,7 +9,7 @@
 #   SIZE_MIB=128 RUNS=5 LIMIT=4M bench/stream.sh
 #
 # rqbit is installed from crates.io (`cargo install rqbit`) into ~/.cache/ferry-tools/rqbit
-# the first time (RQBIT=/path/to/rqbit to use another).
+# the first time (RQBIT=/path/to/rqbit to use another; FERRY=/path/to/ferry skips the build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${SIZE_MIB:-256}
@@ -25,10 +25,12 @@ if [ ! -x "$RQBIT" ]; then
   echo "installing rqbit from crates.io into $TOOLS…" >&2
   cargo install rqbit --locked --root "$TOOLS" -q
 fi
-echo "building ferry (release)…" >&2
-cargo build --release -q -p ferry
-target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-FERRY="$target/release/ferry"
+if [ -z "${FERRY:-}" ]; then
+  echo "building ferry (release)…" >&2
+  cargo build --release -q -p ferry
+  target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+  FERRY="$target/release/ferry"
+fi
 
 W=$(mktemp -d /tmp/ferry-bench.XXXXXX)
 pids=()

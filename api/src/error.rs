@@ -149,6 +149,7 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         | C::UrlTooLarge
         | C::UrlTypeNotAllowed
         | C::UrlUnreachable
+        | C::UrlEmpty
         | C::DuplicateJob => return None,
     };
     Some(status)

@@ -196,6 +196,19 @@ pub fn app(state: Arc<ApiState>, stopping: CancellationToken) -> impl poem::Endp
         .around(access_log::logged)
 }
 
+/// The request bodies declared `#[oai(deny_unknown_fields)]`: the document says
+/// `additionalProperties: false` for them, or clients (and schemathesis) would take a body with
+/// an extra field for valid. A test checks that every such struct is listed.
+const CLOSED_BODIES: [&str; 7] = [
+    "DefaultProfile",
+    "FolderProfile",
+    "SpeedLimitsRequest",
+    "NewFeed",
+    "FeedChange",
+    "NewRule",
+    "RuleChange",
+];
+
 /// The OpenAPI document, with the links from the operations that create a job or a storage
 /// profile to the operations that take its id (clients and test tools follow them).
 fn document<T>(api: &OpenApiService<T, ()>) -> serde_json::Value
@@ -232,7 +245,7 @@ where
     ];
     event_streams(&mut doc);
     // Bodies that refuse unknown fields (poem-openapi does not say so in the document).
-    for closed in ["DefaultProfile"] {
+    for closed in CLOSED_BODIES {
         if let Some(schema) = doc
             .pointer_mut(&format!("/components/schemas/{closed}"))
             .and_then(|s| s.as_object_mut())
@@ -240,6 +253,7 @@ where
             schema.insert("additionalProperties".to_owned(), false.into());
         }
     }
+    nullable_optionals(&mut doc);
     for (path, targets) in [
         ("/api/v1/jobs", &job_ops[..]),
         ("/api/v1/jobs/torrent", &job_ops[..]),
@@ -269,6 +283,72 @@ where
         }
     }
     doc
+}
+
+/// JSON request bodies that refuse `null` for a field they let be left out.
+const NULL_REFUSED: [&str; 1] = ["UserPatch"];
+
+/// Marks the optional fields of each JSON request body (but [`NULL_REFUSED`]'s) `nullable`:
+/// poem-openapi reads `null` as absent for an `Option` (and as "clear" for a
+/// `MaybeUndefined`, where the field says so) but documents neither as nullable, so a client
+/// following the document would think `null` refused.
+fn nullable_optionals(doc: &mut serde_json::Value) {
+    let mut bodies: Vec<String> = Vec::new();
+    if let Some(paths) = doc.get("paths").and_then(|p| p.as_object()) {
+        for op in paths
+            .values()
+            .filter_map(|m| m.as_object())
+            .flat_map(|m| m.values())
+        {
+            let Some(content) = op
+                .pointer("/requestBody/content")
+                .and_then(|c| c.as_object())
+            else {
+                continue;
+            };
+            for (kind, media) in content {
+                if !kind.starts_with("application/json") {
+                    continue;
+                }
+                if let Some(name) = media
+                    .pointer("/schema/$ref")
+                    .and_then(|r| r.as_str())
+                    .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                {
+                    bodies.push(name.to_owned());
+                }
+            }
+        }
+    }
+    bodies.sort();
+    bodies.dedup();
+    for name in bodies
+        .iter()
+        .filter(|n| !NULL_REFUSED.contains(&n.as_str()))
+    {
+        let Some(schema) = doc
+            .pointer_mut(&format!("/components/schemas/{name}"))
+            .and_then(|s| s.as_object_mut())
+        else {
+            continue;
+        };
+        let required: Vec<serde_json::Value> = schema
+            .get("required")
+            .and_then(|r| r.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let Some(props) = schema.get_mut("properties").and_then(|p| p.as_object_mut()) else {
+            continue;
+        };
+        for (field, prop) in props.iter_mut() {
+            if required.iter().any(|r| r == field.as_str()) {
+                continue;
+            }
+            if let Some(prop) = prop.as_object_mut() {
+                prop.insert("nullable".to_owned(), true.into());
+            }
+        }
+    }
 }
 
 /// Documents each `text/event-stream` answer as what a client reads: events (`event`, `id`,
@@ -321,4 +401,93 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = app(state, shutdown.clone());
     server::run(acceptor, app, shutdown, DRAIN_GRACE).await
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// Every `#[oai(…deny_unknown_fields…)]` struct of this crate, read from its sources.
+    fn closed_structs(dir: &std::path::Path, found: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                closed_structs(&path, found);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut closed = false;
+            for line in text.lines().map(str::trim) {
+                if line.starts_with("#[oai(") && line.contains("deny_unknown_fields") {
+                    closed = true;
+                } else if closed && !line.starts_with("#[") && !line.starts_with("///") {
+                    let name = line
+                        .strip_prefix("pub struct ")
+                        .and_then(|rest| rest.split([' ', '{', '<']).next())
+                        .unwrap_or_else(|| {
+                            panic!(
+                                "{}: not a struct after the attribute: {line}",
+                                path.display()
+                            )
+                        });
+                    found.push(name.to_owned());
+                    closed = false;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn optional_fields_of_request_bodies_are_nullable_but_where_null_is_refused() {
+        let body = |name: &str| {
+            serde_json::json!({"content": {"application/json; charset=utf-8": {
+                "schema": {"$ref": format!("#/components/schemas/{name}")}}}})
+        };
+        let fields = serde_json::json!({
+            "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
+            "required": ["a"],
+        });
+        let mut doc = serde_json::json!({
+            "paths": {"/x": {
+                "post": {"requestBody": body("Open")},
+                "patch": {"requestBody": body("UserPatch")},
+            }},
+            "components": {"schemas": {
+                "Open": fields, "UserPatch": fields, "Answer": fields,
+            }},
+        });
+        super::nullable_optionals(&mut doc);
+        let nullable = |schema: &str, field: &str| {
+            doc.pointer(&format!(
+                "/components/schemas/{schema}/properties/{field}/nullable"
+            ))
+            .is_some()
+        };
+        assert!(nullable("Open", "b"));
+        assert!(!nullable("Open", "a"), "a required field takes no null");
+        assert!(!nullable("UserPatch", "b"), "UserPatch refuses null");
+        assert!(!nullable("Answer", "b"), "not a request body");
+    }
+
+    #[test]
+    fn every_body_that_refuses_unknown_fields_says_so_in_the_document() {
+        let mut found = Vec::new();
+        closed_structs(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut found,
+        );
+        found.sort();
+        let mut listed: Vec<String> = super::CLOSED_BODIES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
+        listed.sort();
+        assert_eq!(
+            found, listed,
+            "CLOSED_BODIES must list every deny_unknown_fields struct"
+        );
+    }
 }

@@ -1190,16 +1190,22 @@ impl Session<'_> {
             ));
         };
         let bps = qb_limit(limit);
-        for l in self.listed_for(owner, params, "hashes").await? {
-            let mut limits = l.job.speed_limits;
-            if download {
-                limits.download_bps = bps;
-            } else {
-                limits.upload_bps = bps;
+        // One direction only: a concurrent change of the other stands.
+        let change = if download {
+            ferry_domain::SpeedLimitsChange {
+                download_bps: Some(bps),
+                upload_bps: None,
             }
+        } else {
+            ferry_domain::SpeedLimitsChange {
+                download_bps: None,
+                upload_bps: Some(bps),
+            }
+        };
+        for l in self.listed_for(owner, params, "hashes").await? {
             self.state
                 .jobs
-                .set_speed_limits(owner, l.job.id, limits)
+                .set_speed_limits(owner, l.job.id, change)
                 .await
                 .map_err(|e| refusal(e.into()))?;
         }

@@ -608,9 +608,10 @@ impl Jobs {
         Ok(self.lifecycle.repo.queue_positions(&queued).await?)
     }
 
-    /// Replaces a job's speed limits; a running torrent takes them within a tick of its
-    /// stage (downloading or seeding), a job that runs later starts with them. A URL job
-    /// takes an upload limit only (for when it seeds).
+    /// Changes a job's speed limits (both, from [`ferry_domain::SpeedLimits`], or one
+    /// direction); a running torrent takes them within a tick of its stage (downloading or
+    /// seeding), a job that runs later starts with them. A URL job takes an upload limit
+    /// only (for when it seeds). Returns the job as it is after the change.
     ///
     /// # Errors
     /// `NotFound`, `Purging`, `InvalidSpeedLimit` (a download limit for a URL).
@@ -618,20 +619,21 @@ impl Jobs {
         &self,
         owner: &OwnerId,
         id: JobId,
-        limits: ferry_domain::SpeedLimits,
+        change: impl Into<ferry_domain::SpeedLimitsChange>,
     ) -> Result<Job, JobsError> {
+        let change = change.into();
         let job = self.get(owner, id).await?;
         if job.purge_requested {
             return Err(JobsError::Purging);
         }
-        if matches!(job.source, ferry_domain::JobSource::Url(_)) && limits.download_bps.is_some() {
+        if matches!(job.source, ferry_domain::JobSource::Url(_))
+            && matches!(change.download_bps, Some(Some(_)))
+        {
             return Err(ferry_domain::SpeedLimitError::DownloadOfUrl.into());
         }
-        self.lifecycle.repo.record_speed_limits(id, limits).await?;
-        Ok(Job {
-            speed_limits: limits,
-            ..job
-        })
+        self.lifecycle.repo.record_speed_limits(id, change).await?;
+        // Read back: the other direction may have changed meanwhile.
+        self.get(owner, id).await
     }
 
     /// Pauses a downloading job; its worker stops the torrent and keeps the data.

@@ -1189,6 +1189,31 @@ async fn a_paused_url_job_resumes_with_the_fetch_stage() {
 }
 
 #[tokio::test]
+async fn a_url_with_no_content_fails_at_once_and_says_why() {
+    let w = world();
+    let url = "https://files.example/empty.bin";
+    w.f.fetcher.serve(url, Vec::new());
+    let job = w
+        .jobs
+        .submit(me(), Submission::Url(url.into()), None, None)
+        .await
+        .unwrap();
+    assert!(matches!(
+        w.run_stage(Stage::Fetch).await,
+        StageOutcome::Fail(_)
+    ));
+    let failed = w.jobs.get(&me(), job.id).await.unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    let error = failed.error.unwrap();
+    assert_eq!(error.code, ErrorCode::UrlEmpty.as_str());
+    assert!(error.message.contains("no content"), "{}", error.message);
+    assert!(
+        w.f.queue.waiting(Stage::Upload).is_empty(),
+        "nothing to deliver"
+    );
+}
+
+#[tokio::test]
 async fn a_failed_url_job_is_retried_with_the_fetch_stage() {
     let w = world();
     let url = "https://files.example/flaky.bin";

@@ -8,12 +8,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::origin::{microsocks, tripwire};
+use common::sockets::{established, sockets_of};
 use common::swarm::Swarm;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,36 +75,8 @@ async fn recording_tracker() -> (SocketAddr, Arc<Mutex<Vec<SocketAddr>>>) {
 /// whether `ferry` (a pid) holds a connection to `port` itself, and the addresses the
 /// listener on `port` sees at the other end of its connections.
 fn look(ferry: u32, port: u16) -> (bool, BTreeSet<Ipv4Addr>) {
-    let parse = |field: &str| {
-        let (ip, port) = field.split_once(':').unwrap();
-        let ip = u32::from_str_radix(ip, 16).unwrap();
-        // The address is in the kernel's byte order (little-endian here).
-        let ip = Ipv4Addr::from(ip.swap_bytes());
-        SocketAddrV4::new(ip, u16::from_str_radix(port, 16).unwrap())
-    };
-    // (local, remote, inode) of every established connection.
-    let table: Vec<(SocketAddrV4, SocketAddrV4, String)> = std::fs::read_to_string("/proc/net/tcp")
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            (f[3] == "01").then(|| (parse(f[1]), parse(f[2]), f[9].to_owned()))
-        })
-        .collect();
-    let own: BTreeSet<String> = std::fs::read_dir(format!("/proc/{ferry}/fd"))
-        .map(|fds| {
-            fds.flatten()
-                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
-                .filter_map(|l| {
-                    l.to_string_lossy()
-                        .strip_prefix("socket:[")
-                        .and_then(|r| r.strip_suffix(']'))
-                        .map(str::to_owned)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let table = established();
+    let own = sockets_of(ferry);
     let direct = table
         .iter()
         .any(|(_, remote, inode)| remote.port() == port && own.contains(inode));

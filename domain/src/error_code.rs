@@ -243,6 +243,8 @@ error_codes! {
     UrlTypeNotAllowed = "url_type_not_allowed", jobs: true;
     /// The URL could not be fetched (after its retries).
     UrlUnreachable = "url_unreachable", jobs: true;
+    /// The URL answered with no content (0 bytes): there is nothing to deliver or seed.
+    UrlEmpty = "url_empty", jobs: true;
     /// Set on upgrade on all but the oldest of an owner's unfinished jobs of one torrent
     /// (migration `m20261202_000001_one_unfinished_torrent`).
     DuplicateJob = "duplicate_job", jobs: true;

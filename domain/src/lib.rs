@@ -34,7 +34,7 @@ pub use magnet::{MagnetError, MagnetLink};
 pub use net::{AddressPolicy, Cidr, FetchUrl, FetchUrlError};
 pub use profile::{Credentials, ProfileError, ProfileId, StorageBackend, StorageProfile};
 pub use progress::Progress;
-pub use speed::{SpeedLimitError, SpeedLimits};
+pub use speed::{SpeedLimitError, SpeedLimits, SpeedLimitsChange};
 pub use status::{IllegalTransition, JobStatus};
 pub use storage_key::{StorageKey, StorageKeyError};
 pub use torrent::{SafePath, SafePathError, TorrentLimitError, TorrentLimits};

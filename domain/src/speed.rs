@@ -11,6 +11,35 @@ pub struct SpeedLimits {
     pub upload_bps: Option<NonZeroU32>,
 }
 
+/// A change to a job's limits: each `Some` replaces that direction (`Some(None)` lifts it),
+/// each `None` leaves it as it is, so two clients changing one direction each do not undo
+/// each other's change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpeedLimitsChange {
+    pub download_bps: Option<Option<NonZeroU32>>,
+    pub upload_bps: Option<Option<NonZeroU32>>,
+}
+
+impl SpeedLimitsChange {
+    /// The limits after this change.
+    pub fn applied_to(self, limits: SpeedLimits) -> SpeedLimits {
+        SpeedLimits {
+            download_bps: self.download_bps.unwrap_or(limits.download_bps),
+            upload_bps: self.upload_bps.unwrap_or(limits.upload_bps),
+        }
+    }
+}
+
+/// Both directions replaced.
+impl From<SpeedLimits> for SpeedLimitsChange {
+    fn from(l: SpeedLimits) -> Self {
+        Self {
+            download_bps: Some(l.download_bps),
+            upload_bps: Some(l.upload_bps),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpeedLimitError {
     #[error(

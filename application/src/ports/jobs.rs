@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use ferry_domain::{
     InfoHash, Job, JobError, JobId, JobStatus, OwnerId, Progress, SeedPolicy, SpeedLimits,
-    TorrentMetadata,
+    SpeedLimitsChange, TorrentMetadata,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -195,11 +195,15 @@ pub trait JobRepository: Send + Sync + 'static {
     /// `NotFound` if no such job exists.
     async fn record_seed(&self, id: JobId, seed: Option<SeedPolicy>) -> Result<(), RepoError>;
 
-    /// Replaces the job's speed limits.
+    /// Changes the job's speed limits: only the directions `change` names are written.
     ///
     /// # Errors
     /// `NotFound` if no such job exists.
-    async fn record_speed_limits(&self, id: JobId, limits: SpeedLimits) -> Result<(), RepoError>;
+    async fn record_speed_limits(
+        &self,
+        id: JobId,
+        change: SpeedLimitsChange,
+    ) -> Result<(), RepoError>;
 
     /// Records a fetched URL's content address.
     ///

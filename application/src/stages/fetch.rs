@@ -196,6 +196,18 @@ impl FetchStage {
                 }
             }
         };
+        if fetched.size == 0 {
+            // Nothing to package (a torrent of no bytes is not a torrent) or deliver: a
+            // retry would fetch the same nothing.
+            self.staging
+                .discard(job.id)
+                .await
+                .map_err(super::staging_retry)?;
+            return Err(StageOutcome::fail(
+                ErrorCode::UrlEmpty,
+                "the URL answered with no content (0 bytes)",
+            ));
+        }
         if fetched.size > limit {
             self.staging
                 .discard(job.id)

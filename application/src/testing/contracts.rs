@@ -438,6 +438,55 @@ pub async fn job_repository_contract(repo: &dyn JobRepository) {
     }
 
     seeding_time_and_torrent_filters(repo).await;
+    speed_limits(repo).await;
+}
+
+/// Limits round-trip and reach `watch`; a change of one direction leaves the other as it is.
+async fn speed_limits(repo: &dyn JobRepository) {
+    use ferry_domain::{SpeedLimits, SpeedLimitsChange};
+    let erin = OwnerId::parse("erin").unwrap();
+    let job = magnet_job(&erin, 70);
+    repo.insert(&job).await.unwrap();
+    let (_, none) = repo.watch(job.id).await.unwrap();
+    assert_eq!(none, SpeedLimits::NONE);
+    let both = SpeedLimits::new(Some(100_000), Some(u64::from(u32::MAX))).unwrap();
+    repo.record_speed_limits(job.id, both.into()).await.unwrap();
+    assert_eq!(repo.get(job.id).await.unwrap().speed_limits, both);
+    assert_eq!(repo.watch(job.id).await.unwrap(), (JobStatus::Queued, both));
+
+    let up_only = SpeedLimits::new(None, Some(20_000)).unwrap();
+    repo.record_speed_limits(
+        job.id,
+        SpeedLimitsChange {
+            download_bps: None,
+            upload_bps: Some(up_only.upload_bps),
+        },
+    )
+    .await
+    .unwrap();
+    let after = repo.get(job.id).await.unwrap().speed_limits;
+    assert_eq!(after.download_bps, both.download_bps, "download untouched");
+    assert_eq!(after.upload_bps, up_only.upload_bps);
+    repo.record_speed_limits(
+        job.id,
+        SpeedLimitsChange {
+            download_bps: Some(None),
+            upload_bps: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(repo.get(job.id).await.unwrap().speed_limits, up_only);
+    repo.record_speed_limits(job.id, SpeedLimitsChange::default())
+        .await
+        .unwrap();
+    assert_eq!(repo.get(job.id).await.unwrap().speed_limits, up_only);
+    repo.delete(job.id).await.unwrap();
+    assert!(matches!(
+        repo.record_speed_limits(job.id, SpeedLimits::NONE.into())
+            .await,
+        Err(RepoError::NotFound)
+    ));
 }
 
 /// The move to `seeding` is stamped and kept once seeding ends; qBittorrent's list asks for

@@ -14,6 +14,7 @@ pub mod loki;
 pub mod origin;
 pub mod prometheus;
 pub mod s3;
+pub mod sockets;
 pub mod swarm;
 
 use std::io::Write;

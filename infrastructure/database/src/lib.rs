@@ -445,13 +445,24 @@ impl JobRepository for SqlJobRepository {
     async fn record_speed_limits(
         &self,
         id: JobId,
-        limits: ferry_domain::SpeedLimits,
+        change: ferry_domain::SpeedLimitsChange,
     ) -> Result<(), RepoError> {
         let bps = |v: Option<std::num::NonZeroU32>| v.map(|v| i64::from(v.get()));
-        // `updated_at` stays: it is the job's place in the queue.
-        let update = Jobs::update_many()
-            .col_expr(Column::DownloadLimit, Expr::value(bps(limits.download_bps)))
-            .col_expr(Column::UploadLimit, Expr::value(bps(limits.upload_bps)));
+        // `updated_at` stays: it is the job's place in the queue. A direction the change
+        // does not name is not written (a concurrent change of it stands).
+        let mut update = Jobs::update_many();
+        let mut wrote = false;
+        if let Some(down) = change.download_bps {
+            update = update.col_expr(Column::DownloadLimit, Expr::value(bps(down)));
+            wrote = true;
+        }
+        if let Some(up) = change.upload_bps {
+            update = update.col_expr(Column::UploadLimit, Expr::value(bps(up)));
+            wrote = true;
+        }
+        if !wrote {
+            update = update.col_expr(Column::UploadLimit, Expr::col(Column::UploadLimit));
+        }
         self.update_one(id, update).await
     }
 

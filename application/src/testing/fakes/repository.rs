@@ -240,10 +240,11 @@ impl JobRepository for MemoryRepository {
     async fn record_speed_limits(
         &self,
         id: JobId,
-        limits: ferry_domain::SpeedLimits,
+        change: ferry_domain::SpeedLimitsChange,
     ) -> Result<(), RepoError> {
         let mut jobs = lock(&self.jobs);
-        jobs.get_mut(&id).ok_or(RepoError::NotFound)?.speed_limits = limits;
+        let job = jobs.get_mut(&id).ok_or(RepoError::NotFound)?;
+        job.speed_limits = change.applied_to(job.speed_limits);
         Ok(())
     }
 
