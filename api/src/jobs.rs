@@ -540,7 +540,9 @@ impl JobsApi {
         Ok(Json((&job).into()))
     }
 
-    /// Resume a paused job.
+    /// Resume a paused job: a torrent joins the queue (`queued`, with its `queue_position`)
+    /// and runs again, from the data it has, when a worker is free; a URL job goes back to
+    /// `downloading` and its fetch continues where it stopped.
     #[oai(
         path = "/jobs/:id/resume",
         method = "post",
@@ -557,7 +559,7 @@ impl JobsApi {
             .jobs
             .resume(caller.owner(), parse_id(&id)?)
             .await?;
-        Ok(Json((&job).into()))
+        Ok(Json(self.placed(&job).await?))
     }
 
     /// Run a failed job again.
@@ -579,7 +581,7 @@ impl JobsApi {
             .jobs
             .retry_within(caller.owner(), id, quotas)
             .await?;
-        Ok(Json((&job).into()))
+        Ok(Json(self.placed(&job).await?))
     }
 
     /// Live progress and status of all your jobs (an admin's `?owner=`: that user's), as

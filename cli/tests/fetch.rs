@@ -390,3 +390,40 @@ async fn a_url_job_resumes_and_retries_with_its_own_stage() {
     assert_eq!(done["content_sha256"], sha.as_str(), "{done}");
     ferry.assert_files_match_one(&id, name, &sha).await;
 }
+
+/// A URL that answers with no content fails at once with a code that says so (there is no
+/// torrent of nothing to package), and nothing is left in staging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_url_with_no_content_fails_as_url_empty() {
+    init();
+    let (_keep, root) = test_dir();
+    let name = "empty.txt";
+    let file = root.join("origin").join(name);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, b"").unwrap();
+    let origin = Origin::start(&file, name).await;
+    let ferry = Ferry::start(
+        &root.join("ferry"),
+        &[("FERRY_FETCH__ALLOW", "[\"127.0.0.1/32\"]")],
+    );
+    let (status, job) = ferry
+        .post_json(
+            "/jobs",
+            json!({"source": {"url": format!("http://{}/{name}", origin.addr)}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let failed = ferry
+        .wait_status(&id, "failed", Duration::from_secs(60))
+        .await;
+    assert_eq!(failed["error"]["code"], "url_empty", "{failed}");
+    // The submission's check of the URL, then one fetch: no retry.
+    assert_eq!(origin.seen.ranges.lock().unwrap().len(), 2);
+    let staged = ferry.data_dir.join("staging").join(&id);
+    assert!(
+        !staged.exists(),
+        "nothing staged is left: {}",
+        staged.display()
+    );
+}

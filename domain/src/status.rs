@@ -62,7 +62,8 @@ impl JobStatus {
             (Queued, Resolving) => true,
             (Resolving, Downloading) => true,
             (Downloading, Paused) | (Paused, Downloading) => true,
-            // A magnet added paused (no metadata yet) starts from the beginning when resumed.
+            // A resumed torrent job joins the queue again (a magnet added paused, with no
+            // metadata yet, resolves it first); a URL job goes back to downloading.
             (Paused, Queued) => true,
             (Downloading, Uploading) => true,
             (Uploading, Completed) => true,

@@ -150,6 +150,59 @@ pub struct RqbitEngine {
     proxy: Option<proxy::ProxyWatch>,
     /// Internal addresses the engine must not reach (part of every block list).
     peer_policy: AddressPolicy,
+    /// The peers a magnet's resolution found, by info hash and trackers, until its download
+    /// starts: they go to it as initial peers, so it connects at once instead of waiting for
+    /// its trackers (or a new DHT search) to find them again. Only a torrent announcing to
+    /// the same trackers gets them (peers a private tracker named go to no other run).
+    seen: Mutex<SeenPeers>,
+}
+
+/// How long the peers a resolution found are kept for the download that follows it.
+const SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+/// The most resolutions whose peers are kept (the oldest go first), and peers of each.
+const SEEN_TORRENTS: usize = 256;
+const SEEN_PEERS: usize = 200;
+
+#[derive(Default)]
+struct SeenPeers(HashMap<String, (std::time::Instant, Vec<SocketAddr>)>);
+
+/// The torrent's info hash and trackers, the key of its resolution's peers.
+fn seen_key(meta: &TorrentMetadata) -> String {
+    let mut trackers = meta.trackers.clone();
+    trackers.sort();
+    trackers.dedup();
+    format!("{} {}", meta.info_hash.to_hex(), trackers.join(" "))
+}
+
+impl SeenPeers {
+    fn remember(&mut self, info_hash: String, mut peers: Vec<SocketAddr>) {
+        let now = std::time::Instant::now();
+        self.0
+            .retain(|_, (at, _)| now.duration_since(*at) < SEEN_FOR);
+        if peers.is_empty() {
+            return;
+        }
+        peers.truncate(SEEN_PEERS);
+        while self.0.len() >= SEEN_TORRENTS {
+            let Some(oldest) = self
+                .0
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            self.0.remove(&oldest);
+        }
+        self.0.insert(info_hash, (now, peers));
+    }
+
+    fn take(&mut self, info_hash: &str) -> Vec<SocketAddr> {
+        match self.0.remove(info_hash) {
+            Some((at, peers)) if at.elapsed() < SEEN_FOR => peers,
+            _ => Vec::new(),
+        }
+    }
 }
 
 struct Running {
@@ -306,6 +359,7 @@ impl RqbitEngine {
             locks: Mutex::new(HashMap::new()),
             proxy: watch,
             peer_policy: config.peer_policy,
+            seen: Mutex::new(SeenPeers::default()),
         };
         engine.sweep_shares().await;
         Ok(engine)
@@ -355,19 +409,38 @@ impl TorrentEngine for RqbitEngine {
             .await
             .map_err(|e| unexpected(e.context("resolving the magnet link")))?;
         match response {
-            AddTorrentResponse::ListOnly(r) => inspect(&r.torrent_bytes),
+            AddTorrentResponse::ListOnly(r) => {
+                let meta = inspect(&r.torrent_bytes)?;
+                self.seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remember(seen_key(&meta), r.seen_peers);
+                Ok(meta)
+            }
             _ => Err(unexpected(anyhow::anyhow!(
                 "the engine started a torrent it was asked to list"
             ))),
         }
     }
 
-    async fn start(&self, spec: TorrentSpec) -> Result<(), EngineError> {
+    async fn start(&self, mut spec: TorrentSpec) -> Result<(), EngineError> {
         let _turn = self.turns.lock().await;
         if self.running().contains_key(&spec.job_id) {
             return Ok(());
         }
         let meta = inspect(&spec.metainfo)?;
+        // The peers its magnet's resolution just found (the session's block list still
+        // filters them).
+        let seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take(&seen_key(&meta));
+        for peer in seen {
+            if !spec.peers.contains(&peer) {
+                spec.peers.push(peer);
+            }
+        }
         let mut wanted = Vec::new();
         for f in &meta.files {
             if spec
@@ -908,6 +981,24 @@ fn torrent_folder(meta: &TorrentMetadata) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resolutions_peers_are_taken_once_and_kept_for_few_torrents() {
+        let peer = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let mut seen = SeenPeers::default();
+        seen.remember("a".into(), (0..500).map(peer).collect());
+        seen.remember("nobody".into(), Vec::new());
+        let taken = seen.take("a");
+        assert_eq!(taken.len(), SEEN_PEERS, "at most SEEN_PEERS of one torrent");
+        assert!(seen.take("a").is_empty(), "taken once");
+        assert!(seen.take("nobody").is_empty());
+        for i in 0..=SEEN_TORRENTS {
+            seen.remember(format!("t{i}"), vec![peer(1)]);
+        }
+        assert_eq!(seen.0.len(), SEEN_TORRENTS, "the oldest went");
+        assert!(seen.take("t0").is_empty());
+        assert_eq!(seen.take(&format!("t{SEEN_TORRENTS}")), vec![peer(1)]);
+    }
 
     #[test]
     fn the_block_list_holds_ipv4_ranges_in_their_mapped_ipv6_form_too() {

@@ -489,3 +489,73 @@ async fn a_file_after_an_empty_file_finishes() {
     seeder.stop(seed_job, false).await.unwrap();
     seeder.shutdown().await;
 }
+
+/// The peers a magnet's resolution found go to its download: it connects to them at once,
+/// even when nothing else (no tracker, no DHT, no `x.pe` of its own) would find them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_starts_with_the_peers_its_magnet_was_resolved_from() {
+    use ferry_application::ports::{TorrentEngine, TorrentSpec};
+    use std::time::Duration;
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("seed").join("clip.bin");
+    std::fs::create_dir_all(content.parent().unwrap()).unwrap();
+    let bytes: Vec<u8> = (0..400_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(&content, &bytes).unwrap();
+    let metainfo = metainfo_of(&content).await;
+    let info_hash = ferry_torrent::inspect(&metainfo).unwrap().info_hash;
+
+    let seeder = RqbitEngine::start(engine_config(dir.path().join("s-staging"), true))
+        .await
+        .unwrap();
+    let spec = |job_id, peers, data_dir| TorrentSpec {
+        job_id,
+        metainfo: metainfo.clone(),
+        only_files: None,
+        peers,
+        data_dir,
+        limits: Default::default(),
+    };
+    seeder
+        .start(spec(
+            ferry_domain::JobId::new(),
+            vec![],
+            Some(content.parent().unwrap().to_path_buf()),
+        ))
+        .await
+        .unwrap();
+    let leecher = RqbitEngine::start(engine_config(dir.path().join("l-staging"), true))
+        .await
+        .unwrap();
+    let magnet = ferry_domain::MagnetLink::parse(&format!(
+        "magnet:?xt=urn:btih:{}&x.pe={}",
+        info_hash.to_hex(),
+        seeder.listen_addr().unwrap()
+    ))
+    .unwrap();
+    let meta = tokio::time::timeout(Duration::from_secs(30), leecher.resolve(&magnet))
+        .await
+        .expect("the seeder sends the metadata")
+        .unwrap();
+    assert_eq!(meta.info_hash, info_hash);
+
+    // The download is given no peer: only the resolution's can serve it.
+    let job = ferry_domain::JobId::new();
+    leecher.start(spec(job, vec![], None)).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = leecher.stats(job).await.unwrap();
+        if s.finished {
+            assert_eq!(s.bytes_done, bytes.len() as u64, "{s:?}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the download found no peer: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    leecher.stop(job, true).await.unwrap();
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+}
