@@ -277,6 +277,19 @@ impl JobsApi {
         Ok(JobDto::placed(job, &positions))
     }
 
+    /// The view of a job a change has just been made to: with its queue place when that can
+    /// be read, else without (the change stands; failing the answer would make the client
+    /// try it again).
+    async fn changed(&self, job: &ferry_domain::Job) -> JobDto {
+        match self.placed(job).await {
+            Ok(dto) => dto,
+            Err(e) => {
+                tracing::warn!(job_id = %job.id, error = ?e, "could not read the job's queue place");
+                job.into()
+            }
+        }
+    }
+
     fn created(job: &ferry_domain::Job) -> Created {
         Created::Created(Json(job.into()), format!("/api/v1/jobs/{}", job.id))
     }
@@ -483,7 +496,7 @@ impl JobsApi {
             .jobs
             .set_speed_limits(caller.owner(), parse_id(&id)?, limits)
             .await?;
-        Ok(Json(self.placed(&job).await?))
+        Ok(Json(self.changed(&job).await))
     }
 
     /// Cancel a job (a seeding job stops seeding and stays completed, with its files); with
@@ -540,9 +553,7 @@ impl JobsApi {
         Ok(Json((&job).into()))
     }
 
-    /// Resume a paused job: a torrent joins the queue (`queued`, with its `queue_position`)
-    /// and runs again, from the data it has, when a worker is free; a URL job goes back to
-    /// `downloading` and its fetch continues where it stopped.
+    /// Resume a paused job.
     #[oai(
         path = "/jobs/:id/resume",
         method = "post",
@@ -559,7 +570,7 @@ impl JobsApi {
             .jobs
             .resume(caller.owner(), parse_id(&id)?)
             .await?;
-        Ok(Json(self.placed(&job).await?))
+        Ok(Json((&job).into()))
     }
 
     /// Run a failed job again.
@@ -581,7 +592,7 @@ impl JobsApi {
             .jobs
             .retry_within(caller.owner(), id, quotas)
             .await?;
-        Ok(Json(self.placed(&job).await?))
+        Ok(Json(self.changed(&job).await))
     }
 
     /// Live progress and status of all your jobs (an admin's `?owner=`: that user's), as

@@ -288,12 +288,13 @@ where
 /// JSON request bodies that refuse `null` for a field they let be left out.
 const NULL_REFUSED: [&str; 1] = ["UserPatch"];
 
-/// Marks the optional fields of each JSON request body (but [`NULL_REFUSED`]'s) `nullable`:
+/// Marks the optional fields of each JSON request body (and of the objects it is made of:
+/// its `oneOf` variants, its fields' schemas), but [`NULL_REFUSED`]'s, `nullable`:
 /// poem-openapi reads `null` as absent for an `Option` (and as "clear" for a
 /// `MaybeUndefined`, where the field says so) but documents neither as nullable, so a client
 /// following the document would think `null` refused.
 fn nullable_optionals(doc: &mut serde_json::Value) {
-    let mut bodies: Vec<String> = Vec::new();
+    let mut todo: Vec<String> = Vec::new();
     if let Some(paths) = doc.get("paths").and_then(|p| p.as_object()) {
         for op in paths
             .values()
@@ -307,31 +308,28 @@ fn nullable_optionals(doc: &mut serde_json::Value) {
                 continue;
             };
             for (kind, media) in content {
-                if !kind.starts_with("application/json") {
-                    continue;
-                }
-                if let Some(name) = media
-                    .pointer("/schema/$ref")
-                    .and_then(|r| r.as_str())
-                    .and_then(|r| r.strip_prefix("#/components/schemas/"))
-                {
-                    bodies.push(name.to_owned());
+                if kind.starts_with("application/json") {
+                    todo.extend(media.get("schema").map(refs_in).unwrap_or_default());
                 }
             }
         }
     }
-    bodies.sort();
-    bodies.dedup();
-    for name in bodies
-        .iter()
-        .filter(|n| !NULL_REFUSED.contains(&n.as_str()))
-    {
+    let mut done = std::collections::HashSet::new();
+    while let Some(name) = todo.pop() {
+        if NULL_REFUSED.contains(&name.as_str()) || !done.insert(name.clone()) {
+            continue;
+        }
         let Some(schema) = doc
             .pointer_mut(&format!("/components/schemas/{name}"))
             .and_then(|s| s.as_object_mut())
         else {
             continue;
         };
+        for key in ["oneOf", "anyOf", "allOf"] {
+            if let Some(parts) = schema.get(key) {
+                todo.extend(refs_in(parts));
+            }
+        }
         let required: Vec<serde_json::Value> = schema
             .get("required")
             .and_then(|r| r.as_array())
@@ -341,6 +339,7 @@ fn nullable_optionals(doc: &mut serde_json::Value) {
             continue;
         };
         for (field, prop) in props.iter_mut() {
+            todo.extend(refs_in(prop));
             if required.iter().any(|r| r == field.as_str()) {
                 continue;
             }
@@ -349,6 +348,29 @@ fn nullable_optionals(doc: &mut serde_json::Value) {
             }
         }
     }
+}
+
+/// The component schemas `schema` refers to, at any depth (arrays' items, `allOf` wrappers).
+fn refs_in(schema: &serde_json::Value) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![schema];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(name) = map
+                    .get("$ref")
+                    .and_then(|r| r.as_str())
+                    .and_then(|r| r.strip_prefix("#/components/schemas/"))
+                {
+                    out.push(name.to_owned());
+                }
+                stack.extend(map.values());
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Documents each `text/event-stream` answer as what a client reads: events (`event`, `id`,
@@ -453,10 +475,17 @@ mod tests {
         let mut doc = serde_json::json!({
             "paths": {"/x": {
                 "post": {"requestBody": body("Open")},
+                "put": {"requestBody": body("Union")},
                 "patch": {"requestBody": body("UserPatch")},
             }},
             "components": {"schemas": {
                 "Open": fields, "UserPatch": fields, "Answer": fields,
+                "Union": {"oneOf": [{"$ref": "#/components/schemas/Variant"}]},
+                "Variant": {
+                    "properties": {"inner": {"allOf": [{"$ref": "#/components/schemas/Inner"}]}},
+                    "required": ["inner"],
+                },
+                "Inner": fields,
             }},
         });
         super::nullable_optionals(&mut doc);
@@ -470,6 +499,8 @@ mod tests {
         assert!(!nullable("Open", "a"), "a required field takes no null");
         assert!(!nullable("UserPatch", "b"), "UserPatch refuses null");
         assert!(!nullable("Answer", "b"), "not a request body");
+        assert!(nullable("Inner", "b"), "a field of a variant's field");
+        assert!(!nullable("Variant", "inner"));
     }
 
     #[test]

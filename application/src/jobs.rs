@@ -645,10 +645,8 @@ impl Jobs {
         self.advance(id, job.status, JobStatus::Paused).await
     }
 
-    /// Resumes a paused job with its own stage: a torrent job joins the queue (at its end,
-    /// with a place like any queued job) and a worker restarts it when one is free, reusing
-    /// the staged data; a URL job goes back to `downloading` and its fetch continues the
-    /// partial file.
+    /// Resumes a paused job with its own stage: a worker restarts the torrent (or continues
+    /// the partial fetch of a URL) and reuses the staged data.
     ///
     /// # Errors
     /// `NotFound`, or `IllegalTransition` unless the job is paused.
@@ -662,16 +660,13 @@ impl Jobs {
             }
             .into());
         }
-        // A torrent job joins the queue: until a worker is free it waits as queued jobs do,
-        // with its place (a magnet added paused resolves its metadata first; a job with
-        // metadata passes through `resolving` at once). A URL job goes on downloading: its
-        // fetch continues the partial file, which only an interrupted fetch (`downloading`)
-        // may do; a fetch from `resolving` starts over.
-        let to = if matches!(job.source, ferry_domain::JobSource::Url(_)) {
-            JobStatus::Downloading
-        } else {
-            JobStatus::Queued
-        };
+        // A magnet added paused has no metadata yet: it starts from the beginning.
+        let to =
+            if job.metadata.is_none() && matches!(job.source, ferry_domain::JobSource::Magnet(_)) {
+                JobStatus::Queued
+            } else {
+                JobStatus::Downloading
+            };
         let job = self.advance(id, JobStatus::Paused, to).await?;
         self.queue.enqueue(Self::stage_of(&job), id).await?;
         Ok(job)

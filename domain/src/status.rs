@@ -62,8 +62,7 @@ impl JobStatus {
             (Queued, Resolving) => true,
             (Resolving, Downloading) => true,
             (Downloading, Paused) | (Paused, Downloading) => true,
-            // A resumed torrent job joins the queue again (a magnet added paused, with no
-            // metadata yet, resolves it first); a URL job goes back to downloading.
+            // A magnet added paused (no metadata yet) starts from the beginning when resumed.
             (Paused, Queued) => true,
             (Downloading, Uploading) => true,
             (Uploading, Completed) => true,

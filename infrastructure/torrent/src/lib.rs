@@ -183,7 +183,7 @@ impl SeenPeers {
             return;
         }
         peers.truncate(SEEN_PEERS);
-        while self.0.len() >= SEEN_TORRENTS {
+        while self.0.len() >= SEEN_TORRENTS && !self.0.contains_key(&info_hash) {
             let Some(oldest) = self
                 .0
                 .iter()
@@ -197,11 +197,15 @@ impl SeenPeers {
         self.0.insert(info_hash, (now, peers));
     }
 
-    fn take(&mut self, info_hash: &str) -> Vec<SocketAddr> {
-        match self.0.remove(info_hash) {
-            Some((at, peers)) if at.elapsed() < SEEN_FOR => peers,
+    fn peek(&self, key: &str) -> Vec<SocketAddr> {
+        match self.0.get(key) {
+            Some((at, peers)) if at.elapsed() < SEEN_FOR => peers.clone(),
             _ => Vec::new(),
         }
+    }
+
+    fn forget(&mut self, key: &str) {
+        self.0.remove(key);
     }
 }
 
@@ -411,10 +415,14 @@ impl TorrentEngine for RqbitEngine {
         match response {
             AddTorrentResponse::ListOnly(r) => {
                 let meta = inspect(&r.torrent_bytes)?;
-                self.seen
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remember(seen_key(&meta), r.seen_peers);
+                // A private torrent takes peers from its trackers only (BEP 27): the
+                // resolution may have found these through DHT or LSD, before it knew.
+                if !meta.private {
+                    self.seen
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .remember(seen_key(&meta), r.seen_peers);
+                }
                 Ok(meta)
             }
             _ => Err(unexpected(anyhow::anyhow!(
@@ -429,16 +437,20 @@ impl TorrentEngine for RqbitEngine {
             return Ok(());
         }
         let meta = inspect(&spec.metainfo)?;
-        // The peers its magnet's resolution just found (the session's block list still
-        // filters them).
-        let seen = self
-            .seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take(&seen_key(&meta));
-        for peer in seen {
-            if !spec.peers.contains(&peer) {
-                spec.peers.push(peer);
+        // A download gets the peers its magnet's resolution just found (the session's block
+        // list still filters them); they are forgotten once it runs, and stay for another
+        // try if it cannot start now (`Busy`).
+        let seen_key = seen_key(&meta);
+        if spec.data_dir.is_none() {
+            let seen = self
+                .seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .peek(&seen_key);
+            for peer in seen {
+                if !spec.peers.contains(&peer) {
+                    spec.peers.push(peer);
+                }
             }
         }
         let mut wanted = Vec::new();
@@ -475,6 +487,12 @@ impl TorrentEngine for RqbitEngine {
             limits: spec.limits,
         };
         let result = self.add(&spec, &meta, running).await;
+        if result.is_ok() && spec.data_dir.is_none() {
+            self.seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .forget(&seen_key);
+        }
         if result.is_err()
             && let Some(share) = taken
         {
@@ -983,21 +1001,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_resolutions_peers_are_taken_once_and_kept_for_few_torrents() {
+    fn a_resolutions_peers_are_kept_until_forgotten_and_for_few_torrents() {
         let peer = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
         let mut seen = SeenPeers::default();
         seen.remember("a".into(), (0..500).map(peer).collect());
         seen.remember("nobody".into(), Vec::new());
-        let taken = seen.take("a");
-        assert_eq!(taken.len(), SEEN_PEERS, "at most SEEN_PEERS of one torrent");
-        assert!(seen.take("a").is_empty(), "taken once");
-        assert!(seen.take("nobody").is_empty());
+        assert_eq!(
+            seen.peek("a").len(),
+            SEEN_PEERS,
+            "at most SEEN_PEERS of one torrent"
+        );
+        assert_eq!(seen.peek("a").len(), SEEN_PEERS, "kept until forgotten");
+        seen.forget("a");
+        assert!(seen.peek("a").is_empty(), "forgotten");
+        assert!(seen.peek("nobody").is_empty());
         for i in 0..=SEEN_TORRENTS {
             seen.remember(format!("t{i}"), vec![peer(1)]);
         }
         assert_eq!(seen.0.len(), SEEN_TORRENTS, "the oldest went");
-        assert!(seen.take("t0").is_empty());
-        assert_eq!(seen.take(&format!("t{SEEN_TORRENTS}")), vec![peer(1)]);
+        assert!(seen.peek("t0").is_empty());
+        assert_eq!(seen.peek(&format!("t{SEEN_TORRENTS}")), vec![peer(1)]);
+        seen.remember("t1".into(), vec![peer(2)]);
+        assert_eq!(
+            seen.0.len(),
+            SEEN_TORRENTS,
+            "a key already there evicts nothing"
+        );
+        assert!(!seen.peek(&format!("t{SEEN_TORRENTS}")).is_empty());
+        assert_eq!(seen.peek("t1"), vec![peer(2)]);
     }
 
     #[test]
