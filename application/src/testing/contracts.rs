@@ -1588,9 +1588,18 @@ pub struct EngineFixture {
     pub files: Vec<(ferry_domain::SafePath, Vec<u8>)>,
 }
 
-/// Waits until the engine reports `job` finished.
+/// Waits until the engine reports `job` finished (30 s at most).
 async fn finished(engine: &dyn TorrentEngine, job: JobId) -> crate::ports::EngineStats {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    finished_within(engine, job, Duration::from_secs(30)).await
+}
+
+/// Waits until the engine reports `job` finished; panics after `within`.
+pub async fn finished_within(
+    engine: &dyn TorrentEngine,
+    job: JobId,
+    within: Duration,
+) -> crate::ports::EngineStats {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         let s = engine.stats(job).await.unwrap();
         if s.finished {

@@ -387,6 +387,12 @@ impl RqbitEngine {
         self.session.stop().await;
     }
 
+    fn seen(&self) -> std::sync::MutexGuard<'_, SeenPeers> {
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Running>> {
         self.running
             .lock()
@@ -418,10 +424,7 @@ impl TorrentEngine for RqbitEngine {
                 // A private torrent takes peers from its trackers only (BEP 27): the
                 // resolution may have found these through DHT or LSD, before it knew.
                 if !meta.private {
-                    self.seen
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .remember(seen_key(&meta), r.seen_peers);
+                    self.seen().remember(seen_key(&meta), r.seen_peers);
                 }
                 Ok(meta)
             }
@@ -442,11 +445,7 @@ impl TorrentEngine for RqbitEngine {
         // try if it cannot start now (`Busy`).
         let seen_key = seen_key(&meta);
         if spec.data_dir.is_none() {
-            let seen = self
-                .seen
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .peek(&seen_key);
+            let seen = self.seen().peek(&seen_key);
             for peer in seen {
                 if !spec.peers.contains(&peer) {
                     spec.peers.push(peer);
@@ -488,10 +487,7 @@ impl TorrentEngine for RqbitEngine {
         };
         let result = self.add(&spec, &meta, running).await;
         if result.is_ok() && spec.data_dir.is_none() {
-            self.seen
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .forget(&seen_key);
+            self.seen().forget(&seen_key);
         }
         if result.is_err()
             && let Some(share) = taken

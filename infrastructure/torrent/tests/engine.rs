@@ -2,7 +2,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ferry_application::testing::contracts::{EngineFixture, torrent_engine_contract};
+use ferry_application::testing::contracts::{
+    EngineFixture, finished_within, torrent_engine_contract,
+};
 use ferry_domain::SafePath;
 use ferry_local_storage::LocalStaging;
 use ferry_torrent::{EngineConfig, Inspector, RqbitEngine};
@@ -462,19 +464,12 @@ async fn a_file_after_an_empty_file_finishes() {
             .await
             .unwrap();
         let total: u64 = wanted.iter().map(|&i| files[i].1.len() as u64).sum();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let s = leecher.stats(job).await.unwrap();
-            if s.finished {
-                assert_eq!((s.bytes_done, s.bytes_total), (total, total), "{s:?}");
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "never finished ({wanted:?}): {s:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let s = finished_within(&leecher, job, Duration::from_secs(60)).await;
+        assert_eq!(
+            (s.bytes_done, s.bytes_total),
+            (total, total),
+            "{wanted:?}: {s:?}"
+        );
         leecher.hand_over(job).await.unwrap();
         for i in wanted {
             let (name, bytes) = &files[i];
@@ -542,19 +537,9 @@ async fn a_download_starts_with_the_peers_its_magnet_was_resolved_from() {
     // The download is given no peer: only the resolution's can serve it.
     let job = ferry_domain::JobId::new();
     leecher.start(spec(job, vec![], None)).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let s = leecher.stats(job).await.unwrap();
-        if s.finished {
-            assert_eq!(s.bytes_done, bytes.len() as u64, "{s:?}");
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the download found no peer: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Without the resolution's peers it never finishes.
+    let s = finished_within(&leecher, job, Duration::from_secs(30)).await;
+    assert_eq!(s.bytes_done, bytes.len() as u64, "{s:?}");
     leecher.stop(job, true).await.unwrap();
     leecher.shutdown().await;
     seeder.shutdown().await;
