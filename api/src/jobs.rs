@@ -553,7 +553,9 @@ impl JobsApi {
         Ok(Json((&job).into()))
     }
 
-    /// Resume a paused job.
+    /// Resume a paused job: a torrent joins the queue (`queued`, with its `queue_position`)
+    /// and runs again, from the data it has, when a worker is free; a URL job goes back to
+    /// `downloading` and its fetch continues where it stopped.
     #[oai(
         path = "/jobs/:id/resume",
         method = "post",
@@ -570,7 +572,7 @@ impl JobsApi {
             .jobs
             .resume(caller.owner(), parse_id(&id)?)
             .await?;
-        Ok(Json((&job).into()))
+        Ok(Json(self.changed(&job).await))
     }
 
     /// Run a failed job again.

@@ -313,6 +313,7 @@ impl JobsError {
     fn from_fetch(e: crate::ports::FetchError) -> Self {
         match e {
             crate::ports::FetchError::NotAllowed(m) => Self::UrlNotAllowed(m),
+            crate::ports::FetchError::Blocked(m) => Self::Blocked(m),
             other if other.is_transient() => Self::UrlUnreachable(other.to_string()),
             other => Self::UrlRefused(other.to_string()),
         }
@@ -564,6 +565,7 @@ impl Jobs {
         match self.fetcher.open(url, None).await {
             Ok(body) => Ok(body.info().size),
             Err(FetchError::NotAllowed(m)) => Err(JobsError::UrlNotAllowed(m)),
+            Err(FetchError::Blocked(m)) => Err(JobsError::Blocked(m)),
             Err(e) if e.is_transient() => {
                 tracing::info!(url = %url.for_log(), error = %e, "URL not reachable now; accepting the job anyway");
                 Ok(None)
@@ -645,8 +647,10 @@ impl Jobs {
         self.advance(id, job.status, JobStatus::Paused).await
     }
 
-    /// Resumes a paused job with its own stage: a worker restarts the torrent (or continues
-    /// the partial fetch of a URL) and reuses the staged data.
+    /// Resumes a paused job with its own stage: a torrent job joins the queue (at its end,
+    /// with a place like any queued job) and a worker restarts it when one is free, reusing
+    /// the staged data; a URL job goes back to `downloading` and its fetch continues the
+    /// partial file.
     ///
     /// # Errors
     /// `NotFound`, or `IllegalTransition` unless the job is paused.
@@ -660,13 +664,16 @@ impl Jobs {
             }
             .into());
         }
-        // A magnet added paused has no metadata yet: it starts from the beginning.
-        let to =
-            if job.metadata.is_none() && matches!(job.source, ferry_domain::JobSource::Magnet(_)) {
-                JobStatus::Queued
-            } else {
-                JobStatus::Downloading
-            };
+        // A torrent job joins the queue: until a worker is free it waits as queued jobs do,
+        // with its place (a magnet added paused resolves its metadata first; a job with
+        // metadata passes through `resolving` at once). A URL job goes on downloading: its
+        // fetch continues the partial file, which only an interrupted fetch (`downloading`)
+        // may do; a fetch from `resolving` starts over.
+        let to = if matches!(job.source, ferry_domain::JobSource::Url(_)) {
+            JobStatus::Downloading
+        } else {
+            JobStatus::Queued
+        };
         let job = self.advance(id, JobStatus::Paused, to).await?;
         self.queue.enqueue(Self::stage_of(&job), id).await?;
         Ok(job)

@@ -93,6 +93,25 @@ async fn blocked_torrents_and_urls_are_refused_and_the_list_reloads() {
         (422, Some("blocked")),
         "{body}"
     );
+    // A URL that is not on the list but redirects to one that is: refused as well.
+    let page = root.join("page.html");
+    std::fs::write(&page, "<html></html>").unwrap();
+    let redirecting = common::origin::Origin::start(&page, "page.html").await;
+    let (status, body) = ferry
+        .post_json(
+            "/jobs",
+            json!({"source": {"url": format!(
+                "http://{}/redirect?to=http://127.0.0.1:{}/mirror/release.iso",
+                redirecting.addr,
+                origin.port()
+            )}}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("blocked")),
+        "{body}"
+    );
     assert_eq!(
         origin_hits.load(Ordering::SeqCst),
         0,

@@ -654,7 +654,7 @@ async fn a_torrent_is_added_paused_resumed_and_removed_from_the_command_line() {
     alice.run(&["retry", &id]).await.code(1);
 
     let out = alice.run(&["resume", &id]).await;
-    assert!(out.ok().stdout.contains("downloading"), "{out:#?}");
+    assert!(out.ok().stdout.contains("queued"), "{out:#?}");
     let out = alice.run(&["rm", &id]).await;
     assert!(out.ok().stdout.contains("cancelled"), "{out:#?}");
     // Cancelling again changes nothing; --with-files deletes the job, then it is gone.

@@ -303,7 +303,7 @@ async fn pause_resume_and_cancel_mid_download() {
         .await;
     assert_eq!(
         (status, job["status"].as_str()),
-        (200, Some("downloading")),
+        (200, Some("queued")),
         "{job}"
     );
     ferry.wait_status(&id, "completed", LONG).await;

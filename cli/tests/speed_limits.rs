@@ -218,17 +218,53 @@ async fn queued_jobs_show_their_place_and_move_up_as_others_leave() {
         "a paused job has no place"
     );
 
-    // Lifting the running job's limit lets it finish, and the queue runs on.
-    let (status, _) = put_limits(&ferry, &second, json!({"download_limit": null})).await;
-    assert_eq!(status, 200);
-    ferry.wait_status(&second, "completed", LONG).await;
-    ferry.wait_status(&third, "completed", LONG).await;
+    // Resumed while the worker is busy: it queues behind the others, with its place.
     let (status, _) = put_limits(&ferry, &first, json!({})).await;
     assert_eq!(status, 200);
     let (status, resumed) = ferry
         .post_json(&format!("/jobs/{first}/resume"), json!({}))
         .await;
     assert_eq!(status, 200, "{resumed}");
+    assert_eq!(
+        (
+            resumed["status"].as_str(),
+            resumed["queue_position"].as_u64()
+        ),
+        (Some("queued"), Some(2)),
+        "{resumed}"
+    );
+    assert_eq!(place(third.clone()).await, Some(1));
+
+    // A queued job can be paused (it leaves the queue; the one behind it moves up) and
+    // resumed (queued again, with a place).
+    let (status, paused) = ferry
+        .post_json(&format!("/jobs/{third}/pause"), json!({}))
+        .await;
+    assert_eq!(
+        (
+            status,
+            paused["status"].as_str(),
+            paused["queue_position"].as_u64()
+        ),
+        (200, Some("paused"), None),
+        "{paused}"
+    );
+    assert_eq!(place(first.clone()).await, Some(1));
+    let (status, resumed) = ferry
+        .post_json(&format!("/jobs/{third}/resume"), json!({}))
+        .await;
+    assert_eq!(
+        (status, resumed["status"].as_str()),
+        (200, Some("queued")),
+        "{resumed}"
+    );
+    assert!(resumed["queue_position"].as_u64().is_some(), "{resumed}");
+
+    // Lifting the running job's limit lets it finish, and the queue runs on.
+    let (status, _) = put_limits(&ferry, &second, json!({"download_limit": null})).await;
+    assert_eq!(status, 200);
+    ferry.wait_status(&second, "completed", LONG).await;
+    ferry.wait_status(&third, "completed", LONG).await;
     ferry.wait_status(&first, "completed", LONG).await;
     ferry.assert_files_match(&first, &a.payload, None).await;
     ferry.assert_files_match(&second, &b.payload, None).await;

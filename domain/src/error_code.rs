@@ -186,8 +186,10 @@ error_codes! {
     TrackerNotAllowed = "tracker_not_allowed", jobs: false;
     /// A magnet's `x.pe` peer is at an internal address.
     PeerNotAllowed = "peer_not_allowed", jobs: false;
-    /// The operator's block list refuses this torrent (its info-hash) or URL (a pattern).
-    Blocked = "blocked", jobs: false;
+    /// The operator's block list refuses this torrent (its info-hash) or URL (a pattern); a
+    /// URL job also fails with it when a redirect leads to a refused URL, or the list came to
+    /// refuse its URL after it was accepted.
+    Blocked = "blocked", jobs: true;
     /// An RSS feed's fields are not valid (name, interval).
     InvalidFeed = "invalid_feed", jobs: false;
     /// An RSS download rule's fields are not valid: a pattern that does not compile or is

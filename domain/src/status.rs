@@ -62,7 +62,12 @@ impl JobStatus {
             (Queued, Resolving) => true,
             (Resolving, Downloading) => true,
             (Downloading, Paused) | (Paused, Downloading) => true,
-            // A magnet added paused (no metadata yet) starts from the beginning when resumed.
+            // A job waiting for a worker can be paused: its message, when a worker takes it,
+            // finds it paused and is dropped (so a resumed torrent job, which waits in the
+            // queue, can be paused again).
+            (Queued, Paused) => true,
+            // A resumed torrent job joins the queue again (a magnet added paused, with no
+            // metadata yet, resolves it first); a URL job goes back to downloading.
             (Paused, Queued) => true,
             (Downloading, Uploading) => true,
             (Uploading, Completed) => true,
@@ -155,6 +160,10 @@ mod tests {
             })
         );
         assert!(Queued.check(Downloading).is_err());
+        assert!(
+            Queued.check(Paused).is_ok(),
+            "a job waiting in the queue can be paused"
+        );
         assert!(Cancelled.check(Queued).is_err());
         assert!(Queued.check(Queued).is_err());
     }

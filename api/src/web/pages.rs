@@ -151,12 +151,12 @@ fn status_label(s: JobStatus) -> &'static str {
 /// The actions a job in `status` offers.
 fn actions(status: JobStatus) -> &'static [(&'static str, &'static str)] {
     match status {
-        JobStatus::Downloading => &[
+        JobStatus::Queued | JobStatus::Downloading => &[
             ("pause", "Pause"),
             ("cancel", "Cancel"),
             ("delete", "Delete…"),
         ],
-        JobStatus::Queued | JobStatus::Resolving | JobStatus::Uploading => {
+        JobStatus::Resolving | JobStatus::Uploading => {
             &[("cancel", "Cancel"), ("delete", "Delete…")]
         }
         JobStatus::Paused => &[

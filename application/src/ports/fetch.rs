@@ -13,6 +13,9 @@ pub enum FetchError {
     /// The URL, a redirect, or an address it resolves to is internal (SSRF guard).
     #[error("{0}")]
     NotAllowed(String),
+    /// The operator's block list (`blocklist.urls`) refuses the URL or a redirect.
+    #[error("{0}")]
+    Blocked(String),
     #[error("the content is larger than the {limit} bytes allowed")]
     TooLarge { limit: u64 },
     #[error("content type {0:?} is not allowed")]

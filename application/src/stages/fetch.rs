@@ -36,6 +36,7 @@ fn quota_failure(limit: u64) -> StageOutcome {
 pub fn fetch_outcome(e: FetchError) -> StageOutcome {
     let code = match &e {
         FetchError::NotAllowed(_) => ErrorCode::UrlNotAllowed,
+        FetchError::Blocked(_) => ErrorCode::Blocked,
         FetchError::TooLarge { .. } => ErrorCode::UrlTooLarge,
         FetchError::MimeNotAllowed(_) => ErrorCode::UrlTypeNotAllowed,
         FetchError::Status(_) => ErrorCode::UrlUnavailable,

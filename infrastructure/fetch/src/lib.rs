@@ -74,6 +74,8 @@ pub struct HttpFetcher {
     client: reqwest::Client,
     settings: FetchSettings,
     guard: Arc<NetGuard>,
+    /// The operator's URL block list, applied to every hop (see [`HttpFetcher::with_blocklist`]).
+    blocklist: Option<Arc<ferry_application::SubmissionBlocklistHandle>>,
 }
 
 impl HttpFetcher {
@@ -109,7 +111,34 @@ impl HttpFetcher {
             client: builder.build()?,
             settings,
             guard,
+            blocklist: None,
         })
+    }
+
+    /// Refuses (`FetchError::Blocked`) a URL, or a redirect, that the operator's block list
+    /// (`blocklist.urls`) holds when the hop is made — not only when the job was submitted: a
+    /// redirect cannot lead around the list, and a list reloaded since applies.
+    #[must_use]
+    pub fn with_blocklist(
+        mut self,
+        list: Arc<ferry_application::SubmissionBlocklistHandle>,
+    ) -> Self {
+        self.blocklist = Some(list);
+        self
+    }
+
+    fn check_blocklist(&self, url: &FetchUrl) -> Result<(), FetchError> {
+        let Some(list) = &self.blocklist else {
+            return Ok(());
+        };
+        if let Some(pattern) = list.current().blocking_pattern(url.as_url().as_str()) {
+            tracing::info!(pattern, "URL refused by the block list while fetching");
+            return Err(FetchError::Blocked(format!(
+                "this server does not fetch {} (the operator's block list)",
+                url.for_log()
+            )));
+        }
+        Ok(())
     }
 
     /// Refuses a hop whose address is internal, before anything is sent.
@@ -186,6 +215,7 @@ impl Fetcher for HttpFetcher {
         let mut hop = url.clone();
         let mut redirects = 0;
         loop {
+            self.check_blocklist(&hop)?;
             self.check(&hop).await?;
             let mut req = self.client.get(hop.as_url().clone());
             if offset > 0 {

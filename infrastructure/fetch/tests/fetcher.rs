@@ -252,6 +252,45 @@ async fn internal_addresses_are_refused_before_any_connection() {
     );
 }
 
+/// The operator's URL block list meets every hop: a redirect to a refused URL is refused
+/// before it is contacted, and a list replaced since applies to the next fetch.
+#[tokio::test]
+async fn the_url_block_list_applies_to_every_hop() {
+    init();
+    let o = origin(vec![7; 1000]).await;
+    let (target, hits) = tripwire("127.0.0.1").await;
+    let list = Arc::new(ferry_application::SubmissionBlocklistHandle::new(
+        ferry_domain::SubmissionBlocklist::parse([format!(
+            "http://127.0.0.1:{}/*.iso",
+            target.port()
+        )
+        .as_str()])
+        .unwrap(),
+    ));
+    let f = fetcher(true, |_| {}).with_blocklist(list.clone());
+    let hop = format!(
+        "http://{}/redirect?to=http://127.0.0.1:{}/dist/release.iso",
+        o.addr,
+        target.port()
+    );
+    let r = f.open(&FetchUrl::parse(&hop).unwrap(), None).await;
+    assert!(matches!(r, Err(FetchError::Blocked(_))), "{:?}", r.err());
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the refused URL was contacted"
+    );
+    // A URL the list did not hold when the job was accepted, refused once the list does.
+    let direct = FetchUrl::parse(&format!("http://{}/file.bin", o.addr)).unwrap();
+    assert!(f.open(&direct, None).await.is_ok());
+    list.replace(
+        ferry_domain::SubmissionBlocklist::parse([format!("http://{}/*", o.addr).as_str()])
+            .unwrap(),
+    );
+    let r = f.open(&direct, None).await;
+    assert!(matches!(r, Err(FetchError::Blocked(_))), "{:?}", r.err());
+}
+
 #[tokio::test]
 async fn limits_are_enforced() {
     init();

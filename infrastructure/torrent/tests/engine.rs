@@ -544,3 +544,171 @@ async fn a_download_starts_with_the_peers_its_magnet_was_resolved_from() {
     leecher.shutdown().await;
     seeder.shutdown().await;
 }
+
+/// A relay in front of a peer that holds the first connection until a second one comes (or
+/// `hold` passes), as a peer that accepts connections only now and then does, and records when
+/// each connection arrived.
+async fn batching_relay(
+    upstream: std::net::SocketAddr,
+    hold: std::time::Duration,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = arrivals.clone();
+    tokio::spawn(async move {
+        let pipe = |mut down: tokio::net::TcpStream| {
+            tokio::spawn(async move {
+                if let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                }
+            });
+        };
+        let (first, _) = listener.accept().await.unwrap();
+        seen.lock().unwrap().push(std::time::Instant::now());
+        if let Ok(Ok((second, _))) = tokio::time::timeout(hold, listener.accept()).await {
+            seen.lock().unwrap().push(std::time::Instant::now());
+            pipe(first);
+            pipe(second);
+        } else {
+            pipe(first);
+        }
+        while let Ok((next, _)) = listener.accept().await {
+            seen.lock().unwrap().push(std::time::Instant::now());
+            pipe(next);
+        }
+    });
+    (addr, arrivals)
+}
+
+/// A download takes the spare connection its magnet's resolution opened to the peer (vendored
+/// librqbit, FERRY-PATCH.md change 9) instead of connecting again once the metadata is read: a
+/// peer that accepts connections only now and then (aria2c, once a second) then answers the
+/// download at once. Here the peer serves no connection until a second one comes (at most
+/// 10 s), and the download must not open one after the metadata was read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_uses_the_spare_connection_its_resolution_opened() {
+    use ferry_application::ports::{TorrentEngine, TorrentSpec};
+    use std::time::{Duration, Instant};
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("seed").join("clip.bin");
+    std::fs::create_dir_all(content.parent().unwrap()).unwrap();
+    let bytes: Vec<u8> = (0..400_000u32).map(|i| (i % 239) as u8).collect();
+    std::fs::write(&content, &bytes).unwrap();
+    let metainfo = metainfo_of(&content).await;
+    let info_hash = ferry_torrent::inspect(&metainfo).unwrap().info_hash;
+    let seeder = RqbitEngine::start(engine_config(dir.path().join("s-staging"), true))
+        .await
+        .unwrap();
+    let spec = |job_id, data_dir| TorrentSpec {
+        job_id,
+        metainfo: metainfo.clone(),
+        only_files: None,
+        peers: vec![],
+        data_dir,
+        limits: Default::default(),
+    };
+    seeder
+        .start(spec(
+            ferry_domain::JobId::new(),
+            Some(content.parent().unwrap().to_path_buf()),
+        ))
+        .await
+        .unwrap();
+    let (relay, arrivals) =
+        batching_relay(seeder.listen_addr().unwrap(), Duration::from_secs(10)).await;
+    let leecher = RqbitEngine::start(engine_config(dir.path().join("l-staging"), false))
+        .await
+        .unwrap();
+    let magnet = ferry_domain::MagnetLink::parse(&format!(
+        "magnet:?xt=urn:btih:{}&x.pe={relay}",
+        info_hash.to_hex()
+    ))
+    .unwrap();
+    let meta = tokio::time::timeout(Duration::from_secs(30), leecher.resolve(&magnet))
+        .await
+        .expect("the seeder sends the metadata")
+        .unwrap();
+    let resolved = Instant::now();
+    assert_eq!(meta.info_hash, info_hash);
+    let job = ferry_domain::JobId::new();
+    leecher.start(spec(job, None)).await.unwrap();
+    let s = finished_within(&leecher, job, Duration::from_secs(30)).await;
+    assert_eq!(s.bytes_done, bytes.len() as u64, "{s:?}");
+    let arrivals = arrivals.lock().unwrap().clone();
+    let late = arrivals.iter().filter(|t| **t > resolved).count();
+    assert!(
+        arrivals.len() >= 2 && late == 0,
+        "{} connections, {late} of them opened after the metadata was read: the download did not take the spare",
+        arrivals.len()
+    );
+    leecher.stop(job, true).await.unwrap();
+    leecher.shutdown().await;
+    seeder.shutdown().await;
+}
+
+/// An incoming connection whose check failed (an unknown torrent, here) does not hold up
+/// the others (vendored librqbit, FERRY-PATCH.md change 9): upstream stopped polling the
+/// pending checks until another connection came in, so an idle connection — a peer's spare
+/// — whose handshake came after a failed one was never answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_incoming_check_holds_up_no_other_connection() {
+    use ferry_application::ports::{TorrentEngine, TorrentSpec};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let content = dir.path().join("seed").join("clip.bin");
+    std::fs::create_dir_all(content.parent().unwrap()).unwrap();
+    std::fs::write(&content, vec![5u8; 100_000]).unwrap();
+    let metainfo = metainfo_of(&content).await;
+    let info_hash = ferry_torrent::inspect(&metainfo).unwrap().info_hash;
+    let seeder = RqbitEngine::start(engine_config(dir.path().join("s-staging"), true))
+        .await
+        .unwrap();
+    seeder
+        .start(TorrentSpec {
+            job_id: ferry_domain::JobId::new(),
+            metainfo,
+            only_files: None,
+            peers: vec![],
+            data_dir: Some(content.parent().unwrap().to_path_buf()),
+            limits: Default::default(),
+        })
+        .await
+        .unwrap();
+    let listen = seeder.listen_addr().unwrap();
+    let handshake = |hash: &[u8]| {
+        let mut h = vec![19u8];
+        h.extend_from_slice(b"BitTorrent protocol");
+        h.extend_from_slice(&[0; 8]);
+        h.extend_from_slice(hash);
+        h.extend_from_slice(b"-FT0001-abcdefghijkl");
+        h
+    };
+    // The idle one is accepted and waits for its handshake.
+    let mut idle = tokio::net::TcpStream::connect(listen).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Another fails its check: no such torrent.
+    let mut unknown = tokio::net::TcpStream::connect(listen).await.unwrap();
+    unknown.write_all(&handshake(&[7u8; 20])).await.unwrap();
+    let mut buf = [0u8; 68];
+    let refused = tokio::time::timeout(Duration::from_secs(10), unknown.read(&mut buf))
+        .await
+        .expect("the unknown torrent's connection is closed");
+    assert!(matches!(refused, Ok(0) | Err(_)), "{refused:?}");
+    // Now the idle one says which torrent it wants: it is answered.
+    idle.write_all(&handshake(info_hash.as_bytes()))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), idle.read_exact(&mut buf))
+        .await
+        .expect("the waiting connection was never answered")
+        .unwrap();
+    assert_eq!(&buf[28..48], &info_hash.as_bytes()[..]);
+    seeder.shutdown().await;
+}

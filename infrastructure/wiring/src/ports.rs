@@ -170,11 +170,15 @@ async fn shared(config: &Config, secret_key: &str) -> anyhow::Result<Shared> {
         guard: storage_guard.clone(),
         shared_dir: config.shared_dir(),
     });
+    let blocklists = crate::blocklists::Blocklists::load(&config.blocklist)?;
+    // URL jobs' every hop meets the operator's URL block list, not only the submitted URL.
     let fetcher = Arc::new(crate::metered::MeteredFetcher::new(
-        Arc::new(ferry_fetch::HttpFetcher::new(fetch_settings(config))?),
+        Arc::new(
+            ferry_fetch::HttpFetcher::new(fetch_settings(config))?
+                .with_blocklist(blocklists.submission.clone()),
+        ),
         config.fetch.proxy.is_some(),
     ));
-    let blocklists = crate::blocklists::Blocklists::load(&config.blocklist)?;
     Ok(Shared {
         blocklists,
         fetcher,

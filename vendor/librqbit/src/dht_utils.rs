@@ -42,18 +42,36 @@ pub async fn read_metainfo_from_peer_receiver<A: Stream<Item = SocketAddr> + Unp
     let mut addrs = addrs_stream;
 
     let semaphore = tokio::sync::Semaphore::new(128);
+    // Ferry patch: spare connections (`StreamConnector::open_spare`) to the first peers asked.
+    const SPARES_PER_RESOLUTION: usize = 8;
+    let spares_opened = std::sync::atomic::AtomicUsize::new(0);
 
     let read_info_guarded = |addr| {
         let semaphore = &semaphore;
         let connector = connector.clone();
         let client_name_and_version = client_name_and_version.clone();
         let session_permits = session_permits.clone();
+        let spares_opened = &spares_opened;
         async move {
             let token = semaphore.acquire().await?;
-            let session_token = match session_permits {
-                Some(s) => Some(s.acquire_owned().await?),
+            let session_token = match &session_permits {
+                Some(s) => Some(s.clone().acquire_owned().await?),
                 None => None,
             };
+            if spares_opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                < SPARES_PER_RESOLUTION
+            {
+                // Its own task: the metadata read never waits for it.
+                let (connector, session_permits) = (connector.clone(), session_permits.clone());
+                tokio::spawn(async move {
+                    connector.open_spare(addr, session_permits.as_ref()).await;
+                });
+            }
+            // Its spare is the download's: the metadata read connects anew.
+            let peer_connection_options = Some(PeerConnectionOptions {
+                fresh_connection: true,
+                ..peer_connection_options.unwrap_or_default()
+            });
             let ret = peer_info_reader::read_metainfo_from_peer(
                 addr,
                 peer_id,

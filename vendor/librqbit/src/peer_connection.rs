@@ -83,6 +83,11 @@ pub struct PeerConnectionOptions {
     /// one at a stream's read position after a seek, is requested only after
     /// those, so a smaller window makes streams react faster to seeks.
     pub max_request_window: Option<usize>,
+
+    /// Ferry patch: connect anew, never with a spare connection (`StreamConnector::open_spare`):
+    /// a magnet's metadata read leaves its spare to the download that follows.
+    #[serde(default)]
+    pub fresh_connection: bool,
 }
 
 pub(crate) struct PeerConnection<H> {
@@ -227,7 +232,13 @@ impl<H: PeerConnectionHandler> PeerConnection<H> {
         let (ckind, mut read, mut write) = with_timeout(
             "connecting",
             connect_timeout,
-            self.connector.connect(self.addr),
+            async {
+                if self.options.fresh_connection {
+                    self.connector.connect_fresh(self.addr).await
+                } else {
+                    self.connector.connect(self.addr).await
+                }
+            },
         )
         .await?;
 

@@ -750,6 +750,7 @@ impl Session {
                     utp_socket: listen_result.as_ref().and_then(|l| l.utp_socket.clone()),
                     bind_device: bind_device.clone(),
                     ipv4_only: opts.ipv4_only,
+                    own_listen_addr: listen_result.as_ref().map(|l| l.addr),
                 })
                 .await
                 .context("error creating stream connector")?,
@@ -1025,10 +1026,16 @@ impl Session {
                         }
                     }
                 },
-                Some(Ok((live, checked))) = futs.next(), if !futs.is_empty() => {
-                    let (addr, kind) = (checked.addr, checked.kind);
-                    if let Err(e) = live.add_incoming_peer(checked) {
-                        warn!(?addr, ?kind, "error handing over incoming connection: {e:#}");
+                // Ferry patch: a check that failed (logged above) is taken like one that
+                // passed. Upstream matched `Some(Ok(..))` here, and a pattern that does not
+                // match disables its branch for the rest of the `select!`: after one failed
+                // check, the others were not polled again until another connection came in.
+                checked = futs.next(), if !futs.is_empty() => {
+                    if let Some(Ok((live, checked))) = checked {
+                        let (addr, kind) = (checked.addr, checked.kind);
+                        if let Err(e) = live.add_incoming_peer(checked) {
+                            warn!(?addr, ?kind, "error handing over incoming connection: {e:#}");
+                        }
                     }
                 },
                 else => continue,
@@ -1064,6 +1071,7 @@ impl Session {
             max_request_window: other
                 .max_request_window
                 .or(self.peer_opts.max_request_window),
+            fresh_connection: other.fresh_connection,
         }
     }
 

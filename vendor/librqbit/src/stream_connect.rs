@@ -1,4 +1,9 @@
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context, bail};
 use librqbit_dualstack_sockets::ConnectOpts;
@@ -65,6 +70,8 @@ pub(crate) struct StreamConnectorArgs {
     pub utp_socket: Option<Arc<UtpSocketUdp>>,
     pub bind_device: Option<BindDevice>,
     pub ipv4_only: bool,
+    // Ferry patch: where this session listens (no spare connection to itself).
+    pub own_listen_addr: Option<SocketAddr>,
 }
 
 impl SocksProxyConfig {
@@ -110,6 +117,59 @@ impl SocksProxyConfig {
 
         Ok(tokio::io::split(stream))
     }
+
+    // Ferry patch: a proxied connection as the TCP stream to the proxy, once the proxy has
+    // connected it (what follows is the peer's bytes), so it can wait as a spare.
+    async fn connect_stream(&self, addr: SocketAddr) -> tokio_socks::Result<tokio::net::TcpStream> {
+        let proxy_addr = (self.host.as_str(), self.port);
+        let stream = if let Some((username, password)) = self.username_password.as_ref() {
+            tokio_socks::tcp::Socks5Stream::connect_with_password(
+                proxy_addr,
+                addr,
+                username.as_str(),
+                password.as_str(),
+            )
+            .await?
+        } else {
+            tokio_socks::tcp::Socks5Stream::connect(proxy_addr, addr).await?
+        };
+        Ok(stream.into_inner())
+    }
+}
+
+// Ferry patch: spare connections. A magnet's resolution opens, next to each of its first
+// peers' metadata connections, a second TCP connection to the same peer that sends nothing; the
+// download that follows takes it instead of connecting again. A peer that accepts connections
+// on a timer (aria2c does so once a second) has then already accepted it, and the download's
+// handshake is answered at once instead of up to a second later; elsewhere it saves the
+// connect's round trip. A spare sends nothing, goes through the proxy as every connection does,
+// holds a session connection permit while it waits, and is closed unused after SPARE_TTL.
+pub(crate) const SPARE_TTL: Duration = Duration::from_secs(10);
+const MAX_SPARES: usize = 64;
+
+struct Spare {
+    opened: Instant,
+    kind: ConnectionKind,
+    stream: tokio::net::TcpStream,
+    _permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl std::fmt::Debug for Spare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spare")
+            .field("opened", &self.opened)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// True while the peer has neither closed the connection nor sent anything on it.
+fn spare_is_fresh(stream: &tokio::net::TcpStream) -> bool {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit()];
+    matches!(
+        socket2::SockRef::from(stream).peek(&mut byte),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    )
 }
 
 gen_stats!(SingleStatAtomic SingleStatSnapshot, [
@@ -135,6 +195,8 @@ pub(crate) struct StreamConnector {
     utp_socket: Option<Arc<librqbit_utp::UtpSocketUdp>>,
     stats: ConnectStatsAtomic,
     ipv4_only: bool,
+    spares: parking_lot::Mutex<HashMap<SocketAddr, Spare>>,
+    own_listen_addr: Option<SocketAddr>,
 }
 
 impl StreamConnector {
@@ -160,7 +222,98 @@ impl StreamConnector {
             bind_device: config.bind_device,
             stats: Default::default(),
             ipv4_only: config.ipv4_only,
+            spares: Default::default(),
+            own_listen_addr: config.own_listen_addr,
         })
+    }
+
+    /// Ferry patch: opens a spare connection to `addr` (see `Spare`) unless one waits already,
+    /// the pool is full, or no session permit is free. Errors are dropped: the download then
+    /// connects as usual.
+    pub(crate) async fn open_spare(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+        session_permits: Option<&Arc<tokio::sync::Semaphore>>,
+    ) {
+        if addr.port() == 0 || (self.ipv4_only && addr.is_ipv6()) || self.is_own(addr) {
+            return;
+        }
+        {
+            let spares = self.spares.lock();
+            if spares.contains_key(&addr) || spares.len() >= MAX_SPARES {
+                return;
+            }
+        }
+        let permit = match session_permits {
+            Some(s) => match s.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => return,
+            },
+            None => None,
+        };
+        let connect = async {
+            if let Some(proxy) = self.proxy_config.as_ref() {
+                self.with_stat(ConnectionKind::Socks, addr.is_ipv6(), proxy.connect_stream(addr))
+                    .await
+                    .map(|s| (ConnectionKind::Socks, s))
+                    .ok()
+            } else if self.enable_tcp {
+                self.tcp_connect(addr)
+                    .await
+                    .map(|s| (ConnectionKind::Tcp, s))
+                    .ok()
+            } else {
+                None
+            }
+        };
+        let Ok(Some((kind, stream))) = tokio::time::timeout(SPARE_TTL, connect).await else {
+            return;
+        };
+        let opened = Instant::now();
+        {
+            let mut spares = self.spares.lock();
+            if spares.contains_key(&addr) || spares.len() >= MAX_SPARES {
+                return;
+            }
+            spares.insert(
+                addr,
+                Spare {
+                    opened,
+                    kind,
+                    stream,
+                    _permit: permit,
+                },
+            );
+        }
+        debug!(?addr, "spare connection waiting");
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(SPARE_TTL).await;
+            if let Some(this) = this.upgrade() {
+                let mut spares = this.spares.lock();
+                if spares.get(&addr).is_some_and(|s| s.opened == opened) {
+                    spares.remove(&addr);
+                }
+            }
+        });
+    }
+
+    /// This session's own listening address, as trackers hand it back among the peers.
+    fn is_own(&self, addr: SocketAddr) -> bool {
+        self.own_listen_addr.is_some_and(|own| {
+            own.port() == addr.port()
+                && (own.ip() == addr.ip()
+                    || (own.ip().is_unspecified() && addr.ip().is_loopback()))
+        })
+    }
+
+    fn take_spare(&self, addr: SocketAddr) -> Option<(ConnectionKind, tokio::net::TcpStream)> {
+        let spare = self.spares.lock().remove(&addr)?;
+        if spare.opened.elapsed() >= SPARE_TTL || !spare_is_fresh(&spare.stream) {
+            return None;
+        }
+        debug!(?addr, "using the spare connection");
+        Some((spare.kind, spare.stream))
     }
 
     fn get_stat(&self, kind: ConnectionKind, is_v6: bool) -> &SingleStatAtomic {
@@ -210,6 +363,18 @@ impl StreamConnector {
     }
 
     pub async fn connect(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<(ConnectionKind, BoxAsyncReadVectored, BoxAsyncWrite)> {
+        if let Some((kind, stream)) = self.take_spare(addr) {
+            let (r, w) = stream.into_split();
+            return Ok((kind, Box::new(r), Box::new(w)));
+        }
+        self.connect_fresh(addr).await
+    }
+
+    /// Ferry patch: `connect` without taking a spare connection.
+    pub async fn connect_fresh(
         &self,
         addr: SocketAddr,
     ) -> Result<(ConnectionKind, BoxAsyncReadVectored, BoxAsyncWrite)> {
