@@ -354,6 +354,7 @@ impl From<FeedsError> for ApiError {
             FeedsError::InvalidRule(_) | FeedsError::InvalidRuleField(_) => C::InvalidFeedRule,
             FeedsError::InvalidUrl(_) => C::InvalidUrl,
             FeedsError::UrlNotAllowed(_) => C::UrlNotAllowed,
+            FeedsError::Blocked(_) => C::Blocked,
             FeedsError::Limit(_) => C::FeedLimitReached,
             FeedsError::FeedNotFound => C::FeedNotFound,
             FeedsError::RuleNotFound => C::FeedRuleNotFound,

@@ -533,7 +533,8 @@ impl JobsApi {
         })
     }
 
-    /// Pause a downloading job (its data is kept).
+    /// Pause a downloading job (its data is kept) or a queued torrent (it leaves the queue
+    /// until resumed).
     #[oai(
         path = "/jobs/:id/pause",
         method = "post",

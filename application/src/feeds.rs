@@ -78,6 +78,9 @@ pub enum FeedsError {
     InvalidUrl(#[from] ferry_domain::FetchUrlError),
     #[error("{0}")]
     UrlNotAllowed(String),
+    /// The operator's URL block list refuses the feed's URL.
+    #[error("{0}")]
+    Blocked(String),
     #[error("{0}")]
     Limit(String),
     #[error("no such feed")]
@@ -215,6 +218,7 @@ impl Feeds {
         match self.source.check(&parsed).await {
             Ok(()) => Ok(parsed.as_url().to_string()),
             Err(FetchError::NotAllowed(m)) => Err(FeedsError::UrlNotAllowed(m)),
+            Err(FetchError::Blocked(m)) => Err(FeedsError::Blocked(m)),
             // A name that does not resolve now may later: the poll records it.
             Err(_) => Ok(parsed.as_url().to_string()),
         }
@@ -235,7 +239,7 @@ impl Feeds {
     /// Adds a feed, polled at once.
     ///
     /// # Errors
-    /// `InvalidFeed`, `InvalidUrl`, `UrlNotAllowed`, `Limit`.
+    /// `InvalidFeed`, `InvalidUrl`, `UrlNotAllowed`, `Blocked`, `Limit`.
     pub async fn create(&self, owner: &OwnerId, input: FeedInput) -> Result<Feed, FeedsError> {
         let url = self.url(input.url.as_deref().unwrap_or_default()).await?;
         let name = input.name.unwrap_or_default();

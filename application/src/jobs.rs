@@ -638,12 +638,23 @@ impl Jobs {
         self.get(owner, id).await
     }
 
-    /// Pauses a downloading job; its worker stops the torrent and keeps the data.
+    /// Pauses a downloading job (its worker stops the torrent or fetch and keeps the data), or
+    /// a torrent job waiting in the queue (it leaves the queue until resumed).
     ///
     /// # Errors
-    /// `NotFound`, or `IllegalTransition` unless the job is downloading.
+    /// `NotFound`, or `IllegalTransition` unless the job is downloading or a queued torrent.
     pub async fn pause(&self, owner: &OwnerId, id: JobId) -> Result<Job, JobsError> {
         let job = self.get(owner, id).await?;
+        // A URL job resumes to `downloading`, continuing its partial file: one that never
+        // started (or a retry, which starts over) must not be paused before its fetch runs.
+        if job.status == JobStatus::Queued && matches!(job.source, ferry_domain::JobSource::Url(_))
+        {
+            return Err(IllegalTransition {
+                from: job.status,
+                to: JobStatus::Paused,
+            }
+            .into());
+        }
         self.advance(id, job.status, JobStatus::Paused).await
     }
 

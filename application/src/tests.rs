@@ -1605,6 +1605,71 @@ async fn forged_and_oversized_links_are_refused_and_genuine_ones_are_rate_limite
     ));
 }
 
+/// A job waiting in the queue can be paused: the worker that takes its message finds it paused
+/// and leaves it; resumed, it is queued again (with its place) and runs once.
+#[tokio::test]
+async fn a_queued_job_is_paused_and_resumed_into_the_queue() {
+    let w = world();
+    w.f.engine.register(sample_metadata(61, &[100]));
+    let job = w
+        .jobs
+        .submit(me(), Submission::Magnet(magnet_for(61)), None, None)
+        .await
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Queued);
+    let paused = w.jobs.pause(&me(), job.id).await.unwrap();
+    assert_eq!(paused.status, JobStatus::Paused);
+    let places = w
+        .jobs
+        .queue_positions(std::slice::from_ref(&paused))
+        .await
+        .unwrap();
+    assert!(places.is_empty(), "a paused job has no place: {places:?}");
+    // Its message is taken and dropped: nothing runs.
+    assert_eq!(w.run_stage(Stage::Download).await, StageOutcome::Done);
+    assert_eq!(w.status(job.id).await, JobStatus::Paused);
+    assert_eq!(w.f.queue.depth(Stage::Download).await.unwrap(), 0);
+
+    let resumed = w.jobs.resume(&me(), job.id).await.unwrap();
+    assert_eq!(resumed.status, JobStatus::Queued);
+    let places = w
+        .jobs
+        .queue_positions(std::slice::from_ref(&resumed))
+        .await
+        .unwrap();
+    assert_eq!(places.get(&job.id), Some(&1));
+    w.run_stage(Stage::Download).await;
+    assert_eq!(w.status(job.id).await, JobStatus::Uploading);
+    assert_eq!(
+        w.f.queue.depth(Stage::Download).await.unwrap(),
+        0,
+        "it ran once"
+    );
+}
+
+/// A queued URL job is not paused: it would resume as `downloading` and continue a partial
+/// file from an earlier run that a fresh start must not use.
+#[tokio::test]
+async fn a_queued_url_job_is_not_paused() {
+    let w = world();
+    w.f.fetcher
+        .serve("https://cdn.example/waiting.iso", b"ISO".to_vec());
+    let job = w
+        .jobs
+        .submit(
+            me(),
+            Submission::Url("https://cdn.example/waiting.iso".into()),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(job.status, JobStatus::Queued);
+    let r = w.jobs.pause(&me(), job.id).await;
+    assert!(matches!(r, Err(JobsError::IllegalTransition(_))), "{r:?}");
+    assert_eq!(w.status(job.id).await, JobStatus::Queued);
+}
+
 /// Added paused (qBittorrent's `paused`/`stopped`): nothing is queued and nothing runs until
 /// the job is resumed; a magnet without metadata then starts from the beginning (`queued`)
 /// and downloads like any other.

@@ -148,9 +148,12 @@ fn status_label(s: JobStatus) -> &'static str {
     }
 }
 
-/// The actions a job in `status` offers.
-fn actions(status: JobStatus) -> &'static [(&'static str, &'static str)] {
-    match status {
+/// The actions a job offers in its status (a queued URL job cannot be paused: see
+/// `Jobs::pause`).
+fn actions(job: &Job) -> &'static [(&'static str, &'static str)] {
+    let url = matches!(job.source, ferry_domain::JobSource::Url(_));
+    match job.status {
+        JobStatus::Queued if url => &[("cancel", "Cancel"), ("delete", "Delete…")],
         JobStatus::Queued | JobStatus::Downloading => &[
             ("pause", "Pause"),
             ("cancel", "Cancel"),
@@ -200,7 +203,7 @@ fn job_row(job: &Job, queue_position: Option<u32>) -> Markup {
             td.num data-f="peers" { @if p.peers > 0 { (p.peers) } }
             td.num data-f="ratio" { @if job.status == JobStatus::Seeding || p.uploaded_bytes > 0 { (format!("{:.2}", ratio(p))) } }
             td.actions {
-                @for (act, label) in actions(job.status) {
+                @for (act, label) in actions(job) {
                     button type="button" data-act=(act) data-job=(id) data-name=(job.name) { (label) }
                 }
             }

@@ -43,7 +43,7 @@ pub enum Command {
     Watch(WatchArgs),
     /// Download a finished job's files (resuming files that are partly there).
     Get(GetArgs),
-    /// Pause a downloading job (its data is kept).
+    /// Pause a downloading job (its data is kept) or a queued torrent.
     Pause(IdArgs),
     /// Resume a paused job.
     Resume(IdArgs),

@@ -1,4 +1,5 @@
-//! `FeedSource` on the same client as URL jobs (proxy, SSRF guard on every hop, timeouts),
+//! `FeedSource` on the same client as URL jobs (proxy, SSRF guard and the operator's URL block
+//! list on every hop, timeouts),
 //! but not their content-type list: RSS feeds read with the `rss` crate, conditional GETs
 //! (`If-None-Match`, `If-Modified-Since`), a size cap while the body streams.
 //!
@@ -33,6 +34,7 @@ const MAX_VALIDATOR_BYTES: usize = 1024;
 #[async_trait]
 impl FeedSource for HttpFetcher {
     async fn check(&self, url: &FetchUrl) -> Result<(), FetchError> {
+        self.check_blocklist(url)?;
         HttpFetcher::check(self, url).await
     }
 
@@ -46,6 +48,7 @@ impl FeedSource for HttpFetcher {
         let mut hop = url.clone();
         let mut redirects = 0;
         let mut resp = loop {
+            self.check_blocklist(&hop)?;
             HttpFetcher::check(self, &hop).await?;
             let mut req = self.client.get(hop.as_url().clone());
             if let Some(etag) = etag {

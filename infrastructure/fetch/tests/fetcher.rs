@@ -289,6 +289,22 @@ async fn the_url_block_list_applies_to_every_hop() {
     );
     let r = f.open(&direct, None).await;
     assert!(matches!(r, Err(FetchError::Blocked(_))), "{:?}", r.err());
+    // Feeds too: refused when added, and at every hop of a poll.
+    use ferry_application::ports::FeedSource;
+    let feed = FetchUrl::parse(&format!("http://{}/feed.xml", o.addr)).unwrap();
+    let r = FeedSource::check(&f, &feed).await;
+    assert!(matches!(r, Err(FetchError::Blocked(_))), "{r:?}");
+    let limits = ferry_application::ports::FeedLimits {
+        max_bytes: 1 << 20,
+        max_items: 10,
+    };
+    let r = FeedSource::fetch(&f, &feed, None, None, limits).await;
+    assert!(matches!(r, Err(FetchError::Blocked(_))), "{:?}", r.err());
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the refused URL was contacted"
+    );
 }
 
 #[tokio::test]

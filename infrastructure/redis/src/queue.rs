@@ -52,7 +52,14 @@ return #due
 ";
 
 /// Adds a message and counts it for its job.
+/// KEYS: stream, jobs, the job's stage lock. ARGV: job, attempt. Returns 0 (and adds
+/// nothing) when a message of the job waits already and none is held: it will run the stage
+/// (a job paused while queued and resumed keeps that one message and its turn). While one is
+/// held the new message is added, so a change made during the run gets a run after it.
 const ENQUEUE: &str = r"
+if redis.call('EXISTS', KEYS[3]) == 0 and tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0') > 0 then
+  return 0
+end
 redis.call('XADD', KEYS[1], '*', 'job', ARGV[1], 'attempt', ARGV[2])
 redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
 return 1
@@ -445,6 +452,7 @@ impl JobQueue for RedisQueue {
             .enqueue
             .key(self.stream(stage))
             .key(self.jobs_key(stage))
+            .key(self.lock_key(stage, job_id))
             .arg(job_id.to_string())
             .arg(1)
             .invoke_async(&mut c)

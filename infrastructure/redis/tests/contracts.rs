@@ -134,13 +134,17 @@ async fn a_job_never_runs_a_stage_twice_at_once_and_duplicates_are_not_lost() {
     };
     let q = RedisQueue::new(r, "w", Duration::from_secs(30));
     let job = JobId::new();
+    // Asked twice while its message waits: one message (it will run the stage).
     q.enqueue(Stage::Download, job).await.unwrap();
     q.enqueue(Stage::Download, job).await.unwrap();
+    assert_eq!(q.pending_for(Stage::Download, job).await.unwrap(), 1);
     let first = q
         .claim(Stage::Download, Duration::from_secs(1))
         .await
         .unwrap()
         .unwrap();
+    // Asked again while it runs: a second message, run after the first.
+    q.enqueue(Stage::Download, job).await.unwrap();
     assert!(
         q.claim(Stage::Download, Duration::from_millis(300))
             .await

@@ -403,7 +403,11 @@ impl Ports {
             repo: Arc::new(ferry_database::SqlFeedRepository::new(
                 self.database.clone(),
             )),
-            source: Arc::new(ferry_fetch::HttpFetcher::new(fetch_settings(&self.config))?),
+            // Feeds meet the operator's URL block list like URL jobs: at creation, every hop.
+            source: Arc::new(
+                ferry_fetch::HttpFetcher::new(fetch_settings(&self.config))?
+                    .with_blocklist(self.blocklists.submission.clone()),
+            ),
             jobs,
             accounts,
             categories,

@@ -144,8 +144,14 @@ impl SocksProxyConfig {
 // handshake is answered at once instead of up to a second later; elsewhere it saves the
 // connect's round trip. A spare sends nothing, goes through the proxy as every connection does,
 // holds a session connection permit while it waits, and is closed unused after SPARE_TTL.
-pub(crate) const SPARE_TTL: Duration = Duration::from_secs(10);
+// Shorter than the handshake timeouts peers apply from their accept (librqbit's and
+// libtorrent's are 10 s): a spare is taken within milliseconds of the metadata or not at all.
+pub(crate) const SPARE_TTL: Duration = Duration::from_secs(5);
 const MAX_SPARES: usize = 64;
+// A spare takes a session connection permit only while this many more are free: under a
+// tight `max_peer_connections` the download's own connection must never wait for one a spare
+// holds.
+const SPARE_PERMIT_HEADROOM: usize = 16;
 
 struct Spare {
     opened: Instant,
@@ -245,6 +251,7 @@ impl StreamConnector {
             }
         }
         let permit = match session_permits {
+            Some(s) if s.available_permits() <= SPARE_PERMIT_HEADROOM => return,
             Some(s) => match s.clone().try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(_) => return,
