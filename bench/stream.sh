@@ -50,15 +50,32 @@ echo "$HASH" > "$W/tracker/whitelist.txt"
 printf 'listen.tcp_udp 127.0.0.1:%s\naccess.whitelist /whitelist.txt\ntracker.rootdir %s\ntracker.user nobody\n' "$TP" "$W/tracker" > "$W/tracker/ot.conf"
 opentracker -f "$W/tracker/ot.conf" > "$W/ot.log" 2>&1 & pids+=($!)
 SP=$(free_port)
-aria2c --interface=127.0.0.1 --dir="$W/seed" --bt-seed-unverified=true --seed-ratio=0.0 \
-  --enable-dht=false --enable-dht6=false --bt-enable-lpd=false --enable-peer-exchange=false \
-  --disable-ipv6=true --summary-interval=0 --console-log-level=warn --listen-port="$SP" \
-  --max-upload-limit="$LIMIT" --max-overall-upload-limit="$LIMIT" \
-  "$W/payload.torrent" > "$W/seeder.log" 2>&1 & pids+=($!)
-for _ in $(seq 1 100); do
-  curl -s "http://127.0.0.1:$TP/scrape?info_hash=$(echo $HASH | sed 's/../%&/g')" | grep -q '8:completei1e' && break
-  sleep 0.1
-done
+# A fresh seeder for every run: aria2c's upload limiter averages over the last seconds, so a
+# seeder that has just served the other client's run would start this one with less (or
+# more) room. Same port each time, so the tracker's entry stays right.
+SEEDER=""
+start_seeder() {
+  if [ -n "$SEEDER" ]; then kill "$SEEDER" 2>/dev/null || true; wait "$SEEDER" 2>/dev/null || true; fi
+  for _ in $(seq 1 100); do
+    python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$SP" 2>/dev/null && break
+    sleep 0.1
+  done
+  aria2c --interface=127.0.0.1 --dir="$W/seed" --bt-seed-unverified=true --seed-ratio=0.0 \
+    --enable-dht=false --enable-dht6=false --bt-enable-lpd=false --enable-peer-exchange=false \
+    --disable-ipv6=true --summary-interval=0 --console-log-level=warn --listen-port="$SP" \
+    --max-upload-limit="$LIMIT" --max-overall-upload-limit="$LIMIT" \
+    "$W/payload.torrent" > "$W/seeder.log" 2>&1 &
+  SEEDER=$!; pids+=($SEEDER)
+  # Listening (and so announced) before the client starts.
+  for _ in $(seq 1 100); do
+    python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$SP" 2>/dev/null && break
+    sleep 0.1
+  done
+  for _ in $(seq 1 100); do
+    curl -s "http://127.0.0.1:$TP/scrape?info_hash=$(echo $HASH | sed 's/../%&/g')" | grep -q '8:completei1e' && break
+    sleep 0.1
+  done
+}
 
 # The client: submits the magnet, then reads the first 10 MiB of the file as soon as the
 # server answers with them; prints seconds to the first byte and to 10 MiB after submitting.
@@ -130,13 +147,13 @@ calc() { awk "BEGIN { printf \"%.6f\", $1 }"; }
 
 f_first=(); f_full=(); r_first=(); r_full=()
 for i in $(seq 1 "$RUNS"); do
-  read -r a b < <(run_ferry "$i"); f_first+=("$a"); f_full+=("$b")
-  read -r c d < <(run_rqbit "$i"); r_first+=("$c"); r_full+=("$d")
+  start_seeder; read -r a b < <(run_ferry "$i"); f_first+=("$a"); f_full+=("$b")
+  start_seeder; read -r c d < <(run_rqbit "$i"); r_first+=("$c"); r_full+=("$d")
   printf 'run %d: ferry first byte %.3fs, 10 MiB %.3fs; rqbit first byte %.3fs, 10 MiB %.3fs\n' "$i" "$a" "$b" "$c" "$d"
 done
 ff=$(printf '%s\n' "${f_first[@]}" | median); fm=$(printf '%s\n' "${f_full[@]}" | median)
 rf=$(printf '%s\n' "${r_first[@]}" | median); rm_=$(printf '%s\n' "${r_full[@]}" | median)
-printf '\n%d MiB file (256 KiB pieces) from a fresh magnet, one aria2c seeder on loopback (limit %s), %d runs each\n' "$SIZE_MIB" "$LIMIT" "$RUNS"
+printf '\n%d MiB file (256 KiB pieces) from a fresh magnet, one aria2c seeder on loopback (limit %s, started afresh for each run), %d runs each\n' "$SIZE_MIB" "$LIMIT" "$RUNS"
 printf 'ferry  median: first byte %.3fs, first 10 MiB %.3fs\n' "$ff" "$fm"
 printf 'rqbit  median: first byte %.3fs, first 10 MiB %.3fs\n' "$rf" "$rm_"
 printf 'ratio ferry/rqbit: first byte %.2f, first 10 MiB %.2f (target <= 1.00)\n' "$(calc "$ff / $rf")" "$(calc "$fm / $rm_")"
