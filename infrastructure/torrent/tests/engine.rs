@@ -485,40 +485,60 @@ async fn a_file_after_an_empty_file_finishes() {
     seeder.shutdown().await;
 }
 
+/// A seeding engine (listening on loopback) of one file of `bytes` under `dir`, and the
+/// torrent's metainfo: what a download or a raw peer connection is tested against.
+async fn seeding_engine(
+    dir: &std::path::Path,
+    bytes: &[u8],
+) -> (RqbitEngine, Vec<u8>, ferry_domain::InfoHash) {
+    use ferry_application::ports::{TorrentEngine, TorrentSpec};
+    let content = dir.join("seed").join("clip.bin");
+    std::fs::create_dir_all(content.parent().unwrap()).unwrap();
+    std::fs::write(&content, bytes).unwrap();
+    let metainfo = metainfo_of(&content).await;
+    let info_hash = ferry_torrent::inspect(&metainfo).unwrap().info_hash;
+    let seeder = RqbitEngine::start(engine_config(dir.join("s-staging"), true))
+        .await
+        .unwrap();
+    seeder
+        .start(TorrentSpec {
+            job_id: ferry_domain::JobId::new(),
+            metainfo: metainfo.clone(),
+            only_files: None,
+            peers: vec![],
+            data_dir: Some(content.parent().unwrap().to_path_buf()),
+            limits: Default::default(),
+        })
+        .await
+        .unwrap();
+    (seeder, metainfo, info_hash)
+}
+
+/// A download of `metainfo` for `job_id` with no peers of its own, into the engine's staging.
+fn download_spec(
+    job_id: ferry_domain::JobId,
+    metainfo: &[u8],
+) -> ferry_application::ports::TorrentSpec {
+    ferry_application::ports::TorrentSpec {
+        job_id,
+        metainfo: metainfo.to_vec(),
+        only_files: None,
+        peers: vec![],
+        data_dir: None,
+        limits: Default::default(),
+    }
+}
+
 /// The peers a magnet's resolution found go to its download: it connects to them at once,
 /// even when nothing else (no tracker, no DHT, no `x.pe` of its own) would find them again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_starts_with_the_peers_its_magnet_was_resolved_from() {
-    use ferry_application::ports::{TorrentEngine, TorrentSpec};
+    use ferry_application::ports::TorrentEngine;
     use std::time::Duration;
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let content = dir.path().join("seed").join("clip.bin");
-    std::fs::create_dir_all(content.parent().unwrap()).unwrap();
     let bytes: Vec<u8> = (0..400_000u32).map(|i| (i % 241) as u8).collect();
-    std::fs::write(&content, &bytes).unwrap();
-    let metainfo = metainfo_of(&content).await;
-    let info_hash = ferry_torrent::inspect(&metainfo).unwrap().info_hash;
-
-    let seeder = RqbitEngine::start(engine_config(dir.path().join("s-staging"), true))
-        .await
-        .unwrap();
-    let spec = |job_id, peers, data_dir| TorrentSpec {
-        job_id,
-        metainfo: metainfo.clone(),
-        only_files: None,
-        peers,
-        data_dir,
-        limits: Default::default(),
-    };
-    seeder
-        .start(spec(
-            ferry_domain::JobId::new(),
-            vec![],
-            Some(content.parent().unwrap().to_path_buf()),
-        ))
-        .await
-        .unwrap();
+    let (seeder, metainfo, info_hash) = seeding_engine(dir.path(), &bytes).await;
     let leecher = RqbitEngine::start(engine_config(dir.path().join("l-staging"), true))
         .await
         .unwrap();
@@ -536,7 +556,7 @@ async fn a_download_starts_with_the_peers_its_magnet_was_resolved_from() {
 
     // The download is given no peer: only the resolution's can serve it.
     let job = ferry_domain::JobId::new();
-    leecher.start(spec(job, vec![], None)).await.unwrap();
+    leecher.start(download_spec(job, &metainfo)).await.unwrap();
     // Without the resolution's peers it never finishes.
     let s = finished_within(&leecher, job, Duration::from_secs(30)).await;
     assert_eq!(s.bytes_done, bytes.len() as u64, "{s:?}");
@@ -591,34 +611,12 @@ async fn batching_relay(
 /// 10 s), and the download must not open one after the metadata was read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_uses_the_spare_connection_its_resolution_opened() {
-    use ferry_application::ports::{TorrentEngine, TorrentSpec};
+    use ferry_application::ports::TorrentEngine;
     use std::time::{Duration, Instant};
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let content = dir.path().join("seed").join("clip.bin");
-    std::fs::create_dir_all(content.parent().unwrap()).unwrap();
     let bytes: Vec<u8> = (0..400_000u32).map(|i| (i % 239) as u8).collect();
-    std::fs::write(&content, &bytes).unwrap();
-    let metainfo = metainfo_of(&content).await;
-    let info_hash = ferry_torrent::inspect(&metainfo).unwrap().info_hash;
-    let seeder = RqbitEngine::start(engine_config(dir.path().join("s-staging"), true))
-        .await
-        .unwrap();
-    let spec = |job_id, data_dir| TorrentSpec {
-        job_id,
-        metainfo: metainfo.clone(),
-        only_files: None,
-        peers: vec![],
-        data_dir,
-        limits: Default::default(),
-    };
-    seeder
-        .start(spec(
-            ferry_domain::JobId::new(),
-            Some(content.parent().unwrap().to_path_buf()),
-        ))
-        .await
-        .unwrap();
+    let (seeder, metainfo, info_hash) = seeding_engine(dir.path(), &bytes).await;
     let (relay, arrivals) =
         batching_relay(seeder.listen_addr().unwrap(), Duration::from_secs(10)).await;
     let leecher = RqbitEngine::start(engine_config(dir.path().join("l-staging"), false))
@@ -636,7 +634,7 @@ async fn a_download_uses_the_spare_connection_its_resolution_opened() {
     let resolved = Instant::now();
     assert_eq!(meta.info_hash, info_hash);
     let job = ferry_domain::JobId::new();
-    leecher.start(spec(job, None)).await.unwrap();
+    leecher.start(download_spec(job, &metainfo)).await.unwrap();
     let s = finished_within(&leecher, job, Duration::from_secs(30)).await;
     assert_eq!(s.bytes_done, bytes.len() as u64, "{s:?}");
     let arrivals = arrivals.lock().unwrap().clone();
@@ -657,30 +655,11 @@ async fn a_download_uses_the_spare_connection_its_resolution_opened() {
 /// — whose handshake came after a failed one was never answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_incoming_check_holds_up_no_other_connection() {
-    use ferry_application::ports::{TorrentEngine, TorrentSpec};
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let content = dir.path().join("seed").join("clip.bin");
-    std::fs::create_dir_all(content.parent().unwrap()).unwrap();
-    std::fs::write(&content, vec![5u8; 100_000]).unwrap();
-    let metainfo = metainfo_of(&content).await;
-    let info_hash = ferry_torrent::inspect(&metainfo).unwrap().info_hash;
-    let seeder = RqbitEngine::start(engine_config(dir.path().join("s-staging"), true))
-        .await
-        .unwrap();
-    seeder
-        .start(TorrentSpec {
-            job_id: ferry_domain::JobId::new(),
-            metainfo,
-            only_files: None,
-            peers: vec![],
-            data_dir: Some(content.parent().unwrap().to_path_buf()),
-            limits: Default::default(),
-        })
-        .await
-        .unwrap();
+    let (seeder, _, info_hash) = seeding_engine(dir.path(), &[5u8; 100_000]).await;
     let listen = seeder.listen_addr().unwrap();
     let handshake = |hash: &[u8]| {
         let mut h = vec![19u8];
