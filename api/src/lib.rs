@@ -405,7 +405,27 @@ fn event_streams(doc: &mut serde_json::Value) {
             "x-data-schema": item,
         });
     }
+    // `Last-Event-ID` takes only the ids the server issues (`<epoch or ms>-<sequence>`, both
+    // buses): anything else is `400 invalid_event_id`, so the document says so, or clients
+    // (and schemathesis) would take any string for a valid one.
+    for param in paths
+        .values_mut()
+        .filter_map(|p| p.as_object_mut())
+        .flat_map(|p| p.values_mut())
+        .filter_map(|op| op.get_mut("parameters").and_then(|p| p.as_array_mut()))
+        .flatten()
+    {
+        if param.get("in").and_then(|v| v.as_str()) == Some("header")
+            && param.get("name").and_then(|v| v.as_str()) == Some("Last-Event-ID")
+            && let Some(schema) = param.get_mut("schema").and_then(|s| s.as_object_mut())
+        {
+            schema.insert("pattern".to_owned(), LAST_EVENT_ID_PATTERN.into());
+        }
+    }
 }
+
+/// The event ids both buses issue: two decimal numbers that fit in a `u64`.
+const LAST_EVENT_ID_PATTERN: &str = "^[0-9]{1,19}-[0-9]{1,19}$";
 
 /// How long requests in flight may take to finish once the server stops.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(10);
@@ -501,6 +521,25 @@ mod tests {
         assert!(!nullable("Answer", "b"), "not a request body");
         assert!(nullable("Inner", "b"), "a field of a variant's field");
         assert!(!nullable("Variant", "inner"));
+    }
+
+    #[test]
+    fn last_event_id_says_which_ids_it_takes() {
+        let mut doc = serde_json::json!({"paths": {"/api/v1/jobs/{id}/events": {"get": {
+            "parameters": [
+                {"name": "id", "in": "path", "schema": {"type": "string"}},
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+            ],
+        }}}});
+        super::event_streams(&mut doc);
+        let params = doc
+            .pointer("/paths/~1api~1v1~1jobs~1{id}~1events/get/parameters")
+            .unwrap();
+        assert_eq!(
+            params.pointer("/1/schema/pattern").and_then(|p| p.as_str()),
+            Some(super::LAST_EVENT_ID_PATTERN)
+        );
+        assert!(params.pointer("/0/schema/pattern").is_none());
     }
 
     #[test]

@@ -82,7 +82,32 @@ pub fn tool(env: &str, name: &str) -> Option<PathBuf> {
 
 /// A port that was free a moment ago. Only for programs that cannot bind port 0 and
 /// report it; start them with [`spawn_on_free_port`], which retries if the port was taken.
+///
+/// It is drawn below the kernel's ephemeral range (`ip_local_port_range`): a port from that
+/// range (what binding port 0 gives) can be taken meanwhile as the source port of any
+/// outgoing connection on the machine — with suites running in parallel, often enough that
+/// a server failed to start ("Address already in use") about one run in twenty.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static DRAWN: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOW: u16 = 10_000;
+    if ephemeral_low > LOW + 1000 {
+        let span = u64::from(ephemeral_low - LOW);
+        for _ in 0..200 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(DRAWN.fetch_add(1, Ordering::Relaxed));
+            h.write_u32(std::process::id());
+            let port = LOW + (h.finish() % span) as u16;
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
