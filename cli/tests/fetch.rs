@@ -200,13 +200,9 @@ async fn a_url_fetched_through_an_http_proxy() {
             ("FERRY_FETCH__ALLOW", "[\"127.0.0.1/32\"]"),
         ],
     );
-    let (status, job) = ferry
-        .post_json(
-            "/jobs",
-            json!({"source": {"url": format!("http://{}/{name}", origin.addr)}}),
-        )
+    let job = ferry
+        .submit_url(&format!("http://{}/{name}", origin.addr))
         .await;
-    assert_eq!(status, 201, "{job}");
     let id = job["id"].as_str().unwrap().to_owned();
     let done = ferry
         .wait_status(&id, "completed", Duration::from_secs(120))
@@ -321,10 +317,7 @@ async fn a_url_job_resumes_and_retries_with_its_own_stage() {
 
     // Pause mid-fetch: the origin holds the body after 3 MiB, so the fetch is in flight.
     origin.control.hold_at(Some(3 * MIB));
-    let (status, job) = ferry
-        .post_json("/jobs", json!({"source": {"url": url}}))
-        .await;
-    assert_eq!(status, 201, "{job}");
+    let job = ferry.submit_url(&url).await;
     let id = job["id"].as_str().unwrap().to_owned();
     let watch = ferry
         .req(Method::GET, &format!("/jobs/{id}/events"))
@@ -406,13 +399,9 @@ async fn a_url_with_no_content_fails_as_url_empty() {
         &root.join("ferry"),
         &[("FERRY_FETCH__ALLOW", "[\"127.0.0.1/32\"]")],
     );
-    let (status, job) = ferry
-        .post_json(
-            "/jobs",
-            json!({"source": {"url": format!("http://{}/{name}", origin.addr)}}),
-        )
+    let job = ferry
+        .submit_url(&format!("http://{}/{name}", origin.addr))
         .await;
-    assert_eq!(status, 201, "{job}");
     let id = job["id"].as_str().unwrap().to_owned();
     let failed = ferry
         .wait_status(&id, "failed", Duration::from_secs(60))

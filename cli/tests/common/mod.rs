@@ -477,6 +477,15 @@ impl Ferry {
         job
     }
 
+    /// Submits a URL job, which must be accepted (201); the job as answered.
+    pub async fn submit_url(&self, url: &str) -> Value {
+        let (status, job) = self
+            .post_json("/jobs", serde_json::json!({"source": {"url": url}}))
+            .await;
+        assert_eq!(status, 201, "{job}");
+        job
+    }
+
     pub async fn submit_torrent(&self, bytes: &[u8], files: Option<&str>) -> (u16, Value) {
         let mut form = reqwest::multipart::Form::new().part(
             "torrent",
