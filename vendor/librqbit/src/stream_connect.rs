@@ -101,21 +101,8 @@ impl SocksProxyConfig {
         impl tokio::io::AsyncRead + Unpin + 'static,
         impl tokio::io::AsyncWrite + Unpin + 'static,
     )> {
-        let proxy_addr = (self.host.as_str(), self.port);
-
-        let stream = if let Some((username, password)) = self.username_password.as_ref() {
-            tokio_socks::tcp::Socks5Stream::connect_with_password(
-                proxy_addr,
-                addr,
-                username.as_str(),
-                password.as_str(),
-            )
-            .await?
-        } else {
-            tokio_socks::tcp::Socks5Stream::connect(proxy_addr, addr).await?
-        };
-
-        Ok(tokio::io::split(stream))
+        // Ferry patch: one SOCKS5 handshake, in `connect_stream`.
+        Ok(tokio::io::split(self.connect_stream(addr).await?))
     }
 
     // Ferry patch: a proxied connection as the TCP stream to the proxy, once the proxy has
