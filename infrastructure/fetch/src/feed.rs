@@ -34,7 +34,6 @@ const MAX_VALIDATOR_BYTES: usize = 1024;
 #[async_trait]
 impl FeedSource for HttpFetcher {
     async fn check(&self, url: &FetchUrl) -> Result<(), FetchError> {
-        self.check_blocklist(url)?;
         HttpFetcher::check(self, url).await
     }
 
@@ -48,7 +47,6 @@ impl FeedSource for HttpFetcher {
         let mut hop = url.clone();
         let mut redirects = 0;
         let mut resp = loop {
-            self.check_blocklist(&hop)?;
             HttpFetcher::check(self, &hop).await?;
             let mut req = self.client.get(hop.as_url().clone());
             if let Some(etag) = etag {

@@ -141,8 +141,10 @@ impl HttpFetcher {
         Ok(())
     }
 
-    /// Refuses a hop whose address is internal, before anything is sent.
+    /// Refuses a hop that the operator's block list holds or whose address is internal,
+    /// before anything is sent.
     async fn check(&self, url: &FetchUrl) -> Result<(), FetchError> {
+        self.check_blocklist(url)?;
         if let Some(ip) = url.literal_ip() {
             return self
                 .guard
@@ -215,7 +217,6 @@ impl Fetcher for HttpFetcher {
         let mut hop = url.clone();
         let mut redirects = 0;
         loop {
-            self.check_blocklist(&hop)?;
             self.check(&hop).await?;
             let mut req = self.client.get(hop.as_url().clone());
             if offset > 0 {
