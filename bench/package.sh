@@ -64,6 +64,14 @@ printf 'ferry     median %.2fs (%.0f MiB/s)\n' "$fm" "$(calc "$SIZE_MIB / $fm")"
 printf 'mktorrent median %.2fs (%.0f MiB/s)\n' "$mm" "$(calc "$SIZE_MIB / $mm")"
 printf 'librqbit create_torrent (reference, 1 run) %.2fs\n' "$(field "$lib" seconds)"
 printf 'ratio ferry/mktorrent: %.2f (target <= 1.00)\n' "$(calc "$fm / $mm")"
+printf 'CPU: %s (SHA extensions: %s)\n' "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)" \
+  "$(grep -qw sha_ni /proc/cpuinfo && echo yes || echo no)"
+printf "ferry's SHA-1: %s, chosen by measuring at start (single-thread MiB/s: %s)\n" \
+  "$(field "$out" sha1)" "$(field "$out" sha1_mib_s)"
+if command -v openssl >/dev/null; then
+  printf 'openssl speed -evp sha1 (1 MiB blocks, one thread): %s\n' \
+    "$(openssl speed -evp sha1 -seconds 1 -bytes 1048576 2>/dev/null | awk '/^sha1/ {printf "%.0f MiB/s", $2 * 1000 / 1048576}')"
+fi
 printf 'ferry peak RSS: %d MiB\n' $((peak / 1024))
 if [ "$ferry_hash" = "$mk_hash" ]; then echo "same info hash as mktorrent: $ferry_hash"
 else echo "info hash differs: ferry $ferry_hash, mktorrent $mk_hash"; fi

@@ -144,6 +144,7 @@ pub fn status(code: ErrorCode) -> Option<StatusCode> {
         | C::DatabaseError
         | C::QueueError
         | C::StorageError
+        | C::DiskFull
         | C::StagedDataMissing
         | C::StorageProfileMissing
         | C::UrlTooLarge

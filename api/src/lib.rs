@@ -406,8 +406,9 @@ fn event_streams(doc: &mut serde_json::Value) {
         });
     }
     // `Last-Event-ID` takes only the ids the server issues (`<epoch or ms>-<sequence>`, both
-    // buses): anything else is `400 invalid_event_id`, so the document says so, or clients
-    // (and schemathesis) would take any string for a valid one.
+    // buses) or nothing (an empty value is no id, as EventSource means it): anything else is
+    // `400 invalid_event_id`, so the document says so, or clients (and schemathesis) would
+    // take any string for a valid one.
     for param in paths
         .values_mut()
         .filter_map(|p| p.as_object_mut())
@@ -424,8 +425,9 @@ fn event_streams(doc: &mut serde_json::Value) {
     }
 }
 
-/// The event ids both buses issue: two decimal numbers that fit in a `u64`.
-const LAST_EVENT_ID_PATTERN: &str = "^[0-9]{1,19}-[0-9]{1,19}$";
+/// The event ids both buses issue, two decimal numbers that fit in a `u64`, or an empty value
+/// (read as no id).
+const LAST_EVENT_ID_PATTERN: &str = "^([0-9]{1,19}-[0-9]{1,19})?$";
 
 /// How long requests in flight may take to finish once the server stops.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(10);

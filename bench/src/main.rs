@@ -258,6 +258,19 @@ async fn package(
         .and_then(|n| n.to_str())
         .context("the file needs a UTF-8 name")?
         .to_owned();
+    let sha1 = ferry_torrent::Sha1Path::fastest();
+    // Each SHA-1 path's single-thread rate on 64 MiB, for the report.
+    let sample = vec![0x5au8; 1 << 20];
+    let rates: Vec<String> = ferry_torrent::Sha1Path::ALL
+        .iter()
+        .map(|path| {
+            let t = Instant::now();
+            for _ in 0..64 {
+                std::hint::black_box(path.digest(std::hint::black_box(&sample)));
+            }
+            format!("{}:{:.0}", path.name(), 64.0 / t.elapsed().as_secs_f64())
+        })
+        .collect();
     let started = Instant::now();
     let (bytes, info_hash, piece_length) = match engine {
         "ferry" => {
@@ -303,8 +316,10 @@ async fn package(
         std::fs::write(out, &bytes)?;
     }
     println!(
-        "package engine={engine} seconds={secs:.3} peak_rss_kib={} info_hash={info_hash} piece_length={piece_length}",
-        peak_rss_kib()?
+        "package engine={engine} seconds={secs:.3} peak_rss_kib={} info_hash={info_hash} piece_length={piece_length} sha1={} sha1_mib_s={}",
+        peak_rss_kib()?,
+        sha1.name(),
+        rates.join(",")
     );
     Ok(())
 }

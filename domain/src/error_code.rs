@@ -235,6 +235,9 @@ error_codes! {
     QueueError = "queue_error", jobs: true;
     /// The storage (or the staging area) answered with an error.
     StorageError = "storage_error", jobs: true;
+    /// The staging area or the storage folder ran out of space (or the disk quota): nothing
+    /// half-written is kept as done; free space, then retry the job.
+    DiskFull = "disk_full", jobs: true;
     /// A downloaded file is missing from staging at delivery.
     StagedDataMissing = "staged_data_missing", jobs: true;
     /// The job's storage profile was deleted before delivery.

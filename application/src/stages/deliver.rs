@@ -29,6 +29,11 @@ pub struct DeliverStage {
 /// text (addresses, status lines, response bodies) goes to the log only.
 fn store_outcome(job: &Job, e: StoreError) -> StageOutcome {
     tracing::warn!(job_id = %job.id, error = format!("{e:#}"), "delivery failed");
+    if let StoreError::Unexpected(inner) = &e
+        && super::is_disk_full(inner.as_ref())
+    {
+        return super::disk_full(format!("{inner:#}"));
+    }
     let (code, message) = match &e {
         StoreError::Unreachable(_) => (
             ErrorCode::StorageUnreachable,
@@ -127,6 +132,9 @@ impl DeliverStage {
                 .map_err(|e| StageOutcome::fail(ErrorCode::TorrentUnsafePath, e))?;
             if let Err(e) = self.staging.keep_for_seeding(job.id, &paths).await {
                 tracing::warn!(job_id = %job.id, error = format!("{e:#}"), "could not keep a copy to seed from");
+                if super::is_disk_full(e.as_ref()) {
+                    return Err(super::disk_full(format!("{e:#}")));
+                }
                 return Err(StageOutcome::retry(
                     ErrorCode::StorageError,
                     "the copy to seed from could not be made",

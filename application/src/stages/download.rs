@@ -233,6 +233,9 @@ impl DownloadStage {
             super::follow_limits(&*self.engine, job.id, &mut limits, ticker.limits()).await;
             if let Some(error) = stats.error {
                 self.stop(job.id, false).await;
+                if super::mentions_disk_full(&error) {
+                    return Err(super::disk_full(error));
+                }
                 return Err(StageOutcome::retry(ErrorCode::EngineError, error));
             }
             if let Err(e) = self.engine.network().await {
@@ -320,6 +323,9 @@ fn engine_outcome(e: EngineError) -> StageOutcome {
             StageOutcome::Wait(JobError::new(ErrorCode::EngineError, busy.to_string()))
         }
         EngineError::ProxyUnavailable(m) => StageOutcome::fail(ErrorCode::ProxyUnavailable, m),
+        EngineError::Unexpected(e) if super::is_disk_full(e.as_ref()) => {
+            super::disk_full(format!("{e:#}"))
+        }
         other => StageOutcome::retry(ErrorCode::EngineError, other),
     }
 }

@@ -34,6 +34,11 @@ fn quota_failure(limit: u64) -> StageOutcome {
 
 /// A fetch failure as a stage outcome: permanent refusals fail the job, the rest retry.
 pub fn fetch_outcome(e: FetchError) -> StageOutcome {
+    if let FetchError::Unexpected(inner) = &e
+        && super::is_disk_full(inner.as_ref())
+    {
+        return super::disk_full(format!("{inner:#}"));
+    }
     let code = match &e {
         FetchError::NotAllowed(_) => ErrorCode::UrlNotAllowed,
         FetchError::Blocked(_) => ErrorCode::Blocked,

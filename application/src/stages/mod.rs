@@ -235,8 +235,42 @@ impl From<QueueError> for StageOutcome {
     }
 }
 
-/// A staging failure (a file that cannot be moved, linked or removed): try again later.
+/// Whether an error (or any error it wraps) is a full disk: no space left (`ENOSPC`) or the
+/// disk quota reached (`EDQUOT`). Errors that arrive as text only (the BitTorrent engine's)
+/// are read by the operating system's message for those numbers.
+pub(crate) fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        }) || mentions_disk_full(&e.to_string())
+    })
+}
+
+/// Whether an error's text is the operating system's message for a full disk or quota.
+pub(crate) fn mentions_disk_full(text: &str) -> bool {
+    text.contains("No space left on device") || text.contains("Disk quota exceeded")
+}
+
+/// A full disk fails the job with `disk_full`: trying again fills it again, so an operator
+/// (or the user) frees space first, then retries the job. The error's text (paths) goes to
+/// the log only.
+pub(crate) fn disk_full(e: impl std::fmt::Display) -> StageOutcome {
+    tracing::warn!(error = %e, "no space left on a disk the job writes to");
+    StageOutcome::fail(
+        ErrorCode::DiskFull,
+        "the disk the job's data is written to is full: free space, then retry the job",
+    )
+}
+
+/// A staging failure (a file that cannot be moved, linked or removed): try again later; a
+/// full disk fails the job.
 pub(crate) fn staging_retry(e: anyhow::Error) -> StageOutcome {
+    if is_disk_full(e.as_ref()) {
+        return disk_full(format!("{e:#}"));
+    }
     StageOutcome::retry(ErrorCode::StorageError, format!("{e:#}"))
 }
 

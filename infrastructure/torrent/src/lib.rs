@@ -25,7 +25,7 @@ mod proxy;
 pub mod testing;
 
 pub use live::{LiveStreams, STREAM_PERMITS};
-pub use package::{Packager, piece_length_for};
+pub use package::{Packager, Sha1Path, piece_length_for};
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};

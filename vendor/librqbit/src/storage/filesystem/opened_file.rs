@@ -24,8 +24,26 @@ impl OurFileExt for File {
         // pwrite_all goes through pwrite64 and takes the u64 as is, so past that point
         // write the two buffers one after the other instead.
         match nix::libc::off_t::try_from(offset) {
-            Ok(offset) => {
-                nix::sys::uio::pwritev(self, &bufs, offset).context("error calling pwritev")
+            Ok(at) => {
+                let total = bufs[0].len() + bufs[1].len();
+                let written =
+                    nix::sys::uio::pwritev(self, &bufs, at).context("error calling pwritev")?;
+                if written == total {
+                    return Ok(total);
+                }
+                // Ferry: pwritev may write less than asked (a disk that fills up, a signal).
+                // The rest goes by pwrite_all, which reports the error that stopped it
+                // (ENOSPC) instead of the chunk silently ending short.
+                let first = bufs[0].get(written..).unwrap_or_default();
+                let second = &bufs[1][written.saturating_sub(bufs[0].len())..];
+                let mut at = offset + written as u64;
+                for rest in [first, second] {
+                    if !rest.is_empty() {
+                        self.pwrite_all(at, rest)?;
+                        at += rest.len() as u64;
+                    }
+                }
+                Ok(total)
             }
             Err(_) => pwrite_all_unvectored(self, offset, bufs),
         }
