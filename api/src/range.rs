@@ -92,4 +92,32 @@ mod tests {
         assert_eq!(resolve(Some("bytes=x-y"), 100), Full);
         assert_eq!(resolve(Some("bytes=99999999999999999999999-"), 100), Full);
     }
+
+    /// Range headers as clients (and attackers) write them: digits, dashes, commas, spaces
+    /// and the odd other byte, after `bytes=` or not.
+    fn range_header() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "\\PC{0,60}",
+            "(bytes|BYTES|items)?=?[0-9 ,+-]{0,40}",
+            (any::<u64>(), any::<u64>()).prop_map(|(a, b)| format!("bytes={a}-{b}")),
+            any::<u64>().prop_map(|n| format!("bytes=-{n}")),
+            any::<u64>().prop_map(|n| format!("bytes={n}-")),
+        ]
+    }
+
+    proptest::proptest! {
+        // 256 cases, or `PROPTEST_CASES` (`bench/fuzz.sh` runs 10 million).
+        /// Whatever the header, a partial answer lies inside the file: never a panic, an
+        /// overflow or a range past its end.
+        #[test]
+        fn every_header_answers_inside_the_file(
+            header in range_header(),
+            size in proptest::prop_oneof![0..4096u64, proptest::prelude::any::<u64>()],
+        ) {
+            if let Partial { start, end } = resolve(Some(&header), size) {
+                proptest::prop_assert!(start <= end && end < size, "{header:?} {size}: {start}-{end}");
+            }
+        }
+    }
 }

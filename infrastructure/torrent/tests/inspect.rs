@@ -102,8 +102,7 @@ mod never_panics {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
-
+        // 256 cases, or `PROPTEST_CASES` (`bench/fuzz.sh` runs 10 million).
         #[test]
         fn on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = inspect(&bytes);

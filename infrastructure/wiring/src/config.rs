@@ -895,6 +895,21 @@ impl Config {
             );
             figment = figment.merge(Toml::file(path));
         }
+        Self::settle(figment)
+    }
+
+    /// As [`load`](Self::load), with the config file's text given instead of its path.
+    ///
+    /// # Errors
+    /// As `load`: the text is not TOML, or a value does not parse into its type.
+    pub fn load_toml(text: &str) -> anyhow::Result<Loaded> {
+        Self::settle(
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text)),
+        )
+    }
+
+    /// Defaults and file merged: the environment on top, then checked.
+    fn settle(mut figment: Figment) -> anyhow::Result<Loaded> {
         figment = figment.merge(
             Env::prefixed("FERRY_")
                 .split("__")
@@ -969,16 +984,12 @@ impl Config {
         if self.secret_key.is_none()
             && let Some(path) = &self.secret_key_file
         {
-            let key = std::fs::read_to_string(path)
-                .with_context(|| format!("reading secret_key_file {}", path.display()))?;
-            self.secret_key = Some(Secret::new(key.trim()));
+            self.secret_key = Some(read_secret_file("secret_key_file", path)?);
         }
         if self.api_token.is_none()
             && let Some(path) = &self.api_token_file
         {
-            let token = std::fs::read_to_string(path)
-                .with_context(|| format!("reading api_token_file {}", path.display()))?;
-            self.api_token = Some(Secret::new(token.trim()));
+            self.api_token = Some(read_secret_file("api_token_file", path)?);
         }
         Ok(())
     }
@@ -1036,6 +1047,28 @@ impl Config {
 }
 
 /// Dotted paths present in the merged configuration but not in [`Config`].
+/// The most a secret file may hold: keys and tokens are short, and a path such as
+/// `/dev/zero` must not be read until memory runs out.
+const MAX_SECRET_FILE: u64 = 64 << 10;
+
+/// A secret from the file `key` names: its text, trimmed; refused when it is not UTF-8 text
+/// of at most [`MAX_SECRET_FILE`] bytes.
+fn read_secret_file(key: &str, path: &Path) -> anyhow::Result<Secret> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_SECRET_FILE + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("reading {key} {}", path.display()))?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= MAX_SECRET_FILE,
+        "{key} {} is larger than {MAX_SECRET_FILE} bytes; it must hold only the secret",
+        path.display()
+    );
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{key} {} is not UTF-8 text", path.display()))?;
+    Ok(Secret::new(text.trim()))
+}
+
 fn unknown_keys(figment: &Figment) -> anyhow::Result<Vec<String>> {
     let known = serde_json::to_value(Config::default())?;
     let given: serde_json::Value = figment.extract().unwrap_or(serde_json::Value::Null);
