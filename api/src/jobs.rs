@@ -659,8 +659,23 @@ impl JobsApi {
         caller: Caller,
         id: Path<String>,
         #[oai(name = "Last-Event-ID")] last_event_id: Header<Option<String>>,
+        req: &Request,
     ) -> Result<EventStream<BoxStream<'static, JobEventDto>>, Fails<EventsFails>> {
         let id = parse_id(&id)?;
+        // A value that is not visible ASCII reaches `last_event_id` as absent; it is no id
+        // this server issued either.
+        let unreadable = last_event_id.0.is_none()
+            && req
+                .headers()
+                .get("last-event-id")
+                .is_some_and(|v| !v.is_empty());
+        if unreadable {
+            return Err(ApiError::new(
+                ErrorCode::InvalidEventId,
+                "Last-Event-ID was not issued by this server",
+            )
+            .into());
+        }
         // Ownership first: an id that is not the caller's costs this one read, and nothing
         // is subscribed, counted or spawned for it.
         self.state.jobs.get(caller.owner(), id).await?;

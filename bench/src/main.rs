@@ -95,6 +95,12 @@ enum Command {
         #[arg(long, default_value_t = 16)]
         connections: usize,
     },
+    /// The raw poem ceiling: `GET /` answers `hello` (the same server stack Ferry's API runs
+    /// on, with nothing behind it), on `--listen` until killed.
+    Hello {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     /// SSE fan-out latency.
     Fanout {
         #[arg(long)]
@@ -172,6 +178,16 @@ fn main() -> anyhow::Result<()> {
                     .transpose()?;
                 let rps = auth::load(&url, header, connections, seconds).await?;
                 println!("{rps:.1}");
+                Ok(())
+            }
+            Command::Hello { listen } => {
+                #[poem::handler]
+                fn hello() -> &'static str {
+                    "hello"
+                }
+                poem::Server::new(poem::listener::TcpListener::bind(listen))
+                    .run(poem::Route::new().at("/", poem::get(hello)))
+                    .await?;
                 Ok(())
             }
             Command::Fanout {

@@ -555,6 +555,17 @@ async fn unknown_jobs_and_illegal_moves_are_clear() {
         .await
         .unwrap();
     expect(resp, 400, "invalid_event_id").await;
+    // Bytes that are not visible ASCII (schemathesis sent U+0084) are no id either.
+    let resp = f
+        .req(Method::GET, &format!("/jobs/{id}/events"))
+        .header(
+            "Last-Event-ID",
+            reqwest::header::HeaderValue::from_bytes(&[0xc2, 0x84]).unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    expect(resp, 400, "invalid_event_id").await;
 
     let (status, body) = f.get_json("/jobs?status=bogus").await;
     assert_eq!(

@@ -80,6 +80,12 @@ fn schemathesis_finds_the_api_exactly_as_documented() {
     }
     let token = std::fs::read_to_string(data.join("api-token")).unwrap();
     let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/schemathesis.toml");
+    // The test command runs a bounded, repeatable pass: 40 examples an operation from a
+    // fixed seed, so a run finds what the last one found. `bench/schemathesis.sh` runs
+    // longer passes from fresh seeds (FERRY_SCHEMATHESIS_EXAMPLES, FERRY_SCHEMATHESIS_SEED).
+    let examples = std::env::var("FERRY_SCHEMATHESIS_EXAMPLES").unwrap_or_else(|_| "40".into());
+    let seed = std::env::var("FERRY_SCHEMATHESIS_SEED")
+        .unwrap_or_else(|_| "218774768152374277916220782023862968691".into());
     let started = Instant::now();
     let out = in_namespace(pid, "schemathesis")
         .arg("--config-file")
@@ -90,7 +96,14 @@ fn schemathesis_finds_the_api_exactly_as_documented() {
             "--header",
             &format!("Authorization: Bearer {}", token.trim()),
         ])
-        .args(["--checks", "all", "--max-examples", "40"])
+        .args([
+            "--checks",
+            "all",
+            "--max-examples",
+            &examples,
+            "--seed",
+            &seed,
+        ])
         .args([
             // Hypothesis' health checks time the generator: on a loaded machine (CI, the suite
             // running on two cores) they fail the generation itself, which says nothing about

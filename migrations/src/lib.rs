@@ -19,6 +19,7 @@ mod m20270101_000002_feeds;
 mod m20270102_000001_feed_matches_per_feed;
 mod m20270102_000002_seeding_started;
 mod m20270103_000001_speed_limits;
+mod m20270104_000001_jobs_list_index;
 
 pub struct Migrator;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20270102_000001_feed_matches_per_feed::Migration),
             Box::new(m20270102_000002_seeding_started::Migration),
             Box::new(m20270103_000001_speed_limits::Migration),
+            Box::new(m20270104_000001_jobs_list_index::Migration),
         ]
     }
 }
