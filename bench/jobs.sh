@@ -17,7 +17,8 @@ cd "$(dirname "$0")/.."
 JOBS=${JOBS:-5000}
 BACKENDS=${BACKENDS:-sqlite postgres}
 PG=${PG:-postgres://postgres@127.0.0.1:5432/test}
-for p in curl python3 psql; do
+needs="curl python3"; case "$BACKENDS" in *postgres*) needs="$needs psql";; esac
+for p in $needs; do
   command -v $p >/dev/null || { echo "bench: $p is missing (scripts/test-deps.sh installs it)" >&2; exit 1; }
 done
 echo "building (release)…" >&2
@@ -29,7 +30,7 @@ W=$(mktemp -d /tmp/ferry-jobs.XXXXXX)
 db="ferry_jobs_$$"
 pid=""
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null
+  [ -z "$pid" ] || kill "$pid" 2>/dev/null || true
   psql "$PG" -qc "drop database if exists $db with (force)" >/dev/null 2>&1 || true
   if [ -n "${KEEP:-}" ]; then echo "kept $W" >&2; else rm -rf "$W"; fi
 }
@@ -44,7 +45,7 @@ serve() {
   for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$port/api/v1/health" >/dev/null && return; sleep 0.1; done
   cat "$FERRY_DATA_DIR.log" >&2; exit 1
 }
-stop() { kill -TERM "$pid"; wait "$pid" || true; pid=""; }
+stop() { kill -TERM "$pid" 2>/dev/null || true; wait "$pid" || true; pid=""; }
 
 FINISH="UPDATE jobs SET status = CASE WHEN CAST(substr(name, 7, 5) AS INTEGER) % 10 = 3 THEN 'failed' ELSE 'completed' END,
   error_code = CASE WHEN CAST(substr(name, 7, 5) AS INTEGER) % 10 = 3 THEN 'url_unavailable' END,

@@ -27,13 +27,22 @@ pub struct DeliverStage {
 
 /// A storage failure as the user sees it: a registered code and one sentence. The driver's
 /// text (addresses, status lines, response bodies) goes to the log only.
+/// A full disk fails the job with `disk_full`.
 fn store_outcome(job: &Job, e: StoreError) -> StageOutcome {
-    tracing::warn!(job_id = %job.id, error = format!("{e:#}"), "delivery failed");
     if let StoreError::Unexpected(inner) = &e
         && super::is_disk_full(inner.as_ref())
     {
+        tracing::warn!(job_id = %job.id, error = format!("{e:#}"), "delivery failed");
         return super::disk_full(format!("{inner:#}"));
     }
+    storage_failure(job, e)
+}
+
+/// [`store_outcome`] without the full disk, for removing what a stopped job left: there a
+/// full disk is retried like any storage error (the job is already terminal, and failing it
+/// would drop the clean-up).
+fn storage_failure(job: &Job, e: StoreError) -> StageOutcome {
+    tracing::warn!(job_id = %job.id, error = format!("{e:#}"), "delivery failed");
     let (code, message) = match &e {
         StoreError::Unreachable(_) => (
             ErrorCode::StorageUnreachable,
@@ -323,23 +332,19 @@ impl DeliverStage {
     async fn remove(&self, job: &Job, purge: bool) -> Flow {
         match self.stores.store(&job.owner, job.storage_profile).await {
             Ok(store) => {
-                let failed = |e| store_outcome(job, e);
+                let failed = |e| storage_failure(job, e);
                 store.abort_uploads(job.id).await.map_err(failed)?;
                 let prefix = StorageKey::job_prefix(&job.owner, job.id);
                 store.delete_prefix(&prefix).await.map_err(failed)?;
             }
             // The profile is gone: there is nothing we can still reach to delete.
             Err(StoreError::NotFound) => {}
-            Err(e) => return Err(store_outcome(job, e)),
+            Err(e) => return Err(storage_failure(job, e)),
         }
-        self.staging
-            .discard(job.id)
-            .await
-            .map_err(super::staging_retry)?;
-        self.staging
-            .discard_seed(job.id)
-            .await
-            .map_err(super::staging_retry)?;
+        let retry =
+            |e: anyhow::Error| StageOutcome::retry(ErrorCode::StorageError, format!("{e:#}"));
+        self.staging.discard(job.id).await.map_err(retry)?;
+        self.staging.discard_seed(job.id).await.map_err(retry)?;
         if !purge {
             tracing::info!(job_id = %job.id, "cancelled job's delivered objects removed");
             return Ok(StageOutcome::Done);

@@ -233,7 +233,7 @@ impl DownloadStage {
             super::follow_limits(&*self.engine, job.id, &mut limits, ticker.limits()).await;
             if let Some(error) = stats.error {
                 self.stop(job.id, false).await;
-                if super::mentions_disk_full(&error) {
+                if super::engine_says_disk_full(&error) {
                     return Err(super::disk_full(error));
                 }
                 return Err(StageOutcome::retry(ErrorCode::EngineError, error));

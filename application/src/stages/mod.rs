@@ -236,8 +236,8 @@ impl From<QueueError> for StageOutcome {
 }
 
 /// Whether an error (or any error it wraps) is a full disk: no space left (`ENOSPC`) or the
-/// disk quota reached (`EDQUOT`). Errors that arrive as text only (the BitTorrent engine's)
-/// are read by the operating system's message for those numbers.
+/// disk quota reached (`EDQUOT`), by the I/O error's kind only, never by text (a storage
+/// service's message or a file name could say anything).
 pub(crate) fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
     std::iter::successors(Some(e), |e| e.source()).any(|e| {
         e.downcast_ref::<std::io::Error>().is_some_and(|io| {
@@ -245,13 +245,16 @@ pub(crate) fn is_disk_full(e: &(dyn std::error::Error + 'static)) -> bool {
                 io.kind(),
                 std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
             )
-        }) || mentions_disk_full(&e.to_string())
+        })
     })
 }
 
-/// Whether an error's text is the operating system's message for a full disk or quota.
-pub(crate) fn mentions_disk_full(text: &str) -> bool {
-    text.contains("No space left on device") || text.contains("Disk quota exceeded")
+/// Whether the BitTorrent engine's error, which arrives as text (its chain joined by `: `),
+/// ends in the operating system's full-disk error. Only the end counts: the text before it
+/// names the torrent's file, which the torrent's author chose.
+pub(crate) fn engine_says_disk_full(text: &str) -> bool {
+    let text = text.trim_end();
+    text.ends_with("(os error 28)") || text.ends_with("(os error 122)")
 }
 
 /// A full disk fails the job with `disk_full`: trying again fills it again, so an operator
@@ -365,5 +368,35 @@ mod tests {
         let delays: Vec<u64> = (1..=6).map(|a| p.delay_after(a).as_secs()).collect();
         assert_eq!(delays, vec![1, 2, 4, 8, 10, 10]);
         assert_eq!(p.delay_after(u32::MAX), Duration::from_secs(10));
+    }
+}
+
+#[cfg(test)]
+mod disk_full_tests {
+    use super::{engine_says_disk_full, is_disk_full};
+
+    #[test]
+    fn a_full_disk_is_told_by_the_error_kind_and_the_engine_texts_end_only() {
+        let full = std::io::Error::from_raw_os_error(28);
+        assert!(is_disk_full(&full));
+        let wrapped = anyhow::Error::new(full).context("writing the staged file");
+        assert!(is_disk_full(wrapped.as_ref()));
+        // A storage service's or a peer's text is not a full disk here, whatever it says.
+        let said = anyhow::anyhow!("No space left on device (os error 28)");
+        assert!(!is_disk_full(said.as_ref()));
+        assert!(!is_disk_full(&std::io::Error::other(
+            "No space left on device"
+        )));
+
+        assert!(engine_says_disk_full(
+            "error writing to file 0 (\"a.bin\"): No space left on device (os error 28)"
+        ));
+        assert!(engine_says_disk_full(
+            "x: Disk quota exceeded (os error 122)\n"
+        ));
+        // A file named after the message does not make another error a full disk.
+        assert!(!engine_says_disk_full(
+            "error writing to file 0 (\"No space left on device (os error 28)\"): Input/output error (os error 5)"
+        ));
     }
 }

@@ -263,6 +263,29 @@ pub async fn job_repository_contract(repo: &dyn JobRepository) {
         assert!(repo.list(&search(miss)).await.unwrap().is_empty(), "{miss}");
     }
     repo.delete(named.id).await.unwrap();
+    // A name as long as a magnet's `dn` may be (16 KiB) is stored, found and filtered: no
+    // index refuses it (PostgreSQL's B-tree entries stop near 2.7 KB).
+    let mut long = magnet_job(&alice, 31);
+    // Hex of a hash chain: text that does not compress (PostgreSQL compresses before it
+    // measures an index entry).
+    let mut hex = String::new();
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    while hex.len() < 16 * 1024 - 7 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        hex.push_str(&format!("{state:016x}"));
+    }
+    long.name = format!("{} needle", &hex[..16 * 1024 - 7]);
+    repo.insert(&long).await.unwrap();
+    let found = repo.list(&search("NEEDLE")).await.unwrap();
+    assert_eq!(found.iter().map(|j| j.id).collect::<Vec<_>>(), [long.id]);
+    let queued = JobQuery {
+        name_contains: Some("needle".into()),
+        ..query(Some(JobStatus::Queued), None, 100)
+    };
+    assert_eq!(repo.list(&queued).await.unwrap().len(), 1);
+    repo.delete(long.id).await.unwrap();
 
     // Recovery sees every unfinished, unpaused job.
     repo.transition(torrent.id, &change(JobStatus::Queued, JobStatus::Resolving))

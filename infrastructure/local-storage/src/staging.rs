@@ -45,9 +45,17 @@ async fn link_or_copy(from: &Path, to: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
         Err(_) => {
             let tmp = to.with_extension("ferry-partial");
-            tokio::fs::copy(from, &tmp).await?;
-            tokio::fs::File::open(&tmp).await?.sync_all().await?;
-            tokio::fs::rename(&tmp, to).await
+            let copied = async {
+                tokio::fs::copy(from, &tmp).await?;
+                tokio::fs::File::open(&tmp).await?.sync_all().await?;
+                tokio::fs::rename(&tmp, to).await
+            }
+            .await;
+            if copied.is_err() {
+                // A copy cut short (a full disk) does not keep the space it took.
+                let _ = tokio::fs::remove_file(&tmp).await;
+            }
+            copied
         }
     }
 }

@@ -1046,7 +1046,6 @@ impl Config {
     }
 }
 
-/// Dotted paths present in the merged configuration but not in [`Config`].
 /// The most a secret file may hold: keys and tokens are short, and a path such as
 /// `/dev/zero` must not be read until memory runs out.
 const MAX_SECRET_FILE: u64 = 64 << 10;
@@ -1069,6 +1068,7 @@ fn read_secret_file(key: &str, path: &Path) -> anyhow::Result<Secret> {
     Ok(Secret::new(text.trim()))
 }
 
+/// Dotted paths present in the merged configuration but not in [`Config`].
 fn unknown_keys(figment: &Figment) -> anyhow::Result<Vec<String>> {
     let known = serde_json::to_value(Config::default())?;
     let given: serde_json::Value = figment.extract().unwrap_or(serde_json::Value::Null);

@@ -552,7 +552,9 @@ impl ManagedTorrent {
                 }
                 ManagedTorrentState::Error(e) => {
                     resp.state = S::Error;
-                    resp.error = Some(format!("{e:?}"))
+                    // Ferry: the chain on one line ("context: cause"); `{e:?}` added
+                    // "Caused by:" blocks and, with RUST_BACKTRACE set, a stack backtrace.
+                    resp.error = Some(format!("{e:#}"))
                 }
                 ManagedTorrentState::None => {
                     resp.state = S::Error;
