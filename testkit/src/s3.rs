@@ -17,6 +17,8 @@ pub struct S3Server {
     /// Where the server keeps its data.
     pub root: PathBuf,
     pub proc: Proc,
+    /// How to start it again on its port (`None` for moto, whose data lives in memory).
+    again: Option<(PathBuf, PathBuf)>,
 }
 
 impl S3Server {
@@ -30,13 +32,14 @@ impl S3Server {
         let root = dir.join("s3-data");
         std::fs::create_dir_all(&root).unwrap();
         let (proc, port) = crate::spawn_on_free_port("s3s-fs", &dir.join("s3s-fs.log"), |port| {
-            let mut cmd = Command::new(&bin);
-            cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--access-key", ACCESS, "--secret-key", SECRET])
-                .arg(&root);
-            cmd
+            s3s_fs_command(&bin, port, &root)
         });
-        Some(Self { port, root, proc })
+        Some(Self {
+            port,
+            root,
+            proc,
+            again: Some((bin, dir.join("s3s-fs-again.log"))),
+        })
     }
 
     /// moto's S3 server in `dir` (log `dir/moto.log`); `None` when it is not installed
@@ -53,10 +56,34 @@ impl S3Server {
                 cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
                 cmd
             });
-        Some(Self { port, root, proc })
+        Some(Self {
+            port,
+            root,
+            proc,
+            again: None,
+        })
     }
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
+
+    /// Kills the server (an outage: connections refused), and after `outage` starts it
+    /// again on the same port with the same data. s3s-fs only.
+    pub fn outage(&mut self, outage: std::time::Duration) {
+        let (bin, log) = self.again.clone().expect("only s3s-fs can be restarted");
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        std::thread::sleep(outage);
+        self.proc = Proc::spawn("s3s-fs", s3s_fs_command(&bin, self.port, &self.root), log);
+        crate::wait_for_port(self.port, "s3s-fs", std::time::Duration::from_secs(30));
+    }
+}
+
+fn s3s_fs_command(bin: &Path, port: u16, root: &Path) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", ACCESS, "--secret-key", SECRET])
+        .arg(root);
+    cmd
 }

@@ -132,6 +132,7 @@ impl DeliverStage {
             }
             Err(e) => return Err(store_outcome(&job, e)),
         };
+        tracing::info!(job_id = %job.id, "delivery running");
         if job.seed.is_some() {
             // Keep a copy to seed from before delivery moves the staged files.
             let paths = job

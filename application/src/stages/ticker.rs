@@ -1,5 +1,5 @@
-//! The beat every running stage keeps: progress published each tick, snapshotted now and
-//! then, and the job's status read so a pause or cancel is noticed within a tick.
+//! The beat every running stage keeps: progress published each tick it changed, snapshotted
+//! now and then, and the job's status read so a pause or cancel is noticed within a tick.
 
 use std::time::Duration;
 
@@ -21,7 +21,8 @@ pub(crate) enum Observed {
     Gone,
 }
 
-/// The beat every running stage keeps: each tick it publishes the job's progress, writes a
+/// The beat every running stage keeps: each tick it publishes the job's progress (unchanged
+/// progress only every [`REPUBLISH`]), writes a
 /// snapshot of it to the repository every `snapshot_every` (if set), and reads the job's
 /// status, so a pause or cancel takes effect within one tick. Progress that cannot be
 /// written is logged and not fatal: the database keeps the last snapshot, and the next one
@@ -36,12 +37,19 @@ pub(crate) struct Ticker<'a> {
     snapshot_every: Option<Duration>,
     last_snapshot: Instant,
     progress: Progress,
+    /// The progress last published, and when: the same progress again is published only
+    /// every [`REPUBLISH`] (an idle seeding job would otherwise send an event every tick).
+    published: Option<(Progress, Instant)>,
     /// The job's speed limits as last read (the user may change them while it runs).
     limits: SpeedLimits,
     /// Which of publish, snapshot and status read are failing now: each outage is logged
     /// at warn once (then at debug each tick) and its end at info.
     failing: [std::sync::atomic::AtomicBool; 3],
 }
+
+/// How often unchanged progress is published again (watchers that joined late have the
+/// job's snapshot; this only keeps `at` fresh).
+const REPUBLISH: Duration = Duration::from_secs(10);
 
 const PUBLISH: usize = 0;
 const SNAPSHOT: usize = 1;
@@ -67,6 +75,7 @@ impl<'a> Ticker<'a> {
             snapshot_every: None,
             last_snapshot: Instant::now(),
             progress: job.progress,
+            published: None,
             limits: job.speed_limits,
             failing: Default::default(),
         }
@@ -126,6 +135,21 @@ impl<'a> Ticker<'a> {
     /// Publishes `progress`, and snapshots it when a snapshot is due.
     pub(crate) async fn report(&mut self, progress: Progress) {
         self.progress = progress;
+        let unchanged = self
+            .published
+            .is_some_and(|(last, at)| last == progress && at.elapsed() < REPUBLISH);
+        if !unchanged {
+            self.publish(progress).await;
+        }
+        if self
+            .snapshot_every
+            .is_some_and(|every| self.last_snapshot.elapsed() >= every)
+        {
+            self.snapshot().await;
+        }
+    }
+
+    async fn publish(&mut self, progress: Progress) {
         let event = JobEvent {
             job_id: self.job,
             owner: self.owner.clone(),
@@ -136,14 +160,11 @@ impl<'a> Ticker<'a> {
             at: self.lifecycle.clock.now(),
         };
         match self.lifecycle.bus.publish(&event).await {
-            Ok(_) => self.worked(PUBLISH),
+            Ok(_) => {
+                self.published = Some((progress, Instant::now()));
+                self.worked(PUBLISH);
+            }
             Err(e) => self.failed(PUBLISH, &e, "could not publish progress"),
-        }
-        if self
-            .snapshot_every
-            .is_some_and(|every| self.last_snapshot.elapsed() >= every)
-        {
-            self.snapshot().await;
         }
     }
 

@@ -307,7 +307,17 @@ impl Seeder {
 
     /// As [`Seeder::start`], with more aria2c arguments (`--max-upload-limit=2M`).
     pub fn start_with(dir: &Path, content_dir: &Path, torrents: &[&Path], args: &[String]) -> Self {
-        let port = free_port();
+        Self::start_on(dir, content_dir, torrents, args, free_port())
+    }
+
+    /// As [`Seeder::start_with`], listening on `port` (a seeder back where it was).
+    pub fn start_on(
+        dir: &Path,
+        content_dir: &Path,
+        torrents: &[&Path],
+        args: &[String],
+        port: u16,
+    ) -> Self {
         let mut cmd = Command::new("aria2c");
         cmd.arg("--interface=127.0.0.1")
             .arg(format!("--dir={}", content_dir.display()))

@@ -34,6 +34,11 @@ impl S3Server {
         Self::wrap(ferry_testkit::s3::S3Server::moto(dir))
     }
 
+    /// Down for `outage` (killed), then up again on the same port with the same data.
+    pub fn outage(&mut self, outage: std::time::Duration) {
+        self._server.outage(outage);
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

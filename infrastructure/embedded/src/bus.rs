@@ -20,6 +20,9 @@ use tokio::time::Instant;
 const RETAINED: usize = 1000;
 /// How long a finished job's events stay after its last event.
 const LINGER: Duration = Duration::from_secs(15 * 60);
+/// How often channels past their linger are looked for (a sweep visits every job's channel:
+/// on every event, 500 running jobs made it quadratic).
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 struct Channel {
     retained: VecDeque<(u64, PublishedEvent)>,
@@ -34,6 +37,7 @@ struct State {
     /// Owners' feeds, while someone follows them.
     owners: HashMap<OwnerId, broadcast::Sender<PublishedEvent>>,
     seq: u64,
+    swept: Option<Instant>,
 }
 
 #[derive(Clone)]
@@ -94,9 +98,10 @@ impl EmbeddedBus {
     }
 
     fn sweep(state: &mut State) {
-        if state.channels.len() < 256 {
+        if state.channels.len() < 256 || state.swept.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
             return;
         }
+        state.swept = Some(Instant::now());
         state.channels.retain(|_, c| {
             let idle = c.last_event.elapsed();
             c.live.receiver_count() > 0 || !(c.finished && idle > LINGER || idle > 4 * LINGER)
