@@ -888,7 +888,7 @@ pub async fn churn_event_streams(
         .pool_max_idle_per_host(0)
         .build()
         .unwrap();
-    let statuses: Vec<u16> = futures::stream::iter(0..count)
+    let statuses: Vec<(u16, String)> = futures::stream::iter(0..count)
         .map(|i| {
             let id = if i % 2 == 0 {
                 uuid::Uuid::now_v7().to_string()
@@ -899,14 +899,34 @@ pub async fn churn_event_streams(
                 .get(f.url(&format!("/jobs/{id}/events")))
                 .bearer_auth(&f.token)
                 .send();
-            async move { req.await.unwrap().status().as_u16() }
+            async move {
+                let r = req.await.unwrap();
+                let status = r.status().as_u16();
+                // Anything but 200 or 404 is reported with what the server said.
+                let said = if status == 200 || status == 404 {
+                    String::new()
+                } else {
+                    let headers = format!("{:?}", r.headers());
+                    format!("{status} {headers}: {}", r.text().await.unwrap_or_default())
+                };
+                (status, said)
+            }
         })
         .buffer_unordered(parallel)
         .collect()
         .await;
-    let ok = statuses.iter().filter(|s| **s == 200).count();
-    let missing = statuses.iter().filter(|s| **s == 404).count();
-    assert_eq!(ok + missing, count, "unexpected answers: {statuses:?}");
+    let ok = statuses.iter().filter(|s| s.0 == 200).count();
+    let missing = statuses.iter().filter(|s| s.0 == 404).count();
+    let unexpected: Vec<&String> = statuses
+        .iter()
+        .filter(|s| !s.1.is_empty())
+        .map(|s| &s.1)
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "{} answers neither 200 nor 404: {unexpected:?}",
+        unexpected.len()
+    );
     (ok, missing)
 }
 
