@@ -18,21 +18,9 @@ import time
 import urllib.parse
 import uuid
 
+from jobs import bencode  # bench/jobs.py, beside this file
+
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def bencode(v) -> bytes:
-    if isinstance(v, int):
-        return b"i%de" % v
-    if isinstance(v, str):
-        v = v.encode()
-    if isinstance(v, bytes):
-        return b"%d:%s" % (len(v), v)
-    if isinstance(v, list):
-        return b"l" + b"".join(bencode(x) for x in v) + b"e"
-    if isinstance(v, dict):
-        return b"d" + b"".join(bencode(k) + bencode(v[k]) for k in sorted(v)) + b"e"
-    raise TypeError(v)
 
 
 def prepare(a):
